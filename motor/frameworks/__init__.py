@@ -1,0 +1,1 @@
+"""Thin adapters for the event-loop frameworks Motor supports."""

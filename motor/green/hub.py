@@ -1,0 +1,363 @@
+"""Run synchronous PyMongo calls in child greenlets on an event loop thread.
+
+Theory of operation
+-------------------
+A :class:`Hub` belongs to one asyncio event loop (Tornado 6 runs on asyncio, so one
+hub serves both frameworks).  :meth:`Hub.spawn` starts a *child* greenlet that runs a
+synchronous function, and returns an :class:`asyncio.Future` for its result.
+
+The child starts at once, inside the caller's stack, and runs until the function
+would block.  There it parks: it registers a wake-up with the loop (a socket becoming
+ready, a timer, a notification) and switches to its parent, the greenlet that runs the
+loop (the *hub greenlet*).  When the loop fires the wake-up, the callback (running on
+the hub greenlet) switches back into the child, which carries on exactly where it
+stopped.  When the function returns, the child resolves the future and ends.
+
+Invariants, enforced here and relied on everywhere else:
+
+1. Every switch into a parked child goes through :class:`Waiter`.  A waiter is resumed
+   at most once; a value that arrives before the child parks is kept, and a callback
+   that fires after the child moved on is a no-op.
+2. A child's parent is always the hub greenlet.  A child never switches into another
+   child; a call made from inside a child (a listener, a finalizer, a nested Motor call)
+   starts its own child from the loop, never as a grandchild.
+3. A child runs with a copy of the caller's :mod:`contextvars` context, so
+   ``pymongo.timeout()`` and session binding apply inside the operation.
+4. Code outside a child (PyMongo's monitor and maintenance threads, plain sync code)
+   never parks: the green primitives fall back to ordinary blocking there.
+5. Cancelling the future throws :class:`Cancelled` into the child at its current (or
+   next) wait; PyMongo's cleanup closes a connection interrupted mid-operation and
+   restores its pool counters while the exception unwinds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import greenlet
+
+__all__ = [
+    "Cancelled",
+    "Hub",
+    "Waiter",
+    "current_child",
+    "get_hub",
+    "in_child",
+]
+
+T = TypeVar("T")
+
+_getcurrent = greenlet.getcurrent
+_get_running_loop = asyncio._get_running_loop
+_perf_counter = time.perf_counter
+
+
+class Cancelled(BaseException):
+    """Thrown into a child greenlet whose future was cancelled.
+
+    A :class:`BaseException`, so PyMongo's ``except Exception`` blocks let it pass and
+    its ``except BaseException`` cleanup (close the connection, restore pool counters)
+    runs while it unwinds.
+    """
+
+
+class Child(greenlet.greenlet):
+    """A greenlet that runs one synchronous call for a :class:`Hub`."""
+
+    __slots__ = ("future", "hub", "waiter")
+
+    def __init__(self, hub: Hub, parent: greenlet.greenlet) -> None:
+        super().__init__(self._execute, parent)
+        self.hub = hub
+        self.future: asyncio.Future[Any] | None = None
+        # The waiter the child is parked on, or None while it runs.
+        self.waiter: Waiter | None = None
+
+    def _execute(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: asyncio.Future[Any],
+    ) -> None:
+        # Runs on the child greenlet.
+        try:
+            result = fn(*args, **kwargs)
+        except Cancelled:
+            return
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+            # Drop the frames' reference cycle through the traceback promptly.
+            del exc
+        else:
+            if not future.done():
+                future.set_result(result)
+
+
+class Waiter:
+    """The one switch primitive: park a child until a single value arrives.
+
+    ``get()`` runs on a child and parks it; ``switch()`` and ``throw()`` run on the hub
+    greenlet (loop callbacks) and resume it.  ``switch_threadsafe()`` may be called from
+    any thread.
+    """
+
+    __slots__ = ("_child", "_exc", "_has_value", "_hub", "_value")
+
+    def __init__(self, hub: Hub) -> None:
+        self._hub = hub
+        self._child: Child | None = None
+        self._has_value = False
+        self._value: Any = None
+        self._exc: BaseException | None = None
+
+    def switch(self, value: Any = None) -> None:
+        """Resume the parked child with ``value`` (runs on the hub greenlet)."""
+        child = self._child
+        if child is None:
+            # Not parked yet, or already resumed: keep the first value only.
+            if not self._has_value:
+                self._has_value = True
+                self._value = value
+            return
+        self._child = None
+        child.waiter = None
+        child.switch(value)
+
+    def throw(self, exc: BaseException) -> None:
+        """Resume the parked child by raising ``exc`` in it (runs on the hub greenlet)."""
+        child = self._child
+        if child is None:
+            if not self._has_value:
+                self._has_value = True
+                self._exc = exc
+            return
+        self._child = None
+        child.waiter = None
+        child.throw(exc)
+
+    def switch_threadsafe(self, value: Any = None) -> None:
+        """Resume the child from any thread, on the next loop iteration."""
+        self._hub.loop.call_soon_threadsafe(self.switch, value)
+
+    def get(self) -> Any:
+        """Park the current child until ``switch`` or ``throw`` (runs on a child)."""
+        if self._has_value:
+            self._has_value = False
+            exc = self._exc
+            if exc is not None:
+                self._exc = None
+                raise exc
+            value = self._value
+            self._value = None
+            return value
+        child = _getcurrent()
+        assert isinstance(child, Child), "Waiter.get() called outside a child greenlet"
+        self._child = child
+        child.waiter = self
+        try:
+            value = child.parent.switch()
+        finally:
+            if self._child is not None:
+                # Resumed by something other than this waiter (an exception thrown
+                # straight into the greenlet): forget the registration.
+                self._child = None
+                child.waiter = None
+        return value
+
+
+# How long children may run eagerly in one loop iteration before further starts are
+# queued for the next iteration (seconds).  Bounds the loop stall of a burst of calls.
+START_BUDGET = 0.001
+
+
+class Hub:
+    """Runs child greenlets for one event loop; created by :func:`get_hub`.
+
+    Starting a child costs PyMongo's whole per-operation Python code up to the first
+    wait.  So that a burst of calls (``gather`` of hundreds of operations) cannot stall
+    the loop, children start eagerly only within :data:`START_BUDGET` per loop
+    iteration; later calls wait in a queue as a plain tuple (no greenlet yet) and are
+    started by :meth:`_drain`, one budget per iteration.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pid = os.getpid()
+        self._queue: deque[tuple[Any, ...]] = deque()
+        self._burst_end: float | None = None
+        self._draining = False
+
+    def spawn(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+        """Run ``fn(*args, **kwargs)`` in a new child greenlet; return its future.
+
+        Must be called on the loop's thread while the loop runs.  From the hub
+        greenlet the child starts at once and runs until it first waits, unless this
+        iteration's start budget is spent; from inside another child it is queued
+        (invariant 2).
+        """
+        future: asyncio.Future[T] = self.loop.create_future()
+        context = contextvars.copy_context()
+        current = _getcurrent()
+        if self._queue or isinstance(current, Child) or not self._may_start_now():
+            self._queue.append((fn, args, kwargs, future, context))
+            if not self._draining:
+                self._draining = True
+                self.loop.call_soon(self._drain)
+        else:
+            self._start(current, fn, args, kwargs, future, context)
+        return future
+
+    def _may_start_now(self) -> bool:
+        now = _perf_counter()
+        end = self._burst_end
+        if end is None:
+            self._burst_end = now + START_BUDGET
+            self.loop.call_soon(self._end_burst)
+            return True
+        return now < end
+
+    def _end_burst(self) -> None:
+        # Runs on the hub greenlet, once per iteration that started children.
+        self._burst_end = None
+
+    def _drain(self) -> None:
+        # Runs on the hub greenlet: start queued calls until the budget is spent.
+        queue = self._queue
+        current = _getcurrent()
+        end = _perf_counter() + START_BUDGET
+        while queue:
+            fn, args, kwargs, future, context = queue.popleft()
+            if future.done():
+                continue  # cancelled while queued: never started
+            self._start(current, fn, args, kwargs, future, context)
+            if _perf_counter() >= end:
+                break
+        if queue:
+            self.loop.call_soon(self._drain)
+        else:
+            self._draining = False
+
+    def _start(
+        self,
+        parent: greenlet.greenlet,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: asyncio.Future[Any],
+        context: contextvars.Context,
+    ) -> None:
+        # Runs on the hub greenlet.
+        child = Child(self, parent)
+        child.gr_context = context
+        child.future = future
+        future.add_done_callback(self._on_future_done(child))
+        child.switch(fn, args, kwargs, future)
+
+    def _on_future_done(self, child: Child) -> Callable[[asyncio.Future[Any]], None]:
+        def on_done(future: asyncio.Future[Any]) -> None:
+            # Runs on the hub greenlet, as a loop callback.
+            if future.cancelled() and not child.dead:
+                self.cancel_child(child)
+
+        return on_done
+
+    def cancel_child(self, child: Child) -> None:
+        """Stop a child at its current wait (runs on the hub greenlet)."""
+        waiter = child.waiter
+        if waiter is not None:
+            waiter.throw(Cancelled())
+        # Otherwise it is not parked on a waiter, which a loop callback cannot
+        # observe: it would be running, and it notices nothing until it waits.
+
+    # -- waiting (all of these run on a child) ------------------------------------
+
+    def wait_fd(self, fd: int, write: bool, timeout: float | None) -> bool:
+        """Park until ``fd`` is ready; False when ``timeout`` (seconds) expires first."""
+        loop = self.loop
+        waiter = Waiter(self)
+        if write:
+            loop.add_writer(fd, waiter.switch, True)
+        else:
+            loop.add_reader(fd, waiter.switch, True)
+        timer = None if timeout is None else loop.call_later(timeout, waiter.switch, False)
+        try:
+            ready: bool = waiter.get()
+            return ready
+        finally:
+            if write:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
+            if timer is not None:
+                timer.cancel()
+
+    def wait_future(self, future: asyncio.Future[T], timeout: float | None = None) -> T:
+        """Park until an asyncio future on this loop is done; return its result.
+
+        Raises :class:`TimeoutError` when ``timeout`` expires first (the future is
+        cancelled).
+        """
+        if not future.done():
+            waiter = Waiter(self)
+
+            def wake(_: object) -> None:
+                waiter.switch(True)
+
+            future.add_done_callback(wake)
+            timer = None if timeout is None else self.loop.call_later(timeout, waiter.switch, False)
+            try:
+                done = waiter.get()
+            finally:
+                future.remove_done_callback(wake)
+                if timer is not None:
+                    timer.cancel()
+            if not done:
+                future.cancel()
+                raise TimeoutError("timed out")
+        return future.result()
+
+    def sleep(self, seconds: float) -> None:
+        """Park for ``seconds``."""
+        waiter = Waiter(self)
+        timer = self.loop.call_later(max(seconds, 0), waiter.switch, None)
+        try:
+            waiter.get()
+        finally:
+            timer.cancel()
+
+
+_hubs_lock = threading.Lock()
+
+
+def get_hub(loop: asyncio.AbstractEventLoop) -> Hub:
+    """Return the hub of ``loop``, creating it on first use."""
+    hub: Hub | None = getattr(loop, "_motor_hub", None)
+    if hub is None or hub.pid != os.getpid():
+        with _hubs_lock:
+            hub = getattr(loop, "_motor_hub", None)
+            if hub is None or hub.pid != os.getpid():
+                hub = Hub(loop)
+                loop._motor_hub = hub  # type: ignore[attr-defined]
+    return hub
+
+
+def current_child() -> Child | None:
+    """The child greenlet running now, if this code runs in one on its loop's thread."""
+    current = _getcurrent()
+    if isinstance(current, Child):
+        return current
+    return None
+
+
+def in_child() -> bool:
+    """True when the calling code runs in a child greenlet and may park."""
+    return isinstance(_getcurrent(), Child)

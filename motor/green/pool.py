@@ -1,0 +1,270 @@
+"""The seam between PyMongo 4.20 and the green core; the only module that patches PyMongo.
+
+What it changes, and nothing else:
+
+* :class:`GreenPool` (passed to ``MongoClient(_pool_class=...)``) replaces the pool's
+  wait-queue conditions with :class:`~motor.green.sync.GreenCondition` and marks its
+  ``connect()`` so new connections are made green.
+* ``pymongo.synchronous.pool._configured_socket_interface`` (the function
+  ``Pool.connect`` calls to open a socket) becomes a dispatcher: inside
+  ``GreenPool.connect`` it opens a :class:`~motor.green.socket.GreenSocket` with green
+  DNS, connect and TLS handshake; for every other pool it calls PyMongo's original.
+* ``_ConnectionManager`` locks (held across I/O by pinned and exhaust cursors) become
+  :class:`~motor.green.sync.GreenLock`; they behave as plain locks outside children.
+* ``time.sleep`` in PyMongo's retry backoffs becomes :func:`motor.green.sync.sleep`,
+  which only differs from :func:`time.sleep` inside a child greenlet.
+
+:func:`check_pymongo_internals` verifies every internal name and behaviour this relies
+on; :func:`install` refuses to patch (with a readable error) when one has changed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ssl
+import time as _time
+import types
+from typing import Any
+
+import pymongo
+import pymongo.network_layer
+import pymongo.pool_shared
+import pymongo.synchronous.client_session
+import pymongo.synchronous.command_cursor
+import pymongo.synchronous.cursor
+import pymongo.synchronous.cursor_base
+import pymongo.synchronous.mongo_client
+import pymongo.synchronous.pool
+from pymongo.network_layer import NetworkingInterface
+
+from motor.green.socket import GreenSocket, create_connection, tls_handshake
+from motor.green.sync import GreenCondition, GreenLock, sleep
+
+__all__ = [
+    "GreenPool",
+    "PyMongoInternalsChanged",
+    "check_pymongo_internals",
+    "client_hooks",
+    "install",
+]
+
+TESTED_PYMONGO = (4, 20)
+
+# Typed as Any: these modules' private names are what this seam is about.
+_pymongo_pool: Any = pymongo.synchronous.pool
+_pool_shared: Any = pymongo.pool_shared
+_cursor_base: Any = pymongo.synchronous.cursor_base
+# Removed from the ssl module in Python 3.12; PyMongo's path below cannot reach it there.
+_match_hostname: Any = getattr(ssl, "match_hostname", None)
+
+# Set to True while a GreenPool opens a connection (per greenlet / thread context).
+_green_connect: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "motor_green_connect", default=False
+)
+_original_socket_interface: Any = None
+
+
+class PyMongoInternalsChanged(ImportError):
+    """The installed PyMongo no longer has the internals Motor's green core needs."""
+
+
+class GreenPool(pymongo.synchronous.pool.Pool):
+    """PyMongo's pool with green wait queues and green connections."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.size_cond = GreenCondition(self.lock)  # type: ignore[assignment]
+        self._max_connecting_cond = GreenCondition(self.lock)  # type: ignore[assignment]
+
+    def connect(self, handler: Any = None) -> Any:
+        token = _green_connect.set(True)
+        try:
+            return super().connect(handler)
+        finally:
+            _green_connect.reset(token)
+
+
+def _green_socket_interface(
+    address: Any, options: Any, ssl_session_cache: list[Any] | None = None
+) -> NetworkingInterface:
+    """Open a configured connection like PyMongo's ``_configured_socket_interface``,
+    but with a green socket, green DNS/connect and a green TLS handshake."""
+    sock = create_connection(address, options)
+    ssl_context = options._ssl_context
+    if ssl_context is None:
+        return NetworkingInterface(GreenSocket(sock, options.socket_timeout))  # type: ignore[arg-type]
+
+    host = address[0]
+    session = ssl_session_cache[0] if ssl_session_cache is not None else None
+    try:
+        timeout = _csot_or(options.connect_timeout)
+        ssl_sock = tls_handshake(
+            sock,
+            ssl_context,
+            host if _pool_shared._has_sni(True) else None,
+            session,
+            timeout,
+        )
+    except _pool_shared._CertificateError:
+        sock.close()
+        raise
+    except (OSError, *_pool_shared.SSLErrors) as exc:
+        sock.close()
+        details = _pool_shared._get_timeout_details(options)
+        _pool_shared._raise_connection_failure(
+            address, exc, "SSL handshake failed: ", timeout_details=details
+        )
+    except BaseException:
+        sock.close()
+        raise
+    if (
+        ssl_context.verify_mode
+        and not ssl_context.check_hostname
+        and not options.tls_allow_invalid_hostnames
+    ):
+        try:
+            _match_hostname(ssl_sock.getpeercert(), hostname=host)
+        except _pool_shared._CertificateError:
+            ssl_sock.close()
+            raise
+    if ssl_session_cache is not None:
+        new_session = _pool_shared._get_ssl_session(ssl_sock)
+        if new_session is not None:
+            ssl_session_cache[0] = new_session
+    return NetworkingInterface(GreenSocket(ssl_sock, options.socket_timeout))  # type: ignore[arg-type]
+
+
+def _csot_or(default: float | None) -> float | None:
+    remaining = pymongo._csot.remaining()
+    if remaining is None:
+        return default
+    if remaining <= 0:
+        raise TimeoutError("timed out")
+    return remaining
+
+
+def _socket_interface_dispatch(
+    address: Any, options: Any, ssl_session_cache: list[Any] | None = None
+) -> NetworkingInterface:
+    if _green_connect.get():
+        return _green_socket_interface(address, options, ssl_session_cache)
+    return _original_socket_interface(address, options, ssl_session_cache)  # type: ignore[no-any-return]
+
+
+_socket_interface_dispatch.motor_green = True  # type: ignore[attr-defined]
+
+
+def _green_create_lock() -> GreenLock:
+    return GreenLock()
+
+
+class _GreenTime(types.ModuleType):
+    """The :mod:`time` module with a green ``sleep`` (for PyMongo's retry backoffs)."""
+
+    sleep = staticmethod(sleep)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(_time, name)
+
+
+_green_time = _GreenTime("time")
+
+# Modules whose ``time.sleep`` is a retry backoff on an operation's path.
+_SLEEPING_MODULES = (
+    pymongo.synchronous.mongo_client,
+    pymongo.synchronous.client_session,
+)
+
+
+def check_pymongo_internals() -> list[str]:
+    """Return what changed in PyMongo's internals that the green core relies on.
+
+    An empty list means the installed PyMongo has the expected shape.
+    """
+    problems: list[str] = []
+
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            problems.append(what)
+
+    version = tuple(int(p) for p in pymongo.version_tuple[:2])
+    need(
+        version == TESTED_PYMONGO,
+        f"PyMongo {pymongo.version} is installed; Motor's green core is tested with "
+        f"{TESTED_PYMONGO[0]}.{TESTED_PYMONGO[1]}.x",
+    )
+    pool_cls = _pymongo_pool.Pool
+    need(callable(getattr(pool_cls, "connect", None)), "Pool.connect() is missing")
+    connect_names = getattr(getattr(pool_cls, "connect", None), "__code__", None)
+    need(
+        connect_names is not None and "_configured_socket_interface" in connect_names.co_names,
+        "Pool.connect() no longer calls the module-level _configured_socket_interface",
+    )
+    need(
+        hasattr(_pymongo_pool, "_configured_socket_interface"),
+        "pymongo.synchronous.pool._configured_socket_interface is missing",
+    )
+    init_code = pool_cls.__init__.__code__
+    for name in ("size_cond", "_max_connecting_cond", "lock"):
+        need(name in init_code.co_names, f"Pool.__init__ no longer sets self.{name}")
+    client_init = pymongo.synchronous.mongo_client.MongoClient.__init__.__code__
+    for kwarg in ("_pool_class", "_condition_class"):
+        need(kwarg in client_init.co_consts, f"MongoClient no longer accepts {kwarg}=")
+    for name in (
+        "_set_keepalive_times",
+        "_raise_connection_failure",
+        "_get_timeout_details",
+        "_get_ssl_session",
+        "_has_sni",
+        "_CertificateError",
+        "SSLErrors",
+    ):
+        need(hasattr(_pool_shared, name), f"pymongo.pool_shared.{name} is missing")
+    need(
+        hasattr(NetworkingInterface, "get_conn"),
+        "pymongo.network_layer.NetworkingInterface.get_conn is missing",
+    )
+    manager = _cursor_base._ConnectionManager
+    need(
+        hasattr(_cursor_base, "_create_lock")
+        and "_create_lock" in manager.__init__.__code__.co_names,
+        "_ConnectionManager no longer takes its lock from cursor_base._create_lock",
+    )
+    for module in _SLEEPING_MODULES:
+        need(
+            getattr(module, "time", None) in (_time, _green_time),
+            f"{module.__name__} no longer imports the time module as 'time'",
+        )
+    for cls in (
+        pymongo.synchronous.cursor.Cursor,
+        pymongo.synchronous.command_cursor.CommandCursor,
+    ):
+        need(callable(getattr(cls, "_refresh", None)), f"{cls.__name__}._refresh is missing")
+    return problems
+
+
+_installed = False
+
+
+def install() -> None:
+    """Apply the patches described in the module docstring (idempotent)."""
+    global _installed, _original_socket_interface
+    if _installed:
+        return
+    problems = check_pymongo_internals()
+    if problems:
+        raise PyMongoInternalsChanged("Motor cannot run on this PyMongo: " + "; ".join(problems))
+    current = _pymongo_pool._configured_socket_interface
+    if not getattr(current, "motor_green", False):
+        _original_socket_interface = current
+        _pymongo_pool._configured_socket_interface = _socket_interface_dispatch
+    _cursor_base._create_lock = _green_create_lock
+    for module in _SLEEPING_MODULES:
+        module.time = _green_time  # type: ignore[attr-defined]
+    _installed = True
+
+
+def client_hooks() -> dict[str, Any]:
+    """The private ``MongoClient`` keyword arguments that make a client green."""
+    install()
+    return {"_pool_class": GreenPool, "_condition_class": GreenCondition}

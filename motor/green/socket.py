@@ -1,0 +1,290 @@
+"""The green socket, and green DNS, connect and TLS handshake.
+
+A :class:`GreenSocket` wraps a connected socket (plain or :class:`ssl.SSLSocket`)
+whose OS socket is always non-blocking; its timeout is a Python attribute.  Every
+blocking method tries the system call first and waits only when it would block:
+
+* in a child greenlet the wait parks the child on the loop (``add_reader`` /
+  ``add_writer`` plus a timer for the timeout);
+* anywhere else (PyMongo's background threads share these sockets) it blocks the
+  calling thread in :func:`select.poll`.
+
+It implements the surface PyMongo's synchronous network layer uses: ``sendall``,
+``recv_into``, ``settimeout``/``gettimeout``, ``fileno``, ``close``, ``pending`` and a
+few passthroughs.  Blocking conditions surface as PyMongo expects them from a
+blocking socket: :class:`TimeoutError` ("timed out") when the timeout expires, never
+:class:`BlockingIOError` or :class:`ssl.SSLWantReadError`.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import select
+import socket
+import ssl
+import time
+from typing import Any
+
+from pymongo import _csot
+from pymongo.errors import ConfigurationError, ConnectionFailure
+
+from motor.green.hub import Child, _getcurrent
+
+__all__ = ["GreenSocket", "create_connection", "resolve", "tls_handshake", "wait_fd"]
+
+_WOULD_BLOCK = (BlockingIOError, InterruptedError)
+_POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+_POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
+
+
+def _timed_out() -> TimeoutError:
+    return TimeoutError("timed out")
+
+
+def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
+    """Wait until ``fd`` is readable (or writable); False if ``timeout`` expires.
+
+    Parks a child greenlet; blocks any other caller in :func:`select.poll`.
+    """
+    current = _getcurrent()
+    if isinstance(current, Child):
+        return current.hub.wait_fd(fd, write, timeout)
+    poller = select.poll()
+    poller.register(fd, _POLLOUT if write else _POLLIN)
+    ms = None if timeout is None else max(int(timeout * 1000 + 0.999), 0)
+    while True:
+        try:
+            return bool(poller.poll(ms))
+        except InterruptedError:
+            continue
+
+
+class GreenSocket:
+    """A socket whose blocking methods never block an event loop (see module doc)."""
+
+    __slots__ = ("_fd", "_sock", "_timeout")
+
+    def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
+        sock.setblocking(False)
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._timeout = timeout
+
+    # -- PyMongo's surface ---------------------------------------------------------
+
+    def settimeout(self, timeout: float | None) -> None:
+        self._timeout = timeout
+
+    def gettimeout(self) -> float | None:
+        return self._timeout
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        sock = self._sock
+        while True:
+            try:
+                return sock.recv_into(buffer, nbytes)
+            except (*_WOULD_BLOCK, ssl.SSLWantReadError):
+                write = False
+            except ssl.SSLWantWriteError:
+                write = True
+            if not wait_fd(self._fd, write, self._timeout):
+                raise _timed_out()
+
+    def sendall(self, data: Any) -> None:
+        sock = self._sock
+        view = memoryview(data).cast("B")
+        total = len(view)
+        sent = 0
+        while sent < total:
+            try:
+                sent += sock.send(view[sent:])
+                continue
+            except (*_WOULD_BLOCK, ssl.SSLWantWriteError):
+                write = True
+            except ssl.SSLWantReadError:
+                write = False
+            if not wait_fd(self._fd, write, self._timeout):
+                raise _timed_out()
+
+    def pending(self) -> int:
+        sock = self._sock
+        if isinstance(sock, ssl.SSLSocket):
+            return sock.pending()
+        return 0
+
+    def close(self) -> None:
+        self._sock.close()
+
+    # -- passthroughs --------------------------------------------------------------
+
+    @property
+    def sock(self) -> socket.socket:
+        """The wrapped socket (non-blocking)."""
+        return self._sock
+
+    def getpeername(self) -> Any:
+        return self._sock.getpeername()
+
+    def getsockname(self) -> Any:
+        return self._sock.getsockname()
+
+    def setsockopt(self, *args: Any) -> None:
+        self._sock.setsockopt(*args)
+
+    def getsockopt(self, *args: Any) -> Any:
+        return self._sock.getsockopt(*args)
+
+    def getpeercert(self, binary_form: bool = False) -> Any:
+        if isinstance(self._sock, ssl.SSLSocket):
+            return self._sock.getpeercert(binary_form)
+        raise AttributeError("getpeercert")
+
+    @property
+    def session(self) -> ssl.SSLSession | None:
+        if isinstance(self._sock, ssl.SSLSocket):
+            return self._sock.session
+        return None
+
+    def __repr__(self) -> str:
+        return f"<GreenSocket fd={self._fd} timeout={self._timeout!r}>"
+
+
+def _connect_timeout(default: float | None) -> float | None:
+    """The connect/handshake timeout: the CSOT deadline if one applies."""
+    timeout = _csot.remaining()
+    if timeout is None:
+        return default
+    if timeout <= 0:
+        raise _timed_out()
+    return timeout
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def resolve(host: str, port: int, family: int, timeout: float | None) -> list[Any]:
+    """``getaddrinfo`` that never blocks a loop.
+
+    IP literals are converted without any lookup.  A name is resolved by the loop's
+    resolver (a thread of the default executor) while the child is parked; outside a
+    child it is resolved in the calling thread.
+    """
+    if _is_ip_literal(host):
+        return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
+    current = _getcurrent()
+    if isinstance(current, Child):
+        hub = current.hub
+        future = hub.loop.create_task(
+            hub.loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        )
+        return hub.wait_future(future, timeout)
+    return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
+
+
+def _connect(sock: socket.socket, address: Any, timeout: float | None) -> None:
+    err = sock.connect_ex(address)
+    if err in (errno.EINPROGRESS, errno.EWOULDBLOCK, errno.EAGAIN, errno.EALREADY):
+        if not wait_fd(sock.fileno(), True, timeout):
+            raise _timed_out()
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, os.strerror(err))
+
+
+def create_connection(address: tuple[str, int], options: Any) -> socket.socket:
+    """Connect to ``address`` without blocking a loop; return a non-blocking socket.
+
+    Mirrors PyMongo's ``pool_shared._create_connection``: Unix domain sockets for
+    hosts ending in ``.sock``, IPv4 only for ``localhost``, TCP_NODELAY, keepalive,
+    connectTimeoutMS (or the CSOT deadline) for each address tried.
+    """
+    from pymongo.pool_shared import _set_keepalive_times
+
+    host, port = address
+    if host.endswith(".sock"):
+        if not hasattr(socket, "AF_UNIX"):
+            raise ConnectionFailure("UNIX-sockets are not supported on this system")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.setblocking(False)
+        try:
+            _connect(sock, host, _connect_timeout(options.connect_timeout))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    family = socket.AF_INET
+    if socket.has_ipv6 and host != "localhost":
+        family = socket.AF_UNSPEC
+    err: BaseException | None = None
+    for af, socktype, proto, _, sa in resolve(
+        host, port, family, _connect_timeout(options.connect_timeout)
+    ):
+        sock = socket.socket(af, socktype | socket.SOCK_CLOEXEC, proto)
+        sock.setblocking(False)
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            timeout = _connect_timeout(options.connect_timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
+            _set_keepalive_times(sock)
+            _connect(sock, sa, timeout)
+            return sock
+        except OSError as exc:
+            err = exc
+            sock.close()
+        except BaseException:
+            sock.close()
+            raise
+    if err is not None:
+        raise err
+    raise OSError("getaddrinfo failed")
+
+
+def tls_handshake(
+    sock: socket.socket,
+    context: Any,
+    server_hostname: str | None,
+    session: Any,
+    timeout: float | None,
+) -> ssl.SSLSocket:
+    """Wrap ``sock`` with ``context`` and run the handshake without blocking a loop.
+
+    Certificate and hostname checks are the context's own (PyMongo configures
+    ``check_hostname``); the caller applies PyMongo's extra ``match_hostname`` step.
+    Only the standard library's :class:`ssl.SSLContext` can be driven this way.
+    """
+    if not isinstance(context, ssl.SSLContext):
+        raise ConfigurationError(
+            "Motor needs the standard library's ssl module for TLS, but PyMongo selected "
+            f"{type(context).__module__}.{type(context).__name__} (pyOpenSSL, installed "
+            "with pymongo[ocsp]); uninstall pyOpenSSL to use TLS with Motor"
+        )
+    ssl_sock = context.wrap_socket(
+        sock,
+        server_hostname=server_hostname,
+        session=session,
+        do_handshake_on_connect=False,
+    )
+    fd = ssl_sock.fileno()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        try:
+            ssl_sock.do_handshake()
+            return ssl_sock
+        except ssl.SSLWantReadError:
+            write = False
+        except ssl.SSLWantWriteError:
+            write = True
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if not wait_fd(fd, write, remaining):
+            raise _timed_out()

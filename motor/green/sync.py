@@ -1,0 +1,234 @@
+"""Green locks, conditions and sleep, safe to share with ordinary threads.
+
+PyMongo's pools and topology are shared between the loop thread (where operations run
+in child greenlets) and PyMongo's own background threads (monitors, the kill-cursors
+and maintenance thread).  The primitives here therefore have two modes, chosen per
+call:
+
+* in a child greenlet, a wait parks the child (the loop keeps running);
+* anywhere else, a wait blocks the calling thread, exactly like :mod:`threading`.
+
+A notification may come from either side: a child is always woken through its hub's
+loop (``call_soon_threadsafe`` from other threads), a thread through a per-waiter lock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from motor.green.hub import Child, Waiter, _getcurrent
+
+__all__ = ["GreenCondition", "GreenLock", "sleep"]
+
+
+class _ThreadWaiter:
+    """A thread parked on a condition: released by ``wake``."""
+
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+
+    def wake(self) -> None:
+        self.lock.release()
+
+
+class _GreenWaiter:
+    """A child parked on a condition: resumed through its hub's loop."""
+
+    __slots__ = ("thread_id", "waiter")
+
+    def __init__(self, waiter: Waiter, thread_id: int) -> None:
+        self.waiter = waiter
+        self.thread_id = thread_id
+
+    def wake(self) -> None:
+        if threading.get_ident() == self.thread_id:
+            # On the loop thread (a child or a loop callback): resume on the next
+            # iteration, never by switching from here (we may be inside a child).
+            self.waiter._hub.loop.call_soon(self.waiter.switch, True)
+        else:
+            self.waiter.switch_threadsafe(True)
+
+
+class GreenCondition:
+    """A drop-in for :class:`threading.Condition` that parks children instead of
+    blocking the loop.  Used for the pools' wait queues and for server selection.
+    """
+
+    def __init__(self, lock: Any = None) -> None:
+        self._lock = threading.Lock() if lock is None else lock
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
+        self._waiters: deque[_ThreadWaiter | _GreenWaiter] = deque()
+
+    def __enter__(self) -> bool:
+        return bool(self._lock.__enter__())
+
+    def __exit__(self, *args: Any) -> None:
+        self._lock.__exit__(*args)
+
+    def __repr__(self) -> str:
+        return f"<GreenCondition({self._lock!r}, {len(self._waiters)})>"
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait for a notification or ``timeout``, reacquire.
+
+        Returns False on timeout, like :meth:`threading.Condition.wait`.
+        """
+        current = _getcurrent()
+        if isinstance(current, Child):
+            return self._wait_green(current, timeout)
+        return self._wait_thread(timeout)
+
+    def _wait_green(self, child: Child, timeout: float | None) -> bool:
+        # Runs on a child.
+        hub = child.hub
+        waiter = Waiter(hub)
+        entry = _GreenWaiter(waiter, threading.get_ident())
+        self._waiters.append(entry)
+        timer = None
+        if timeout is not None:
+            timer = hub.loop.call_later(max(timeout, 0), waiter.switch, False)
+        self._lock.release()
+        try:
+            notified: bool = waiter.get()
+        finally:
+            if timer is not None:
+                timer.cancel()
+            # Other holders are threads or children that never park with the lock
+            # held, so this acquire is brief.
+            self._lock.acquire()
+        if not notified:
+            try:
+                self._waiters.remove(entry)
+            except ValueError:
+                # Notified after the timeout fired: pass the notification on.
+                notified = True
+        return notified
+
+    def _wait_thread(self, timeout: float | None) -> bool:
+        entry = _ThreadWaiter()
+        self._waiters.append(entry)
+        self._lock.release()
+        try:
+            if timeout is None:
+                notified = entry.lock.acquire()
+            else:
+                notified = entry.lock.acquire(True, max(timeout, 0))
+        finally:
+            self._lock.acquire()
+        if not notified:
+            try:
+                self._waiters.remove(entry)
+            except ValueError:
+                notified = True
+        return notified
+
+    def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
+        """Wait until ``predicate()`` is true or ``timeout`` expires."""
+        end = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            remaining = None
+            if end is not None:
+                remaining = end - time.monotonic()
+                if remaining <= 0:
+                    break
+            self.wait(remaining)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiters (the caller holds the lock)."""
+        waiters = self._waiters
+        while n > 0 and waiters:
+            waiters.popleft().wake()
+            n -= 1
+
+    def notify_all(self) -> None:
+        """Wake every waiter."""
+        self.notify(len(self._waiters))
+
+
+class GreenLock:
+    """A non-reentrant lock that parks children instead of blocking the loop.
+
+    Replaces PyMongo's per-cursor ``_ConnectionManager._lock``, which is held across
+    network I/O: with a plain lock, a second child needing it would block the loop
+    thread forever while the holder waits for the loop.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: deque[_GreenWaiter] = deque()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        if self._lock.acquire(False):
+            return True
+        if not blocking:
+            return False
+        current = _getcurrent()
+        if not isinstance(current, Child):
+            return self._lock.acquire(True, timeout)
+        end = None if timeout < 0 else time.monotonic() + timeout
+        hub = current.hub
+        while True:
+            waiter = Waiter(hub)
+            entry = _GreenWaiter(waiter, threading.get_ident())
+            self._waiters.append(entry)
+            # Released between the failed attempt and the append: take it now.
+            if self._lock.acquire(False):
+                self._discard(entry)
+                return True
+            remaining = None if end is None else end - time.monotonic()
+            timer = None
+            if remaining is not None:
+                timer = hub.loop.call_later(max(remaining, 0), waiter.switch, False)
+            try:
+                waiter.get()
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                self._discard(entry)
+            if self._lock.acquire(False):
+                return True
+            if end is not None and time.monotonic() >= end:
+                return False
+
+    def _discard(self, entry: _GreenWaiter) -> None:
+        try:
+            self._waiters.remove(entry)
+        except ValueError:
+            pass
+
+    def release(self) -> None:
+        self._lock.release()
+        if self._waiters:
+            try:
+                entry = self._waiters.popleft()
+            except IndexError:
+                return
+            entry.wake()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *args: object) -> None:
+        self.release()
+
+
+def sleep(seconds: float) -> None:
+    """:func:`time.sleep` that parks a child greenlet instead of blocking the loop."""
+    current = _getcurrent()
+    if isinstance(current, Child):
+        current.hub.sleep(seconds)
+    else:
+        time.sleep(seconds)
