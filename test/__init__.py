@@ -1,0 +1,1 @@
+"""Motor's test suite: server launcher (:mod:`test.server`), fixtures and tests."""
