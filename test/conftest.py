@@ -1,0 +1,144 @@
+"""Session-wide test servers and the MockupDB factory.
+
+The main server starts with the session (so the report header can name it) and stops at its end;
+the TLS, mutual-TLS and authenticated servers start the first time a test asks for them. When
+no server can be had the run fails at once with instructions: tests are never skipped for want
+of a server. See :mod:`test.server` and ``doc/testing.rst``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+from collections.abc import Iterator
+from typing import Any, Callable
+
+import pytest
+from mockupdb import MockupDB
+
+from test import server as test_server
+
+# Exit status of a run that could not get a test server (pytest uses 0-5 itself).
+NO_SERVER_EXIT_STATUS = 6
+
+_pool: test_server.ServerPool | None = None
+_config: pytest.Config | None = None
+
+
+def _progress(message: str) -> None:
+    """Show ``message`` on the terminal even while pytest captures output."""
+    if _config is None:
+        return
+    capture = _config.pluginmanager.getplugin("capturemanager")
+    reporter = _config.pluginmanager.getplugin("terminalreporter")
+    if capture is None or reporter is None:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"motor test server: {message}")
+
+
+def _get_pool() -> test_server.ServerPool:
+    global _pool
+    if _pool is None:
+        _pool = test_server.ServerPool(progress=_progress)
+        atexit.register(_pool.stop_all)
+    return _pool
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    global _config
+    _config = session.config
+    try:
+        main = _get_pool().main()
+    except (test_server.ServerUnavailable, test_server.ServerStartError) as exc:
+        pytest.exit(
+            f"Motor's tests need a MongoDB server and none could be had.\n{exc}",
+            returncode=NO_SERVER_EXIT_STATUS,
+        )
+    # For subprocesses and tools that want the session's server.
+    os.environ["MOTOR_TEST_SERVER_URI"] = main.uri
+    os.environ["MOTOR_TEST_SERVER_KIND"] = main.kind
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    if _pool is None or "main" not in _pool.started:
+        return []
+    return [f"motor test server: {_pool.main().describe()}"]
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build FerretDB before the first test if a collected test needs a launched server.
+
+    Building takes minutes and must not eat a test's timeout; this matters when the main server
+    comes from MOTOR_TEST_URI and FerretDB was never built.
+    """
+    launched = {"tls_server", "mtls_server", "auth_server"}
+    if any(launched & set(getattr(item, "fixturenames", ())) for item in session.items):
+        try:
+            _get_pool().prepare()
+        except test_server.ServerUnavailable:
+            pass  # the fixtures that need it fail with this message
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _pool is not None:
+        _pool.stop_all()
+
+
+def _variant(variant: str) -> test_server.Server:
+    try:
+        return _get_pool().get(variant)
+    except (test_server.ServerUnavailable, test_server.ServerStartError) as exc:
+        pytest.fail(f"could not start the {variant} test server:\n{exc}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def server() -> test_server.Server:
+    """The main server: ``.uri``, ``.kind``, ``.version``, ``.host``, ``.port``, ``.flavor``."""
+    return _get_pool().main()
+
+
+@pytest.fixture(scope="session")
+def tls_server() -> test_server.Server:
+    """A TLS-only server: ``.uri`` (has ``tls=true&tlsCAFile=...``), ``.ca_file``."""
+    return _variant("tls")
+
+
+@pytest.fixture(scope="session")
+def mtls_server() -> test_server.Server:
+    """A TLS server that demands client certificates: adds ``.client_cert_file``."""
+    return _variant("mtls")
+
+
+@pytest.fixture(scope="session")
+def auth_server() -> test_server.Server:
+    """A server enforcing SCRAM: ``.uri`` with credentials, ``.username``, ``.password``."""
+    return _variant("auth")
+
+
+@pytest.fixture
+def mockup() -> Iterator[Callable[..., MockupDB]]:
+    """Factory for running MockupDB servers, stopped when the test ends.
+
+    ``mockup(**kwargs)`` passes ``kwargs`` to :class:`mockupdb.MockupDB`; ``auto_ismaster``
+    defaults to a hello reply that PyMongo 4.20 accepts (wire versions 0-21).
+    """
+    servers: list[MockupDB] = []
+
+    def make(**kwargs: Any) -> MockupDB:
+        kwargs.setdefault("auto_ismaster", {"maxWireVersion": 21, "minWireVersion": 0})
+        mock = MockupDB(**kwargs)
+        servers.append(mock)
+        mock.run()
+        return mock
+
+    yield make
+    for mock in reversed(servers):
+        mock.stop()
+
+
+try:
+    from test.framework import *  # noqa: F401,F403
+except ModuleNotFoundError as exc:
+    if exc.name != "test.framework":
+        raise
