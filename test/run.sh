@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The one test command: bash test/run.sh [pytest arguments]
+#
+# From the repository root on a fresh machine: create or reuse the virtualenv .venv, install
+# Motor in editable mode with its test and lint extras, run ruff and mypy, then pytest. The
+# pytest session starts its own MongoDB-compatible server (building FerretDB on first use) unless
+# MOTOR_TEST_URI names one; see doc/testing.rst.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+python="${PYTHON:-python3}"
+venv=.venv
+
+if ! "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 9)' 2>/dev/null; then
+    echo "run.sh: creating virtualenv $venv with $("$python" --version 2>&1)"
+    rm -rf "$venv"
+    "$python" -m venv "$venv"
+fi
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+"$venv/bin/python" -m pip install --quiet --editable '.[test,lint]'
+
+echo "run.sh: ruff check ."
+"$venv/bin/ruff" check .
+echo "run.sh: mypy motor"
+"$venv/bin/mypy" motor
+
+echo "run.sh: pytest $*"
+status=0
+"$venv/bin/python" -m pytest "$@" || status=$?
+if [ "$status" -eq 5 ]; then
+    echo "run.sh: pytest collected no tests; treating that as a failure" >&2
+    exit 1
+fi
+exit "$status"
