@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import weakref
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pymongo import MongoClient
@@ -39,7 +40,7 @@ __all__ = [
     "Framework",
 ]
 
-_get_running_loop = asyncio._get_running_loop
+_get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
 
 
 class Framework:
@@ -63,11 +64,13 @@ class Binding:
     operation.  Databases, collections and cursors share their client's binding.
     """
 
-    __slots__ = ("__weakref__", "closed", "forked", "hub", "loop")
+    __slots__ = ("__weakref__", "_usable_loop", "closed", "forked", "hub", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
         self.loop = loop
         self.hub: Hub | None = None if loop is None else get_hub(loop)
+        # The loop calls may come from: None until bound, and once closed or forked.
+        self._usable_loop = loop
         self.closed = False
         self.forked = False
         _bindings.add(self)
@@ -75,9 +78,17 @@ class Binding:
     def hub_for_call(self) -> Hub:
         """The hub to run an operation on; raises if called from the wrong place."""
         loop = _get_running_loop()
-        if loop is not self.loop or self.closed or self.forked:
-            return self._check(loop)
-        return self.hub  # type: ignore[return-value]
+        if loop is not None and loop is self._usable_loop:
+            return self.hub  # type: ignore[return-value]
+        return self._check(loop)
+
+    def close(self) -> None:
+        self.closed = True
+        self._usable_loop = None
+
+    def mark_forked(self) -> None:
+        self.forked = True
+        self._usable_loop = None
 
     def _check(self, loop: asyncio.AbstractEventLoop | None) -> Hub:
         if self.forked:
@@ -93,7 +104,7 @@ class Binding:
                 "loop, inside a coroutine or callback of that loop"
             )
         if self.loop is None:
-            self.loop = loop
+            self.loop = self._usable_loop = loop
             self.hub = get_hub(loop)
             return self.hub
         raise WrongLoopError(
@@ -107,7 +118,7 @@ _bindings: weakref.WeakSet[Binding] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for binding in list(_bindings):
-        binding.forked = True
+        binding.mark_forked()
 
 
 if hasattr(os, "register_at_fork"):
@@ -260,11 +271,11 @@ class AgnosticClient(AgnosticBase):
             return None
         loop = _get_running_loop()
         if loop is None:
-            binding.closed = True
+            binding.close()
             self.delegate.close()
             return None
         hub = binding.hub_for_call()
-        binding.closed = True
+        binding.close()
         return hub.spawn(self.delegate.close)
 
     async def __aenter__(self) -> Any:

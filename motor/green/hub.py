@@ -164,7 +164,7 @@ class Waiter:
         self._child = child
         child.waiter = self
         try:
-            value = child.parent.switch()
+            value = child.parent.switch()  # type: ignore[union-attr]
         finally:
             if self._child is not None:
                 # Resumed by something other than this waiter (an exception thrown

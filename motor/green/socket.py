@@ -269,22 +269,28 @@ def tls_handshake(
             f"{type(context).__module__}.{type(context).__name__} (pyOpenSSL, installed "
             "with pymongo[ocsp]); uninstall pyOpenSSL to use TLS with Motor"
         )
+    sock.setblocking(False)
     ssl_sock = context.wrap_socket(
         sock,
         server_hostname=server_hostname,
         session=session,
         do_handshake_on_connect=False,
     )
-    fd = ssl_sock.fileno()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        try:
-            ssl_sock.do_handshake()
-            return ssl_sock
-        except ssl.SSLWantReadError:
-            write = False
-        except ssl.SSLWantWriteError:
-            write = True
-        remaining = None if deadline is None else deadline - time.monotonic()
-        if not wait_fd(fd, write, remaining):
-            raise _timed_out()
+    try:
+        fd = ssl_sock.fileno()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                ssl_sock.do_handshake()
+                return ssl_sock
+            except ssl.SSLWantReadError:
+                write = False
+            except ssl.SSLWantWriteError:
+                write = True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if not wait_fd(fd, write, remaining):
+                raise _timed_out()
+    except BaseException:
+        # The SSL socket owns the file descriptor now.
+        ssl_sock.close()
+        raise

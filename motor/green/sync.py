@@ -97,24 +97,38 @@ class GreenCondition:
         self._lock.release()
         try:
             notified: bool = waiter.get()
+        except BaseException:
+            # Cancelled: a notification that reached this waiter belongs to the next.
+            self._lock.acquire()
+            if self._forget(entry):
+                self.notify(1)
+            raise
         finally:
             if timer is not None:
                 timer.cancel()
-            # Other holders are threads or children that never park with the lock
-            # held, so this acquire is brief.
-            self._lock.acquire()
+        # Other holders are threads or children that never park with the lock held,
+        # so this acquire is brief.
+        self._lock.acquire()
         if not notified:
-            try:
-                self._waiters.remove(entry)
-            except ValueError:
-                # Notified after the timeout fired: pass the notification on.
-                notified = True
+            notified = self._forget(entry)
         return notified
+
+    def _forget(self, entry: _ThreadWaiter | _GreenWaiter) -> bool:
+        """Remove a waiter that timed out or was cancelled (lock held).
+
+        Returns True if a notification reached it anyway: it was already removed.
+        """
+        try:
+            self._waiters.remove(entry)
+        except ValueError:
+            return True
+        return False
 
     def _wait_thread(self, timeout: float | None) -> bool:
         entry = _ThreadWaiter()
         self._waiters.append(entry)
         self._lock.release()
+        notified = False
         try:
             if timeout is None:
                 notified = entry.lock.acquire()
@@ -122,11 +136,8 @@ class GreenCondition:
                 notified = entry.lock.acquire(True, max(timeout, 0))
         finally:
             self._lock.acquire()
-        if not notified:
-            try:
-                self._waiters.remove(entry)
-            except ValueError:
-                notified = True
+            if not notified:
+                notified = self._forget(entry)
         return notified
 
     def wait_for(self, predicate: Any, timeout: float | None = None) -> Any:
