@@ -1,0 +1,218 @@
+"""Run each behaviour test once per framework, with a loop-stall probe around it.
+
+A test is an ``async def`` taking the ``fw`` fixture::
+
+    async def test_insert(fw, server):
+        client = fw.client(server.uri)
+        await client.db.coll.insert_one({})
+        assert fw.probe.max_gap < 0.010
+
+``fw`` is parametrised over "asyncio" and "tornado".  :func:`pytest_pyfunc_call` runs
+the coroutine on a fresh event loop of that framework (``asyncio.new_event_loop`` or a
+Tornado ``IOLoop``), with a :class:`LoopProbe` ticking every millisecond for the whole
+test.  At teardown it closes the clients the test made, then checks that no child
+greenlet is left parked; the terminal summary reports the longest stall seen per test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from motor.green.hub import Child
+
+__all__ = [
+    "Framework",
+    "LoopProbe",
+    "fw",
+    "open_fds",
+    "parked_children",
+    "pool_counters",
+    "pytest_pyfunc_call",
+    "pytest_terminal_summary",
+]
+
+TEST_TIMEOUT = float(os.environ.get("ASYNC_TEST_TIMEOUT", "60"))
+
+# The longest stall per test, for the terminal summary.
+_stalls: dict[str, float] = {}
+# The probe of the test running now.
+_active_probe: LoopProbe | None = None
+
+
+class LoopProbe:
+    """A task that sleeps 1 ms in a loop and records the longest gap between wake-ups."""
+
+    def __init__(self) -> None:
+        self.max_gap = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+        self._last = 0.0
+
+    def start(self) -> None:
+        self._last = time.perf_counter()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            gap = now - self._last
+            self._last = now
+            self.ticks += 1
+            if gap > self.max_gap:
+                self.max_gap = gap
+
+    def skip_gap(self) -> None:
+        """Do not count the time since the last tick (test code blocked on purpose)."""
+        self._last = time.perf_counter()
+
+    def reset(self) -> None:
+        """Forget the gaps seen so far (measure only what follows)."""
+        self.max_gap = 0.0
+        self._last = time.perf_counter()
+
+    async def settle(self) -> None:
+        """Let the probe tick a few times, then reset it."""
+        await asyncio.sleep(0.02)
+        self.reset()
+
+    async def stop(self) -> float:
+        assert self._task is not None
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        return self.max_gap
+
+
+class Framework:
+    """What a test needs to know about the framework it runs under."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.probe = LoopProbe()
+        self.clients: list[Any] = []
+        if name == "asyncio":
+            from motor.motor_asyncio import AsyncIOMotorClient
+
+            self.Client: Any = AsyncIOMotorClient
+        else:
+            from motor.motor_tornado import MotorClient
+
+            self.Client = MotorClient
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        """A client for this framework, closed at the end of the test."""
+        if self.name == "tornado":
+            from tornado.ioloop import IOLoop
+
+            kwargs.setdefault("io_loop", IOLoop.current())
+        client = self.Client(*args, **kwargs)
+        self.clients.append(client)
+        return client
+
+    def run(self, coro_fn: Any, kwargs: dict[str, Any]) -> None:
+        async def main() -> None:
+            global _active_probe
+            _active_probe = self.probe
+            self.probe.start()
+            try:
+                await asyncio.wait_for(coro_fn(**kwargs), TEST_TIMEOUT)
+            finally:
+                for client in self.clients:
+                    future = client.close()
+                    if future is not None:
+                        await future
+                await self.probe.stop()
+                _active_probe = None
+
+        if self.name == "asyncio":
+            loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(main())
+            finally:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.close()
+        else:
+            from tornado.ioloop import IOLoop
+
+            io_loop = IOLoop(make_current=False)
+            try:
+                io_loop.run_sync(main)
+            finally:
+                io_loop.close(all_fds=False)
+
+
+@pytest.fixture(params=["asyncio", "tornado"])
+def fw(request: pytest.FixtureRequest) -> Iterator[Framework]:
+    """The framework a test body runs under; see the module docstring."""
+    framework = Framework(request.param)
+    yield framework
+    _stalls[request.node.nodeid] = framework.probe.max_gap
+    leftover = parked_children()
+    assert not leftover, f"{len(leftover)} child greenlet(s) left parked: {leftover!r}"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run ``async def`` tests that take ``fw`` under that framework's loop."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    funcargs = pyfuncitem.funcargs
+    if "fw" not in funcargs:
+        raise pytest.UsageError(f"{pyfuncitem.nodeid}: async tests must take the 'fw' fixture")
+    kwargs = {name: funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    funcargs["fw"].run(pyfuncitem.obj, kwargs)
+    return True
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if not _stalls:
+        return
+    worst = sorted(_stalls.items(), key=lambda item: item[1], reverse=True)[:5]
+    terminalreporter.write_sep("-", "loop-stall probe: longest gaps between 1 ms ticks")
+    for nodeid, gap in worst:
+        terminalreporter.write_line(f"{gap * 1000:8.2f} ms  {nodeid}")
+    terminalreporter.write_line(
+        f"{len(_stalls)} framework tests probed; worst {worst[0][1] * 1000:.2f} ms"
+    )
+
+
+def parked_children() -> list[Child]:
+    """Child greenlets that are alive (started and not finished).
+
+    Scanning the heap blocks the loop; the running probe does not count that gap.
+    """
+    gc.collect()
+    found = [obj for obj in gc.get_objects() if type(obj) is Child and bool(obj)]
+    if _active_probe is not None:
+        _active_probe.skip_gap()
+    return found
+
+
+def open_fds() -> set[int]:
+    """The file descriptors this process has open."""
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def pool_counters(client: Any) -> dict[str, int]:
+    """Checkout counters of every application pool of a Motor or PyMongo client."""
+    delegate = getattr(client, "delegate", client)
+    totals = {"requests": 0, "active_sockets": 0, "pending": 0, "operation_count": 0}
+    topology = delegate._topology
+    for server in topology._servers.values():
+        pool = server.pool
+        totals["requests"] += pool.requests
+        totals["active_sockets"] += pool.active_sockets
+        totals["pending"] += pool._pending
+        totals["operation_count"] += pool.operation_count
+    return totals

@@ -1,0 +1,160 @@
+"""Cancelling an operation at each stage leaves nothing behind.
+
+For each stage (waiting for a pooled connection, mid-send, mid-receive, during server
+selection): the awaiting task is cancelled, then the test checks that no child greenlet
+is parked, that the pool's checkout counters are back to idle, that a connection
+interrupted mid-operation was closed (not returned half-used), and, once the client is
+closed, that the process has no more file descriptors than before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from mockupdb import OpMsg
+from pymongo import monitoring
+
+from test.framework import Framework, open_fds, parked_children, pool_counters
+from test.wire import WireServer
+
+
+class ClosedConnections(monitoring.ConnectionPoolListener):
+    """Records why connections were closed."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
+        self.reasons.append(event.reason)
+
+    def _ignore(self, event: Any) -> None:
+        pass
+
+    pool_created = pool_ready = pool_cleared = pool_closed = _ignore
+    connection_created = connection_ready = _ignore
+    connection_check_out_started = connection_check_out_failed = _ignore
+    connection_checked_out = connection_checked_in = _ignore
+
+
+async def cancel_after(fw: Framework, awaitable: Any, delay: float) -> None:
+    """Start ``awaitable`` in a task, cancel it after ``delay`` and let cleanup run."""
+    task = asyncio.ensure_future(awaitable)
+    await asyncio.sleep(delay)
+    assert not task.done(), "the operation finished before it could be cancelled"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+
+
+async def assert_clean(client: Any, fds_before: set[int], server: Any = None) -> None:
+    assert not parked_children()
+    counters = pool_counters(client)
+    assert counters["requests"] == 0, counters
+    assert counters["active_sockets"] == 0, counters
+    assert counters["pending"] == 0, counters
+    await client.close()
+
+    def leaked() -> set[int]:
+        # The in-process test server's own sockets are not the client's.
+        server_fds = {c.fileno() for c in getattr(server, "_conns", ())}
+        return open_fds() - fds_before - server_fds
+
+    deadline = time.monotonic() + 5
+    while leaked() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not leaked(), leaked()
+
+
+def slow_find(mockup: Any, delay: float) -> Any:
+    def reply_late(request: Any) -> bool:
+        time.sleep(delay)
+        return bool(request.reply({"cursor": {"id": 0, "firstBatch": [], "ns": "db.coll"}}))
+
+    server = mockup()
+    server.autoresponds(OpMsg("ping"))
+    server.autoresponds(OpMsg("find", "coll"), reply_late)
+    return server
+
+
+@pytest.fixture
+def stalled_server() -> Iterator[WireServer]:
+    server = WireServer(stall_on="insert")
+    yield server
+    server.stop()
+
+
+async def test_cancel_while_waiting_for_a_connection(fw: Framework, mockup: Any) -> None:
+    server = slow_find(mockup, 0.5)
+    fds = open_fds()
+    client = fw.client(server.uri, maxPoolSize=1)
+    coll = client.db.coll
+    await coll.database.command("ping")
+    holder = asyncio.ensure_future(coll.find_one())
+    await asyncio.sleep(0.05)
+    pool = next(iter(client.delegate._topology._servers.values())).pool
+    await cancel_after(fw, coll.database.command("ping"), 0.1)
+    assert pool.requests == 1  # only the holder
+    assert await holder is None
+    # The pool still works after the cancelled wait.
+    assert (await coll.database.command("ping"))["ok"] == 1
+    await assert_clean(client, fds)
+
+
+async def test_cancel_mid_receive(fw: Framework, mockup: Any) -> None:
+    server = slow_find(mockup, 3.0)
+    listener = ClosedConnections()
+    fds = open_fds()
+    client = fw.client(server.uri, event_listeners=[listener])
+    coll = client.db.coll
+    await coll.database.command("ping")
+    await cancel_after(fw, coll.find_one(), 0.2)
+    assert "error" in listener.reasons, listener.reasons
+    pool = next(iter(client.delegate._topology._servers.values())).pool
+    assert all(not conn.closed for conn in pool.conns)
+    assert (await coll.database.command("ping"))["ok"] == 1
+    await assert_clean(client, fds)
+
+
+async def test_cancel_mid_send(fw: Framework, stalled_server: WireServer) -> None:
+    listener = ClosedConnections()
+    fds = open_fds()
+    client = fw.client(stalled_server.uri, event_listeners=[listener])
+    # 15 MB: more than the loopback socket buffers hold, and the server reads nothing.
+    doc = {"_id": 1, "blob": b"x" * (15 * 1024 * 1024)}
+    await cancel_after(fw, client.db.coll.insert_one(doc), 0.3)
+    assert stalled_server.stalled.is_set()
+    assert "error" in listener.reasons, listener.reasons
+    await assert_clean(client, fds, stalled_server)
+
+
+async def test_cancel_during_server_selection(fw: Framework) -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    fds = open_fds()
+    client = fw.client(f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=5000")
+    await cancel_after(fw, client.db.coll.find_one(), 0.2)
+    assert not client.delegate._topology._condition._waiters
+    await assert_clean(client, fds)
+
+
+async def test_cancel_before_start_never_runs(fw: Framework, server: Any) -> None:
+    client = fw.client(server.uri)
+    coll = client.motor_test.cancel_queued
+    await coll.drop()
+    # Queue far more starts than one loop iteration allows, cancel them all at once.
+    futures = [coll.insert_one({}) for _ in range(300)]
+    for future in futures:
+        future.cancel()
+    await asyncio.sleep(0.2)
+    inserted = await coll.count_documents({})
+    assert inserted < 300
+    assert not parked_children()
+    await coll.drop()

@@ -1,0 +1,232 @@
+"""The green core keeps the loop running in every place PyMongo can block.
+
+Each scenario runs under asyncio and Tornado with the loop-stall probe, asserts the
+longest gap stays under ``MAX_STALL``, and checks that Motor raises the same PyMongo
+exception class as PyMongo's sync client in the same situation (the sync client runs
+in a worker thread, so it does not disturb the probe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pymongo
+import pytest
+from mockupdb import OpMsg
+from pymongo.errors import (
+    NetworkTimeout,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WaitQueueTimeoutError,
+)
+
+from test.framework import Framework, pool_counters
+
+MAX_STALL = 0.010
+
+
+async def sync_error(fn: Callable[[pymongo.MongoClient[Any]], Any], *args: Any, **kw: Any) -> type:
+    """The exception class PyMongo's sync client raises for ``fn(client)``."""
+
+    def run() -> type:
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(*args, **kw)
+        try:
+            fn(client)
+        except PyMongoError as exc:
+            return type(exc)
+        finally:
+            client.close()
+        raise AssertionError("the sync client raised nothing")
+
+    return await asyncio.get_running_loop().run_in_executor(None, run)
+
+
+async def motor_error(awaitable: Any) -> type:
+    try:
+        await awaitable
+    except PyMongoError as exc:
+        return type(exc)
+    raise AssertionError("Motor raised nothing")
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[Callable[[], tuple[str, int]]]:
+    """Make loopback listeners whose accept queue is full: connects never complete."""
+    sockets: list[socket.socket] = []
+
+    def make() -> tuple[str, int]:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        sockets.append(listener)
+        address = listener.getsockname()
+        # Linux queues backlog + 1 connections; later SYNs are dropped unanswered.
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(address)
+            sockets.append(filler)
+        time.sleep(0.05)
+        return address
+
+    yield make
+    for s in sockets:
+        s.close()
+
+
+def delayed_find(mockup: Any, delay: float) -> Any:
+    """A MockupDB server whose find replies come ``delay`` seconds late."""
+
+    def reply_late(request: Any) -> bool:
+        time.sleep(delay)
+        return bool(
+            request.reply({"cursor": {"id": 0, "firstBatch": [{"_id": 1}], "ns": "db.coll"}})
+        )
+
+    server = mockup()
+    server.autoresponds(OpMsg("ping"))
+    server.autoresponds(OpMsg("find", "coll"), reply_late)
+    return server
+
+
+async def test_first_operation_connects_without_stall(fw: Framework, server: Any) -> None:
+    await fw.probe.settle()
+    client = fw.client(server.uri)
+    coll = client.motor_test.first_op
+    result = await coll.insert_one({"x": 1})
+    assert (await coll.find_one({"_id": result.inserted_id}))["x"] == 1
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    await coll.drop()
+
+
+async def test_200_concurrent_find_one_over_10_connections(fw: Framework, server: Any) -> None:
+    client = fw.client(server.uri, maxPoolSize=10)
+    coll = client.motor_test.concurrent
+    await coll.drop()
+    await coll.insert_one({"_id": 1})
+    await fw.probe.settle()
+    docs = await asyncio.gather(*[coll.find_one({"_id": 1}) for _ in range(200)])
+    assert docs == [{"_id": 1}] * 200
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    counters = pool_counters(client)
+    assert counters["active_sockets"] == 0 and counters["requests"] == 0, counters
+    assert len(client.delegate._topology._servers) == 1
+    await coll.drop()
+
+
+async def test_server_selection_against_closed_port(fw: Framework) -> None:
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()  # nothing listens on this port now
+    uri = f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=500"
+    await fw.probe.settle()
+    error = await motor_error(fw.client(uri).db.coll.find_one())
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert error is ServerSelectionTimeoutError
+    assert error is await sync_error(lambda c: c.db.coll.find_one(), uri)
+
+
+async def test_connect_never_answered(
+    fw: Framework, silent_listener: Callable[[], tuple[str, int]]
+) -> None:
+    def uri() -> str:
+        host, port = silent_listener()
+        # loadBalanced: no monitor, so the operation itself opens the connection.
+        return f"mongodb://{host}:{port}/?loadBalanced=true&connectTimeoutMS=500"
+
+    motor_uri, sync_uri = uri(), uri()
+    await fw.probe.settle()
+    started = time.monotonic()
+    error = await motor_error(fw.client(motor_uri).db.coll.find_one())
+    assert time.monotonic() - started >= 0.4  # it did wait for the connect timeout
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert error is NetworkTimeout
+    assert error is await sync_error(lambda c: c.db.coll.find_one(), sync_uri)
+
+
+async def test_reply_later_than_socket_timeout(fw: Framework, mockup: Any) -> None:
+    server = delayed_find(mockup, 2.0)
+    uri = f"{server.uri}/?socketTimeoutMS=500"
+    coll = fw.client(uri).db.coll
+    await coll.database.command("ping")
+    await fw.probe.settle()
+    error = await motor_error(coll.find_one())
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert error is NetworkTimeout
+    # A server of its own: the first one still sleeps on Motor's abandoned request.
+    sync_uri = f"{delayed_find(mockup, 2.0).uri}/?socketTimeoutMS=500"
+    assert error is await sync_error(lambda c: c.db.coll.find_one(), sync_uri)
+
+
+async def test_reply_later_than_csot_timeout(fw: Framework, mockup: Any) -> None:
+    server = delayed_find(mockup, 2.0)
+    coll = fw.client(server.uri).db.coll
+    await coll.database.command("ping")
+    await fw.probe.settle()
+    with pymongo.timeout(0.5):
+        error = await motor_error(coll.find_one())
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+
+    def sync_find(client: pymongo.MongoClient[Any]) -> None:
+        client.admin.command("ping")
+        with pymongo.timeout(0.5):
+            client.db.coll.find_one()
+
+    assert error is await sync_error(sync_find, delayed_find(mockup, 2.0).uri)
+    assert issubclass(error, NetworkTimeout)
+
+
+async def test_tls_handshake(fw: Framework, tls_server: Any) -> None:
+    await fw.probe.settle()
+    client = fw.client(tls_server.uri, tls=True, tlsCAFile=tls_server.ca_file)
+    assert (await client.admin.command("ping"))["ok"] == 1
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    conn = next(iter(client.delegate._topology._servers.values())).pool.conns[0]
+    assert conn.conn.get_conn.sock.version().startswith("TLS")
+
+
+async def test_tls_untrusted_certificate(fw: Framework, tls_server: Any) -> None:
+    uri = f"{tls_server.uri}/?tls=true&serverSelectionTimeoutMS=500"
+    # No tlsCAFile: the server's certificate is signed by a CA the client does not trust.
+    # Made before the probe starts: PyMongo loads the system's CA store synchronously
+    # when a TLS client is constructed (once per client, ~17 ms here).
+    client = fw.client(uri)
+    await fw.probe.settle()
+    error = await motor_error(client.admin.command("ping"))
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert error is ServerSelectionTimeoutError
+    assert error is await sync_error(lambda c: c.admin.command("ping"), uri)
+
+
+async def test_pool_exhausted(fw: Framework, mockup: Any) -> None:
+    server = delayed_find(mockup, 1.0)
+    uri = f"{server.uri}/?maxPoolSize=1&waitQueueTimeoutMS=200"
+    coll = fw.client(uri).db.coll
+    await coll.database.command("ping")
+    await fw.probe.settle()
+    holder = asyncio.ensure_future(coll.find_one())
+    await asyncio.sleep(0.05)
+    error = await motor_error(coll.database.command("ping"))
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert error is WaitQueueTimeoutError
+    assert (await holder) == {"_id": 1}
+
+    def exhaust(client: pymongo.MongoClient[Any]) -> None:
+        client.admin.command("ping")
+        thread = threading.Thread(target=client.db.coll.find_one)
+        thread.start()
+        time.sleep(0.05)
+        try:
+            client.admin.command("ping")
+        finally:
+            thread.join()
+
+    sync_server = delayed_find(mockup, 1.0)
+    sync_uri = f"{sync_server.uri}/?maxPoolSize=1&waitQueueTimeoutMS=200"
+    assert error is await sync_error(exhaust, sync_uri)

@@ -1,0 +1,203 @@
+"""Misuse gets a clear Motor error; context and nesting carry into child greenlets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import os
+import threading
+from typing import Any
+
+import pymongo
+import pytest
+from pymongo import monitoring
+from pymongo.errors import InvalidOperation
+
+from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
+from test.framework import Framework
+
+request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag", default="")
+
+
+async def test_call_from_a_thread_without_the_loop(fw: Framework, server: Any) -> None:
+    client = fw.client(server.uri)
+    await client.admin.command("ping")
+    errors: list[BaseException] = []
+
+    def from_thread() -> None:
+        try:
+            client.admin.command("ping")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=from_thread)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], WrongThreadError), errors
+    assert "thread running the client's event loop" in str(errors[0])
+
+
+def test_call_outside_any_loop(server: Any) -> None:
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    client = AsyncIOMotorClient(server.uri)
+    with pytest.raises(WrongThreadError):
+        client.admin.command("ping")
+    assert client.close() is None  # no loop: closes synchronously
+
+
+def test_one_client_two_loops(server: Any) -> None:
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    client = AsyncIOMotorClient(server.uri)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    loop_a = asyncio.new_event_loop()
+    loop_b = asyncio.new_event_loop()
+    try:
+        assert loop_a.run_until_complete(ping())["ok"] == 1
+        with pytest.raises(WrongLoopError, match="bound to"):
+            loop_b.run_until_complete(ping())
+
+        async def close() -> None:
+            await client.close()
+
+        loop_a.run_until_complete(close())
+    finally:
+        loop_a.close()
+        loop_b.close()
+
+
+def test_io_loop_argument_is_checked() -> None:
+    from motor.motor_asyncio import AsyncIOMotorClient
+    from motor.motor_tornado import MotorClient
+
+    with pytest.raises(TypeError, match="asyncio event loop"):
+        AsyncIOMotorClient(io_loop=object())
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(TypeError, match="IOLoop"):
+            MotorClient(io_loop=loop)
+    finally:
+        loop.close()
+
+
+async def test_closed_client(fw: Framework, server: Any) -> None:
+    client = fw.client(server.uri)
+    coll = client.motor_test.closed
+    await coll.find_one()
+    await client.close()
+    with pytest.raises(ClientClosedError) as info:
+        coll.find_one()
+    # Also PyMongo's own class for using a closed client.
+    assert isinstance(info.value, InvalidOperation)
+    assert client.close() is None  # closing twice is harmless
+
+
+async def test_async_with_closes(fw: Framework, server: Any) -> None:
+    async with fw.client(server.uri) as client:
+        assert (await client.admin.command("ping"))["ok"] == 1
+    with pytest.raises(ClientClosedError):
+        client.admin.command("ping")
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+async def test_used_after_fork(fw: Framework, server: Any) -> None:
+    client = fw.client(server.uri)
+    await client.admin.command("ping")
+    pid = os.fork()
+    if pid == 0:  # the child: report the outcome through the exit status
+        code = 3
+        try:
+            client.admin.command("ping")
+        except ForkedClientError:
+            code = 0
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's client is unaffected.
+    assert (await client.admin.command("ping"))["ok"] == 1
+
+
+class TagRecorder(monitoring.CommandListener):
+    """Records the context variable's value where each command starts."""
+
+    def __init__(self) -> None:
+        self.tags: dict[str, str] = {}
+        self.timeouts: dict[str, float | None] = {}
+        self.nested: list[Any] = []
+        self.nested_call: Any = None
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.tags[event.command_name] = request_tag.get()
+        self.timeouts[event.command_name] = pymongo._csot.get_timeout()
+        if event.command_name == "find" and self.nested_call is not None:
+            # A Motor call made from inside a child greenlet.
+            self.nested.append(self.nested_call())
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+async def test_context_reaches_the_operation(fw: Framework, server: Any) -> None:
+    recorder = TagRecorder()
+    client = fw.client(server.uri, event_listeners=[recorder])
+    coll = client.motor_test.context
+    request_tag.set("request-1")
+    await coll.find_one()
+    assert recorder.tags["find"] == "request-1"
+    # The child's context is a copy: changes inside do not leak out, and vice versa.
+    request_tag.set("request-2")
+    await coll.insert_one({})
+    assert recorder.tags["insert"] == "request-2"
+    assert recorder.timeouts["insert"] is None
+    with pymongo.timeout(5):
+        await coll.count_documents({})
+    assert recorder.timeouts["aggregate"] == 5
+    await coll.drop()
+
+
+async def test_motor_call_from_inside_a_child(fw: Framework, server: Any) -> None:
+    recorder = TagRecorder()
+    client = fw.client(server.uri, event_listeners=[recorder])
+    coll = client.motor_test.nested
+    await coll.drop()
+    recorder.nested_call = lambda: coll.insert_one({"nested": True})
+    assert await coll.find_one({"nested": True}) is None
+    recorder.nested_call = None
+    assert len(recorder.nested) == 1
+    result = await recorder.nested[0]
+    assert result.acknowledged
+    assert (await coll.find_one({"nested": True}))["_id"] == result.inserted_id
+    await coll.drop()
+
+
+def test_tornado_gen_coroutine(server: Any) -> None:
+    from tornado import gen
+    from tornado.ioloop import IOLoop
+
+    from motor.motor_tornado import MotorClient
+
+    @gen.coroutine
+    def legacy_handler() -> Any:
+        client = MotorClient(server.uri, io_loop=IOLoop.current())
+        coll = client.motor_test.gen_coroutine
+        yield coll.drop()
+        result = yield coll.insert_one({"x": 1})
+        doc = yield coll.find_one({"_id": result.inserted_id})
+        yield coll.drop()
+        yield client.close()
+        return doc["x"]
+
+    io_loop = IOLoop(make_current=False)
+    try:
+        assert io_loop.run_sync(legacy_handler) == 1
+    finally:
+        io_loop.close()

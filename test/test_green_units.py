@@ -1,0 +1,223 @@
+"""Unit tests of the green primitives on loopback sockets, and of the PyMongo seam."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pymongo.synchronous.pool
+import pytest
+from pymongo.errors import ConfigurationError
+
+from motor.green import pool as green_pool
+from motor.green.hub import get_hub
+from motor.green.socket import GreenSocket, tls_handshake
+from motor.green.sync import GreenCondition, GreenLock
+from test.framework import Framework
+from test.wire import WireServer
+
+
+@pytest.fixture
+def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def hub() -> Any:
+    return get_hub(asyncio.get_running_loop())
+
+
+async def test_green_recv_parks_and_times_out(
+    fw: Framework, socket_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socket_pair
+    green = GreenSocket(a, timeout=0.2)
+    buf = bytearray(5)
+    await fw.probe.settle()
+    with pytest.raises(TimeoutError, match="timed out"):
+        await hub().spawn(green.recv_into, buf)
+    asyncio.get_running_loop().call_later(0.05, b.sendall, b"hello")
+    assert await hub().spawn(green.recv_into, buf) == 5
+    assert bytes(buf) == b"hello"
+    assert fw.probe.max_gap < 0.010
+    assert fw.probe.ticks > 100  # the loop kept ticking while the child waited
+
+
+def test_green_socket_blocks_normally_in_threads(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socket_pair
+    green = GreenSocket(a, timeout=0.1)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        green.recv_into(bytearray(1))
+    assert time.monotonic() - started >= 0.09
+    timer = threading.Timer(0.05, b.sendall, (b"x" * 3,))
+    timer.start()
+    buf = bytearray(3)
+    assert green.recv_into(buf) == 3
+    timer.join()
+    # A send larger than the socket buffers completes once the peer reads.
+    payload = b"y" * (8 * 1024 * 1024)
+    received = bytearray()
+
+    def drain() -> None:
+        while len(received) < len(payload):
+            received.extend(b.recv(1 << 20))
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    green.settimeout(5)
+    green.sendall(payload)
+    reader.join()
+    assert received == payload
+
+
+async def test_condition_notified_from_a_thread(fw: Framework) -> None:
+    cond = GreenCondition(threading.Lock())
+
+    def wait() -> bool:
+        with cond:
+            return cond.wait(5)
+
+    future = hub().spawn(wait)
+    await asyncio.sleep(0.05)
+    assert not future.done()
+
+    def notify() -> None:
+        with cond:
+            cond.notify_all()
+
+    threading.Thread(target=notify).start()
+    assert await future is True
+
+
+async def test_condition_wait_times_out(fw: Framework) -> None:
+    cond = GreenCondition(threading.Lock())
+
+    def wait() -> bool:
+        with cond:
+            return cond.wait(0.05)
+
+    assert await hub().spawn(wait) is False
+    assert not cond._waiters
+
+
+async def test_condition_notify_wakes_children_and_threads(fw: Framework) -> None:
+    cond = GreenCondition(threading.Lock())
+    thread_result: list[bool] = []
+
+    def thread_wait() -> None:
+        with cond:
+            thread_result.append(cond.wait(5))
+
+    thread = threading.Thread(target=thread_wait)
+    thread.start()
+
+    def child_wait() -> bool:
+        with cond:
+            return cond.wait(5)
+
+    futures = [hub().spawn(child_wait) for _ in range(3)]
+    while len(cond._waiters) < 4:
+        await asyncio.sleep(0.01)
+    with cond:
+        cond.notify_all()
+    for future in futures:
+        assert await future is True
+    await asyncio.get_running_loop().run_in_executor(None, thread.join)
+    assert thread_result == [True]
+
+
+async def test_lock_held_across_a_wait(fw: Framework) -> None:
+    lock = GreenLock()
+    order: list[str] = []
+
+    def holder() -> None:
+        with lock:
+            order.append("holder in")
+            hub().sleep(0.1)  # parks with the lock held
+            order.append("holder out")
+
+    def contender() -> None:
+        with lock:
+            order.append("contender in")
+
+    await fw.probe.settle()
+    first = hub().spawn(holder)
+    second = hub().spawn(contender)
+    await asyncio.gather(first, second)
+    assert order == ["holder in", "holder out", "contender in"]
+    assert fw.probe.max_gap < 0.010
+    assert not lock.locked()
+
+
+async def test_unix_domain_socket(fw: Framework) -> None:
+    server = WireServer(unix=True)
+    try:
+        client = fw.client(server.uri)
+        assert (await client.admin.command("ping"))["ok"] == 1
+        conn = next(iter(client.delegate._topology._servers.values())).pool.conns[0]
+        assert conn.conn.get_conn.sock.family == socket.AF_UNIX
+    finally:
+        server.stop()
+
+
+def test_pyopenssl_context_is_refused(socket_pair: tuple[socket.socket, socket.socket]) -> None:
+    class NotStdlibContext:
+        pass
+
+    with pytest.raises(ConfigurationError, match="uninstall pyOpenSSL"):
+        tls_handshake(socket_pair[0], NotStdlibContext(), "localhost", None, 1.0)
+
+
+def test_tls_handshake_timeout_closes_the_socket() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    raw = socket.create_connection(listener.getsockname())
+    peer, _ = listener.accept()  # accepts, but never answers the ClientHello
+    context = ssl.create_default_context()
+    try:
+        with pytest.raises(TimeoutError):
+            tls_handshake(raw, context, "localhost", None, 0.1)
+        assert raw.fileno() == -1
+    finally:
+        raw.close()
+        peer.close()
+        listener.close()
+
+
+def test_pymongo_internals_have_the_expected_shape() -> None:
+    assert green_pool.check_pymongo_internals() == []
+
+
+def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(pymongo.synchronous.pool, "_configured_socket_interface")
+    monkeypatch.setattr(pymongo, "version_tuple", (5, 0, 0))
+    problems = green_pool.check_pymongo_internals()
+    assert any("_configured_socket_interface is missing" in p for p in problems), problems
+    assert any("tested with 4.20.x" in p for p in problems), problems
+
+
+def test_seam_is_installed() -> None:
+    green_pool.install()
+    seam = pymongo.synchronous.pool._configured_socket_interface  # type: ignore[attr-defined]
+    assert getattr(seam, "motor_green", False)
+    # A plain PyMongo client in the same process still gets ordinary sockets.
+    server = WireServer()
+    try:
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(server.uri)
+        assert client.admin.command("ping")["ok"] == 1
+        conn = next(iter(client._topology._servers.values())).pool.conns[0]
+        assert type(conn.conn.get_conn) is socket.socket
+        client.close()
+    finally:
+        server.stop()
