@@ -1,0 +1,3 @@
+module cannedserver
+
+go 1.22
