@@ -188,12 +188,12 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def parked_children() -> list[Child]:
-    """Child greenlets that are alive (started and not finished).
+    """Child greenlets running a call (started and not finished; idle ones excluded).
 
     Scanning the heap blocks the loop; the running probe does not count that gap.
     """
     gc.collect()
-    found = [obj for obj in gc.get_objects() if type(obj) is Child and bool(obj)]
+    found = [o for o in gc.get_objects() if type(o) is Child and o and o.future is not None]
     if _active_probe is not None:
         _active_probe.skip_gap()
     return found

@@ -10,6 +10,7 @@ closed, that the process has no more file descriptors than before.
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import time
 from collections.abc import Iterator
@@ -60,10 +61,16 @@ async def assert_clean(client: Any, fds_before: set[int], server: Any = None) ->
     assert counters["pending"] == 0, counters
     await client.close()
 
-    def leaked() -> set[int]:
+    def leaked() -> dict[int, str]:
         # The in-process test server's own sockets are not the client's.
         server_fds = {c.fileno() for c in getattr(server, "_conns", ())}
-        return open_fds() - fds_before - server_fds
+        found = {}
+        for fd in open_fds() - fds_before - server_fds:
+            try:
+                found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                pass  # closed meanwhile
+        return found
 
     deadline = time.monotonic() + 5
     while leaked() and time.monotonic() < deadline:

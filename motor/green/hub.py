@@ -27,7 +27,13 @@ Invariants, enforced here and relied on everywhere else:
    never parks: the green primitives fall back to ordinary blocking there.
 5. Cancelling the future throws :class:`Cancelled` into the child at its current (or
    next) wait; PyMongo's cleanup closes a connection interrupted mid-operation and
-   restores its pool counters while the exception unwinds.
+   restores its pool counters while the exception unwinds.  A call cancelled while
+   still queued never starts.
+
+Costs kept off the hot path: children are reused (a finished child parks in the hub's
+idle list); a burst of calls beyond :data:`START_BUDGET` per loop iteration is queued
+as plain tuples and started on later iterations; long timeouts are expired by one
+periodic sweep rather than a timer per wait.
 """
 
 from __future__ import annotations
@@ -57,6 +63,7 @@ T = TypeVar("T")
 _getcurrent = greenlet.getcurrent
 _get_running_loop = asyncio._get_running_loop
 _perf_counter = time.perf_counter
+_monotonic = time.monotonic
 
 
 class Cancelled(BaseException):
@@ -68,38 +75,70 @@ class Cancelled(BaseException):
     """
 
 
+class OpFuture(asyncio.Future):  # type: ignore[type-arg]
+    """The future of a call run by a child; cancelling it stops the child."""
+
+    _motor_child: Child | None = None
+
+    def cancel(self, msg: Any = None) -> bool:
+        if not super().cancel(msg):
+            return False
+        child = self._motor_child
+        if child is not None:
+            self._motor_child = None
+            # Possibly called from a child: stop the other child from the loop.
+            child.hub.loop.call_soon(child.hub.cancel_child, child, self)
+        return True
+
+
 class Child(greenlet.greenlet):
-    """A greenlet that runs one synchronous call for a :class:`Hub`."""
+    """A greenlet that runs synchronous calls for a :class:`Hub`, one at a time.
+
+    After a call it parks in its hub's idle list and is reused for the next call:
+    creating a greenlet (and the interpreter's frame stack for it) costs far more
+    than switching into one.
+    """
 
     __slots__ = ("future", "hub", "waiter")
 
     def __init__(self, hub: Hub, parent: greenlet.greenlet) -> None:
-        super().__init__(self._execute, parent)
+        super().__init__(self._serve, parent)
         self.hub = hub
+        # The future of the call being run, or None while idle.
         self.future: asyncio.Future[Any] | None = None
         # The waiter the child is parked on, or None while it runs.
         self.waiter: Waiter | None = None
 
-    def _execute(
+    def _serve(
         self,
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        future: asyncio.Future[Any],
+        future: OpFuture,
     ) -> None:
-        # Runs on the child greenlet.
-        try:
-            result = fn(*args, **kwargs)
-        except Cancelled:
-            return
-        except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
-            # Drop the frames' reference cycle through the traceback promptly.
-            del exc
-        else:
-            if not future.done():
-                future.set_result(result)
+        # Runs on the child greenlet, for as long as it lives.
+        idle = self.hub._idle
+        while True:
+            try:
+                result = fn(*args, **kwargs)
+            except Cancelled:
+                pass
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                del exc  # no frame -> traceback -> frame cycle kept while idle
+            else:
+                if not future.done():
+                    future.set_result(result)
+                del result
+            self.future = None
+            future._motor_child = None
+            fn = args = kwargs = future = None  # type: ignore[assignment]
+            if len(idle) >= MAX_IDLE:
+                return
+            idle.append(self)
+            # Park until the hub hands over the next call (see Hub._start).
+            fn, args, kwargs, future = self.parent.switch()  # type: ignore[union-attr]
 
 
 class Waiter:
@@ -174,9 +213,17 @@ class Waiter:
         return value
 
 
+# Timed waits at least this long (seconds) are expired by a periodic sweep.
+SWEEP_INTERVAL = 0.01
+
+# How many finished children a hub keeps for reuse.
+MAX_IDLE = 256
+
 # How long children may run eagerly in one loop iteration before further starts are
 # queued for the next iteration (seconds).  Bounds the loop stall of a burst of calls.
 START_BUDGET = 0.001
+# Starts less than this apart (seconds) belong to one burst.
+BURST_GAP = 0.000025
 
 
 class Hub:
@@ -193,8 +240,17 @@ class Hub:
         self.loop = loop
         self.pid = os.getpid()
         self._queue: deque[tuple[Any, ...]] = deque()
-        self._burst_end: float | None = None
+        # The current burst's window ends at _burst_end; _last_start_end is when the
+        # last eager start returned (starts closer together than BURST_GAP are one
+        # burst, as when a gather() starts many tasks in one loop iteration).
+        self._burst_end = 0.0
+        self._last_start_end = 0.0
         self._draining = False
+        self._idle: list[Child] = []
+        self.thread_id = threading.get_ident()
+        # Waits with a long timeout: expired by one periodic sweep, not a timer each.
+        self._deadlines: dict[Waiter, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def spawn(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Run ``fn(*args, **kwargs)`` in a new child greenlet; return its future.
@@ -204,7 +260,7 @@ class Hub:
         iteration's start budget is spent; from inside another child it is queued
         (invariant 2).
         """
-        future: asyncio.Future[T] = self.loop.create_future()
+        future = OpFuture(loop=self.loop)
         context = contextvars.copy_context()
         current = _getcurrent()
         if self._queue or isinstance(current, Child) or not self._may_start_now():
@@ -214,20 +270,18 @@ class Hub:
                 self.loop.call_soon(self._drain)
         else:
             self._start(current, fn, args, kwargs, future, context)
+            self._last_start_end = _perf_counter()
         return future
 
     def _may_start_now(self) -> bool:
+        # Within the current window, or a new burst (nothing started just before).
         now = _perf_counter()
-        end = self._burst_end
-        if end is None:
-            self._burst_end = now + START_BUDGET
-            self.loop.call_soon(self._end_burst)
+        if now < self._burst_end:
             return True
-        return now < end
-
-    def _end_burst(self) -> None:
-        # Runs on the hub greenlet, once per iteration that started children.
-        self._burst_end = None
+        if now - self._last_start_end < BURST_GAP:
+            return False  # the window of this burst is spent: queue
+        self._burst_end = now + START_BUDGET
+        return True
 
     def _drain(self) -> None:
         # Runs on the hub greenlet: start queued calls until the budget is spent.
@@ -241,6 +295,8 @@ class Hub:
             self._start(current, fn, args, kwargs, future, context)
             if _perf_counter() >= end:
                 break
+        self._burst_end = end
+        self._last_start_end = _perf_counter()
         if queue:
             self.loop.call_soon(self._drain)
         else:
@@ -252,31 +308,32 @@ class Hub:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
-        future: asyncio.Future[Any],
+        future: OpFuture,
         context: contextvars.Context,
     ) -> None:
         # Runs on the hub greenlet.
-        child = Child(self, parent)
+        idle = self._idle
+        if idle:
+            child = idle.pop()
+            if child.parent is not parent:
+                child.parent = parent
+        else:
+            child = Child(self, parent)
         child.gr_context = context
         child.future = future
-        future.add_done_callback(self._on_future_done(child))
+        future._motor_child = child
         child.switch(fn, args, kwargs, future)
 
-    def _on_future_done(self, child: Child) -> Callable[[asyncio.Future[Any]], None]:
-        def on_done(future: asyncio.Future[Any]) -> None:
-            # Runs on the hub greenlet, as a loop callback.
-            if future.cancelled() and not child.dead:
-                self.cancel_child(child)
+    def cancel_child(self, child: Child, future: asyncio.Future[Any]) -> None:
+        """Stop ``child`` at its current wait if it still runs ``future``'s call.
 
-        return on_done
-
-    def cancel_child(self, child: Child) -> None:
-        """Stop a child at its current wait (runs on the hub greenlet)."""
-        waiter = child.waiter
-        if waiter is not None:
-            waiter.throw(Cancelled())
-        # Otherwise it is not parked on a waiter, which a loop callback cannot
-        # observe: it would be running, and it notices nothing until it waits.
+        Runs on the hub greenlet.  A child not parked on a waiter cannot be observed
+        from a loop callback: it would be running, and notices nothing until it waits.
+        """
+        if child.future is future:
+            waiter = child.waiter
+            if waiter is not None:
+                waiter.throw(Cancelled())
 
     # -- waiting (all of these run on a child) ------------------------------------
 
@@ -288,17 +345,50 @@ class Hub:
             loop.add_writer(fd, waiter.switch, True)
         else:
             loop.add_reader(fd, waiter.switch, True)
-        timer = None if timeout is None else loop.call_later(timeout, waiter.switch, False)
         try:
-            ready: bool = waiter.get()
+            ready: bool = self.wait(waiter, timeout)
             return ready
         finally:
             if write:
                 loop.remove_writer(fd)
             else:
                 loop.remove_reader(fd)
-            if timer is not None:
+
+    def wait(self, waiter: Waiter, timeout: float | None) -> Any:
+        """Park on ``waiter``; it gets False if ``timeout`` (seconds) expires first.
+
+        Timeouts of :data:`SWEEP_INTERVAL` or more (PyMongo polls its sockets in
+        0.5 s slices) are expired by a periodic sweep, at most one interval late,
+        instead of a loop timer per wait; shorter ones get a timer.
+        """
+        if timeout is None:
+            return waiter.get()
+        if timeout < SWEEP_INTERVAL:
+            timer = self.loop.call_later(max(timeout, 0), waiter.switch, False)
+            try:
+                return waiter.get()
+            finally:
                 timer.cancel()
+        deadlines = self._deadlines
+        deadlines[waiter] = _monotonic() + timeout
+        if self._sweeper is None:
+            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        try:
+            return waiter.get()
+        finally:
+            deadlines.pop(waiter, None)
+
+    def _sweep(self) -> None:
+        # Runs on the hub greenlet, every SWEEP_INTERVAL while timed waits exist.
+        deadlines = self._deadlines
+        now = _monotonic()
+        for waiter in [w for w, deadline in deadlines.items() if deadline <= now]:
+            del deadlines[waiter]
+            waiter.switch(False)
+        if deadlines:
+            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
+        else:
+            self._sweeper = None
 
     def wait_future(self, future: asyncio.Future[T], timeout: float | None = None) -> T:
         """Park until an asyncio future on this loop is done; return its result.

@@ -24,13 +24,14 @@ import os
 import select
 import socket
 import ssl
+import threading
 import time
 from typing import Any
 
 from pymongo import _csot
 from pymongo.errors import ConfigurationError, ConnectionFailure
 
-from motor.green.hub import Child, _getcurrent
+from motor.green.hub import Child, Hub, Waiter, _getcurrent
 
 __all__ = ["GreenSocket", "create_connection", "resolve", "tls_handshake", "wait_fd"]
 
@@ -62,15 +63,24 @@ def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
 
 
 class GreenSocket:
-    """A socket whose blocking methods never block an event loop (see module doc)."""
+    """A socket whose blocking methods never block an event loop (see module doc).
 
-    __slots__ = ("_fd", "_sock", "_timeout")
+    Reads from a child keep the descriptor registered with the loop between waits
+    (registering costs two ``epoll_ctl`` calls and a handle per wait otherwise); it is
+    unregistered when readiness arrives with nobody waiting, and before closing.
+    """
+
+    __slots__ = ("_fd", "_read_waiter", "_reader_hub", "_sock", "_timeout")
 
     def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
         self._timeout = timeout
+        # The hub whose loop watches the descriptor for reading, if any.
+        self._reader_hub: Hub | None = None
+        # The child's waiter while a read is parked.
+        self._read_waiter: Waiter | None = None
 
     # -- PyMongo's surface ---------------------------------------------------------
 
@@ -89,11 +99,49 @@ class GreenSocket:
             try:
                 return sock.recv_into(buffer, nbytes)
             except (*_WOULD_BLOCK, ssl.SSLWantReadError):
-                write = False
+                current = _getcurrent()
+                if isinstance(current, Child):
+                    ready = self._wait_readable(current.hub)
+                else:
+                    ready = wait_fd(self._fd, False, self._timeout)
             except ssl.SSLWantWriteError:
-                write = True
-            if not wait_fd(self._fd, write, self._timeout):
+                ready = wait_fd(self._fd, True, self._timeout)
+            if not ready:
                 raise _timed_out()
+
+    def _wait_readable(self, hub: Hub) -> bool:
+        # Runs on a child.
+        if self._reader_hub is not hub:
+            if self._reader_hub is not None:
+                return hub.wait_fd(self._fd, False, self._timeout)
+            hub.loop.add_reader(self._fd, self._on_readable)
+            self._reader_hub = hub
+        waiter = Waiter(hub)
+        self._read_waiter = waiter
+        try:
+            ready: bool = hub.wait(waiter, self._timeout)
+            return ready
+        finally:
+            self._read_waiter = None
+
+    def _on_readable(self) -> None:
+        # Runs on the hub greenlet, as a reader callback.
+        waiter = self._read_waiter
+        if waiter is None:
+            # Readable with nobody waiting (data or EOF on an idle connection): stop
+            # watching until the next read parks.
+            self._unwatch()
+            return
+        self._read_waiter = None
+        waiter.switch(True)
+
+    def _unwatch(self) -> None:
+        # Runs on the hub's loop thread.
+        hub = self._reader_hub
+        if hub is not None:
+            self._reader_hub = None
+            if not hub.loop.is_closed():
+                hub.loop.remove_reader(self._fd)
 
     def sendall(self, data: Any) -> None:
         sock = self._sock
@@ -118,6 +166,23 @@ class GreenSocket:
         return 0
 
     def close(self) -> None:
+        hub = self._reader_hub
+        if hub is None:
+            self._sock.close()
+        elif threading.get_ident() == hub.thread_id:
+            self._unwatch()
+            self._sock.close()
+        else:
+            # Closed by one of PyMongo's threads: the loop must forget the descriptor
+            # before it is released (and its number reused), so close on the loop.
+            try:
+                hub.loop.call_soon_threadsafe(self._close_on_loop)
+            except RuntimeError:  # the loop is closed
+                self._reader_hub = None
+                self._sock.close()
+
+    def _close_on_loop(self) -> None:
+        self._unwatch()
         self._sock.close()
 
     # -- passthroughs --------------------------------------------------------------
