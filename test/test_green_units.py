@@ -221,3 +221,21 @@ def test_seam_is_installed() -> None:
         client.close()
     finally:
         server.stop()
+
+
+async def test_srv_lookups_run_in_a_thread(fw: Framework, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pymongo.synchronous.srv_resolver as srv_resolver
+
+    green_pool.install()
+    calls: list[str] = []
+
+    def slow_dns(*args: Any, **kwargs: Any) -> str:
+        calls.append(threading.current_thread().name)
+        time.sleep(0.2)  # a blocking lookup
+        return "answer"
+
+    monkeypatch.setattr(green_pool, "_original_resolve", slow_dns)
+    await fw.probe.settle()
+    assert await hub().spawn(srv_resolver._resolve, "_mongodb._tcp.example", "SRV") == "answer"
+    assert calls and calls[0] != threading.current_thread().name
+    assert fw.probe.max_gap < 0.010

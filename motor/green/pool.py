@@ -13,6 +13,9 @@ What it changes, and nothing else:
   :class:`~motor.green.sync.GreenLock`; they behave as plain locks outside children.
 * ``time.sleep`` in PyMongo's retry backoffs becomes :func:`motor.green.sync.sleep`,
   which only differs from :func:`time.sleep` inside a child greenlet.
+* ``pymongo.synchronous.srv_resolver._resolve`` (dnspython's blocking SRV/TXT lookups
+  for ``mongodb+srv://`` URIs) runs in the loop's default executor when called from a
+  child, which parks meanwhile.
 
 :func:`check_pymongo_internals` verifies every internal name and behaviour this relies
 on; :func:`install` refuses to patch (with a readable error) when one has changed.
@@ -21,6 +24,7 @@ on; :func:`install` refuses to patch (with a readable error) when one has change
 from __future__ import annotations
 
 import contextvars
+import functools
 import ssl
 import time as _time
 import types
@@ -35,8 +39,10 @@ import pymongo.synchronous.cursor
 import pymongo.synchronous.cursor_base
 import pymongo.synchronous.mongo_client
 import pymongo.synchronous.pool
+import pymongo.synchronous.srv_resolver
 from pymongo.network_layer import NetworkingInterface
 
+from motor.green.hub import Child, _getcurrent
 from motor.green.socket import GreenSocket, create_connection, tls_handshake
 from motor.green.sync import GreenCondition, GreenLock, sleep
 
@@ -54,6 +60,7 @@ TESTED_PYMONGO = (4, 20)
 _pymongo_pool: Any = pymongo.synchronous.pool
 _pool_shared: Any = pymongo.pool_shared
 _cursor_base: Any = pymongo.synchronous.cursor_base
+_srv_resolver: Any = pymongo.synchronous.srv_resolver
 # Removed from the ssl module in Python 3.12; PyMongo's path below cannot reach it there.
 _match_hostname: Any = getattr(ssl, "match_hostname", None)
 
@@ -154,6 +161,24 @@ def _socket_interface_dispatch(
 _socket_interface_dispatch.motor_green = True  # type: ignore[attr-defined]
 
 
+_original_resolve: Any = None
+
+
+def _green_resolve(*args: Any, **kwargs: Any) -> Any:
+    """dnspython's blocking resolve, in a worker thread when called from a child."""
+    current = _getcurrent()
+    if isinstance(current, Child):
+        hub = current.hub
+        future = hub.loop.run_in_executor(
+            None, functools.partial(_original_resolve, *args, **kwargs)
+        )
+        return hub.wait_future(future)
+    return _original_resolve(*args, **kwargs)
+
+
+_green_resolve.motor_green = True  # type: ignore[attr-defined]
+
+
 def _green_create_lock() -> GreenLock:
     return GreenLock()
 
@@ -235,6 +260,10 @@ def check_pymongo_internals() -> list[str]:
             getattr(module, "time", None) in (_time, _green_time),
             f"{module.__name__} no longer imports the time module as 'time'",
         )
+    need(
+        callable(getattr(_srv_resolver, "_resolve", None)),
+        "pymongo.synchronous.srv_resolver._resolve is missing",
+    )
     for cls in (
         pymongo.synchronous.cursor.Cursor,
         pymongo.synchronous.command_cursor.CommandCursor,
@@ -248,7 +277,7 @@ _installed = False
 
 def install() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
-    global _installed, _original_socket_interface
+    global _installed, _original_socket_interface, _original_resolve
     if _installed:
         return
     problems = check_pymongo_internals()
@@ -259,6 +288,9 @@ def install() -> None:
         _original_socket_interface = current
         _pymongo_pool._configured_socket_interface = _socket_interface_dispatch
     _cursor_base._create_lock = _green_create_lock
+    if not getattr(_srv_resolver._resolve, "motor_green", False):
+        _original_resolve = _srv_resolver._resolve
+        _srv_resolver._resolve = _green_resolve
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _installed = True
