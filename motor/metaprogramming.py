@@ -71,10 +71,9 @@ class Async(ManifestEntry):
         if wrap is None:
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-                hub = self._binding.hub_for_call()
                 if args or kwargs:
                     args, kwargs = unwrap_args(args, kwargs)
-                return hub.spawn(getattr(self.delegate, name), *args, **kwargs)
+                return self._binding.spawn(getattr(self.delegate, name), *args, **kwargs)
 
         else:
 
@@ -83,9 +82,8 @@ class Async(ManifestEntry):
                 return obj._wrap(wrap, getattr(obj.delegate, name)(*args, **kwargs))
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-                hub = self._binding.hub_for_call()
                 args, kwargs = unwrap_args(args, kwargs)
-                return hub.spawn(call_and_wrap, self, args, kwargs)
+                return self._binding.spawn(call_and_wrap, self, args, kwargs)
 
         self._document(
             method,

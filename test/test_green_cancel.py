@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pymongo
 import pytest
 from mockupdb import OpMsg
 from pymongo import monitoring
@@ -165,3 +166,38 @@ async def test_cancel_before_start_never_runs(fw: Framework, server: Any) -> Non
     assert inserted < 300
     assert not parked_children()
     await coll.drop()
+
+
+async def test_operations_beyond_the_pool_wait_without_a_greenlet(
+    fw: Framework, mockup: Any
+) -> None:
+    server = slow_find(mockup, 0.1)
+    client = fw.client(server.uri, maxPoolSize=2)
+    coll = client.db.coll
+    await coll.database.command("ping")
+    limit = client._binding.admission.limit
+    assert limit == 4  # maxPoolSize x (1 known server + 1)
+    futures = [coll.find_one() for _ in range(20)]
+    await asyncio.sleep(0.05)
+    assert len(parked_children()) <= limit
+    assert len(client._binding._waiting) == 20 - limit
+    futures[-1].cancel()  # cancelled while waiting for admission: never runs
+    assert await asyncio.gather(*futures[:-1]) == [None] * 19
+    assert not client._binding._waiting and client._binding._active == 0
+    assert pool_counters(client)["requests"] == 0
+
+
+async def test_timeouts_bypass_admission(fw: Framework, mockup: Any) -> None:
+    server = slow_find(mockup, 0.1)
+    assert fw.client(server.uri, waitQueueTimeoutMS=100)._binding.admission is None
+    assert fw.client(server.uri, timeoutMS=1000)._binding.admission is None
+    client = fw.client(server.uri, maxPoolSize=1)
+    coll = client.db.coll
+    await coll.database.command("ping")
+    queued = [coll.find_one() for _ in range(4)]  # two run, two wait for admission
+    with pymongo.timeout(0.05):
+        # Not queued behind them: PyMongo's own pool wait applies the deadline.
+        with pytest.raises(pymongo.errors.PyMongoError) as info:
+            await coll.find_one()
+    assert info.value.timeout
+    assert await asyncio.gather(*queued) == [None] * 4

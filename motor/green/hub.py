@@ -52,6 +52,7 @@ import greenlet
 __all__ = [
     "Cancelled",
     "Hub",
+    "OpFuture",
     "Waiter",
     "current_child",
     "get_hub",
@@ -261,7 +262,18 @@ class Hub:
         (invariant 2).
         """
         future = OpFuture(loop=self.loop)
-        context = contextvars.copy_context()
+        self.submit(future, contextvars.copy_context(), fn, args, kwargs)
+        return future
+
+    def submit(
+        self,
+        future: OpFuture,
+        context: contextvars.Context,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Like :meth:`spawn`, with the future and context made by the caller."""
         current = _getcurrent()
         if self._queue or isinstance(current, Child) or not self._may_start_now():
             self._queue.append((fn, args, kwargs, future, context))
@@ -271,7 +283,6 @@ class Hub:
         else:
             self._start(current, fn, args, kwargs, future, context)
             self._last_start_end = _perf_counter()
-        return future
 
     def _may_start_now(self) -> bool:
         # Within the current window, or a new burst (nothing started just before).
