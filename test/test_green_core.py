@@ -9,6 +9,7 @@ in a worker thread, so it does not disturb the probe).
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 import threading
 import time
@@ -230,3 +231,43 @@ async def test_pool_exhausted(fw: Framework, mockup: Any) -> None:
     sync_server = delayed_find(mockup, 1.0)
     sync_uri = f"{sync_server.uri}/?maxPoolSize=1&waitQueueTimeoutMS=200"
     assert error is await sync_error(exhaust, sync_uri)
+
+
+async def test_close_does_not_stall(fw: Framework, server: Any) -> None:
+    client = fw.client(server.uri)
+    coll = client.motor_test.close_stall
+    await coll.insert_many([{"i": i} for i in range(10)])
+    cursor = coll.find().batch_size(2)
+    assert (await cursor.next())["i"] == 0  # a live server-side cursor
+    await fw.probe.settle()
+    await client.close()
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+
+
+async def test_sockets_shared_with_pymongo_threads(fw: Framework, server: Any) -> None:
+    # minPoolSize: PyMongo's maintenance thread opens these connections, in a thread.
+    client = fw.client(server.uri, minPoolSize=3)
+    coll = client.motor_test.shared_sockets
+    await coll.drop()
+    pool = next(iter(client.delegate._topology._servers.values())).pool
+    deadline = time.monotonic() + 10
+    while len(pool.conns) < 3 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    made_by_thread = {conn.id for conn in pool.conns}
+    assert len(made_by_thread) == 3
+    await asyncio.gather(*[coll.insert_one({"i": i}) for i in range(3)])
+    assert made_by_thread <= {conn.id for conn in pool.conns}
+    # An abandoned cursor is killed by PyMongo's kill-cursors thread through the pool.
+    await coll.insert_many([{"j": j} for j in range(10)])
+    cursor = coll.find({"j": {"$exists": True}}).batch_size(2)
+    assert (await cursor.next())["j"] == 0
+    cursor_id = cursor.cursor_id
+    assert cursor_id
+    del cursor
+    gc.collect()
+    queue = client.delegate._kill_cursors_queue
+    while queue and time.monotonic() < deadline + 10:
+        await asyncio.sleep(0.05)
+    assert not queue
+    assert await coll.count_documents({}) == 13
+    await coll.drop()
