@@ -1,0 +1,1243 @@
+"""Side-by-side benchmark: this Motor against Motor 3.7.1 and PyMongo, in one run.
+
+Six clients are measured the same way, each in a worker process of its own
+(``bench/compare_worker.py``):
+
+=====================  ===============================================================
+``this asyncio``       this checkout's ``AsyncIOMotorClient`` (the project's virtualenv)
+``this Tornado``       this checkout's Tornado ``MotorClient``
+``Motor 3.7.1 aio``    ``AsyncIOMotorClient`` of Motor 3.7.1 (thread pool), from a
+                       virtualenv this script creates (``~/.cache/motor-bench/``)
+``Motor 3.7.1 Tor``    Tornado ``MotorClient`` of Motor 3.7.1
+``PyMongo async``      PyMongo's ``AsyncMongoClient``
+``PyMongo sync``       PyMongo's ``MongoClient``; threads for concurrency
+=====================  ===============================================================
+
+Workloads: sequential ``find_one`` and ``insert_one`` latency; ``find_one`` throughput
+with 1, 10, 100 and 1000 concurrent tasks; 10,000 pending operations with
+``maxPoolSize=100`` (throughput and extra RSS per pending operation); reading large
+documents with ``find({}).to_list()`` (1000 × 16 KiB and 10 × 4 MiB per query).  For
+each: client CPU time per operation, and the longest event-loop stall (1 ms ticker).
+
+Servers: the canned-reply Go server (``bench/cannedserver``) and FerretDB
+(``--ferretdb-uri``, ``MOTOR_BENCH_FERRETDB_URI``, or launched with ``test.server``).
+
+Repetitions are interleaved: every repetition runs every workload on every client,
+rotating the client order, so drift of the machine is shared.  The report is a table
+per metric (rows: workload × server; columns: clients), ratios to PyMongo sync and to
+Motor 3.7.1, and PASS/FAIL lines for the project's performance targets.
+
+Usage (from the repository root, with the project's virtualenv)::
+
+    .venv/bin/python bench/compare.py --quick                 # about 2 minutes
+    .venv/bin/python bench/compare.py --json compare.json     # about 15 minutes
+    .venv/bin/python bench/compare.py --profile               # cProfile of this asyncio
+
+See ``bench/README.rst`` and ``doc/performance.rst`` for the method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import select
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+WORKER = BENCH_DIR / "compare_worker.py"
+if str(BENCH_DIR) not in sys.path:
+    sys.path.insert(0, str(BENCH_DIR))
+
+import pymongo  # noqa: E402
+from servers import (  # noqa: E402
+    BenchSetupError,
+    CannedServer,
+    build_canned_server,
+    cache_dir,
+    ferretdb_server,
+    go_version,
+)
+
+#: Motor 3.7.1's virtualenv, created on first use and reused afterwards.
+MOTOR371_VENV = cache_dir() / "venv-motor371"
+MOTOR371_VERSION = "3.7.1"
+#: Every client's options: PyMongo's default pool size, stated explicitly.
+CLIENT_OPTIONS = {"maxPoolSize": 100, "serverSelectionTimeoutMS": 10000}
+#: Threads the synchronous client may use for concurrency (C above it is capped).
+MAX_THREADS = 1000
+#: Concurrency of the pending-operations workload.
+PENDING = 10_000
+#: The database the workloads use on FerretDB; dropped at the end.
+FERRET_DB = "motor_bench_compare"
+KB = 1000  # targets and tables use SI kilobytes and megabytes
+MB = 1000 * 1000
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class Client:
+    """A client under test: which worker kind, in which virtualenv."""
+
+    key: str
+    label: str
+    kind: str  # compare_worker.CLIENT_KINDS
+    env: str  # "dev" (this project's virtualenv) or "motor371"
+    is_async: bool = True
+
+
+CLIENTS = (
+    Client("this_asyncio", "this asyncio", "motor_asyncio", "dev"),
+    Client("this_tornado", "this Tornado", "motor_tornado", "dev"),
+    Client("motor371_asyncio", "Motor 3.7.1 aio", "motor_asyncio", "motor371"),
+    Client("motor371_tornado", "Motor 3.7.1 Tor", "motor_tornado", "motor371"),
+    Client("pymongo_async", "PyMongo async", "pymongo_async", "dev"),
+    Client("pymongo_sync", "PyMongo sync", "pymongo_sync", "dev", is_async=False),
+)
+CLIENT_BY_KEY = {c.key: c for c in CLIENTS}
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One workload; ``kind`` is what the worker runs, ``unit`` the headline metric."""
+
+    key: str
+    label: str
+    kind: str  # sequential | concurrent | pending | to_list
+    collection: str  # small | insert | docs16k | docs4m
+    unit: str  # "µs/op" (lower is better), "ops/s" or "MB/s" (higher is better)
+    op: str = "find_one"
+    concurrency: int = 1
+    requests_per_op: int = 1  # wire requests per operation (for the server's CPU)
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self.unit != "µs/op"
+
+
+WORKLOADS = (
+    Workload("seq_find_one", "find_one sequential", "sequential", "small", "µs/op"),
+    Workload(
+        "seq_insert_one", "insert_one sequential", "sequential", "insert", "µs/op", "insert_one"
+    ),
+    Workload("c1", "find_one C=1", "concurrent", "small", "ops/s", concurrency=1),
+    Workload("c10", "find_one C=10", "concurrent", "small", "ops/s", concurrency=10),
+    Workload("c100", "find_one C=100", "concurrent", "small", "ops/s", concurrency=100),
+    Workload("c1000", "find_one C=1000", "concurrent", "small", "ops/s", concurrency=1000),
+    Workload("pending", "find_one 10k pending", "pending", "small", "ops/s", concurrency=PENDING),
+    Workload("docs16k", "to_list 1000×16KiB", "to_list", "docs16k", "MB/s", requests_per_op=2),
+    Workload("docs4m", "to_list 10×4MiB", "to_list", "docs4m", "MB/s", requests_per_op=4),
+)
+WORKLOAD_BY_KEY = {w.key: w for w in WORKLOADS}
+
+
+@dataclass
+class Mode:
+    """How much to run: operation counts per repetition and repetition counts."""
+
+    name: str
+    reps: int
+    pending_reps: int  # fresh-process pending runs per client
+    stall_reps: int  # extra runs with the stall ticker per async client and workload
+    pending_stall_reps: int
+    ops: dict[str, int]  # workload key -> operations (queries for to_list) per run
+    pending_per_task: int  # operations each pending task makes
+
+
+FULL = Mode(
+    "full",
+    reps=5,
+    pending_reps=3,
+    stall_reps=2,
+    pending_stall_reps=1,
+    ops={
+        "seq_find_one": 2000,
+        "seq_insert_one": 2000,
+        "c1": 2000,
+        "c10": 4000,
+        "c100": 8000,
+        "c1000": 10000,
+        "docs16k": 10,
+        "docs4m": 5,
+    },
+    pending_per_task=2,
+)
+QUICK = Mode(
+    "quick",
+    reps=2,
+    pending_reps=1,
+    stall_reps=1,
+    pending_stall_reps=0,
+    ops={
+        "seq_find_one": 300,
+        "seq_insert_one": 300,
+        "c1": 300,
+        "c10": 500,
+        "c100": 1000,
+        "c1000": 2000,
+        "docs16k": 3,
+        "docs4m": 2,
+    },
+    pending_per_task=1,
+)
+
+
+@dataclass
+class Target:
+    """A server and how to scale the plan for it."""
+
+    name: str  # "canned" or "ferretdb"
+    description: str
+    uri: str
+    db: str
+    collections: dict[str, str]  # logical name -> collection name
+    #: Operation counts are multiplied by this (FerretDB is slower than the canned server).
+    scale: float = 1.0
+    #: Queries per to_list run on this server (it may be far slower than the canned one).
+    to_list_ops: dict[str, int] = field(default_factory=dict)
+    run_pending: bool = True
+    server: CannedServer | None = field(default=None, repr=False)
+    note: str = ""
+    #: The canned server's CPU per request over the whole session (user, system).
+    server_user_us_per_request: float | None = None
+    server_sys_us_per_request: float | None = None
+
+    def spec(self, workload: Workload, mode: Mode) -> dict[str, Any]:
+        """The worker's run request for ``workload`` on this server."""
+        spec: dict[str, Any] = {
+            "workload": workload.kind,
+            "collection": self.collections[workload.collection],
+            "op": workload.op,
+            "concurrency": workload.concurrency,
+            "max_threads": MAX_THREADS,
+        }
+        if workload.kind == "pending":
+            spec.update(ops_per_task=mode.pending_per_task, warmup=1000, memory=True)
+        elif workload.kind == "to_list":
+            spec.update(ops=self.to_list_ops.get(workload.key, mode.ops[workload.key]), warmup=1)
+        else:
+            ops = max(workload.concurrency * 2, int(mode.ops[workload.key] * self.scale))
+            spec.update(ops=ops, warmup=max(ops // 10, min(workload.concurrency, 100)))
+        return spec
+
+
+# --------------------------------------------------------------------------- workers
+
+
+class WorkerError(RuntimeError):
+    """A worker failed; the message has its traceback or stderr."""
+
+
+class Worker:
+    """A ``compare_worker.py`` process holding one client; one request at a time."""
+
+    def __init__(self, client: Client, python: str, target: Target, bare: bool = False) -> None:
+        self.client = client
+        self._stderr: IO[bytes] = tempfile.TemporaryFile()
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.proc = subprocess.Popen(
+            [python, str(WORKER)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            cwd=BENCH_DIR,
+            env=env,
+            text=True,
+        )
+        self._setup = {
+            "client": "bare" if bare else client.kind,
+            "uri": target.uri,
+            "db": target.db,
+            # Only this project's clients import motor from the checkout.
+            "repo": str(REPO) if client.env == "dev" else None,
+            "options": CLIENT_OPTIONS,
+            "small": target.collections["small"],
+            "insert": target.collections["insert"],
+        }
+        self.info: dict[str, Any] = {}
+
+    def start(self, timeout: float = 120.0) -> dict[str, Any]:
+        """Send the setup; return the worker's environment info."""
+        self._send(self._setup)
+        self.info = self._receive(timeout)["info"]
+        return self.info
+
+    def run(self, spec: dict[str, Any], timeout: float = 900.0) -> dict[str, Any]:
+        """Run one workload; return the worker's measurements."""
+        self._send(spec)
+        result: dict[str, Any] = self._receive(timeout)["result"]
+        return result
+
+    def _send(self, message: dict[str, Any]) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(message) + "\n")
+            self.proc.stdin.flush()
+        except OSError as exc:
+            raise WorkerError(f"{self.client.label}: worker gone ({exc}){self._tail()}") from exc
+
+    def _receive(self, timeout: float) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else ""
+        if not line:
+            state = "timed out" if not ready else f"exited ({self.proc.poll()})"
+            raise WorkerError(f"{self.client.label}: worker {state}{self._tail()}")
+        message: dict[str, Any] = json.loads(line)
+        if "error" in message:
+            raise WorkerError(f"{self.client.label}: {message['error']}")
+        return message
+
+    def _tail(self, lines: int = 30) -> str:
+        self._stderr.seek(0)
+        text = self._stderr.read().decode(errors="replace").splitlines()[-lines:]
+        return ("\n  stderr:\n  " + "\n  ".join(text)) if text else ""
+
+    def close(self) -> None:
+        """Ask the worker to quit (it closes its client), then reap it."""
+        with contextlib.suppress(OSError, ValueError):
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps({"quit": True}) + "\n")
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._stderr.close()
+
+
+def _venv_python(venv: Path) -> Path:
+    return venv / "bin" / "python"
+
+
+def _venv_versions(python: Path) -> dict[str, str] | None:
+    code = (
+        "import json, motor, pymongo, tornado; print(json.dumps({'motor': motor.version, "
+        "'pymongo': pymongo.version, 'tornado': tornado.version, 'path': motor.__file__}))"
+    )
+    try:
+        out = subprocess.run(
+            [str(python), "-c", code], capture_output=True, text=True, timeout=60, cwd="/"
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    versions: dict[str, str] = json.loads(out.stdout)
+    return versions
+
+
+def ensure_motor371_venv(venv: Path = MOTOR371_VENV) -> tuple[str, dict[str, str]]:
+    """Create (or reuse) a virtualenv with Motor 3.7.1, this PyMongo and this Tornado.
+
+    Motor 3.7.1 is also imported as ``motor``, so it cannot live in the project's
+    virtualenv.  PyMongo and Tornado are pinned to the versions of the running
+    interpreter so that only Motor differs.
+    """
+    import tornado
+
+    wanted = {"motor": MOTOR371_VERSION, "pymongo": pymongo.version, "tornado": tornado.version}
+    python = _venv_python(venv)
+    if python.exists():
+        found = _venv_versions(python)
+        if found is not None and all(found[k] == v for k, v in wanted.items()):
+            return str(python), found
+    _progress(f"creating {venv} with motor=={MOTOR371_VERSION} (once)")
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *(f"{name}=={version}" for name, version in wanted.items()),
+        ],
+    ]
+    for step in steps:
+        result = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise BenchSetupError(
+                f"{' '.join(step)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+    found = _venv_versions(python)
+    if found is None or any(found[k] != v for k, v in wanted.items()):
+        raise BenchSetupError(f"{venv}: expected {wanted}, found {found}")
+    return str(python), found
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _rotated(items: Sequence[Any], shift: int) -> list[Any]:
+    shift %= max(len(items), 1)
+    return [*items[shift:], *items[:shift]]
+
+
+def metric(workload: Workload, run: dict[str, Any]) -> float:
+    """A run's headline number: µs/op, ops/s or MB/s."""
+    if workload.unit == "µs/op":
+        return float(run["wall_s"] / run["ops"] * 1e6)
+    if workload.unit == "MB/s":
+        return float(run["bytes_per_query"] * run["ops"] / run["wall_s"] / MB)
+    return float(run["ops"] / run["wall_s"])
+
+
+class Session:
+    """Runs the plan on one server and keeps every run's raw numbers."""
+
+    def __init__(
+        self,
+        target: Target,
+        mode: Mode,
+        clients: Sequence[Client],
+        workloads: Sequence[Workload],
+        pythons: dict[str, str],
+    ) -> None:
+        self.target = target
+        self.mode = mode
+        self.clients = list(clients)
+        self.workloads = list(workloads)
+        self.pythons = pythons
+        # runs[workload][client] -> list of run dicts (timed, no ticker)
+        self.runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+            w.key: {c.key: [] for c in clients} for w in workloads
+        }
+        self.stall_runs: dict[str, dict[str, list[dict[str, Any]]]] = {
+            w.key: {c.key: [] for c in clients if c.is_async} for w in workloads
+        }
+        self.worker_info: dict[str, dict[str, Any]] = {}
+
+    def _worker(self, client: Client) -> Worker:
+        worker = Worker(client, self.pythons[client.env], self.target)
+        info = worker.start()
+        self.worker_info.setdefault(client.key, info)
+        return worker
+
+    def _server_cpu(self) -> float | None:
+        server = self.target.server
+        return None if server is None or server.pid is None else process_cpu_seconds(server.pid)
+
+    def _run(
+        self, worker: Worker, workload: Workload, spec: dict[str, Any], rep: int, stall: bool
+    ) -> dict[str, Any]:
+        before = self._server_cpu()
+        run = worker.run(spec)
+        after = self._server_cpu()
+        if before is not None and after is not None:
+            cpu = after - before
+            run["server_cpu_s"] = cpu
+            run["server_cpu_us_per_request"] = cpu / (run["ops"] * workload.requests_per_op) * 1e6
+        run["rep"] = rep
+        run["stall_probe"] = stall
+        run["value"] = metric(workload, run)
+        return run
+
+    def _pending(self, client: Client, spec: dict[str, Any], rep: int, stall: bool) -> Any:
+        worker = self._worker(client)
+        try:
+            return self._run(worker, WORKLOAD_BY_KEY["pending"], spec, rep, stall)
+        finally:
+            worker.close()
+
+    def measure(self) -> None:
+        """Warm-up-free interleaved repetitions, then the stall-probe runs."""
+        mode, target = self.mode, self.target
+        pending = [w for w in self.workloads if w.kind == "pending" and target.run_pending]
+        others = [w for w in self.workloads if w.kind != "pending"]
+        workers: dict[str, Worker] = {}
+        try:
+            if others:
+                for client in self.clients:
+                    workers[client.key] = Worker(client, self.pythons[client.env], self.target)
+                for client in self.clients:
+                    self.worker_info[client.key] = workers[client.key].start()
+            for rep in range(mode.reps):
+                _progress(f"[{target.name}] repetition {rep + 1}/{mode.reps}, load {_load()}")
+                for workload in others:
+                    spec = target.spec(workload, mode)
+                    for client in _rotated(self.clients, rep):
+                        run = self._run(workers[client.key], workload, spec, rep, False)
+                        self.runs[workload.key][client.key].append(run)
+                    self._report(workload, rep)
+                for workload in pending if rep < mode.pending_reps else ():
+                    spec = target.spec(workload, mode)
+                    for client in _rotated(self.clients, rep):
+                        run = self._pending(client, spec, rep, False)
+                        self.runs[workload.key][client.key].append(run)
+                    self._report(workload, rep)
+            async_clients = [c for c in self.clients if c.is_async]
+            for rep in range(mode.stall_reps):
+                _progress(f"[{target.name}] stall probe {rep + 1}/{mode.stall_reps}")
+                for workload in others:
+                    spec = dict(target.spec(workload, mode), ticker=True)
+                    for client in _rotated(async_clients, rep):
+                        run = self._run(workers[client.key], workload, spec, rep, True)
+                        self.stall_runs[workload.key][client.key].append(run)
+            for rep in range(mode.pending_stall_reps):
+                for workload in pending:
+                    _progress(f"[{target.name}] stall probe, {workload.label}")
+                    spec = dict(target.spec(workload, mode), ticker=True, memory=False)
+                    for client in _rotated(async_clients, rep):
+                        run = self._pending(client, spec, rep, True)
+                        self.stall_runs[workload.key][client.key].append(run)
+        finally:
+            for worker in workers.values():
+                worker.close()
+
+    def _report(self, workload: Workload, rep: int) -> None:
+        values = []
+        for client in self.clients:
+            runs = [r for r in self.runs[workload.key][client.key] if r["rep"] == rep]
+            if runs:
+                values.append(f"{client.label} {_fmt_value(runs[-1]['value'], workload.unit)}")
+        _progress(f"  {workload.label} ({workload.unit}): " + ", ".join(values))
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) used so far by all threads of a process (Linux).
+
+    Sums the run time the scheduler keeps per thread in ``/proc/PID/task/*/schedstat``
+    (nanoseconds), which unlike ``/proc/PID/stat`` (10 ms ticks) is precise enough for
+    a run of a fraction of a second.
+    """
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat", encoding="ascii") as stat:
+                total += int(stat.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that just exited
+    return total / 1e9
+
+
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def measure_bare(mode: Mode, python: str, target: Target) -> list[dict[str, Any]]:
+    """RSS of the harness alone: ``PENDING`` asyncio tasks awaiting a sleep, no client."""
+    runs = []
+    spec = {
+        "workload": "pending",
+        "collection": "small",
+        "concurrency": PENDING,
+        "ops_per_task": 1,
+        "warmup": 0,
+        "memory": True,
+    }
+    for _ in range(max(1, mode.pending_reps)):
+        worker = Worker(CLIENTS[0], python, target, bare=True)
+        try:
+            worker.start()
+            runs.append(worker.run(spec))
+        finally:
+            worker.close()
+    return runs
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def _doc(i: int, size: int) -> dict[str, Any]:
+    """A document shaped like the canned server's, padded to ``size`` bytes of BSON."""
+    import bson
+
+    doc: dict[str, Any] = {"_id": i, "name": "canned", "n": bson.Int64(i), "x": i / 2, "pad": ""}
+    doc["pad"] = "x" * (size - len(bson.encode(doc)))
+    return doc
+
+
+def seed_ferretdb(uri: str) -> str:
+    """Create the workloads' collections on a real server; return its version."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=10000
+    )
+    try:
+        client.drop_database(FERRET_DB)
+        db = client[FERRET_DB]
+        db.small.insert_one(_doc(0, 100))
+        db.docs16k.insert_many([_doc(i, 16 * 1024) for i in range(1000)])
+        for i in range(10):  # one at a time: 40 MiB in one batch is a lot for FerretDB
+            db.docs4m.insert_one(_doc(i, 4 * 1024 * 1024))
+        db.create_collection("insert")
+        version = str(client.server_info().get("version"))
+    finally:
+        client.close()
+    return version
+
+
+def drop_ferretdb(uri: str) -> None:
+    """Drop the benchmark database."""
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
+        uri, serverSelectionTimeoutMS=10000
+    )
+    with contextlib.closing(client):
+        client.drop_database(FERRET_DB)
+
+
+LOGICAL = ("small", "insert", "docs16k", "docs4m")
+
+
+@contextlib.contextmanager
+def canned_target(gomaxprocs: int) -> Iterator[Target]:
+    """Run the canned server for the ``with`` block."""
+    binary = build_canned_server()
+    with CannedServer(binary, gomaxprocs=gomaxprocs) as server:
+        target = Target(
+            name="canned",
+            description=f"Go canned server (GOMAXPROCS={gomaxprocs}, {binary.name})",
+            uri=server.uri,
+            db="bench",
+            collections={name: name for name in LOGICAL},
+            server=server,
+        )
+        start = server.cpu_times()
+        try:
+            yield target
+        finally:
+            end = server.cpu_times()
+            target.server = None
+    target.note = server.summary
+    match = re.search(r"(\d+) requests", server.summary)
+    if match and start is not None and end is not None:
+        requests = int(match.group(1))
+        target.server_user_us_per_request = (end[0] - start[0]) / requests * 1e6
+        target.server_sys_us_per_request = (end[1] - start[1]) / requests * 1e6
+
+
+@contextlib.contextmanager
+def ferretdb_target(uri: str | None, mode: Mode) -> Iterator[Target | None]:
+    """Find or launch FerretDB, seed it for the ``with`` block, drop the data after."""
+    server, note = ferretdb_server(uri)
+    if server is None:
+        _progress(f"FerretDB {note}")
+        yield None
+        return
+    try:
+        _progress(f"seeding FerretDB ({server.description})")
+        version = seed_ferretdb(server.uri)
+        quick = mode.name == "quick"
+        target = Target(
+            name="ferretdb",
+            description=f"{server.description}; reports version {version}",
+            uri=server.uri,
+            db=FERRET_DB,
+            collections={name: name for name in LOGICAL},
+            scale=0.5,
+            to_list_ops={"docs16k": 1 if quick else 3, "docs4m": 1 if quick else 2},
+            run_pending=not quick,
+            note=note,
+        )
+        try:
+            yield target
+        finally:
+            with contextlib.suppress(Exception):
+                drop_ferretdb(server.uri)
+    finally:
+        server.stop()
+
+
+# --------------------------------------------------------------------------- summaries
+
+
+def _median(values: Sequence[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(session: Session) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per workload and client: medians and spreads of every figure."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for workload in session.workloads:
+        out[workload.key] = {}
+        for client in session.clients:
+            runs = session.runs[workload.key][client.key]
+            stall_runs = session.stall_runs[workload.key].get(client.key, [])
+            values = [r["value"] for r in runs]
+            cpu = [(r["cpu_user_s"] + r["cpu_sys_s"]) / r["ops"] * 1e6 for r in runs]
+            gaps = [r["longest_tick_gap_ms"] for r in stall_runs]
+            entry: dict[str, Any] = {
+                "value": _median(values),
+                "min": min(values) if values else None,
+                "max": max(values) if values else None,
+                "cpu_us_per_op": _median(cpu),
+                "longest_tick_gap_ms": _median(gaps),
+                "longest_tick_gap_ms_max": max(gaps) if gaps else None,
+                "stall_probe_value": _median([r["value"] for r in stall_runs]),
+            }
+            # /proc counts CPU time in 10 ms ticks: sum over the runs before dividing.
+            served = [r for r in runs if "server_cpu_s" in r]
+            if served:
+                cpu_s = sum(r["server_cpu_s"] for r in served)
+                requests = sum(r["ops"] for r in served) * workload.requests_per_op
+                entry["server_cpu_us_per_request"] = cpu_s / requests * 1e6
+                entry["server_busy"] = cpu_s / sum(r["wall_s"] for r in served)
+            else:
+                entry["server_cpu_us_per_request"] = entry["server_busy"] = None
+            if workload.kind == "pending" and runs:
+                extra = [(r["hwm_after"] - r["rss_before"]) / r["max_pending"] for r in runs]
+                entry["extra_rss_bytes_per_pending_op"] = _median(extra)
+                entry["max_pending"] = max(r["max_pending"] for r in runs)
+            out[workload.key][client.key] = entry
+    return out
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit == "µs/op":
+        return f"{value:.1f}"
+    if unit == "MB/s":
+        return f"{value:.0f}"
+    return f"{value:,.0f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = []
+    for n, row in enumerate([header, *rows]):
+        cells = [c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _row_label(workload: Workload, target: str, with_unit: bool = True) -> str:
+    if not with_unit:
+        return f"{workload.label} | {target}"
+    arrow = "↑" if workload.higher_is_better else "↓"
+    return f"{workload.label} | {target} ({workload.unit} {arrow})"
+
+
+Summaries = dict[str, dict[str, dict[str, dict[str, Any]]]]  # target -> workload -> client
+
+
+def format_report(
+    summaries: Summaries,
+    targets: Sequence[str],
+    clients: Sequence[Client],
+    workloads: Sequence[Workload],
+) -> str:
+    """Every table of the report, as text."""
+    header = ["workload | server", *(c.label for c in clients)]
+    rows_of: list[tuple[Workload, str, dict[str, dict[str, Any]]]] = [
+        (w, t, summaries[t][w.key])
+        for t in targets
+        for w in workloads
+        if any(summaries[t][w.key][c.key]["value"] is not None for c in clients)
+    ]
+    parts = []
+
+    rows = []
+    for w, t, s in rows_of:
+        cells = [_row_label(w, t)]
+        for c in clients:
+            e = s[c.key]
+            if e["value"] is None:
+                cells.append("-")
+                continue
+            spread = (e["max"] - e["min"]) / 2 / e["value"] * 100 if e["value"] else 0.0
+            cells.append(f"{_fmt_value(e['value'], w.unit)} ±{spread:.0f}%")
+        rows.append(cells)
+    parts.append("Median over repetitions (± half the min–max spread)\n" + _table(header, rows))
+
+    for ref_key in ("pymongo_sync", "motor371_asyncio", "motor371_tornado"):
+        if ref_key not in {c.key for c in clients}:
+            continue
+        rows = []
+        for w, t, s in rows_of:
+            ref = s[ref_key]["value"]
+            cells = [_row_label(w, t)]
+            for c in clients:
+                v = s[c.key]["value"]
+                cells.append("-" if v is None or not ref else f"{v / ref:.2f}")
+            rows.append(cells)
+        title = f"Ratio to {CLIENT_BY_KEY[ref_key].label} (client ÷ reference, same unit)"
+        parts.append(title + "\n" + _table(header, rows))
+
+    rows = []
+    for w, t, s in rows_of:
+        unit = "µs/query" if w.kind == "to_list" else "µs/op"
+        cells = [f"{_row_label(w, t, False)} ({unit})"]
+        cells += [_fmt_value(s[c.key]["cpu_us_per_op"], "µs/op") for c in clients]
+        rows.append(cells)
+    parts.append(
+        "Client CPU time per operation (user + system, whole process)\n" + _table(header, rows)
+    )
+
+    async_clients = [c for c in clients if c.is_async]
+    rows = []
+    for w, t, s in rows_of:
+        cells = [_row_label(w, t, False)]
+        for c in async_clients:
+            e = s[c.key]
+            med, top = e["longest_tick_gap_ms"], e["longest_tick_gap_ms_max"]
+            cells.append("-" if med is None else f"{med:.1f} (max {top:.1f})")
+        rows.append(cells)
+    parts.append(
+        "Longest event-loop gap, ms: median of the stall-probe runs (max); includes the "
+        "1 ms sleep\n" + _table(["workload | server", *(c.label for c in async_clients)], rows)
+    )
+
+    rows = []
+    for w, t, s in rows_of:
+        if w.kind != "pending":
+            continue
+        cells = [f"{w.label} | {t}"]
+        for c in clients:
+            extra = s[c.key].get("extra_rss_bytes_per_pending_op")
+            cells.append("-" if extra is None else f"{extra / KB:.2f}")
+        rows.append(cells)
+    if rows:
+        parts.append(
+            "Extra RSS per pending operation, KB (peak VmHWM − VmRSS before) ÷ pending ops\n"
+            + _table(header, rows)
+        )
+
+    rows = []
+    for w, t, s in rows_of:
+        per_request = [s[c.key]["server_cpu_us_per_request"] for c in clients]
+        busy = [s[c.key]["server_busy"] for c in clients]
+        if all(v is None for v in per_request):
+            continue
+        cells = [f"{w.label} | {t}"]
+        for v, b in zip(per_request, busy):
+            cells.append("-" if v is None else f"{v:.1f} µs {b * 100:.0f}%")
+        rows.append(cells)
+    if rows:
+        parts.append(
+            "Canned server CPU per request (user + system) and its busy share of one core "
+            "during the run\n" + _table(header, rows)
+        )
+    return "\n\n".join(parts)
+
+
+@dataclass
+class Check:
+    """One performance target's outcome."""
+
+    name: str
+    passed: bool | None  # None: not measured
+    detail: str
+
+
+def check_targets(summary: dict[str, dict[str, dict[str, Any]]] | None) -> list[Check]:
+    """The project's targets, from the canned server's medians."""
+    checks: list[Check] = []
+    if summary is None:
+        return [Check("all targets", None, "the canned server was not measured")]
+
+    def value(workload: str, client: str, key: str = "value") -> float | None:
+        entry = summary.get(workload, {}).get(client)
+        return None if entry is None else entry.get(key)
+
+    def ratio_check(
+        name: str, workload: str, client: str, ref: str, bound: float, at_most: bool
+    ) -> None:
+        v, r = value(workload, client), value(workload, ref)
+        if v is None or r is None or not r:
+            checks.append(Check(name, None, "not measured"))
+            return
+        ratio = v / r
+        ok = ratio <= bound if at_most else ratio >= bound
+        sign = "≤" if at_most else "≥"
+        unit = WORKLOAD_BY_KEY[workload].unit
+        detail = (
+            f"{ratio:.3f}× {sign} {bound}× ({_fmt_value(v, unit)} vs {_fmt_value(r, unit)} {unit})"
+        )
+        checks.append(Check(name, ok, detail))
+
+    this = [("this_asyncio", "this asyncio"), ("this_tornado", "this Tornado")]
+    for key, label in this:
+        for w in ("seq_find_one", "seq_insert_one"):
+            ratio_check(
+                f"{label}: {WORKLOAD_BY_KEY[w].label} ≤ 1.05× PyMongo sync",
+                w,
+                key,
+                "pymongo_sync",
+                1.05,
+                True,
+            )
+    for key, label in this:
+        ratio_check(
+            f"{label}: find_one C=100 ≥ 1.3× PyMongo async",
+            "c100",
+            key,
+            "pymongo_async",
+            1.3,
+            False,
+        )
+    for key, label, ref in (
+        ("this_asyncio", "this asyncio", "motor371_asyncio"),
+        ("this_tornado", "this Tornado", "motor371_tornado"),
+    ):
+        ratio_check(
+            f"{label}: find_one C=100 ≥ 2.0× {CLIENT_BY_KEY[ref].label}",
+            "c100",
+            key,
+            ref,
+            2.0,
+            False,
+        )
+    for key, label in this:
+        extra = value("pending", key, "extra_rss_bytes_per_pending_op")
+        if extra is None:
+            checks.append(
+                Check(f"{label}: 10k pending ≤ 5 KB extra RSS per op", None, "not measured")
+            )
+        else:
+            checks.append(
+                Check(
+                    f"{label}: 10k pending ≤ 5 KB extra RSS per op",
+                    extra <= 5 * KB,
+                    f"{extra / KB:.2f} KB per pending op",
+                )
+            )
+        pending, c100 = value("pending", key), value("c100", key)
+        name = f"{label}: 10k pending ≥ 0.9× own C=100 throughput"
+        if pending is None or c100 is None:
+            checks.append(Check(name, None, "not measured"))
+        else:
+            checks.append(
+                Check(
+                    name,
+                    pending >= 0.9 * c100,
+                    f"{pending / c100:.3f}× ({pending:,.0f} vs {c100:,.0f} ops/s)",
+                )
+            )
+    for key, label in this:
+        for w in ("docs16k", "docs4m"):
+            ratio_check(
+                f"{label}: {WORKLOAD_BY_KEY[w].label} ≥ 0.95× PyMongo sync",
+                w,
+                key,
+                "pymongo_sync",
+                0.95,
+                False,
+            )
+    for key, label in this:
+        gap = value("c100", key, "longest_tick_gap_ms")
+        name = f"{label}: longest loop stall at C=100 ≤ 2 ms"
+        if gap is None:
+            checks.append(Check(name, None, "not measured"))
+        else:
+            stall = max(0.0, gap - 1.0)  # the ticker sleeps 1 ms between wake-ups
+            top = value("c100", key, "longest_tick_gap_ms_max") or gap
+            checks.append(
+                Check(
+                    name,
+                    stall <= 2.0,
+                    f"{stall:.2f} ms (longest gap {gap:.2f} ms minus the 1 ms tick; "
+                    f"worst probe run {top - 1.0:.2f} ms)",
+                )
+            )
+    return checks
+
+
+def format_checks(checks: Sequence[Check]) -> str:
+    lines = []
+    for c in checks:
+        verdict = "N/A " if c.passed is None else ("PASS" if c.passed else "FAIL")
+        lines.append(f"{verdict}  {c.name}: {c.detail}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def motor_tree_digest() -> str:
+    """A digest of the files under ``motor/``: shows whether they changed during the run."""
+    digest = hashlib.sha256()
+    for path in sorted((REPO / "motor").rglob("*.py")):
+        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def _cpu_model() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return None
+
+
+def environment() -> dict[str, Any]:
+    """What the numbers depend on, for the JSON report."""
+    import greenlet
+    import tornado
+
+    return {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "python_executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "loadavg_start": list(os.getloadavg()),
+        "pymongo": pymongo.version,
+        "pymongo_c_extensions": pymongo.has_c(),
+        "greenlet": greenlet.__version__,
+        "tornado": tornado.version,
+        "go": go_version(),
+        "git_head": _git("rev-parse", "HEAD"),
+        "git_status_motor": _git("status", "--short", "--", "motor"),
+        "motor_tree_digest_start": motor_tree_digest(),
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bench/compare.py",
+        description="Side-by-side benchmark: this Motor (asyncio, Tornado), Motor 3.7.1 "
+        "(asyncio, Tornado), PyMongo AsyncMongoClient and MongoClient, against the canned "
+        "Go server and FerretDB.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="few repetitions and small counts (~2 minutes)"
+    )
+    parser.add_argument("--reps", type=int, help="repetitions (default 5, quick 2)")
+    parser.add_argument("--json", metavar="PATH", help="also write every raw number as JSON")
+    parser.add_argument("--ferretdb-uri", help="a running FerretDB (or MongoDB) to measure")
+    parser.add_argument("--no-canned", action="store_true", help="skip the canned server")
+    parser.add_argument("--no-ferretdb", action="store_true", help="skip FerretDB")
+    parser.add_argument(
+        "--clients",
+        help="comma-separated subset of: " + ", ".join(c.key for c in CLIENTS),
+    )
+    parser.add_argument(
+        "--workloads",
+        help="comma-separated subset of: " + ", ".join(w.key for w in WORKLOADS),
+    )
+    parser.add_argument(
+        "--gomaxprocs", type=int, default=1, help="GOMAXPROCS of the canned server (default 1)"
+    )
+    parser.add_argument(
+        "--motor371-venv",
+        type=Path,
+        default=MOTOR371_VENV,
+        help=f"virtualenv for Motor 3.7.1, created if missing (default {MOTOR371_VENV})",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="instead of benchmarking, cProfile a client's worker on the canned server "
+        "(find_one C=100 and 10k pending) and print the top entries",
+    )
+    parser.add_argument(
+        "--profile-client", default="this_asyncio", help="client to profile (default this_asyncio)"
+    )
+    parser.add_argument("--profile-top", type=int, default=35, help="entries per profile view")
+    return parser.parse_args(argv)
+
+
+def _select(names: str | None, known: dict[str, Any], what: str) -> list[Any]:
+    if not names:
+        return list(known.values())
+    chosen = []
+    for name in names.split(","):
+        if name.strip() not in known:
+            raise SystemExit(f"unknown {what} {name!r}; choose from {', '.join(known)}")
+        chosen.append(known[name.strip()])
+    return chosen
+
+
+def profile(args: argparse.Namespace, pythons: dict[str, str]) -> int:
+    """cProfile one client's worker at C=100 and with 10,000 pending operations."""
+    client = CLIENT_BY_KEY[args.profile_client]
+    with canned_target(args.gomaxprocs) as target:
+        for key in ("c100", "pending"):
+            workload = WORKLOAD_BY_KEY[key]
+            spec = dict(target.spec(workload, FULL), profile=True, profile_top=args.profile_top)
+            if key == "c100":
+                spec["ops"] = 20000
+            worker = Worker(client, pythons[client.env], target)
+            try:
+                worker.start()
+                run = worker.run(spec)
+            finally:
+                worker.close()
+            value = _fmt_value(metric(workload, run), workload.unit)
+            print(f"\n== {client.label}, {workload.label}: {value} {workload.unit} under cProfile")
+            print(run["profile"])
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="replace")
+    mode = QUICK if args.quick else FULL
+    if args.reps:
+        mode.reps = args.reps
+    clients = _select(args.clients, CLIENT_BY_KEY, "client")
+    workloads = _select(args.workloads, WORKLOAD_BY_KEY, "workload")
+    started = time.monotonic()
+    env = environment()
+    pythons = {"dev": sys.executable}
+    notes: list[str] = []
+    if any(c.env == "motor371" for c in clients) or (
+        args.profile and CLIENT_BY_KEY[args.profile_client].env == "motor371"
+    ):
+        pythons["motor371"], env["motor371_venv"] = ensure_motor371_venv(args.motor371_venv)
+    if args.profile:
+        return profile(args, pythons)
+
+    print(
+        f"commit {env['git_head']}, motor/ {'modified' if env['git_status_motor'] else 'clean'}"
+        f"; PyMongo {env['pymongo']}, Tornado {env['tornado']}, greenlet {env['greenlet']}, "
+        f"{env['python']}"
+    )
+    print(f"{env['cpu_model']}, {env['cpus']} CPUs, load average {_load()}")
+    print(
+        f"mode {mode.name}: {mode.reps} repetitions ({mode.pending_reps} for 10k pending), "
+        f"{mode.stall_reps} stall-probe runs; clients interleaved, order rotated each repetition"
+    )
+
+    summaries: Summaries = {}
+    sessions: dict[str, Session] = {}
+    targets: dict[str, Target] = {}
+    bare_runs: list[dict[str, Any]] = []
+
+    def run_target(target: Target) -> None:
+        _progress(f"== {target.name}: {target.description}")
+        session = Session(target, mode, clients, workloads, pythons)
+        session.measure()
+        sessions[target.name] = session
+        targets[target.name] = target
+        summaries[target.name] = summarize(session)
+
+    if not args.no_canned:
+        try:
+            with canned_target(args.gomaxprocs) as target:
+                if any(w.kind == "pending" for w in workloads):
+                    bare_runs = measure_bare(mode, pythons["dev"], target)
+                run_target(target)
+        except BenchSetupError as exc:
+            notes.append(f"canned server skipped: {exc}")
+            _progress(f"canned server skipped: {exc}")
+    if args.no_ferretdb:
+        notes.append("FerretDB skipped (--no-ferretdb)")
+    else:
+        with ferretdb_target(args.ferretdb_uri, mode) as target:
+            if target is None:
+                notes.append("FerretDB skipped: no server (see --ferretdb-uri)")
+            else:
+                run_target(target)
+                if not target.run_pending:
+                    notes.append("FerretDB: the 10k pending workload is skipped in --quick mode")
+
+    env["loadavg_end"] = list(os.getloadavg())
+    env["git_status_motor_end"] = _git("status", "--short", "--", "motor")
+    env["motor_tree_digest_end"] = motor_tree_digest()
+    env["duration_s"] = time.monotonic() - started
+    env["workers"] = {name: s.worker_info for name, s in sessions.items()}
+    if env["motor_tree_digest_end"] != env["motor_tree_digest_start"]:
+        notes.append("WARNING: files under motor/ changed during the run; results may mix versions")
+
+    names = list(summaries)
+    print()
+    for target in targets.values():
+        line = f"{target.name}: {target.description}"
+        if target.server_user_us_per_request is not None:
+            line += (
+                f"\n  server CPU per request over the session: "
+                f"{target.server_user_us_per_request:.1f} µs user + "
+                f"{target.server_sys_us_per_request:.1f} µs system (kernel: loopback TCP, "
+                f"epoll, wake-ups); {target.note}"
+            )
+        print(line)
+    print()
+    print(format_report(summaries, names, clients, workloads))
+    if bare_runs:
+        bare = statistics.median((r["hwm_after"] - r["rss_before"]) / PENDING for r in bare_runs)
+        print(
+            f"\nHarness alone ({PENDING:,} asyncio tasks awaiting a sleep, no client): "
+            f"{bare / KB:.2f} KB per task, included in the figures above."
+        )
+    else:
+        bare = None
+    print(
+        f"\nPyMongo sync uses one thread per concurrent task, capped at {MAX_THREADS} threads; "
+        f"10k pending: {PENDING:,} tasks queued on a ThreadPoolExecutor of {MAX_THREADS} "
+        f"threads.\nMotor 3.7.1 runs at its defaults (a pool of 5 × CPUs threads). Every "
+        f"client: maxPoolSize=100. Run time {env['duration_s'] / 60:.1f} min; load average "
+        f"at the end {_load()}."
+    )
+    checks = check_targets(summaries.get("canned"))
+    print("\nTargets (canned server, same run):")
+    print(format_checks(checks))
+    for note in notes:
+        print(note)
+
+    if args.json:
+        report = {
+            "environment": env,
+            "mode": asdict(mode),
+            "clients": [asdict(c) for c in clients],
+            "workloads": [asdict(w) for w in workloads],
+            "client_options": CLIENT_OPTIONS,
+            "max_threads": MAX_THREADS,
+            "targets": {
+                name: {k: v for k, v in asdict(t).items() if k != "server"}
+                for name, t in targets.items()
+            },
+            "summary": summaries,
+            "runs": {name: s.runs for name, s in sessions.items()},
+            "stall_runs": {name: s.stall_runs for name, s in sessions.items()},
+            "harness_pending_runs": bare_runs,
+            "harness_bytes_per_pending_task": bare,
+            "checks": [asdict(c) for c in checks],
+            "notes": notes,
+        }
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"wrote {args.json}")
+    return 0 if summaries else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,649 @@
+"""Worker process for ``bench/compare.py``: measures one client, one workload at a time.
+
+``compare.py`` starts this script with the Python of the environment the client lives
+in (the project's virtualenv, or a virtualenv with Motor 3.7.1) and talks to it over
+pipes, one JSON document per line:
+
+1. the first line on stdin is the *setup*::
+
+       {"client": "motor_asyncio", "uri": "mongodb://127.0.0.1:.../", "db": "bench",
+        "repo": "/path/to/checkout" or null, "options": {"maxPoolSize": 100}}
+
+   ``client`` is one of :data:`CLIENT_KINDS`.  ``repo`` is put first on ``sys.path``
+   (so ``import motor`` finds that checkout); leave it null for an installed Motor.
+   The worker creates the client, checks that ``find_one`` finds a document and
+   ``insert_one`` returns an id, and answers with its environment (versions, paths)
+   and the longest gap of a 1 ms ticker on its idle event loop.
+
+2. every further line is a *run*::
+
+       {"workload": "concurrent", "collection": "small", "ops": 5000,
+        "concurrency": 100, "warmup": 500, "ticker": true, "memory": false}
+
+   and the worker answers with the measurements (see :func:`measure`).  Workloads:
+
+   ``sequential``  ``ops`` calls of ``find_one({})`` (or, with ``"op": "insert_one"``,
+                   ``insert_one({...})``), each awaited before the next;
+   ``concurrent``  ``ops`` calls of ``find_one({})`` shared by ``concurrency`` tasks
+                   (threads for the synchronous client, at most ``max_threads``);
+   ``pending``     ``concurrency`` tasks started at once, each making ``ops_per_task``
+                   calls, so that ``concurrency`` operations are pending together;
+                   with ``"memory": true`` the resident-set growth is measured;
+   ``to_list``     ``ops`` sequential ``find({}).to_list()`` of a whole collection.
+
+3. ``{"quit": true}`` or the end of stdin ends the worker, closing the client.
+
+Protocol answers go to the original stdout; everything else the process prints is sent
+to stderr, so a stray warning cannot corrupt the protocol.  Errors are answered as
+``{"error": "<traceback>"}``.
+
+The script imports nothing from the rest of ``bench/``, so it runs in any virtualenv
+that has PyMongo (and Motor and Tornado for the Motor clients).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import gc
+import io
+import itertools
+import json
+import os
+import platform
+import pstats
+import resource
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+#: The clients this worker can drive.
+CLIENT_KINDS = ("motor_asyncio", "motor_tornado", "pymongo_async", "pymongo_sync", "bare")
+#: The event-loop stall ticker's sleep (seconds).
+TICK = 0.001
+
+_perf_counter = time.perf_counter
+_getrusage = resource.getrusage
+_RUSAGE_SELF = resource.RUSAGE_SELF
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def proc_status() -> dict[str, int]:
+    """``VmRSS`` and ``VmHWM`` (peak RSS) of this process in bytes, from /proc (Linux)."""
+    values: dict[str, int] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                key, _, rest = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    values[key] = int(rest.split()[0]) * 1024
+    except OSError:
+        pass
+    return values
+
+
+def reset_peak_rss() -> bool:
+    """Reset ``VmHWM`` to the current RSS (Linux ≥ 4.0: write 5 to clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+class Ticker:
+    """A task that sleeps 1 ms in a loop and records the longest gap between wake-ups.
+
+    A gap longer than the sleep is time the event loop spent on other work (or
+    blocked) without returning to its selector: the loop's longest stall.
+    """
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.ticks = 0
+        self._task: asyncio.Future[None] | None = None
+
+    async def _run(self) -> None:
+        last = _perf_counter()
+        while True:
+            await asyncio.sleep(TICK)
+            now = _perf_counter()
+            if now - last > self.longest:
+                self.longest = now - last
+            self.ticks += 1
+            last = now
+
+    async def start(self) -> None:
+        """Start ticking on the running loop."""
+        self._task = asyncio.ensure_future(self._run())
+        await asyncio.sleep(0)  # let the ticker take its first timestamp
+
+    async def stop(self) -> None:
+        """Stop ticking."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+# --------------------------------------------------------------------------- runners
+
+
+class Runner:
+    """One client in this process; subclasses drive it on an event loop or in threads."""
+
+    is_async = True
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        self.uri: str = setup["uri"]
+        self.db: str = setup["db"]
+        self.options: dict[str, Any] = dict(setup.get("options") or {})
+        self.client: Any = None
+        self._bytes: dict[str, tuple[int, int]] = {}  # collection -> BSON bytes of one to_list()
+
+    # Hooks for the subclasses.
+
+    def start(self) -> None:
+        """Create the client."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close the client (and its loop)."""
+        raise NotImplementedError
+
+    def info(self) -> dict[str, Any]:
+        """Versions and paths of the client's libraries."""
+        import pymongo
+
+        return {
+            "pymongo": pymongo.version,
+            "pymongo_path": os.path.dirname(pymongo.__file__),
+            "pymongo_c_extensions": pymongo.has_c(),
+        }
+
+    def coll(self, name: str) -> Any:
+        return self.client[self.db][name]
+
+    def op(self, workload: dict[str, Any]) -> Callable[[int], Any]:
+        """The operation a workload repeats: ``op(i)`` (a coroutine for async clients)."""
+        coll = self.coll(workload["collection"])
+        if workload["workload"] == "to_list":
+            find = coll.find
+            return lambda i: find({}).to_list()
+        if workload.get("op", "find_one") == "insert_one":
+            insert_one = coll.insert_one
+            return lambda i: insert_one({"i": i, "name": "bench"})
+        find_one = coll.find_one
+        return lambda i: find_one({})
+
+    def check(self, small: str, insert: str) -> None:
+        """Fail loudly unless ``find_one`` finds a document and ``insert_one`` works."""
+        found = self.call(self.coll(small).find_one, {})
+        inserted = self.call(self.coll(insert).insert_one, {"check": True})
+        if not isinstance(found, dict):
+            raise RuntimeError(f"find_one({{}}) on {small!r} returned {found!r}")
+        if getattr(inserted, "inserted_id", None) is None:
+            raise RuntimeError(f"insert_one() returned {inserted!r}")
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run one client call to completion."""
+        raise NotImplementedError
+
+    def collection_bytes(self, name: str) -> tuple[int, int]:
+        """(documents, BSON bytes) of a whole collection, fetched once and remembered."""
+        if name not in self._bytes:
+            import bson
+
+            docs = self.call(lambda: self.coll(name).find({}).to_list())
+            self._bytes[name] = (len(docs), sum(len(bson.encode(d)) for d in docs))
+        return self._bytes[name]
+
+    def execute(self, workload: dict[str, Any], timed: bool) -> dict[str, Any]:
+        """Run a workload; return the measurements (or nothing useful if not ``timed``)."""
+        raise NotImplementedError
+
+
+class AsyncRunner(Runner):
+    """An asyncio-based client: Motor (asyncio or Tornado) or PyMongo's AsyncMongoClient."""
+
+    def __init__(self, setup: dict[str, Any]) -> None:
+        super().__init__(setup)
+        self.kind: str = setup["client"]
+        if self.kind == "motor_tornado":
+            from tornado.ioloop import IOLoop
+
+            io_loop = IOLoop(make_current=False)
+            self.io_loop: Any = io_loop
+            self.loop: asyncio.AbstractEventLoop = io_loop.asyncio_loop
+            self._run = lambda factory: io_loop.run_sync(factory)
+        else:
+            self.loop = asyncio.new_event_loop()
+            self._run = lambda factory: self.loop.run_until_complete(factory())
+
+    def run(self, factory: Callable[[], Awaitable[Any]]) -> Any:
+        """Run the coroutine ``factory()`` on the client's loop until it completes."""
+        return self._run(factory)
+
+    def start(self) -> None:
+        # Every client is created on its loop, as an application would create it.
+        async def create() -> Any:
+            if self.kind == "motor_asyncio":
+                from motor.motor_asyncio import AsyncIOMotorClient
+
+                return AsyncIOMotorClient(self.uri, **self.options)
+            if self.kind == "motor_tornado":
+                from motor.motor_tornado import MotorClient
+
+                return MotorClient(self.uri, **self.options)
+            from pymongo import AsyncMongoClient
+
+            return AsyncMongoClient(self.uri, **self.options)
+
+        self.client = self.run(create)
+
+    def close(self) -> None:
+        async def close() -> None:
+            result = self.client.close()
+            if result is not None and hasattr(result, "__await__"):
+                await result
+
+        try:
+            if self.client is not None:
+                self.run(close)
+        finally:
+            if self.kind == "motor_tornado":
+                self.io_loop.close(all_fds=False)
+            else:
+                self.loop.close()
+
+    def info(self) -> dict[str, Any]:
+        data = super().info()
+        if self.kind.startswith("motor"):
+            import motor
+
+            data["motor"] = getattr(motor, "version", None) or getattr(motor, "__version__", "")
+            data["motor_path"] = os.path.dirname(motor.__file__)
+        if self.kind == "motor_tornado":
+            import tornado
+
+            data["tornado"] = tornado.version
+        with contextlib.suppress(ImportError):
+            import greenlet
+
+            data["greenlet"] = greenlet.__version__
+        data["idle_tick_gap_ms"] = self.idle_tick_gap() * 1e3
+        return data
+
+    def idle_tick_gap(self, seconds: float = 0.3) -> float:
+        """The ticker's longest gap on this idle loop: the floor of the stall figures."""
+
+        async def idle() -> float:
+            ticker = Ticker()
+            await ticker.start()
+            await asyncio.sleep(seconds)
+            await ticker.stop()
+            return ticker.longest
+
+        gap: float = self.run(idle)
+        return gap
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        async def once() -> Any:
+            return await method(*args)
+
+        return self.run(once)
+
+    def execute(self, workload: dict[str, Any], timed: bool) -> dict[str, Any]:
+        result: dict[str, Any] = self.run(lambda: self._execute(workload, timed))
+        return result
+
+    async def _execute(self, workload: dict[str, Any], timed: bool) -> dict[str, Any]:
+        kind = workload["workload"]
+        op = self.op(workload)
+        ticker = Ticker() if timed and workload.get("ticker") else None
+        memory = timed and workload.get("memory")
+        pending = 0
+        max_pending = 0
+
+        if kind in ("sequential", "to_list"):
+            n = workload["ops"]
+
+            async def body() -> None:
+                for i in range(n):
+                    await op(i)
+
+        elif kind == "concurrent":
+            remaining = workload["ops"]
+
+            async def one_task() -> None:
+                nonlocal remaining
+                while remaining > 0:
+                    remaining -= 1
+                    await op(remaining)
+
+            async def body() -> None:
+                await asyncio.gather(*(one_task() for _ in range(workload["concurrency"])))
+
+        elif kind == "pending":
+            per_task = workload["ops_per_task"]
+
+            async def one_task() -> None:
+                nonlocal pending, max_pending
+                for i in range(per_task):
+                    pending += 1
+                    if pending > max_pending:
+                        max_pending = pending
+                    await op(i)
+                    pending -= 1
+
+            async def body() -> None:
+                await asyncio.gather(*(one_task() for _ in range(workload["concurrency"])))
+
+        else:
+            raise ValueError(f"unknown workload {kind!r}")
+
+        if not timed:
+            await body()
+            return {}
+        gc.collect()
+        rss_before = proc_status() if memory else {}
+        hwm_reset = reset_peak_rss() if memory else False
+        if ticker is not None:
+            await ticker.start()
+        usage0 = _getrusage(_RUSAGE_SELF)
+        wall0 = _perf_counter()
+        await body()
+        wall = _perf_counter() - wall0
+        usage1 = _getrusage(_RUSAGE_SELF)
+        peak = proc_status() if memory else {}
+        if ticker is not None:
+            await ticker.stop()
+        return _result(wall, usage0, usage1, ticker, rss_before, peak, hwm_reset, max_pending)
+
+
+class SyncRunner(Runner):
+    """PyMongo's synchronous MongoClient; concurrency comes from threads."""
+
+    is_async = False
+
+    def start(self) -> None:
+        from pymongo import MongoClient
+
+        self.client = MongoClient(self.uri, **self.options)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def call(self, method: Callable[..., Any], *args: Any) -> Any:
+        return method(*args)
+
+    def execute(self, workload: dict[str, Any], timed: bool) -> dict[str, Any]:
+        kind = workload["workload"]
+        op = self.op(workload)
+        memory = timed and workload.get("memory")
+        max_threads = int(workload.get("max_threads") or 1000)
+        threads_used = 1
+        go = threading.Event()
+        threads: list[threading.Thread] = []
+
+        if kind in ("sequential", "to_list"):
+            n = workload["ops"]
+
+            def body() -> None:
+                for i in range(n):
+                    op(i)
+
+        elif kind == "concurrent":
+            total = workload["ops"]
+            counter = itertools.count()  # next() is atomic under the GIL
+
+            def one_thread() -> None:
+                go.wait()
+                for i in counter:
+                    if i >= total:
+                        return
+                    op(i)
+
+            threads_used = min(workload["concurrency"], max_threads)
+            # Threads are started (and parked on an event) before the clock starts.
+            threads = [threading.Thread(target=one_thread) for _ in range(threads_used)]
+            for thread in threads:
+                thread.start()
+
+            def body() -> None:
+                go.set()
+                for thread in threads:
+                    thread.join()
+
+        elif kind == "pending":
+            per_task = workload["ops_per_task"]
+            threads_used = min(workload["concurrency"], max_threads)
+
+            def one_task() -> None:
+                for i in range(per_task):
+                    op(i)
+
+            def body() -> None:
+                # All tasks are queued at once; at most ``threads_used`` run.
+                with ThreadPoolExecutor(max_workers=threads_used) as executor:
+                    futures = [executor.submit(one_task) for _ in range(workload["concurrency"])]
+                    for future in futures:
+                        future.result()
+
+        else:
+            raise ValueError(f"unknown workload {kind!r}")
+
+        if not timed:
+            body()
+            return {}
+        gc.collect()
+        rss_before = proc_status() if memory else {}
+        hwm_reset = reset_peak_rss() if memory else False
+        usage0 = _getrusage(_RUSAGE_SELF)
+        wall0 = _perf_counter()
+        body()
+        wall = _perf_counter() - wall0
+        usage1 = _getrusage(_RUSAGE_SELF)
+        peak = proc_status() if memory else {}
+        result = _result(wall, usage0, usage1, None, rss_before, peak, hwm_reset, 0)
+        result["threads"] = threads_used
+        if kind == "pending":
+            result["max_pending"] = workload["concurrency"] * per_task
+        return result
+
+
+class BareRunner(AsyncRunner):
+    """No client at all: ``pending`` measures what the harness's own tasks cost.
+
+    Instead of an operation each task awaits one shared future, resolved 50 ms after
+    the first task started, so the RSS growth is that of ``concurrency`` asyncio tasks,
+    their coroutines and the ``gather``.
+    """
+
+    def start(self) -> None:
+        self.client = None
+
+    def info(self) -> dict[str, Any]:
+        return {"idle_tick_gap_ms": self.idle_tick_gap() * 1e3}
+
+    def check(self, small: str, insert: str) -> None:
+        pass
+
+    def op(self, workload: dict[str, Any]) -> Callable[[int], Any]:
+        shared: list[asyncio.Future[None]] = []
+
+        def wait(i: int) -> asyncio.Future[None]:
+            if not shared:
+                loop = asyncio.get_running_loop()
+                shared.append(loop.create_future())
+                loop.call_later(0.05, shared[0].set_result, None)
+            return shared[0]
+
+        return wait
+
+
+def _result(
+    wall: float,
+    usage0: Any,
+    usage1: Any,
+    ticker: Ticker | None,
+    rss_before: dict[str, int],
+    peak: dict[str, int],
+    hwm_reset: bool,
+    max_pending: int,
+) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "wall_s": wall,
+        # getrusage: this process, all threads, with µs resolution (os.times has 10 ms).
+        "cpu_user_s": usage1.ru_utime - usage0.ru_utime,
+        "cpu_sys_s": usage1.ru_stime - usage0.ru_stime,
+        "voluntary_switches": usage1.ru_nvcsw - usage0.ru_nvcsw,
+        "involuntary_switches": usage1.ru_nivcsw - usage0.ru_nivcsw,
+        "longest_tick_gap_ms": None if ticker is None else ticker.longest * 1e3,
+        "ticks": None if ticker is None else ticker.ticks,
+    }
+    if rss_before:
+        result.update(
+            rss_before=rss_before.get("VmRSS"),
+            hwm_before=rss_before.get("VmHWM"),
+            rss_after=peak.get("VmRSS"),
+            hwm_after=peak.get("VmHWM"),
+            hwm_reset=hwm_reset,
+            max_pending=max_pending,
+        )
+    return result
+
+
+RUNNERS: dict[str, type[Runner]] = {
+    "motor_asyncio": AsyncRunner,
+    "motor_tornado": AsyncRunner,
+    "pymongo_async": AsyncRunner,
+    "pymongo_sync": SyncRunner,
+    "bare": BareRunner,
+}
+
+
+# --------------------------------------------------------------------------- protocol
+
+
+def measure(runner: Runner, workload: dict[str, Any]) -> dict[str, Any]:
+    """Warm up, then run one timed workload; add the counts the caller needs.
+
+    With ``"profile": true`` the timed run is made under cProfile and the top entries
+    (by internal and by cumulative time) come back as text in ``"profile"``.
+    """
+    if workload["workload"] == "to_list":
+        docs, size = runner.collection_bytes(workload["collection"])
+    else:
+        docs, size = 0, 0
+    warmup = dict(workload, ops=workload.get("warmup", 0))
+    if warmup["workload"] == "pending":
+        warmup.update(workload="concurrent", concurrency=100, ops=workload.get("warmup", 0))
+    if warmup["ops"]:
+        runner.execute(warmup, timed=False)
+    profiler = cProfile.Profile() if workload.get("profile") else None
+    if profiler is not None:
+        profiler.enable()
+    result = runner.execute(workload, timed=True)
+    if profiler is not None:
+        profiler.disable()
+        result["profile"] = _profile_text(profiler, int(workload.get("profile_top", 30)))
+    if workload["workload"] == "pending":
+        result["ops"] = workload["concurrency"] * workload["ops_per_task"]
+    else:
+        result["ops"] = workload["ops"]
+    if workload["workload"] == "to_list":
+        result["docs_per_query"] = docs
+        result["bytes_per_query"] = size
+    result["loadavg"] = list(os.getloadavg())
+    return result
+
+
+#: Profile entries that are the async machinery rather than PyMongo's own work.
+MACHINERY = r"motor/|greenlet|asyncio/|selectors|tornado/|concurrent/|threading"
+
+
+def _profile_text(profiler: cProfile.Profile, top: int) -> str:
+    """Top entries by internal time: all code, then only the async machinery.
+
+    Cumulative times are left out: greenlet switches make cProfile charge a suspended
+    call with the time other greenlets ran, so they are meaningless here.
+    """
+    out = io.StringIO()
+    for title, restrictions in (
+        ("all code", [top]),
+        (f"entries matching {MACHINERY!r}", [MACHINERY, top]),
+    ):
+        out.write(f"--- by internal time, {title}\n")
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("tottime").print_stats(*restrictions)
+    text = out.getvalue()
+    for prefix in sorted({p for p in sys.path if p}, key=len, reverse=True):
+        text = text.replace(prefix.rstrip("/") + "/", "")
+    return text
+
+
+def serve(lines: Any, reply: Callable[[dict[str, Any]], None]) -> None:
+    """Answer the setup line, then each run line, until ``quit`` or end of input."""
+    setup = json.loads(next(lines))
+    if setup.get("repo"):
+        sys.path.insert(0, setup["repo"])
+    kind = setup["client"]
+    if kind not in RUNNERS:
+        raise ValueError(f"unknown client {kind!r}; expected one of {CLIENT_KINDS}")
+    runner = RUNNERS[kind](setup)
+    try:
+        runner.start()
+        runner.check(setup.get("small", "small"), setup.get("insert", "insert"))
+        info = runner.info()
+        info.update(
+            client=kind,
+            pid=os.getpid(),
+            python=f"{platform.python_implementation()} {platform.python_version()}",
+            executable=sys.executable,
+        )
+        reply({"ok": True, "info": info})
+        for line in lines:
+            request = json.loads(line)
+            if request.get("quit"):
+                break
+            try:
+                reply({"ok": True, "result": measure(runner, request)})
+            except Exception:
+                reply({"error": traceback.format_exc()})
+    finally:
+        runner.close()
+
+
+def main() -> int:
+    proto = os.fdopen(os.dup(1), "w", encoding="utf-8")
+    os.dup2(2, 1)  # anything else printed goes to stderr
+    sys.stdout = sys.stderr
+
+    def reply(message: dict[str, Any]) -> None:
+        proto.write(json.dumps(message) + "\n")
+        proto.flush()
+
+    lines = iter(sys.stdin.readline, "")
+    try:
+        serve(lines, reply)
+    except StopIteration:
+        return 0
+    except Exception:
+        reply({"error": traceback.format_exc()})
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
