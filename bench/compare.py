@@ -229,7 +229,9 @@ class Target:
         if workload.kind == "pending":
             spec.update(ops_per_task=mode.pending_per_task, warmup=1000, memory=True)
         elif workload.kind == "to_list":
-            spec.update(ops=self.to_list_ops.get(workload.key, mode.ops[workload.key]), warmup=1)
+            # Two warm-up queries: glibc's malloc adapts its mmap and trim thresholds to
+            # the first large buffers it frees; later queries show the steady state.
+            spec.update(ops=self.to_list_ops.get(workload.key, mode.ops[workload.key]), warmup=2)
         else:
             ops = max(workload.concurrency * 2, int(mode.ops[workload.key] * self.scale))
             spec.update(ops=ops, warmup=max(ops // 10, min(workload.concurrency, 100)))
@@ -446,9 +448,24 @@ class Session:
     def _run(
         self, worker: Worker, workload: Workload, spec: dict[str, Any], rep: int, stall: bool
     ) -> dict[str, Any]:
-        before = self._server_cpu()
+        machine0, own0, before = machine_busy_seconds(), own_cpu_seconds(), self._server_cpu()
+        start = time.perf_counter()
         run = worker.run(spec)
-        after = self._server_cpu()
+        request_s = time.perf_counter() - start
+        machine1, own1, after = machine_busy_seconds(), own_cpu_seconds(), self._server_cpu()
+        run["request_s"] = request_s  # the whole request: warm-up and timed operations
+        if machine0 is not None and machine1 is not None:
+            # /proc/stat and /proc/PID/stat count 10 ms ticks: meaningful over many runs.
+            run["machine_busy_s"] = machine1 - machine0
+            delta = {pid: own1[pid] - own0[pid] for pid in own1.keys() & own0.keys()}
+            measured = delta.get(worker.proc.pid, 0.0)
+            server = self.target.server
+            if server is not None and server.pid is not None:
+                measured += delta.get(server.pid, 0.0)
+            # This script, the idle workers and a FerretDB it launched.
+            run["bench_other_cpu_s"] = max(0.0, sum(delta.values()) - measured)
+            # Processes that are not this benchmark's.
+            run["others_cpu_s"] = max(0.0, run["machine_busy_s"] - sum(delta.values()))
         if before is not None and after is not None:
             cpu = after - before
             run["server_cpu_s"] = cpu
@@ -538,6 +555,46 @@ def process_cpu_seconds(pid: int) -> float | None:
         except (OSError, ValueError, IndexError):
             continue  # a thread that just exited
     return total / 1e9
+
+
+def machine_busy_seconds() -> float | None:
+    """CPU seconds all CPUs have spent busy since boot (Linux ``/proc/stat``)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait.
+    busy = sum(fields[:8]) - fields[3] - fields[4]
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (scans /proc: no CONFIG_PROC_CHILDREN needed)."""
+    pids: list[int] = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{entry}/stat", encoding="ascii") as f:
+                if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                    pids.append(int(entry))
+    return pids
+
+
+def own_cpu_seconds() -> dict[int, float]:
+    """CPU seconds of this process and its children (workers, servers), by pid.
+
+    From ``/proc/PID/stat`` (user + system, including threads that have exited).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu: dict[int, float] = {}
+    for pid in [os.getpid(), *_children(os.getpid())]:
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu[pid] = (int(fields[11]) + int(fields[12])) / ticks
+    return cpu
 
 
 def _load() -> str:
@@ -690,6 +747,9 @@ def summarize(session: Session) -> dict[str, dict[str, dict[str, Any]]]:
                 "min": min(values) if values else None,
                 "max": max(values) if values else None,
                 "cpu_us_per_op": _median(cpu),
+                "minor_faults_per_op": _median(
+                    [r["minor_faults"] / r["ops"] for r in runs if "minor_faults" in r]
+                ),
                 "longest_tick_gap_ms": _median(gaps),
                 "longest_tick_gap_ms_max": max(gaps) if gaps else None,
                 "stall_probe_value": _median([r["value"] for r in stall_runs]),
@@ -797,6 +857,21 @@ def format_report(
     parts.append(
         "Client CPU time per operation (user + system, whole process)\n" + _table(header, rows)
     )
+
+    rows = []
+    for w, t, s in rows_of:
+        if w.kind != "to_list":
+            continue
+        cells = [f"{_row_label(w, t, False)}"]
+        for c in clients:
+            faults = s[c.key]["minor_faults_per_op"]
+            cells.append("-" if faults is None else f"{faults:,.0f}")
+        rows.append(cells)
+    if rows:
+        parts.append(
+            "Minor page faults per query (fresh pages from the kernel: malloc growing or "
+            "trimming its heap, mmap)\n" + _table(header, rows)
+        )
 
     async_clients = [c for c in clients if c.is_async]
     rows = []
@@ -1179,6 +1254,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if env["motor_tree_digest_end"] != env["motor_tree_digest_start"]:
         notes.append("WARNING: files under motor/ changed during the run; results may mix versions")
 
+    others: dict[str, tuple[float, float]] = {}
+    for name, session in sessions.items():
+        runs = [
+            r
+            for by_client in session.runs.values()
+            for client_runs in by_client.values()
+            for r in client_runs
+            if "others_cpu_s" in r
+        ]
+        if runs:
+            wall = sum(r["request_s"] for r in runs)
+            share = sum(r["others_cpu_s"] for r in runs) / wall
+            bench = sum(r["bench_other_cpu_s"] for r in runs) / wall
+            others[name] = (share, bench)
+            if share > 0.1:
+                notes.append(
+                    f"WARNING: other processes used {share:.2f} CPU on average during the "
+                    f"{name} runs: the machine was not idle; repeat the run"
+                )
+    env["others_cpu_share"] = {k: v[0] for k, v in others.items()}
+    env["bench_other_cpu_share"] = {k: v[1] for k, v in others.items()}
     names = list(summaries)
     print()
     for target in targets.values():
@@ -1208,6 +1304,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"client: maxPoolSize=100. Run time {env['duration_s'] / 60:.1f} min; load average "
         f"at the end {_load()}."
     )
+    for name, (share, bench) in others.items():
+        server = "; FerretDB is counted there" if name == "ferretdb" else ""
+        print(
+            f"{name}, average CPU during the runs: other processes {share:.2f} CPU; "
+            f"this script and its idle workers{server} {bench:.2f} CPU."
+        )
     checks = check_targets(summaries.get("canned"))
     print("\nTargets (canned server, same run):")
     print(format_checks(checks))

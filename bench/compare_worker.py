@@ -509,6 +509,7 @@ def _result(
         "cpu_sys_s": usage1.ru_stime - usage0.ru_stime,
         "voluntary_switches": usage1.ru_nvcsw - usage0.ru_nvcsw,
         "involuntary_switches": usage1.ru_nivcsw - usage0.ru_nivcsw,
+        "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "longest_tick_gap_ms": None if ticker is None else ticker.longest * 1e3,
         "ticks": None if ticker is None else ticker.ticks,
     }
@@ -573,6 +574,40 @@ def measure(runner: Runner, workload: dict[str, Any]) -> dict[str, Any]:
 MACHINERY = r"motor/|greenlet|asyncio/|selectors|tornado/|concurrent/|threading"
 
 
+#: Groups for the profile's summary: (name, substring of the entry's file or name).
+PROFILE_GROUPS = (
+    ("socket system calls", "of '_socket.socket' objects"),
+    ("greenlet switches", "greenlet"),
+    ("motor/", "/motor/"),
+    ("pymongo/ and bson/", "/pymongo/"),
+    ("pymongo/ and bson/", "/bson/"),
+    ("pymongo/ and bson/", "pymongo._cmessage"),
+    ("pymongo/ and bson/", "bson._cbson"),
+    ("asyncio and selectors", "/asyncio/"),
+    ("asyncio and selectors", "selectors.py"),
+    ("asyncio and selectors", "select.epoll"),
+    ("tornado/", "/tornado/"),
+    ("threads and executors", "/concurrent/"),
+    ("threads and executors", "threading.py"),
+    ("the benchmark worker", "compare_worker.py"),
+)
+
+
+def _profile_shares(profiler: cProfile.Profile) -> str:
+    """Internal time summed by group (motor, pymongo, asyncio, ...), as text."""
+    stats: Any = pstats.Stats(profiler).stats
+    totals: dict[str, float] = {}
+    for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.items():
+        where = f"{filename} {name}"
+        group = next((g for g, pattern in PROFILE_GROUPS if pattern in where), "other")
+        totals[group] = totals.get(group, 0.0) + tottime
+    whole = sum(totals.values()) or 1.0
+    lines = [f"--- internal time by group (profiled total {whole:.3f} s)"]
+    for group, seconds in sorted(totals.items(), key=lambda item: -item[1]):
+        lines.append(f"  {group:<24} {seconds:8.3f} s  {seconds / whole:6.1%}")
+    return "\n".join(lines) + "\n\n"
+
+
 def _profile_text(profiler: cProfile.Profile, top: int) -> str:
     """Top entries by internal time: all code, then only the async machinery.
 
@@ -580,6 +615,7 @@ def _profile_text(profiler: cProfile.Profile, top: int) -> str:
     call with the time other greenlets ran, so they are meaningless here.
     """
     out = io.StringIO()
+    out.write(_profile_shares(profiler))
     for title, restrictions in (
         ("all code", [top]),
         (f"entries matching {MACHINERY!r}", [MACHINERY, top]),
