@@ -104,14 +104,15 @@ class Binding:
         admission = self.admission
         if admission is None or _csot.get_timeout() is not None:
             return hub.spawn(fn, *args, **kwargs)
-        if self._active < admission.limit and not self._waiting:
-            self._active += 1
-            return hub.spawn(self._admitted, fn, args, kwargs)
-        if self._active < admission.refresh_limit() and not self._waiting:
-            self._active += 1
-            return hub.spawn(self._admitted, fn, args, kwargs)
         future = OpFuture(loop=hub.loop)
-        self._waiting.append((fn, args, kwargs, future, contextvars.copy_context()))
+        context = contextvars.copy_context()
+        if not self._waiting and (
+            self._active < admission.limit or self._active < admission.refresh_limit()
+        ):
+            self._active += 1
+            hub.submit(future, context, self._admitted, (fn, args, kwargs), {}, self._admit_next)
+        else:
+            self._waiting.append((fn, args, kwargs, future, context))
         return future
 
     def _admitted(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
@@ -128,7 +129,9 @@ class Binding:
             fn, args, kwargs, future, context = waiting.popleft()
             if not future.done():  # not cancelled while waiting
                 assert self.hub is not None
-                self.hub.submit(future, context, self._admitted, (fn, args, kwargs), {})
+                self.hub.submit(
+                    future, context, self._admitted, (fn, args, kwargs), {}, self._admit_next
+                )
                 return
         self._active -= 1
 

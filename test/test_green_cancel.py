@@ -165,6 +165,8 @@ async def test_cancel_before_start_never_runs(fw: Framework, server: Any) -> Non
     inserted = await coll.count_documents({})
     assert inserted < 300
     assert not parked_children()
+    # Admission slots of calls cancelled before they started were handed back.
+    assert client._binding._active == 0 and not client._binding._waiting
     await coll.drop()
 
 

@@ -31,9 +31,11 @@ Invariants, enforced here and relied on everywhere else:
    still queued never starts.
 
 Costs kept off the hot path: children are reused (a finished child parks in the hub's
-idle list); a burst of calls beyond :data:`START_BUDGET` per loop iteration is queued
-as plain tuples and started on later iterations; long timeouts are expired by one
-periodic sweep rather than a timer per wait.
+idle list); the hub greenlet starts and resumes children for at most
+:data:`WORK_BUDGET` per loop iteration, and queues further starts (as plain tuples,
+no greenlet yet) and resumes for later iterations, so neither a burst of calls nor
+many sockets ready at once stall the loop; long timeouts are expired by one periodic
+sweep rather than a timer per wait.
 """
 
 from __future__ import annotations
@@ -161,16 +163,22 @@ class Waiter:
 
     def switch(self, value: Any = None) -> None:
         """Resume the parked child with ``value`` (runs on the hub greenlet)."""
-        child = self._child
-        if child is None:
+        if self._child is None:
             # Not parked yet, or already resumed: keep the first value only.
             if not self._has_value:
                 self._has_value = True
                 self._value = value
             return
-        self._child = None
-        child.waiter = None
-        child.switch(value)
+        self._resume(value)
+        self._hub._last_work_end = _perf_counter()
+
+    def _resume(self, value: Any) -> None:
+        # Runs on the hub greenlet.
+        child = self._child
+        if child is not None:
+            self._child = None
+            child.waiter = None
+            child.switch(value)
 
     def throw(self, exc: BaseException) -> None:
         """Resume the parked child by raising ``exc`` in it (runs on the hub greenlet)."""
@@ -220,32 +228,35 @@ SWEEP_INTERVAL = 0.01
 # How many finished children a hub keeps for reuse.
 MAX_IDLE = 256
 
-# How long children may run eagerly in one loop iteration before further starts are
-# queued for the next iteration (seconds).  Bounds the loop stall of a burst of calls.
-START_BUDGET = 0.001
-# Starts less than this apart (seconds) belong to one burst.
+# How long the hub greenlet may start and resume children in one loop iteration
+# before further starts and resumes are queued for later iterations (seconds).
+# Bounds the loop stall of a burst of calls or of many sockets ready at once.
+WORK_BUDGET = 0.0005
+# Work less than this apart (seconds) belongs to one burst.
 BURST_GAP = 0.000025
 
 
 class Hub:
     """Runs child greenlets for one event loop; created by :func:`get_hub`.
 
-    Starting a child costs PyMongo's whole per-operation Python code up to the first
-    wait.  So that a burst of calls (``gather`` of hundreds of operations) cannot stall
-    the loop, children start eagerly only within :data:`START_BUDGET` per loop
-    iteration; later calls wait in a queue as a plain tuple (no greenlet yet) and are
-    started by :meth:`_drain`, one budget per iteration.
+    Starting or resuming a child runs PyMongo's Python code until the child's next
+    wait.  So that a burst (``gather`` of hundreds of operations, a hundred replies
+    arriving together) cannot stall the loop, the hub does such work only within
+    :data:`WORK_BUDGET` per loop iteration; the rest waits in a FIFO queue (starts as
+    plain tuples, no greenlet yet) that :meth:`_drain` works through, one budget per
+    iteration.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pid = os.getpid()
         self._queue: deque[tuple[Any, ...]] = deque()
-        # The current burst's window ends at _burst_end; _last_start_end is when the
-        # last eager start returned (starts closer together than BURST_GAP are one
-        # burst, as when a gather() starts many tasks in one loop iteration).
-        self._burst_end = 0.0
-        self._last_start_end = 0.0
+        # Work (starting or resuming children) in the current window may go on until
+        # _window_end; _last_work_end is when the last piece of work returned.  Work
+        # closer together than BURST_GAP is one burst (as when a gather() starts many
+        # tasks, or many sockets become readable, in one loop iteration).
+        self._window_end = 0.0
+        self._last_work_end = 0.0
         self._draining = False
         self._idle: list[Child] = []
         self.thread_id = threading.get_ident()
@@ -272,46 +283,73 @@ class Hub:
         fn: Callable[..., Any],
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        release: Callable[[], None] | None = None,
     ) -> None:
-        """Like :meth:`spawn`, with the future and context made by the caller."""
+        """Like :meth:`spawn`, with the future and context made by the caller.
+
+        ``release`` is called instead of ``fn`` if the call is cancelled while queued.
+        """
         current = _getcurrent()
-        if self._queue or isinstance(current, Child) or not self._may_start_now():
-            self._queue.append((fn, args, kwargs, future, context))
-            if not self._draining:
-                self._draining = True
-                self.loop.call_soon(self._drain)
+        if isinstance(current, Child) or not self._may_run_now():
+            self._defer((self._start_queued, fn, args, kwargs, future, context, release))
         else:
             self._start(current, fn, args, kwargs, future, context)
-            self._last_start_end = _perf_counter()
+            self._last_work_end = _perf_counter()
 
-    def _may_start_now(self) -> bool:
-        # Within the current window, or a new burst (nothing started just before).
+    def _may_run_now(self) -> bool:
+        """May the hub greenlet start or resume a child now, in this loop iteration?
+
+        Yes within the current work window, or when a new burst of work begins
+        (nothing ran just before); no once the window is spent, until the queued
+        work has run on later iterations.
+        """
+        if self._queue:
+            return False  # first in, first out
         now = _perf_counter()
-        if now < self._burst_end:
+        if now < self._window_end:
             return True
-        if now - self._last_start_end < BURST_GAP:
-            return False  # the window of this burst is spent: queue
-        self._burst_end = now + START_BUDGET
+        if now - self._last_work_end < BURST_GAP:
+            return False
+        self._window_end = now + WORK_BUDGET
         return True
 
+    def _defer(self, entry: tuple[Any, ...]) -> None:
+        # Runs on the loop thread: queue a start or a resume for a later iteration.
+        self._queue.append(entry)
+        if not self._draining:
+            self._draining = True
+            self.loop.call_soon(self._drain)
+
     def _drain(self) -> None:
-        # Runs on the hub greenlet: start queued calls until the budget is spent.
+        # Runs on the hub greenlet, first thing in an iteration: a fresh work window.
         queue = self._queue
-        current = _getcurrent()
-        end = _perf_counter() + START_BUDGET
+        end = _perf_counter() + WORK_BUDGET
         while queue:
-            fn, args, kwargs, future, context = queue.popleft()
-            if future.done():
-                continue  # cancelled while queued: never started
-            self._start(current, fn, args, kwargs, future, context)
+            entry = queue.popleft()
+            entry[0](*entry[1:])
             if _perf_counter() >= end:
                 break
-        self._burst_end = end
-        self._last_start_end = _perf_counter()
+        self._window_end = end
+        self._last_work_end = _perf_counter()
         if queue:
             self.loop.call_soon(self._drain)
         else:
             self._draining = False
+
+    def _start_queued(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        future: OpFuture,
+        context: contextvars.Context,
+        release: Callable[[], None] | None,
+    ) -> None:
+        # Runs on the hub greenlet.
+        if not future.done():
+            self._start(_getcurrent(), fn, args, kwargs, future, context)
+        elif release is not None:  # cancelled while queued: never runs
+            release()
 
     def _start(
         self,

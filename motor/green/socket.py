@@ -132,7 +132,6 @@ class GreenSocket:
             # watching until the next read parks.
             self._unwatch()
             return
-        self._read_waiter = None
         waiter.switch(True)
 
     def _unwatch(self) -> None:
