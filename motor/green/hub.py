@@ -31,11 +31,11 @@ Invariants, enforced here and relied on everywhere else:
    still queued never starts.
 
 Costs kept off the hot path: children are reused (a finished child parks in the hub's
-idle list); the hub greenlet starts and resumes children for at most
-:data:`WORK_BUDGET` per loop iteration, and queues further starts (as plain tuples,
-no greenlet yet) and resumes for later iterations, so neither a burst of calls nor
-many sockets ready at once stall the loop; long timeouts are expired by one periodic
-sweep rather than a timer per wait.
+idle list); children start for at most :data:`WORK_BUDGET` per loop iteration and
+further starts wait in a queue (as plain tuples, no greenlet yet) for later
+iterations, so a burst of calls cannot stall the loop, and since replies can only
+come back for operations started, neither can a burst of replies; long timeouts are
+expired by one periodic sweep rather than a timer per wait.
 """
 
 from __future__ import annotations
@@ -163,22 +163,18 @@ class Waiter:
 
     def switch(self, value: Any = None) -> None:
         """Resume the parked child with ``value`` (runs on the hub greenlet)."""
-        if self._child is None:
+        child = self._child
+        if child is None:
             # Not parked yet, or already resumed: keep the first value only.
             if not self._has_value:
                 self._has_value = True
                 self._value = value
             return
-        self._resume(value)
+        self._child = None
+        child.waiter = None
+        child.switch(value)
+        # The work just done closes this iteration's window for starts.
         self._hub._last_work_end = _perf_counter()
-
-    def _resume(self, value: Any) -> None:
-        # Runs on the hub greenlet.
-        child = self._child
-        if child is not None:
-            self._child = None
-            child.waiter = None
-            child.switch(value)
 
     def throw(self, exc: BaseException) -> None:
         """Resume the parked child by raising ``exc`` in it (runs on the hub greenlet)."""
@@ -228,9 +224,8 @@ SWEEP_INTERVAL = 0.01
 # How many finished children a hub keeps for reuse.
 MAX_IDLE = 256
 
-# How long the hub greenlet may start and resume children in one loop iteration
-# before further starts and resumes are queued for later iterations (seconds).
-# Bounds the loop stall of a burst of calls or of many sockets ready at once.
+# How long the hub greenlet may start children in one loop iteration before further
+# starts are queued for later iterations (seconds).  Bounds the loop stall of a burst.
 WORK_BUDGET = 0.0005
 # Work less than this apart (seconds) belongs to one burst.
 BURST_GAP = 0.000025
@@ -239,19 +234,19 @@ BURST_GAP = 0.000025
 class Hub:
     """Runs child greenlets for one event loop; created by :func:`get_hub`.
 
-    Starting or resuming a child runs PyMongo's Python code until the child's next
-    wait.  So that a burst (``gather`` of hundreds of operations, a hundred replies
-    arriving together) cannot stall the loop, the hub does such work only within
-    :data:`WORK_BUDGET` per loop iteration; the rest waits in a FIFO queue (starts as
-    plain tuples, no greenlet yet) that :meth:`_drain` works through, one budget per
-    iteration.
+    Starting a child runs PyMongo's Python code until the child's first wait.  So
+    that a burst (``gather`` of hundreds of operations) cannot stall the loop, the
+    hub starts children only within :data:`WORK_BUDGET` per loop iteration; the rest
+    wait in a FIFO queue (plain tuples, no greenlet yet) that :meth:`_drain` works
+    through, one budget per iteration.  Resumes (a socket ready, a notification) run
+    at once and close the current window, so starts queue behind a burst of replies.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pid = os.getpid()
         self._queue: deque[tuple[Any, ...]] = deque()
-        # Work (starting or resuming children) in the current window may go on until
+        # Starting children in the current window may go on until
         # _window_end; _last_work_end is when the last piece of work returned.  Work
         # closer together than BURST_GAP is one burst (as when a gather() starts many
         # tasks, or many sockets become readable, in one loop iteration).
@@ -297,7 +292,7 @@ class Hub:
             self._last_work_end = _perf_counter()
 
     def _may_run_now(self) -> bool:
-        """May the hub greenlet start or resume a child now, in this loop iteration?
+        """May the hub greenlet start a child now, in this loop iteration?
 
         Yes within the current work window, or when a new burst of work begins
         (nothing ran just before); no once the window is spent, until the queued
@@ -314,7 +309,7 @@ class Hub:
         return True
 
     def _defer(self, entry: tuple[Any, ...]) -> None:
-        # Runs on the loop thread: queue a start or a resume for a later iteration.
+        # Runs on the loop thread: queue a start for a later iteration.
         self._queue.append(entry)
         if not self._draining:
             self._draining = True
