@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import os
 import platform
@@ -81,6 +80,12 @@ CLIENT_OPTIONS = {"maxPoolSize": 100, "serverSelectionTimeoutMS": 10000}
 MAX_THREADS = 1000
 #: Concurrency of the pending-operations workload.
 PENDING = 10_000
+#: ``--tune-malloc``: glibc keeps blocks up to 32 MiB on its heap and returns freed memory
+#: to the kernel only above 256 MiB, so large reads stop paying for fresh pages.
+TUNED_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
+    "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024),
+}
 #: The database the workloads use on FerretDB; dropped at the end.
 FERRET_DB = "motor_bench_compare"
 KB = 1000  # targets and tables use SI kilobytes and megabytes
@@ -248,18 +253,25 @@ class WorkerError(RuntimeError):
 class Worker:
     """A ``compare_worker.py`` process holding one client; one request at a time."""
 
-    def __init__(self, client: Client, python: str, target: Target, bare: bool = False) -> None:
+    def __init__(
+        self,
+        client: Client,
+        python: str,
+        target: Target,
+        bare: bool = False,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.client = client
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        environ = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        environ.update(env or {}, PYTHONDONTWRITEBYTECODE="1")
         self.proc = subprocess.Popen(
             [python, str(WORKER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._stderr,
             cwd=BENCH_DIR,
-            env=env,
+            env=environ,
             text=True,
         )
         self._setup = {
@@ -420,6 +432,7 @@ class Session:
         clients: Sequence[Client],
         workloads: Sequence[Workload],
         pythons: dict[str, str],
+        worker_env: dict[str, str] | None = None,
     ) -> None:
         self.target = target
         self.mode = mode
@@ -434,12 +447,20 @@ class Session:
             w.key: {c.key: [] for c in clients if c.is_async} for w in workloads
         }
         self.worker_info: dict[str, dict[str, Any]] = {}
+        #: Digests of motor/ as this project's workers imported it (one unless it changed).
+        self.motor_digests: set[str] = set()
+        self.worker_env = worker_env or {}
 
     def _worker(self, client: Client) -> Worker:
-        worker = Worker(client, self.pythons[client.env], self.target)
+        worker = Worker(client, self.pythons[client.env], self.target, env=self.worker_env)
         info = worker.start()
         self.worker_info.setdefault(client.key, info)
+        self._note_digest(client, info)
         return worker
+
+    def _note_digest(self, client: Client, info: dict[str, Any]) -> None:
+        if client.env == "dev" and info.get("motor_digest"):
+            self.motor_digests.add(info["motor_digest"])
 
     def _server_cpu(self) -> float | None:
         server = self.target.server
@@ -491,9 +512,12 @@ class Session:
         try:
             if others:
                 for client in self.clients:
-                    workers[client.key] = Worker(client, self.pythons[client.env], self.target)
+                    workers[client.key] = Worker(
+                        client, self.pythons[client.env], self.target, env=self.worker_env
+                    )
                 for client in self.clients:
                     self.worker_info[client.key] = workers[client.key].start()
+                    self._note_digest(client, self.worker_info[client.key])
             for rep in range(mode.reps):
                 _progress(f"[{target.name}] repetition {rep + 1}/{mode.reps}, load {_load()}")
                 for workload in others:
@@ -601,7 +625,9 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def measure_bare(mode: Mode, python: str, target: Target) -> list[dict[str, Any]]:
+def measure_bare(
+    mode: Mode, python: str, target: Target, env: dict[str, str]
+) -> list[dict[str, Any]]:
     """RSS of the harness alone: ``PENDING`` asyncio tasks awaiting a sleep, no client."""
     runs = []
     spec = {
@@ -613,7 +639,7 @@ def measure_bare(mode: Mode, python: str, target: Target) -> list[dict[str, Any]
         "memory": True,
     }
     for _ in range(max(1, mode.pending_reps)):
-        worker = Worker(CLIENTS[0], python, target, bare=True)
+        worker = Worker(CLIENTS[0], python, target, bare=True, env=env)
         try:
             worker.start()
             runs.append(worker.run(spec))
@@ -1064,10 +1090,9 @@ def _git(*args: str) -> str | None:
 
 def motor_tree_digest() -> str:
     """A digest of the files under ``motor/``: shows whether they changed during the run."""
-    digest = hashlib.sha256()
-    for path in sorted((REPO / "motor").rglob("*.py")):
-        digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
+    from compare_worker import package_digest
+
+    return package_digest(str(REPO / "motor"))
 
 
 def _cpu_model() -> str | None:
@@ -1132,6 +1157,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gomaxprocs", type=int, default=1, help="GOMAXPROCS of the canned server (default 1)"
     )
     parser.add_argument(
+        "--tune-malloc",
+        action="store_true",
+        help="run the workers with glibc malloc thresholds raised (MALLOC_MMAP_THRESHOLD_=32 "
+        "MiB, MALLOC_TRIM_THRESHOLD_=256 MiB), so that large reads do not pay for page faults",
+    )
+    parser.add_argument(
         "--motor371-venv",
         type=Path,
         default=MOTOR371_VENV,
@@ -1194,6 +1225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     env = environment()
     pythons = {"dev": sys.executable}
+    worker_env = dict(TUNED_MALLOC) if args.tune_malloc else {}
+    env["worker_env"] = worker_env
     notes: list[str] = []
     if any(c.env == "motor371" for c in clients) or (
         args.profile and CLIENT_BY_KEY[args.profile_client].env == "motor371"
@@ -1208,6 +1241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{env['python']}"
     )
     print(f"{env['cpu_model']}, {env['cpus']} CPUs, load average {_load()}")
+    if worker_env:
+        print("workers run with " + " ".join(f"{k}={v}" for k, v in worker_env.items()))
     print(
         f"mode {mode.name}: {mode.reps} repetitions ({mode.pending_reps} for 10k pending), "
         f"{mode.stall_reps} stall-probe runs; clients interleaved, order rotated each repetition"
@@ -1220,7 +1255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def run_target(target: Target) -> None:
         _progress(f"== {target.name}: {target.description}")
-        session = Session(target, mode, clients, workloads, pythons)
+        session = Session(target, mode, clients, workloads, pythons, worker_env)
         session.measure()
         sessions[target.name] = session
         targets[target.name] = target
@@ -1230,7 +1265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             with canned_target(args.gomaxprocs) as target:
                 if any(w.kind == "pending" for w in workloads):
-                    bare_runs = measure_bare(mode, pythons["dev"], target)
+                    bare_runs = measure_bare(mode, pythons["dev"], target, worker_env)
                 run_target(target)
         except BenchSetupError as exc:
             notes.append(f"canned server skipped: {exc}")
@@ -1251,7 +1286,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     env["motor_tree_digest_end"] = motor_tree_digest()
     env["duration_s"] = time.monotonic() - started
     env["workers"] = {name: s.worker_info for name, s in sessions.items()}
-    if env["motor_tree_digest_end"] != env["motor_tree_digest_start"]:
+    env["motor_digests_imported"] = {
+        name: sorted(session.motor_digests) for name, session in sessions.items()
+    }
+    if len({d for s in sessions.values() for d in s.motor_digests}) > 1:
+        notes.append(
+            "WARNING: this project's workers imported different versions of motor/ "
+            f"({env['motor_digests_imported']}): the code changed during the run"
+        )
+    elif env["motor_tree_digest_end"] != env["motor_tree_digest_start"]:
         notes.append("WARNING: files under motor/ changed during the run; results may mix versions")
 
     others: dict[str, tuple[float, float]] = {}
@@ -1305,10 +1348,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"at the end {_load()}."
     )
     for name, (share, bench) in others.items():
-        server = "; FerretDB is counted there" if name == "ferretdb" else ""
+        ours = "this script and its idle workers"
+        if name == "ferretdb":
+            ours = "this script, its idle workers and FerretDB"
         print(
             f"{name}, average CPU during the runs: other processes {share:.2f} CPU; "
-            f"this script and its idle workers{server} {bench:.2f} CPU."
+            f"{ours} {bench:.2f} CPU."
         )
     checks = check_targets(summaries.get("canned"))
     print("\nTargets (canned server, same run):")

@@ -47,6 +47,7 @@ import asyncio
 import contextlib
 import cProfile
 import gc
+import hashlib
 import io
 import itertools
 import json
@@ -97,6 +98,19 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+def package_digest(path: str) -> str:
+    """A digest of a package's ``.py`` files: which code this worker imported."""
+    digest = hashlib.sha256()
+    for root, dirs, files in sorted(os.walk(path)):
+        dirs.sort()
+        for name in sorted(files):
+            if name.endswith(".py"):
+                full = os.path.join(root, name)
+                with open(full, "rb") as f:
+                    digest.update(os.path.relpath(full, path).encode() + b"\0" + f.read() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 class Ticker:
@@ -272,6 +286,7 @@ class AsyncRunner(Runner):
 
             data["motor"] = getattr(motor, "version", None) or getattr(motor, "__version__", "")
             data["motor_path"] = os.path.dirname(motor.__file__)
+            data["motor_digest"] = package_digest(data["motor_path"])
         if self.kind == "motor_tornado":
             import tornado
 
