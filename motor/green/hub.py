@@ -226,7 +226,7 @@ MAX_IDLE = 256
 
 # How long the hub greenlet may start children in one loop iteration before further
 # starts are queued for later iterations (seconds).  Bounds the loop stall of a burst.
-WORK_BUDGET = 0.0005
+WORK_BUDGET = 0.00025
 # Work less than this apart (seconds) belongs to one burst.
 BURST_GAP = 0.000025
 
