@@ -68,6 +68,7 @@ from servers import (  # noqa: E402
     build_canned_server,
     cache_dir,
     ferretdb_server,
+    git,
     go_version,
 )
 
@@ -1079,15 +1080,6 @@ def format_checks(checks: Sequence[Check]) -> str:
 # --------------------------------------------------------------------------- environment
 
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def motor_tree_digest() -> str:
     """A digest of the files under ``motor/``: shows whether they changed during the run."""
     from compare_worker import package_digest
@@ -1121,8 +1113,8 @@ def environment() -> dict[str, Any]:
         "greenlet": greenlet.__version__,
         "tornado": tornado.version,
         "go": go_version(),
-        "git_head": _git("rev-parse", "HEAD"),
-        "git_status_motor": _git("status", "--short", "--", "motor"),
+        "git_head": git("rev-parse", "HEAD"),
+        "git_status_motor": git("status", "--short", "--", "motor"),
         "motor_tree_digest_start": motor_tree_digest(),
     }
 
@@ -1282,7 +1274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     notes.append("FerretDB: the 10k pending workload is skipped in --quick mode")
 
     env["loadavg_end"] = list(os.getloadavg())
-    env["git_status_motor_end"] = _git("status", "--short", "--", "motor")
+    env["git_status_motor_end"] = git("status", "--short", "--", "motor")
     env["motor_tree_digest_end"] = motor_tree_digest()
     env["duration_s"] = time.monotonic() - started
     env["workers"] = {name: s.worker_info for name, s in sessions.items()}

@@ -47,7 +47,6 @@ import os
 import platform
 import pstats
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -70,6 +69,7 @@ from servers import (  # noqa: E402
     ExternalServer,
     build_canned_server,
     ferretdb_server,
+    git,
     go_version,
 )
 from tornado.ioloop import IOLoop  # noqa: E402
@@ -531,18 +531,9 @@ def format_table(series: Sequence[Series]) -> str:
     return "\n".join(lines)
 
 
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def environment() -> dict[str, Any]:
     """What the numbers depend on, for the report."""
-    status = _git("status", "--porcelain", "--", "motor")
+    status = git("status", "--porcelain", "--", "motor")
     return {
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "platform": platform.platform(),
@@ -552,7 +543,7 @@ def environment() -> dict[str, Any]:
         "pymongo_c_extensions": pymongo.has_c(),
         "motor": getattr(motor, "version", None) or getattr(motor, "__version__", None),
         "motor_path": str(Path(motor.__file__).parent),
-        "motor_commit": _git("rev-parse", "--short", "HEAD"),
+        "motor_commit": git("rev-parse", "--short", "HEAD"),
         "motor_dirty": bool(status) if status is not None else None,
         "greenlet": greenlet.__version__,
         "tornado": tornado.version,

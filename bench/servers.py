@@ -30,6 +30,16 @@ CANNED_SOURCE = Path(__file__).resolve().parent / "cannedserver"
 FERRETDB_URI_ENV = "MOTOR_BENCH_FERRETDB_URI"
 
 
+def git(*args: str) -> str | None:
+    """Run ``git`` in the repository; its output, or None if git cannot run."""
+    try:
+        return subprocess.run(
+            ["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 class BenchSetupError(RuntimeError):
     """A benchmark server could not be built or started; the message says why."""
 
