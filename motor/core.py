@@ -535,8 +535,8 @@ class _AgnosticCursorBase(AgnosticBase):
         """Fetch up to ``length`` documents (all when None) into a list. Asynchronous."""
         if length is not None and (not isinstance(length, int) or length < 0):
             raise ValueError("length must be a non-negative integer or None")
-        hub = self._binding.hub_for_call()
         if length == 0:
+            hub = self._binding.hub_for_call()
             future: asyncio.Future[list[Any]] = hub.loop.create_future()
             future.set_result([])
             return future

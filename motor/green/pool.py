@@ -43,7 +43,7 @@ import pymongo.synchronous.srv_resolver
 from pymongo.network_layer import NetworkingInterface
 
 from motor.green.hub import Child, _getcurrent
-from motor.green.socket import GreenSocket, create_connection, tls_handshake
+from motor.green.socket import GreenSocket, connect_timeout, create_connection, tls_handshake
 from motor.green.sync import GreenCondition, GreenLock, sleep
 
 __all__ = [
@@ -104,7 +104,7 @@ def _green_socket_interface(
     host = address[0]
     session = ssl_session_cache[0] if ssl_session_cache is not None else None
     try:
-        timeout = _csot_or(options.connect_timeout)
+        timeout = connect_timeout(options.connect_timeout)
         ssl_sock = tls_handshake(
             sock,
             ssl_context,
@@ -139,15 +139,6 @@ def _green_socket_interface(
         if new_session is not None:
             ssl_session_cache[0] = new_session
     return NetworkingInterface(GreenSocket(ssl_sock, options.socket_timeout))  # type: ignore[arg-type]
-
-
-def _csot_or(default: float | None) -> float | None:
-    remaining = pymongo._csot.remaining()
-    if remaining is None:
-        return default
-    if remaining <= 0:
-        raise TimeoutError("timed out")
-    return remaining
 
 
 def _socket_interface_dispatch(

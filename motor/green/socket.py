@@ -33,7 +33,14 @@ from pymongo.errors import ConfigurationError, ConnectionFailure
 
 from motor.green.hub import Child, Hub, Waiter, _getcurrent
 
-__all__ = ["GreenSocket", "create_connection", "resolve", "tls_handshake", "wait_fd"]
+__all__ = [
+    "GreenSocket",
+    "connect_timeout",
+    "create_connection",
+    "resolve",
+    "tls_handshake",
+    "wait_fd",
+]
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
@@ -218,7 +225,7 @@ class GreenSocket:
         return f"<GreenSocket fd={self._fd} timeout={self._timeout!r}>"
 
 
-def _connect_timeout(default: float | None) -> float | None:
+def connect_timeout(default: float | None) -> float | None:
     """The connect/handshake timeout: the CSOT deadline if one applies."""
     timeout = _csot.remaining()
     if timeout is None:
@@ -281,7 +288,7 @@ def create_connection(address: tuple[str, int], options: Any) -> socket.socket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         sock.setblocking(False)
         try:
-            _connect(sock, host, _connect_timeout(options.connect_timeout))
+            _connect(sock, host, connect_timeout(options.connect_timeout))
         except BaseException:
             sock.close()
             raise
@@ -292,13 +299,13 @@ def create_connection(address: tuple[str, int], options: Any) -> socket.socket:
         family = socket.AF_UNSPEC
     err: BaseException | None = None
     for af, socktype, proto, _, sa in resolve(
-        host, port, family, _connect_timeout(options.connect_timeout)
+        host, port, family, connect_timeout(options.connect_timeout)
     ):
         sock = socket.socket(af, socktype | socket.SOCK_CLOEXEC, proto)
         sock.setblocking(False)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            timeout = _connect_timeout(options.connect_timeout)
+            timeout = connect_timeout(options.connect_timeout)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, True)
             _set_keepalive_times(sock)
             _connect(sock, sa, timeout)
