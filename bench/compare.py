@@ -105,6 +105,8 @@ class Client:
     kind: str  # compare_worker.CLIENT_KINDS
     env: str  # "dev" (this project's virtualenv) or "motor371"
     is_async: bool = True
+    #: A checkout of this project to import motor from instead of this one (--baseline).
+    repo: str | None = None
 
 
 CLIENTS = (
@@ -280,7 +282,7 @@ class Worker:
             "uri": target.uri,
             "db": target.db,
             # Only this project's clients import motor from the checkout.
-            "repo": str(REPO) if client.env == "dev" else None,
+            "repo": client.repo or (str(REPO) if client.env == "dev" else None),
             "options": CLIENT_OPTIONS,
             "small": target.collections["small"],
             "insert": target.collections["insert"],
@@ -460,7 +462,7 @@ class Session:
         return worker
 
     def _note_digest(self, client: Client, info: dict[str, Any]) -> None:
-        if client.env == "dev" and info.get("motor_digest"):
+        if client.env == "dev" and client.repo is None and info.get("motor_digest"):
             self.motor_digests.add(info["motor_digest"])
 
     def _server_cpu(self) -> float | None:
@@ -1122,6 +1124,34 @@ def environment() -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 
 
+def baseline_clients(rev: str) -> list[Client]:
+    """This project's two clients as of commit ``rev``, from a git worktree of it.
+
+    Measured in the same run as the working tree, interleaved, so a change's effect is
+    not lost in the drift between runs.
+    """
+    commit = git("rev-parse", "--short", rev)
+    if commit is None:
+        raise SystemExit(f"--baseline: {rev!r} is not a commit of this repository")
+    path = cache_dir() / f"baseline-{commit}"
+    if not (path / "motor").is_dir():
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "add", "--detach", "--force", str(path), commit],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
+    return [
+        Client(
+            f"base_{c.kind.split('_')[1]}",
+            f"{commit} {c.label.split()[1]}",
+            c.kind,
+            "dev",
+            repo=str(path),
+        )
+        for c in CLIENTS[:2]
+    ]
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/compare.py",
@@ -1133,6 +1163,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--quick", action="store_true", help="few repetitions and small counts (~2 minutes)"
     )
     parser.add_argument("--reps", type=int, help="repetitions (default 5, quick 2)")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure this project's clients as of commit REV (a git worktree), "
+        "interleaved with the others",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write every raw number as JSON")
     parser.add_argument("--ferretdb-uri", help="a running FerretDB (or MongoDB) to measure")
     parser.add_argument("--no-canned", action="store_true", help="skip the canned server")
@@ -1213,6 +1249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reps:
         mode.reps = args.reps
     clients = _select(args.clients, CLIENT_BY_KEY, "client")
+    if args.baseline:
+        clients += baseline_clients(args.baseline)
     workloads = _select(args.workloads, WORKLOAD_BY_KEY, "workload")
     started = time.monotonic()
     env = environment()
