@@ -31,11 +31,11 @@ Invariants, enforced here and relied on everywhere else:
    still queued never starts.
 
 Costs kept off the hot path: children are reused (a finished child parks in the hub's
-idle list); children start for at most :data:`WORK_BUDGET` per loop iteration and
-further starts wait in a queue (as plain tuples, no greenlet yet) for later
-iterations, so a burst of calls cannot stall the loop, and since replies can only
-come back for operations started, neither can a burst of replies; long timeouts are
-expired by one periodic sweep rather than a timer per wait.
+idle list); the hub greenlet runs children (starts and resumes alike) for at most
+:data:`WORK_BUDGET` per loop iteration, and further work waits in queues (plain
+tuples, no greenlet yet for a start) for later iterations, so neither a burst of calls
+nor a burst of replies can stall the loop; long timeouts are expired by one periodic
+sweep rather than a timer per wait.
 """
 
 from __future__ import annotations
@@ -224,9 +224,10 @@ SWEEP_INTERVAL = 0.01
 # How many finished children a hub keeps for reuse.
 MAX_IDLE = 256
 
-# How long the hub greenlet may start children in one loop iteration before further
-# starts are queued for later iterations (seconds).  Bounds the loop stall of a burst.
-WORK_BUDGET = 0.00025
+# How long the hub greenlet may run children (start or resume them) in one loop
+# iteration before further work is queued for later iterations (seconds).  Bounds the
+# loop stall of a burst.
+WORK_BUDGET = 0.00035
 # Work less than this apart (seconds) belongs to one burst.
 BURST_GAP = 0.000025
 
@@ -234,17 +235,21 @@ BURST_GAP = 0.000025
 class Hub:
     """Runs child greenlets for one event loop; created by :func:`get_hub`.
 
-    Starting a child runs PyMongo's Python code until the child's first wait.  So
-    that a burst (``gather`` of hundreds of operations) cannot stall the loop, the
-    hub starts children only within :data:`WORK_BUDGET` per loop iteration; the rest
-    wait in a FIFO queue (plain tuples, no greenlet yet) that :meth:`_drain` works
-    through, one budget per iteration.  Resumes (a socket ready, a notification) run
-    at once and close the current window, so starts queue behind a burst of replies.
+    Starting a child runs PyMongo's Python code until the child's first wait, and
+    resuming one (a reply arrived, a connection came free) runs it until the next.  So
+    that a burst (``gather`` of hundreds of operations, or replies to them all arriving
+    together) cannot stall the loop, the hub runs children only within
+    :data:`WORK_BUDGET` per loop iteration; further work waits in two FIFO queues that
+    :meth:`_drain` works through at the start of later iterations, one budget each:
+    resumes first (they finish operations and free connections), then starts (plain
+    tuples, no greenlet yet).
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pid = os.getpid()
+        # Work waiting for a later iteration: resumes, then starts.
+        self._resumes: deque[tuple[Any, ...]] = deque()
         self._queue: deque[tuple[Any, ...]] = deque()
         # Starting children in the current window may go on until
         # _window_end; _last_work_end is when the last piece of work returned.  Work
@@ -298,8 +303,31 @@ class Hub:
         (nothing ran just before); no once the window is spent, until the queued
         work has run on later iterations.
         """
-        if self._queue:
-            return False  # first in, first out
+        if self._queue or self._resumes:
+            return False  # first in, first out; resumes first
+        return self._window_open()
+
+    def may_resume_now(self) -> bool:
+        """May a loop callback resume a parked child now, in this loop iteration?
+
+        Like :meth:`_may_run_now`, but queued starts do not hold a resume back.  When
+        this is false, queue the resume with :meth:`resume_later`.
+        """
+        if self._resumes:
+            return False
+        return self._window_open()
+
+    def resume_later(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)``, which resumes a child, on a later iteration's budget.
+
+        Runs on the loop thread (a loop callback, or a child: it never switches).
+        """
+        self._resumes.append((fn, *args))
+        if not self._draining:
+            self._draining = True
+            self.loop.call_soon(self._drain)
+
+    def _window_open(self) -> bool:
         now = _perf_counter()
         if now < self._window_end:
             return True
@@ -317,16 +345,17 @@ class Hub:
 
     def _drain(self) -> None:
         # Runs on the hub greenlet, first thing in an iteration: a fresh work window.
+        resumes = self._resumes
         queue = self._queue
         end = _perf_counter() + WORK_BUDGET
-        while queue:
-            entry = queue.popleft()
+        while resumes or queue:
+            entry = resumes.popleft() if resumes else queue.popleft()
             entry[0](*entry[1:])
             if _perf_counter() >= end:
                 break
         self._window_end = end
         self._last_work_end = _perf_counter()
-        if queue:
+        if resumes or queue:
             self.loop.call_soon(self._drain)
         else:
             self._draining = False

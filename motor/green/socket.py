@@ -77,7 +77,15 @@ class GreenSocket:
     unregistered when readiness arrives with nobody waiting, and before closing.
     """
 
-    __slots__ = ("_fd", "_read_waiter", "_reader_hub", "_sock", "_timeout")
+    __slots__ = (
+        "_fd",
+        "_read_queued",
+        "_read_stale",
+        "_read_waiter",
+        "_reader_hub",
+        "_sock",
+        "_timeout",
+    )
 
     def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
         sock.setblocking(False)
@@ -88,6 +96,10 @@ class GreenSocket:
         self._reader_hub: Hub | None = None
         # The child's waiter while a read is parked.
         self._read_waiter: Waiter | None = None
+        # A resume of the parked read waits for the hub's work budget.
+        self._read_queued = False
+        # A queued resume ran: the loop may still report the readiness it consumed.
+        self._read_stale = False
 
     # -- PyMongo's surface ---------------------------------------------------------
 
@@ -135,11 +147,34 @@ class GreenSocket:
         # Runs on the hub greenlet, as a reader callback.
         waiter = self._read_waiter
         if waiter is None:
+            if self._read_stale:
+                # Reported by a poll made before a queued resume read the data.
+                self._read_stale = False
+                return
             # Readable with nobody waiting (data or EOF on an idle connection): stop
             # watching until the next read parks.
             self._unwatch()
             return
-        waiter.switch(True)
+        if self._read_queued:
+            return  # still readable (level-triggered): the resume is already queued
+        hub = waiter._hub
+        if hub.may_resume_now():
+            waiter.switch(True)
+        else:
+            # This iteration's work budget is spent: resume on a later one.  The
+            # descriptor stays registered; readiness reported meanwhile is ignored.
+            self._read_queued = True
+            hub.resume_later(self._resume_read)
+
+    def _resume_read(self) -> None:
+        # Runs on the hub greenlet, from the hub's queue of resumes.
+        self._read_queued = False
+        self._read_stale = True
+        waiter = self._read_waiter
+        if waiter is not None:
+            # Possibly a later read than the one that was ready: a spurious wake-up
+            # just makes recv_into wait again.
+            waiter.switch(True)
 
     def _unwatch(self) -> None:
         # Runs on the hub's loop thread.

@@ -48,9 +48,10 @@ class _GreenWaiter:
 
     def wake(self) -> None:
         if threading.get_ident() == self.thread_id:
-            # On the loop thread (a child or a loop callback): resume on the next
-            # iteration, never by switching from here (we may be inside a child).
-            self.waiter._hub.loop.call_soon(self.waiter.switch, True)
+            # On the loop thread (a child or a loop callback): resume on a later
+            # iteration's work budget, never by switching from here (we may be
+            # inside a child).
+            self.waiter._hub.resume_later(self.waiter.switch, True)
         else:
             self.waiter.switch_threadsafe(True)
 
