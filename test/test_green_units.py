@@ -80,6 +80,63 @@ def test_green_socket_blocks_normally_in_threads(
     assert received == payload
 
 
+async def test_burst_of_replies_resumes_over_several_iterations(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Resumes share the hub's work budget: a burst of readable sockets is resumed over
+    several loop iterations, each socket stays registered meanwhile, and a socket that
+    turns readable with nobody reading is still unregistered (no busy loop)."""
+    from motor.green import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # one piece of work per window
+    loop = asyncio.get_running_loop()
+    iteration = 0
+
+    def count() -> None:
+        nonlocal iteration
+        iteration += 1
+        loop.call_soon(count)
+
+    loop.call_soon(count)
+    pairs = [socket.socketpair() for _ in range(30)]
+    try:
+        greens = [GreenSocket(a, timeout=5) for a, _ in pairs]
+
+        def read(green: GreenSocket) -> tuple[bytes, int]:
+            buf = bytearray(4)
+            n = green.recv_into(buf)
+            return bytes(buf[:n]), iteration
+
+        for round_ in (b"one!", b"two!"):
+            futures = [hub().spawn(read, green) for green in greens]
+            while any(g._read_waiter is None for g in greens):
+                await asyncio.sleep(0.001)
+            for _, b in pairs:
+                b.sendall(round_)
+            results = await asyncio.gather(*futures)
+            assert [data for data, _ in results] == [round_] * len(pairs)
+            per_iteration: dict[int, int] = {}
+            for _, at in results:
+                per_iteration[at] = per_iteration.get(at, 0) + 1
+            # At most the queue's first entry plus one window opened by a callback.
+            assert max(per_iteration.values()) <= 2, per_iteration
+            assert all(g._reader_hub is hub() for g in greens)
+            assert not hub()._resumes and not any(g._read_queued for g in greens)
+
+        # Readable with nobody reading: unregistered after at most one ignored report.
+        for _, b in pairs:
+            b.sendall(b"idle")
+        for _ in range(20):
+            if all(g._reader_hub is None for g in greens):
+                break
+            await asyncio.sleep(0.001)
+        assert all(g._reader_hub is None for g in greens)
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 async def test_condition_notified_from_a_thread(fw: Framework) -> None:
     cond = GreenCondition(threading.Lock())
 
