@@ -70,6 +70,7 @@ from servers import (  # noqa: E402
     ferretdb_server,
     git,
     go_version,
+    server_cpus,
 )
 
 #: Motor 3.7.1's virtualenv, created on first use and reused afterwards.
@@ -81,8 +82,12 @@ CLIENT_OPTIONS = {"maxPoolSize": 100, "serverSelectionTimeoutMS": 10000}
 MAX_THREADS = 1000
 #: Concurrency of the pending-operations workload.
 PENDING = 10_000
-#: ``--tune-malloc``: glibc keeps blocks up to 32 MiB on its heap and returns freed memory
-#: to the kernel only above 256 MiB, so large reads stop paying for fresh pages.
+#: The workers' allocator settings unless ``--default-malloc``: glibc keeps blocks up to
+#: 32 MiB on its heap and returns freed memory to the kernel only above 256 MiB, so that
+#: large reads do not pay for fresh pages.  With glibc's adaptive defaults, whether a
+#: 16 MB read reuses the heap or faults in ~7,500 fresh pages depends on the process's
+#: allocation history (which block happens to sit at the top of the heap when the reply
+#: is freed), and that flips between runs and between clients.
 TUNED_MALLOC = {
     "MALLOC_MMAP_THRESHOLD_": str(32 * 1024 * 1024),
     "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024),
@@ -171,7 +176,7 @@ FULL = Mode(
     "full",
     reps=5,
     pending_reps=3,
-    stall_reps=2,
+    stall_reps=3,
     pending_stall_reps=1,
     ops={
         "seq_find_one": 2000,
@@ -224,6 +229,8 @@ class Target:
     #: The canned server's CPU per request over the whole session (user, system).
     server_user_us_per_request: float | None = None
     server_sys_us_per_request: float | None = None
+    #: CPUs for clients running one operation at a time (the CPUs the server is not on).
+    client_cpus: list[int] | None = None
 
     def spec(self, workload: Workload, mode: Mode) -> dict[str, Any]:
         """The worker's run request for ``workload`` on this server."""
@@ -243,6 +250,10 @@ class Target:
         else:
             ops = max(workload.concurrency * 2, int(mode.ops[workload.key] * self.scale))
             spec.update(ops=ops, warmup=max(ops // 10, min(workload.concurrency, 100)))
+        if self.client_cpus and (workload.kind in ("sequential", "to_list")):
+            # One operation at a time: keep the client off the server's CPU, so every
+            # round trip crosses cores (see servers.server_cpus).
+            spec["cpus"] = self.client_cpus
         return spec
 
 
@@ -695,17 +706,21 @@ LOGICAL = ("small", "insert", "docs16k", "docs4m")
 
 
 @contextlib.contextmanager
-def canned_target(gomaxprocs: int) -> Iterator[Target]:
-    """Run the canned server for the ``with`` block."""
+def canned_target(gomaxprocs: int, pin: bool = True) -> Iterator[Target]:
+    """Run the canned server for the ``with`` block (on a CPU of its own with ``pin``)."""
     binary = build_canned_server()
-    with CannedServer(binary, gomaxprocs=gomaxprocs) as server:
+    cpus = server_cpus() if pin else None
+    where = f"pinned to CPU {','.join(map(str, sorted(cpus)))}" if cpus else "not pinned"
+    with CannedServer(binary, gomaxprocs=gomaxprocs, cpus=cpus) as server:
+        client_cpus = sorted(os.sched_getaffinity(0) - cpus) if cpus else None
         target = Target(
             name="canned",
-            description=f"Go canned server (GOMAXPROCS={gomaxprocs}, {binary.name})",
+            description=f"Go canned server (GOMAXPROCS={gomaxprocs}, {where}, {binary.name})",
             uri=server.uri,
             db="bench",
             collections={name: name for name in LOGICAL},
             server=server,
+            client_cpus=client_cpus,
         )
         start = server.cpu_times()
         try:
@@ -1185,10 +1200,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--gomaxprocs", type=int, default=1, help="GOMAXPROCS of the canned server (default 1)"
     )
     parser.add_argument(
-        "--tune-malloc",
+        "--no-pin",
         action="store_true",
-        help="run the workers with glibc malloc thresholds raised (MALLOC_MMAP_THRESHOLD_=32 "
-        "MiB, MALLOC_TRIM_THRESHOLD_=256 MiB), so that large reads do not pay for page faults",
+        help="leave the canned server wherever the scheduler puts it (default: confined to "
+        "the last CPU, so that every round trip crosses cores)",
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="run the workers with glibc's default malloc thresholds (default: "
+        "MALLOC_MMAP_THRESHOLD_=32 MiB, MALLOC_TRIM_THRESHOLD_=256 MiB, so that large reads "
+        "measure the drivers rather than the allocator's history)",
     )
     parser.add_argument(
         "--motor371-venv",
@@ -1223,7 +1245,7 @@ def _select(names: str | None, known: dict[str, Any], what: str) -> list[Any]:
 def profile(args: argparse.Namespace, pythons: dict[str, str]) -> int:
     """cProfile one client's worker at C=100 and with 10,000 pending operations."""
     client = CLIENT_BY_KEY[args.profile_client]
-    with canned_target(args.gomaxprocs) as target:
+    with canned_target(args.gomaxprocs, not args.no_pin) as target:
         for key in ("c100", "pending"):
             workload = WORKLOAD_BY_KEY[key]
             spec = dict(target.spec(workload, FULL), profile=True, profile_top=args.profile_top)
@@ -1255,7 +1277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     env = environment()
     pythons = {"dev": sys.executable}
-    worker_env = dict(TUNED_MALLOC) if args.tune_malloc else {}
+    worker_env = {} if args.default_malloc else dict(TUNED_MALLOC)
     env["worker_env"] = worker_env
     notes: list[str] = []
     if any(c.env == "motor371" for c in clients) or (
@@ -1293,7 +1315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.no_canned:
         try:
-            with canned_target(args.gomaxprocs) as target:
+            with canned_target(args.gomaxprocs, not args.no_pin) as target:
                 if any(w.kind == "pending" for w in workloads):
                     bare_runs = measure_bare(mode, pythons["dev"], target, worker_env)
                 run_target(target)

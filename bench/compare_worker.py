@@ -31,6 +31,9 @@ pipes, one JSON document per line:
                    with ``"memory": true`` the resident-set growth is measured;
    ``to_list``     ``ops`` sequential ``find({}).to_list()`` of a whole collection.
 
+   A run may carry ``"cpus": [0, ...]``: every thread of the worker is confined to those
+   CPUs for the run (warm-up included) and released afterwards.
+
 3. ``{"quit": true}`` or the end of stdin ends the worker, closing the client.
 
 Protocol answers go to the original stdout; everything else the process prints is sent
@@ -558,6 +561,31 @@ def measure(runner: Runner, workload: dict[str, Any]) -> dict[str, Any]:
     With ``"profile": true`` the timed run is made under cProfile and the top entries
     (by internal and by cumulative time) come back as text in ``"profile"``.
     """
+    cpus = workload.get("cpus")
+    if cpus:
+        with pinned(set(cpus)):
+            return _measure(runner, workload)
+    return _measure(runner, workload)
+
+
+@contextlib.contextmanager
+def pinned(cpus: set[int]) -> Any:
+    """Confine every thread of this process to ``cpus`` for the ``with`` block."""
+
+    def set_all(mask: set[int]) -> None:
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), mask)
+
+    before = os.sched_getaffinity(0)
+    set_all(cpus)
+    try:
+        yield
+    finally:
+        set_all(before)
+
+
+def _measure(runner: Runner, workload: dict[str, Any]) -> dict[str, Any]:
     if workload["workload"] == "to_list":
         docs, size = runner.collection_bytes(workload["collection"])
     else:

@@ -71,6 +71,7 @@ from servers import (  # noqa: E402
     ferretdb_server,
     git,
     go_version,
+    server_cpus,
 )
 from tornado.ioloop import IOLoop  # noqa: E402
 
@@ -430,12 +431,13 @@ def requests_sent(config: Config) -> int:
 def run_canned(config: Config, gomaxprocs: int) -> tuple[Target, list[Series]]:
     """Measure against the canned server."""
     binary = build_canned_server()
-    with CannedServer(binary, gomaxprocs=gomaxprocs) as server:
+    cpus = server_cpus()
+    with CannedServer(binary, gomaxprocs=gomaxprocs, cpus=cpus) as server:
         target = Target(
             name="canned",
             description=(
                 f"Go canned server at 127.0.0.1:{server.port} (GOMAXPROCS={gomaxprocs}, "
-                f"binary {binary})"
+                f"CPUs {sorted(cpus) if cpus else 'any'}, binary {binary})"
             ),
             uri=server.uri,
             db="bench",
@@ -571,7 +573,7 @@ def _stats_table(text: str) -> str:
 
 def profile(seconds: float, gomaxprocs: int, top: int) -> None:
     """Profile Motor asyncio ``find_one`` and ``insert_one`` against the canned server."""
-    with CannedServer(build_canned_server(), gomaxprocs=gomaxprocs) as server:
+    with CannedServer(build_canned_server(), gomaxprocs=gomaxprocs, cpus=server_cpus()) as server:
         collections = {"find_one": "small", "insert_one": "micro_insert"}
         for cls in (PyMongoClient, AsyncIOClient):
             client = cls(server.uri, "bench", collections)

@@ -128,6 +128,8 @@ class CannedServer:
     binary: Path
     gomaxprocs: int = 1
     args: tuple[str, ...] = ()
+    #: CPUs to confine the server to (Linux), or None for wherever the kernel puts it.
+    cpus: frozenset[int] | None = None
     port: int = 0
     summary: str = ""
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
@@ -168,6 +170,16 @@ class CannedServer:
                 f"{line!r} {self.summary}"
             )
         self.port = int(line)
+        if self.cpus:
+            self._pin(self.cpus)
+
+    def _pin(self, cpus: frozenset[int]) -> None:
+        # Every thread the server has now; threads it starts later inherit the mask.
+        assert self._proc is not None
+        pid = self._proc.pid
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), cpus)
 
     def stop(self) -> None:
         """Close the server's stdin (it exits) and keep its request summary."""
@@ -254,9 +266,27 @@ def ferretdb_server(cli_uri: str | None) -> tuple[ExternalServer | None, str]:
     )
 
 
+def server_cpus() -> frozenset[int] | None:
+    """The CPU to confine a local benchmark server to: the last one this process may use.
+
+    With the server on a CPU of its own, every request crosses to another core, as it
+    would to a server on another core or host, whatever the scheduler decides from one
+    run to the next.  Left to the scheduler, a sequential client and the server sometimes
+    share a core, where a round trip costs no wake-up of an idle core and sequential
+    latency becomes the two processes' CPU time alone; the mix changes between runs.
+    None on a single CPU, or where affinity cannot be set.
+    """
+    if not hasattr(os, "sched_getaffinity"):
+        return None
+    mine = sorted(os.sched_getaffinity(0))
+    return frozenset(mine[-1:]) if len(mine) > 1 else None
+
+
 @contextlib.contextmanager
-def canned_server(gomaxprocs: int = 1, args: tuple[str, ...] = ()) -> Iterator[CannedServer]:
+def canned_server(
+    gomaxprocs: int = 1, args: tuple[str, ...] = (), cpus: frozenset[int] | None = None
+) -> Iterator[CannedServer]:
     """Build (if needed) and run the canned server for the ``with`` block."""
-    server = CannedServer(build_canned_server(), gomaxprocs=gomaxprocs, args=args)
+    server = CannedServer(build_canned_server(), gomaxprocs=gomaxprocs, args=args, cpus=cpus)
     with server:
         yield server

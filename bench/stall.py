@@ -36,7 +36,7 @@ for path in (str(REPO), str(BENCH_DIR)):
     if path not in sys.path:
         sys.path.insert(0, path)
 
-from servers import canned_server  # noqa: E402
+from servers import canned_server, server_cpus  # noqa: E402
 
 from motor.green import hub as hub_module  # noqa: E402
 
@@ -240,7 +240,7 @@ def main() -> int:
     if args.budget is not None:
         hub_module.WORK_BUDGET = args.budget / 1e3
 
-    with canned_server() as server:
+    with canned_server(cpus=server_cpus()) as server:
         if args.framework == "tornado":
             from tornado.ioloop import IOLoop
 
