@@ -116,6 +116,30 @@ def package_digest(path: str) -> str:
     return digest.hexdigest()[:16]
 
 
+class GCWatch:
+    """Records the garbage collector's pauses (``gc.callbacks``) since the last reset."""
+
+    def __init__(self) -> None:
+        self.longest = 0.0
+        self.collections = [0, 0, 0]
+        self._started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def reset(self) -> None:
+        self.longest = 0.0
+        self.collections = [0, 0, 0]
+
+    def _on_gc(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = _perf_counter()
+            return
+        self.longest = max(self.longest, _perf_counter() - self._started)
+        self.collections[info["generation"]] += 1
+
+
+GC_WATCH = GCWatch()
+
+
 class Ticker:
     """A task that sleeps 1 ms in a loop and records the longest gap between wake-ups.
 
@@ -373,6 +397,7 @@ class AsyncRunner(Runner):
             await body()
             return {}
         gc.collect()
+        GC_WATCH.reset()
         rss_before = proc_status() if memory else {}
         hwm_reset = reset_peak_rss() if memory else False
         if ticker is not None:
@@ -465,6 +490,7 @@ class SyncRunner(Runner):
             body()
             return {}
         gc.collect()
+        GC_WATCH.reset()
         rss_before = proc_status() if memory else {}
         hwm_reset = reset_peak_rss() if memory else False
         usage0 = _getrusage(_RUSAGE_SELF)
@@ -530,6 +556,10 @@ def _result(
         "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "longest_tick_gap_ms": None if ticker is None else ticker.longest * 1e3,
         "ticks": None if ticker is None else ticker.ticks,
+        # The garbage collector during the run: its longest pause and collections per
+        # generation (a long loop gap that matches a generation-2 pause is the GC's).
+        "gc_longest_ms": GC_WATCH.longest * 1e3,
+        "gc_collections": list(GC_WATCH.collections),
     }
     if rss_before:
         result.update(

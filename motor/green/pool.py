@@ -174,16 +174,11 @@ def _green_create_lock() -> GreenLock:
     return GreenLock()
 
 
-class _GreenTime(types.ModuleType):
-    """The :mod:`time` module with a green ``sleep`` (for PyMongo's retry backoffs)."""
-
-    sleep = staticmethod(sleep)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(_time, name)
-
-
-_green_time = _GreenTime("time")
+# The time module with a green sleep (for PyMongo's retry backoffs): a copy of its
+# namespace, so that time.monotonic() and friends cost a plain attribute lookup.
+_green_time = types.ModuleType("time", _time.__doc__)
+_green_time.__dict__.update({k: v for k, v in vars(_time).items() if not k.startswith("__")})
+_green_time.sleep = sleep  # type: ignore[attr-defined]
 
 # Modules whose ``time.sleep`` is a retry backoff on an operation's path.
 _SLEEPING_MODULES = (
