@@ -72,6 +72,7 @@ CLIENT_KINDS = ("motor_asyncio", "motor_tornado", "pymongo_async", "pymongo_sync
 TICK = 0.001
 
 _perf_counter = time.perf_counter
+_thread_time = time.thread_time
 _getrusage = resource.getrusage
 _RUSAGE_SELF = resource.RUSAGE_SELF
 
@@ -149,18 +150,25 @@ class Ticker:
 
     def __init__(self) -> None:
         self.longest = 0.0
+        # The loop thread's CPU time within the longest gap: well below the gap, the
+        # process was descheduled rather than busy.
+        self.longest_cpu = 0.0
         self.ticks = 0
         self._task: asyncio.Future[None] | None = None
 
     async def _run(self) -> None:
         last = _perf_counter()
+        last_cpu = _thread_time()
         while True:
             await asyncio.sleep(TICK)
             now = _perf_counter()
+            cpu = _thread_time()
             if now - last > self.longest:
                 self.longest = now - last
+                self.longest_cpu = cpu - last_cpu
             self.ticks += 1
             last = now
+            last_cpu = cpu
 
     async def start(self) -> None:
         """Start ticking on the running loop."""
@@ -555,6 +563,7 @@ def _result(
         "involuntary_switches": usage1.ru_nivcsw - usage0.ru_nivcsw,
         "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "longest_tick_gap_ms": None if ticker is None else ticker.longest * 1e3,
+        "longest_tick_gap_cpu_ms": None if ticker is None else ticker.longest_cpu * 1e3,
         "ticks": None if ticker is None else ticker.ticks,
         # The garbage collector during the run: its longest pause and collections per
         # generation (a long loop gap that matches a generation-2 pause is the GC's).
