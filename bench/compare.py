@@ -30,7 +30,7 @@ Motor 3.7.1, and PASS/FAIL lines for the project's performance targets.
 Usage (from the repository root, with the project's virtualenv)::
 
     .venv/bin/python bench/compare.py --quick                 # about 2 minutes
-    .venv/bin/python bench/compare.py --json compare.json     # about 12 minutes
+    .venv/bin/python bench/compare.py --json compare.json     # about 14 minutes
     .venv/bin/python bench/compare.py --profile               # cProfile of this asyncio
 
 See ``bench/README.rst`` and ``doc/performance.rst`` for the method.
