@@ -250,7 +250,7 @@ class Target:
         else:
             ops = max(workload.concurrency * 2, int(mode.ops[workload.key] * self.scale))
             spec.update(ops=ops, warmup=max(ops // 10, min(workload.concurrency, 100)))
-        if self.client_cpus and (workload.kind in ("sequential", "to_list")):
+        if self.client_cpus and workload.kind in ("sequential", "to_list"):
             # One operation at a time: keep the client off the server's CPU, so every
             # round trip crosses cores (see servers.server_cpus).
             spec["cpus"] = self.client_cpus

@@ -323,9 +323,7 @@ class Hub:
         Runs on the loop thread (a loop callback, or a child: it never switches).
         """
         self._resumes.append((fn, *args))
-        if not self._draining:
-            self._draining = True
-            self.loop.call_soon(self._drain)
+        self._drain_soon()
 
     def _window_open(self) -> bool:
         now = _perf_counter()
@@ -339,6 +337,10 @@ class Hub:
     def _defer(self, entry: tuple[Any, ...]) -> None:
         # Runs on the loop thread: queue a start for a later iteration.
         self._queue.append(entry)
+        self._drain_soon()
+
+    def _drain_soon(self) -> None:
+        # Runs on the loop thread: make sure the queues are drained next iteration.
         if not self._draining:
             self._draining = True
             self.loop.call_soon(self._drain)
