@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from pymongo import MongoClient, _csot
+from pymongo import MongoClient
 from pymongo.driver_info import DriverInfo
 from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.command_cursor import CommandCursor
@@ -28,7 +28,7 @@ from pymongo.synchronous.database import Database
 from motor._version import __version__
 from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
 from motor.green.hub import Hub, OpFuture, get_hub
-from motor.green.pool import client_hooks
+from motor.green.pool import TIMEOUT, client_hooks
 from motor.metaprogramming import Async, Chain, Delegate, ManifestEntry, ReadOnly
 
 __all__ = [
@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
+# The context variable behind pymongo.timeout() (checked by green.pool's internals check).
+_csot_timeout = TIMEOUT
 
 
 class Framework:
@@ -94,15 +96,24 @@ class Binding:
         _bindings.add(self)
 
     def spawn(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> asyncio.Future[Any]:
-        """Run ``fn`` for this client in a child greenlet; return its future.
+        """Run ``fn`` for this client in a child greenlet; return its future."""
+        return self.call(fn, args, kwargs)
+
+    def call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        """Run ``fn(*args, **kwargs)`` for this client in a child greenlet; return its
+        future.
 
         Operations beyond what the client's connection pools can serve at once wait in
         a queue as plain tuples (see :class:`Admission`) instead of as parked
         greenlets in PyMongo's pool wait queue: same order, far less memory.
         """
-        hub = self.hub_for_call()
+        loop = _get_running_loop()
+        hub = self.hub if loop is not None and loop is self._usable_loop else self._check(loop)
+        assert hub is not None
         admission = self.admission
-        if admission is None or _csot.get_timeout() is not None:
+        if admission is None or _csot_timeout.get() is not None:
             return hub.spawn(fn, *args, **kwargs)
         future = OpFuture(loop=hub.loop)
         context = contextvars.copy_context()
@@ -110,28 +121,20 @@ class Binding:
             self._active < admission.limit or self._active < admission.refresh_limit()
         ):
             self._active += 1
-            hub.submit(future, context, self._admitted, (fn, args, kwargs), {}, self._admit_next)
+            hub.submit(future, context, fn, args, kwargs, self._admit_next)
         else:
             self._waiting.append((fn, args, kwargs, future, context))
         return future
 
-    def _admitted(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: Any) -> Any:
-        # Runs on a child.
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            self._admit_next()
-
     def _admit_next(self) -> None:
-        # Runs on a child that finished an admitted operation: hand its slot over.
+        # Runs on a child that finished an admitted operation (or on the loop, for
+        # one cancelled while queued in the hub): hand its slot over.
         waiting = self._waiting
         while waiting:
             fn, args, kwargs, future, context = waiting.popleft()
             if not future.done():  # not cancelled while waiting
                 assert self.hub is not None
-                self.hub.submit(
-                    future, context, self._admitted, (fn, args, kwargs), {}, self._admit_next
-                )
+                self.hub.submit(future, context, fn, args, kwargs, self._admit_next)
                 return
         self._active -= 1
 

@@ -54,11 +54,19 @@ def _unwrap(value: Any) -> Any:
 def unwrap_args(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Replace Motor objects among the arguments by their PyMongo delegates."""
-    if args:
-        args = tuple(_unwrap(a) for a in args)
+    """Replace Motor objects among the arguments by their PyMongo delegates.
+
+    Returns the same tuple and dict when there are none (the common case).
+    """
+    for value in args:
+        if getattr(value, "_motor_delegate", None) is not None:
+            args = tuple(_unwrap(a) for a in args)
+            break
     if kwargs:
-        kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
+        for value in kwargs.values():
+            if getattr(value, "_motor_delegate", None) is not None:
+                kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
+                break
     return args, kwargs
 
 
@@ -73,7 +81,7 @@ class Async(ManifestEntry):
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
                 if args or kwargs:
                     args, kwargs = unwrap_args(args, kwargs)
-                return self._binding.spawn(getattr(self.delegate, name), *args, **kwargs)
+                return self._binding.call(getattr(self.delegate, name), args, kwargs)
 
         else:
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import socket
 import ssl
 import threading
@@ -15,7 +16,7 @@ import pytest
 from pymongo.errors import ConfigurationError
 
 from motor.green import pool as green_pool
-from motor.green.hub import get_hub
+from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
 from motor.green.sync import GreenCondition, GreenLock
 from test.framework import Framework
@@ -135,6 +136,88 @@ async def test_burst_of_replies_resumes_over_several_iterations(
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def _parked_call(result: Any = "result") -> tuple[Waiter, Any]:
+    """Start a child that parks on a waiter and then returns (or raises) ``result``."""
+    waiter = Waiter(hub())
+
+    def park() -> Any:
+        waiter.get()
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    return waiter, hub().spawn(park)
+
+
+async def test_done_callbacks_run_when_the_child_finishes(fw: Framework) -> None:
+    """A resumed child's future runs its done callbacks (the awaiting task's wake-up)
+    as soon as the child finishes, in the resuming callback, instead of one loop
+    iteration later; each in its own context, each once."""
+    loop = asyncio.get_running_loop()
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    order: list[Any] = []
+
+    waiter, future = _parked_call()
+    var.set("registered")
+    future.add_done_callback(lambda f: order.append(("callback", f.result(), var.get())))
+    var.set("later")
+
+    async def awaiter() -> None:
+        order.append(("task", await future))
+
+    task = loop.create_task(awaiter())
+    await asyncio.sleep(0)  # the task now waits on the future
+
+    def resume() -> None:
+        waiter.switch(None)
+        order.append("after resume")
+
+    loop.call_soon(resume)
+    await task
+    assert order == [("callback", "result", "registered"), ("task", "result"), "after resume"]
+
+
+async def test_done_callback_errors_are_reported(fw: Framework) -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+    try:
+        waiter, future = _parked_call(KeyError("op failed"))
+        later: list[str] = []
+
+        def broken(_: Any) -> None:
+            raise ValueError("callback failed")
+
+        future.add_done_callback(broken)
+        future.add_done_callback(lambda f: later.append(type(f.exception()).__name__))
+        loop.call_soon(waiter.switch, None)
+        with pytest.raises(KeyError, match="op failed"):
+            await future
+        assert later == ["KeyError"]  # the callback after the broken one still ran
+        assert len(reported) == 1
+        assert isinstance(reported[0]["exception"], ValueError)
+        assert reported[0]["future"] is future
+    finally:
+        loop.set_exception_handler(previous)
+
+
+async def test_done_callbacks_resumed_from_a_task_are_scheduled(fw: Framework) -> None:
+    """A child resumed from inside a task's step cannot step the task awaiting its
+    future there (asyncio runs one task at a time): the wake-up is scheduled."""
+    loop = asyncio.get_running_loop()
+    waiter, future = _parked_call()
+
+    async def awaiter() -> Any:
+        return await future
+
+    awaiting = loop.create_task(awaiter())
+    await asyncio.sleep(0)
+    waiter.switch(None)  # from this test's own task
+    assert not awaiting.done()
+    assert await awaiting == "result"
 
 
 async def test_condition_notified_from_a_thread(fw: Framework) -> None:
@@ -259,9 +342,11 @@ def test_pymongo_internals_have_the_expected_shape() -> None:
 def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(pymongo.synchronous.pool, "_configured_socket_interface")
     monkeypatch.setattr(pymongo, "version_tuple", (5, 0, 0))
+    monkeypatch.setattr(green_pool, "TIMEOUT", contextvars.ContextVar("other"))
     problems = green_pool.check_pymongo_internals()
     assert any("_configured_socket_interface is missing" in p for p in problems), problems
     assert any("tested with 4.20.x" in p for p in problems), problems
+    assert any("_csot.TIMEOUT" in p for p in problems), problems
 
 
 def test_seam_is_installed() -> None:

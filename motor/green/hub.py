@@ -35,7 +35,9 @@ idle list); the hub greenlet runs children (starts and resumes alike) for at mos
 :data:`WORK_BUDGET` per loop iteration, and further work waits in queues (plain
 tuples, no greenlet yet for a start) for later iterations, so neither a burst of calls
 nor a burst of replies can stall the loop; long timeouts are expired by one periodic
-sweep rather than a timer per wait.
+sweep rather than a timer per wait.  When a child finishes, its future's done callbacks
+(the awaiting task's wake-up) run as soon as the child switches back, in the loop
+iteration that finished the operation, rather than in the next one.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ T = TypeVar("T")
 
 _getcurrent = greenlet.getcurrent
 _get_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
 _perf_counter = time.perf_counter
 _monotonic = time.monotonic
 
@@ -118,30 +121,54 @@ class Child(greenlet.greenlet):
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         future: OpFuture,
+        release: Callable[[], None] | None,
     ) -> None:
         # Runs on the child greenlet, for as long as it lives.
-        idle = self.hub._idle
+        hub = self.hub
+        idle = hub._idle
+        finished = hub._finished
         while True:
             try:
-                result = fn(*args, **kwargs)
+                try:
+                    result = fn(*args, **kwargs)
+                finally:
+                    if release is not None:
+                        release()
             except Cancelled:
                 pass
             except BaseException as exc:
                 if not future.done():
+                    callbacks = future._callbacks
+                    if callbacks:
+                        _take_callbacks(future, callbacks, finished)
                     future.set_exception(exc)
                 del exc  # no frame -> traceback -> frame cycle kept while idle
             else:
                 if not future.done():
+                    callbacks = future._callbacks
+                    if callbacks:
+                        _take_callbacks(future, callbacks, finished)
                     future.set_result(result)
                 del result
             self.future = None
             future._motor_child = None
-            fn = args = kwargs = future = None  # type: ignore[assignment]
+            fn = args = kwargs = future = release = None  # type: ignore[assignment]
             if len(idle) >= MAX_IDLE:
                 return
             idle.append(self)
             # Park until the hub hands over the next call (see Hub._start).
-            fn, args, kwargs, future = self.parent.switch()  # type: ignore[union-attr]
+            fn, args, kwargs, future, release = self.parent.switch()  # type: ignore[union-attr]
+
+
+def _take_callbacks(
+    future: asyncio.Future[Any], callbacks: list[tuple[Any, Any]], finished: deque[Any]
+) -> None:
+    # Runs on a child about to resolve ``future``: its done callbacks (the awaiting
+    # task's wake-up, typically) are run by the hub greenlet as soon as the child
+    # switches back (Hub._run_finished), instead of on the next loop iteration.
+    for entry in callbacks:
+        future.remove_done_callback(entry[0])
+    finished.append((future, callbacks))
 
 
 class Waiter:
@@ -173,8 +200,11 @@ class Waiter:
         self._child = None
         child.waiter = None
         child.switch(value)
+        hub = self._hub
+        if hub._finished:
+            hub._run_finished()
         # The work just done closes this iteration's window for starts.
-        self._hub._last_work_end = _perf_counter()
+        hub._last_work_end = _perf_counter()
 
     def throw(self, exc: BaseException) -> None:
         """Resume the parked child by raising ``exc`` in it (runs on the hub greenlet)."""
@@ -187,6 +217,8 @@ class Waiter:
         self._child = None
         child.waiter = None
         child.throw(exc)
+        if self._hub._finished:
+            self._hub._run_finished()
 
     def switch_threadsafe(self, value: Any = None) -> None:
         """Resume the child from any thread, on the next loop iteration."""
@@ -259,6 +291,8 @@ class Hub:
         self._last_work_end = 0.0
         self._draining = False
         self._idle: list[Child] = []
+        # Futures a child just resolved, with the done callbacks it took from them.
+        self._finished: deque[tuple[asyncio.Future[Any], list[tuple[Any, Any]]]] = deque()
         self.thread_id = threading.get_ident()
         # Waits with a long timeout: expired by one periodic sweep, not a timer each.
         self._deadlines: dict[Waiter, float] = {}
@@ -287,31 +321,27 @@ class Hub:
     ) -> None:
         """Like :meth:`spawn`, with the future and context made by the caller.
 
-        ``release`` is called instead of ``fn`` if the call is cancelled while queued.
+        ``release``, if given, is called once the call is over: on the child when
+        ``fn`` returns or raises (before the future resolves), or instead of ``fn`` if
+        the call is cancelled while queued.
+
+        The child starts at once if the hub greenlet may start it now, in this loop
+        iteration: within the current work window, or when a new burst of work begins
+        (nothing ran just before); not once the window is spent, until the queued work
+        (first in, first out; resumes first) has run on later iterations.
         """
         current = _getcurrent()
-        if isinstance(current, Child) or not self._may_run_now():
+        if isinstance(current, Child) or self._queue or self._resumes or not self._window_open():
             self._defer((self._start_queued, fn, args, kwargs, future, context, release))
         else:
-            self._start(current, fn, args, kwargs, future, context)
+            self._start(current, fn, args, kwargs, future, context, release)
             self._last_work_end = _perf_counter()
-
-    def _may_run_now(self) -> bool:
-        """May the hub greenlet start a child now, in this loop iteration?
-
-        Yes within the current work window, or when a new burst of work begins
-        (nothing ran just before); no once the window is spent, until the queued
-        work has run on later iterations.
-        """
-        if self._queue or self._resumes:
-            return False  # first in, first out; resumes first
-        return self._window_open()
 
     def may_resume_now(self) -> bool:
         """May a loop callback resume a parked child now, in this loop iteration?
 
-        Like :meth:`_may_run_now`, but queued starts do not hold a resume back.  When
-        this is false, queue the resume with :meth:`resume_later`.
+        Like the check in :meth:`submit`, but queued starts do not hold a resume
+        back.  When this is false, queue the resume with :meth:`resume_later`.
         """
         if self._resumes:
             return False
@@ -373,7 +403,7 @@ class Hub:
     ) -> None:
         # Runs on the hub greenlet.
         if not future.done():
-            self._start(_getcurrent(), fn, args, kwargs, future, context)
+            self._start(_getcurrent(), fn, args, kwargs, future, context, release)
         elif release is not None:  # cancelled while queued: never runs
             release()
 
@@ -385,6 +415,7 @@ class Hub:
         kwargs: dict[str, Any],
         future: OpFuture,
         context: contextvars.Context,
+        release: Callable[[], None] | None,
     ) -> None:
         # Runs on the hub greenlet.
         idle = self._idle
@@ -397,7 +428,41 @@ class Hub:
         child.gr_context = context
         child.future = future
         future._motor_child = child
-        child.switch(fn, args, kwargs, future)
+        child.switch(fn, args, kwargs, future, release)
+        if self._finished:
+            self._run_finished()
+
+    def _run_finished(self) -> None:
+        """Run the done callbacks of the futures children just resolved.
+
+        Runs on the hub greenlet, right after a switch into a child returned.  asyncio
+        would schedule them for the next loop iteration; running them here wakes the
+        task awaiting the operation in the iteration that completed it, which saves a
+        loop iteration per operation.  When the switch was made from inside a task's
+        step, another task cannot be stepped there: the callbacks are scheduled as
+        usual.  Errors are reported like those of loop callbacks.
+        """
+        finished = self._finished
+        loop = self.loop
+        in_task = _current_task(loop) is not None
+        while finished:
+            future, callbacks = finished.popleft()
+            for fn, context in callbacks:
+                if in_task:
+                    loop.call_soon(fn, future, context=context)
+                    continue
+                try:
+                    context.run(fn, future)
+                except (SystemExit, KeyboardInterrupt):
+                    raise
+                except BaseException as exc:
+                    loop.call_exception_handler(
+                        {
+                            "message": f"Exception in callback {fn!r}",
+                            "exception": exc,
+                            "future": future,
+                        }
+                    )
 
     def cancel_child(self, child: Child, future: asyncio.Future[Any]) -> None:
         """Stop ``child`` at its current wait if it still runs ``future``'s call.

@@ -13,6 +13,8 @@ What it changes, and nothing else:
   :class:`~motor.green.sync.GreenLock`; they behave as plain locks outside children.
 * ``time.sleep`` in PyMongo's retry backoffs becomes :func:`motor.green.sync.sleep`,
   which only differs from :func:`time.sleep` inside a child greenlet.
+* ``pymongo._csot.TIMEOUT`` is read (not patched) on every Motor call, to keep
+  operations under :func:`pymongo.timeout` out of the admission queue.
 * ``pymongo.synchronous.srv_resolver._resolve`` (dnspython's blocking SRV/TXT lookups
   for ``mongodb+srv://`` URIs) runs in the loop's default executor when called from a
   child, which parks meanwhile.
@@ -31,6 +33,7 @@ import types
 from typing import Any
 
 import pymongo
+import pymongo._csot
 import pymongo.network_layer
 import pymongo.pool_shared
 import pymongo.synchronous.client_session
@@ -47,6 +50,7 @@ from motor.green.socket import GreenSocket, connect_timeout, create_connection, 
 from motor.green.sync import GreenCondition, GreenLock, sleep
 
 __all__ = [
+    "TIMEOUT",
     "GreenPool",
     "PyMongoInternalsChanged",
     "check_pymongo_internals",
@@ -61,6 +65,9 @@ _pymongo_pool: Any = pymongo.synchronous.pool
 _pool_shared: Any = pymongo.pool_shared
 _cursor_base: Any = pymongo.synchronous.cursor_base
 _srv_resolver: Any = pymongo.synchronous.srv_resolver
+# The context variable holding pymongo.timeout()'s value: read directly on every Motor
+# call, instead of through pymongo._csot.get_timeout().
+TIMEOUT: Any = getattr(pymongo._csot, "TIMEOUT", None)
 # Removed from the ssl module in Python 3.12; PyMongo's path below cannot reach it there.
 _match_hostname: Any = getattr(ssl, "match_hostname", None)
 
@@ -246,6 +253,11 @@ def check_pymongo_internals() -> list[str]:
             getattr(module, "time", None) in (_time, _green_time),
             f"{module.__name__} no longer imports the time module as 'time'",
         )
+    timeout_ok = isinstance(TIMEOUT, contextvars.ContextVar)
+    if timeout_ok:
+        with pymongo.timeout(12.5):
+            timeout_ok = TIMEOUT.get(None) == 12.5 == pymongo._csot.get_timeout()
+    need(timeout_ok, "pymongo._csot.TIMEOUT no longer holds pymongo.timeout()'s value")
     need(
         callable(getattr(_srv_resolver, "_resolve", None)),
         "pymongo.synchronous.srv_resolver._resolve is missing",
