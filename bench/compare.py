@@ -210,6 +210,10 @@ QUICK = Mode(
 )
 
 
+#: Workloads whose client runs one operation at a time.
+ONE_AT_A_TIME = ("sequential", "to_list")
+
+
 @dataclass
 class Target:
     """A server and how to scale the plan for it."""
@@ -231,6 +235,32 @@ class Target:
     server_sys_us_per_request: float | None = None
     #: CPUs for clients running one operation at a time (the CPUs the server is not on).
     client_cpus: list[int] | None = None
+    #: Switch the canned server to busy-poll mode for one-at-a-time workloads.
+    busy_poll: bool = False
+    _admin: Any = field(default=None, repr=False)
+    _busy: bool = field(default=False, repr=False)
+
+    def prepare(self, workload: Workload) -> None:
+        """Put the server in the mode ``workload`` is measured in (before its runs).
+
+        With ``busy_poll``, the canned server polls the connection of a client that works
+        one operation at a time (see ``cannedserver``'s ``cannedBusyPoll``): its reply
+        then leaves as soon as the request arrives, instead of after this server process
+        wakes up, a delay that depends on how long it was idle and so on each client's
+        rhythm.
+        """
+        busy = self.busy_poll and workload.kind in ONE_AT_A_TIME
+        if busy == self._busy:
+            return
+        if self._admin is None:
+            self._admin = pymongo.MongoClient(self.uri)
+        self._admin.admin.command("cannedBusyPoll", busy)
+        self._busy = busy
+
+    def close(self) -> None:
+        if self._admin is not None:
+            self._admin.close()
+            self._admin = None
 
     def spec(self, workload: Workload, mode: Mode) -> dict[str, Any]:
         """The worker's run request for ``workload`` on this server."""
@@ -250,7 +280,7 @@ class Target:
         else:
             ops = max(workload.concurrency * 2, int(mode.ops[workload.key] * self.scale))
             spec.update(ops=ops, warmup=max(ops // 10, min(workload.concurrency, 100)))
-        if self.client_cpus and workload.kind in ("sequential", "to_list"):
+        if self.client_cpus and workload.kind in ONE_AT_A_TIME:
             # One operation at a time: keep the client off the server's CPU, so every
             # round trip crosses cores (see servers.server_cpus).
             spec["cpus"] = self.client_cpus
@@ -536,12 +566,14 @@ class Session:
                 _progress(f"[{target.name}] repetition {rep + 1}/{mode.reps}, load {_load()}")
                 for workload in others:
                     spec = target.spec(workload, mode)
+                    target.prepare(workload)
                     for client in _rotated(self.clients, rep):
                         run = self._run(workers[client.key], workload, spec, rep, False)
                         self.runs[workload.key][client.key].append(run)
                     self._report(workload, rep)
                 for workload in pending if rep < mode.pending_reps else ():
                     spec = target.spec(workload, mode)
+                    target.prepare(workload)
                     for client in _rotated(self.clients, rep):
                         run = self._pending(client, spec, rep, False)
                         self.runs[workload.key][client.key].append(run)
@@ -551,6 +583,7 @@ class Session:
                 _progress(f"[{target.name}] stall probe {rep + 1}/{mode.stall_reps}")
                 for workload in others:
                     spec = dict(target.spec(workload, mode), ticker=True)
+                    target.prepare(workload)
                     for client in _rotated(async_clients, rep):
                         run = self._run(workers[client.key], workload, spec, rep, True)
                         self.stall_runs[workload.key][client.key].append(run)
@@ -558,12 +591,14 @@ class Session:
                 for workload in pending:
                     _progress(f"[{target.name}] stall probe, {workload.label}")
                     spec = dict(target.spec(workload, mode), ticker=True, memory=False)
+                    target.prepare(workload)
                     for client in _rotated(async_clients, rep):
                         run = self._pending(client, spec, rep, True)
                         self.stall_runs[workload.key][client.key].append(run)
         finally:
             for worker in workers.values():
                 worker.close()
+            target.close()
 
     def _report(self, workload: Workload, rep: int) -> None:
         values = []
@@ -706,11 +741,15 @@ LOGICAL = ("small", "insert", "docs16k", "docs4m")
 
 
 @contextlib.contextmanager
-def canned_target(gomaxprocs: int, pin: bool = True) -> Iterator[Target]:
-    """Run the canned server for the ``with`` block (on a CPU of its own with ``pin``)."""
+def canned_target(gomaxprocs: int, pin: bool = True, busy_poll: bool = True) -> Iterator[Target]:
+    """Run the canned server for the ``with`` block (on a CPU of its own with ``pin``;
+    busy-polling in one-at-a-time workloads with ``busy_poll``, if it has that CPU)."""
     binary = build_canned_server()
     cpus = server_cpus() if pin else None
+    busy_poll = busy_poll and cpus is not None
     where = f"pinned to CPU {','.join(map(str, sorted(cpus)))}" if cpus else "not pinned"
+    if busy_poll:
+        where += ", busy-polling in one-at-a-time workloads"
     with CannedServer(binary, gomaxprocs=gomaxprocs, cpus=cpus) as server:
         client_cpus = sorted(os.sched_getaffinity(0) - cpus) if cpus else None
         target = Target(
@@ -721,6 +760,7 @@ def canned_target(gomaxprocs: int, pin: bool = True) -> Iterator[Target]:
             collections={name: name for name in LOGICAL},
             server=server,
             client_cpus=client_cpus,
+            busy_poll=busy_poll,
         )
         start = server.cpu_times()
         try:
@@ -967,7 +1007,7 @@ def format_report(
     if rows:
         parts.append(
             "Canned server CPU per request (user + system) and its busy share of one core "
-            "during the run\n" + _table(header, rows)
+            "during the run (about 100 % where it busy-polls)\n" + _table(header, rows)
         )
     return "\n\n".join(parts)
 
@@ -1216,6 +1256,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "the last CPU, so that every round trip crosses cores)",
     )
     parser.add_argument(
+        "--no-busy-poll",
+        action="store_true",
+        help="leave the canned server blocking in one-at-a-time workloads (default: it "
+        "busy-polls the active connection there, when it has a CPU of its own)",
+    )
+    parser.add_argument(
         "--default-malloc",
         action="store_true",
         help="run the workers with glibc's default malloc thresholds (default: "
@@ -1255,7 +1301,7 @@ def _select(names: str | None, known: dict[str, Any], what: str) -> list[Any]:
 def profile(args: argparse.Namespace, pythons: dict[str, str]) -> int:
     """cProfile one client's worker at C=100 and with 10,000 pending operations."""
     client = CLIENT_BY_KEY[args.profile_client]
-    with canned_target(args.gomaxprocs, not args.no_pin) as target:
+    with canned_target(args.gomaxprocs, not args.no_pin, not args.no_busy_poll) as target:
         for key in ("c100", "pending"):
             workload = WORKLOAD_BY_KEY[key]
             spec = dict(target.spec(workload, FULL), profile=True, profile_top=args.profile_top)
@@ -1325,7 +1371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if not args.no_canned:
         try:
-            with canned_target(args.gomaxprocs, not args.no_pin) as target:
+            with canned_target(args.gomaxprocs, not args.no_pin, not args.no_busy_poll) as target:
                 if any(w.kind == "pending" for w in workloads):
                     bare_runs = measure_bare(mode, pythons["dev"], target, worker_env)
                 run_target(target)
@@ -1432,7 +1478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "client_options": CLIENT_OPTIONS,
             "max_threads": MAX_THREADS,
             "targets": {
-                name: {k: v for k, v in asdict(t).items() if k != "server"}
+                name: {
+                    k: v for k, v in asdict(t).items() if k != "server" and not k.startswith("_")
+                }
                 for name, t in targets.items()
             },
             "summary": summaries,

@@ -114,7 +114,7 @@ func arrayOverhead(i int) int {
 // firstElement returns the type, key and value bytes of the first element of the
 // BSON document at the start of doc, scanning no further than needed.  ok is false
 // when the document is empty or malformed.  The value slice is only meaningful for
-// strings (the string without its terminator) and int64s (8 bytes).
+// strings (the string without its terminator), int64s (8 bytes) and booleans (1 byte).
 func firstElement(doc []byte) (t byte, key []byte, value []byte, ok bool) {
 	if len(doc) < 5 {
 		return 0, nil, nil, false
@@ -148,6 +148,10 @@ func firstElement(doc []byte) (t byte, key []byte, value []byte, ok bool) {
 	case bsonInt64:
 		if len(rest) >= 8 {
 			value = rest[:8]
+		}
+	case bsonBool:
+		if len(rest) >= 1 {
+			value = rest[:1]
 		}
 	}
 	return t, key, value, true

@@ -45,10 +45,12 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
+	"time"
 )
 
 // Wire protocol opcodes.
@@ -133,7 +135,9 @@ func main() {
 	docSize := flag.Int("docsize", 100, "size in bytes of each of those documents")
 	firstBatch := flag.Int("first-batch", 101, "most documents in a find reply's first batch")
 	exitOnEOF := flag.Bool("exit-on-stdin-eof", false, "exit when stdin reaches EOF")
+	flag.BoolVar(&startBusy, "busy-poll", false, "start in busy-poll mode (see cannedBusyPoll)")
 	flag.Parse()
+	busyPoll.Store(startBusy)
 	log.SetFlags(0)
 	log.SetPrefix("cannedserver: ")
 
@@ -357,13 +361,69 @@ type conn struct {
 	nextReqID uint32
 }
 
+// Busy-poll mode, switched by the cannedBusyPoll command (or -busy-poll at start): a
+// connection that received a request within the last spinWindow reads its next one by
+// polling the socket instead of blocking, so the reply does not wait for this process to
+// wake up (the time that takes depends on how long it was idle, which would make a
+// one-at-a-time client's latency depend on its own rhythm). Idle connections block as
+// usual. Meant for one client working one request at a time: while one connection
+// polls, others are only noticed by the Go runtime's periodic network poll (up to 10 ms).
+var (
+	busyPoll  atomic.Bool
+	startBusy bool
+)
+
+const spinWindow = time.Millisecond
+
+// pollingReader reads a connection, polling it in busy-poll mode.
+type pollingReader struct {
+	nc   net.Conn
+	rc   syscall.RawConn // nil if the connection offers none: always block
+	last time.Time       // when a read last returned data
+}
+
+func (r *pollingReader) Read(p []byte) (int, error) {
+	for r.rc != nil && busyPoll.Load() && time.Since(r.last) < spinWindow {
+		var n int
+		var rerr error
+		if err := r.rc.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), p)
+			return true // never wait for readiness here
+		}); err != nil {
+			return 0, err
+		}
+		switch {
+		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+			runtime.Gosched()
+		case rerr != nil:
+			return 0, rerr
+		case n == 0:
+			return 0, io.EOF
+		default:
+			r.last = time.Now()
+			return n, nil
+		}
+	}
+	n, err := r.nc.Read(p)
+	if n > 0 {
+		r.last = time.Now()
+	}
+	return n, err
+}
+
 func (s *server) serve(nc net.Conn) {
 	defer nc.Close()
 	id := s.connections.Add(1)
+	src := &pollingReader{nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			src.rc = rc
+		}
+	}
 	c := &conn{
 		s:     s,
 		nc:    nc,
-		r:     bufio.NewReaderSize(nc, 64*1024),
+		r:     bufio.NewReaderSize(src, 64*1024),
 		hello: helloReply(int32(id)),
 		in:    make([]byte, 64*1024),
 		out:   make([]byte, 0, smallReply+64),
@@ -594,6 +654,14 @@ func (s *server) dispatch(c *conn, command []byte, seqDocs int) []byte {
 	case "update":
 		s.counts[countUpdate].Add(1)
 		return s.updateReply
+	case "cannedBusyPoll":
+		// {cannedBusyPoll: true|false}: switch busy-poll mode for every connection.
+		s.counts[countOther].Add(1)
+		if t != bsonBool || len(value) != 1 {
+			return errorReply("cannedBusyPoll takes true or false", 14, "TypeMismatch")
+		}
+		busyPoll.Store(value[0] == 1)
+		return s.okReply
 	case "delete":
 		s.counts[countDelete].Add(1)
 		return s.deleteReply

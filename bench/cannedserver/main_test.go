@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"testing"
+	"time"
 )
 
 func testServer() *server {
@@ -172,5 +173,54 @@ func TestConversation(t *testing.T) {
 	_, _, body = readReply(t, client)
 	if !bytes.Equal(body[5:], s.collections["docs4m"].replies[1]) {
 		t.Fatal("getMore did not return the second batch")
+	}
+}
+
+func TestBusyPoll(t *testing.T) {
+	defer busyPoll.Store(false)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	s := testServer()
+	go func() {
+		nc, err := ln.Accept()
+		if err == nil {
+			s.serve(nc)
+		}
+	}()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	ok := newDoc(16).double("ok", 1).finish()
+	command := func(id uint32, doc []byte) []byte {
+		t.Helper()
+		if _, err := client.Write(encodeOpMsg(id, 0, doc, nil)); err != nil {
+			t.Fatal(err)
+		}
+		responseTo, _, body := readReply(t, client)
+		if responseTo != id {
+			t.Fatalf("reply to %d, expected %d", responseTo, id)
+		}
+		return body[5:]
+	}
+	if reply := command(1, newDoc(32).str("cannedBusyPoll", "yes").finish()); bytes.Equal(reply, ok) {
+		t.Fatal("cannedBusyPoll accepted a string")
+	}
+	if reply := command(2, newDoc(32).boolean("cannedBusyPoll", true).finish()); !bytes.Equal(reply, ok) || !busyPoll.Load() {
+		t.Fatalf("cannedBusyPoll true: %v, mode %v", reply, busyPoll.Load())
+	}
+	// Requests soon after each other (polled) and after an idle gap (blocking read).
+	for i, pause := range []time.Duration{0, 100 * time.Microsecond, 5 * time.Millisecond, 0} {
+		time.Sleep(pause)
+		if reply := command(uint32(10+i), newDoc(16).int32("ping", 1).finish()); !bytes.Equal(reply, ok) {
+			t.Fatalf("ping after %v: %v", pause, reply)
+		}
+	}
+	if reply := command(3, newDoc(32).boolean("cannedBusyPoll", false).finish()); !bytes.Equal(reply, ok) || busyPoll.Load() {
+		t.Fatalf("cannedBusyPoll false: %v, mode %v", reply, busyPoll.Load())
 	}
 }
