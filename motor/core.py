@@ -130,6 +130,9 @@ class Binding:
         # Runs on a child that finished an admitted operation (or on the loop, for
         # one cancelled while queued in the hub): hand its slot over.
         waiting = self._waiting
+        if not waiting:
+            self._active -= 1
+            return
         while waiting:
             fn, args, kwargs, future, context = waiting.popleft()
             if not future.done():  # not cancelled while waiting

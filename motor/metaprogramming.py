@@ -51,6 +51,18 @@ def _unwrap(value: Any) -> Any:
     return value if delegate is None else delegate
 
 
+def _plain(args: tuple[Any, ...]) -> bool:
+    """No Motor object among ``args`` (checked by type for the common argument types)."""
+    for value in args:
+        if type(value) not in _PLAIN_TYPES and getattr(value, "_motor_delegate", None) is not None:
+            return False
+    return True
+
+
+# Argument types that are never Motor objects.
+_PLAIN_TYPES = frozenset({dict, list, tuple, str, int, float, bool, type(None), bytes})
+
+
 def unwrap_args(
     args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
@@ -79,7 +91,7 @@ class Async(ManifestEntry):
         if wrap is None:
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-                if args or kwargs:
+                if kwargs or (args and not _plain(args)):
                     args, kwargs = unwrap_args(args, kwargs)
                 return self._binding.call(getattr(self.delegate, name), args, kwargs)
 

@@ -13,11 +13,13 @@ What it changes, and nothing else:
   :class:`~motor.green.sync.GreenLock`; they behave as plain locks outside children.
 * ``time.sleep`` in PyMongo's retry backoffs becomes :func:`motor.green.sync.sleep`,
   which only differs from :func:`time.sleep` inside a child greenlet.
-* ``pymongo._csot.TIMEOUT`` is read (not patched) on every Motor call, to keep
-  operations under :func:`pymongo.timeout` out of the admission queue.
 * ``pymongo.synchronous.srv_resolver._resolve`` (dnspython's blocking SRV/TXT lookups
   for ``mongodb+srv://`` URIs) runs in the loop's default executor when called from a
   child, which parks meanwhile.
+
+It also exports ``pymongo._csot.TIMEOUT`` (read, not changed) as :data:`TIMEOUT`: Motor
+reads it on every call to keep operations under :func:`pymongo.timeout` out of its
+admission queue.
 
 :func:`check_pymongo_internals` verifies every internal name and behaviour this relies
 on; :func:`install` refuses to patch (with a readable error) when one has changed.

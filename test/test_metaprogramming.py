@@ -1,0 +1,35 @@
+"""Unit tests of the API manifest's argument handling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from motor.metaprogramming import _plain, unwrap_args
+
+
+class _FakeMotor:
+    def __init__(self, delegate: Any) -> None:
+        self._motor_delegate = delegate
+
+
+def test_plain_arguments_are_passed_through_unchanged() -> None:
+    args: tuple[Any, ...] = ({"a": 1}, [1], "s", 2, 2.5, True, None, b"x", (1,))
+    kwargs = {"upsert": True, "filter": {"x": 1}}
+    assert _plain(args)
+    new_args, new_kwargs = unwrap_args(args, kwargs)
+    assert new_args is args and new_kwargs is kwargs
+
+
+def test_motor_objects_are_replaced_by_their_delegates() -> None:
+    delegate = object()
+    wrapped = _FakeMotor(delegate)
+
+    class Mapping(dict):  # a subclass of a plain type is checked by attribute
+        _motor_delegate = delegate
+
+    for args in ((wrapped,), ({"a": 1}, wrapped), (Mapping(),)):
+        assert not _plain(args)
+        new_args, _ = unwrap_args(args, {})
+        assert new_args[-1] is delegate
+    _, new_kwargs = unwrap_args((), {"session": wrapped, "filter": {}})
+    assert new_kwargs == {"session": delegate, "filter": {}}
