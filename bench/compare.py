@@ -179,8 +179,8 @@ FULL = Mode(
     stall_reps=5,
     pending_stall_reps=1,
     ops={
-        "seq_find_one": 2000,
-        "seq_insert_one": 2000,
+        "seq_find_one": 10000,
+        "seq_insert_one": 10000,
         "c1": 2000,
         "c10": 4000,
         "c100": 8000,
