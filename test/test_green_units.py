@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import os
 import socket
 import ssl
 import threading
@@ -49,6 +50,40 @@ async def test_green_recv_parks_and_times_out(
     assert bytes(buf) == b"hello"
     assert fw.probe.max_gap < 0.010
     assert fw.probe.ticks > 100  # the loop kept ticking while the child waited
+
+
+async def test_read_after_a_send_waits_for_readiness_first(
+    fw: Framework, socket_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    """Right after a send, a read in a child parks before trying the socket (the reply
+    cannot be there yet); later reads try first."""
+    a, b = socket_pair
+    attempts: list[int] = []
+
+    class Counting(socket.socket):
+        def recv_into(self, *args: Any) -> int:
+            attempts.append(1)
+            return super().recv_into(*args)
+
+    green = GreenSocket(Counting(fileno=os.dup(a.fileno())), timeout=5)
+
+    def exchange() -> tuple[bytes, bytes]:
+        green.sendall(b"ping")
+        first, second = bytearray(2), bytearray(2)
+        green.recv_into(first)
+        green.recv_into(second)
+        return bytes(first), bytes(second)
+
+    try:
+        future = hub().spawn(exchange)
+        await asyncio.sleep(0.01)
+        assert b.recv(4) == b"ping"
+        assert attempts == []  # parked without a failed recv
+        b.sendall(b"pong")
+        assert await future == (b"po", b"ng")
+        assert attempts == [1, 1]
+    finally:
+        green.close()
 
 
 def test_green_socket_blocks_normally_in_threads(

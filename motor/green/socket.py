@@ -74,10 +74,12 @@ class GreenSocket:
 
     Reads from a child keep the descriptor registered with the loop between waits
     (registering costs two ``epoll_ctl`` calls and a handle per wait otherwise); it is
-    unregistered when readiness arrives with nobody waiting, and before closing.
+    unregistered when readiness arrives with nobody waiting, and before closing.  The
+    first read in a child after a send parks before trying the socket.
     """
 
     __slots__ = (
+        "_awaiting_reply",
         "_fd",
         "_read_queued",
         "_read_stale",
@@ -100,6 +102,10 @@ class GreenSocket:
         self._read_queued = False
         # A queued resume ran: the loop may still report the readiness it consumed.
         self._read_stale = False
+        # Data was just sent: the next read in a child waits for readiness before trying
+        # (the reply cannot be there yet; a failed recv costs a system call and an
+        # exception).
+        self._awaiting_reply = False
 
     # -- PyMongo's surface ---------------------------------------------------------
 
@@ -114,6 +120,12 @@ class GreenSocket:
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
         sock = self._sock
+        if self._awaiting_reply:
+            self._awaiting_reply = False
+            current = _getcurrent()
+            if isinstance(current, Child) and not isinstance(sock, ssl.SSLSocket):
+                if not self._wait_readable(current.hub):
+                    raise _timed_out()
         while True:
             try:
                 return sock.recv_into(buffer, nbytes)
@@ -199,6 +211,7 @@ class GreenSocket:
                 write = False
             if not wait_fd(self._fd, write, self._timeout):
                 raise _timed_out()
+        self._awaiting_reply = True
 
     def pending(self) -> int:
         sock = self._sock
