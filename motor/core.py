@@ -43,8 +43,6 @@ __all__ = [
 ]
 
 _get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
-# The context variable behind pymongo.timeout() (checked by green.pool's internals check).
-_csot_timeout = TIMEOUT
 
 
 class Framework:
@@ -109,11 +107,9 @@ class Binding:
         a queue as plain tuples (see :class:`Admission`) instead of as parked
         greenlets in PyMongo's pool wait queue: same order, far less memory.
         """
-        loop = _get_running_loop()
-        hub = self.hub if loop is not None and loop is self._usable_loop else self._check(loop)
-        assert hub is not None
+        hub = self.hub_for_call()
         admission = self.admission
-        if admission is None or _csot_timeout.get() is not None:
+        if admission is None or TIMEOUT.get() is not None:
             return hub.spawn(fn, *args, **kwargs)
         future = OpFuture(loop=hub.loop)
         context = contextvars.copy_context()
@@ -130,9 +126,6 @@ class Binding:
         # Runs on a child that finished an admitted operation (or on the loop, for
         # one cancelled while queued in the hub): hand its slot over.
         waiting = self._waiting
-        if not waiting:
-            self._active -= 1
-            return
         while waiting:
             fn, args, kwargs, future, context = waiting.popleft()
             if not future.done():  # not cancelled while waiting

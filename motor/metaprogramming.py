@@ -20,7 +20,7 @@ delegates before PyMongo sees them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 __all__ = ["Async", "Chain", "Delegate", "ManifestEntry", "ReadOnly", "unwrap_args"]
@@ -51,9 +51,9 @@ def _unwrap(value: Any) -> Any:
     return value if delegate is None else delegate
 
 
-def _plain(args: tuple[Any, ...]) -> bool:
-    """No Motor object among ``args`` (checked by type for the common argument types)."""
-    for value in args:
+def _plain(values: Iterable[Any]) -> bool:
+    """No Motor object among ``values`` (checked by type for the common argument types)."""
+    for value in values:
         if type(value) not in _PLAIN_TYPES and getattr(value, "_motor_delegate", None) is not None:
             return False
     return True
@@ -70,15 +70,10 @@ def unwrap_args(
 
     Returns the same tuple and dict when there are none (the common case).
     """
-    for value in args:
-        if getattr(value, "_motor_delegate", None) is not None:
-            args = tuple(_unwrap(a) for a in args)
-            break
-    if kwargs:
-        for value in kwargs.values():
-            if getattr(value, "_motor_delegate", None) is not None:
-                kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
-                break
+    if not _plain(args):
+        args = tuple(_unwrap(a) for a in args)
+    if kwargs and not _plain(kwargs.values()):
+        kwargs = {k: _unwrap(v) for k, v in kwargs.items()}
     return args, kwargs
 
 
@@ -91,7 +86,7 @@ class Async(ManifestEntry):
         if wrap is None:
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-                if kwargs or (args and not _plain(args)):
+                if args or kwargs:
                     args, kwargs = unwrap_args(args, kwargs)
                 return self._binding.call(getattr(self.delegate, name), args, kwargs)
 
