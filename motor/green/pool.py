@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
+import operator
 import ssl
 import time as _time
 import types
@@ -100,6 +101,25 @@ class GreenPool(pymongo.synchronous.pool.Pool):
             _green_connect.reset(token)
 
 
+class GreenInterface(NetworkingInterface):
+    """PyMongo's socket interface over a :class:`GreenSocket`, with C-level shortcuts.
+
+    PyMongo's read path calls ``gettimeout``, ``settimeout``, ``recv_into`` and
+    ``get_conn`` on the interface several times per operation; the base class
+    forwards each through a Python method.  Here they are the green socket's own
+    callables (bound once) and a C-level property getter.
+    """
+
+    get_conn = property(operator.attrgetter("conn"))
+    sock = get_conn
+
+    def __init__(self, conn: GreenSocket) -> None:
+        super().__init__(conn)  # type: ignore[arg-type]
+        self.gettimeout = conn.gettimeout  # type: ignore[method-assign]
+        self.settimeout = conn.settimeout  # type: ignore[method-assign, assignment]
+        self.recv_into = conn.recv_into  # type: ignore[method-assign]
+
+
 def _green_socket_interface(
     address: Any, options: Any, ssl_session_cache: list[Any] | None = None
 ) -> NetworkingInterface:
@@ -108,7 +128,7 @@ def _green_socket_interface(
     sock = create_connection(address, options)
     ssl_context = options._ssl_context
     if ssl_context is None:
-        return NetworkingInterface(GreenSocket(sock, options.socket_timeout))  # type: ignore[arg-type]
+        return GreenInterface(GreenSocket(sock, options.socket_timeout))
 
     host = address[0]
     session = ssl_session_cache[0] if ssl_session_cache is not None else None
@@ -147,7 +167,7 @@ def _green_socket_interface(
         new_session = _pool_shared._get_ssl_session(ssl_sock)
         if new_session is not None:
             ssl_session_cache[0] = new_session
-    return NetworkingInterface(GreenSocket(ssl_sock, options.socket_timeout))  # type: ignore[arg-type]
+    return GreenInterface(GreenSocket(ssl_sock, options.socket_timeout))
 
 
 def _socket_interface_dispatch(

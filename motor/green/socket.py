@@ -19,14 +19,17 @@ blocking socket: :class:`TimeoutError` ("timed out") when the timeout expires, n
 from __future__ import annotations
 
 import errno
+import functools
 import ipaddress
+import operator
 import os
 import select
 import socket
 import ssl
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from pymongo import _csot
 from pymongo.errors import ConfigurationError, ConnectionFailure
@@ -86,14 +89,26 @@ class GreenSocket:
         "_read_waiter",
         "_reader_hub",
         "_sock",
-        "_timeout",
+        "_timeout_cell",
+        "gettimeout",
+        "settimeout",
     )
 
     def __init__(self, sock: socket.socket, timeout: float | None = None) -> None:
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
-        self._timeout = timeout
+        # The timeout lives in a one-item list so that ``settimeout`` and
+        # ``gettimeout`` can be C callables: PyMongo calls them several times per
+        # operation, and a Python method costs a frame each time.
+        cell: list[float | None] = [timeout]
+        self._timeout_cell = cell
+        self.settimeout: Callable[[float | None], None] = functools.partial(
+            operator.setitem, cell, 0
+        )
+        self.gettimeout = cast(
+            "Callable[[], float | None]", functools.partial(operator.getitem, cell, 0)
+        )
         # The hub whose loop watches the descriptor for reading, if any.
         self._reader_hub: Hub | None = None
         # The child's waiter while a read is parked.
@@ -108,12 +123,6 @@ class GreenSocket:
         self._awaiting_reply = False
 
     # -- PyMongo's surface ---------------------------------------------------------
-
-    def settimeout(self, timeout: float | None) -> None:
-        self._timeout = timeout
-
-    def gettimeout(self) -> float | None:
-        return self._timeout
 
     def fileno(self) -> int:
         return self._sock.fileno()
@@ -134,9 +143,9 @@ class GreenSocket:
                 if isinstance(current, Child):
                     ready = self._wait_readable(current.hub)
                 else:
-                    ready = wait_fd(self._fd, False, self._timeout)
+                    ready = wait_fd(self._fd, False, self._timeout_cell[0])
             except ssl.SSLWantWriteError:
-                ready = wait_fd(self._fd, True, self._timeout)
+                ready = wait_fd(self._fd, True, self._timeout_cell[0])
             if not ready:
                 raise _timed_out()
 
@@ -144,13 +153,13 @@ class GreenSocket:
         # Runs on a child.
         if self._reader_hub is not hub:
             if self._reader_hub is not None:
-                return hub.wait_fd(self._fd, False, self._timeout)
+                return hub.wait_fd(self._fd, False, self._timeout_cell[0])
             hub.loop.add_reader(self._fd, self._on_readable)
             self._reader_hub = hub
         waiter = Waiter(hub)
         self._read_waiter = waiter
         try:
-            ready: bool = hub.wait(waiter, self._timeout)
+            ready: bool = hub.wait(waiter, self._timeout_cell[0])
             return ready
         finally:
             self._read_waiter = None
@@ -209,7 +218,7 @@ class GreenSocket:
                 write = True
             except ssl.SSLWantReadError:
                 write = False
-            if not wait_fd(self._fd, write, self._timeout):
+            if not wait_fd(self._fd, write, self._timeout_cell[0]):
                 raise _timed_out()
         self._awaiting_reply = True
 
@@ -270,7 +279,7 @@ class GreenSocket:
         return None
 
     def __repr__(self) -> str:
-        return f"<GreenSocket fd={self._fd} timeout={self._timeout!r}>"
+        return f"<GreenSocket fd={self._fd} timeout={self._timeout_cell[0]!r}>"
 
 
 def connect_timeout(default: float | None) -> float | None:
