@@ -47,6 +47,7 @@ import contextvars
 import os
 import threading
 import time
+import types
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -67,7 +68,21 @@ T = TypeVar("T")
 
 _getcurrent = greenlet.getcurrent
 _get_running_loop = asyncio._get_running_loop
-_current_task = asyncio.current_task
+
+
+def _current_task_lookup() -> Callable[[asyncio.AbstractEventLoop], Any]:
+    # loop -> the task it is stepping, or None; a C callable where one exists
+    # (asyncio.current_task is C from Python 3.12; on 3.11 the C tasks record the
+    # current task of each loop in asyncio.tasks._current_tasks).
+    lookup = asyncio.current_task
+    if isinstance(lookup, types.FunctionType):
+        tasks = getattr(asyncio.tasks, "_current_tasks", None)
+        if isinstance(tasks, dict):
+            return tasks.get
+    return lookup
+
+
+_current_task = _current_task_lookup()
 _perf_counter = time.perf_counter
 _monotonic = time.monotonic
 
@@ -84,12 +99,14 @@ class Cancelled(BaseException):
 class OpFuture(asyncio.Future):  # type: ignore[type-arg]
     """The future of a call run by a child; cancelling it stops the child."""
 
-    _motor_child: Child | None = None
+    # The child running the call; unset until it starts, None once it is over.
+    __slots__ = ("_motor_child",)
+    _motor_child: Child | None
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
             return False
-        child = self._motor_child
+        child = getattr(self, "_motor_child", None)
         if child is not None:
             self._motor_child = None
             # Possibly called from a child: stop the other child from the loop.
@@ -128,6 +145,7 @@ class Child(greenlet.greenlet):
         idle = hub._idle
         finished = hub._finished
         while True:
+            error: BaseException | None = None
             try:
                 try:
                     result = fn(*args, **kwargs)
@@ -135,24 +153,28 @@ class Child(greenlet.greenlet):
                     if release is not None:
                         release()
             except Cancelled:
-                pass
+                result = _CANCELLED
             except BaseException as exc:
-                if not future.done():
-                    callbacks = future._callbacks
-                    if callbacks:
-                        _take_callbacks(future, callbacks, finished)
-                    future.set_exception(exc)
-                del exc  # no frame -> traceback -> frame cycle kept while idle
-            else:
-                if not future.done():
-                    callbacks = future._callbacks
-                    if callbacks:
-                        _take_callbacks(future, callbacks, finished)
+                result = None
+                error = exc
+                del exc
+            if result is not _CANCELLED and not future.done():
+                # Take the done callbacks (the awaiting task's wake-up, typically):
+                # the hub greenlet runs them as soon as this child switches back
+                # (Hub._run_finished), not on the next loop iteration.
+                callbacks = future._callbacks
+                if callbacks:
+                    for entry in callbacks:
+                        future.remove_done_callback(entry[0])
+                    finished.append((future, callbacks))
+                if error is not None:
+                    future.set_exception(error)
+                else:
                     future.set_result(result)
-                del result
             self.future = None
             future._motor_child = None
-            fn = args = kwargs = future = release = None  # type: ignore[assignment]
+            # No frame -> traceback -> frame cycle, and no result, kept while idle.
+            fn = args = kwargs = future = release = result = error = None  # type: ignore[assignment]
             if len(idle) >= MAX_IDLE:
                 return
             idle.append(self)
@@ -160,15 +182,8 @@ class Child(greenlet.greenlet):
             fn, args, kwargs, future, release = self.parent.switch()  # type: ignore[union-attr]
 
 
-def _take_callbacks(
-    future: asyncio.Future[Any], callbacks: list[tuple[Any, Any]], finished: deque[Any]
-) -> None:
-    # Runs on a child about to resolve ``future``: its done callbacks (the awaiting
-    # task's wake-up, typically) are run by the hub greenlet as soon as the child
-    # switches back (Hub._run_finished), instead of on the next loop iteration.
-    for entry in callbacks:
-        future.remove_done_callback(entry[0])
-    finished.append((future, callbacks))
+# The outcome of a call stopped by cancellation (its future is already done).
+_CANCELLED = object()
 
 
 class Waiter:
