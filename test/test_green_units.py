@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import socket
@@ -116,8 +117,35 @@ def test_green_socket_blocks_normally_in_threads(
     assert received == payload
 
 
+@pytest.fixture(params=["polls", "markers"])
+def iteration_counting(request: pytest.FixtureRequest) -> str:
+    """How the hub counts loop iterations: by the selector's polls, or (on loops
+    without a selector) by marker callbacks.  See :func:`fresh_hub`."""
+    return str(request.param)
+
+
+@contextlib.contextmanager
+def fresh_hub(iteration_counting: str) -> Iterator[Any]:
+    """Run the block under a new hub for the running loop that counts iterations
+    the given way."""
+    from motor.green import hub as hub_module
+
+    loop = asyncio.get_running_loop()
+    original = getattr(loop, "_motor_hub", None)
+    fresh = hub_module.Hub.__new__(hub_module.Hub)
+    if iteration_counting == "markers":
+        fresh._count_polls = lambda: False  # type: ignore[method-assign]
+    fresh.__init__(loop)  # type: ignore[misc]
+    assert fresh._marks_iterations is (iteration_counting == "markers")
+    loop._motor_hub = fresh  # type: ignore[attr-defined]
+    try:
+        yield fresh
+    finally:
+        loop._motor_hub = original  # type: ignore[attr-defined]
+
+
 async def test_burst_of_replies_resumes_over_several_iterations(
-    fw: Framework, monkeypatch: pytest.MonkeyPatch
+    fw: Framework, monkeypatch: pytest.MonkeyPatch, iteration_counting: str
 ) -> None:
     """Resumes share the hub's work budget: a burst of readable sockets is resumed over
     several loop iterations, each socket stays registered meanwhile, and a socket that
@@ -125,6 +153,11 @@ async def test_burst_of_replies_resumes_over_several_iterations(
     from motor.green import hub as hub_module
 
     monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # one piece of work per window
+    with fresh_hub(iteration_counting):
+        await _burst_of_replies()
+
+
+async def _burst_of_replies() -> None:
     loop = asyncio.get_running_loop()
     iteration = 0
 
@@ -171,6 +204,45 @@ async def test_burst_of_replies_resumes_over_several_iterations(
         for a, b in pairs:
             a.close()
             b.close()
+
+
+async def test_one_operation_per_iteration_is_never_queued(
+    fw: Framework, iteration_counting: str
+) -> None:
+    """The work budget is per loop iteration: operations that each wait for a reply run
+    without queueing, however long the sequence lasts."""
+    with fresh_hub(iteration_counting) as target:
+        await _one_per_iteration(target)
+
+
+async def _one_per_iteration(target: Any) -> None:
+    a, b = socket.socketpair()
+    queued = []
+    original_defer, original_resume_later = target._defer, target.resume_later
+    target._defer = lambda *args: (queued.append(args), original_defer(*args))
+    target.resume_later = lambda *args: (queued.append(args), original_resume_later(*args))
+    try:
+        green = GreenSocket(a, timeout=5)
+
+        def request() -> bytes:
+            green.sendall(b"?")
+            buf = bytearray(1)
+            green.recv_into(buf)
+            return bytes(buf)
+
+        started = time.monotonic()
+        count = 0
+        # Far longer than the work budget (0.35 ms), at least 500 operations.
+        while count < 500 or time.monotonic() - started < 0.05:
+            future = target.spawn(request)
+            assert b.recv(1) == b"?"
+            b.send(b"!")
+            assert await future == b"!"
+            count += 1
+        assert queued == []
+    finally:
+        a.close()
+        b.close()
 
 
 def _parked_call(result: Any = "result") -> tuple[Waiter, Any]:

@@ -218,8 +218,6 @@ class Waiter:
         hub = self._hub
         if hub._finished:
             hub._run_finished()
-        # The work just done closes this iteration's window for starts.
-        hub._last_work_end = _perf_counter()
 
     def throw(self, exc: BaseException) -> None:
         """Resume the parked child by raising ``exc`` in it (runs on the hub greenlet)."""
@@ -275,8 +273,6 @@ MAX_IDLE = 256
 # iteration before further work is queued for later iterations (seconds).  Bounds the
 # loop stall of a burst.
 WORK_BUDGET = 0.00035
-# Work less than this apart (seconds) belongs to one burst.
-BURST_GAP = 0.000025
 
 
 class Hub:
@@ -290,6 +286,11 @@ class Hub:
     :meth:`_drain` works through at the start of later iterations, one budget each:
     resumes first (they finish operations and free connections), then starts (plain
     tuples, no greenlet yet).
+
+    The budget belongs to a loop iteration, so the hub counts iterations: it wraps the
+    ``select`` of the loop's selector (asyncio's selector event loops, which Tornado
+    uses too), or, on other loops, schedules a marker callback for the next iteration
+    whenever work starts in one.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -298,12 +299,11 @@ class Hub:
         # Work waiting for a later iteration: resumes, then starts.
         self._resumes: deque[tuple[Any, ...]] = deque()
         self._queue: deque[tuple[Any, ...]] = deque()
-        # Starting children in the current window may go on until
-        # _window_end; _last_work_end is when the last piece of work returned.  Work
-        # closer together than BURST_GAP is one burst (as when a gather() starts many
-        # tasks, or many sockets become readable, in one loop iteration).
+        # Loop iterations seen, and the one whose work window ends at _window_end.
+        self._iteration = 0
+        self._window_iteration = -1
         self._window_end = 0.0
-        self._last_work_end = 0.0
+        self._marks_iterations = not self._count_polls()
         self._draining = False
         self._idle: list[Child] = []
         # Futures a child just resolved, with the done callbacks it took from them.
@@ -340,17 +340,15 @@ class Hub:
         ``fn`` returns or raises (before the future resolves), or instead of ``fn`` if
         the call is cancelled while queued.
 
-        The child starts at once if the hub greenlet may start it now, in this loop
-        iteration: within the current work window, or when a new burst of work begins
-        (nothing ran just before); not once the window is spent, until the queued work
-        (first in, first out; resumes first) has run on later iterations.
+        The child starts at once if the hub greenlet may start it now: while this loop
+        iteration's work window lasts, and no work is queued; otherwise it is queued
+        (first in, first out; resumes first) for later iterations.
         """
         current = _getcurrent()
         if isinstance(current, Child) or self._queue or self._resumes or not self._window_open():
             self._defer((self._start_queued, fn, args, kwargs, future, context, release))
         else:
             self._start(current, fn, args, kwargs, future, context, release)
-            self._last_work_end = _perf_counter()
 
     def may_resume_now(self) -> bool:
         """May a loop callback resume a parked child now, in this loop iteration?
@@ -371,12 +369,34 @@ class Hub:
         self._drain_soon()
 
     def _window_open(self) -> bool:
-        now = _perf_counter()
-        if now < self._window_end:
-            return True
-        if now - self._last_work_end < BURST_GAP:
+        # Does this loop iteration's work window last?  The first work of an iteration
+        # opens it.
+        if self._iteration == self._window_iteration:
+            return _perf_counter() < self._window_end
+        self._window_iteration = self._iteration
+        self._window_end = _perf_counter() + WORK_BUDGET
+        if self._marks_iterations:
+            self.loop.call_soon(self._next_iteration)
+        return True
+
+    def _next_iteration(self) -> None:
+        # A loop callback scheduled from the previous iteration: runs before the
+        # callbacks of this iteration's I/O events.
+        self._iteration += 1
+
+    def _count_polls(self) -> bool:
+        # Count iterations by the loop's polls: wrap its selector's select().  False
+        # for loops without one (uvloop, the proactor loop).
+        selector = getattr(self.loop, "_selector", None)
+        select = getattr(selector, "select", None)
+        if select is None:
             return False
-        self._window_end = now + WORK_BUDGET
+
+        def counted_select(timeout: float | None = None) -> Any:
+            self._iteration += 1
+            return select(timeout)
+
+        selector.select = counted_select  # type: ignore[union-attr]
         return True
 
     def _defer(self, entry: tuple[Any, ...]) -> None:
@@ -391,17 +411,17 @@ class Hub:
             self.loop.call_soon(self._drain)
 
     def _drain(self) -> None:
-        # Runs on the hub greenlet, first thing in an iteration: a fresh work window.
+        # Runs on the hub greenlet, early in an iteration (scheduled by the previous
+        # one): the queued work opens this iteration's window, and makes progress
+        # even if earlier callbacks of the iteration spent it.
+        self._window_open()
         resumes = self._resumes
         queue = self._queue
-        end = _perf_counter() + WORK_BUDGET
         while resumes or queue:
             entry = resumes.popleft() if resumes else queue.popleft()
             entry[0](*entry[1:])
-            if _perf_counter() >= end:
+            if _perf_counter() >= self._window_end:
                 break
-        self._window_end = end
-        self._last_work_end = _perf_counter()
         if resumes or queue:
             self.loop.call_soon(self._drain)
         else:
