@@ -34,16 +34,17 @@ Costs kept off the hot path: children are reused (a finished child parks in the 
 idle list); the hub greenlet runs children (starts and resumes alike) for at most
 :data:`WORK_BUDGET` per loop iteration, and further work waits in queues (plain
 tuples, no greenlet yet for a start) for later iterations, so neither a burst of calls
-nor a burst of replies can stall the loop; long timeouts are expired by one periodic
-sweep rather than a timer per wait.  When a child finishes, its future's done callbacks
-(the awaiting task's wake-up) run as soon as the child switches back, in the loop
-iteration that finished the operation, rather than in the next one.
+nor a burst of replies can stall the loop; timed waits share one loop timer, set for
+the earliest deadline, rather than a timer each.  When a child finishes, its future's
+done callbacks (the awaiting task's wake-up) run as soon as the child switches back,
+in the loop iteration that finished the operation, rather than in the next one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
 import os
 import threading
 import time
@@ -237,8 +238,14 @@ class Waiter:
         """Resume the child from any thread, on the next loop iteration."""
         self._hub.loop.call_soon_threadsafe(self.switch, value)
 
-    def get(self) -> Any:
-        """Park the current child until ``switch`` or ``throw`` (runs on a child)."""
+    def get(self, timeout: float | None = None) -> Any:
+        """Park the current child until ``switch`` or ``throw`` (runs on a child).
+
+        With a ``timeout`` (seconds), the child gets False if it expires first.  Timed
+        waits share one loop timer per hub, set for the earliest deadline (see
+        :meth:`Hub._sweep`), rather than a timer each: PyMongo waits for its sockets
+        in 0.5 s slices, and its replies nearly always arrive first.
+        """
         if self._has_value:
             self._has_value = False
             exc = self._exc
@@ -252,19 +259,28 @@ class Waiter:
         assert isinstance(child, Child), "Waiter.get() called outside a child greenlet"
         self._child = child
         child.waiter = self
+        if timeout is not None:
+            hub = self._hub
+            deadline = _monotonic() + timeout
+            hub._deadlines[self] = deadline
+            if deadline < hub._sweep_at:
+                hub._set_sweeper(deadline)
         try:
-            value = child.parent.switch()  # type: ignore[union-attr]
+            return child.parent.switch()  # type: ignore[union-attr]
         finally:
+            if timeout is not None:
+                self._hub._deadlines.pop(self, None)
             if self._child is not None:
                 # Resumed by something other than this waiter (an exception thrown
                 # straight into the greenlet): forget the registration.
                 self._child = None
                 child.waiter = None
-        return value
 
 
-# Timed waits at least this long (seconds) are expired by a periodic sweep.
-SWEEP_INTERVAL = 0.01
+# A timed wait whose deadline is this close (seconds) when the sweep runs expires
+# then, rather than one more timer later (loops whose clocks tick in milliseconds
+# may run a timer slightly early).
+SWEEP_SLACK = 0.001
 
 # How many finished children a hub keeps for reuse.
 MAX_IDLE = 256
@@ -309,9 +325,11 @@ class Hub:
         # Futures a child just resolved, with the done callbacks it took from them.
         self._finished: deque[tuple[asyncio.Future[Any], list[tuple[Any, Any]]]] = deque()
         self.thread_id = threading.get_ident()
-        # Waits with a long timeout: expired by one periodic sweep, not a timer each.
+        # Timed waits and their deadlines (time.monotonic()); one loop timer, set for
+        # the earliest deadline (_sweep_at), expires them.
         self._deadlines: dict[Waiter, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_at = math.inf
 
     def spawn(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Run ``fn(*args, **kwargs)`` in a new child greenlet; return its future.
@@ -350,20 +368,12 @@ class Hub:
         else:
             self._start(current, fn, args, kwargs, future, context, release)
 
-    def may_resume_now(self) -> bool:
-        """May a loop callback resume a parked child now, in this loop iteration?
-
-        Like the check in :meth:`submit`, but queued starts do not hold a resume
-        back.  When this is false, queue the resume with :meth:`resume_later`.
-        """
-        if self._resumes:
-            return False
-        return self._window_open()
-
     def resume_later(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)``, which resumes a child, on a later iteration's budget.
 
-        Runs on the loop thread (a loop callback, or a child: it never switches).
+        For a loop callback that may not resume a child now: when resumes are queued
+        already, or this iteration's work window is spent (``_window_open()``).  Runs
+        on the loop thread (a loop callback, or a child: it never switches).
         """
         self._resumes.append((fn, *args))
         self._drain_soon()
@@ -521,7 +531,7 @@ class Hub:
         else:
             loop.add_reader(fd, waiter.switch, True)
         try:
-            ready: bool = self.wait(waiter, timeout)
+            ready: bool = waiter.get(timeout)
             return ready
         finally:
             if write:
@@ -529,41 +539,27 @@ class Hub:
             else:
                 loop.remove_reader(fd)
 
-    def wait(self, waiter: Waiter, timeout: float | None) -> Any:
-        """Park on ``waiter``; it gets False if ``timeout`` (seconds) expires first.
-
-        Timeouts of :data:`SWEEP_INTERVAL` or more (PyMongo polls its sockets in
-        0.5 s slices) are expired by a periodic sweep, at most one interval late,
-        instead of a loop timer per wait; shorter ones get a timer.
-        """
-        if timeout is None:
-            return waiter.get()
-        if timeout < SWEEP_INTERVAL:
-            timer = self.loop.call_later(max(timeout, 0), waiter.switch, False)
-            try:
-                return waiter.get()
-            finally:
-                timer.cancel()
-        deadlines = self._deadlines
-        deadlines[waiter] = _monotonic() + timeout
-        if self._sweeper is None:
-            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
-        try:
-            return waiter.get()
-        finally:
-            deadlines.pop(waiter, None)
+    def _set_sweeper(self, deadline: float) -> None:
+        # Runs on the loop thread: run the sweep at ``deadline``, the earliest.
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        self._sweep_at = deadline
+        self._sweeper = self.loop.call_later(max(deadline - _monotonic(), 0), self._sweep)
 
     def _sweep(self) -> None:
-        # Runs on the hub greenlet, every SWEEP_INTERVAL while timed waits exist.
+        # Runs on the hub greenlet when the earliest deadline falls due: expire the
+        # timed waits due by now, and set the timer for the next deadline.
+        self._sweeper = None
+        self._sweep_at = math.inf
         deadlines = self._deadlines
-        now = _monotonic()
+        now = _monotonic() + SWEEP_SLACK
         for waiter in [w for w, deadline in deadlines.items() if deadline <= now]:
-            del deadlines[waiter]
-            waiter.switch(False)
+            if deadlines.pop(waiter, None) is not None:
+                waiter.switch(False)
         if deadlines:
-            self._sweeper = self.loop.call_later(SWEEP_INTERVAL, self._sweep)
-        else:
-            self._sweeper = None
+            earliest = min(deadlines.values())
+            if earliest < self._sweep_at:
+                self._set_sweeper(earliest)
 
     def wait_future(self, future: asyncio.Future[T], timeout: float | None = None) -> T:
         """Park until an asyncio future on this loop is done; return its result.
@@ -578,13 +574,10 @@ class Hub:
                 waiter.switch(True)
 
             future.add_done_callback(wake)
-            timer = None if timeout is None else self.loop.call_later(timeout, waiter.switch, False)
             try:
-                done = waiter.get()
+                done = waiter.get(timeout)
             finally:
                 future.remove_done_callback(wake)
-                if timer is not None:
-                    timer.cancel()
             if not done:
                 future.cancel()
                 raise TimeoutError("timed out")
@@ -592,12 +585,7 @@ class Hub:
 
     def sleep(self, seconds: float) -> None:
         """Park for ``seconds``."""
-        waiter = Waiter(self)
-        timer = self.loop.call_later(max(seconds, 0), waiter.switch, None)
-        try:
-            waiter.get()
-        finally:
-            timer.cancel()
+        Waiter(self).get(max(seconds, 0))
 
 
 _hubs_lock = threading.Lock()

@@ -84,6 +84,7 @@ class GreenSocket:
     __slots__ = (
         "_awaiting_reply",
         "_fd",
+        "_plain",
         "_read_queued",
         "_read_stale",
         "_read_waiter",
@@ -98,6 +99,8 @@ class GreenSocket:
         sock.setblocking(False)
         self._sock = sock
         self._fd = sock.fileno()
+        # Not TLS: no data can be buffered above the OS socket.
+        self._plain = not isinstance(sock, ssl.SSLSocket)
         # The timeout lives in a one-item list so that ``settimeout`` and
         # ``gettimeout`` can be C callables: PyMongo calls them several times per
         # operation, and a Python method costs a frame each time.
@@ -117,9 +120,9 @@ class GreenSocket:
         self._read_queued = False
         # A queued resume ran: the loop may still report the readiness it consumed.
         self._read_stale = False
-        # Data was just sent: the next read in a child waits for readiness before trying
-        # (the reply cannot be there yet; a failed recv costs a system call and an
-        # exception).
+        # Data was just sent on a plain socket: the next read in a child waits for
+        # readiness before trying (the reply cannot be there yet; a failed recv costs a
+        # system call and an exception).
         self._awaiting_reply = False
 
     # -- PyMongo's surface ---------------------------------------------------------
@@ -128,13 +131,12 @@ class GreenSocket:
         return self._sock.fileno()
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
-        sock = self._sock
         if self._awaiting_reply:
             self._awaiting_reply = False
             current = _getcurrent()
-            if isinstance(current, Child) and not isinstance(sock, ssl.SSLSocket):
-                if not self._wait_readable(current.hub):
-                    raise _timed_out()
+            if isinstance(current, Child) and not self._wait_readable(current.hub):
+                raise _timed_out()
+        sock = self._sock
         while True:
             try:
                 return sock.recv_into(buffer, nbytes)
@@ -159,7 +161,7 @@ class GreenSocket:
         waiter = Waiter(hub)
         self._read_waiter = waiter
         try:
-            ready: bool = hub.wait(waiter, self._timeout_cell[0])
+            ready: bool = waiter.get(self._timeout_cell[0])
             return ready
         finally:
             self._read_waiter = None
@@ -179,7 +181,7 @@ class GreenSocket:
         if self._read_queued:
             return  # still readable (level-triggered): the resume is already queued
         hub = waiter._hub
-        if hub.may_resume_now():
+        if not hub._resumes and hub._window_open():  # no resume is queued before this one
             waiter.switch(True)
         else:
             # This iteration's work budget is spent: resume on a later one.  The
@@ -206,10 +208,25 @@ class GreenSocket:
                 hub.loop.remove_reader(self._fd)
 
     def sendall(self, data: Any) -> None:
+        sent = 0
+        if type(data) is bytes:
+            # Nearly always one send: the message fits in the socket's buffer.
+            try:
+                sent = self._sock.send(data)
+            except (*_WOULD_BLOCK, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                pass
+            else:
+                if sent == len(data):
+                    self._awaiting_reply = self._plain
+                    return
+        self._send_from(data, sent)
+        self._awaiting_reply = self._plain
+
+    def _send_from(self, data: Any, sent: int) -> None:
+        # The rest of sendall(), from byte ``sent``.
         sock = self._sock
         view = memoryview(data).cast("B")
         total = len(view)
-        sent = 0
         while sent < total:
             try:
                 sent += sock.send(view[sent:])
@@ -220,7 +237,6 @@ class GreenSocket:
                 write = False
             if not wait_fd(self._fd, write, self._timeout_cell[0]):
                 raise _timed_out()
-        self._awaiting_reply = True
 
     def pending(self) -> int:
         sock = self._sock

@@ -92,21 +92,15 @@ class GreenCondition:
         waiter = Waiter(hub)
         entry = _GreenWaiter(waiter, threading.get_ident())
         self._waiters.append(entry)
-        timer = None
-        if timeout is not None:
-            timer = hub.loop.call_later(max(timeout, 0), waiter.switch, False)
         self._lock.release()
         try:
-            notified: bool = waiter.get()
+            notified: bool = waiter.get(None if timeout is None else max(timeout, 0))
         except BaseException:
             # Cancelled: a notification that reached this waiter belongs to the next.
             self._lock.acquire()
             if self._forget(entry):
                 self.notify(1)
             raise
-        finally:
-            if timer is not None:
-                timer.cancel()
         # Other holders are threads or children that never park with the lock held,
         # so this acquire is brief.
         self._lock.acquire()
@@ -197,15 +191,10 @@ class GreenLock:
             if self._lock.acquire(False):
                 self._discard(entry)
                 return True
-            remaining = None if end is None else end - time.monotonic()
-            timer = None
-            if remaining is not None:
-                timer = hub.loop.call_later(max(remaining, 0), waiter.switch, False)
+            remaining = None if end is None else max(end - time.monotonic(), 0)
             try:
-                waiter.get()
+                waiter.get(remaining)
             finally:
-                if timer is not None:
-                    timer.cancel()
                 self._discard(entry)
             if self._lock.acquire(False):
                 return True
