@@ -11,11 +11,11 @@ child greenlet.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import os
 import weakref
 from collections import deque
 from collections.abc import Callable
+from contextvars import copy_context as _copy_context
 from typing import Any, ClassVar
 
 from pymongo import MongoClient
@@ -112,7 +112,7 @@ class Binding:
         if admission is None or TIMEOUT.get() is not None:
             return hub.spawn(fn, *args, **kwargs)
         future = OpFuture(loop=hub.loop)
-        context = contextvars.copy_context()
+        context = _copy_context()
         if not self._waiting and (
             self._active < admission.limit or self._active < admission.refresh_limit()
         ):

@@ -61,6 +61,8 @@ def _plain(values: Iterable[Any]) -> bool:
 
 # Argument types that are never Motor objects.
 _PLAIN_TYPES = frozenset({dict, list, tuple, str, int, float, bool, type(None), bytes})
+# Are all these types plain?  (Of ``map(type, values)``: runs in C, no Python frame.)
+_all_plain = _PLAIN_TYPES.issuperset
 
 
 def unwrap_args(
@@ -86,7 +88,9 @@ class Async(ManifestEntry):
         if wrap is None:
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
-                if args or kwargs:
+                if (args and not _all_plain(map(type, args))) or (
+                    kwargs and not _all_plain(map(type, kwargs.values()))
+                ):
                     args, kwargs = unwrap_args(args, kwargs)
                 return self._binding.call(getattr(self.delegate, name), args, kwargs)
 
