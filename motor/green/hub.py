@@ -149,7 +149,7 @@ class Child(greenlet.greenlet):
             error: BaseException | None = None
             try:
                 try:
-                    result = fn(*args, **kwargs)
+                    result = fn(*args, **kwargs) if kwargs else fn(*args)
                 finally:
                     if release is not None:
                         release()
