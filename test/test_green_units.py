@@ -10,6 +10,7 @@ import socket
 import ssl
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -470,6 +471,33 @@ def test_seam_is_installed() -> None:
         client.close()
     finally:
         server.stop()
+
+
+def test_pool_fork_check_reads_a_cached_pid() -> None:
+    """The pool's fork check gets the process id without a system call, and the cached
+    id is the child's own after fork()."""
+    green_pool.install()
+    pool_os = pymongo.synchronous.pool.os  # type: ignore[attr-defined]
+    assert pool_os is not os
+    assert pool_os.getpid() == os.getpid()
+    assert pool_os.path is os.path
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # the child: report what the pool would see, and leave at once
+        try:
+            os.write(write, f"{pool_os.getpid()} {os.getpid()}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    try:
+        seen, actual = os.read(read, 100).decode().split()
+    finally:
+        os.close(read)
+        os.waitpid(pid, 0)
+    assert seen == actual == str(pid)
+    assert pool_os.getpid() == os.getpid()
 
 
 async def test_srv_lookups_run_in_a_thread(fw: Framework, monkeypatch: pytest.MonkeyPatch) -> None:

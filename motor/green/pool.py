@@ -13,6 +13,9 @@ What it changes, and nothing else:
   :class:`~motor.green.sync.GreenLock`; they behave as plain locks outside children.
 * ``time.sleep`` in PyMongo's retry backoffs becomes :func:`motor.green.sync.sleep`,
   which only differs from :func:`time.sleep` inside a child greenlet.
+* ``os.getpid()`` in ``pymongo.synchronous.pool`` (its fork check, twice per operation)
+  returns a cached process id, refreshed after ``fork()``, instead of making a system
+  call.
 * ``pymongo.synchronous.srv_resolver._resolve`` (dnspython's blocking SRV/TXT lookups
   for ``mongodb+srv://`` URIs) runs in the loop's default executor when called from a
   child, which parks meanwhile.
@@ -30,6 +33,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import operator
+import os as _os
 import ssl
 import time as _time
 import types
@@ -209,6 +213,21 @@ _green_time = types.ModuleType("time", _time.__doc__)
 _green_time.__dict__.update({k: v for k, v in vars(_time).items() if not k.startswith("__")})
 _green_time.sleep = sleep  # type: ignore[attr-defined]
 
+# The os module with a getpid() that reads a cached process id (a C callable, no
+# system call), refreshed in the child after fork(): for the pool's fork check, which
+# runs on every checkout and checkin.
+_pid_cell = [_os.getpid()]
+_green_os = types.ModuleType("os", _os.__doc__)
+_green_os.__dict__.update({k: v for k, v in vars(_os).items() if not k.startswith("__")})
+_green_os.getpid = functools.partial(operator.getitem, _pid_cell, 0)  # type: ignore[attr-defined]
+
+
+def _refresh_pid() -> None:
+    _pid_cell[0] = _os.getpid()
+
+
+_os.register_at_fork(after_in_child=_refresh_pid)
+
 # Modules whose ``time.sleep`` is a retry backoff on an operation's path.
 _SLEEPING_MODULES = (
     pymongo.synchronous.mongo_client,
@@ -275,6 +294,10 @@ def check_pymongo_internals() -> list[str]:
             getattr(module, "time", None) in (_time, _green_time),
             f"{module.__name__} no longer imports the time module as 'time'",
         )
+    need(
+        getattr(_pymongo_pool, "os", None) in (_os, _green_os),
+        "pymongo.synchronous.pool no longer imports the os module as 'os'",
+    )
     timeout_ok = isinstance(TIMEOUT, contextvars.ContextVar)
     if timeout_ok:
         with pymongo.timeout(12.5):
@@ -313,6 +336,7 @@ def install() -> None:
         _srv_resolver._resolve = _green_resolve
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
+    _pymongo_pool.os = _green_os
     _installed = True
 
 
