@@ -61,16 +61,37 @@ class GreenCondition:
     blocking the loop.  Used for the pools' wait queues and for server selection.
     """
 
+    _lock: Any
+
+    def __new__(cls, lock: Any = None) -> GreenCondition:
+        # Entering and leaving a condition is entering and leaving its lock, which
+        # PyMongo's pool does three times per operation.  Each condition gets a class
+        # of its own whose __enter__ and __exit__ are its lock's own methods (C for a
+        # threading.Lock), so ``with condition:`` runs no Python frame.
+        lock = threading.Lock() if lock is None else lock
+        own = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__enter__": staticmethod(lock.__enter__),
+                "__exit__": staticmethod(lock.__exit__),
+                "__module__": cls.__module__,
+            },
+        )
+        condition: GreenCondition = object.__new__(own)
+        condition._lock = lock
+        return condition
+
     def __init__(self, lock: Any = None) -> None:
-        self._lock = threading.Lock() if lock is None else lock
+        # self._lock is set by __new__.
         self.acquire = self._lock.acquire
         self.release = self._lock.release
         self._waiters: deque[_ThreadWaiter | _GreenWaiter] = deque()
 
-    def __enter__(self) -> bool:
+    def __enter__(self) -> bool:  # replaced per instance, see __new__
         return bool(self._lock.__enter__())
 
-    def __exit__(self, *args: Any) -> None:
+    def __exit__(self, *args: Any) -> None:  # replaced per instance, see __new__
         self._lock.__exit__(*args)
 
     def __repr__(self) -> str:
