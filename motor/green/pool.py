@@ -13,6 +13,11 @@ What it changes, and nothing else:
   :class:`~motor.green.sync.GreenLock`; they behave as plain locks outside children.
 * ``time.sleep`` in PyMongo's retry backoffs becomes :func:`motor.green.sync.sleep`,
   which only differs from :func:`time.sleep` inside a child greenlet.
+* ``receive_message`` in ``pymongo.synchronous.pool`` (how a connection reads a reply)
+  reads a green socket with one timed wait per chunk, instead of changing the socket's
+  timeout before and after every chunk; same deadlines, 0.5 s cancellation slices,
+  checks and errors as PyMongo's ``network_layer.receive_message``, which still reads
+  every other socket.
 * ``os.getpid()`` in ``pymongo.synchronous.pool`` (its fork check, twice per operation)
   returns a cached process id, refreshed after ``fork()``, instead of making a system
   call.
@@ -31,10 +36,12 @@ on; :func:`install` refuses to patch (with a readable error) when one has change
 from __future__ import annotations
 
 import contextvars
+import errno
 import functools
 import operator
 import os as _os
 import ssl
+import struct
 import time as _time
 import types
 from typing import Any
@@ -50,7 +57,12 @@ import pymongo.synchronous.cursor_base
 import pymongo.synchronous.mongo_client
 import pymongo.synchronous.pool
 import pymongo.synchronous.srv_resolver
+from pymongo.common import MAX_MESSAGE_SIZE
+from pymongo.compression_support import decompress
+from pymongo.errors import ProtocolError, _OperationCancelled
+from pymongo.message import _UNPACK_REPLY
 from pymongo.network_layer import NetworkingInterface
+from pymongo.socket_checker import _errno_from_exception
 
 from motor.green.hub import Child, _getcurrent
 from motor.green.socket import GreenSocket, connect_timeout, create_connection, tls_handshake
@@ -186,6 +198,94 @@ _socket_interface_dispatch.motor_green = True  # type: ignore[attr-defined]
 
 
 _original_resolve: Any = None
+_original_receive_message: Any = None
+
+# PyMongo's reply reading: header layout, reply parsers, cancellation slice.
+_UNPACK_HEADER = struct.Struct("<iiii").unpack
+_UNPACK_COMPRESSION_HEADER = struct.Struct("<iiB").unpack
+_POLL_TIMEOUT: float = getattr(pymongo.network_layer, "_POLL_TIMEOUT", 0.5)
+_DEADLINE: Any = getattr(pymongo._csot, "DEADLINE", None)
+
+
+def _green_receive_message(
+    conn: Any, request_id: int | None, max_message_size: int = MAX_MESSAGE_SIZE
+) -> Any:
+    """Read one reply from ``conn`` like ``pymongo.network_layer.receive_message``."""
+    sock = conn.conn.conn
+    if type(sock) is not GreenSocket:
+        return _original_receive_message(conn, request_id, max_message_size)
+    if TIMEOUT.get(None):
+        deadline = _DEADLINE.get()
+    else:
+        timeout = sock.gettimeout()
+        deadline = _time.monotonic() + timeout if timeout else None
+    length, _, response_to, op_code = _UNPACK_HEADER(_receive(conn, sock, 16, deadline))
+    if request_id is not None and request_id != response_to:
+        raise ProtocolError(f"Got response id {response_to!r} but expected {request_id!r}")
+    if length <= 16:
+        raise ProtocolError(
+            f"Message length ({length!r}) not longer than standard message header size (16)"
+        )
+    if length > max_message_size:
+        raise ProtocolError(
+            f"Message length ({length!r}) is larger than server max "
+            f"message size ({max_message_size!r})"
+        )
+    if op_code == 2012:
+        if length <= 25:
+            raise ProtocolError(
+                f"Message length ({length!r}) not longer than standard "
+                f"OP_COMPRESSED message header size (25)"
+            )
+        op_code, size, compressor_id = _UNPACK_COMPRESSION_HEADER(_receive(conn, sock, 9, deadline))
+        if size <= 0 or size + 16 > max_message_size:
+            raise ProtocolError(
+                f"Uncompressed message size ({size!r}) is invalid or larger "
+                f"than server max message size ({max_message_size!r})"
+            )
+        data: Any = decompress(
+            _receive(conn, sock, length - 25, deadline), compressor_id, max_message_size - 16
+        )
+    else:
+        data = _receive(conn, sock, length - 16, deadline)
+    unpack_reply = _UNPACK_REPLY.get(op_code)
+    if unpack_reply is None:
+        raise ProtocolError(f"Got opcode {op_code!r} but expected {_UNPACK_REPLY.keys()!r}")
+    return unpack_reply(data)
+
+
+def _receive(conn: Any, sock: GreenSocket, length: int, deadline: float | None) -> memoryview:
+    # Exactly ``length`` bytes.  Waits in slices of at most _POLL_TIMEOUT so that a
+    # cancelled connection (pool cleared with interruptInUseConnections) gives up
+    # within one slice; when the deadline has passed, one last attempt that does not
+    # wait.  SDAM (monitoring) connections wait past their deadline.
+    view = memoryview(bytearray(length))
+    received = 0
+    while received < length:
+        if deadline is None:
+            wait = _POLL_TIMEOUT
+        else:
+            wait = min(deadline - _time.monotonic(), _POLL_TIMEOUT)
+        try:
+            chunk = sock.recv_within(view[received:] if received else view, wait)
+        except TimeoutError:
+            if conn.cancel_context.cancelled:
+                raise _OperationCancelled("operation cancelled") from None
+            if wait <= 0 or (
+                not conn.is_sdam and deadline is not None and deadline < _time.monotonic()
+            ):
+                raise
+            continue
+        except OSError as exc:
+            if conn.cancel_context.cancelled:
+                raise _OperationCancelled("operation cancelled") from None
+            if _errno_from_exception(exc) == errno.EINTR:
+                continue
+            raise
+        if chunk == 0:
+            raise OSError("connection closed")
+        received += chunk
+    return view
 
 
 def _green_resolve(*args: Any, **kwargs: Any) -> Any:
@@ -295,6 +395,17 @@ def check_pymongo_internals() -> list[str]:
             f"{module.__name__} no longer imports the time module as 'time'",
         )
     need(
+        getattr(_pymongo_pool, "receive_message", None)
+        in (pymongo.network_layer.receive_message, _green_receive_message)
+        and "receive_message" in _pymongo_pool.Connection.receive_message.__code__.co_names,
+        "Connection.receive_message no longer calls pymongo.synchronous.pool.receive_message",
+    )
+    need(
+        isinstance(_DEADLINE, contextvars.ContextVar)
+        and getattr(pymongo.network_layer, "_POLL_TIMEOUT", None) == _POLL_TIMEOUT,
+        "pymongo._csot.DEADLINE or pymongo.network_layer._POLL_TIMEOUT changed",
+    )
+    need(
         getattr(_pymongo_pool, "os", None) in (_os, _green_os),
         "pymongo.synchronous.pool no longer imports the os module as 'os'",
     )
@@ -320,7 +431,7 @@ _installed = False
 
 def install() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
-    global _installed, _original_socket_interface, _original_resolve
+    global _installed, _original_socket_interface, _original_resolve, _original_receive_message
     if _installed:
         return
     problems = check_pymongo_internals()
@@ -337,6 +448,10 @@ def install() -> None:
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
+    current = _pymongo_pool.receive_message
+    if current is not _green_receive_message:
+        _original_receive_message = current
+        _pymongo_pool.receive_message = _green_receive_message
     _installed = True
 
 

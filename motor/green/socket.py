@@ -131,37 +131,48 @@ class GreenSocket:
         return self._sock.fileno()
 
     def recv_into(self, buffer: Any, nbytes: int = 0) -> int:
+        return self.recv_within(buffer, self._timeout_cell[0], nbytes)
+
+    def recv_within(self, buffer: Any, timeout: float | None, nbytes: int = 0) -> int:
+        """``recv_into`` with its own ``timeout`` (seconds) instead of the socket's.
+
+        With a timeout of 0 or less it makes one attempt that does not wait.  Raises
+        :class:`TimeoutError` ("timed out") when nothing arrives in time.
+        """
         if self._awaiting_reply:
             self._awaiting_reply = False
-            current = _getcurrent()
-            if isinstance(current, Child) and not self._wait_readable(current.hub):
-                raise _timed_out()
+            if timeout is None or timeout > 0:
+                current = _getcurrent()
+                if isinstance(current, Child) and not self._wait_readable(current.hub, timeout):
+                    raise _timed_out()
         sock = self._sock
         while True:
             try:
                 return sock.recv_into(buffer, nbytes)
             except (*_WOULD_BLOCK, ssl.SSLWantReadError):
+                if timeout is not None and timeout <= 0:
+                    raise _timed_out() from None
                 current = _getcurrent()
                 if isinstance(current, Child):
-                    ready = self._wait_readable(current.hub)
+                    ready = self._wait_readable(current.hub, timeout)
                 else:
-                    ready = wait_fd(self._fd, False, self._timeout_cell[0])
+                    ready = wait_fd(self._fd, False, timeout)
             except ssl.SSLWantWriteError:
-                ready = wait_fd(self._fd, True, self._timeout_cell[0])
+                ready = wait_fd(self._fd, True, timeout)
             if not ready:
                 raise _timed_out()
 
-    def _wait_readable(self, hub: Hub) -> bool:
+    def _wait_readable(self, hub: Hub, timeout: float | None) -> bool:
         # Runs on a child.
         if self._reader_hub is not hub:
             if self._reader_hub is not None:
-                return hub.wait_fd(self._fd, False, self._timeout_cell[0])
+                return hub.wait_fd(self._fd, False, timeout)
             hub.loop.add_reader(self._fd, self._on_readable)
             self._reader_hub = hub
         waiter = Waiter(hub)
         self._read_waiter = waiter
         try:
-            ready: bool = waiter.get(self._timeout_cell[0])
+            ready: bool = waiter.get(timeout)
             return ready
         finally:
             self._read_waiter = None
