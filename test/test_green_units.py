@@ -451,10 +451,16 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.delattr(pymongo.synchronous.pool, "_configured_socket_interface")
     monkeypatch.setattr(pymongo, "version_tuple", (5, 0, 0))
     monkeypatch.setattr(green_pool, "TIMEOUT", contextvars.ContextVar("other"))
+
+    def receive_data(conn: Any, length: int, deadline: float | None) -> Any:
+        return conn.conn.recv_into(bytearray(length))  # no cancellation any more
+
+    monkeypatch.setattr(pymongo.network_layer, "receive_data", receive_data)
     problems = green_pool.check_pymongo_internals()
     assert any("_configured_socket_interface is missing" in p for p in problems), problems
     assert any("tested with 4.20.x" in p for p in problems), problems
     assert any("_csot.TIMEOUT" in p for p in problems), problems
+    assert any("network_layer.receive_data changed" in p for p in problems), problems
 
 
 def test_seam_is_installed() -> None:

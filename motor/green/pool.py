@@ -400,6 +400,19 @@ def check_pymongo_internals() -> list[str]:
         and "receive_message" in _pymongo_pool.Connection.receive_message.__code__.co_names,
         "Connection.receive_message no longer calls pymongo.synchronous.pool.receive_message",
     )
+    # Motor's reader follows PyMongo's: the same header and reply parsing, the same
+    # cancellation (cancel_context) and SDAM rules.  A change there needs a look here.
+    reader = pymongo.network_layer
+    for function, names in (
+        (reader.receive_message, {"receive_data", "_UNPACK_REPLY", "decompress"}),
+        (reader.receive_data, {"cancel_context", "cancelled", "is_sdam", "recv_into"}),
+    ):
+        code = getattr(function, "__code__", None)
+        need(
+            code is not None and names <= set(code.co_names),
+            f"pymongo.network_layer.{function.__name__} changed: "
+            "Motor's reply reader (motor.green.pool._green_receive_message) mirrors it",
+        )
     need(
         isinstance(_DEADLINE, contextvars.ContextVar)
         and getattr(pymongo.network_layer, "_POLL_TIMEOUT", None) == _POLL_TIMEOUT,
