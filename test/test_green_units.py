@@ -222,6 +222,8 @@ async def _one_per_iteration(target: Any) -> None:
     original_defer, original_resume_later = target._defer, target.resume_later
     target._defer = lambda *args: (queued.append(args), original_defer(*args))
     target.resume_later = lambda *args: (queued.append(args), original_resume_later(*args))
+    # A start queued for a later iteration would leave nothing to read: fail, not hang.
+    b.settimeout(5)
     try:
         green = GreenSocket(a, timeout=5)
 
