@@ -118,12 +118,11 @@ class GreenPool(pymongo.synchronous.pool.Pool):
 
 
 class GreenInterface(NetworkingInterface):
-    """PyMongo's socket interface over a :class:`GreenSocket`, with C-level shortcuts.
+    """PyMongo's socket interface over a :class:`GreenSocket`.
 
-    PyMongo's read path calls ``gettimeout``, ``settimeout``, ``recv_into`` and
-    ``get_conn`` on the interface several times per operation; the base class
-    forwards each through a Python method.  Here they are the green socket's own
-    callables (bound once) and a C-level property getter.
+    PyMongo reaches the socket through ``get_conn`` on every send and timeout change; the
+    base class's getter is a Python method, this one a C callable.  (Replies are read by
+    :func:`_green_receive_message`, straight from the green socket.)
     """
 
     get_conn = property(operator.attrgetter("conn"))
@@ -131,9 +130,6 @@ class GreenInterface(NetworkingInterface):
 
     def __init__(self, conn: GreenSocket) -> None:
         super().__init__(conn)  # type: ignore[arg-type]
-        self.gettimeout = conn.gettimeout  # type: ignore[method-assign]
-        self.settimeout = conn.settimeout  # type: ignore[method-assign, assignment]
-        self.recv_into = conn.recv_into  # type: ignore[method-assign]
 
 
 def _green_socket_interface(
@@ -307,19 +303,26 @@ def _green_create_lock() -> GreenLock:
     return GreenLock()
 
 
-# The time module with a green sleep (for PyMongo's retry backoffs): a copy of its
-# namespace, so that time.monotonic() and friends cost a plain attribute lookup.
-_green_time = types.ModuleType("time", _time.__doc__)
-_green_time.__dict__.update({k: v for k, v in vars(_time).items() if not k.startswith("__")})
-_green_time.sleep = sleep  # type: ignore[attr-defined]
+def _module_copy(module: types.ModuleType, **replaced: Any) -> types.ModuleType:
+    """A module whose namespace is a copy of ``module``'s, with some names replaced.
+
+    Installed as a PyMongo module's global (``time``, ``os``), it changes only the
+    replaced functions there, and the others still cost a plain attribute lookup.
+    """
+    copy = types.ModuleType(module.__name__, module.__doc__)
+    copy.__dict__.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+    copy.__dict__.update(replaced)
+    return copy
+
+
+# The time module with a green sleep (for PyMongo's retry backoffs).
+_green_time = _module_copy(_time, sleep=sleep)
 
 # The os module with a getpid() that reads a cached process id (a C callable, no
 # system call), refreshed in the child after fork(): for the pool's fork check, which
 # runs on every checkout and checkin.
 _pid_cell = [_os.getpid()]
-_green_os = types.ModuleType("os", _os.__doc__)
-_green_os.__dict__.update({k: v for k, v in vars(_os).items() if not k.startswith("__")})
-_green_os.getpid = functools.partial(operator.getitem, _pid_cell, 0)  # type: ignore[attr-defined]
+_green_os = _module_copy(_os, getpid=functools.partial(operator.getitem, _pid_cell, 0))
 
 
 def _refresh_pid() -> None:
