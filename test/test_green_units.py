@@ -135,7 +135,7 @@ def fresh_hub(iteration_counting: str) -> Iterator[Any]:
     original = getattr(loop, "_motor_hub", None)
     fresh = hub_module.Hub.__new__(hub_module.Hub)
     if iteration_counting == "markers":
-        fresh._count_polls = lambda: False  # type: ignore[method-assign]
+        fresh._hook_loop = hub_module._LoopClock  # type: ignore[method-assign]
     fresh.__init__(loop)  # type: ignore[misc]
     assert fresh._marks_iterations is (iteration_counting == "markers")
     loop._motor_hub = fresh  # type: ignore[attr-defined]
@@ -179,7 +179,7 @@ async def _burst_of_replies() -> None:
 
         for round_ in (b"one!", b"two!"):
             futures = [hub().spawn(read, green) for green in greens]
-            while any(g._read_waiter is None for g in greens):
+            while any(g._read_waiter is None or g._read_waiter._child is None for g in greens):
                 await asyncio.sleep(0.001)
             for _, b in pairs:
                 b.sendall(round_)

@@ -46,6 +46,8 @@ import asyncio
 import contextvars
 import math
 import os
+import select
+import selectors
 import threading
 import time
 import types
@@ -144,7 +146,6 @@ class Child(greenlet.greenlet):
         # Runs on the child greenlet, for as long as it lives.
         hub = self.hub
         idle = hub._idle
-        finished = hub._finished
         while True:
             error: BaseException | None = None
             try:
@@ -167,7 +168,7 @@ class Child(greenlet.greenlet):
                 if callbacks:
                     for entry in callbacks:
                         future.remove_done_callback(entry[0])
-                    finished.append((future, callbacks))
+                    hub._done = (future, callbacks)
                 if error is not None:
                     future.set_exception(error)
                 else:
@@ -175,7 +176,7 @@ class Child(greenlet.greenlet):
             self.future = None
             future._motor_child = None
             # No frame -> traceback -> frame cycle, and no result, kept while idle.
-            fn = args = kwargs = future = release = result = error = None  # type: ignore[assignment]
+            fn = args = kwargs = future = release = result = error = callbacks = None  # type: ignore[assignment]
             if len(idle) >= MAX_IDLE:
                 return
             idle.append(self)
@@ -217,7 +218,7 @@ class Waiter:
         child.waiter = None
         child.switch(value)
         hub = self._hub
-        if hub._finished:
+        if hub._done is not None:
             hub._run_finished()
 
     def throw(self, exc: BaseException) -> None:
@@ -231,7 +232,7 @@ class Waiter:
         self._child = None
         child.waiter = None
         child.throw(exc)
-        if self._hub._finished:
+        if self._hub._done is not None:
             self._hub._run_finished()
 
     def switch_threadsafe(self, value: Any = None) -> None:
@@ -291,6 +292,133 @@ MAX_IDLE = 256
 WORK_BUDGET = 0.00035
 
 
+class _LoopClock:
+    """A count of an event loop's iterations."""
+
+    __slots__ = ("iteration",)
+
+    def __init__(self) -> None:
+        self.iteration = 0
+
+
+class _GreenReader(asyncio.Handle):
+    """A reader registered by :meth:`Hub.watch_readable`."""
+
+    __slots__ = ()
+    _callback: Callable[[], Any]  # Handle's slot (not in the type stubs)
+
+
+def _epoll_select(selector: Any) -> Callable[..., Any] | None:
+    """A ``select`` method for an :class:`selectors.EpollSelector` that does what the
+    standard library's does with fewer Python steps (the loop polls once per reply).
+
+    None for any other selector, or if the EpollSelector's private attributes it reads
+    are not there.
+    """
+    if type(selector) is not selectors.EpollSelector:
+        return None
+    epoll = getattr(selector, "_selector", None)
+    fd_to_key = getattr(selector, "_fd_to_key", None)
+    if not isinstance(epoll, select.epoll) or not isinstance(fd_to_key, dict):
+        return None
+    poll = epoll.poll
+    get_key = fd_to_key.get
+    ceil = math.ceil
+    epollin = select.EPOLLIN
+    not_in = ~select.EPOLLIN
+    not_out = ~select.EPOLLOUT
+    event_read = selectors.EVENT_READ
+    event_write = selectors.EVENT_WRITE
+
+    def epoll_select(timeout: float | None = None) -> list[tuple[Any, int]]:
+        if timeout is None:
+            timeout = -1
+        elif timeout <= 0:
+            timeout = 0
+        else:
+            # epoll_wait() counts milliseconds: wait at least ``timeout``.
+            timeout = ceil(timeout * 1e3) * 1e-3
+        ready: list[tuple[Any, int]] = []
+        try:
+            fd_event_list = poll(timeout, len(fd_to_key) or 1)
+        except InterruptedError:
+            return ready
+        for fd, event in fd_event_list:
+            key = get_key(fd)
+            if key:
+                if event == epollin:
+                    events = event_read
+                else:
+                    events = 0
+                    if event & not_in:
+                        events |= event_write
+                    if event & not_out:
+                        events |= event_read
+                ready.append((key, events & key.events))
+        return ready
+
+    return epoll_select
+
+
+class _LoopHook:
+    """Installed once per selector event loop as the loop's ``_process_events``.
+
+    The loop calls it once per iteration, with what its poll reported, before it runs
+    the iteration's callbacks.  It counts the iteration, hands the loop's own events
+    to the loop's ``_process_events`` (which queues their callbacks), and then runs
+    the callbacks of ready green readers (:meth:`Hub.watch_readable`) at once: no
+    handle is queued and run for them, the loop's cost per reply.
+    """
+
+    __slots__ = ("_loop", "_loop_process_events", "clock")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, process_events: Callable[..., Any]):
+        self._loop = loop
+        self._loop_process_events = process_events
+        self.clock = _LoopClock()
+        selector = loop._selector  # type: ignore[attr-defined]
+        select = _epoll_select(selector)
+        if select is not None:
+            selector.select = select
+
+    def process_events(self, event_list: list[tuple[Any, int]]) -> None:
+        self.clock.iteration += 1
+        if len(event_list) == 1:  # the common case: one descriptor is ready
+            reader, writer = event_list[0][0].data
+            if reader.__class__ is _GreenReader and writer is None:
+                self._run(reader)
+                return
+        elif not event_list:
+            return
+        readers: list[_GreenReader] = []
+        others: list[tuple[Any, int]] = []
+        for event in event_list:
+            reader, writer = event[0].data
+            if reader.__class__ is _GreenReader and writer is None:
+                readers.append(reader)
+            else:
+                others.append(event)
+        if others:
+            self._loop_process_events(others)
+        for reader in readers:
+            if not reader._cancelled:  # unless removed by an earlier callback
+                self._run(reader)
+
+    def _run(self, reader: _GreenReader) -> None:
+        try:
+            reader._callback()
+        except (SystemExit, KeyboardInterrupt):
+            raise
+        except BaseException as exc:
+            self._loop.call_exception_handler(
+                {
+                    "message": f"Exception in callback {reader._callback!r}",
+                    "exception": exc,
+                    "handle": reader,
+                }
+            )
+
+
 class Hub:
     """Runs child greenlets for one event loop; created by :func:`get_hub`.
 
@@ -303,10 +431,10 @@ class Hub:
     resumes first (they finish operations and free connections), then starts (plain
     tuples, no greenlet yet).
 
-    The budget belongs to a loop iteration, so the hub counts iterations: it wraps the
-    ``select`` of the loop's selector (asyncio's selector event loops, which Tornado
-    uses too), or, on other loops, schedules a marker callback for the next iteration
-    whenever work starts in one.
+    The budget belongs to a loop iteration, so the hub counts iterations: on asyncio's
+    selector event loops (which Tornado uses too) a hook in the loop's event processing
+    counts them (:class:`_LoopHook`); on other loops the hub schedules a marker callback
+    for the next iteration whenever work starts in one.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -315,15 +443,18 @@ class Hub:
         # Work waiting for a later iteration: resumes, then starts.
         self._resumes: deque[tuple[Any, ...]] = deque()
         self._queue: deque[tuple[Any, ...]] = deque()
-        # Loop iterations seen, and the one whose work window ends at _window_end.
-        self._iteration = 0
+        # The loop's iterations (counted by its _LoopHook, or by marker callbacks), and
+        # the one whose work window ends at _window_end.
+        self._selector: Any = None
+        self._clock = self._hook_loop()
+        self._marks_iterations = self._selector is None
         self._window_iteration = -1
         self._window_end = 0.0
-        self._marks_iterations = not self._count_polls()
         self._draining = False
         self._idle: list[Child] = []
-        # Futures a child just resolved, with the done callbacks it took from them.
-        self._finished: deque[tuple[asyncio.Future[Any], list[tuple[Any, Any]]]] = deque()
+        # The future a child just resolved, with the done callbacks it took from it;
+        # taken by the greenlet the child switched back to (Hub._run_finished).
+        self._done: tuple[asyncio.Future[Any], list[tuple[Any, Any]]] | None = None
         self.thread_id = threading.get_ident()
         # Timed waits and their deadlines (time.monotonic()); one loop timer, set for
         # the earliest deadline (_sweep_at), expires them.
@@ -381,9 +512,10 @@ class Hub:
     def _window_open(self) -> bool:
         # Does this loop iteration's work window last?  The first work of an iteration
         # opens it.
-        if self._iteration == self._window_iteration:
+        clock = self._clock
+        if clock.iteration == self._window_iteration:
             return _perf_counter() < self._window_end
-        self._window_iteration = self._iteration
+        self._window_iteration = clock.iteration
         self._window_end = _perf_counter() + WORK_BUDGET
         if self._marks_iterations:
             self.loop.call_soon(self._next_iteration)
@@ -392,22 +524,41 @@ class Hub:
     def _next_iteration(self) -> None:
         # A loop callback scheduled from the previous iteration: runs before the
         # callbacks of this iteration's I/O events.
-        self._iteration += 1
+        self._clock.iteration += 1
 
-    def _count_polls(self) -> bool:
-        # Count iterations by the loop's polls: wrap its selector's select().  False
-        # for loops without one (uvloop, the proactor loop).
-        selector = getattr(self.loop, "_selector", None)
-        select = getattr(selector, "select", None)
-        if select is None:
-            return False
+    def _hook_loop(self) -> _LoopClock:
+        # On an asyncio selector event loop (Tornado's too), install the loop's
+        # _LoopHook (once per loop) and use its clock.  Otherwise (uvloop, the proactor
+        # loop) the hub counts iterations with marker callbacks on a clock of its own.
+        loop = self.loop
+        selector = getattr(loop, "_selector", None)
+        process_events = getattr(loop, "_process_events", None)
+        if selector is None or process_events is None:
+            return _LoopClock()
+        self._selector = selector
+        hook = getattr(loop, "_motor_hook", None)
+        if hook is None:
+            hook = _LoopHook(loop, process_events)
+            loop._motor_hook = hook  # type: ignore[attr-defined]
+            loop._process_events = hook.process_events  # type: ignore[attr-defined]
+        return hook.clock
 
-        def counted_select(timeout: float | None = None) -> Any:
-            self._iteration += 1
-            return select(timeout)
+    def watch_readable(self, fd: int, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` on the hub greenlet whenever ``fd`` is readable.
 
-        selector.select = counted_select  # type: ignore[union-attr]
-        return True
+        Until ``loop.remove_reader(fd)``.  Runs on the loop thread.  On a selector
+        loop the callback runs as soon as the loop's poll reports the descriptor (see
+        :class:`_LoopHook`), rather than as a loop callback later in the iteration.
+        """
+        selector = self._selector
+        if selector is not None:
+            reader = _GreenReader(callback, (), self.loop, None)
+            try:
+                selector.register(fd, selectors.EVENT_READ, (reader, None))
+                return
+            except KeyError:  # registered already, for writing: the loop's own way
+                pass
+        self.loop.add_reader(fd, callback)
 
     def _defer(self, entry: tuple[Any, ...]) -> None:
         # Runs on the loop thread: queue a start for a later iteration.
@@ -474,11 +625,11 @@ class Hub:
         child.future = future
         future._motor_child = child
         child.switch(fn, args, kwargs, future, release)
-        if self._finished:
+        if self._done is not None:
             self._run_finished()
 
     def _run_finished(self) -> None:
-        """Run the done callbacks of the futures children just resolved.
+        """Run the done callbacks of the future a child just resolved.
 
         Runs on the hub greenlet, right after a switch into a child returned.  asyncio
         would schedule them for the next loop iteration; running them here wakes the
@@ -487,27 +638,26 @@ class Hub:
         step, another task cannot be stepped there: the callbacks are scheduled as
         usual.  Errors are reported like those of loop callbacks.
         """
-        finished = self._finished
+        future, callbacks = self._done  # type: ignore[misc]
+        self._done = None
         loop = self.loop
-        in_task = _current_task(loop) is not None
-        while finished:
-            future, callbacks = finished.popleft()
+        if _current_task(loop) is not None:
             for fn, context in callbacks:
-                if in_task:
-                    loop.call_soon(fn, future, context=context)
-                    continue
-                try:
-                    context.run(fn, future)
-                except (SystemExit, KeyboardInterrupt):
-                    raise
-                except BaseException as exc:
-                    loop.call_exception_handler(
-                        {
-                            "message": f"Exception in callback {fn!r}",
-                            "exception": exc,
-                            "future": future,
-                        }
-                    )
+                loop.call_soon(fn, future, context=context)
+            return
+        for fn, context in callbacks:
+            try:
+                context.run(fn, future)
+            except (SystemExit, KeyboardInterrupt):
+                raise
+            except BaseException as exc:
+                loop.call_exception_handler(
+                    {
+                        "message": f"Exception in callback {fn!r}",
+                        "exception": exc,
+                        "future": future,
+                    }
+                )
 
     def cancel_child(self, child: Child, future: asyncio.Future[Any]) -> None:
         """Stop ``child`` at its current wait if it still runs ``future``'s call.

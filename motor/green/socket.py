@@ -114,7 +114,7 @@ class GreenSocket:
         )
         # The hub whose loop watches the descriptor for reading, if any.
         self._reader_hub: Hub | None = None
-        # The child's waiter while a read is parked.
+        # The waiter reads park on (created by the first read that parks).
         self._read_waiter: Waiter | None = None
         # A resume of the parked read waits for the hub's work budget.
         self._read_queued = False
@@ -167,20 +167,20 @@ class GreenSocket:
         if self._reader_hub is not hub:
             if self._reader_hub is not None:
                 return hub.wait_fd(self._fd, False, timeout)
-            hub.loop.add_reader(self._fd, self._on_readable)
+            hub.watch_readable(self._fd, self._on_readable)
             self._reader_hub = hub
-        waiter = Waiter(hub)
-        self._read_waiter = waiter
-        try:
-            ready: bool = waiter.get(timeout)
-            return ready
-        finally:
-            self._read_waiter = None
+        waiter = self._read_waiter
+        if waiter is None or waiter._hub is not hub:
+            # One waiter per socket, reused by every read: it is only ever resumed
+            # while a read is parked on it, so it never keeps a value between reads.
+            waiter = self._read_waiter = Waiter(hub)
+        ready: bool = waiter.get(timeout)
+        return ready
 
     def _on_readable(self) -> None:
         # Runs on the hub greenlet, as a reader callback.
         waiter = self._read_waiter
-        if waiter is None:
+        if waiter is None or waiter._child is None:
             if self._read_stale:
                 # Reported by a poll made before a queued resume read the data.
                 self._read_stale = False
@@ -205,7 +205,7 @@ class GreenSocket:
         self._read_queued = False
         self._read_stale = True
         waiter = self._read_waiter
-        if waiter is not None:
+        if waiter is not None and waiter._child is not None:
             # Possibly a later read than the one that was ready: a spurious wake-up
             # just makes recv_into wait again.
             waiter.switch(True)
