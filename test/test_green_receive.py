@@ -24,7 +24,7 @@ import pytest
 from pymongo.network_layer import NetworkingInterface
 
 from motor.green import pool as green_pool
-from motor.green.hub import get_hub
+from motor.green.hub import SCRATCH_SIZE, get_hub
 from motor.green.socket import GreenSocket
 from test.framework import Framework
 
@@ -85,9 +85,20 @@ def _feed(sock: socket.socket, chunks: list[bytes | float], close: bool) -> thre
 
 DOC = {"ok": 1.0, "cursor": {"firstBatch": [{"x": i, "s": "y" * 100} for i in range(50)]}}
 MESSAGE = _op_msg(DOC)
+DOC2 = {"ok": 1.0, "n": 2}
+# Larger than a hub's scratch buffer, which a child's first read of a reply fills.
+BIG_DOC = {"ok": 1.0, "s": "z" * (3 * SCRATCH_SIZE)}
 
 CASES: dict[str, tuple[list[bytes | float], bool, dict[str, Any]]] = {
     "one piece": ([MESSAGE], False, {}),
+    "two replies in one piece": ([MESSAGE + _op_msg(DOC2)], False, {"reads": 2}),
+    "two replies, the second split": (
+        [MESSAGE + _op_msg(DOC2)[:10], 0.02, _op_msg(DOC2)[10:]],
+        False,
+        {"reads": 2},
+    ),
+    "larger than the scratch buffer": ([_op_msg(BIG_DOC)], False, {}),
+    "compressed, one piece": ([_compressed(MESSAGE)], False, {}),
     "many pieces": (
         [MESSAGE[:5], 0.02, MESSAGE[5:16], 0.02, MESSAGE[16:100], 0.01, MESSAGE[100:]],
         False,
@@ -104,11 +115,34 @@ CASES: dict[str, tuple[list[bytes | float], bool, dict[str, Any]]] = {
 }
 
 
+def _outcomes(read: Any, reads: int) -> list[tuple[str, Any]]:
+    outcomes = []
+    for _ in range(reads):
+        outcomes.append(_outcome(read))
+        if outcomes[-1][0] != "reply":
+            break
+    return outcomes
+
+
+EXPECTED_REPLIES = {
+    "one piece": [[DOC]],
+    "many pieces": [[DOC]],
+    "compressed": [[DOC]],
+    "compressed, one piece": [[DOC]],
+    "two replies in one piece": [[DOC], [DOC2]],
+    "two replies, the second split": [[DOC], [DOC2]],
+    "larger than the scratch buffer": [[BIG_DOC]],
+}
+
+
+@pytest.mark.parametrize("where", ["child", "thread"])
 @pytest.mark.parametrize("case", list(CASES))
-async def test_green_reader_matches_pymongo(fw: Framework, case: str) -> None:
+async def test_green_reader_matches_pymongo(fw: Framework, case: str, where: str) -> None:
+    """In a child (which reads ahead into the hub's scratch buffer) and in a thread."""
     chunks, close, options = CASES[case]
     timeout = options.get("timeout", 5.0)
     max_size = options.get("max_message_size", 48_000_000)
+    reads = options.get("reads", 1)
     green_pool.install()
 
     plain_a, plain_b = socket.socketpair()
@@ -119,25 +153,33 @@ async def test_green_reader_matches_pymongo(fw: Framework, case: str) -> None:
         green = _Conn(green_pool.GreenInterface(GreenSocket(green_a, timeout)))
         feeders = [_feed(plain_b, chunks, close), _feed(green_b, chunks, close)]
 
-        def pymongo_reads() -> Any:
-            return pymongo.network_layer.receive_message(plain, REQUEST_ID, max_size)  # type: ignore[arg-type]
+        def pymongo_reads() -> list[tuple[str, Any]]:
+            return _outcomes(
+                lambda: pymongo.network_layer.receive_message(plain, REQUEST_ID, max_size),  # type: ignore[arg-type]
+                reads,
+            )
 
-        def motor_reads() -> tuple[str, Any]:
-            return _outcome(lambda: green_pool._green_receive_message(green, REQUEST_ID, max_size))
+        def motor_reads() -> list[tuple[str, Any]]:
+            return _outcomes(
+                lambda: green_pool._green_receive_message(green, REQUEST_ID, max_size), reads
+            )
 
         loop = asyncio.get_running_loop()
-        expected = await loop.run_in_executor(None, _outcome, pymongo_reads)
-        got = await get_hub(loop).spawn(motor_reads)
+        expected = await loop.run_in_executor(None, pymongo_reads)
+        if where == "child":
+            got = await get_hub(loop).spawn(motor_reads)
+        else:
+            got = await loop.run_in_executor(None, motor_reads)
         for feeder in feeders:
             feeder.join()
     finally:
         for s in (plain_a, plain_b, green_a, green_b):
             s.close()
     assert got == expected
-    if case in ("one piece", "many pieces", "compressed"):
-        assert expected == ("reply", [DOC])
+    if case in EXPECTED_REPLIES:
+        assert expected == [("reply", docs) for docs in EXPECTED_REPLIES[case]]
     else:
-        assert expected[0] != "reply"
+        assert len(expected) == 1 and expected[0][0] != "reply"
 
 
 async def test_green_reader_gives_up_on_a_cancelled_connection(

@@ -283,6 +283,9 @@ class Waiter:
 # may run a timer slightly early).
 SWEEP_SLACK = 0.001
 
+# The size of each hub's scratch buffer for reading replies (bytes).
+SCRATCH_SIZE = 16384
+
 # How many finished children a hub keeps for reuse.
 MAX_IDLE = 256
 
@@ -452,6 +455,8 @@ class Hub:
         self._window_end = 0.0
         self._draining = False
         self._idle: list[Child] = []
+        # Where children's reads of replies land first (motor.green.pool).
+        self._scratch = memoryview(bytearray(SCRATCH_SIZE))
         # The future a child just resolved, with the done callbacks it took from it;
         # taken by the greenlet the child switched back to (Hub._run_finished).
         self._done: tuple[asyncio.Future[Any], list[tuple[Any, Any]]] | None = None

@@ -198,6 +198,7 @@ _original_receive_message: Any = None
 
 # PyMongo's reply reading: header layout, reply parsers, cancellation slice.
 _UNPACK_HEADER = struct.Struct("<iiii").unpack
+_UNPACK_HEADER_FROM = struct.Struct("<iiii").unpack_from
 _UNPACK_COMPRESSION_HEADER = struct.Struct("<iiB").unpack
 _POLL_TIMEOUT: float = getattr(pymongo.network_layer, "_POLL_TIMEOUT", 0.5)
 _DEADLINE: Any = getattr(pymongo._csot, "DEADLINE", None)
@@ -206,7 +207,14 @@ _DEADLINE: Any = getattr(pymongo._csot, "DEADLINE", None)
 def _green_receive_message(
     conn: Any, request_id: int | None, max_message_size: int = MAX_MESSAGE_SIZE
 ) -> Any:
-    """Read one reply from ``conn`` like ``pymongo.network_layer.receive_message``."""
+    """Read one reply from ``conn`` like ``pymongo.network_layer.receive_message``.
+
+    In a child, the first read takes whatever has arrived, up to
+    :data:`motor.green.hub.SCRATCH_SIZE` bytes (into the hub's scratch buffer): the
+    whole reply, nearly always, in one system call where PyMongo makes two.  Bytes
+    past the end of the reply (the next reply of an exhaust cursor) are kept for the
+    next read.
+    """
     sock = conn.conn.conn
     if type(sock) is not GreenSocket:
         return _original_receive_message(conn, request_id, max_message_size)
@@ -215,7 +223,26 @@ def _green_receive_message(
     else:
         timeout = sock.gettimeout()
         deadline = _time.monotonic() + timeout if timeout else None
-    length, _, response_to, op_code = _UNPACK_HEADER(_receive(conn, sock, 16, deadline))
+    # Bytes received and not consumed yet.
+    got = sock._carry
+    if got is not None:
+        sock._carry = None
+    else:
+        current = _getcurrent()
+        if type(current) is Child:
+            scratch = current.hub._scratch
+            received = _receive_into(conn, sock, scratch, deadline, 1)
+            # Copied out at once: another child may read into the scratch buffer as
+            # soon as this one waits.
+            got = memoryview(scratch[:received].tobytes())
+        else:
+            got = _NOTHING
+    if len(got) >= 16:
+        length, _, response_to, op_code = _UNPACK_HEADER_FROM(got)
+        got = got[16:]
+    else:
+        header, got = _take(conn, sock, got, 16, deadline)
+        length, _, response_to, op_code = _UNPACK_HEADER(header)
     if request_id is not None and request_id != response_to:
         raise ProtocolError(f"Got response id {response_to!r} but expected {request_id!r}")
     if length <= 16:
@@ -233,31 +260,56 @@ def _green_receive_message(
                 f"Message length ({length!r}) not longer than standard "
                 f"OP_COMPRESSED message header size (25)"
             )
-        op_code, size, compressor_id = _UNPACK_COMPRESSION_HEADER(_receive(conn, sock, 9, deadline))
+        compression_header, got = _take(conn, sock, got, 9, deadline)
+        op_code, size, compressor_id = _UNPACK_COMPRESSION_HEADER(compression_header)
         if size <= 0 or size + 16 > max_message_size:
             raise ProtocolError(
                 f"Uncompressed message size ({size!r}) is invalid or larger "
                 f"than server max message size ({max_message_size!r})"
             )
-        data: Any = decompress(
-            _receive(conn, sock, length - 25, deadline), compressor_id, max_message_size - 16
-        )
+        compressed, got = _take(conn, sock, got, length - 25, deadline)
+        data: Any = decompress(compressed, compressor_id, max_message_size - 16)
+    elif len(got) >= length - 16:
+        data = got[: length - 16]
+        got = got[length - 16 :]
     else:
-        data = _receive(conn, sock, length - 16, deadline)
+        data, got = _take(conn, sock, got, length - 16, deadline)
     unpack_reply = _UNPACK_REPLY.get(op_code)
     if unpack_reply is None:
         raise ProtocolError(f"Got opcode {op_code!r} but expected {_UNPACK_REPLY.keys()!r}")
+    if got:
+        sock._carry = got
     return unpack_reply(data)
 
 
-def _receive(conn: Any, sock: GreenSocket, length: int, deadline: float | None) -> memoryview:
-    # Exactly ``length`` bytes.  Waits in slices of at most _POLL_TIMEOUT so that a
-    # cancelled connection (pool cleared with interruptInUseConnections) gives up
-    # within one slice; when the deadline has passed, one last attempt that does not
-    # wait.  SDAM (monitoring) connections wait past their deadline.
-    view = memoryview(bytearray(length))
+_NOTHING = memoryview(b"")
+
+
+def _take(
+    conn: Any, sock: GreenSocket, got: memoryview, size: int, deadline: float | None
+) -> tuple[memoryview, memoryview]:
+    # The next ``size`` bytes, and what remains of ``got``: from ``got`` if it has
+    # them, otherwise ``got`` and then exactly as many more bytes as needed.
+    if len(got) >= size:
+        return got[:size], got[size:]
+    view = memoryview(bytearray(size))
+    have = len(got)
+    if have:
+        view[:have] = got
+    _receive_into(conn, sock, view[have:] if have else view, deadline, size - have)
+    return view, _NOTHING
+
+
+def _receive_into(
+    conn: Any, sock: GreenSocket, view: memoryview, deadline: float | None, at_least: int
+) -> int:
+    # Read into ``view`` until at least ``at_least`` bytes have arrived; how many did.
+    # Waits in slices of at most _POLL_TIMEOUT so that a cancelled connection (pool
+    # cleared with interruptInUseConnections) gives up within one slice; when the
+    # deadline has passed, one last attempt that does not wait.  SDAM (monitoring)
+    # connections wait past their deadline.
     received = 0
-    while received < length:
+    while received < at_least:
         if deadline is None:
             wait = _POLL_TIMEOUT
         else:
@@ -281,7 +333,7 @@ def _receive(conn: Any, sock: GreenSocket, length: int, deadline: float | None) 
         if chunk == 0:
             raise OSError("connection closed")
         received += chunk
-    return view
+    return received
 
 
 def _green_resolve(*args: Any, **kwargs: Any) -> Any:

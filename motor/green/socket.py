@@ -83,6 +83,7 @@ class GreenSocket:
 
     __slots__ = (
         "_awaiting_reply",
+        "_carry",
         "_fd",
         "_plain",
         "_read_queued",
@@ -124,6 +125,9 @@ class GreenSocket:
         # readiness before trying (the reply cannot be there yet; a failed recv costs a
         # system call and an exception).
         self._awaiting_reply = False
+        # Bytes of the next reply that a read of the previous one received (see
+        # motor.green.pool._green_receive_message).
+        self._carry: memoryview | None = None
 
     # -- PyMongo's surface ---------------------------------------------------------
 
