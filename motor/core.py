@@ -107,19 +107,24 @@ class Binding:
         a queue as plain tuples (see :class:`Admission`) instead of as parked
         greenlets in PyMongo's pool wait queue: same order, far less memory.
         """
-        hub = self.hub_for_call()
+        loop = _get_running_loop()
+        if loop is None or loop is not self._usable_loop:
+            hub = self._check(loop)
+            loop = hub.loop
+        else:
+            hub = self.hub  # type: ignore[assignment]
+        future = OpFuture(loop=loop)
+        context = _copy_context()
         admission = self.admission
         if admission is None or TIMEOUT.get() is not None:
-            return hub.spawn(fn, *args, **kwargs)
-        future = OpFuture(loop=hub.loop)
-        context = _copy_context()
-        if not self._waiting and (
-            self._active < admission.limit or self._active < admission.refresh_limit()
+            hub.submit(future, context, fn, args, kwargs)
+        elif self._waiting or (
+            self._active >= admission.limit and self._active >= admission.refresh_limit()
         ):
+            self._waiting.append((fn, args, kwargs, future, context))
+        else:
             self._active += 1
             hub.submit(future, context, fn, args, kwargs, self._admit_next)
-        else:
-            self._waiting.append((fn, args, kwargs, future, context))
         return future
 
     def _admit_next(self) -> None:
