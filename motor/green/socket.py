@@ -263,6 +263,12 @@ class GreenSocket:
         hub = self._reader_hub
         if hub is None:
             self._sock.close()
+        elif hub.pid != os.getpid():
+            # In a child process after fork() (PyMongo closes the parent's connections
+            # there): the loop's poller is shared with the parent, which still watches
+            # the descriptor.  Only close this process's copy.
+            self._reader_hub = None
+            self._sock.close()
         elif threading.get_ident() == hub.thread_id:
             self._unwatch()
             self._sock.close()
