@@ -272,3 +272,45 @@ async def test_sockets_shared_with_pymongo_threads(fw: Framework, server: Any) -
     assert not queue
     assert await coll.count_documents({}) == 13
     await coll.drop()
+
+
+async def test_interrupted_connection_fails_at_once(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pool cleared with interruptInUseConnections (from PyMongo's monitor thread)
+    fails the operation waiting for its reply at once, like PyMongo's sync client:
+    the cancellation wakes the parked read, which needs no polling slice for it (the
+    slice is made longer than the server's delay here)."""
+    from motor.green import pool as green_pool
+
+    server = delayed_find(mockup, 3.0)
+    coll = fw.client(server.uri).db.coll
+    await coll.database.command("ping")
+    monkeypatch.setattr(green_pool, "_POLL_TIMEOUT", 30.0)
+    topology = coll.database.client.delegate._topology
+    pool = next(iter(topology._servers.values())).pool
+    await fw.probe.settle()
+    finding = asyncio.ensure_future(motor_error(coll.find_one()))
+    while not pool.active_contexts or not any(
+        getattr(c, "_sock", None) is not None and c._sock._read_waiter is not None
+        for c in pool.active_contexts
+    ):
+        await asyncio.sleep(0.005)
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    threading.Thread(target=pool.reset, kwargs={"interrupt_connections": True}).start()
+    error = await finding
+    assert time.monotonic() - started < 2.0  # before the server's reply (3 s)
+    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+
+    def sync_interrupted(client: pymongo.MongoClient[Any]) -> None:
+        client.admin.command("ping")
+        sync_pool = next(iter(client._topology._servers.values())).pool
+        resetter = threading.Timer(0.3, sync_pool.reset, kwargs={"interrupt_connections": True})
+        resetter.start()
+        try:
+            client.db.coll.find_one()
+        finally:
+            resetter.join()
+
+    assert error is await sync_error(sync_interrupted, delayed_find(mockup, 3.0).uri)

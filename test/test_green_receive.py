@@ -10,6 +10,7 @@ return the same documents or raise the same error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 import struct
 import threading
@@ -228,3 +229,36 @@ def test_non_green_sockets_use_pymongo_reader(monkeypatch: pytest.MonkeyPatch) -
     finally:
         a.close()
         b.close()
+
+
+async def test_waking_cancellation_needs_no_polling_slice(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Green connections' cancellation contexts wake the parked read (from any thread),
+    and fail reads that start after the cancellation, with PyMongo's
+    _OperationCancelled, although the polling slice is far longer."""
+    green_pool.install()
+    monkeypatch.setattr(green_pool, "_POLL_TIMEOUT", 30.0)
+    loop = asyncio.get_running_loop()
+    hub = get_hub(loop)
+    for when in ("while parked", "before the read"):
+        a, b = socket.socketpair()
+        try:
+            sock = GreenSocket(a, None)
+            conn = _Conn(green_pool.GreenInterface(sock))
+            conn.cancel_context = green_pool._WakingCancellation(sock)
+            if when == "before the read":
+                conn.cancel_context.cancel()
+            started = time.monotonic()
+            reading = hub.spawn(
+                _outcome, functools.partial(green_pool._green_receive_message, conn, REQUEST_ID)
+            )
+            if when == "while parked":
+                while sock._read_waiter is None or sock._read_waiter._child is None:
+                    await asyncio.sleep(0.001)
+                threading.Thread(target=conn.cancel_context.cancel).start()
+            assert await reading == ("_OperationCancelled", "operation cancelled"), when
+            assert time.monotonic() - started < 5
+        finally:
+            a.close()
+            b.close()

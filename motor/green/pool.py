@@ -112,9 +112,38 @@ class GreenPool(pymongo.synchronous.pool.Pool):
     def connect(self, handler: Any = None) -> Any:
         token = _green_connect.set(True)
         try:
-            return super().connect(handler)
+            conn = super().connect(handler)
         finally:
             _green_connect.reset(token)
+        sock = conn.conn.conn
+        if type(sock) is GreenSocket:
+            # A cancellation context that also wakes the socket's parked read, so
+            # that reads in children need no polling slices (see _receive_into).
+            waking = _WakingCancellation(sock)
+            with self.lock:
+                old = conn.cancel_context
+                conn.cancel_context = waking
+                if old in self.active_contexts:
+                    self.active_contexts.discard(old)
+                    self.active_contexts.add(waking)
+                if old.cancelled:
+                    waking.cancel()
+        return conn
+
+
+class _WakingCancellation(getattr(_pool_shared, "_CancellationContext", object)):  # type: ignore[misc]
+    """PyMongo's cancellation context of a connection, which also wakes the read
+    parked on its green socket (a pool cleared with interruptInUseConnections, or the
+    connection closed, from any thread)."""
+
+    def __init__(self, sock: GreenSocket) -> None:
+        super().__init__()
+        self._sock = sock
+        sock._wakes_reads = True
+
+    def cancel(self) -> None:
+        super().cancel()
+        self._sock.cancel_reads()
 
 
 class GreenInterface(NetworkingInterface):
@@ -224,24 +253,28 @@ def _green_receive_message(
         timeout = sock.gettimeout()
         deadline = _time.monotonic() + timeout if timeout else None
     # Bytes received and not consumed yet.
+    current = _getcurrent()
+    if type(current) is Child and sock._wakes_reads:
+        # Cancellation wakes the read (_WakingCancellation): no polling slices.
+        poll_slice = None
+    else:
+        poll_slice = _POLL_TIMEOUT
     got = sock._carry
     if got is not None:
         sock._carry = None
+    elif type(current) is Child:
+        scratch = current.hub._scratch
+        received = _receive_into(conn, sock, scratch, deadline, 1, poll_slice)
+        # Copied out at once: another child may read into the scratch buffer as soon
+        # as this one waits.
+        got = memoryview(scratch[:received].tobytes())
     else:
-        current = _getcurrent()
-        if type(current) is Child:
-            scratch = current.hub._scratch
-            received = _receive_into(conn, sock, scratch, deadline, 1)
-            # Copied out at once: another child may read into the scratch buffer as
-            # soon as this one waits.
-            got = memoryview(scratch[:received].tobytes())
-        else:
-            got = _NOTHING
+        got = _NOTHING
     if len(got) >= 16:
         length, _, response_to, op_code = _UNPACK_HEADER_FROM(got)
         got = got[16:]
     else:
-        header, got = _take(conn, sock, got, 16, deadline)
+        header, got = _take(conn, sock, got, 16, deadline, poll_slice)
         length, _, response_to, op_code = _UNPACK_HEADER(header)
     if request_id is not None and request_id != response_to:
         raise ProtocolError(f"Got response id {response_to!r} but expected {request_id!r}")
@@ -260,20 +293,20 @@ def _green_receive_message(
                 f"Message length ({length!r}) not longer than standard "
                 f"OP_COMPRESSED message header size (25)"
             )
-        compression_header, got = _take(conn, sock, got, 9, deadline)
+        compression_header, got = _take(conn, sock, got, 9, deadline, poll_slice)
         op_code, size, compressor_id = _UNPACK_COMPRESSION_HEADER(compression_header)
         if size <= 0 or size + 16 > max_message_size:
             raise ProtocolError(
                 f"Uncompressed message size ({size!r}) is invalid or larger "
                 f"than server max message size ({max_message_size!r})"
             )
-        compressed, got = _take(conn, sock, got, length - 25, deadline)
+        compressed, got = _take(conn, sock, got, length - 25, deadline, poll_slice)
         data: Any = decompress(compressed, compressor_id, max_message_size - 16)
     elif len(got) >= length - 16:
         data = got[: length - 16]
         got = got[length - 16 :]
     else:
-        data, got = _take(conn, sock, got, length - 16, deadline)
+        data, got = _take(conn, sock, got, length - 16, deadline, poll_slice)
     unpack_reply = _UNPACK_REPLY.get(op_code)
     if unpack_reply is None:
         raise ProtocolError(f"Got opcode {op_code!r} but expected {_UNPACK_REPLY.keys()!r}")
@@ -286,7 +319,12 @@ _NOTHING = memoryview(b"")
 
 
 def _take(
-    conn: Any, sock: GreenSocket, got: memoryview, size: int, deadline: float | None
+    conn: Any,
+    sock: GreenSocket,
+    got: memoryview,
+    size: int,
+    deadline: float | None,
+    poll_slice: float | None,
 ) -> tuple[memoryview, memoryview]:
     # The next ``size`` bytes, and what remains of ``got``: from ``got`` if it has
     # them, otherwise ``got`` and then exactly as many more bytes as needed.
@@ -296,22 +334,28 @@ def _take(
     have = len(got)
     if have:
         view[:have] = got
-    _receive_into(conn, sock, view[have:] if have else view, deadline, size - have)
+    _receive_into(conn, sock, view[have:] if have else view, deadline, size - have, poll_slice)
     return view, _NOTHING
 
 
 def _receive_into(
-    conn: Any, sock: GreenSocket, view: memoryview, deadline: float | None, at_least: int
+    conn: Any,
+    sock: GreenSocket,
+    view: memoryview,
+    deadline: float | None,
+    at_least: int,
+    poll_slice: float | None,
 ) -> int:
     # Read into ``view`` until at least ``at_least`` bytes have arrived; how many did.
-    # Waits in slices of at most _POLL_TIMEOUT so that a cancelled connection (pool
-    # cleared with interruptInUseConnections) gives up within one slice; when the
-    # deadline has passed, one last attempt that does not wait.  SDAM (monitoring)
-    # connections wait past their deadline.
+    # Waits in slices of at most ``poll_slice`` (PyMongo's _POLL_TIMEOUT, or None when
+    # cancellation wakes the read) so that a cancelled connection (pool cleared with
+    # interruptInUseConnections) gives up within one slice; when the deadline has
+    # passed, one last attempt that does not wait.  SDAM (monitoring) connections wait
+    # past their deadline.
     received = 0
     while received < at_least:
         if deadline is None:
-            wait = _POLL_TIMEOUT
+            wait = poll_slice
         else:
             wait = min(deadline - _time.monotonic(), _POLL_TIMEOUT)
         try:
@@ -319,8 +363,9 @@ def _receive_into(
         except TimeoutError:
             if conn.cancel_context.cancelled:
                 raise _OperationCancelled("operation cancelled") from None
-            if wait <= 0 or (
-                not conn.is_sdam and deadline is not None and deadline < _time.monotonic()
+            if wait is not None and (
+                wait <= 0
+                or (not conn.is_sdam and deadline is not None and deadline < _time.monotonic())
             ):
                 raise
             continue
@@ -472,6 +517,21 @@ def check_pymongo_internals() -> list[str]:
         isinstance(_DEADLINE, contextvars.ContextVar)
         and getattr(pymongo.network_layer, "_POLL_TIMEOUT", None) == _POLL_TIMEOUT,
         "pymongo._csot.DEADLINE or pymongo.network_layer._POLL_TIMEOUT changed",
+    )
+    # Cancelling a connection (_CancellationContext.cancel) also wakes its green
+    # socket's parked read: the pool must cancel through the connection's context.
+    context_cls = getattr(_pool_shared, "_CancellationContext", None)
+    cancels = False
+    if context_cls is not None:
+        context = context_cls()
+        context.cancel()
+        cancels = context.cancelled is True and issubclass(_WakingCancellation, context_cls)
+    need(cancels, "pymongo.pool_shared._CancellationContext changed")
+    need(
+        connect_names is not None
+        and {"cancel_context", "active_contexts"} <= set(connect_names.co_names)
+        and {"cancel", "active_contexts"} <= set(pool_cls._reset.__code__.co_names),
+        "Pool no longer cancels connections through conn.cancel_context and Pool.active_contexts",
     )
     need(
         getattr(_pymongo_pool, "os", None) in (_os, _green_os),

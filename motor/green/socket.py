@@ -90,8 +90,10 @@ class GreenSocket:
         "_read_stale",
         "_read_waiter",
         "_reader_hub",
+        "_reads_cancelled",
         "_sock",
         "_timeout_cell",
+        "_wakes_reads",
         "gettimeout",
         "settimeout",
     )
@@ -128,6 +130,10 @@ class GreenSocket:
         # Bytes of the next reply that a read of the previous one received (see
         # motor.green.pool._green_receive_message).
         self._carry: memoryview | None = None
+        # cancel_reads() wakes reads parked in children (the socket belongs to a
+        # connection whose cancellation calls it), and has been called.
+        self._wakes_reads = False
+        self._reads_cancelled = False
 
     # -- PyMongo's surface ---------------------------------------------------------
 
@@ -166,8 +172,30 @@ class GreenSocket:
             if not ready:
                 raise _timed_out()
 
+    def cancel_reads(self) -> None:
+        """Make reads in children fail with "timed out", now and later (any thread).
+
+        Called when PyMongo cancels the socket's connection; its reader then raises
+        PyMongo's cancellation error.
+        """
+        self._reads_cancelled = True
+        hub = self._reader_hub
+        if hub is not None and hub.pid == os.getpid():
+            try:
+                hub.loop.call_soon_threadsafe(self._wake_cancelled)
+            except RuntimeError:  # the loop is closed
+                pass
+
+    def _wake_cancelled(self) -> None:
+        # Runs on the hub greenlet.
+        waiter = self._read_waiter
+        if waiter is not None and waiter._child is not None:
+            waiter.switch(False)
+
     def _wait_readable(self, hub: Hub, timeout: float | None) -> bool:
         # Runs on a child.
+        if self._reads_cancelled:
+            return False
         if self._reader_hub is not hub:
             if self._reader_hub is not None:
                 return hub.wait_fd(self._fd, False, timeout)
