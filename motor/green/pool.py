@@ -228,6 +228,8 @@ _original_receive_message: Any = None
 # PyMongo's reply reading: header layout, reply parsers, cancellation slice.
 _UNPACK_HEADER = struct.Struct("<iiii").unpack
 _UNPACK_HEADER_FROM = struct.Struct("<iiii").unpack_from
+# OP_MSG's parser (2013: the opcode of every reply to a modern request).
+_UNPACK_OP_MSG: Any = _UNPACK_REPLY.get(2013)
 _UNPACK_COMPRESSION_HEADER = struct.Struct("<iiB").unpack
 _POLL_TIMEOUT: float = getattr(pymongo.network_layer, "_POLL_TIMEOUT", 0.5)
 _DEADLINE: Any = getattr(pymongo._csot, "DEADLINE", None)
@@ -265,6 +267,17 @@ def _green_receive_message(
     elif type(current) is Child:
         scratch = current.hub._scratch
         received = _receive_into(conn, sock, scratch, deadline, 1, poll_slice)
+        if received >= 16:
+            length, _, response_to, op_code = _UNPACK_HEADER_FROM(scratch)
+            if (
+                16 < received == length
+                and op_code == 2013
+                and response_to == request_id
+                and length <= max_message_size
+            ):
+                # The common case: exactly one whole OP_MSG reply, which passes
+                # every check below.
+                return _UNPACK_OP_MSG(memoryview(scratch[16:length].tobytes()))
         # Copied out at once: another child may read into the scratch buffer as soon
         # as this one waits.
         got = memoryview(scratch[:received].tobytes())
@@ -513,6 +526,10 @@ def check_pymongo_internals() -> list[str]:
             f"pymongo.network_layer.{function.__name__} changed: "
             "Motor's reply reader (motor.green.pool._green_receive_message) mirrors it",
         )
+    need(
+        _UNPACK_OP_MSG is not None and list(_UNPACK_REPLY) == [2013],
+        "pymongo.message._UNPACK_REPLY no longer parses exactly OP_MSG (2013) replies",
+    )
     need(
         isinstance(_DEADLINE, contextvars.ContextVar)
         and getattr(pymongo.network_layer, "_POLL_TIMEOUT", None) == _POLL_TIMEOUT,
