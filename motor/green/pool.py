@@ -14,10 +14,13 @@ What it changes, and nothing else:
 * ``time.sleep`` in PyMongo's retry backoffs becomes :func:`motor.green.sync.sleep`,
   which only differs from :func:`time.sleep` inside a child greenlet.
 * ``receive_message`` in ``pymongo.synchronous.pool`` (how a connection reads a reply)
-  reads a green socket with one timed wait per chunk, instead of changing the socket's
-  timeout before and after every chunk; same deadlines, 0.5 s cancellation slices,
-  checks and errors as PyMongo's ``network_layer.receive_message``, which still reads
-  every other socket.
+  reads a green socket with one wait per chunk, instead of changing the socket's timeout
+  before and after every chunk, and in a child reads the whole reply at once when it has
+  arrived; same deadlines, checks and errors as PyMongo's
+  ``network_layer.receive_message``, which still reads every other socket.
+* ``GreenPool.connect`` gives each green connection a cancellation context (PyMongo's
+  ``_CancellationContext``) that also wakes the read parked on its socket, so reads in
+  children need none of PyMongo's 0.5 s cancellation slices; reads elsewhere keep them.
 * ``os.getpid()`` in ``pymongo.synchronous.pool`` (its fork check, twice per operation)
   returns a cached process id, refreshed after ``fork()``, instead of making a system
   call.
