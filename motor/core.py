@@ -3,9 +3,9 @@
 Each class mirrors one PyMongo class (``__pymongo_class__``) through manifest lines
 (see :mod:`motor.metaprogramming`).  The concrete classes users import live in
 :mod:`motor.motor_asyncio` and :mod:`motor.motor_tornado`; they differ only in their
-``_framework``.  All I/O goes through :meth:`Binding.hub_for_call`, which checks the
-calling thread and loop, and the hub (:mod:`motor.green.hub`) that runs PyMongo in a
-child greenlet.
+``_framework``.  All I/O first checks the calling thread and loop
+(:meth:`Binding.hub_for_call`; :meth:`Binding.call` makes the same check inline), then
+goes through the hub (:mod:`motor.green.hub`) that runs PyMongo in a child greenlet.
 """
 
 from __future__ import annotations
@@ -107,13 +107,13 @@ class Binding:
         a queue as plain tuples (see :class:`Admission`) instead of as parked
         greenlets in PyMongo's pool wait queue: same order, far less memory.
         """
+        # hub_for_call(), without a call: this runs for every operation.
         loop = _get_running_loop()
-        if loop is None or loop is not self._usable_loop:
-            hub = self._check(loop)
-            loop = hub.loop
+        if loop is not None and loop is self._usable_loop:
+            hub: Hub = self.hub  # type: ignore[assignment]
         else:
-            hub = self.hub  # type: ignore[assignment]
-        future = OpFuture(loop=loop)
+            hub = self._check(loop)
+        future = OpFuture(loop=hub.loop)
         context = _copy_context()
         admission = self.admission
         if admission is None or TIMEOUT.get() is not None:

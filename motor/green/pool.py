@@ -257,13 +257,13 @@ def _green_receive_message(
     else:
         timeout = sock.gettimeout()
         deadline = _time.monotonic() + timeout if timeout else None
-    # Bytes received and not consumed yet.
     current = _getcurrent()
     if type(current) is Child and sock._wakes_reads:
         # Cancellation wakes the read (_WakingCancellation): no polling slices.
         poll_slice = None
     else:
         poll_slice = _POLL_TIMEOUT
+    # Bytes received and not consumed yet.
     got = sock._carry
     if got is not None:
         sock._carry = None
