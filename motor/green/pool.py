@@ -286,12 +286,8 @@ def _green_receive_message(
         got = memoryview(scratch[:received].tobytes())
     else:
         got = _NOTHING
-    if len(got) >= 16:
-        length, _, response_to, op_code = _UNPACK_HEADER_FROM(got)
-        got = got[16:]
-    else:
-        header, got = _take(conn, sock, got, 16, deadline, poll_slice)
-        length, _, response_to, op_code = _UNPACK_HEADER(header)
+    header, got = _take(conn, sock, got, 16, deadline, poll_slice)
+    length, _, response_to, op_code = _UNPACK_HEADER(header)
     if request_id is not None and request_id != response_to:
         raise ProtocolError(f"Got response id {response_to!r} but expected {request_id!r}")
     if length <= 16:
@@ -318,9 +314,6 @@ def _green_receive_message(
             )
         compressed, got = _take(conn, sock, got, length - 25, deadline, poll_slice)
         data: Any = decompress(compressed, compressor_id, max_message_size - 16)
-    elif len(got) >= length - 16:
-        data = got[: length - 16]
-        got = got[length - 16 :]
     else:
         data, got = _take(conn, sock, got, length - 16, deadline, poll_slice)
     unpack_reply = _UNPACK_REPLY.get(op_code)

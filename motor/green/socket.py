@@ -182,15 +182,15 @@ class GreenSocket:
         hub = self._reader_hub
         if hub is not None and hub.pid == os.getpid():
             try:
-                hub.loop.call_soon_threadsafe(self._wake_cancelled)
+                hub.loop.call_soon_threadsafe(self._switch_parked_read, False)
             except RuntimeError:  # the loop is closed
                 pass
 
-    def _wake_cancelled(self) -> None:
-        # Runs on the hub greenlet.
+    def _switch_parked_read(self, ready: bool) -> None:
+        # Runs on the hub greenlet: resume the read parked on this socket, if any.
         waiter = self._read_waiter
         if waiter is not None and waiter._child is not None:
-            waiter.switch(False)
+            waiter.switch(ready)
 
     def _wait_readable(self, hub: Hub, timeout: float | None) -> bool:
         # Runs on a child.
@@ -236,11 +236,9 @@ class GreenSocket:
         # Runs on the hub greenlet, from the hub's queue of resumes.
         self._read_queued = False
         self._read_stale = True
-        waiter = self._read_waiter
-        if waiter is not None and waiter._child is not None:
-            # Possibly a later read than the one that was ready: a spurious wake-up
-            # just makes recv_into wait again.
-            waiter.switch(True)
+        # Possibly a later read than the one that was ready: a spurious wake-up just
+        # makes recv_into wait again.
+        self._switch_parked_read(True)
 
     def _unwatch(self) -> None:
         # Runs on the hub's loop thread.
