@@ -1,7 +1,9 @@
 """The green core keeps the loop running in every place PyMongo can block.
 
-Each scenario runs under asyncio and Tornado with the loop-stall probe, asserts the
-longest gap stays under ``MAX_STALL``, and checks that Motor raises the same PyMongo
+Each scenario runs under asyncio and Tornado with the loop-stall probe, asserts that the
+loop's thread never worked longer than ``MAX_STALL`` between two ticks (the probe's
+``max_busy``: waiting cannot hide there, since Motor's green primitives refuse to block
+a running loop's thread), and checks that Motor raises the same PyMongo
 exception class as PyMongo's sync client in the same situation (the sync client runs
 in a worker thread, so it does not disturb the probe).
 """
@@ -101,7 +103,7 @@ async def test_first_operation_connects_without_stall(fw: Framework, server: Any
     coll = client.motor_test.first_op
     result = await coll.insert_one({"x": 1})
     assert (await coll.find_one({"_id": result.inserted_id}))["x"] == 1
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     await coll.drop()
 
 
@@ -113,7 +115,7 @@ async def test_200_concurrent_find_one_over_10_connections(fw: Framework, server
     await fw.probe.settle()
     docs = await asyncio.gather(*[coll.find_one({"_id": 1}) for _ in range(200)])
     assert docs == [{"_id": 1}] * 200
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     counters = pool_counters(client)
     assert counters["active_sockets"] == 0 and counters["requests"] == 0, counters
     assert len(client.delegate._topology._servers) == 1
@@ -128,7 +130,7 @@ async def test_server_selection_against_closed_port(fw: Framework) -> None:
     uri = f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=500"
     await fw.probe.settle()
     error = await motor_error(fw.client(uri).db.coll.find_one())
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     assert error is ServerSelectionTimeoutError
     assert error is await sync_error(lambda c: c.db.coll.find_one(), uri)
 
@@ -146,7 +148,7 @@ async def test_connect_never_answered(
     started = time.monotonic()
     error = await motor_error(fw.client(motor_uri).db.coll.find_one())
     assert time.monotonic() - started >= 0.4  # it did wait for the connect timeout
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     assert error is NetworkTimeout
     assert error is await sync_error(lambda c: c.db.coll.find_one(), sync_uri)
 
@@ -158,7 +160,7 @@ async def test_reply_later_than_socket_timeout(fw: Framework, mockup: Any) -> No
     await coll.database.command("ping")
     await fw.probe.settle()
     error = await motor_error(coll.find_one())
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     assert error is NetworkTimeout
     # A server of its own: the first one still sleeps on Motor's abandoned request.
     sync_uri = f"{delayed_find(mockup, 2.0).uri}/?socketTimeoutMS=500"
@@ -172,7 +174,7 @@ async def test_reply_later_than_csot_timeout(fw: Framework, mockup: Any) -> None
     await fw.probe.settle()
     with pymongo.timeout(0.5):
         error = await motor_error(coll.find_one())
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
 
     def sync_find(client: pymongo.MongoClient[Any]) -> None:
         client.admin.command("ping")
@@ -187,7 +189,7 @@ async def test_tls_handshake(fw: Framework, tls_server: Any) -> None:
     await fw.probe.settle()
     client = fw.client(tls_server.uri, tls=True, tlsCAFile=tls_server.ca_file)
     assert (await client.admin.command("ping"))["ok"] == 1
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     conn = next(iter(client.delegate._topology._servers.values())).pool.conns[0]
     assert conn.conn.get_conn.sock.version().startswith("TLS")
 
@@ -200,7 +202,7 @@ async def test_tls_untrusted_certificate(fw: Framework, tls_server: Any) -> None
     client = fw.client(uri)
     await fw.probe.settle()
     error = await motor_error(client.admin.command("ping"))
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     assert error is ServerSelectionTimeoutError
     assert error is await sync_error(lambda c: c.admin.command("ping"), uri)
 
@@ -214,7 +216,7 @@ async def test_pool_exhausted(fw: Framework, mockup: Any) -> None:
     holder = asyncio.ensure_future(coll.find_one())
     await asyncio.sleep(0.05)
     error = await motor_error(coll.database.command("ping"))
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
     assert error is WaitQueueTimeoutError
     assert (await holder) == {"_id": 1}
 
@@ -241,7 +243,7 @@ async def test_close_does_not_stall(fw: Framework, server: Any) -> None:
     assert (await cursor.next())["i"] == 0  # a live server-side cursor
     await fw.probe.settle()
     await client.close()
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
 
 
 async def test_sockets_shared_with_pymongo_threads(fw: Framework, server: Any) -> None:
@@ -301,7 +303,7 @@ async def test_interrupted_connection_fails_at_once(
     threading.Thread(target=pool.reset, kwargs={"interrupt_connections": True}).start()
     error = await finding
     assert time.monotonic() - started < 2.0  # before the server's reply (3 s)
-    assert fw.probe.max_gap < MAX_STALL, fw.probe.max_gap
+    assert fw.probe.max_busy < MAX_STALL, fw.probe.max_busy
 
     def sync_interrupted(client: pymongo.MongoClient[Any]) -> None:
         client.admin.command("ping")

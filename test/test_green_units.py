@@ -50,7 +50,7 @@ async def test_green_recv_parks_and_times_out(
     asyncio.get_running_loop().call_later(0.05, b.sendall, b"hello")
     assert await hub().spawn(green.recv_into, buf) == 5
     assert bytes(buf) == b"hello"
-    assert fw.probe.max_gap < 0.010
+    assert fw.probe.max_busy < 0.010, fw.probe.max_busy
     assert fw.probe.ticks > 100  # the loop kept ticking while the child waited
 
 
@@ -410,7 +410,7 @@ async def test_lock_held_across_a_wait(fw: Framework) -> None:
     second = hub().spawn(contender)
     await asyncio.gather(first, second)
     assert order == ["holder in", "holder out", "contender in"]
-    assert fw.probe.max_gap < 0.010
+    assert fw.probe.max_busy < 0.010, fw.probe.max_busy
     assert not lock.locked()
 
 
@@ -528,4 +528,4 @@ async def test_srv_lookups_run_in_a_thread(fw: Framework, monkeypatch: pytest.Mo
     await fw.probe.settle()
     assert await hub().spawn(srv_resolver._resolve, "_mongodb._tcp.example", "SRV") == "answer"
     assert calls and calls[0] != threading.current_thread().name
-    assert fw.probe.max_gap < 0.010
+    assert fw.probe.max_busy < 0.010, fw.probe.max_busy
