@@ -12,6 +12,7 @@ __all__ = [
     "ClientClosedError",
     "ForkedClientError",
     "MotorMisuseError",
+    "WouldBlockError",
     "WrongLoopError",
     "WrongThreadError",
 ]
@@ -35,3 +36,16 @@ class ClientClosedError(MotorMisuseError, InvalidOperation):
 
 class ForkedClientError(MotorMisuseError, InvalidOperation):
     """A client created before ``fork()`` was used in the child process."""
+
+
+class WouldBlockError(MotorMisuseError, InvalidOperation):
+    """A synchronous call would have had to wait for the network on a running event
+    loop's thread.
+
+    Motor runs every operation that waits in a child greenlet, which parks instead of
+    blocking.  Code that reaches a Motor client's sockets, conditions or locks on the
+    loop's thread *outside* such a greenlet (a property such as
+    :attr:`~motor.motor_asyncio.AsyncIOMotorClient.address` read before the client
+    knows its server, or a synchronous method called on ``client.delegate``) would
+    block every other task of the loop: Motor raises this instead.
+    """

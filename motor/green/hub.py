@@ -65,6 +65,7 @@ __all__ = [
     "current_child",
     "get_hub",
     "in_child",
+    "refuse_to_block",
 ]
 
 T = TypeVar("T")
@@ -769,3 +770,21 @@ def current_child() -> Child | None:
 def in_child() -> bool:
     """True when the calling code runs in a child greenlet and may park."""
     return isinstance(_getcurrent(), Child)
+
+
+def refuse_to_block(what: str) -> None:
+    """Raise :class:`~motor.errors.WouldBlockError` if this thread runs an event loop.
+
+    Called by the green primitives just before they would block the calling thread
+    (outside a child greenlet): that is right for PyMongo's background threads and for
+    code with no loop running, but on a running loop's thread it would stall every task
+    of the loop, so the wait is refused instead.  ``what`` names the wait.
+    """
+    if _get_running_loop() is not None:
+        from motor.errors import WouldBlockError
+
+        raise WouldBlockError(
+            f"Waiting for {what} here would block the running event loop: this code runs "
+            "on the loop's thread outside a Motor operation.  Use Motor's asynchronous "
+            "methods (with await) for anything that waits for the server."
+        )

@@ -67,7 +67,7 @@ from pymongo.message import _UNPACK_REPLY
 from pymongo.network_layer import NetworkingInterface
 from pymongo.socket_checker import _errno_from_exception
 
-from motor.green.hub import Child, _getcurrent
+from motor.green.hub import Child, _getcurrent, refuse_to_block
 from motor.green.socket import GreenSocket, connect_timeout, create_connection, tls_handshake
 from motor.green.sync import GreenCondition, GreenLock, sleep
 
@@ -399,6 +399,7 @@ def _green_resolve(*args: Any, **kwargs: Any) -> Any:
             None, functools.partial(_original_resolve, *args, **kwargs)
         )
         return hub.wait_future(future)
+    refuse_to_block("a DNS SRV/TXT lookup")
     return _original_resolve(*args, **kwargs)
 
 

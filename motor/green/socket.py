@@ -34,7 +34,7 @@ from typing import Any, cast
 from pymongo import _csot
 from pymongo.errors import ConfigurationError, ConnectionFailure
 
-from motor.green.hub import Child, Hub, Waiter, _getcurrent
+from motor.green.hub import Child, Hub, Waiter, _getcurrent, refuse_to_block
 
 __all__ = [
     "GreenSocket",
@@ -62,6 +62,8 @@ def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
     current = _getcurrent()
     if isinstance(current, Child):
         return current.hub.wait_fd(fd, write, timeout)
+    if timeout is None or timeout > 0:
+        refuse_to_block("a socket")
     poller = select.poll()
     poller.register(fd, _POLLOUT if write else _POLLIN)
     ms = None if timeout is None else max(int(timeout * 1000 + 0.999), 0)
@@ -379,6 +381,7 @@ def resolve(host: str, port: int, family: int, timeout: float | None) -> list[An
             hub.loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
         )
         return hub.wait_future(future, timeout)
+    refuse_to_block(f"a DNS lookup of {host!r}")
     return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM)
 
 

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import Any
 
-from motor.green.hub import Child, Waiter, _getcurrent
+from motor.green.hub import Child, Waiter, _getcurrent, refuse_to_block
 
 __all__ = ["GreenCondition", "GreenLock", "sleep"]
 
@@ -141,6 +141,8 @@ class GreenCondition:
         return False
 
     def _wait_thread(self, timeout: float | None) -> bool:
+        if timeout is None or timeout > 0:
+            refuse_to_block("a connection or a server")
         entry = _ThreadWaiter()
         self._waiters.append(entry)
         self._lock.release()
@@ -201,6 +203,8 @@ class GreenLock:
             return False
         current = _getcurrent()
         if not isinstance(current, Child):
+            if timeout != 0:
+                refuse_to_block("a cursor's connection")
             return self._lock.acquire(True, timeout)
         end = None if timeout < 0 else time.monotonic() + timeout
         hub = current.hub
@@ -253,4 +257,6 @@ def sleep(seconds: float) -> None:
     if isinstance(current, Child):
         current.hub.sleep(seconds)
     else:
+        if seconds > 0:
+            refuse_to_block("a retry backoff")
         time.sleep(seconds)
