@@ -3,11 +3,43 @@
 Motor runs PyMongo's synchronous driver in greenlets that yield to the event loop
 whenever PyMongo would block.  Import the classes for your framework from
 :mod:`motor.motor_asyncio` (``AsyncIOMotorClient``) or :mod:`motor.motor_tornado`
-(``MotorClient``).
+(``MotorClient``).  As in Motor 3.x, the Tornado classes are also exported from this
+package (``motor.MotorClient``) when Tornado is installed.
 """
 
 from motor._version import __version__
 
 version = __version__
 
-__all__ = ["__version__", "version"]
+
+def _version_tuple(text: str) -> tuple[int | str, ...]:
+    parts: list[int | str] = []
+    for piece in text.split("."):
+        digits = ""
+        while piece and piece[0].isdigit():
+            digits, piece = digits + piece[0], piece[1:]
+        if digits:
+            parts.append(int(digits))
+        if piece:
+            parts.append(piece.lstrip("-+"))
+    return tuple(parts)
+
+
+#: The version as a tuple, for instance ``(0, 1, 0, "dev0")``.
+version_tuple = _version_tuple(__version__)
+
+
+def get_version_string() -> str:
+    """The version, as a string (Motor 3.x compatibility)."""
+    return __version__
+
+
+try:
+    import tornado  # noqa: F401
+except ImportError:  # pragma: no cover - Tornado is a dependency; kept optional here
+    __all__ = ["__version__", "get_version_string", "version", "version_tuple"]
+else:
+    from motor.motor_tornado import *  # noqa: F403
+    from motor.motor_tornado import __all__ as _tornado_all
+
+    __all__ = ["__version__", "get_version_string", "version", "version_tuple", *_tornado_all]

@@ -3,46 +3,56 @@
 Each class mirrors one PyMongo class (``__pymongo_class__``) through manifest lines
 (see :mod:`motor.metaprogramming`).  The concrete classes users import live in
 :mod:`motor.motor_asyncio` and :mod:`motor.motor_tornado`; they differ only in their
-``_framework``.  All I/O first checks the calling thread and loop
-(:meth:`Binding.hub_for_call`; :meth:`Binding.call` makes the same check inline), then
-goes through the hub (:mod:`motor.green.hub`) that runs PyMongo in a child greenlet.
+``_framework``.  This module holds the client, database and collection;
+:mod:`motor.cursors` the cursors and change streams, :mod:`motor.sessions` the session
+and :mod:`motor.encryption` explicit encryption.
+
+All I/O first checks the calling thread and loop (:meth:`Binding.hub_for_call`;
+:meth:`Binding.call` makes the same check inline), then goes through the hub
+(:mod:`motor.green.hub`) that runs PyMongo in a child greenlet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
+import warnings
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from contextvars import ContextVar
 from contextvars import copy_context as _copy_context
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
+import pymongo.synchronous.client_session
 from pymongo import MongoClient
 from pymongo.driver_info import DriverInfo
 from pymongo.synchronous.collection import Collection
-from pymongo.synchronous.command_cursor import CommandCursor
-from pymongo.synchronous.cursor import Cursor
 from pymongo.synchronous.database import Database
 
 from motor._version import __version__
 from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
 from motor.green.hub import Hub, OpFuture, get_hub
 from motor.green.pool import TIMEOUT, client_hooks
-from motor.metaprogramming import Async, Chain, Delegate, ManifestEntry, ReadOnly
+from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, mirror
 
 __all__ = [
     "AgnosticBase",
     "AgnosticClient",
     "AgnosticCollection",
-    "AgnosticCommandCursor",
-    "AgnosticCursor",
     "AgnosticDatabase",
     "Binding",
     "Framework",
+    "current_loop",
 ]
 
 _get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
+
+# The session bound with ClientSession.bind() in the caller's context, if any.
+_BOUND_SESSION: ContextVar[Any] | None = getattr(
+    pymongo.synchronous.client_session, "_SESSION", None
+)
 
 
 class Framework:
@@ -58,12 +68,41 @@ class Framework:
         """The asyncio loop behind the framework's ``io_loop`` argument."""
         raise NotImplementedError
 
+    def io_loop_for(self, loop: asyncio.AbstractEventLoop) -> Any:
+        """The framework's loop object (``io_loop``) running on the asyncio ``loop``."""
+        raise NotImplementedError
+
+
+def current_loop(create: bool = False) -> asyncio.AbstractEventLoop | None:
+    """The event loop running in this thread, else the thread's current loop.
+
+    The current loop is the one :func:`asyncio.set_event_loop` set (Tornado's
+    ``IOLoop.current()`` is backed by it); asyncio creates one for the main thread on
+    first use.  With ``create``, a thread without one gets a new loop, made current,
+    as :func:`asyncio.get_event_loop` did for Motor 3.7.1.  None if there is none.
+    """
+    loop = _get_running_loop()
+    if loop is not None:
+        return loop
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns when this creates the main thread's loop.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+    except RuntimeError:
+        loop = None
+    if loop is None and create:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+    return loop
+
 
 class Binding:
     """The event loop a client (and everything made from it) is bound to.
 
     Bound at construction with ``io_loop=``, otherwise to the loop running the first
-    operation.  Databases, collections and cursors share their client's binding.
+    operation (or, for a call made while no loop runs, the thread's current loop).
+    Databases, collections and cursors share their client's binding.
     """
 
     __slots__ = (
@@ -105,7 +144,9 @@ class Binding:
 
         Operations beyond what the client's connection pools can serve at once wait in
         a queue as plain tuples (see :class:`Admission`) instead of as parked
-        greenlets in PyMongo's pool wait queue: same order, far less memory.
+        greenlets in PyMongo's pool wait queue: same order, far less memory.  Called
+        on the loop's thread while the loop is not running, the call is queued for
+        when it runs.
         """
         # hub_for_call(), without a call: this runs for every operation.
         loop = _get_running_loop()
@@ -113,6 +154,8 @@ class Binding:
             hub: Hub = self.hub  # type: ignore[assignment]
         else:
             hub = self._check(loop)
+            if loop is None:
+                return self._call_later(hub, fn, args, kwargs)
         future = OpFuture(loop=hub.loop)
         context = _copy_context()
         admission = self.admission
@@ -121,10 +164,53 @@ class Binding:
         elif self._waiting or (
             self._active >= admission.limit and self._active >= admission.refresh_limit()
         ):
-            self._waiting.append((fn, args, kwargs, future, context))
+            if _in_transaction(kwargs):
+                # May need the connection its transaction holds: never behind others.
+                hub.submit(future, context, fn, args, kwargs)
+            else:
+                self._waiting.append((fn, args, kwargs, future, context))
         else:
             self._active += 1
             hub.submit(future, context, fn, args, kwargs, self._admit_next)
+        return future
+
+    def call_unqueued(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        """Like :meth:`call`, but never waits in the admission queue.
+
+        For operations that continue something holding a connection (the ``getMore``
+        of a cursor pinned to its connection): the admitted operations may be the ones
+        waiting for that connection.
+        """
+        loop = _get_running_loop()
+        if loop is not None and loop is self._usable_loop:
+            hub: Hub = self.hub  # type: ignore[assignment]
+        else:
+            hub = self._check(loop)
+        future = OpFuture(loop=hub.loop)
+        context = _copy_context()
+        if loop is None:
+            hub.submit_later(future, context, fn, args, kwargs)
+        else:
+            hub.submit(future, context, fn, args, kwargs)
+        return future
+
+    def _call_later(
+        self, hub: Hub, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> asyncio.Future[Any]:
+        # Runs on the loop's thread while the loop is not running: the call starts on
+        # one of the loop's first iterations, through the admission queue as usual.
+        future = OpFuture(loop=hub.loop)
+        context = _copy_context()
+        admission = self.admission
+        if admission is None or TIMEOUT.get() is not None:
+            hub.submit_later(future, context, fn, args, kwargs)
+        elif self._waiting or self._active >= admission.limit:
+            self._waiting.append((fn, args, kwargs, future, context))
+        else:
+            self._active += 1
+            hub.submit_later(future, context, fn, args, kwargs, self._admit_next)
         return future
 
     def _admit_next(self) -> None:
@@ -146,6 +232,14 @@ class Binding:
             return self.hub  # type: ignore[return-value]
         return self._check(loop)
 
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Bind to ``loop`` (an unbound binding only)."""
+        if self.loop is None:
+            self.loop = loop
+            self.hub = get_hub(loop)
+            if not (self.closed or self.forked):
+                self._usable_loop = loop
+
     def close(self) -> None:
         self.closed = True
         self._usable_loop = None
@@ -163,18 +257,49 @@ class Binding:
         if self.closed:
             raise ClientClosedError("Cannot use a Motor client after close()")
         if loop is None:
-            raise WrongThreadError(
-                "Motor methods must be called from the thread running the client's event "
-                "loop, inside a coroutine or callback of that loop"
-            )
+            return self._check_not_running()
         if self.loop is None:
-            self.loop = self._usable_loop = loop
-            self.hub = get_hub(loop)
-            return self.hub
+            self.bind(loop)
+            return self.hub  # type: ignore[return-value]
         raise WrongLoopError(
             f"This Motor client is bound to {self.loop!r} but was used from {loop!r}; "
             "create one client per event loop"
         )
+
+    def _check_not_running(self) -> Hub:
+        # Called where no event loop runs: allowed on the thread of the client's loop
+        # while that loop is not running yet (the call runs when it does).
+        target = self.loop
+        if target is None:
+            target = current_loop()
+            if target is None:
+                raise WrongThreadError(
+                    "Motor methods must be called from the thread running the client's "
+                    "event loop; no event loop runs in this thread, and none is set for it"
+                )
+        if target.is_closed():
+            raise WrongLoopError(f"The event loop of this Motor client, {target!r}, is closed")
+        if target.is_running():
+            raise WrongThreadError(
+                "Motor methods must be called from the thread running the client's event "
+                "loop, inside a coroutine or callback of that loop; this thread is another "
+                "one (asyncio.run_coroutine_threadsafe gets a coroutine there)"
+            )
+        self.bind(target)
+        return self.hub  # type: ignore[return-value]
+
+
+def _in_transaction(kwargs: dict[str, Any]) -> bool:
+    """Does the operation run in a transaction (whose session may hold a connection)?
+
+    The session is the ``session`` argument, else the one bound to the caller's context.
+    """
+    session = kwargs.get("session") if kwargs else None
+    if session is None and _BOUND_SESSION is not None:
+        session = _BOUND_SESSION.get()
+    if session is None:
+        return False
+    return bool(getattr(session, "in_transaction", False))
 
 
 class Admission:
@@ -184,7 +309,9 @@ class Admission:
     margin for operations that need no new connection.  Clients with
     ``waitQueueTimeoutMS`` or ``timeoutMS``, and operations under
     :func:`pymongo.timeout`, are never queued here, so their deadlines cover every
-    wait exactly as PyMongo defines them.
+    wait exactly as PyMongo defines them.  Operations in a transaction, and the
+    ``getMore`` of a cursor pinned to a connection, are never queued either: they may
+    hold the connection that the admitted ones wait for.
     """
 
     __slots__ = ("_client", "_max_pool_size", "limit")
@@ -228,7 +355,11 @@ if hasattr(os, "register_at_fork"):
 
 
 class AgnosticBase:
-    """Base of every Motor class: ``delegate`` is the PyMongo object."""
+    """Base of every Motor class: ``delegate`` is the PyMongo object.
+
+    The classes are generic at run time as PyMongo's are (``AsyncIOMotorCollection[MyDoc]``
+    is the class itself); the type stubs give them their parameters.
+    """
 
     __pymongo_class__: ClassVar[type | None] = None
     #: Framework-neutral name used by ``wrap=`` ("Client", "Database", ...).
@@ -237,6 +368,7 @@ class AgnosticBase:
 
     delegate: Any
     _binding: Binding
+    _client: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -246,6 +378,9 @@ class AgnosticBase:
         framework = cls.__dict__.get("_framework")
         if framework is not None:
             framework.classes[cls._agnostic_name] = cls
+
+    def __class_getitem__(cls, item: Any) -> Any:
+        return cls
 
     @property
     def _motor_delegate(self) -> Any:
@@ -259,16 +394,27 @@ class AgnosticBase:
         cls = self._framework.classes[agnostic_name]
         return cls._from_delegate(obj, self)
 
+    def _motor_class(self, agnostic_name: str) -> Any:
+        """This framework's Motor class ``agnostic_name``."""
+        assert self._framework is not None
+        return self._framework.classes[agnostic_name]
+
     @classmethod
     def _from_delegate(cls, delegate: Any, parent: AgnosticBase) -> Any:
         obj = cls.__new__(cls)
         obj.delegate = delegate
         obj._binding = parent._binding
+        obj._client = parent._client
         obj._init_from_parent(parent)
         return obj
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
         """Hook: set references to the parent Motor object."""
+
+    def get_io_loop(self) -> Any:
+        """The framework's event loop this object's client is bound to (see
+        :attr:`AgnosticClient.io_loop`)."""
+        return self._client.io_loop
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, self.__class__):
@@ -282,11 +428,30 @@ class AgnosticBase:
         return f"{type(self).__name__}({self.delegate!r})"
 
 
-def _unknown_name(obj: object, name: str) -> AttributeError:
+def _unknown_name(obj: object, name: str, what: str) -> AttributeError:
     return AttributeError(
         f"{type(obj).__name__} has no attribute {name!r}. To access the {name} "
-        f"collection/database, use obj[{name!r}]."
+        f"{what}, use obj[{name!r}]."
     )
+
+
+def _not_iterable(obj: object) -> TypeError:
+    return TypeError(f"'{type(obj).__name__}' object is not iterable")
+
+
+class _Completed:
+    """An awaitable that is already done (``None``); also yieldable in Tornado."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        yield from ()
+
+    def __repr__(self) -> str:
+        return "<completed>"
+
+
+_COMPLETED = _Completed()
 
 
 class AgnosticClient(AgnosticBase):
@@ -300,12 +465,13 @@ class AgnosticClient(AgnosticBase):
     __pymongo_class__ = MongoClient
     _agnostic_name = "Client"
 
-    address = ReadOnly()
-    primary = ReadOnly()
-    secondaries = ReadOnly()
-    arbiters = ReadOnly()
-    is_primary = ReadOnly()
-    is_mongos = ReadOnly()
+    # May run server selection: refused on a running loop until the server is known.
+    address = ReadOnly(may_wait=True)
+    primary = ReadOnly(may_wait=True)
+    secondaries = ReadOnly(may_wait=True)
+    arbiters = ReadOnly(may_wait=True)
+    is_primary = ReadOnly(may_wait=True)
+    is_mongos = ReadOnly(may_wait=True)
     nodes = ReadOnly()
     topology_description = ReadOnly()
     options = ReadOnly()
@@ -318,10 +484,20 @@ class AgnosticClient(AgnosticBase):
 
     get_database = Delegate(wrap="Database")
     get_default_database = Delegate(wrap="Database")
+    append_metadata = Delegate()
+    eq_props = Delegate()
     list_database_names = Async()
     list_databases = Async(wrap="CommandCursor")
     server_info = Async()
-    append_metadata = Delegate()
+    drop_database = Async()
+    bulk_write = Async()
+    aconnect = Async(
+        attr="_connect",
+        doc="Connect to the deployment now instead of on the first operation.\n\n"
+        "Opens the client's monitoring and selects a server; the properties that "
+        "need the server (:attr:`address`, :attr:`is_primary`, ...) answer at once "
+        "afterwards.",
+    )
 
     def __init__(self, *args: Any, io_loop: Any = None, **kwargs: Any) -> None:
         framework = self._framework
@@ -330,8 +506,14 @@ class AgnosticClient(AgnosticBase):
                 f"{type(self).__name__} is framework-neutral; use MotorClient or AsyncIOMotorClient"
             )
         loop = None if io_loop is None else framework.loop_from_io_loop(io_loop)
+        self._io_loop = io_loop
         kwargs.setdefault("connect", False)
         user_driver = kwargs.pop("driver", None)
+        if user_driver is not None and not isinstance(user_driver, DriverInfo):
+            raise TypeError(
+                f"Incorrect type for `driver` {type(user_driver)}; expected value of type "
+                "pymongo.driver_info.DriverInfo"
+            )
         kwargs.update(client_hooks())
         self.delegate = MongoClient(
             *args, driver=DriverInfo("Motor", __version__, framework.name), **kwargs
@@ -339,42 +521,93 @@ class AgnosticClient(AgnosticBase):
         if user_driver is not None:
             self.delegate.append_metadata(user_driver)
         self._binding = Binding(loop, Admission.for_client(self.delegate))
+        self._client = self
 
     @property
-    def io_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The asyncio event loop this client is bound to (None until first use)."""
-        return self._binding.loop
+    def io_loop(self) -> Any:
+        """The event loop this client is bound to: a Tornado ``IOLoop`` for
+        ``MotorClient``, an asyncio loop for ``AsyncIOMotorClient``.
+
+        An unbound client (no ``io_loop=`` and no operation yet) binds to the loop
+        running now, else to the thread's current loop, as Motor 3.7.1 did.
+        """
+        io_loop = self._io_loop
+        if io_loop is None:
+            binding = self._binding
+            if binding.loop is None:
+                loop = current_loop(create=True)
+                assert loop is not None
+                binding.bind(loop)
+            assert self._framework is not None and binding.loop is not None
+            io_loop = self._io_loop = self._framework.io_loop_for(binding.loop)
+        return io_loop
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
-            raise _unknown_name(self, name)
+            raise _unknown_name(self, name, "database")
         return self[name]
 
     def __getitem__(self, name: str) -> Any:
         return self._wrap("Database", self.delegate[name])
 
-    def drop_database(self, name_or_database: Any, *args: Any, **kwargs: Any) -> Any:
-        """Drop a database (a name, or a Motor/PyMongo database). Asynchronous."""
-        target = getattr(name_or_database, "_motor_delegate", name_or_database)
-        return self._binding.spawn(self.delegate.drop_database, target, *args, **kwargs)
+    def __iter__(self) -> NoReturn:
+        raise _not_iterable(self)
 
-    def close(self) -> asyncio.Future[None] | None:
+    def start_session(
+        self,
+        causal_consistency: bool | None = None,
+        default_transaction_options: Any = None,
+        snapshot: bool | None = False,
+    ) -> Any:
+        """Start a logical session. Asynchronous: returns an awaitable future of the
+        Motor session, which is also an async context manager::
+
+            async with await client.start_session() as session:
+                ...
+            async with client.start_session() as session:   # the same
+                ...
+
+        Takes the arguments of :meth:`pymongo.mongo_client.MongoClient.start_session`.
+        """
+        hub = self._binding.hub_for_call()
+        future: _SessionFuture = _SessionFuture(loop=hub.loop)
+        try:
+            # PyMongo makes the session without I/O: the server session is taken from
+            # the pool on the first operation.
+            session = self.delegate.start_session(
+                causal_consistency=causal_consistency,
+                default_transaction_options=default_transaction_options,
+                snapshot=snapshot,
+            )
+        except Exception as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(self._wrap("ClientSession", session))
+        return future
+
+    @mirror(MongoClient.watch, returns="ChangeStream")
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        """Watch changes on this cluster. Returns a change stream without I/O; the
+        ``aggregate`` runs on the first fetch (``async for``, :meth:`next`, ...)."""
+        return self._motor_class("ChangeStream")(self, args, kwargs)
+
+    def close(self) -> Awaitable[None]:
         """Close the client: end its server sessions, kill its cursors, close sockets.
 
-        On the client's loop this starts closing at once and returns a future that
-        completes when the client is closed; awaiting it is optional.  Called from a
-        thread where no event loop runs (after the loop stopped, say), it closes
-        synchronously and returns None.  Every later operation raises
-        :class:`~motor.errors.ClientClosedError`.
+        Returns an awaitable; awaiting it is optional (Motor 3.7.1 code calls
+        ``client.close()`` without ``await``).  On the client's loop closing starts at
+        once and the awaitable completes when the client is closed.  Called where no
+        event loop runs (after the loop stopped, say) it closes synchronously.  Every
+        later operation raises :class:`~motor.errors.ClientClosedError`.
         """
         binding = self._binding
         if binding.closed:
-            return None
+            return _COMPLETED
         loop = _get_running_loop()
         if loop is None:
             binding.close()
             self.delegate.close()
-            return None
+            return _COMPLETED
         hub = binding.hub_for_call()
         binding.close()
         return hub.spawn(self.delegate.close)
@@ -383,9 +616,18 @@ class AgnosticClient(AgnosticBase):
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        future = self.close()
-        if future is not None:
-            await future
+        await self.close()
+
+
+class _SessionFuture(asyncio.Future):  # type: ignore[type-arg]
+    """The future of a session (``start_session()``), also an async context manager."""
+
+    async def __aenter__(self) -> Any:
+        session = await self
+        return await session.__aenter__()
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.result().__aexit__(*exc)
 
 
 class AgnosticDatabase(AgnosticBase):
@@ -401,11 +643,13 @@ class AgnosticDatabase(AgnosticBase):
     write_concern = ReadOnly()
 
     command = Async()
+    cursor_command = Async(wrap="CommandCursor")
     list_collection_names = Async()
     list_collections = Async(wrap="CommandCursor")
     create_collection = Async(wrap="Collection")
     drop_collection = Async()
     validate_collection = Async()
+    dereference = Async()
     get_collection = Delegate(wrap="Collection")
     with_options = Delegate(wrap="Database")
 
@@ -414,9 +658,6 @@ class AgnosticDatabase(AgnosticBase):
         self._binding = client._binding
         self._client = client
 
-    def _init_from_parent(self, parent: AgnosticBase) -> None:
-        self._client = parent if isinstance(parent, AgnosticClient) else parent.client  # type: ignore[attr-defined]
-
     @property
     def client(self) -> Any:
         """The Motor client this database belongs to."""
@@ -424,11 +665,44 @@ class AgnosticDatabase(AgnosticBase):
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
-            raise _unknown_name(self, name)
+            raise _unknown_name(self, name, "collection")
         return self[name]
 
     def __getitem__(self, name: str) -> Any:
         return self._wrap("Collection", self.delegate[name])
+
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError(
+            f"'{type(self).__name__}' object is not callable. If you meant to call the "
+            f"'{self.delegate.name}' method on a '{type(self._client).__name__}' object "
+            "it is failing because no such method exists."
+        )
+
+    def __iter__(self) -> NoReturn:
+        raise _not_iterable(self)
+
+    def __bool__(self) -> NoReturn:
+        raise NotImplementedError(
+            f"{type(self).__name__} objects do not implement truth value testing or "
+            "bool(). Please compare with None instead: database is not None"
+        )
+
+    @mirror(Database.aggregate, returns="LatentCommandCursor")
+    def aggregate(self, pipeline: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a database-level aggregation (``aggregate: 1``). Returns a command cursor
+        without I/O; the command runs on the first fetch.
+
+        Takes the arguments of :meth:`pymongo.database.Database.aggregate`.
+        """
+        return self._motor_class("LatentCommandCursor")(
+            self, "aggregate", (pipeline, *args), kwargs
+        )
+
+    @mirror(Database.watch, returns="ChangeStream")
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        """Watch changes on this database. Returns a change stream without I/O; the
+        ``aggregate`` runs on the first fetch."""
+        return self._motor_class("ChangeStream")(self, args, kwargs)
 
 
 class AgnosticCollection(AgnosticBase):
@@ -464,22 +738,31 @@ class AgnosticCollection(AgnosticBase):
     drop_index = Async()
     drop_indexes = Async()
     index_information = Async()
+    create_search_index = Async()
+    create_search_indexes = Async()
+    drop_search_index = Async()
+    update_search_index = Async()
     drop = Async()
     rename = Async()
     options = Async()
     find = Delegate(wrap="Cursor")
+    find_raw_batches = Delegate(wrap="RawBatchCursor")
     with_options = Delegate(wrap="Collection")
 
     def __init__(self, database: AgnosticDatabase, name: str, *args: Any, **kwargs: Any) -> None:
         self.delegate = Collection(database.delegate, name, *args, **kwargs)
         self._binding = database._binding
+        self._client = database._client
         self._database = database
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
-        if isinstance(parent, AgnosticDatabase):
+        db_name = self.delegate.database.name
+        if isinstance(parent, AgnosticDatabase) and parent.delegate.name == db_name:
             self._database = parent
+        elif isinstance(parent, AgnosticCollection) and parent.delegate.database.name == db_name:
+            self._database = parent._database
         else:
-            self._database = parent._wrap("Database", self.delegate.database)
+            self._database = self._client._wrap("Database", self.delegate.database)
 
     @property
     def database(self) -> Any:
@@ -488,111 +771,82 @@ class AgnosticCollection(AgnosticBase):
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
-            raise _unknown_name(self, name)
+            full_name = f"{self.delegate.name}.{name}"
+            raise AttributeError(
+                f"{type(self).__name__} has no attribute {name!r}. To access the "
+                f"{full_name} collection, use database[{full_name!r}]."
+            )
         return self[name]
 
     def __getitem__(self, name: str) -> Any:
         return self._wrap("Collection", self.delegate[name])
 
+    def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
+        full_name = self.delegate.name
+        if "." not in full_name:
+            method, owner = full_name, type(self._database).__name__
+        else:
+            method, owner = full_name.rsplit(".", 1)[1], type(self).__name__
+        raise TypeError(
+            f"'{type(self).__name__}' object is not callable. If you meant to call the "
+            f"'{method}' method on a '{owner}' object it is failing because no such "
+            "method exists."
+        )
 
-_STOP = object()
+    def __iter__(self) -> NoReturn:
+        raise _not_iterable(self)
 
+    def __bool__(self) -> NoReturn:
+        raise NotImplementedError(
+            f"{type(self).__name__} objects do not implement truth value testing or "
+            "bool(). Please compare with None instead: collection is not None"
+        )
 
-def _next_or_stop(cursor: Any) -> Any:
-    # Runs on a child greenlet.
-    try:
-        return cursor.next()
-    except StopIteration:
-        return _STOP
+    @mirror(Collection.aggregate, returns="LatentCommandCursor")
+    def aggregate(self, pipeline: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run an aggregation pipeline. Returns a command cursor without I/O; the
+        ``aggregate`` command runs on the first fetch (``to_list``, ``async for``, ...),
+        and its errors are raised there."""
+        return self._motor_class("LatentCommandCursor")(
+            self, "aggregate", (pipeline, *args), kwargs
+        )
 
+    @mirror(Collection.aggregate_raw_batches, returns="LatentCommandCursor")
+    def aggregate_raw_batches(self, pipeline: Any, *args: Any, **kwargs: Any) -> Any:
+        """Like :meth:`aggregate`, but the cursor yields raw BSON batches (``bytes``)."""
+        return self._motor_class("LatentCommandCursor")(
+            self, "aggregate_raw_batches", (pipeline, *args), kwargs
+        )
 
-class _AgnosticCursorBase(AgnosticBase):
-    """What find() cursors and command cursors share: iteration and ``to_list``."""
+    @mirror(Collection.list_indexes, returns="LatentCommandCursor")
+    def list_indexes(self, *args: Any, **kwargs: Any) -> Any:
+        """A cursor over the index documents of this collection; returned without I/O,
+        the ``listIndexes`` command runs on the first fetch."""
+        return self._motor_class("LatentCommandCursor")(self, "list_indexes", args, kwargs)
 
-    alive = ReadOnly()
-    cursor_id = ReadOnly()
-    address = ReadOnly()
-    session = ReadOnly()
+    @mirror(Collection.list_search_indexes, returns="LatentCommandCursor")
+    def list_search_indexes(self, *args: Any, **kwargs: Any) -> Any:
+        """A cursor over the Atlas Search indexes of this collection; returned without
+        I/O, the ``$listSearchIndexes`` aggregation runs on the first fetch."""
+        return self._motor_class("LatentCommandCursor")(self, "list_search_indexes", args, kwargs)
 
-    def _init_from_parent(self, parent: AgnosticBase) -> None:
-        self._parent = parent
-
-    def _fetch(self) -> asyncio.Future[Any]:
-        return self._binding.spawn(_next_or_stop, self.delegate)
-
-    async def next(self) -> Any:
-        """Advance the cursor; raise :class:`StopAsyncIteration` at the end."""
-        data = self.delegate._data
-        if data:
-            return data.popleft()
-        doc = await self._fetch()
-        if doc is _STOP:
-            raise StopAsyncIteration
-        return doc
-
-    __anext__ = next
-
-    def __aiter__(self) -> Any:
-        return self
-
-    def to_list(self, length: int | None = None) -> asyncio.Future[list[Any]]:
-        """Fetch up to ``length`` documents (all when None) into a list. Asynchronous."""
-        if length is not None and (not isinstance(length, int) or length < 0):
-            raise ValueError("length must be a non-negative integer or None")
-        if length == 0:
-            hub = self._binding.hub_for_call()
-            future: asyncio.Future[list[Any]] = hub.loop.create_future()
-            future.set_result([])
-            return future
-        return self._binding.spawn(self.delegate.to_list, length)
-
-    def close(self) -> asyncio.Future[None]:
-        """Close the cursor and kill it on the server. Asynchronous."""
-        return self._binding.spawn(self.delegate.close)
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+    @mirror(Collection.watch, returns="ChangeStream")
+    def watch(self, *args: Any, **kwargs: Any) -> Any:
+        """Watch changes on this collection. Returns a change stream without I/O; the
+        ``aggregate`` runs on the first fetch (``async for``, :meth:`next`,
+        ``async with``)."""
+        return self._motor_class("ChangeStream")(self, args, kwargs)
 
 
-class AgnosticCursor(_AgnosticCursorBase):
-    """A cursor over ``find()`` results; created without I/O, fetched on demand."""
-
-    __pymongo_class__ = Cursor
-    _agnostic_name = "Cursor"
-
-    sort = Chain()
-    skip = Chain()
-    limit = Chain()
-    batch_size = Chain()
-    hint = Chain()
-    where = Chain()
-    max_time_ms = Chain()
-    max_await_time_ms = Chain()
-    comment = Chain()
-    collation = Chain()
-    min = Chain()
-    max = Chain()
-    allow_disk_use = Chain()
-    add_option = Chain()
-    remove_option = Chain()
-    rewind = Chain()
-    explain = Async()
-    distinct = Async()
-    clone = Delegate(wrap="Cursor")
-
-    @property
-    def collection(self) -> Any:
-        """The Motor collection this cursor reads."""
-        return self._parent
+def bind_arguments(
+    function: Callable[..., Any], args: tuple[Any, ...], kwargs: Mapping[str, Any]
+) -> inspect.BoundArguments:
+    """Check ``args`` and ``kwargs`` against PyMongo's ``function`` (a method, unbound)
+    as PyMongo would on the call (a TypeError now rather than on the first fetch)."""
+    signature = _signatures.get(function)
+    if signature is None:
+        signature = _signatures[function] = inspect.signature(function)
+    return signature.bind(None, *args, **kwargs)
 
 
-class AgnosticCommandCursor(_AgnosticCursorBase):
-    """A cursor over a command's results (``list_databases``, ``aggregate``, ...)."""
-
-    __pymongo_class__ = CommandCursor
-    _agnostic_name = "CommandCursor"
-
-    batch_size = Chain()
+_signatures: dict[Callable[..., Any], inspect.Signature] = {}

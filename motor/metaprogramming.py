@@ -1,4 +1,4 @@
-"""How a line of the API manifest in :mod:`motor.core` becomes a method.
+"""How a line of the API manifest becomes a method.
 
 A Motor class lists the PyMongo attributes it mirrors, one line each::
 
@@ -10,40 +10,147 @@ A Motor class lists the PyMongo attributes it mirrors, one line each::
         name = ReadOnly()                       # a property of the delegate
         sort = Chain()                          # cursor chaining: returns the Motor cursor
 
-When the class is created, :meth:`AgnosticBase.__init_subclass__` replaces each entry
-with a plain function (or property) built once.  ``wrap`` names a Motor class by its
-framework-neutral name ("Database", "Collection", "Cursor", ...); the framework
-subclass of the object doing the call decides which concrete class that is.
-Arguments that are Motor objects (a session, say) are unwrapped to their PyMongo
-delegates before PyMongo sees them.
+When the class is created, :meth:`AgnosticBase.__init_subclass__
+<motor.core.AgnosticBase.__init_subclass__>` replaces each entry with a plain function
+(or property) built once.  Building checks that PyMongo's class has the attribute (a
+typo or an attribute a new PyMongo release dropped fails at import, not at call time),
+and gives the method PyMongo's signature (:func:`inspect.signature`, ``help()``) and
+docstring.
+
+``wrap`` names a Motor class by its framework-neutral name ("Database", "Collection",
+"Cursor", ...); the framework subclass of the object doing the call decides which
+concrete class that is.  Arguments that are Motor objects (a session, a database, a
+collection) are replaced by their PyMongo delegates before PyMongo sees them.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
-__all__ = ["Async", "Chain", "Delegate", "ManifestEntry", "ReadOnly", "unwrap_args"]
+__all__ = [
+    "Async",
+    "Chain",
+    "Delegate",
+    "ManifestEntry",
+    "ReadOnly",
+    "mirror",
+    "motor_signature",
+    "unwrap_args",
+]
 
 
 class ManifestEntry:
-    """One line of a class's API manifest."""
+    """One line of a class's API manifest.
 
-    def __init__(self, wrap: str | None = None, doc: str | None = None) -> None:
+    ``attr`` is the PyMongo attribute's name when it differs from the Motor name;
+    ``doc`` replaces PyMongo's docstring.
+    """
+
+    #: What the built method returns, for the generated type stubs: "future" (an
+    #: awaitable of PyMongo's result), "same" (PyMongo's result), "self" (the Motor
+    #: object, for chaining) or "property".
+    returns = "same"
+
+    def __init__(self, wrap: str | None = None, doc: str | None = None, attr: str = "") -> None:
         self.wrap = wrap
         self.doc = doc
+        self.attr = attr
         self.name = ""
 
     def build(self, owner: type, name: str) -> Any:
         raise NotImplementedError
 
+    def __get__(self, obj: Any, owner: Any = None) -> Any:
+        # Never called: the class replaces its entries when it is created.  Typed so
+        # that a type checker treats a manifest line as the method it becomes (the
+        # type stubs give the real signatures).
+        raise AttributeError(self.name)
+
+    def target(self, owner: type, name: str) -> Any:
+        """PyMongo's attribute this entry mirrors; raises if PyMongo has no such name."""
+        self.name = name
+        attr = self.attr or name
+        pymongo_cls = owner.__dict__.get("__pymongo_class__") or getattr(
+            owner, "__pymongo_class__", None
+        )
+        if pymongo_cls is None:
+            raise TypeError(f"{owner.__name__}.{name}: the class declares no __pymongo_class__")
+        try:
+            return inspect.getattr_static(pymongo_cls, attr)
+        except AttributeError:
+            raise TypeError(
+                f"Motor's manifest line {owner.__name__}.{name} names "
+                f"{pymongo_cls.__name__}.{attr}, which the installed PyMongo does not have"
+            ) from None
+
     def _document(self, fn: Callable[..., Any], owner: type, name: str, what: str) -> None:
+        target = self.target(owner, name)
         fn.__name__ = name
         fn.__qualname__ = f"{owner.__name__}.{name}"
-        pymongo_cls = getattr(owner, "__pymongo_class__", None)
-        target = getattr(pymongo_cls, name, None) if pymongo_cls is not None else None
-        base_doc = self.doc or (target.__doc__ if target is not None else None) or ""
+        fn.__module__ = owner.__module__
+        function = target.fget if isinstance(target, property) else target
+        if isinstance(function, (staticmethod, classmethod)):
+            function = function.__func__
+        documented = callable(function)
+        base_doc = self.doc or (inspect.getdoc(function) if documented else None) or ""
         fn.__doc__ = f"{what}\n\n{base_doc}" if what else base_doc
+        if callable(function) and not isinstance(target, property):
+            signature = motor_signature(function, self.returns)
+            if signature is not None:
+                fn.__signature__ = signature  # type: ignore[attr-defined]
+        fn._motor_entry = self  # type: ignore[attr-defined]
+        fn._motor_target = function  # type: ignore[attr-defined]
+
+
+def motor_signature(
+    function: Callable[..., Any], returns: str = "same"
+) -> inspect.Signature | None:
+    """PyMongo's signature of ``function``, as the Motor method built from it has it.
+
+    Annotations stay PyMongo's strings; an asynchronous method's return annotation
+    becomes ``Future[...]`` of PyMongo's.
+    """
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    ret = signature.return_annotation
+    if returns == "future":
+        inner = "Any" if ret is inspect.Signature.empty else ret
+        if not isinstance(inner, str):
+            inner = getattr(inner, "__name__", repr(inner))
+        ret = f"Future[{inner}]"
+    elif returns == "self":
+        ret = "Self"
+    return signature.replace(return_annotation=ret)
+
+
+def mirror(
+    pymongo_function: Callable[..., Any], returns: str
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorate a hand-written Motor method that mirrors ``pymongo_function``.
+
+    The method gets PyMongo's signature, with the return annotation naming the Motor
+    class it returns (``returns``, a framework-neutral name such as "ChangeStream"),
+    and its docstring followed by PyMongo's.
+    """
+
+    def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
+        signature = motor_signature(pymongo_function)
+        if signature is not None:
+            method.__signature__ = signature.replace(  # type: ignore[attr-defined]
+                return_annotation=returns
+            )
+        own = inspect.cleandoc(method.__doc__ or "")
+        theirs = inspect.getdoc(pymongo_function) or ""
+        method.__doc__ = f"{own}\n\n{theirs}" if own and theirs else own or theirs
+        method._motor_target = pymongo_function  # type: ignore[attr-defined]
+        method._motor_returns = returns  # type: ignore[attr-defined]
+        return method
+
+    return decorate
 
 
 def _unwrap(value: Any) -> Any:
@@ -82,8 +189,11 @@ def unwrap_args(
 class Async(ManifestEntry):
     """A PyMongo method that does network I/O: returns a future of its result."""
 
+    returns = "future"
+
     def build(self, owner: type, name: str) -> Any:
         wrap = self.wrap
+        attr = self.attr or name
 
         if wrap is None:
 
@@ -92,17 +202,17 @@ class Async(ManifestEntry):
                     kwargs and not _all_plain(map(type, kwargs.values()))
                 ):
                     args, kwargs = unwrap_args(args, kwargs)
-                return self._binding.call(getattr(self.delegate, name), args, kwargs)
+                return self._binding.call(getattr(self.delegate, attr), args, kwargs)
 
         else:
 
             def call_and_wrap(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
                 # Runs on a child greenlet.
-                return obj._wrap(wrap, getattr(obj.delegate, name)(*args, **kwargs))
+                return obj._wrap(wrap, getattr(obj.delegate, attr)(*args, **kwargs))
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
                 args, kwargs = unwrap_args(args, kwargs)
-                return self._binding.spawn(call_and_wrap, self, args, kwargs)
+                return self._binding.call(call_and_wrap, (self, args, kwargs), {})
 
         self._document(
             method,
@@ -118,10 +228,11 @@ class Delegate(ManifestEntry):
 
     def build(self, owner: type, name: str) -> Any:
         wrap = self.wrap
+        attr = self.attr or name
 
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
             args, kwargs = unwrap_args(args, kwargs)
-            result = getattr(self.delegate, name)(*args, **kwargs)
+            result = getattr(self.delegate, attr)(*args, **kwargs)
             return result if wrap is None else self._wrap(wrap, result)
 
         self._document(method, owner, name, "")
@@ -131,10 +242,14 @@ class Delegate(ManifestEntry):
 class Chain(ManifestEntry):
     """A cursor method that modifies the cursor and returns it: returns the Motor cursor."""
 
+    returns = "self"
+
     def build(self, owner: type, name: str) -> Any:
+        attr = self.attr or name
+
         def method(self: Any, *args: Any, **kwargs: Any) -> Any:
             args, kwargs = unwrap_args(args, kwargs)
-            getattr(self.delegate, name)(*args, **kwargs)
+            getattr(self.delegate, attr)(*args, **kwargs)
             return self
 
         self._document(method, owner, name, "Returns this cursor, for chaining.")
@@ -142,14 +257,50 @@ class Chain(ManifestEntry):
 
 
 class ReadOnly(ManifestEntry):
-    """A property of the delegate, read-only; its value is wrapped if asked."""
+    """A property of the delegate, read-only; its value is wrapped if asked.
+
+    With ``may_wait=True`` the property may need PyMongo to wait for the server
+    (server selection): on a running loop's thread, where that would block the loop,
+    reading it raises :class:`~motor.errors.WouldBlockError` unless the answer is
+    already known.
+    """
+
+    returns = "property"
+
+    def __init__(
+        self,
+        wrap: str | None = None,
+        doc: str | None = None,
+        attr: str = "",
+        may_wait: bool = False,
+    ) -> None:
+        super().__init__(wrap, doc, attr)
+        self.may_wait = may_wait
 
     def build(self, owner: type, name: str) -> Any:
         wrap = self.wrap
+        attr = self.attr or name
 
-        def fget(self: Any) -> Any:
-            value = getattr(self.delegate, name)
-            return value if wrap is None else self._wrap(wrap, value)
+        if self.may_wait:
+            from motor.errors import WouldBlockError
+
+            def fget(self: Any) -> Any:
+                try:
+                    value = getattr(self.delegate, attr)
+                except WouldBlockError as exc:
+                    raise WouldBlockError(
+                        f"{type(self).__name__}.{name} is not known yet, and finding it "
+                        "needs server selection, which would block the running event loop. "
+                        "Await an operation first, for example `await client.aconnect()`."
+                    ) from exc
+                return value if wrap is None else self._wrap(wrap, value)
+
+        else:
+
+            def fget(self: Any) -> Any:
+                value = getattr(self.delegate, attr)
+                return value if wrap is None else self._wrap(wrap, value)
 
         self._document(fget, owner, name, "")
-        return property(fget, doc=fget.__doc__)
+        prop = property(fget, doc=fget.__doc__)
+        return prop

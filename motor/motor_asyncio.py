@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from motor import core
+from motor import core, cursors, encryption, sessions
 from motor.frameworks.asyncio import framework
 
 __all__ = [
+    "AsyncIOMotorChangeStream",
     "AsyncIOMotorClient",
+    "AsyncIOMotorClientEncryption",
+    "AsyncIOMotorClientSession",
     "AsyncIOMotorCollection",
     "AsyncIOMotorCommandCursor",
     "AsyncIOMotorCursor",
     "AsyncIOMotorDatabase",
+    "AsyncIOMotorLatentCommandCursor",
+    "AsyncIOMotorRawBatchCommandCursor",
+    "AsyncIOMotorRawBatchCursor",
 ]
 
 
@@ -19,6 +25,12 @@ class AsyncIOMotorClient(core.AgnosticClient):
 
     ``io_loop`` is an optional :class:`asyncio.AbstractEventLoop`.
     """
+
+    _framework = framework
+
+
+class AsyncIOMotorClientSession(sessions.AgnosticClientSession):
+    """:class:`~pymongo.client_session.ClientSession` for asyncio."""
 
     _framework = framework
 
@@ -35,13 +47,43 @@ class AsyncIOMotorCollection(core.AgnosticCollection):
     _framework = framework
 
 
-class AsyncIOMotorCursor(core.AgnosticCursor):
+class AsyncIOMotorCursor(cursors.AgnosticCursor):
     """:class:`~pymongo.cursor.Cursor` for asyncio."""
 
     _framework = framework
 
 
-class AsyncIOMotorCommandCursor(core.AgnosticCommandCursor):
+class AsyncIOMotorRawBatchCursor(cursors.AgnosticRawBatchCursor):
+    """:class:`~pymongo.cursor.RawBatchCursor` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorCommandCursor(cursors.AgnosticCommandCursor):
     """:class:`~pymongo.command_cursor.CommandCursor` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorRawBatchCommandCursor(cursors.AgnosticRawBatchCommandCursor):
+    """:class:`~pymongo.command_cursor.RawBatchCommandCursor` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorLatentCommandCursor(cursors.AgnosticLatentCommandCursor):
+    """a command cursor returned without I/O (``aggregate()``, ``list_indexes()``) for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorChangeStream(cursors.AgnosticChangeStream):
+    """:class:`~pymongo.change_stream.ChangeStream` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorClientEncryption(encryption.AgnosticClientEncryption):
+    """:class:`~pymongo.encryption.ClientEncryption` for asyncio."""
 
     _framework = framework

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-from motor import core
+from motor import core, cursors, encryption, sessions
 from motor.frameworks.tornado import framework
 
 __all__ = [
+    "MotorChangeStream",
     "MotorClient",
+    "MotorClientEncryption",
+    "MotorClientSession",
     "MotorCollection",
     "MotorCommandCursor",
     "MotorCursor",
     "MotorDatabase",
+    "MotorLatentCommandCursor",
+    "MotorRawBatchCommandCursor",
+    "MotorRawBatchCursor",
 ]
 
 
@@ -19,6 +25,12 @@ class MotorClient(core.AgnosticClient):
 
     ``io_loop`` is an optional :class:`tornado.ioloop.IOLoop`.
     """
+
+    _framework = framework
+
+
+class MotorClientSession(sessions.AgnosticClientSession):
+    """:class:`~pymongo.client_session.ClientSession` for Tornado."""
 
     _framework = framework
 
@@ -35,13 +47,43 @@ class MotorCollection(core.AgnosticCollection):
     _framework = framework
 
 
-class MotorCursor(core.AgnosticCursor):
+class MotorCursor(cursors.AgnosticCursor):
     """:class:`~pymongo.cursor.Cursor` for Tornado."""
 
     _framework = framework
 
 
-class MotorCommandCursor(core.AgnosticCommandCursor):
+class MotorRawBatchCursor(cursors.AgnosticRawBatchCursor):
+    """:class:`~pymongo.cursor.RawBatchCursor` for Tornado."""
+
+    _framework = framework
+
+
+class MotorCommandCursor(cursors.AgnosticCommandCursor):
     """:class:`~pymongo.command_cursor.CommandCursor` for Tornado."""
+
+    _framework = framework
+
+
+class MotorRawBatchCommandCursor(cursors.AgnosticRawBatchCommandCursor):
+    """:class:`~pymongo.command_cursor.RawBatchCommandCursor` for Tornado."""
+
+    _framework = framework
+
+
+class MotorLatentCommandCursor(cursors.AgnosticLatentCommandCursor):
+    """a command cursor returned without I/O (``aggregate()``, ``list_indexes()``) for Tornado."""
+
+    _framework = framework
+
+
+class MotorChangeStream(cursors.AgnosticChangeStream):
+    """:class:`~pymongo.change_stream.ChangeStream` for Tornado."""
+
+    _framework = framework
+
+
+class MotorClientEncryption(encryption.AgnosticClientEncryption):
+    """:class:`~pymongo.encryption.ClientEncryption` for Tornado."""
 
     _framework = framework

@@ -37,13 +37,45 @@ async def test_call_from_a_thread_without_the_loop(fw: Framework, server: Any) -
     assert "thread running the client's event loop" in str(errors[0])
 
 
-def test_call_outside_any_loop(server: Any) -> None:
+def test_call_before_the_loop_runs(server: Any) -> None:
+    """On the loop's thread before the loop runs, a call returns a future on the
+    thread's current loop, and the operation runs when the loop does (Motor 3.7.1)."""
+    from motor.motor_asyncio import AsyncIOMotorClient
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        client = AsyncIOMotorClient(server.uri)
+        future = client.admin.command("ping")
+        assert isinstance(future, asyncio.Future) and not future.done()
+        assert client.io_loop is loop
+        assert loop.run_until_complete(future)["ok"] == 1
+        loop.run_until_complete(client.close())
+    finally:
+        asyncio.set_event_loop(None)
+        loop.close()
+
+
+def test_call_from_a_thread_without_a_loop(server: Any) -> None:
     from motor.motor_asyncio import AsyncIOMotorClient
 
     client = AsyncIOMotorClient(server.uri)
-    with pytest.raises(WrongThreadError):
+    errors: list[BaseException] = []
+
+    def from_thread() -> None:
+        try:
+            client.admin.command("ping")
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=from_thread)
+    thread.start()
+    thread.join()
+    assert len(errors) == 1 and isinstance(errors[0], WrongThreadError), errors
+    assert "no event loop runs in this thread" in str(errors[0])
+    client.close()  # no loop: closes synchronously
+    with pytest.raises(ClientClosedError):
         client.admin.command("ping")
-    assert client.close() is None  # no loop: closes synchronously
 
 
 def test_one_client_two_loops(server: Any) -> None:
@@ -93,7 +125,7 @@ async def test_closed_client(fw: Framework, server: Any) -> None:
         coll.find_one()
     # Also PyMongo's own class for using a closed client.
     assert isinstance(info.value, InvalidOperation)
-    assert client.close() is None  # closing twice is harmless
+    await client.close()  # closing twice is harmless
 
 
 async def test_async_with_closes(fw: Framework, server: Any) -> None:

@@ -18,5 +18,8 @@ class AsyncIOFramework(Framework):
             raise TypeError(f"io_loop must be an asyncio event loop, not {io_loop!r}")
         return io_loop
 
+    def io_loop_for(self, loop: asyncio.AbstractEventLoop) -> asyncio.AbstractEventLoop:
+        return loop
+
 
 framework = AsyncIOFramework()

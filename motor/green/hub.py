@@ -505,6 +505,22 @@ class Hub:
         else:
             self._start(current, fn, args, kwargs, future, context, release)
 
+    def submit_later(
+        self,
+        future: OpFuture,
+        context: contextvars.Context,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        release: Callable[[], None] | None = None,
+    ) -> None:
+        """Like :meth:`submit`, but the child starts on a later loop iteration.
+
+        For calls made on the loop's thread while the loop is not running yet: the
+        call starts when the loop runs.
+        """
+        self._defer((self._start_queued, fn, args, kwargs, future, context, release))
+
     def resume_later(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)``, which resumes a child, on a later iteration's budget.
 

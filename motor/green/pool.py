@@ -51,6 +51,8 @@ from typing import Any
 
 import pymongo
 import pymongo._csot
+import pymongo.client_session_shared
+import pymongo.cursor_shared
 import pymongo.network_layer
 import pymongo.pool_shared
 import pymongo.synchronous.client_session
@@ -565,6 +567,43 @@ def check_pymongo_internals() -> list[str]:
         pymongo.synchronous.command_cursor.CommandCursor,
     ):
         need(callable(getattr(cls, "_refresh", None)), f"{cls.__name__}._refresh is missing")
+        # motor.cursors: the buffered documents, the pinned connection, killing
+        # without I/O (rewind, PyMongo's __del__).
+        refresh_names = getattr(getattr(cls, "_refresh", None), "__code__", None)
+        need(
+            refresh_names is not None and "_data" in refresh_names.co_names,
+            f"{cls.__name__} no longer buffers its documents in _data",
+        )
+        need(
+            callable(getattr(cls, "_die_no_lock", None)),
+            f"{cls.__name__}._die_no_lock is missing",
+        )
+    cursor_init = pymongo.cursor_shared._AgnosticCursor.__init__.__code__
+    need(
+        {"_query_flags", "_sock_mgr"} <= set(cursor_init.co_names),
+        "Cursor no longer keeps _query_flags and _sock_mgr",
+    )
+    need(
+        "_sock_mgr" in pymongo.synchronous.command_cursor.CommandCursor.__init__.__code__.co_names,
+        "CommandCursor no longer keeps _sock_mgr",
+    )
+    # motor.sessions: with_transaction applies PyMongo's retry rules with its helpers.
+    shared = pymongo.client_session_shared
+    for name in (
+        "_BACKOFF_INITIAL",
+        "_BACKOFF_MAX",
+        "_within_time_limit",
+        "_max_time_expired_error",
+        "_WITH_TRANSACTION_RETRY_TIME_LIMIT",
+    ):
+        need(hasattr(shared, name), f"pymongo.client_session_shared.{name} is missing")
+    # motor.core: the session bound with ClientSession.bind() (admission).
+    need(
+        isinstance(
+            getattr(pymongo.synchronous.client_session, "_SESSION", None), contextvars.ContextVar
+        ),
+        "pymongo.synchronous.client_session._SESSION is missing",
+    )
     return problems
 
 

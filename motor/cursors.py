@@ -1,0 +1,586 @@
+"""Cursors and change streams, framework-neutral (see :mod:`motor.core`).
+
+A Motor cursor wraps a PyMongo cursor, whose documents are buffered in its ``_data``
+deque.  Taking a buffered document needs no I/O and happens on the loop; fetching a
+batch (the first query, a ``getMore``) runs PyMongo's cursor in a child greenlet.
+
+``aggregate()``, ``list_indexes()`` and friends, like ``watch()``, return their cursor
+without I/O, as Motor 3.7.1 does: PyMongo's methods run the command at once, so the
+Motor cursor is *latent* until its first fetch, which runs PyMongo's method in a child
+and continues with the cursor it returns.
+
+A cursor pinned to its connection (exhaust cursors; any cursor in load-balanced mode)
+fetches outside the client's admission queue (:class:`motor.core.Admission`): the
+operations admitted before it may be waiting for that very connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import warnings
+from collections import deque
+from collections.abc import Callable
+from typing import Any, ClassVar, NoReturn
+
+from pymongo.cursor_shared import _QUERY_OPTIONS
+from pymongo.errors import InvalidOperation
+from pymongo.synchronous.change_stream import ChangeStream
+from pymongo.synchronous.command_cursor import CommandCursor, RawBatchCommandCursor
+from pymongo.synchronous.cursor import Cursor, RawBatchCursor
+
+from motor.core import AgnosticBase, bind_arguments
+from motor.green.hub import current_child
+from motor.metaprogramming import Async, Chain, Delegate, ReadOnly, unwrap_args
+
+__all__ = [
+    "AgnosticChangeStream",
+    "AgnosticCommandCursor",
+    "AgnosticCursor",
+    "AgnosticLatentCommandCursor",
+    "AgnosticRawBatchCommandCursor",
+    "AgnosticRawBatchCursor",
+]
+
+# What a fetch returns at the end of the cursor (StopIteration cannot cross a future).
+_STOP = object()
+_TAILABLE = _QUERY_OPTIONS["tailable_cursor"]
+_NO_DATA: deque[Any] = deque()
+
+
+def _next_or_stop(cursor: _AgnosticCursorBase) -> Any:
+    # Runs on a child greenlet.
+    delegate = cursor._started_delegate()
+    if delegate is None:
+        return _STOP
+    try:
+        return delegate.next()
+    except StopIteration:
+        return _STOP
+
+
+def _to_list(cursor: _AgnosticCursorBase, length: int | None) -> list[Any]:
+    # Runs on a child greenlet.
+    delegate = cursor._started_delegate()
+    if delegate is None:
+        return []
+    result: list[Any] = delegate.to_list(length)
+    return result
+
+
+def _refresh(cursor: _AgnosticCursorBase) -> int:
+    # Runs on a child greenlet: fetch a batch unless documents are buffered; how many
+    # are buffered now.
+    delegate = cursor._started_delegate()
+    if delegate is None:
+        return 0
+    count: int = delegate._refresh()
+    return count
+
+
+def _try_next(cursor: _AgnosticCursorBase) -> Any:
+    # Runs on a child greenlet.
+    delegate = cursor._started_delegate()
+    if delegate is None:
+        return None
+    return delegate.try_next()
+
+
+def _close(cursor: _AgnosticCursorBase) -> None:
+    # Runs on a child greenlet.
+    delegate = cursor.delegate
+    if delegate is not None:
+        delegate.close()
+
+
+def _pinned(delegate: Any) -> bool:
+    """Is this PyMongo cursor (or change stream) pinned to a connection?"""
+    delegate = getattr(delegate, "_cursor", delegate)
+    return getattr(delegate, "_sock_mgr", None) is not None
+
+
+class _AgnosticCursorBase(AgnosticBase):
+    """What every Motor cursor shares: iteration, ``to_list``, ``each``, closing."""
+
+    # Both PyMongo cursor classes have these properties; their docstrings are Cursor's.
+    __pymongo_class__: ClassVar[type | None] = Cursor
+
+    _parent: Any
+
+    alive = ReadOnly()
+    cursor_id = ReadOnly()
+    address = ReadOnly()
+    session = ReadOnly()
+
+    # Set by close(); each() stops when its callback closed the cursor.
+    _closed = False
+
+    def _init_from_parent(self, parent: AgnosticBase) -> None:
+        # A clone's parent is the cursor it was cloned from: keep its collection.
+        self._parent = parent._parent if isinstance(parent, _AgnosticCursorBase) else parent
+
+    @property
+    def collection(self) -> Any:
+        """The Motor object that made this cursor: the collection for ``find()`` and
+        ``aggregate()``, the database or client for their command cursors."""
+        return self._parent
+
+    def _started_delegate(self) -> Any:
+        """The PyMongo cursor, or None if there is none (runs on a child)."""
+        return self.delegate
+
+    def _buffer(self) -> deque[Any]:
+        delegate = self.delegate
+        return _NO_DATA if delegate is None else delegate._data
+
+    def _fetch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(self, *args)`` in a child; pinned cursors skip the admission queue."""
+        if _pinned(self.delegate):
+            return self._binding.call_unqueued(fn, (self, *args), {})
+        return self._binding.call(fn, (self, *args), {})
+
+    def _completed(self, value: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self._binding.hub_for_call().loop.create_future()
+        future.set_result(value)
+        return future
+
+    def _tailable(self) -> bool:
+        return False
+
+    async def next(self) -> Any:
+        """Advance the cursor. Asynchronous; raises :class:`StopAsyncIteration` at the
+        end (for ``async for``)."""
+        delegate = self.delegate
+        if delegate is not None:
+            data = delegate._data
+            if data:
+                return data.popleft()
+        doc = await self._fetch(_next_or_stop)
+        if doc is _STOP:
+            raise StopAsyncIteration
+        return doc
+
+    __anext__ = next
+
+    def __aiter__(self) -> Any:
+        return self
+
+    def to_list(self, length: int | None = None) -> asyncio.Future[list[Any]]:
+        """Fetch the documents into a list. Asynchronous.
+
+        ``length`` is the most documents to return (all when None); documents beyond
+        it stay in the cursor for the next call.  ``to_list(0)`` returns ``[]``.  As in
+        Motor 3.7.1, a tailable cursor refuses (it has no end to wait for).
+        """
+        if length is not None:
+            if not isinstance(length, int):
+                raise TypeError(f"length must be an int, not {length!r}")
+            if length < 0:
+                raise ValueError("length must be non-negative")
+        if self._tailable():
+            raise InvalidOperation("Can't call to_list on tailable cursor")
+        if length == 0 or not self.alive:
+            return self._completed([])
+        return self._fetch(_to_list, length)
+
+    @property
+    def fetch_next(self) -> asyncio.Future[bool]:
+        """**Deprecated**: use ``async for``. An awaitable that fetches the next batch
+        if none is buffered, and resolves to True if a document is available for
+        :meth:`next_object`, False at the end::
+
+            while (yield cursor.fetch_next):
+                doc = cursor.next_object()
+        """
+        warnings.warn(
+            "The fetch_next property is deprecated and may be removed in a future major "
+            "release. Use `async for` to iterate over Cursor objects instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        if self._buffer():
+            return self._completed(True)
+        if not self.alive:
+            return self._completed(False)
+        future: asyncio.Future[Any] = self._fetch(_refresh)
+        return _chain(future, bool, self._binding.hub_for_call().loop)
+
+    def next_object(self) -> Any:
+        """**Deprecated**: use ``async for``. The next document of the batch
+        :attr:`fetch_next` fetched, or None."""
+        warnings.warn(
+            "The next_object method is deprecated and may be removed in a future major "
+            "release. Use `async for` to iterate over Cursor objects instead.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        data = self._buffer()
+        return data.popleft() if data else None
+
+    def each(self, callback: Callable[[Any, BaseException | None], Any]) -> None:
+        """Call ``callback(document, None)`` for every document, then
+        ``callback(None, None)``; on an error, ``callback(None, error)``.
+
+        Returns at once; the callbacks run on the loop.  A callback that returns
+        exactly False stops the iteration (the cursor stays open).
+        """
+        if not callable(callback):
+            raise TypeError("callback must be a callable")
+        loop = self._binding.hub_for_call().loop
+        self._each_step(callback, loop, None)
+
+    def _each_step(
+        self,
+        callback: Callable[[Any, BaseException | None], Any],
+        loop: asyncio.AbstractEventLoop,
+        fetched: asyncio.Future[Any] | None,
+    ) -> None:
+        # Runs on the loop: each() itself, then the done callback of every fetch.
+        if fetched is not None:
+            try:
+                fetched.result()
+            except Exception as error:
+                callback(None, error)
+                return
+        data = self._buffer()
+        while data:
+            if callback(data.popleft(), None) is False or self._closed:
+                return
+        if self.alive:
+            self._fetch(_refresh).add_done_callback(
+                lambda future: self._each_step(callback, loop, future)
+            )
+        else:
+            loop.call_soon(callback, None, None)
+
+    def close(self) -> asyncio.Future[None]:
+        """Close the cursor and kill it on the server. Asynchronous."""
+        self._closed = True
+        if self.delegate is None:
+            return self._completed(None)
+        return self._fetch(_close)
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _chain(
+    source: asyncio.Future[Any], convert: Callable[[Any], Any], loop: asyncio.AbstractEventLoop
+) -> asyncio.Future[Any]:
+    """A future of ``convert(source.result())`` (cancelling it cancels ``source``)."""
+    target: asyncio.Future[Any] = loop.create_future()
+
+    def copy_result(_: asyncio.Future[Any]) -> None:
+        if target.done():
+            return
+        if source.cancelled():
+            target.cancel()
+        elif source.exception() is not None:
+            target.set_exception(source.exception())  # type: ignore[arg-type]
+        else:
+            target.set_result(convert(source.result()))
+
+    def cancel_source(_: asyncio.Future[Any]) -> None:
+        if target.cancelled():
+            source.cancel()
+
+    source.add_done_callback(copy_result)
+    target.add_done_callback(cancel_source)
+    return target
+
+
+class AgnosticCursor(_AgnosticCursorBase):
+    """A cursor over ``find()`` results; created without I/O, fetched on demand."""
+
+    __pymongo_class__: ClassVar[type | None] = Cursor
+    _agnostic_name = "Cursor"
+
+    retrieved = ReadOnly()
+    sort = Chain()
+    skip = Chain()
+    limit = Chain()
+    batch_size = Chain()
+    hint = Chain()
+    where = Chain()
+    max_time_ms = Chain()
+    max_await_time_ms = Chain()
+    max_scan = Chain()
+    comment = Chain()
+    collation = Chain()
+    min = Chain()
+    max = Chain()
+    allow_disk_use = Chain()
+    add_option = Chain()
+    remove_option = Chain()
+    explain = Async()
+    distinct = Async()
+    clone = Delegate(wrap="Cursor")
+
+    def _tailable(self) -> bool:
+        return bool(self.delegate._query_flags & _TAILABLE)
+
+    def rewind(self) -> Any:
+        """Rewind this cursor to its unevaluated state; returns it, for chaining.
+
+        No I/O: an open server cursor is handed to PyMongo's background thread, which
+        kills it, instead of being killed on the loop's thread.
+        """
+        cursor = self.delegate
+        cursor._die_no_lock()
+        # Handed over with the server cursor: PyMongo's rewind must not close it again.
+        cursor._sock_mgr = None
+        cursor.rewind()
+        self._closed = False
+        return self
+
+    def __copy__(self) -> Any:
+        return self.clone()
+
+    def __deepcopy__(self, memo: Any) -> Any:
+        return self._wrap(self._agnostic_name, copy.deepcopy(self.delegate, memo))
+
+
+class AgnosticRawBatchCursor(AgnosticCursor):
+    """A ``find_raw_batches()`` cursor: each document is a raw BSON batch (``bytes``)."""
+
+    __pymongo_class__ = RawBatchCursor
+    _agnostic_name = "RawBatchCursor"
+
+    clone = Delegate(wrap="RawBatchCursor")
+
+
+class AgnosticCommandCursor(_AgnosticCursorBase):
+    """A cursor over a command's results (``list_databases``, ``aggregate``, ...)."""
+
+    __pymongo_class__: ClassVar[type | None] = CommandCursor
+    _agnostic_name = "CommandCursor"
+
+    batch_size = Chain()
+
+    async def try_next(self) -> Any:
+        """The next document if one is available without waiting for more than one
+        ``getMore``, else None. Asynchronous."""
+        data = self._buffer()
+        if data:
+            return data.popleft()
+        return await self._fetch(_try_next)
+
+
+class AgnosticRawBatchCommandCursor(AgnosticCommandCursor):
+    """A command cursor whose documents are raw BSON batches (``bytes``)."""
+
+    __pymongo_class__ = RawBatchCommandCursor
+    _agnostic_name = "RawBatchCommandCursor"
+
+
+class AgnosticLatentCommandCursor(AgnosticCommandCursor):
+    """A command cursor returned without I/O (``aggregate()``, ``list_indexes()``, ...).
+
+    Its ``delegate`` is None until the first fetch runs PyMongo's method (the command)
+    in a child; that method's errors are raised by that fetch.
+    """
+
+    _agnostic_name = "LatentCommandCursor"
+
+    def __init__(
+        self, parent: AgnosticBase, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> None:
+        start = getattr(type(parent.delegate), method)
+        bind_arguments(start, args, kwargs)  # wrong arguments: a TypeError now
+        self.delegate = None
+        self._binding = parent._binding
+        self._client = parent._client
+        self._parent = parent
+        self._method = method
+        self._args = args
+        self._kwargs = dict(kwargs)
+        self._batch_size: int | None = None
+        self._starting: asyncio.Future[None] | None = None
+
+    def batch_size(self, batch_size: int) -> Any:
+        """Limit the number of documents per batch; returns this cursor."""
+        if not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an integer, not {type(batch_size)}")
+        if batch_size < 0:
+            raise ValueError("batch_size must be >= 0")
+        if self.delegate is not None:
+            self.delegate.batch_size(batch_size)
+        else:
+            self._batch_size = batch_size
+        return self
+
+    def _started_delegate(self) -> Any:
+        # Runs on a child: start the command, once.
+        delegate = self.delegate
+        if delegate is not None or self._closed:
+            return delegate
+        child = current_child()
+        assert child is not None
+        starting = self._starting
+        if starting is not None:
+            # Another operation on this cursor is starting it.
+            child.hub.wait_future(starting)
+            return self.delegate
+        starting = self._starting = child.hub.loop.create_future()
+        try:
+            delegate = self._start()
+            self.delegate = delegate
+        finally:
+            self._starting = None
+            starting.set_result(None)
+        return delegate
+
+    def _start(self) -> Any:
+        # Runs on a child.
+        args, kwargs = unwrap_args(self._args, self._kwargs)
+        batch_size = self._batch_size
+        if batch_size is not None and self._method in ("aggregate", "aggregate_raw_batches"):
+            kwargs = {**kwargs, "batchSize": batch_size}
+        delegate = getattr(self._parent.delegate, self._method)(*args, **kwargs)
+        if batch_size is not None:
+            delegate.batch_size(batch_size)
+        return delegate
+
+    @property
+    def alive(self) -> bool:
+        """Might the cursor return more documents? True until started and exhausted."""
+        if self.delegate is None:
+            return not self._closed
+        return bool(self.delegate.alive)
+
+    @property
+    def cursor_id(self) -> int | None:
+        """The server's cursor id; None before the first fetch."""
+        return None if self.delegate is None else self.delegate.cursor_id
+
+    @property
+    def address(self) -> Any:
+        """The server the cursor runs on; None before the first fetch."""
+        return None if self.delegate is None else self.delegate.address
+
+    @property
+    def session(self) -> Any:
+        """The cursor's explicit PyMongo session, if any; None before the first fetch."""
+        return None if self.delegate is None else self.delegate.session
+
+
+class AgnosticChangeStream(AgnosticBase):
+    """A change stream (``watch()``): returned without I/O; the ``aggregate`` with
+    ``$changeStream`` runs on the first fetch (or on entering ``async with``).
+
+    Resumes after network and resumable server errors exactly as PyMongo does.
+    """
+
+    __pymongo_class__ = ChangeStream
+    _agnostic_name = "ChangeStream"
+
+    def __init__(self, target: AgnosticBase, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        bound = bind_arguments(type(target.delegate).watch, args, kwargs)
+        arguments = dict(bound.arguments)
+        arguments.pop(next(iter(arguments)))  # PyMongo's "self"
+        self.delegate = None
+        self._binding = target._binding
+        self._client = target._client
+        self._target = target
+        self._watch_kwargs = arguments
+        self._closed = False
+
+    def _started(self) -> Any:
+        # Runs on a child: run the aggregate, once.
+        delegate = self.delegate
+        if delegate is None and not self._closed:
+            _, kwargs = unwrap_args((), self._watch_kwargs)
+            delegate = self.delegate = self._target.delegate.watch(**kwargs)
+        return delegate
+
+    def _fetch(self, fn: Callable[..., Any]) -> asyncio.Future[Any]:
+        if _pinned(self.delegate):
+            return self._binding.call_unqueued(fn, (self,), {})
+        return self._binding.call(fn, (self,), {})
+
+    @property
+    def alive(self) -> bool:
+        """Does this change stream have the potential to return more data?"""
+        if self.delegate is None:
+            return not self._closed
+        return bool(self.delegate.alive)
+
+    @property
+    def resume_token(self) -> Any:
+        """The cached resume token that will be used to resume after the most recently
+        returned change (before the first fetch: ``start_after`` or ``resume_after``)."""
+        if self.delegate is None:
+            token = self._watch_kwargs.get("start_after") or self._watch_kwargs.get("resume_after")
+            return copy.deepcopy(token)
+        return self.delegate.resume_token
+
+    async def next(self) -> Any:
+        """The next change document; waits for one. Asynchronous; raises
+        :class:`StopAsyncIteration` once the stream is closed or invalidated."""
+        change = await self._fetch(_stream_next)
+        if change is _STOP:
+            raise StopAsyncIteration
+        return change
+
+    __anext__ = next
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def try_next(self) -> Any:
+        """The next change document if one arrives within one ``getMore``, else None.
+        Asynchronous."""
+        return await self._fetch(_stream_try_next)
+
+    def close(self) -> asyncio.Future[None]:
+        """Close the change stream (kill its server cursor). Asynchronous."""
+        self._closed = True
+        if self.delegate is None:
+            future: asyncio.Future[None] = self._binding.hub_for_call().loop.create_future()
+            future.set_result(None)
+            return future
+        return self._fetch(_stream_close)
+
+    async def __aenter__(self) -> Any:
+        await self._fetch(_stream_start)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> NoReturn:
+        raise RuntimeError('Use a change stream in "async with", not "with"')
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _stream_start(stream: AgnosticChangeStream) -> None:
+    # Runs on a child greenlet.
+    stream._started()
+
+
+def _stream_next(stream: AgnosticChangeStream) -> Any:
+    # Runs on a child greenlet: PyMongo's next() waits (getMore after getMore).
+    delegate = stream._started()
+    if delegate is None:
+        return _STOP
+    try:
+        return delegate.next()
+    except StopIteration:
+        return _STOP
+
+
+def _stream_try_next(stream: AgnosticChangeStream) -> Any:
+    # Runs on a child greenlet.
+    delegate = stream._started()
+    return None if delegate is None else delegate.try_next()
+
+
+def _stream_close(stream: AgnosticChangeStream) -> None:
+    # Runs on a child greenlet.
+    if stream.delegate is not None:
+        stream.delegate.close()

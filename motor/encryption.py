@@ -1,0 +1,114 @@
+"""Explicit client-side field level encryption, framework-neutral (see :mod:`motor.core`).
+
+Wraps PyMongo's :class:`~pymongo.encryption.ClientEncryption`, whose key-vault
+operations run through the Motor client's green connection pools in child greenlets.
+Needs PyMongo's ``encryption`` extra (``pymongocrypt``); install ``motor[encryption]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from pymongo.synchronous.encryption import ClientEncryption
+
+from motor.core import AgnosticBase, AgnosticClient, AgnosticDatabase
+from motor.metaprogramming import Async, mirror
+
+__all__ = ["AgnosticClientEncryption"]
+
+
+def _create_encrypted_collection(
+    encryption: AgnosticClientEncryption,
+    database: AgnosticDatabase,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> tuple[Any, Any]:
+    # Runs on a child greenlet.
+    collection, fields = encryption.delegate.create_encrypted_collection(
+        database.delegate, *args, **kwargs
+    )
+    return database._wrap("Collection", collection), fields
+
+
+class AgnosticClientEncryption(AgnosticBase):
+    """Explicit client-side field level encryption: data keys, ``encrypt`` and
+    ``decrypt``, key management.
+
+    Takes the arguments of :class:`pymongo.encryption.ClientEncryption`, with a Motor
+    client as ``key_vault_client``; every method that reads or writes the key vault
+    is asynchronous.
+    """
+
+    __pymongo_class__ = ClientEncryption
+    _agnostic_name = "ClientEncryption"
+
+    create_data_key = Async()
+    encrypt = Async()
+    encrypt_expression = Async()
+    decrypt = Async()
+    get_key = Async()
+    delete_key = Async()
+    add_key_alt_name = Async()
+    get_key_by_alt_name = Async()
+    remove_key_alt_name = Async()
+    rewrap_many_data_key = Async()
+    close = Async()
+
+    def __init__(
+        self,
+        kms_providers: Any,
+        key_vault_namespace: str,
+        key_vault_client: AgnosticClient,
+        codec_options: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(key_vault_client, AgnosticClient):
+            raise TypeError(
+                f"key_vault_client must be a Motor client, not {type(key_vault_client)!r}"
+            )
+        self.delegate = ClientEncryption(
+            kms_providers,
+            key_vault_namespace,
+            key_vault_client.delegate,
+            codec_options,
+            *args,
+            **kwargs,
+        )
+        self._binding = key_vault_client._binding
+        self._client = key_vault_client
+        self._key_vault_namespace = key_vault_namespace
+
+    @property
+    def io_loop(self) -> Any:
+        """The event loop of the key vault client."""
+        return self._client.io_loop
+
+    async def get_keys(self) -> Any:
+        """A Motor cursor over every data key in the key vault. Asynchronous, as in
+        Motor 3.7.1 (``cursor = await encryption.get_keys()``); the cursor fetches on
+        demand."""
+        db_name, coll_name = self._key_vault_namespace.split(".", 1)
+        key_vault = self._client[db_name][coll_name]
+        return key_vault._wrap("Cursor", self.delegate.get_keys())
+
+    @mirror(ClientEncryption.create_encrypted_collection, returns="tuple[Collection, Any]")
+    def create_encrypted_collection(self, database: Any, *args: Any, **kwargs: Any) -> Any:
+        """Create a collection with encrypted fields (Queryable Encryption), making data
+        keys for them. Asynchronous: resolves to ``(motor_collection, encrypted_fields)``.
+        """
+        if not isinstance(database, AgnosticDatabase):
+            raise TypeError(f"database must be a Motor database, not {type(database)!r}")
+        return self._binding.call(_create_encrypted_collection, (self, database, args, kwargs), {})
+
+    async def __aenter__(self) -> AgnosticClientEncryption:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def __enter__(self) -> NoReturn:
+        raise RuntimeError('Use ClientEncryption in "async with", not "with"')
+
+    def __exit__(self, *exc: object) -> None:
+        pass

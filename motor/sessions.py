@@ -1,0 +1,249 @@
+"""Client sessions and transactions, framework-neutral (see :mod:`motor.core`).
+
+A Motor session wraps PyMongo's :class:`~pymongo.client_session.ClientSession`.
+Starting a transaction makes no I/O (PyMongo sends ``startTransaction`` with the first
+operation), so :meth:`AgnosticClientSession.start_transaction` is a plain call; commit,
+abort and ending the session run in child greenlets.
+
+:meth:`AgnosticClientSession.with_transaction` cannot run PyMongo's own
+``with_transaction``: its callback is the user's coroutine function, which runs on the
+loop, not in a child.  It applies the same rules (PyMongo 4.20's
+``ClientSession.with_transaction``), waiting between attempts with ``asyncio.sleep``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable, Generator
+from typing import Any, NoReturn, TypeVar
+
+from pymongo import client_session_shared as _shared
+from pymongo.errors import PyMongoError
+from pymongo.synchronous.client_session import ClientSession
+
+from motor.core import AgnosticBase
+from motor.metaprogramming import Async, Delegate, ReadOnly
+
+__all__ = ["AgnosticClientSession"]
+
+_T = TypeVar("_T")
+
+
+class _TransactionContext:
+    """What :meth:`AgnosticClientSession.start_transaction` returns: an async context
+    manager that commits the transaction on a normal exit and aborts it on an
+    exception.  Also awaitable (to itself), for ``async with await
+    session.start_transaction():`` as PyMongo's asynchronous API writes it."""
+
+    __slots__ = ("_session",)
+
+    def __init__(self, session: AgnosticClientSession) -> None:
+        self._session = session
+
+    def __await__(self) -> Generator[Any, None, _TransactionContext]:
+        # A generator that returns at once: awaiting gives this context.
+        yield from ()
+        return self
+
+    async def __aenter__(self) -> _TransactionContext:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        session = self._session
+        if session.in_transaction:
+            if exc_val is None:
+                await session.commit_transaction()
+            else:
+                await session.abort_transaction()
+
+
+class _BoundSession:
+    """What :meth:`AgnosticClientSession.bind` returns: while entered, operations in
+    this context (and tasks it starts) use the session implicitly."""
+
+    __slots__ = ("_context", "_end_session", "_session")
+
+    def __init__(self, session: AgnosticClientSession, end_session: bool) -> None:
+        self._session = session
+        self._end_session = end_session
+        # PyMongo's own bound context, without its ending (that needs I/O).
+        self._context = session.delegate.bind(end_session=False)
+
+    def _enter(self) -> AgnosticClientSession:
+        self._context.__enter__()
+        return self._session
+
+    async def __aenter__(self) -> AgnosticClientSession:
+        return self._enter()
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self._context.__exit__(exc_type, exc_val, exc_tb)
+        if self._end_session:
+            await self._session.end_session()
+
+    def __enter__(self) -> AgnosticClientSession:
+        return self._enter()
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        self._context.__exit__(exc_type, exc_val, exc_tb)
+        if self._end_session:
+            # Ending may abort a transaction (I/O): it runs in a child, not awaited.
+            self._session.end_session()
+
+
+class AgnosticClientSession(AgnosticBase):
+    """A session for ordering sequential operations and for transactions.
+
+    Get one with ``await client.start_session()``; end it with ``async with``::
+
+        async with await client.start_session() as session:
+            async with session.start_transaction():
+                await collection.insert_one(doc, session=session)
+    """
+
+    __pymongo_class__ = ClientSession
+    _agnostic_name = "ClientSession"
+
+    cluster_time = ReadOnly()
+    has_ended = ReadOnly()
+    in_transaction = ReadOnly()
+    options = ReadOnly()
+    operation_time = ReadOnly()
+    session_id = ReadOnly()
+    advance_cluster_time = Delegate()
+    advance_operation_time = Delegate()
+    commit_transaction = Async()
+    abort_transaction = Async()
+    end_session = Async()
+
+    @property
+    def client(self) -> Any:
+        """The Motor client this session was created from."""
+        return self._client
+
+    def start_transaction(
+        self,
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
+    ) -> _TransactionContext:
+        """Start a multi-statement transaction; takes the arguments of
+        :class:`~pymongo.client_session.TransactionOptions`.  No I/O: the first
+        operation with ``session=`` this session starts it on the server.
+
+        Returns an async context manager that commits on a normal exit and aborts on
+        an exception::
+
+            async with session.start_transaction():
+                await collection.insert_one(doc, session=session)
+        """
+        self.delegate.start_transaction(
+            read_concern=read_concern,
+            write_concern=write_concern,
+            read_preference=read_preference,
+            max_commit_time_ms=max_commit_time_ms,
+        )
+        return _TransactionContext(self)
+
+    async def with_transaction(
+        self,
+        coro: Callable[[AgnosticClientSession], Awaitable[_T]],
+        read_concern: Any = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        max_commit_time_ms: int | None = None,
+    ) -> _T:
+        """Run ``await coro(session)`` in a transaction and commit it, with retries.
+
+        The rules are PyMongo 4.20's ``ClientSession.with_transaction``: when ``coro``
+        or the commit raises an error labelled ``TransientTransactionError``, the
+        transaction is aborted and the whole of it retried; when the commit raises one
+        labelled ``UnknownTransactionCommitResult`` (and not ``MaxTimeMSExpired``), the
+        commit is retried.  Retries of the whole transaction wait a jittered backoff
+        (``asyncio.sleep``: the loop keeps running).  Retrying stops 120 seconds after
+        the first attempt (or when :func:`pymongo.timeout`'s deadline passes); then,
+        as Motor 3.7.1 documents, the last error is raised as it is (PyMongo 4.20
+        would raise a timeout error made from it).
+
+        ``coro`` may be awaited several times: keep its side effects inside the
+        transaction.  If it ends the transaction itself (commit or abort), no commit
+        follows.  Returns what the last call of ``coro`` returned.
+        """
+        start_time = time.monotonic()
+        retry = 0
+        last_error: BaseException | None = None
+        while True:
+            if retry:
+                backoff = random.random() * min(
+                    _shared._BACKOFF_INITIAL * (1.5**retry), _shared._BACKOFF_MAX
+                )
+                if not _shared._within_time_limit(start_time, backoff):
+                    assert last_error is not None
+                    raise last_error
+                await asyncio.sleep(backoff)
+            retry += 1
+            self.start_transaction(read_concern, write_concern, read_preference, max_commit_time_ms)
+            try:
+                result = await coro(self)
+            except BaseException as exc:
+                last_error = exc
+                if self.in_transaction:
+                    await self.abort_transaction()
+                if (
+                    isinstance(exc, PyMongoError)
+                    and exc.has_error_label("TransientTransactionError")
+                    and _shared._within_time_limit(start_time)
+                ):
+                    continue
+                raise
+            if not self.in_transaction:
+                # The callback ended the transaction itself.
+                return result
+            while True:
+                try:
+                    await self.commit_transaction()
+                except PyMongoError as exc:
+                    last_error = exc
+                    if (
+                        exc.has_error_label("UnknownTransactionCommitResult")
+                        and not _shared._max_time_expired_error(exc)
+                        and _shared._within_time_limit(start_time)
+                    ):
+                        continue  # retry the commit
+                    if exc.has_error_label(
+                        "TransientTransactionError"
+                    ) and _shared._within_time_limit(start_time):
+                        break  # retry the whole transaction
+                    raise
+                return result
+
+    def bind(self, end_session: bool = True) -> _BoundSession:
+        """Make this session the implicit session of operations in a context.
+
+        ::
+
+            async with session.bind():
+                await collection.insert_one(doc)   # session=session implicitly
+
+        With ``end_session`` (the default) the session ends when the context exits.
+        Tasks created inside the context inherit the binding, as with any
+        :mod:`contextvars` value.
+        """
+        return _BoundSession(self, end_session)
+
+    async def __aenter__(self) -> AgnosticClientSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.end_session()
+
+    def __enter__(self) -> NoReturn:
+        raise AttributeError(
+            "Use Motor sessions like 'async with await client.start_session()', not 'with'"
+        )
+
+    def __exit__(self, *exc: object) -> None:
+        pass
