@@ -18,6 +18,7 @@ import pymongo.synchronous.pool
 import pytest
 from pymongo.errors import ConfigurationError
 
+from motor.errors import WouldBlockError
 from motor.green import pool as green_pool
 from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
@@ -513,19 +514,35 @@ def test_pool_fork_check_reads_a_cached_pid() -> None:
     assert pool_os.getpid() == os.getpid()
 
 
-async def test_srv_lookups_run_in_a_thread(fw: Framework, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_blocking_helpers_run_in_a_thread(fw: Framework) -> None:
+    """SRV lookups, KMS requests and mongocryptd commands block in PyMongo's own
+    sockets or dnspython: called from a child, they run in a worker thread."""
+    import pymongo.synchronous.encryption as encryption
     import pymongo.synchronous.srv_resolver as srv_resolver
 
     green_pool.install()
+    for installed in (
+        srv_resolver._resolve,
+        encryption._EncryptionIO.kms_request,
+        encryption._EncryptionIO.mark_command,
+    ):
+        assert getattr(installed, "motor_green", False), installed
+        assert not getattr(installed.__wrapped__, "motor_green", False)
+
     calls: list[str] = []
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="")
 
-    def slow_dns(*args: Any, **kwargs: Any) -> str:
+    def slow_io(*args: Any, **kwargs: Any) -> str:
         calls.append(threading.current_thread().name)
-        time.sleep(0.2)  # a blocking lookup
-        return "answer"
+        time.sleep(0.2)  # a blocking lookup or request
+        return f"answer {marker.get()}"
 
-    monkeypatch.setattr(green_pool, "_original_resolve", slow_dns)
+    wrapped = green_pool._off_the_loop(slow_io, "a test wait")
+    marker.set("from the caller")
     await fw.probe.settle()
-    assert await hub().spawn(srv_resolver._resolve, "_mongodb._tcp.example", "SRV") == "answer"
+    assert await hub().spawn(wrapped, "_mongodb._tcp.example", "SRV") == "answer from the caller"
     assert calls and calls[0] != threading.current_thread().name
     assert fw.probe.max_busy < 0.010, fw.probe.max_busy
+    # On the loop's thread outside a child it would block the loop: refused.
+    with pytest.raises(WouldBlockError, match="a test wait"):
+        wrapped()

@@ -26,7 +26,9 @@ What it changes, and nothing else:
   call.
 * ``pymongo.synchronous.srv_resolver._resolve`` (dnspython's blocking SRV/TXT lookups
   for ``mongodb+srv://`` URIs) runs in the loop's default executor when called from a
-  child, which parks meanwhile.
+  child, which parks meanwhile; so do client-side encryption's KMS requests and
+  mongocryptd commands (``_EncryptionIO.kms_request`` and ``mark_command``), which use
+  sockets of their own.
 
 It also exports ``pymongo._csot.TIMEOUT`` (read, not changed) as :data:`TIMEOUT`: Motor
 reads it on every call to keep operations under :func:`pymongo.timeout` out of its
@@ -59,6 +61,7 @@ import pymongo.synchronous.client_session
 import pymongo.synchronous.command_cursor
 import pymongo.synchronous.cursor
 import pymongo.synchronous.cursor_base
+import pymongo.synchronous.encryption
 import pymongo.synchronous.mongo_client
 import pymongo.synchronous.pool
 import pymongo.synchronous.srv_resolver
@@ -228,6 +231,11 @@ _socket_interface_dispatch.motor_green = True  # type: ignore[attr-defined]
 
 
 _original_resolve: Any = None
+
+# Client-side encryption's I/O callbacks that open sockets of their own (KMS servers,
+# mongocryptd's plain client) and sleep between KMS retries.
+_encryption_io: Any = pymongo.synchronous.encryption._EncryptionIO
+_ENCRYPTION_IO_OFF_THE_LOOP = ("kms_request", "mark_command")
 _original_receive_message: Any = None
 
 # PyMongo's reply reading: header layout, reply parsers, cancellation slice.
@@ -392,20 +400,28 @@ def _receive_into(
     return received
 
 
-def _green_resolve(*args: Any, **kwargs: Any) -> Any:
-    """dnspython's blocking resolve, in a worker thread when called from a child."""
-    current = _getcurrent()
-    if isinstance(current, Child):
-        hub = current.hub
-        future = hub.loop.run_in_executor(
-            None, functools.partial(_original_resolve, *args, **kwargs)
-        )
-        return hub.wait_future(future)
-    refuse_to_block("a DNS SRV/TXT lookup")
-    return _original_resolve(*args, **kwargs)
+def _off_the_loop(function: Any, refuse: str = "") -> Any:
+    """Wrap a blocking PyMongo function: called from a child, it runs in the loop's
+    default executor (a worker thread, with the caller's context) while the child
+    parks; called anywhere else, it runs as it is (refused on a running loop's thread
+    when ``refuse`` names the wait)."""
 
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current = _getcurrent()
+        if isinstance(current, Child):
+            hub = current.hub
+            context = contextvars.copy_context()
+            future = hub.loop.run_in_executor(
+                None, functools.partial(context.run, function, *args, **kwargs)
+            )
+            return hub.wait_future(future)
+        if refuse:
+            refuse_to_block(refuse)
+        return function(*args, **kwargs)
 
-_green_resolve.motor_green = True  # type: ignore[attr-defined]
+    wrapper.motor_green = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 def _green_create_lock() -> GreenLock:
@@ -562,6 +578,11 @@ def check_pymongo_internals() -> list[str]:
         callable(getattr(_srv_resolver, "_resolve", None)),
         "pymongo.synchronous.srv_resolver._resolve is missing",
     )
+    for name in _ENCRYPTION_IO_OFF_THE_LOOP:
+        need(
+            callable(getattr(_encryption_io, name, None)),
+            f"pymongo.synchronous.encryption._EncryptionIO.{name} is missing",
+        )
     for cls in (
         pymongo.synchronous.cursor.Cursor,
         pymongo.synchronous.command_cursor.CommandCursor,
@@ -625,7 +646,11 @@ def install() -> None:
     _cursor_base._create_lock = _green_create_lock
     if not getattr(_srv_resolver._resolve, "motor_green", False):
         _original_resolve = _srv_resolver._resolve
-        _srv_resolver._resolve = _green_resolve
+        _srv_resolver._resolve = _off_the_loop(_original_resolve, "a DNS SRV/TXT lookup")
+    for name in _ENCRYPTION_IO_OFF_THE_LOOP:
+        method = getattr(_encryption_io, name)
+        if not getattr(method, "motor_green", False):
+            setattr(_encryption_io, name, _off_the_loop(method))
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
