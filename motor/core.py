@@ -558,7 +558,7 @@ class AgnosticClient(AgnosticBase):
         causal_consistency: bool | None = None,
         default_transaction_options: Any = None,
         snapshot: bool | None = False,
-    ) -> Any:
+    ) -> _SessionFuture:
         """Start a logical session. Asynchronous: returns an awaitable future of the
         Motor session, which is also an async context manager::
 

@@ -92,7 +92,7 @@ class AgnosticClientEncryption(AgnosticBase):
         key_vault = self._client[db_name][coll_name]
         return key_vault._wrap("Cursor", self.delegate.get_keys())
 
-    @mirror(ClientEncryption.create_encrypted_collection, returns="tuple[Collection, Any]")
+    @mirror(ClientEncryption.create_encrypted_collection, returns="Future[tuple[Collection, Any]]")
     def create_encrypted_collection(self, database: Any, *args: Any, **kwargs: Any) -> Any:
         """Create a collection with encrypted fields (Queryable Encryption), making data
         keys for them. Asynchronous: resolves to ``(motor_collection, encrypted_fields)``.

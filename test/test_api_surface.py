@@ -1,0 +1,215 @@
+"""Motor's classes cover PyMongo's public API, with Motor 3.7.1's call style.
+
+Two oracles, both read from the installed PyMongo, so a new PyMongo release that adds,
+drops or changes a method fails here and says what to wrap:
+
+* completeness: every public name of each PyMongo *sync* class exists on the Motor
+  class, or is in :data:`EXCLUDED` with the reason;
+* call style: whether a Motor method is awaited follows PyMongo's *asynchronous* API
+  (``pymongo.asynchronous``: an ``async def`` does I/O), except where Motor 3.7.1's call
+  style differs, listed in :data:`MOTOR_STYLE` with the reason.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.change_stream import AsyncChangeStream
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.command_cursor import AsyncCommandCursor, AsyncRawBatchCommandCursor
+from pymongo.asynchronous.cursor import AsyncCursor, AsyncRawBatchCursor
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.asynchronous.encryption import AsyncClientEncryption
+from pymongo.asynchronous.mongo_client import AsyncMongoClient
+from pymongo.synchronous.change_stream import ChangeStream
+from pymongo.synchronous.client_session import ClientSession
+from pymongo.synchronous.collection import Collection
+from pymongo.synchronous.command_cursor import CommandCursor, RawBatchCommandCursor
+from pymongo.synchronous.cursor import Cursor, RawBatchCursor
+from pymongo.synchronous.database import Database
+from pymongo.synchronous.encryption import ClientEncryption
+from pymongo.synchronous.mongo_client import MongoClient
+
+import motor
+from motor import motor_asyncio, motor_tornado
+
+# Motor name (without the framework prefix) -> PyMongo sync class, PyMongo async class.
+PAIRS: dict[str, tuple[type, type]] = {
+    "Client": (MongoClient, AsyncMongoClient),
+    "Database": (Database, AsyncDatabase),
+    "Collection": (Collection, AsyncCollection),
+    "Cursor": (Cursor, AsyncCursor),
+    "RawBatchCursor": (RawBatchCursor, AsyncRawBatchCursor),
+    "CommandCursor": (CommandCursor, AsyncCommandCursor),
+    "LatentCommandCursor": (CommandCursor, AsyncCommandCursor),
+    "RawBatchCommandCursor": (RawBatchCommandCursor, AsyncRawBatchCommandCursor),
+    "ChangeStream": (ChangeStream, AsyncChangeStream),
+    "ClientSession": (ClientSession, AsyncClientSession),
+    "ClientEncryption": (ClientEncryption, AsyncClientEncryption),
+}
+
+_NEXT = (
+    "PyMongo defines it only to raise TypeError ('not iterable'); Motor raises that "
+    "from __iter__, and the attribute is the database/collection named 'next', as in "
+    "Motor 3.7.1"
+)
+
+# (Motor name, attribute) -> why the Motor class does not have it.
+EXCLUDED: dict[tuple[str, str], str] = {
+    ("Client", "next"): _NEXT,
+    ("Database", "next"): _NEXT,
+    ("Collection", "next"): _NEXT,
+}
+
+_LATENT = "returns its cursor without I/O; the command runs on the first fetch (Motor 3.7.1)"
+_KNOWN = (
+    "a property, as in Motor 3.7.1: answers from the known topology, and raises "
+    "WouldBlockError rather than running server selection on a running loop"
+)
+
+# (Motor name, attribute) -> (Motor's kind, why it differs from PyMongo's async API).
+MOTOR_STYLE: dict[tuple[str, str], tuple[str, str]] = {
+    ("Client", "address"): ("property", _KNOWN),
+    ("Client", "arbiters"): ("property", _KNOWN),
+    ("Client", "is_mongos"): ("property", _KNOWN),
+    ("Client", "is_primary"): ("property", _KNOWN),
+    ("Client", "primary"): ("property", _KNOWN),
+    ("Client", "secondaries"): ("property", _KNOWN),
+    ("Client", "watch"): ("latent", _LATENT),
+    ("Client", "start_session"): (
+        "await",
+        "awaited in Motor 3.7.1 (await client.start_session()); the future is also an "
+        "async context manager, for PyMongo's style",
+    ),
+    ("Database", "aggregate"): ("latent", _LATENT),
+    ("Database", "watch"): ("latent", _LATENT),
+    ("Collection", "aggregate"): ("latent", _LATENT),
+    ("Collection", "aggregate_raw_batches"): ("latent", _LATENT),
+    ("Collection", "list_indexes"): ("latent", _LATENT),
+    ("Collection", "list_search_indexes"): ("latent", _LATENT),
+    ("Collection", "watch"): ("latent", _LATENT),
+    ("Cursor", "add_option"): ("sync", "chaining without I/O, as in Motor 3.7.1"),
+    ("Cursor", "rewind"): (
+        "sync",
+        "chaining, as in Motor 3.7.1; an open server cursor is killed by PyMongo's "
+        "background thread instead of on the loop",
+    ),
+    ("ClientSession", "start_transaction"): (
+        "sync",
+        "Motor 3.7.1: a plain call returning an async context manager (also awaitable)",
+    ),
+    ("ClientEncryption", "get_keys"): ("await", "awaited in Motor 3.7.1"),
+}
+for _name in ("RawBatchCursor",):
+    MOTOR_STYLE[(_name, "add_option")] = MOTOR_STYLE[("Cursor", "add_option")]
+    MOTOR_STYLE[(_name, "rewind")] = MOTOR_STYLE[("Cursor", "rewind")]
+
+
+def public_names(cls: type) -> list[str]:
+    return sorted(name for name in dir(cls) if not name.startswith("_"))
+
+
+def pymongo_kind(cls: type, name: str) -> str:
+    """'await', 'sync' or 'property' for PyMongo's asynchronous class."""
+    attr = inspect.getattr_static(cls, name)
+    if isinstance(attr, property):
+        return "await" if inspect.iscoroutinefunction(attr.fget) else "property"
+    if isinstance(attr, (staticmethod, classmethod)):
+        attr = attr.__func__
+    if inspect.iscoroutinefunction(attr):
+        return "await"
+    return "sync" if callable(attr) else "property"
+
+
+def _returns_awaitable(function: Any) -> bool:
+    annotation = str(inspect.signature(function).return_annotation)
+    return annotation.startswith(("Future", "asyncio.Future", "Awaitable", "_SessionFuture"))
+
+
+def motor_kind(cls: type, name: str) -> str:
+    """'await', 'latent', 'sync' or 'property' for a Motor class."""
+    attr = inspect.getattr_static(cls, name)
+    if isinstance(attr, property):
+        return "property"
+    if not callable(attr):
+        return "property"
+    entry = getattr(attr, "_motor_entry", None)
+    if entry is not None:
+        return "await" if entry.returns == "future" else "sync"
+    if getattr(attr, "_motor_returns", None) in ("LatentCommandCursor", "ChangeStream"):
+        return "latent"
+    if inspect.iscoroutinefunction(attr) or _returns_awaitable(attr):
+        return "await"
+    return "sync"
+
+
+FRAMEWORKS = {"AsyncIOMotor": motor_asyncio, "Motor": motor_tornado}
+
+
+@pytest.mark.parametrize("prefix", list(FRAMEWORKS))
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_every_pymongo_name_is_wrapped(prefix: str, name: str) -> None:
+    motor_cls = getattr(FRAMEWORKS[prefix], prefix + name)
+    sync_cls, _ = PAIRS[name]
+    missing = [
+        attr
+        for attr in public_names(sync_cls)
+        if not hasattr(motor_cls, attr) and (name, attr) not in EXCLUDED
+    ]
+    assert not missing, f"{motor_cls.__name__} lacks PyMongo's {missing}"
+    stale = [attr for (cls_name, attr) in EXCLUDED if cls_name == name and hasattr(motor_cls, attr)]
+    assert not stale, f"EXCLUDED lists names {motor_cls.__name__} has: {stale}"
+
+
+@pytest.mark.parametrize("prefix", list(FRAMEWORKS))
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_call_style_follows_pymongo_async_api(prefix: str, name: str) -> None:
+    motor_cls = getattr(FRAMEWORKS[prefix], prefix + name)
+    sync_cls, async_cls = PAIRS[name]
+    wrong = []
+    for attr in public_names(sync_cls):
+        if (name, attr) in EXCLUDED:
+            continue
+        expected, _reason = MOTOR_STYLE.get((name, attr), (pymongo_kind(async_cls, attr), ""))
+        actual = motor_kind(motor_cls, attr)
+        if actual != expected:
+            wrong.append(f"{attr}: Motor {actual}, expected {expected}")
+    assert not wrong, f"{motor_cls.__name__}: " + "; ".join(wrong)
+
+
+def test_overrides_are_still_differences() -> None:
+    """Every MOTOR_STYLE line is a real difference from PyMongo's async API."""
+    for (name, attr), (kind, reason) in MOTOR_STYLE.items():
+        _, async_cls = PAIRS[name]
+        assert reason
+        assert pymongo_kind(async_cls, attr) != kind or kind == "await", (name, attr)
+
+
+def test_package_exports_the_tornado_classes() -> None:
+    for export in motor_tornado.__all__:
+        assert getattr(motor, export) is getattr(motor_tornado, export)
+    assert set(motor_tornado.__all__) <= set(motor.__all__)
+    assert motor.version == motor.get_version_string() == motor.__version__
+    assert motor.version_tuple[:2] == tuple(int(p) for p in motor.__version__.split(".")[:2])
+
+
+def test_both_frameworks_have_the_same_classes() -> None:
+    asyncio_names = {n.removeprefix("AsyncIOMotor") for n in motor_asyncio.__all__}
+    tornado_names = {n.removeprefix("Motor") for n in motor_tornado.__all__}
+    assert asyncio_names == tornado_names == set(PAIRS)
+
+
+def test_signatures_are_pymongo_s() -> None:
+    coll = motor_asyncio.AsyncIOMotorCollection
+    find_one = inspect.signature(coll.find_one)
+    assert list(find_one.parameters)[:2] == ["self", "filter"]
+    assert str(find_one.return_annotation) == "Future[_DocumentType | None]"
+    insert_many = inspect.signature(coll.insert_many)
+    assert "ordered" in insert_many.parameters and "session" in insert_many.parameters
+    watch = inspect.signature(coll.watch)
+    assert "full_document" in watch.parameters
+    assert watch.return_annotation == "ChangeStream"
+    assert "Insert an iterable of documents" in (coll.insert_many.__doc__ or "")
