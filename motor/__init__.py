@@ -7,25 +7,24 @@ whenever PyMongo would block.  Import the classes for your framework from
 package (``motor.MotorClient``) when Tornado is installed.
 """
 
+import re
+
 from motor._version import __version__
 
 version = __version__
 
 
 def _version_tuple(text: str) -> tuple[int | str, ...]:
-    parts: list[int | str] = []
-    for piece in text.split("."):
-        digits = ""
-        while piece and piece[0].isdigit():
-            digits, piece = digits + piece[0], piece[1:]
-        if digits:
-            parts.append(int(digits))
-        if piece:
-            parts.append(piece.lstrip("-+"))
-    return tuple(parts)
+    # "3.7.1" -> (3, 7, 1); "0.1.0.dev0" -> (0, 1, 0, ".dev0"), as Motor 3.x splits it.
+    match = re.match(r"(\d+)\.(\d+)\.(\d+)(.*)", text)
+    if match is None:
+        return tuple(int(part) for part in text.split("."))
+    major, minor, patch, rest = match.groups()
+    parts: list[int | str] = [int(major), int(minor), int(patch)]
+    return (*parts, rest) if rest else tuple(parts)
 
 
-#: The version as a tuple, for instance ``(0, 1, 0, "dev0")``.
+#: The version as a tuple, for instance ``(0, 1, 0, ".dev0")``.
 version_tuple = _version_tuple(__version__)
 
 

@@ -28,6 +28,8 @@ from typing import Any, ClassVar, NoReturn
 import pymongo.synchronous.client_session
 from pymongo import MongoClient
 from pymongo.driver_info import DriverInfo
+from pymongo.operations import _Op
+from pymongo.server_selectors import any_server_selector
 from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.database import Database
 
@@ -491,14 +493,6 @@ class AgnosticClient(AgnosticBase):
     server_info = Async()
     drop_database = Async()
     bulk_write = Async()
-    aconnect = Async(
-        attr="_connect",
-        doc="Connect to the deployment now instead of on the first operation.\n\n"
-        "Opens the client's monitoring and selects a server; the properties that "
-        "need the server (:attr:`address`, :attr:`is_primary`, ...) answer at once "
-        "afterwards.",
-    )
-
     def __init__(self, *args: Any, io_loop: Any = None, **kwargs: Any) -> None:
         framework = self._framework
         if framework is None:
@@ -522,6 +516,16 @@ class AgnosticClient(AgnosticBase):
             self.delegate.append_metadata(user_driver)
         self._binding = Binding(loop, Admission.for_client(self.delegate))
         self._client = self
+
+    def aconnect(self) -> asyncio.Future[None]:
+        """Connect now instead of on the first operation. Asynchronous.
+
+        Opens the client's monitoring (as PyMongo's ``AsyncMongoClient.aconnect``) and
+        waits until a server is known; the properties that need the server
+        (:attr:`address`, :attr:`is_primary`, ...) then answer at once.  Raises
+        :class:`~pymongo.errors.ServerSelectionTimeoutError` if none is found in time.
+        """
+        return self._binding.call(_connect, (self.delegate,), {})
 
     @property
     def io_loop(self) -> Any:
@@ -617,6 +621,12 @@ class AgnosticClient(AgnosticBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _connect(client: MongoClient[Any]) -> None:
+    # Runs on a child greenlet.
+    client._connect()
+    client._topology.select_server(any_server_selector, _Op.TEST)
 
 
 class _SessionFuture(asyncio.Future):  # type: ignore[type-arg]

@@ -19,7 +19,11 @@ __all__ = [
 
 
 class MotorMisuseError(RuntimeError):
-    """Base class: a Motor object was used where it cannot work."""
+    """Base class: a Motor object was used where it cannot work.
+
+    The subclasses that are also PyMongo's :class:`~pymongo.errors.InvalidOperation`
+    list it first, so that they are PyMongo errors in full (error labels included).
+    """
 
 
 class WrongThreadError(MotorMisuseError):
@@ -30,15 +34,15 @@ class WrongLoopError(MotorMisuseError):
     """A Motor object bound to one event loop was used from another."""
 
 
-class ClientClosedError(MotorMisuseError, InvalidOperation):
+class ClientClosedError(InvalidOperation, MotorMisuseError):
     """An operation was started on a client after ``close()``."""
 
 
-class ForkedClientError(MotorMisuseError, InvalidOperation):
+class ForkedClientError(InvalidOperation, MotorMisuseError):
     """A client created before ``fork()`` was used in the child process."""
 
 
-class WouldBlockError(MotorMisuseError, InvalidOperation):
+class WouldBlockError(InvalidOperation, MotorMisuseError):
     """A synchronous call would have had to wait for the network on a running event
     loop's thread.
 

@@ -13,7 +13,13 @@ import pytest
 from pymongo import monitoring
 from pymongo.errors import InvalidOperation
 
-from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
+from motor.errors import (
+    ClientClosedError,
+    ForkedClientError,
+    WouldBlockError,
+    WrongLoopError,
+    WrongThreadError,
+)
 from test.framework import Framework
 
 request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag", default="")
@@ -234,3 +240,30 @@ def test_tornado_gen_coroutine(server: Any) -> None:
         assert io_loop.run_sync(legacy_handler) == 1
     finally:
         io_loop.close()
+
+
+async def test_sync_call_on_the_delegate_is_refused(fw: Framework, server: Any) -> None:
+    """PyMongo's sync method called straight on the delegate, on the loop's thread,
+    would block the loop: the green primitives refuse to wait there."""
+    client = fw.client(server.uri)
+    await fw.probe.settle()
+    with pytest.raises(WouldBlockError, match="block the running event loop"):
+        client.delegate.admin.command("ping")
+    # The client is unharmed: its own (awaited) methods work.
+    assert (await client.admin.command("ping"))["ok"] == 1
+    assert fw.probe.max_busy < 0.010, fw.probe.max_busy
+
+
+async def test_server_properties_refuse_to_select_on_the_loop(fw: Framework, server: Any) -> None:
+    # Nothing listens on port 1: the server never becomes known.
+    unknown = fw.client("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=100)
+    await fw.probe.settle()
+    for name in ("address", "is_primary", "is_mongos"):
+        with pytest.raises(WouldBlockError, match=name):
+            getattr(unknown, name)
+    assert fw.probe.max_busy < 0.010, fw.probe.max_busy
+    client = fw.client(server.uri)
+    await client.aconnect()
+    assert client.address == (server.host, server.port)
+    assert client.is_primary is True
+    assert client.is_mongos is False
