@@ -835,8 +835,10 @@ def launch(
     detached: bool = False,
     progress: Progress | None = None,
     timeout: float = START_TIMEOUT,
+    port: int | None = None,
 ) -> Server:
-    """Start a new server of ``variant`` on a free loopback port and return it once it answers.
+    """Start a new server of ``variant`` on a free loopback port (or on ``port``) and return it
+    once it answers.
 
     A server that is not ``detached`` belongs to this process: stop it with :func:`stop`; if this
     process dies first, the server is killed (Linux) or cleaned up by the next launch.
@@ -874,13 +876,13 @@ def launch(
         (data_dir / "db").mkdir(parents=True)
     proc: subprocess.Popen[bytes] | None = None
     try:
-        for _attempt in range(5):
+        for _attempt in range(1 if port is not None else 5):
             server = Server(
                 uri="",
                 kind=kind,
                 version="",
                 host=HOST,
-                port=_free_port(),
+                port=_free_port() if port is None else port,
                 flavor="",
                 variant=variant,
                 name=name,
@@ -914,6 +916,8 @@ def launch(
             server.startup_seconds = time.monotonic() - started
             break
         else:
+            if port is not None:
+                raise ServerStartError(f"{kind}: port {port} is taken; see {log}")
             raise ServerStartError(f"{kind}: could not find a free port; see {log}")
         if variant == "auth" and kind == "mongod":
             _create_mongod_user(server)
