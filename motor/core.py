@@ -493,6 +493,7 @@ class AgnosticClient(AgnosticBase):
     server_info = Async()
     drop_database = Async()
     bulk_write = Async()
+
     def __init__(self, *args: Any, io_loop: Any = None, **kwargs: Any) -> None:
         framework = self._framework
         if framework is None:
