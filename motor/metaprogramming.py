@@ -96,10 +96,14 @@ class ManifestEntry:
         documented = callable(function)
         base_doc = self.doc or (inspect.getdoc(function) if documented else None) or ""
         fn.__doc__ = f"{what}\n\n{base_doc}" if what else base_doc
-        if callable(function) and not isinstance(target, property):
+        if isinstance(target, property) and callable(function):
+            signature = motor_signature(function)
+            if signature is not None:
+                fn.__annotations__ = {"return": signature.return_annotation}
+        elif callable(function):
             signature = motor_signature(function, self.returns)
             if signature is not None:
-                fn.__signature__ = signature  # type: ignore[attr-defined]
+                _set_signature(fn, signature)
         fn._motor_entry = self  # type: ignore[attr-defined]
         fn._motor_target = function  # type: ignore[attr-defined]
 
@@ -140,9 +144,7 @@ def mirror(
     def decorate(method: Callable[..., Any]) -> Callable[..., Any]:
         signature = motor_signature(pymongo_function)
         if signature is not None:
-            method.__signature__ = signature.replace(  # type: ignore[attr-defined]
-                return_annotation=returns
-            )
+            _set_signature(method, signature.replace(return_annotation=returns))
         own = inspect.cleandoc(method.__doc__ or "")
         theirs = inspect.getdoc(pymongo_function) or ""
         method.__doc__ = f"{own}\n\n{theirs}" if own and theirs else own or theirs
@@ -151,6 +153,20 @@ def mirror(
         return method
 
     return decorate
+
+
+def _set_signature(fn: Callable[..., Any], signature: inspect.Signature) -> None:
+    """Give ``fn`` this signature, for :func:`inspect.signature` and for tools (such as
+    Sphinx) that read ``__annotations__``."""
+    fn.__signature__ = signature  # type: ignore[attr-defined]
+    annotations = {
+        name: parameter.annotation
+        for name, parameter in signature.parameters.items()
+        if parameter.annotation is not inspect.Parameter.empty
+    }
+    if signature.return_annotation is not inspect.Signature.empty:
+        annotations["return"] = signature.return_annotation
+    fn.__annotations__ = annotations
 
 
 def _unwrap(value: Any) -> Any:
@@ -301,6 +317,13 @@ class ReadOnly(ManifestEntry):
                 value = getattr(self.delegate, attr)
                 return value if wrap is None else self._wrap(wrap, value)
 
-        self._document(fget, owner, name, "")
+        note = (
+            "Refuses to run server selection on a running event loop: raises "
+            ":class:`~motor.errors.WouldBlockError` until the client knows the server "
+            "(``await client.aconnect()``)."
+            if self.may_wait
+            else ""
+        )
+        self._document(fget, owner, name, note)
         prop = property(fget, doc=fget.__doc__)
         return prop
