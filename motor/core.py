@@ -23,9 +23,10 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from contextvars import ContextVar
 from contextvars import copy_context as _copy_context
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, cast
 
 import pymongo.synchronous.client_session
+from bson.typings import _DocumentType
 from pymongo import MongoClient
 from pymongo.driver_info import DriverInfo
 from pymongo.operations import _Op
@@ -38,6 +39,11 @@ from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, W
 from motor.green.hub import Hub, OpFuture, get_hub
 from motor.green.pool import TIMEOUT, client_hooks
 from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, mirror
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from motor.sessions import AgnosticClientSession
 
 __all__ = [
     "AgnosticBase",
@@ -456,7 +462,7 @@ class _Completed:
 _COMPLETED = _Completed()
 
 
-class AgnosticClient(AgnosticBase):
+class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
     """A client for one MongoDB deployment, bound to one event loop.
 
     Takes :class:`~pymongo.mongo_client.MongoClient`'s arguments, plus ``io_loop``
@@ -547,13 +553,13 @@ class AgnosticClient(AgnosticBase):
             io_loop = self._io_loop = self._framework.io_loop_for(binding.loop)
         return io_loop
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> AgnosticDatabase[_DocumentType]:
         if name.startswith("_"):
             raise _unknown_name(self, name, "database")
         return self[name]
 
-    def __getitem__(self, name: str) -> Any:
-        return self._wrap("Database", self.delegate[name])
+    def __getitem__(self, name: str) -> AgnosticDatabase[_DocumentType]:
+        return cast("AgnosticDatabase[_DocumentType]", self._wrap("Database", self.delegate[name]))
 
     def __iter__(self) -> NoReturn:
         raise _not_iterable(self)
@@ -617,7 +623,7 @@ class AgnosticClient(AgnosticBase):
         binding.close()
         return hub.spawn(self.delegate.close)
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -630,10 +636,10 @@ def _connect(client: MongoClient[Any]) -> None:
     client._topology.select_server(any_server_selector, _Op.TEST)
 
 
-class _SessionFuture(asyncio.Future):  # type: ignore[type-arg]
+class _SessionFuture(asyncio.Future["AgnosticClientSession"]):
     """The future of a session (``start_session()``), also an async context manager."""
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> AgnosticClientSession:
         session = await self
         return await session.__aenter__()
 
@@ -641,7 +647,7 @@ class _SessionFuture(asyncio.Future):  # type: ignore[type-arg]
         await self.result().__aexit__(*exc)
 
 
-class AgnosticDatabase(AgnosticBase):
+class AgnosticDatabase(AgnosticBase, Generic[_DocumentType]):
     """A MongoDB database: ``client[name]`` or ``client.name``."""
 
     __pymongo_class__ = Database
@@ -664,23 +670,25 @@ class AgnosticDatabase(AgnosticBase):
     get_collection = Delegate(wrap="Collection")
     with_options = Delegate(wrap="Database")
 
-    def __init__(self, client: AgnosticClient, name: str, **kwargs: Any) -> None:
+    def __init__(self, client: AgnosticClient[_DocumentType], name: str, **kwargs: Any) -> None:
         self.delegate = Database(client.delegate, name, **kwargs)
         self._binding = client._binding
         self._client = client
 
     @property
-    def client(self) -> Any:
+    def client(self) -> AgnosticClient[_DocumentType]:
         """The Motor client this database belongs to."""
-        return self._client
+        return cast("AgnosticClient[_DocumentType]", self._client)
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> AgnosticCollection[_DocumentType]:
         if name.startswith("_"):
             raise _unknown_name(self, name, "collection")
         return self[name]
 
-    def __getitem__(self, name: str) -> Any:
-        return self._wrap("Collection", self.delegate[name])
+    def __getitem__(self, name: str) -> AgnosticCollection[_DocumentType]:
+        return cast(
+            "AgnosticCollection[_DocumentType]", self._wrap("Collection", self.delegate[name])
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
         raise TypeError(
@@ -716,7 +724,7 @@ class AgnosticDatabase(AgnosticBase):
         return self._motor_class("ChangeStream")(self, args, kwargs)
 
 
-class AgnosticCollection(AgnosticBase):
+class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
     """A MongoDB collection: ``db[name]`` or ``db.name``."""
 
     __pymongo_class__ = Collection
@@ -760,7 +768,9 @@ class AgnosticCollection(AgnosticBase):
     find_raw_batches = Delegate(wrap="RawBatchCursor")
     with_options = Delegate(wrap="Collection")
 
-    def __init__(self, database: AgnosticDatabase, name: str, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, database: AgnosticDatabase[_DocumentType], name: str, *args: Any, **kwargs: Any
+    ) -> None:
         self.delegate = Collection(database.delegate, name, *args, **kwargs)
         self._binding = database._binding
         self._client = database._client
@@ -776,11 +786,11 @@ class AgnosticCollection(AgnosticBase):
             self._database = self._client._wrap("Database", self.delegate.database)
 
     @property
-    def database(self) -> Any:
+    def database(self) -> AgnosticDatabase[_DocumentType]:
         """The Motor database this collection belongs to."""
         return self._database
 
-    def __getattr__(self, name: str) -> Any:
+    def __getattr__(self, name: str) -> AgnosticCollection[_DocumentType]:
         if name.startswith("_"):
             full_name = f"{self.delegate.name}.{name}"
             raise AttributeError(
@@ -789,8 +799,10 @@ class AgnosticCollection(AgnosticBase):
             )
         return self[name]
 
-    def __getitem__(self, name: str) -> Any:
-        return self._wrap("Collection", self.delegate[name])
+    def __getitem__(self, name: str) -> AgnosticCollection[_DocumentType]:
+        return cast(
+            "AgnosticCollection[_DocumentType]", self._wrap("Collection", self.delegate[name])
+        )
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:
         full_name = self.delegate.name

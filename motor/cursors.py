@@ -21,8 +21,9 @@ import copy
 import warnings
 from collections import deque
 from collections.abc import Callable
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, cast
 
+from bson.typings import _DocumentType
 from pymongo.cursor_shared import _QUERY_OPTIONS
 from pymongo.errors import InvalidOperation
 from pymongo.synchronous.change_stream import ChangeStream
@@ -32,6 +33,11 @@ from pymongo.synchronous.cursor import Cursor, RawBatchCursor
 from motor.core import AgnosticBase, bind_arguments
 from motor.green.hub import current_child
 from motor.metaprogramming import Async, Chain, Delegate, ReadOnly, unwrap_args
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from typing_extensions import Self
 
 __all__ = [
     "AgnosticChangeStream",
@@ -48,7 +54,7 @@ _TAILABLE = _QUERY_OPTIONS["tailable_cursor"]
 _NO_DATA: deque[Any] = deque()
 
 
-def _next_or_stop(cursor: _AgnosticCursorBase) -> Any:
+def _next_or_stop(cursor: _AgnosticCursorBase[Any]) -> Any:
     # Runs on a child greenlet.
     delegate = cursor._started_delegate()
     if delegate is None:
@@ -59,7 +65,7 @@ def _next_or_stop(cursor: _AgnosticCursorBase) -> Any:
         return _STOP
 
 
-def _to_list(cursor: _AgnosticCursorBase, length: int | None) -> list[Any]:
+def _to_list(cursor: _AgnosticCursorBase[Any], length: int | None) -> list[Any]:
     # Runs on a child greenlet.
     delegate = cursor._started_delegate()
     if delegate is None:
@@ -68,7 +74,7 @@ def _to_list(cursor: _AgnosticCursorBase, length: int | None) -> list[Any]:
     return result
 
 
-def _refresh(cursor: _AgnosticCursorBase) -> int:
+def _refresh(cursor: _AgnosticCursorBase[Any]) -> int:
     # Runs on a child greenlet: fetch a batch unless documents are buffered; how many
     # are buffered now.
     delegate = cursor._started_delegate()
@@ -78,7 +84,7 @@ def _refresh(cursor: _AgnosticCursorBase) -> int:
     return count
 
 
-def _try_next(cursor: _AgnosticCursorBase) -> Any:
+def _try_next(cursor: _AgnosticCursorBase[Any]) -> Any:
     # Runs on a child greenlet.
     delegate = cursor._started_delegate()
     if delegate is None:
@@ -86,7 +92,7 @@ def _try_next(cursor: _AgnosticCursorBase) -> Any:
     return delegate.try_next()
 
 
-def _close(cursor: _AgnosticCursorBase) -> None:
+def _close(cursor: _AgnosticCursorBase[Any]) -> None:
     # Runs on a child greenlet.
     delegate = cursor.delegate
     if delegate is not None:
@@ -99,7 +105,7 @@ def _pinned(delegate: Any) -> bool:
     return getattr(delegate, "_sock_mgr", None) is not None
 
 
-class _AgnosticCursorBase(AgnosticBase):
+class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
     """What every Motor cursor shares: iteration, ``to_list``, ``each``, closing."""
 
     # Both PyMongo cursor classes have these properties; their docstrings are Cursor's.
@@ -147,25 +153,25 @@ class _AgnosticCursorBase(AgnosticBase):
     def _tailable(self) -> bool:
         return False
 
-    async def next(self) -> Any:
+    async def next(self) -> _DocumentType:
         """Advance the cursor. Asynchronous; raises :class:`StopAsyncIteration` at the
         end (for ``async for``)."""
         delegate = self.delegate
         if delegate is not None:
             data = delegate._data
             if data:
-                return data.popleft()
+                return cast("_DocumentType", data.popleft())
         doc = await self._fetch(_next_or_stop)
         if doc is _STOP:
             raise StopAsyncIteration
-        return doc
+        return cast("_DocumentType", doc)
 
     __anext__ = next
 
-    def __aiter__(self) -> Any:
+    def __aiter__(self) -> Self:
         return self
 
-    def to_list(self, length: int | None = None) -> asyncio.Future[list[Any]]:
+    def to_list(self, length: int | None = None) -> asyncio.Future[list[_DocumentType]]:
         """Fetch the documents into a list. Asynchronous.
 
         ``length`` is the most documents to return (all when None); documents beyond
@@ -205,7 +211,7 @@ class _AgnosticCursorBase(AgnosticBase):
         future: asyncio.Future[Any] = self._fetch(_refresh)
         return _chain(future, bool, self._binding.hub_for_call().loop)
 
-    def next_object(self) -> Any:
+    def next_object(self) -> _DocumentType | None:
         """**Deprecated**: use ``async for``. The next document of the batch
         :attr:`fetch_next` fetched, or None."""
         warnings.warn(
@@ -217,7 +223,7 @@ class _AgnosticCursorBase(AgnosticBase):
         data = self._buffer()
         return data.popleft() if data else None
 
-    def each(self, callback: Callable[[Any, BaseException | None], Any]) -> None:
+    def each(self, callback: Callable[[_DocumentType | None, BaseException | None], Any]) -> None:
         """Call ``callback(document, None)`` for every document, then
         ``callback(None, None)``; on an error, ``callback(None, error)``.
 
@@ -260,7 +266,7 @@ class _AgnosticCursorBase(AgnosticBase):
             return self._completed(None)
         return self._fetch(_close)
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -292,7 +298,7 @@ def _chain(
     return target
 
 
-class AgnosticCursor(_AgnosticCursorBase):
+class AgnosticCursor(_AgnosticCursorBase[_DocumentType]):
     """A cursor over ``find()`` results; created without I/O, fetched on demand."""
 
     __pymongo_class__: ClassVar[type | None] = Cursor
@@ -322,7 +328,7 @@ class AgnosticCursor(_AgnosticCursorBase):
     def _tailable(self) -> bool:
         return bool(self.delegate._query_flags & _TAILABLE)
 
-    def rewind(self) -> Any:
+    def rewind(self) -> Self:
         """Rewind this cursor to its unevaluated state; returns it, for chaining.
 
         No I/O: an open server cursor is handed to PyMongo's background thread, which
@@ -336,14 +342,14 @@ class AgnosticCursor(_AgnosticCursorBase):
         self._closed = False
         return self
 
-    def __copy__(self) -> Any:
-        return self.clone()
+    def __copy__(self) -> Self:
+        return cast("Self", self.clone())
 
-    def __deepcopy__(self, memo: Any) -> Any:
-        return self._wrap(self._agnostic_name, copy.deepcopy(self.delegate, memo))
+    def __deepcopy__(self, memo: Any) -> Self:
+        return cast("Self", self._wrap(self._agnostic_name, copy.deepcopy(self.delegate, memo)))
 
 
-class AgnosticRawBatchCursor(AgnosticCursor):
+class AgnosticRawBatchCursor(AgnosticCursor[_DocumentType]):
     """A ``find_raw_batches()`` cursor: each document is a raw BSON batch (``bytes``)."""
 
     __pymongo_class__ = RawBatchCursor
@@ -352,7 +358,7 @@ class AgnosticRawBatchCursor(AgnosticCursor):
     clone = Delegate(wrap="RawBatchCursor")
 
 
-class AgnosticCommandCursor(_AgnosticCursorBase):
+class AgnosticCommandCursor(_AgnosticCursorBase[_DocumentType]):
     """A cursor over a command's results (``list_databases``, ``aggregate``, ...)."""
 
     __pymongo_class__: ClassVar[type | None] = CommandCursor
@@ -360,23 +366,23 @@ class AgnosticCommandCursor(_AgnosticCursorBase):
 
     batch_size = Chain()
 
-    async def try_next(self) -> Any:
+    async def try_next(self) -> _DocumentType | None:
         """The next document if one is available without waiting for more than one
         ``getMore``, else None. Asynchronous."""
         data = self._buffer()
         if data:
-            return data.popleft()
-        return await self._fetch(_try_next)
+            return cast("_DocumentType", data.popleft())
+        return cast("_DocumentType | None", await self._fetch(_try_next))
 
 
-class AgnosticRawBatchCommandCursor(AgnosticCommandCursor):
+class AgnosticRawBatchCommandCursor(AgnosticCommandCursor[_DocumentType]):
     """A command cursor whose documents are raw BSON batches (``bytes``)."""
 
     __pymongo_class__ = RawBatchCommandCursor
     _agnostic_name = "RawBatchCommandCursor"
 
 
-class AgnosticLatentCommandCursor(AgnosticCommandCursor):
+class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
     """A command cursor returned without I/O (``aggregate()``, ``list_indexes()``, ...).
 
     Its ``delegate`` is None until the first fetch runs PyMongo's method (the command)
@@ -400,7 +406,7 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor):
         self._batch_size: int | None = None
         self._starting: asyncio.Future[None] | None = None
 
-    def batch_size(self, batch_size: int) -> Any:
+    def batch_size(self, batch_size: int) -> Self:
         """Limit the number of documents per batch; returns this cursor."""
         if not isinstance(batch_size, int):
             raise TypeError(f"batch_size must be an integer, not {type(batch_size)}")
@@ -467,7 +473,7 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor):
         return None if self.delegate is None else self.delegate.session
 
 
-class AgnosticChangeStream(AgnosticBase):
+class AgnosticChangeStream(AgnosticBase, Generic[_DocumentType]):
     """A change stream (``watch()``): returned without I/O; the ``aggregate`` with
     ``$changeStream`` runs on the first fetch (or on entering ``async with``).
 
@@ -509,31 +515,31 @@ class AgnosticChangeStream(AgnosticBase):
         return bool(self.delegate.alive)
 
     @property
-    def resume_token(self) -> Any:
+    def resume_token(self) -> Mapping[str, Any] | None:
         """The cached resume token that will be used to resume after the most recently
         returned change (before the first fetch: ``start_after`` or ``resume_after``)."""
         if self.delegate is None:
             token = self._watch_kwargs.get("start_after") or self._watch_kwargs.get("resume_after")
-            return copy.deepcopy(token)
-        return self.delegate.resume_token
+            return cast("Mapping[str, Any] | None", copy.deepcopy(token))
+        return cast("Mapping[str, Any] | None", self.delegate.resume_token)
 
-    async def next(self) -> Any:
+    async def next(self) -> _DocumentType:
         """The next change document; waits for one. Asynchronous; raises
         :class:`StopAsyncIteration` once the stream is closed or invalidated."""
         change = await self._fetch(_stream_next)
         if change is _STOP:
             raise StopAsyncIteration
-        return change
+        return cast("_DocumentType", change)
 
     __anext__ = next
 
-    def __aiter__(self) -> Any:
+    def __aiter__(self) -> Self:
         return self
 
-    async def try_next(self) -> Any:
+    async def try_next(self) -> _DocumentType | None:
         """The next change document if one arrives within one ``getMore``, else None.
         Asynchronous."""
-        return await self._fetch(_stream_try_next)
+        return cast("_DocumentType | None", await self._fetch(_stream_try_next))
 
     def close(self) -> asyncio.Future[None]:
         """Close the change stream (kill its server cursor). Asynchronous."""
@@ -544,7 +550,7 @@ class AgnosticChangeStream(AgnosticBase):
             return future
         return self._fetch(_stream_close)
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         await self._fetch(_stream_start)
         return self
 
@@ -558,12 +564,12 @@ class AgnosticChangeStream(AgnosticBase):
         pass
 
 
-def _stream_start(stream: AgnosticChangeStream) -> None:
+def _stream_start(stream: AgnosticChangeStream[Any]) -> None:
     # Runs on a child greenlet.
     stream._started()
 
 
-def _stream_next(stream: AgnosticChangeStream) -> Any:
+def _stream_next(stream: AgnosticChangeStream[Any]) -> Any:
     # Runs on a child greenlet: PyMongo's next() waits (getMore after getMore).
     delegate = stream._started()
     if delegate is None:
@@ -574,13 +580,13 @@ def _stream_next(stream: AgnosticChangeStream) -> Any:
         return _STOP
 
 
-def _stream_try_next(stream: AgnosticChangeStream) -> Any:
+def _stream_try_next(stream: AgnosticChangeStream[Any]) -> Any:
     # Runs on a child greenlet.
     delegate = stream._started()
     return None if delegate is None else delegate.try_next()
 
 
-def _stream_close(stream: AgnosticChangeStream) -> None:
+def _stream_close(stream: AgnosticChangeStream[Any]) -> None:
     # Runs on a child greenlet.
     if stream.delegate is not None:
         stream.delegate.close()

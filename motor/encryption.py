@@ -7,19 +7,25 @@ Needs PyMongo's ``encryption`` extra (``pymongocrypt``); install ``motor[encrypt
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast
 
+from bson.raw_bson import RawBSONDocument
+from bson.typings import _DocumentType
 from pymongo.synchronous.encryption import ClientEncryption
 
 from motor.core import AgnosticBase, AgnosticClient, AgnosticDatabase
+from motor.cursors import AgnosticCursor
 from motor.metaprogramming import Async, mirror
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["AgnosticClientEncryption"]
 
 
 def _create_encrypted_collection(
-    encryption: AgnosticClientEncryption,
-    database: AgnosticDatabase,
+    encryption: AgnosticClientEncryption[Any],
+    database: AgnosticDatabase[Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
 ) -> tuple[Any, Any]:
@@ -30,7 +36,7 @@ def _create_encrypted_collection(
     return database._wrap("Collection", collection), fields
 
 
-class AgnosticClientEncryption(AgnosticBase):
+class AgnosticClientEncryption(AgnosticBase, Generic[_DocumentType]):
     """Explicit client-side field level encryption: data keys, ``encrypt`` and
     ``decrypt``, key management.
 
@@ -58,7 +64,7 @@ class AgnosticClientEncryption(AgnosticBase):
         self,
         kms_providers: Any,
         key_vault_namespace: str,
-        key_vault_client: AgnosticClient,
+        key_vault_client: AgnosticClient[Any],
         codec_options: Any,
         *args: Any,
         **kwargs: Any,
@@ -84,13 +90,15 @@ class AgnosticClientEncryption(AgnosticBase):
         """The event loop of the key vault client."""
         return self._client.io_loop
 
-    async def get_keys(self) -> Any:
+    async def get_keys(self) -> AgnosticCursor[RawBSONDocument]:
         """A Motor cursor over every data key in the key vault. Asynchronous, as in
         Motor 3.7.1 (``cursor = await encryption.get_keys()``); the cursor fetches on
         demand."""
         db_name, coll_name = self._key_vault_namespace.split(".", 1)
         key_vault = self._client[db_name][coll_name]
-        return key_vault._wrap("Cursor", self.delegate.get_keys())
+        return cast(
+            "AgnosticCursor[RawBSONDocument]", key_vault._wrap("Cursor", self.delegate.get_keys())
+        )
 
     @mirror(ClientEncryption.create_encrypted_collection, returns="Future[tuple[Collection, Any]]")
     def create_encrypted_collection(self, database: Any, *args: Any, **kwargs: Any) -> Any:
@@ -101,7 +109,7 @@ class AgnosticClientEncryption(AgnosticBase):
             raise TypeError(f"database must be a Motor database, not {type(database)!r}")
         return self._binding.call(_create_encrypted_collection, (self, database, args, kwargs), {})
 
-    async def __aenter__(self) -> AgnosticClientEncryption:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -17,14 +17,17 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Generator
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 from pymongo import client_session_shared as _shared
 from pymongo.errors import PyMongoError
 from pymongo.synchronous.client_session import ClientSession
 
-from motor.core import AgnosticBase
+from motor.core import AgnosticBase, AgnosticClient
 from motor.metaprogramming import Async, Delegate, ReadOnly
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["AgnosticClientSession"]
 
@@ -119,9 +122,9 @@ class AgnosticClientSession(AgnosticBase):
     end_session = Async()
 
     @property
-    def client(self) -> Any:
+    def client(self) -> AgnosticClient[Any]:
         """The Motor client this session was created from."""
-        return self._client
+        return cast("AgnosticClient[Any]", self._client)
 
     def start_transaction(
         self,
@@ -234,7 +237,7 @@ class AgnosticClientSession(AgnosticBase):
         """
         return _BoundSession(self, end_session)
 
-    async def __aenter__(self) -> AgnosticClientSession:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
