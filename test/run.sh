@@ -2,9 +2,10 @@
 # The one test command: bash test/run.sh [pytest arguments]
 #
 # From the repository root on a fresh machine: create or reuse the virtualenv .venv, install
-# Motor in editable mode with its test and lint extras, run ruff and mypy, then pytest. The
-# pytest session starts its own MongoDB-compatible server (building FerretDB on first use) unless
-# MOTOR_TEST_URI names one; see doc/testing.rst.
+# Motor in editable mode with its test, lint and docs extras, run ruff, mypy and a Sphinx
+# build of doc/ (warnings are errors), then pytest. The pytest session starts its own
+# MongoDB-compatible server (building FerretDB on first use) unless MOTOR_TEST_URI names one;
+# see doc/testing.rst.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -24,12 +25,16 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 # checkers, and "compat" mode would put the repository root, whose test/ package shadows
 # the standard library's, on sys.path.  New files under motor/ appear on the next run.
 "$venv/bin/python" -m pip install --quiet --config-settings editable_mode=strict \
-    --editable '.[test,lint]'
+    --editable '.[test,lint,docs]'
 
 echo "run.sh: ruff check ."
 "$venv/bin/ruff" check .
+echo "run.sh: ruff format --check ."
+"$venv/bin/ruff" format --check .
 echo "run.sh: mypy motor"
 "$venv/bin/mypy" motor
+echo "run.sh: sphinx-build (warnings are errors)"
+"$venv/bin/sphinx-build" -E -W --keep-going -q -b html doc doc/_build/html
 
 echo "run.sh: pytest $*"
 status=0
