@@ -7,6 +7,8 @@ whenever PyMongo would block.  Import the classes for your framework from
 package (``motor.MotorClient``) when Tornado is installed.
 """
 
+from __future__ import annotations
+
 import re
 
 from motor._version import __version__
