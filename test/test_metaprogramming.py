@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from motor.metaprogramming import _plain, unwrap_args
 
 
@@ -33,3 +35,36 @@ def test_motor_objects_are_replaced_by_their_delegates() -> None:
         assert new_args[-1] is delegate
     _, new_kwargs = unwrap_args((), {"session": wrapped, "filter": {}})
     assert new_kwargs == {"session": delegate, "filter": {}}
+
+
+def test_a_manifest_line_pymongo_lacks_fails_when_the_class_is_made() -> None:
+    from pymongo.synchronous.collection import Collection
+
+    from motor.core import AgnosticBase
+    from motor.metaprogramming import Async, ReadOnly
+
+    with pytest.raises(TypeError, match=r"Collection\.insert_onee, which the installed PyMongo"):
+
+        class Typo(AgnosticBase):
+            __pymongo_class__ = Collection
+            insert_onee = Async()
+
+    with pytest.raises(TypeError, match="no_such_property"):
+
+        class Dropped(AgnosticBase):
+            __pymongo_class__ = Collection
+            no_such_property = ReadOnly()
+
+
+def test_built_methods_have_pymongo_signatures_and_docs() -> None:
+    import inspect
+
+    from pymongo.synchronous.collection import Collection
+
+    from motor.motor_tornado import MotorCollection
+
+    motor_params = list(inspect.signature(MotorCollection.update_one).parameters)
+    assert motor_params == list(inspect.signature(Collection.update_one).parameters)
+    assert MotorCollection.update_one.__doc__.startswith("Asynchronous")
+    assert "Update a single document" in MotorCollection.update_one.__doc__
+    assert MotorCollection.update_one.__qualname__ == "AgnosticCollection.update_one"
