@@ -203,15 +203,36 @@ def unwrap_args(
 
 
 class Async(ManifestEntry):
-    """A PyMongo method that does network I/O: returns a future of its result."""
+    """A PyMongo method that does network I/O: returns a future of its result.
+
+    With ``unqueued=True`` the call never waits in the client's admission queue (for
+    operations that may need a connection their object already holds, such as
+    committing a transaction pinned to a connection).
+    """
 
     returns = "future"
+
+    def __init__(
+        self,
+        wrap: str | None = None,
+        doc: str | None = None,
+        attr: str = "",
+        unqueued: bool = False,
+    ) -> None:
+        super().__init__(wrap, doc, attr)
+        self.unqueued = unqueued
 
     def build(self, owner: type, name: str) -> Any:
         wrap = self.wrap
         attr = self.attr or name
 
-        if wrap is None:
+        if self.unqueued:
+
+            def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+                args, kwargs = unwrap_args(args, kwargs)
+                return self._binding.call_unqueued(getattr(self.delegate, attr), args, kwargs)
+
+        elif wrap is None:
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
                 if (args and not _all_plain(map(type, args))) or (

@@ -117,9 +117,11 @@ class AgnosticClientSession(AgnosticBase):
     session_id = ReadOnly()
     advance_cluster_time = Delegate()
     advance_operation_time = Delegate()
-    commit_transaction = Async()
-    abort_transaction = Async()
-    end_session = Async()
+    # A transaction may hold a connection (load-balanced mode) until it ends, and the
+    # operations admitted before these may be waiting for it: never queued.
+    commit_transaction = Async(unqueued=True)
+    abort_transaction = Async(unqueued=True)
+    end_session = Async(unqueued=True)
 
     @property
     def client(self) -> AgnosticClient[Any]:
