@@ -120,6 +120,12 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
 
     # Set by close(); each() stops when its callback closed the cursor.
     _closed = False
+    # Runs to_list on a child (a GridFS cursor converts what PyMongo returns).
+    _to_list_child = staticmethod(_to_list)
+
+    def _document(self, document: Any) -> Any:
+        """What the cursor yields for a document of its buffer (the document)."""
+        return document
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
         # A clone's parent is the cursor it was cloned from: keep its collection.
@@ -187,7 +193,7 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
             raise InvalidOperation("Can't call to_list on tailable cursor")
         if length == 0 or not self.alive:
             return self._completed([])
-        return self._fetch(_to_list, length)
+        return self._fetch(self._to_list_child, length)
 
     @property
     def fetch_next(self) -> asyncio.Future[bool]:
@@ -221,7 +227,7 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
             stacklevel=2,
         )
         data = self._buffer()
-        return data.popleft() if data else None
+        return self._document(data.popleft()) if data else None
 
     def each(self, callback: Callable[[_DocumentType | None, BaseException | None], Any]) -> None:
         """Call ``callback(document, None)`` for every document, then
@@ -250,7 +256,7 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
                 return
         data = self._buffer()
         while data:
-            if callback(data.popleft(), None) is False or self._closed:
+            if callback(self._document(data.popleft()), None) is False or self._closed:
                 return
         if self.alive:
             self._fetch(_refresh).add_done_callback(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from motor import core, cursors, encryption, sessions
+from motor import core, cursors, encryption, motor_gridfs, sessions
 from motor.frameworks.asyncio import framework
 
 __all__ = [
@@ -14,6 +14,10 @@ __all__ = [
     "AsyncIOMotorCommandCursor",
     "AsyncIOMotorCursor",
     "AsyncIOMotorDatabase",
+    "AsyncIOMotorGridFSBucket",
+    "AsyncIOMotorGridIn",
+    "AsyncIOMotorGridOut",
+    "AsyncIOMotorGridOutCursor",
     "AsyncIOMotorLatentCommandCursor",
     "AsyncIOMotorRawBatchCommandCursor",
     "AsyncIOMotorRawBatchCursor",
@@ -85,5 +89,29 @@ class AsyncIOMotorChangeStream(cursors.AgnosticChangeStream):
 
 class AsyncIOMotorClientEncryption(encryption.AgnosticClientEncryption):
     """:class:`~pymongo.encryption.ClientEncryption` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorGridFSBucket(motor_gridfs.AgnosticGridFSBucket):
+    """:class:`~gridfs.GridFSBucket` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorGridIn(motor_gridfs.AgnosticGridIn):
+    """:class:`~gridfs.GridIn` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorGridOut(motor_gridfs.AgnosticGridOut):
+    """:class:`~gridfs.GridOut` for asyncio."""
+
+    _framework = framework
+
+
+class AsyncIOMotorGridOutCursor(motor_gridfs.AgnosticGridOutCursor):
+    """:class:`~gridfs.GridOutCursor` for asyncio."""
 
     _framework = framework

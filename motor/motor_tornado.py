@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from motor import core, cursors, encryption, sessions
+from motor import core, cursors, encryption, motor_gridfs, sessions
 from motor.frameworks.tornado import framework
 
 __all__ = [
@@ -14,6 +14,10 @@ __all__ = [
     "MotorCommandCursor",
     "MotorCursor",
     "MotorDatabase",
+    "MotorGridFSBucket",
+    "MotorGridIn",
+    "MotorGridOut",
+    "MotorGridOutCursor",
     "MotorLatentCommandCursor",
     "MotorRawBatchCommandCursor",
     "MotorRawBatchCursor",
@@ -85,5 +89,29 @@ class MotorChangeStream(cursors.AgnosticChangeStream):
 
 class MotorClientEncryption(encryption.AgnosticClientEncryption):
     """:class:`~pymongo.encryption.ClientEncryption` for Tornado."""
+
+    _framework = framework
+
+
+class MotorGridFSBucket(motor_gridfs.AgnosticGridFSBucket):
+    """:class:`~gridfs.GridFSBucket` for Tornado."""
+
+    _framework = framework
+
+
+class MotorGridIn(motor_gridfs.AgnosticGridIn):
+    """:class:`~gridfs.GridIn` for Tornado."""
+
+    _framework = framework
+
+
+class MotorGridOut(motor_gridfs.AgnosticGridOut):
+    """:class:`~gridfs.GridOut` for Tornado."""
+
+    _framework = framework
+
+
+class MotorGridOutCursor(motor_gridfs.AgnosticGridOutCursor):
+    """:class:`~gridfs.GridOutCursor` for Tornado."""
 
     _framework = framework

@@ -16,6 +16,13 @@ import inspect
 from typing import Any
 
 import pytest
+from gridfs.asynchronous.grid_file import (
+    AsyncGridFSBucket,
+    AsyncGridIn,
+    AsyncGridOut,
+    AsyncGridOutCursor,
+)
+from gridfs.synchronous.grid_file import GridFSBucket, GridIn, GridOut, GridOutCursor
 from pymongo.asynchronous.change_stream import AsyncChangeStream
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
@@ -49,6 +56,10 @@ PAIRS: dict[str, tuple[type, type]] = {
     "ChangeStream": (ChangeStream, AsyncChangeStream),
     "ClientSession": (ClientSession, AsyncClientSession),
     "ClientEncryption": (ClientEncryption, AsyncClientEncryption),
+    "GridFSBucket": (GridFSBucket, AsyncGridFSBucket),
+    "GridIn": (GridIn, AsyncGridIn),
+    "GridOut": (GridOut, AsyncGridOut),
+    "GridOutCursor": (GridOutCursor, AsyncGridOutCursor),
 }
 
 _NEXT = (
@@ -103,8 +114,13 @@ MOTOR_STYLE: dict[tuple[str, str], tuple[str, str]] = {
     ),
     ("ClientEncryption", "get_keys"): ("await", "awaited in Motor 3.7.1"),
 }
-for _name in ("RawBatchCursor",):
-    MOTOR_STYLE[(_name, "add_option")] = MOTOR_STYLE[("Cursor", "add_option")]
+MOTOR_STYLE[("GridOut", "seek")] = (
+    "sync",
+    "a plain call without I/O, as in Motor 3.7.1; a chunk cursor still open is killed in "
+    "the background",
+)
+MOTOR_STYLE[("RawBatchCursor", "add_option")] = MOTOR_STYLE[("Cursor", "add_option")]
+for _name in ("RawBatchCursor", "GridOutCursor"):
     MOTOR_STYLE[(_name, "rewind")] = MOTOR_STYLE[("Cursor", "rewind")]
 
 
@@ -112,9 +128,17 @@ def public_names(cls: type) -> list[str]:
     return sorted(name for name in dir(cls) if not name.startswith("_"))
 
 
-def pymongo_kind(cls: type, name: str) -> str:
-    """'await', 'sync' or 'property' for PyMongo's asynchronous class."""
-    attr = inspect.getattr_static(cls, name)
+def pymongo_kind(cls: type, name: str, sync_cls: type | None = None) -> str:
+    """'await', 'sync' or 'property' for PyMongo's asynchronous class (for a name only
+    the sync class has, such as a file's ``closed``, the sync class's)."""
+    try:
+        attr = inspect.getattr_static(cls, name)
+    except AttributeError:
+        if sync_cls is None:
+            raise
+        attr = inspect.getattr_static(sync_cls, name)
+        if not isinstance(attr, property) and not callable(attr):
+            return "property"
     if isinstance(attr, property):
         return "await" if inspect.iscoroutinefunction(attr.fget) else "property"
     if isinstance(attr, (staticmethod, classmethod)):
@@ -173,7 +197,9 @@ def test_call_style_follows_pymongo_async_api(prefix: str, name: str) -> None:
     for attr in public_names(sync_cls):
         if (name, attr) in EXCLUDED:
             continue
-        expected, _reason = MOTOR_STYLE.get((name, attr), (pymongo_kind(async_cls, attr), ""))
+        expected, _reason = MOTOR_STYLE.get(
+            (name, attr), (pymongo_kind(async_cls, attr, sync_cls), "")
+        )
         actual = motor_kind(motor_cls, attr)
         if actual != expected:
             wrong.append(f"{attr}: Motor {actual}, expected {expected}")

@@ -480,7 +480,9 @@ class Stub:
         return [f"{prefix} {name}({params}) -> {result}: ..."]
 
     def manifest_stub(self, name: str, entry: Any, target: Callable[..., Any]) -> list[str]:
-        variants = typing_extensions.get_overloads(target) or [target]
+        # A method written in C (io.IOBase's, under GridOut) has no overloads to look up.
+        python_function = inspect.isfunction(target)
+        variants = (python_function and typing_extensions.get_overloads(target)) or [target]
         lines: list[str] = []
         for variant in variants:
             sig = _signature(variant)
@@ -755,7 +757,9 @@ def _annotation(value: Any, where: str) -> ast.expr | None:
 
 def _signature(fn: Callable[..., Any]) -> Signature:
     """``fn``'s own signature (the one written in its source, or set by ``mirror``)."""
-    where = f"{fn.__module__}.{fn.__qualname__}"
+    # A method written in C has its class's module (io.IOBase's methods: "io").
+    module = getattr(fn, "__module__", None) or getattr(fn, "__objclass__", object).__module__
+    where = f"{module}.{fn.__qualname__}"
     sig = inspect.signature(fn)
     params = [
         Param(
@@ -766,7 +770,7 @@ def _signature(fn: Callable[..., Any]) -> Signature:
         )
         for p in sig.parameters.values()
     ]
-    return Signature(params, _annotation(sig.return_annotation, where), fn.__module__)
+    return Signature(params, _annotation(sig.return_annotation, where), module)
 
 
 def _class_node(cls: type) -> ast.ClassDef:

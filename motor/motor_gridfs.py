@@ -1,0 +1,477 @@
+"""GridFS, framework-neutral (see :mod:`motor.core`): buckets, files in and out.
+
+Wraps PyMongo's :mod:`gridfs` classes (``GridFSBucket``, ``GridIn``, ``GridOut``,
+``GridOutCursor``) as Motor 3.7.1 does: what reads or writes the server is
+asynchronous, the rest is plain.
+
+Reading stays in bounded memory.  A ``GridOut`` reads its chunks through one cursor on
+the chunks collection; Motor gives that cursor a batch size of about
+:data:`CHUNK_BATCH_BYTES` (PyMongo's default first batch is up to 16 MB of chunks), and
+:meth:`AgnosticGridOut.read_chunks` reads a byte range with a cursor limited to the
+chunks that cover it, which is what the web handlers serve ``Range`` requests with.
+
+Nothing here blocks the loop: ``seek()`` and ``close()`` hand a chunk cursor that is
+still open to PyMongo's background thread instead of killing it on the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from gridfs.errors import CorruptGridFile
+from gridfs.synchronous.grid_file import GridFSBucket, GridIn, GridOut, GridOutCursor
+from pymongo.errors import InvalidOperation
+from pymongo.synchronous.cursor import Cursor
+
+from motor.core import _COMPLETED, AgnosticBase, AgnosticCollection, AgnosticDatabase
+from motor.cursors import _STOP, AgnosticCursor, _next_or_stop
+from motor.metaprogramming import Async, Delegate, ReadOnly
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+__all__ = [
+    "CHUNK_BATCH_BYTES",
+    "AgnosticGridFSBucket",
+    "AgnosticGridIn",
+    "AgnosticGridOut",
+    "AgnosticGridOutCursor",
+]
+
+#: About how many bytes of chunks a GridOut's chunk cursor fetches per batch.
+CHUNK_BATCH_BYTES = 1024 * 1024
+
+
+def _batch_for(chunk_size: int) -> int:
+    return max(1, CHUNK_BATCH_BYTES // max(1, chunk_size))
+
+
+class _BatchedChunks:
+    """A GridOut's chunks collection, whose ``find`` cursors fetch small batches.
+
+    PyMongo's ``GridOutChunkIterator`` calls ``chunks.find(...)``; the default first
+    batch would hold up to 16 MB of chunks in memory at once.
+    """
+
+    __slots__ = ("_chunks", "_grid_out")
+
+    def __init__(self, chunks: Any, grid_out: GridOut) -> None:
+        self._chunks = chunks
+        self._grid_out = grid_out
+
+    def find(self, *args: Any, **kwargs: Any) -> Cursor[Any]:
+        cursor: Cursor[Any] = self._chunks.find(*args, **kwargs)
+        cursor.batch_size(_batch_for(int(self._grid_out.chunk_size)))
+        return cursor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._chunks, name)
+
+
+def _batched(grid_out: GridOut) -> GridOut:
+    """Make ``grid_out`` read its chunks in small batches (see :class:`_BatchedChunks`)."""
+    chunks = grid_out._chunks
+    if not isinstance(chunks, _BatchedChunks):
+        grid_out._chunks = _BatchedChunks(chunks, grid_out)  # type: ignore[assignment]
+    return grid_out
+
+
+def _detach_chunk_cursor(grid_out: GridOut) -> None:
+    """Hand ``grid_out``'s open chunk cursor, if any, to PyMongo's background kill queue.
+
+    PyMongo's ``seek()`` and ``close()`` close the cursor, which sends ``killCursors``
+    from the calling thread; on the loop's thread that would block.
+    """
+    chunk_iter = grid_out._chunk_iter
+    cursor = getattr(chunk_iter, "_cursor", None)
+    if cursor is not None:
+        cursor._die_no_lock()
+        cursor._sock_mgr = None
+        chunk_iter._cursor = None
+
+
+class AgnosticGridOutCursor(AgnosticCursor[Any]):
+    """A cursor over GridFS files (``bucket.find()``): yields Motor ``GridOut`` objects,
+    ready to read (no ``open()`` needed)."""
+
+    __pymongo_class__: ClassVar[type | None] = GridOutCursor
+    _agnostic_name = "GridOutCursor"
+
+    clone = Delegate(wrap="GridOutCursor")
+
+    def _init_from_parent(self, parent: AgnosticBase) -> None:
+        # The bucket's root collection ("fs"), as in Motor 3.7.1.
+        if isinstance(parent, AgnosticGridFSBucket):
+            self._parent = parent.collection
+        else:
+            super()._init_from_parent(parent)
+
+    def _grid_out(self, grid_out: GridOut) -> Any:
+        return self._wrap("GridOut", _batched(grid_out))
+
+    def _document(self, document: Any) -> Any:
+        return self._convert_list([document])[0]
+
+    def _convert_list(self, documents: list[Any]) -> list[Any]:
+        delegate = self.delegate
+        return [
+            self._grid_out(
+                GridOut(delegate._root_collection, file_document=doc, session=delegate.session)
+            )
+            for doc in documents
+        ]
+
+    async def next(self) -> Any:
+        """The next file, as a Motor ``GridOut``. Asynchronous; raises
+        :class:`StopAsyncIteration` at the end."""
+        delegate = self.delegate
+        if delegate._data:
+            # A buffered file document: PyMongo makes the GridOut without I/O.
+            return self._grid_out(delegate.next())
+        grid_out = await self._fetch(_next_or_stop)
+        if grid_out is _STOP:
+            raise StopAsyncIteration
+        return self._grid_out(grid_out)
+
+    __anext__ = next
+
+
+def _to_list_of_files(cursor: AgnosticGridOutCursor, length: int | None) -> list[Any]:
+    # Runs on a child greenlet: PyMongo's Cursor.to_list on the file documents (its
+    # GridOutCursor.to_list raises StopIteration past the end), made into GridOuts.
+    return cursor._convert_list(Cursor.to_list(cursor.delegate, length))
+
+
+AgnosticGridOutCursor._to_list_child = staticmethod(_to_list_of_files)  # type: ignore[arg-type]
+
+
+class AgnosticGridOut(AgnosticBase):
+    """A GridFS file being read: ``await bucket.open_download_stream(file_id)``.
+
+    Its properties (``filename``, ``length``, ``metadata``, ...) need the file's
+    document: a ``GridOut`` from the bucket or a ``find()`` cursor has it; one made
+    directly must ``await grid_out.open()`` first.  ``async for chunk in grid_out``
+    reads the file chunk by chunk.
+    """
+
+    __pymongo_class__ = GridOut
+    _agnostic_name = "GridOut"
+
+    read = Async()
+    readchunk = Async()
+    readline = Async()
+    readlines = Async()
+    tell = Delegate()
+    readable = Delegate()
+    seekable = Delegate()
+    writable = Delegate()
+    isatty = Delegate()
+    fileno = Delegate()
+    flush = Delegate()
+    truncate = Delegate()
+    write = Delegate()
+    writelines = Delegate()
+
+    def __init__(
+        self,
+        root_collection: AgnosticCollection[Any],
+        file_id: Any = None,
+        file_document: Any = None,
+        delegate: Any = None,
+        session: Any = None,
+    ) -> None:
+        if not isinstance(root_collection, AgnosticCollection):
+            raise TypeError(
+                f"First argument to {type(self).__name__} must be a Motor collection, "
+                f"not {root_collection!r}"
+            )
+        if delegate is None:
+            session = getattr(session, "_motor_delegate", session)
+            delegate = GridOut(root_collection.delegate, file_id, file_document, session=session)
+        self.delegate = _batched(delegate)
+        self._binding = root_collection._binding
+        self._client = root_collection._client
+        self._root_collection = root_collection
+
+    def _init_from_parent(self, parent: AgnosticBase) -> None:
+        # From a bucket, or from a cursor over a bucket's files: the root collection.
+        if isinstance(parent, AgnosticGridFSBucket):
+            self._root_collection = parent.collection
+        else:
+            self._root_collection = parent.collection  # type: ignore[attr-defined]
+
+    def _file(self, what: str) -> Any:
+        file = self.delegate._file
+        if not file:
+            raise InvalidOperation(
+                f"You must call {type(self).__name__}.open() before accessing the {what} property"
+            )
+        return file
+
+    def _property(name: str) -> Any:  # type: ignore[misc]
+        def fget(self: AgnosticGridOut) -> Any:
+            self._file(name)
+            return getattr(self.delegate, name)
+
+        fget.__name__ = name
+        fget.__doc__ = getattr(GridOut, name).__doc__
+        return property(fget)
+
+    _id = _property("_id")
+    aliases = _property("aliases")
+    chunk_size = _property("chunk_size")
+    content_type = _property("content_type")
+    filename = _property("filename")
+    length = _property("length")
+    md5 = _property("md5")
+    metadata = _property("metadata")
+    name = _property("name")
+    upload_date = _property("upload_date")
+    del _property
+
+    def __getattr__(self, name: str) -> Any:
+        # A field of the file document (PyMongo's GridOut.__getattr__).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        self._file(name)
+        return getattr(self.delegate, name)
+
+    def open(self) -> asyncio.Future[Any]:
+        """Fetch this file's document from the server (once). Asynchronous: resolves
+        to this ``GridOut``."""
+        return self._binding.call(_open, (self,), {})
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        """Set the position in the file (no I/O); returns the new position."""
+        if whence == 2:
+            self._file("length")
+        _detach_chunk_cursor(self.delegate)
+        position: int = self.delegate.seek(pos, whence)
+        return position
+
+    def close(self) -> Awaitable[None]:
+        """Close this file (no I/O: a chunk cursor still open is killed in the
+        background).  Returns an awaitable that is already done."""
+        _detach_chunk_cursor(self.delegate)
+        self.delegate.close()
+        return _COMPLETED
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return bool(self.delegate.closed)
+
+    def __aiter__(self) -> Any:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk: bytes = await self.readchunk()
+        if chunk:
+            return chunk
+        raise StopAsyncIteration
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def read_chunks(self, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Read the bytes ``[start, end)`` of the file (to its end when ``end`` is
+        None), piece by piece: ``async for data in grid_out.read_chunks(100, 200)``.
+
+        Reads only the chunks that cover the range, in batches of about
+        :data:`CHUNK_BATCH_BYTES`; each piece is at most one chunk.  Raises PyMongo's
+        :class:`~gridfs.errors.CorruptGridFile` on a missing, extra or truncated chunk.
+        Does not move the file's position (see :meth:`seek`).
+        """
+        if not self.delegate._file:
+            await self.open()
+        length = int(self.delegate.length)
+        chunk_size = int(self.delegate.chunk_size)
+        end = length if end is None else min(end, length)
+        if start < 0 or start > end:
+            raise ValueError(f"invalid range [{start}, {end}) for a file of {length} bytes")
+        if start == end:
+            return
+        first = start // chunk_size
+        last = (end - 1) // chunk_size
+        chunks = self._root_collection.chunks.find(
+            {"files_id": self.delegate._id, "n": {"$gte": first, "$lte": last}},
+            sort=[("n", 1)],
+            session=self.delegate._session,
+        )
+        chunks.limit(last - first + 1).batch_size(min(last - first + 1, _batch_for(chunk_size)))
+        expected = first
+        count = math.ceil(length / chunk_size)
+        try:
+            async for chunk in chunks:
+                data = _check_chunk(chunk, expected, count, chunk_size, length)
+                begin = start - expected * chunk_size if expected == first else 0
+                stop = end - expected * chunk_size if expected == last else len(data)
+                expected += 1
+                yield bytes(data[begin:stop])
+            if expected <= last:
+                raise CorruptGridFile(f"no chunk #{expected}")
+        finally:
+            if chunks.alive:
+                await chunks.close()
+
+    async def stream_to_handler(
+        self, request_handler: Any, start: int = 0, end: int | None = None
+    ) -> None:
+        """Write the file (or the bytes ``[start, end)`` of it) to a Tornado
+        ``RequestHandler``, flushing after each chunk, so that no more than a chunk
+        is held at once.  Set the headers first."""
+        async for data in self.read_chunks(start, end):
+            request_handler.write(data)
+            await request_handler.flush()
+
+
+def _check_chunk(chunk: Any, expected: int, count: int, chunk_size: int, length: int) -> Any:
+    """The data of chunk ``expected`` of a file of ``count`` chunks, after PyMongo's
+    checks (``GridOutChunkIterator``): the right number, the right length."""
+    n = chunk["n"]
+    if n != expected:
+        raise CorruptGridFile(
+            f"Missing chunk: expected chunk #{expected} but found chunk with n={n}"
+        )
+    data = chunk["data"]
+    if n >= count:
+        raise CorruptGridFile(
+            f"Extra chunk found: expected {count} chunks but found chunk with n={n}"
+        )
+    expected_length = chunk_size if n < count - 1 else length - chunk_size * (count - 1)
+    if len(data) != expected_length:
+        raise CorruptGridFile(
+            f"truncated chunk #{n}: expected chunk length to be {expected_length} but "
+            f"found chunk with length {len(data)}"
+        )
+    return data
+
+
+def _open(grid_out: AgnosticGridOut) -> AgnosticGridOut:
+    # Runs on a child greenlet.
+    grid_out.delegate.open()
+    return grid_out
+
+
+class AgnosticGridIn(AgnosticBase):
+    """A GridFS file being written: ``bucket.open_upload_stream(filename)``.
+
+    ``await write(data)`` (bytes or a file-like object), ``await close()`` to finish
+    the file; ``async with`` closes it on exit.  ``await set(name, value)`` sets a field
+    of the file document.
+    """
+
+    __pymongo_class__ = GridIn
+    _agnostic_name = "GridIn"
+
+    _id = ReadOnly()
+    chunk_size = ReadOnly()
+    closed = ReadOnly()
+    content_type = ReadOnly()
+    filename = ReadOnly()
+    length = ReadOnly()
+    md5 = ReadOnly()
+    name = ReadOnly()
+    upload_date = ReadOnly()
+    read = Delegate()
+    readable = Delegate()
+    seekable = Delegate()
+    writeable = Delegate()
+    write = Async()
+    writelines = Async()
+    close = Async()
+    abort = Async()
+    set = Async()
+
+    def __init__(
+        self,
+        root_collection: AgnosticCollection[Any],
+        delegate: Any = None,
+        session: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        if not isinstance(root_collection, AgnosticCollection):
+            raise TypeError(
+                f"First argument to {type(self).__name__} must be a Motor collection, "
+                f"not {root_collection!r}"
+            )
+        if delegate is None:
+            session = getattr(session, "_motor_delegate", session)
+            delegate = GridIn(root_collection.delegate, session=session, **kwargs)
+        self.delegate = delegate
+        self._binding = root_collection._binding
+        self._client = root_collection._client
+
+    def __getattr__(self, name: str) -> Any:
+        # A field of the file document (PyMongo's GridIn.__getattr__).
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self.delegate, name)
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        await self._binding.call(self.delegate.__exit__, (exc_type, exc_val, exc_tb), {})
+
+
+class AgnosticGridFSBucket(AgnosticBase):
+    """A GridFS bucket in a database: ``MotorGridFSBucket(db, bucket_name="fs")``.
+
+    Takes the arguments of :class:`gridfs.GridFSBucket`, with a Motor database.
+    """
+
+    __pymongo_class__ = GridFSBucket
+    _agnostic_name = "GridFSBucket"
+
+    delete = Async()
+    delete_by_name = Async()
+    download_to_stream = Async()
+    download_to_stream_by_name = Async()
+    open_download_stream = Async(wrap="GridOut")
+    open_download_stream_by_name = Async(wrap="GridOut")
+    open_upload_stream = Delegate(wrap="GridIn")
+    open_upload_stream_with_id = Delegate(wrap="GridIn")
+    rename = Async()
+    rename_by_name = Async()
+    upload_from_stream = Async()
+    upload_from_stream_with_id = Async()
+    find = Delegate(wrap="GridOutCursor")
+
+    def __init__(
+        self,
+        database: AgnosticDatabase[Any],
+        bucket_name: str = "fs",
+        chunk_size_bytes: int | None = None,
+        write_concern: Any = None,
+        read_preference: Any = None,
+        collection: str | None = None,
+    ) -> None:
+        if not isinstance(database, AgnosticDatabase):
+            raise TypeError(
+                f"First argument to {type(self).__name__} must be a Motor database, "
+                f"not {database!r}"
+            )
+        if collection is not None:  # Motor 3.x's earlier name of bucket_name
+            bucket_name = collection
+        options: dict[str, Any] = {
+            "bucket_name": bucket_name,
+            "write_concern": write_concern,
+            "read_preference": read_preference,
+        }
+        if chunk_size_bytes is not None:
+            options["chunk_size_bytes"] = chunk_size_bytes
+        self.delegate = GridFSBucket(database.delegate, **options)
+        self._binding = database._binding
+        self._client = database._client
+        self._database = database
+        #: The bucket's root collection (``fs``), a Motor collection.
+        self.collection = database.get_collection(
+            bucket_name, write_concern=write_concern, read_preference=read_preference
+        )
