@@ -103,9 +103,11 @@ class Cancelled(BaseException):
 class OpFuture(asyncio.Future):  # type: ignore[type-arg]
     """The future of a call run by a child; cancelling it stops the child."""
 
-    # The child running the call; unset until it starts, None once it is over.
-    __slots__ = ("_motor_child",)
+    # The child running the call; unset until it starts, None once it is over.  With
+    # the stall detector on, what was called and from where.
+    __slots__ = ("_motor_caller", "_motor_child")
     _motor_child: Child | None
+    _motor_caller: tuple[str, str]
 
     def cancel(self, msg: Any = None) -> bool:
         if not super().cancel(msg):
@@ -286,6 +288,9 @@ SWEEP_SLACK = 0.001
 
 # The size of each hub's scratch buffer for reading replies (bytes).
 SCRATCH_SIZE = 16384
+
+# The stall detector (motor.detector.detect_stalls), or None while it is off.
+DETECTOR: Any = None
 
 # How many finished children a hub keeps for reuse.
 MAX_IDLE = 256
@@ -499,6 +504,8 @@ class Hub:
         iteration's work window lasts, and no work is queued; otherwise it is queued
         (first in, first out; resumes first) for later iterations.
         """
+        if DETECTOR is not None:
+            DETECTOR.note_call(future, fn)
         current = _getcurrent()
         if isinstance(current, Child) or self._queue or self._resumes or not self._window_open():
             self._defer((self._start_queued, fn, args, kwargs, future, context, release))
@@ -519,6 +526,8 @@ class Hub:
         For calls made on the loop's thread while the loop is not running yet: the
         call starts when the loop runs.
         """
+        if DETECTOR is not None:
+            DETECTOR.note_call(future, fn)
         self._defer((self._start_queued, fn, args, kwargs, future, context, release))
 
     def resume_later(self, fn: Callable[..., Any], *args: Any) -> None:
