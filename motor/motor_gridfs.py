@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -91,6 +92,42 @@ def _detach_chunk_cursor(grid_out: GridOut) -> None:
         cursor._die_no_lock()
         cursor._sock_mgr = None
         chunk_iter._cursor = None
+
+
+class _BatchedGridIn(GridIn):
+    """PyMongo's GridIn, sending its chunks about every :data:`CHUNK_BATCH_BYTES`.
+
+    PyMongo buffers up to 48 MB of chunks and sends them with one ``insert_many``:
+    encoding that many bytes at once holds the loop for milliseconds per megabyte.
+    """
+
+    def _flush_data(self, data: Any, force: bool = False) -> None:
+        if self._buffered_docs_size + len(data) >= CHUNK_BATCH_BYTES:
+            force = True
+        super()._flush_data(data, force)
+
+
+def _batched_in(grid_in: GridIn) -> GridIn:
+    object.__setattr__(grid_in, "__class__", _BatchedGridIn)  # GridIn's own __setattr__
+    return grid_in
+
+
+class _BatchedBucket(GridFSBucket):
+    """PyMongo's GridFSBucket whose files, in and out, move in batches of about
+    :data:`CHUNK_BATCH_BYTES` (PyMongo's own upload_from_stream and download_to_stream
+    call these methods)."""
+
+    def open_upload_stream(self, *args: Any, **kwargs: Any) -> GridIn:
+        return _batched_in(super().open_upload_stream(*args, **kwargs))
+
+    def open_upload_stream_with_id(self, *args: Any, **kwargs: Any) -> GridIn:
+        return _batched_in(super().open_upload_stream_with_id(*args, **kwargs))
+
+    def open_download_stream(self, *args: Any, **kwargs: Any) -> GridOut:
+        return _batched(super().open_download_stream(*args, **kwargs))
+
+    def open_download_stream_by_name(self, *args: Any, **kwargs: Any) -> GridOut:
+        return _batched(super().open_download_stream_by_name(*args, **kwargs))
 
 
 class AgnosticGridOutCursor(AgnosticCursor[Any]):
@@ -198,6 +235,7 @@ class AgnosticGridOut(AgnosticBase):
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
         # From a bucket, or from a cursor over a bucket's files: the root collection.
+        self.delegate = _batched(self.delegate)
         if isinstance(parent, AgnosticGridFSBucket):
             self._root_collection = parent.collection
         else:
@@ -246,10 +284,15 @@ class AgnosticGridOut(AgnosticBase):
 
     def seek(self, pos: int, whence: int = 0) -> int:
         """Set the position in the file (no I/O); returns the new position."""
+        delegate = self.delegate
         if whence == 2:
             self._file("length")
-        _detach_chunk_cursor(self.delegate)
-        position: int = self.delegate.seek(pos, whence)
+            target = int(delegate.length) + pos
+        else:
+            target = pos + (delegate._position if whence == 1 else 0)
+        if target != delegate._position and target >= 0 and whence in (0, 1, 2):
+            _detach_chunk_cursor(delegate)
+        position: int = delegate.seek(pos, whence)
         return position
 
     def close(self) -> Awaitable[None]:
@@ -299,12 +342,17 @@ class AgnosticGridOut(AgnosticBase):
             return
         first = start // chunk_size
         last = (end - 1) // chunk_size
+        # Reading to the end also asks for one chunk past it, as PyMongo's reader
+        # does, to report a file with extra chunks.
+        to_the_end = end == length
+        wanted = last - first + (2 if to_the_end else 1)
+        query: dict[str, Any] = {"$gte": first} if to_the_end else {"$gte": first, "$lte": last}
         chunks = self._root_collection.chunks.find(
-            {"files_id": self.delegate._id, "n": {"$gte": first, "$lte": last}},
+            {"files_id": self.delegate._id, "n": query},
             sort=[("n", 1)],
             session=self.delegate._session,
         )
-        chunks.limit(last - first + 1).batch_size(min(last - first + 1, _batch_for(chunk_size)))
+        chunks.limit(wanted).batch_size(min(wanted, _batch_for(chunk_size)))
         expected = first
         count = math.ceil(length / chunk_size)
         try:
@@ -326,9 +374,14 @@ class AgnosticGridOut(AgnosticBase):
         """Write the file (or the bytes ``[start, end)`` of it) to a Tornado
         ``RequestHandler``, flushing after each chunk, so that no more than a chunk
         is held at once.  Set the headers first."""
-        async for data in self.read_chunks(start, end):
-            request_handler.write(data)
-            await request_handler.flush()
+        chunks = self.read_chunks(start, end)
+        try:
+            async for data in chunks:
+                request_handler.write(data)
+                await request_handler.flush()
+        finally:
+            # Closes the chunk cursor now if the client went away mid-file.
+            await chunks.aclose()  # type: ignore[attr-defined]
 
 
 def _check_chunk(chunk: Any, expected: int, count: int, chunk_size: int, length: int) -> Any:
@@ -340,10 +393,11 @@ def _check_chunk(chunk: Any, expected: int, count: int, chunk_size: int, length:
             f"Missing chunk: expected chunk #{expected} but found chunk with n={n}"
         )
     data = chunk["data"]
-    if n >= count:
+    if n >= count and len(data):
         raise CorruptGridFile(
             f"Extra chunk found: expected {count} chunks but found chunk with n={n}"
         )
+    # (An empty extra chunk fails the length check below, as in PyMongo's reader.)
     expected_length = chunk_size if n < count - 1 else length - chunk_size * (count - 1)
     if len(data) != expected_length:
         raise CorruptGridFile(
@@ -404,7 +458,7 @@ class AgnosticGridIn(AgnosticBase):
         if delegate is None:
             session = getattr(session, "_motor_delegate", session)
             delegate = GridIn(root_collection.delegate, session=session, **kwargs)
-        self.delegate = delegate
+        self.delegate = _batched_in(delegate)
         self._binding = root_collection._binding
         self._client = root_collection._client
 
@@ -458,7 +512,12 @@ class AgnosticGridFSBucket(AgnosticBase):
                 f"First argument to {type(self).__name__} must be a Motor database, "
                 f"not {database!r}"
             )
-        if collection is not None:  # Motor 3.x's earlier name of bucket_name
+        if collection is not None:
+            warnings.warn(
+                "the collection parameter is deprecated, use bucket_name instead",
+                DeprecationWarning,
+                stacklevel=2,
+            )
             bucket_name = collection
         options: dict[str, Any] = {
             "bucket_name": bucket_name,
@@ -467,7 +526,7 @@ class AgnosticGridFSBucket(AgnosticBase):
         }
         if chunk_size_bytes is not None:
             options["chunk_size_bytes"] = chunk_size_bytes
-        self.delegate = GridFSBucket(database.delegate, **options)
+        self.delegate = _BatchedBucket(database.delegate, **options)
         self._binding = database._binding
         self._client = database._client
         self._database = database
