@@ -51,6 +51,7 @@ import selectors
 import threading
 import time
 import types
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -131,60 +132,71 @@ class Child(greenlet.greenlet):
     __slots__ = ("future", "hub", "waiter")
 
     def __init__(self, hub: Hub, parent: greenlet.greenlet) -> None:
-        super().__init__(self._serve, parent)
+        # The run function is a plain function, not a bound method: greenlet keeps its
+        # run callable on the child's C stack for the child's lifetime, where the
+        # garbage collector cannot see it (see _serve).
+        super().__init__(_serve, parent)
         self.hub = hub
         # The future of the call being run, or None while idle.
         self.future: asyncio.Future[Any] | None = None
         # The waiter the child is parked on, or None while it runs.
         self.waiter: Waiter | None = None
 
-    def _serve(
-        self,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        future: OpFuture,
-        release: Callable[[], None] | None,
-    ) -> None:
-        # Runs on the child greenlet, for as long as it lives.
-        hub = self.hub
-        idle = hub._idle
-        while True:
-            error: BaseException | None = None
+
+def _serve() -> None:
+    # Runs on a child greenlet, for as long as it lives: one call after another.
+    #
+    # A parked greenlet's frame (and the C stack it started on) holds references the
+    # garbage collector cannot see.  While idle, a child therefore holds neither
+    # itself nor its hub, nor anything of a call: otherwise an idle child would keep
+    # itself, its hub and the hub's loop alive forever once the application dropped
+    # the loop (a loop per asyncio.run(), say).  So the child starts without
+    # arguments (greenlet keeps those of its first switch until it ends) and receives
+    # each call, the first one too, at the switch it parks on.
+    fn, args, kwargs, future, release = _getcurrent().parent.switch()  # type: ignore[union-attr]
+    child: Any = _getcurrent()
+    hub: Any = child.hub
+    idle: Any = hub._idle
+    while True:
+        error: BaseException | None = None
+        try:
             try:
-                try:
-                    result = fn(*args, **kwargs) if kwargs else fn(*args)
-                finally:
-                    if release is not None:
-                        release()
-            except Cancelled:
-                result = _CANCELLED
-            except BaseException as exc:
-                result = None
-                error = exc
-                del exc
-            if result is not _CANCELLED and not future.done():
-                # Take the done callbacks (the awaiting task's wake-up, typically):
-                # the hub greenlet runs them as soon as this child switches back
-                # (Hub._run_finished), not on the next loop iteration.
-                callbacks = future._callbacks
-                if callbacks:
-                    for entry in callbacks:
-                        future.remove_done_callback(entry[0])
-                    hub._done = (future, callbacks)
-                if error is not None:
-                    future.set_exception(error)
-                else:
-                    future.set_result(result)
-            self.future = None
-            future._motor_child = None
-            # No frame -> traceback -> frame cycle, and no result, kept while idle.
-            fn = args = kwargs = future = release = result = error = callbacks = None  # type: ignore[assignment]
-            if len(idle) >= MAX_IDLE:
-                return
-            idle.append(self)
-            # Park until the hub hands over the next call (see Hub._start).
-            fn, args, kwargs, future, release = self.parent.switch()  # type: ignore[union-attr]
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
+            finally:
+                if release is not None:
+                    release()
+        except Cancelled:
+            result = _CANCELLED
+        except BaseException as exc:
+            result = None
+            error = exc
+            del exc
+        if result is not _CANCELLED and not future.done():
+            # Take the done callbacks (the awaiting task's wake-up, typically): the hub
+            # greenlet runs them as soon as this child switches back
+            # (Hub._run_finished), not on the next loop iteration.
+            callbacks = future._callbacks
+            if callbacks:
+                for entry in callbacks:
+                    future.remove_done_callback(entry[0])
+                hub._done = (future, callbacks)
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        child.future = None
+        future._motor_child = None
+        # No frame -> traceback -> frame cycle, and no result, kept while idle.
+        fn = args = kwargs = future = release = result = error = callbacks = entry = None
+        if len(idle) >= MAX_IDLE or hub._closed:
+            return
+        idle.append(child)
+        child = hub = idle = None
+        # Park until the hub hands over the next call (see Hub._start).
+        fn, args, kwargs, future, release = _getcurrent().parent.switch()  # type: ignore[union-attr]
+        child = _getcurrent()
+        hub = child.hub
+        idle = hub._idle
 
 
 # The outcome of a call stopped by cancellation (its future is already done).
@@ -239,8 +251,16 @@ class Waiter:
             self._hub._run_finished()
 
     def switch_threadsafe(self, value: Any = None) -> None:
-        """Resume the child from any thread, on the next loop iteration."""
-        self._hub.loop.call_soon_threadsafe(self.switch, value)
+        """Resume the child from any thread, on the next loop iteration.
+
+        A no-op once the loop is closed (its children were ended by :meth:`Hub.close`):
+        PyMongo's monitor threads notify conditions whatever the state of the loop.
+        """
+        try:
+            self._hub.loop.call_soon_threadsafe(self.switch, value)
+        except RuntimeError:
+            if not self._hub.loop.is_closed():
+                raise
 
     def get(self, timeout: float | None = None) -> Any:
         """Park the current child until ``switch`` or ``throw`` (runs on a child).
@@ -472,6 +492,10 @@ class Hub:
         self._deadlines: dict[Waiter, float] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_at = math.inf
+        # Every live child (for close(); added when made, gone when it ends).
+        self._children: weakref.WeakSet[Child] = weakref.WeakSet()
+        self._closed = False
+        self._hook_close()
 
     def spawn(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> asyncio.Future[T]:
         """Run ``fn(*args, **kwargs)`` in a new child greenlet; return its future.
@@ -574,6 +598,64 @@ class Hub:
             loop._process_events = hook.process_events  # type: ignore[attr-defined]
         return hook.clock
 
+    def _hook_close(self) -> None:
+        # Runs once per hub: end the hub's children when its loop is closed.  A
+        # greenlet is invisible to the garbage collector (greenlet does not track it),
+        # so an idle child's reference to its hub, and through it the loop, would keep
+        # both alive for ever after the application dropped the loop.
+        loop = self.loop
+        loop_close = loop.close
+
+        def close() -> None:
+            self.close()
+            loop_close()
+
+        loop.close = close  # type: ignore[method-assign]
+
+    def close(self) -> None:
+        """End every child of this hub; called when its loop is closed.
+
+        Operations still running (parked, their loop gone) are cancelled where they
+        wait, so PyMongo's cleanup closes their connections and restores the pools;
+        queued calls never start; idle children end.  Runs on the loop's thread, where
+        the children were made; from another thread, only what needs no switch is done.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        self._deadlines.clear()
+        for entry in [*self._queue, *self._resumes]:
+            future = entry[4] if entry[0] == self._start_queued else None
+            if future is not None:
+                future.cancel()
+        self._queue.clear()
+        self._resumes.clear()
+        current = _getcurrent()
+        idle = list(self._idle)
+        self._idle.clear()
+        busy = [child for child in self._children if child.future is not None]
+        if isinstance(current, Child):
+            return  # closed from inside a child: the others cannot be switched to here
+        for child in busy:
+            future = child.future
+            if future is not None and not future.done():
+                future.cancel()
+            waiter = child.waiter
+            if waiter is not None and waiter._child is child:
+                try:
+                    waiter.throw(Cancelled())
+                except greenlet.error:  # another thread: leave it to greenlet's cleanup
+                    pass
+        for child in idle:
+            try:
+                child.throw()
+            except greenlet.error:
+                pass
+        self._done = None
+
     def watch_readable(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the hub greenlet whenever ``fd`` is readable.
 
@@ -652,6 +734,8 @@ class Hub:
                 child.parent = parent
         else:
             child = Child(self, parent)
+            self._children.add(child)
+            child.switch()  # starts _serve, which parks at once for its first call
         child.gr_context = context
         child.future = future
         future._motor_child = child
