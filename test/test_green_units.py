@@ -546,3 +546,122 @@ async def test_blocking_helpers_run_in_a_thread(fw: Framework) -> None:
     # On the loop's thread outside a child it would block the loop: refused.
     with pytest.raises(WouldBlockError, match="a test wait"):
         wrapped()
+
+
+async def test_a_lock_wake_up_survives_a_cancelled_waiter(fw: Framework) -> None:
+    """release() wakes the first waiter; if that waiter is cancelled before it runs, the
+    wake-up passes to the next one instead of being lost with the lock free."""
+    lock = GreenLock()
+    the_hub = hub()
+    assert lock.acquire()  # held by this task (not a child: no waiting needed)
+    got: list[str] = []
+
+    def contender(name: str) -> None:
+        with lock:
+            got.append(name)
+
+    first = the_hub.spawn(contender, "first")
+    second = the_hub.spawn(contender, "second")
+    while len(lock._waiters) < 2:
+        await asyncio.sleep(0.001)
+    child = first._motor_child
+    lock.release()  # wakes "first": its resume waits in the hub's queue
+    first.cancel()
+    the_hub.cancel_child(child, first)  # ... and the cancellation lands before it
+    await asyncio.wait_for(second, 5)
+    assert got == ["second"]
+    assert first.cancelled()
+    assert not lock.locked()
+
+
+def test_a_socket_closed_from_a_thread_while_its_loop_is_stopped(
+    socket_pair: tuple[socket.socket, socket.socket],
+) -> None:
+    a, b = socket_pair
+    green = GreenSocket(a)
+    loop = asyncio.new_event_loop()
+    try:
+
+        async def read_once() -> int:
+            reading = get_hub(loop).spawn(green.recv_into, bytearray(1))
+            await asyncio.sleep(0.01)  # parked: the loop watches the descriptor
+            b.sendall(b"x")
+            return await reading  # type: ignore[no-any-return]
+
+        assert loop.run_until_complete(read_once()) == 1
+        fd = a.fileno()
+        assert green._reader_hub is not None  # the loop watches the descriptor
+        closer = threading.Thread(target=green.close)
+        closer.start()
+        closer.join()
+        # Closed now (the loop is not running, so nothing else would close it), and
+        # the loop no longer watches the descriptor.
+        assert a.fileno() == -1
+        assert fd not in loop._selector.get_map()  # type: ignore[attr-defined]
+    finally:
+        loop.close()
+
+
+class _WantsReadOnFirstSend:
+    """A socket whose first sends need to read first, as TLS sometimes does."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.sends = 0
+
+    def send(self, data: Any) -> int:
+        # (GreenSocket.sendall tries once before its waiting loop.)
+        self.sends += 1
+        if self.sends <= 2:
+            raise ssl.SSLWantReadError("the TLS layer needs to read first")
+        return self._sock.send(data)
+
+    def pending(self) -> int:
+        return 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+async def test_a_send_that_waits_to_read_keeps_the_read_registration(
+    fw: Framework, socket_pair: tuple[socket.socket, socket.socket]
+) -> None:
+    a, b = socket_pair
+    fake = _WantsReadOnFirstSend(a)
+    green = GreenSocket(fake, timeout=None)  # type: ignore[arg-type]
+    buf = bytearray(1)
+    reading = hub().spawn(green.recv_into, buf)
+    await asyncio.sleep(0.01)  # parked: the loop watches the descriptor
+    b.sendall(b"1")
+    assert await reading == 1
+    assert green._reader_hub is not None
+    sending = hub().spawn(green.sendall, b"data")
+    await asyncio.sleep(0.01)
+    assert not sending.done()  # waiting for readability
+    b.sendall(b"2")
+    await asyncio.wait_for(sending, 5)
+    assert b.recv(4) == b"data"
+    # The next read still has its registration: it sees the byte waiting for it.
+    assert await asyncio.wait_for(hub().spawn(green.recv_into, buf), 5) == 1
+    assert bytes(buf) == b"2"
+
+
+async def test_cancel_reads_between_the_check_and_the_registration(
+    fw: Framework, socket_pair: tuple[socket.socket, socket.socket], monkeypatch: Any
+) -> None:
+    """cancel_reads() from another thread, landing after a read checked the flag but
+    before it registered with the loop, still stops that read."""
+    a, _b = socket_pair
+    green = GreenSocket(a, timeout=None)
+    the_hub = hub()
+    watch = the_hub.watch_readable
+
+    def watch_after_a_cancel(fd: int, callback: Any) -> None:
+        canceller = threading.Thread(target=green.cancel_reads)
+        canceller.start()
+        canceller.join()
+        watch(fd, callback)
+
+    monkeypatch.setattr(the_hub, "watch_readable", watch_after_a_cancel)
+    with pytest.raises(TimeoutError, match="timed out"):
+        await asyncio.wait_for(the_hub.spawn(green.recv_into, bytearray(1)), 5)

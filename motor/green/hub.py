@@ -486,7 +486,9 @@ class Hub:
         # The future a child just resolved, with the done callbacks it took from it;
         # taken by the greenlet the child switched back to (Hub._run_finished).
         self._done: tuple[asyncio.Future[Any], list[tuple[Any, Any]]] | None = None
-        self.thread_id = threading.get_ident()
+        # The thread that made the hub: where its loop runs, unless the loop was handed
+        # to another thread (see owns_loop_thread).
+        self._creator_thread = threading.get_ident()
         # Timed waits and their deadlines (time.monotonic()); one loop timer, set for
         # the earliest deadline (_sweep_at), expires them.
         self._deadlines: dict[Waiter, float] = {}
@@ -655,6 +657,23 @@ class Hub:
             except greenlet.error:
                 pass
         self._done = None
+
+    @property
+    def thread_id(self) -> int:
+        """The thread that runs (or last ran) this hub's loop."""
+        thread: int | None = getattr(self.loop, "_thread_id", None)
+        return self._creator_thread if thread is None else thread
+
+    def owns_loop_thread(self) -> bool:
+        """May the calling thread touch the loop's selector now?  Yes on the thread
+        running the loop, and on any thread while the loop runs nowhere."""
+        loop = self.loop
+        thread = getattr(loop, "_thread_id", None)
+        if thread is not None:
+            return bool(thread == threading.get_ident())
+        if loop.is_running():  # a loop that does not say which thread runs it
+            return self._creator_thread == threading.get_ident()
+        return True
 
     def watch_readable(self, fd: int, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the hub greenlet whenever ``fd`` is readable.

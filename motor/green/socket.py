@@ -26,7 +26,6 @@ import os
 import select
 import socket
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, cast
@@ -188,6 +187,9 @@ class GreenSocket:
             except RuntimeError:  # the loop is closed
                 pass
 
+    def _cancelled_meanwhile(self) -> bool:
+        return self._reads_cancelled
+
     def _switch_parked_read(self, ready: bool) -> None:
         # Runs on the hub greenlet: resume the read parked on this socket, if any.
         waiter = self._read_waiter
@@ -203,6 +205,11 @@ class GreenSocket:
                 return hub.wait_fd(self._fd, False, timeout)
             hub.watch_readable(self._fd, self._on_readable)
             self._reader_hub = hub
+            # cancel_reads() from another thread may have run after the check above but
+            # before _reader_hub was set, and scheduled no wake-up: check again.  (mypy
+            # narrowed the flag to False above; another thread may have set it.)
+            if self._cancelled_meanwhile():
+                return False
         waiter = self._read_waiter
         if waiter is None or waiter._hub is not hub:
             # One waiter per socket, reused by every read: it is only ever resumed
@@ -278,7 +285,15 @@ class GreenSocket:
                 write = True
             except ssl.SSLWantReadError:
                 write = False
-            if not wait_fd(self._fd, write, self._timeout_cell[0]):
+            timeout = self._timeout_cell[0]
+            current = _getcurrent()
+            if not write and isinstance(current, Child):
+                # TLS needs to read during a send: wait the way reads wait, on the
+                # descriptor's own registration (a second reader would replace it).
+                ready = self._wait_readable(current.hub, timeout)
+            else:
+                ready = wait_fd(self._fd, write, timeout)
+            if not ready:
                 raise _timed_out()
 
     def pending(self) -> int:
@@ -297,12 +312,15 @@ class GreenSocket:
             # the descriptor.  Only close this process's copy.
             self._reader_hub = None
             self._sock.close()
-        elif threading.get_ident() == hub.thread_id:
+        elif hub.owns_loop_thread():
+            # On the loop's thread, or the loop is not running (stopped, not closed):
+            # nothing polls the descriptor meanwhile.
             self._unwatch()
             self._sock.close()
         else:
-            # Closed by one of PyMongo's threads: the loop must forget the descriptor
-            # before it is released (and its number reused), so close on the loop.
+            # Closed by one of PyMongo's threads while the loop runs: the loop must
+            # forget the descriptor before it is released (and its number reused), so
+            # close on the loop.
             try:
                 hub.loop.call_soon_threadsafe(self._close_on_loop)
             except RuntimeError:  # the loop is closed

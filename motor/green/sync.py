@@ -219,18 +219,37 @@ class GreenLock:
             remaining = None if end is None else max(end - time.monotonic(), 0)
             try:
                 waiter.get(remaining)
-            finally:
-                self._discard(entry)
+            except BaseException:
+                # Cancelled.  A release() that woke this waiter meanwhile meant the
+                # lock for it: hand the wake-up to the next waiter.
+                if not self._discard(entry):
+                    self._pass_wake()
+                raise
+            woken = not self._discard(entry)
             if self._lock.acquire(False):
                 return True
             if end is not None and time.monotonic() >= end:
+                if woken:
+                    self._pass_wake()
                 return False
 
-    def _discard(self, entry: _GreenWaiter) -> None:
+    def _discard(self, entry: _GreenWaiter) -> bool:
+        """Remove a waiter that gives up; False if a release() had removed it already."""
         try:
             self._waiters.remove(entry)
         except ValueError:
-            pass
+            return False
+        return True
+
+    def _pass_wake(self) -> None:
+        # A woken waiter gives up: wake the next one, unless the lock is taken (its
+        # release will).
+        if self._waiters and not self._lock.locked():
+            try:
+                entry = self._waiters.popleft()
+            except IndexError:
+                return
+            entry.wake()
 
     def release(self) -> None:
         self._lock.release()
