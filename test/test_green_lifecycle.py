@@ -145,3 +145,25 @@ def test_a_notification_after_the_loop_closed_spares_pymongo_s_threads() -> None
         threading.excepthook = hook
         if not loop.is_closed():
             loop.close()
+
+
+async def test_close_ends_operations_waiting_for_a_silent_server(fw: Any) -> None:
+    """PyMongo's close() leaves an operation waiting for a reply that never comes (no
+    socketTimeoutMS) waiting for ever; Motor's ends it with PyMongo's error for a
+    closed client."""
+    from pymongo.errors import InvalidOperation
+
+    wire = WireServer(stall_on="find")
+    try:
+        client = fw.client(wire.uri)
+        operations = [client.db.coll.find_one({}) for _ in range(3)]
+        await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+        assert not any(op.done() for op in operations)
+        await client.close()
+        # Bounded only so that a regression fails instead of hanging the run.
+        results = await asyncio.wait_for(asyncio.gather(*operations, return_exceptions=True), 30)
+        assert all(isinstance(r, InvalidOperation) for r in results), results
+        assert "after close" in str(results[0])
+        assert parked_children() == []
+    finally:
+        wire.stop()

@@ -117,6 +117,17 @@ class GreenPool(pymongo.synchronous.pool.Pool):
         self.size_cond = GreenCondition(self.lock)  # type: ignore[assignment]
         self._max_connecting_cond = GreenCondition(self.lock)  # type: ignore[assignment]
 
+    def close(self) -> None:
+        """Close the pool, and interrupt the operations still using its connections.
+
+        PyMongo's ``Pool.close`` leaves them be: an operation waiting for a reply that
+        never comes (a server gone silent, no ``socketTimeoutMS``) then waits for ever.
+        Interrupting the connections wakes their reads at once (see
+        :class:`_WakingCancellation`); the operations end with PyMongo's error for a
+        closed client.
+        """
+        self._reset(close=True, interrupt_connections=True)
+
     def connect(self, handler: Any = None) -> Any:
         token = _green_connect.set(True)
         try:
@@ -564,6 +575,11 @@ def check_pymongo_internals() -> list[str]:
         and {"cancel_context", "active_contexts"} <= set(connect_names.co_names)
         and {"cancel", "active_contexts"} <= set(pool_cls._reset.__code__.co_names),
         "Pool no longer cancels connections through conn.cancel_context and Pool.active_contexts",
+    )
+    reset_code = pool_cls._reset.__code__
+    need(
+        {"close", "interrupt_connections"} <= set(reset_code.co_varnames),
+        "Pool._reset no longer takes close= and interrupt_connections= (GreenPool.close)",
     )
     need(
         getattr(_pymongo_pool, "os", None) in (_os, _green_os),
