@@ -42,14 +42,22 @@ _get_running_loop = asyncio._get_running_loop
 _perf_counter = time.perf_counter
 
 
+_MACHINERY_PACKAGES = ("motor", "asyncio", "pymongo", "bson", "gridfs", "greenlet", "tornado")
+_machinery_paths: tuple[str, ...] = ()
+
+
 def _machinery() -> tuple[str, ...]:
     # Frames in these packages' directories are the machinery, not the caller.
-    paths = []
-    for name in ("motor", "asyncio", "pymongo", "bson", "gridfs", "greenlet", "tornado"):
-        filename = getattr(sys.modules.get(name), "__file__", None)
-        if filename:
-            paths.append(os.path.dirname(filename) + os.sep)
-    return tuple(paths)
+    # Computed again only until every one of them is imported (Tornado may come late).
+    global _machinery_paths
+    if len(_machinery_paths) < len(_MACHINERY_PACKAGES):
+        paths = []
+        for name in _MACHINERY_PACKAGES:
+            filename = getattr(sys.modules.get(name), "__file__", None)
+            if filename:
+                paths.append(os.path.dirname(filename) + os.sep)
+        _machinery_paths = tuple(paths)
+    return _machinery_paths
 
 
 def _caller(skip: int = 2) -> str:
@@ -132,12 +140,14 @@ class StallDetector:
         local = self._local
         if type(target) is Child:
             local.started = _perf_counter()
+            # Read now: a call that never waits has finished (and forgotten its
+            # future) by the time it switches back.
+            local.caller = getattr(target.future, "_motor_caller", None)
         elif type(origin) is Child and local.started:
             held = _perf_counter() - local.started
             local.started = 0.0
             if held > self.threshold:
-                future = origin.future
-                operation, caller = getattr(future, "_motor_caller", None) or ("?", "<unknown>")
+                operation, caller = local.caller or ("?", "<unknown>")
                 self.report(f"{operation} held the event loop", caller, held, blocking=False)
         previous = local.previous
         if previous is not None:
@@ -170,13 +180,19 @@ def detect_stalls(threshold_ms: float = 10.0, log: logging.Logger | None = None)
 
 
 def stop_detecting_stalls() -> None:
-    """Turn the stall detector off (clients made meanwhile keep a listener that does
-    nothing)."""
+    """Turn the stall detector off.  Clients made while it was on keep its command
+    listener, which does nothing any more; clients made afterwards have none."""
     detector = _hub.DETECTOR
     if detector is not None:
         _hub.DETECTOR = None
         detector.stop()
         detector.listener._detector = _NULL
+        # PyMongo has no public way to unregister a global listener: take it out of
+        # its registry, so that clients made from now on publish no command events.
+        registry = getattr(monitoring, "_LISTENERS", None)
+        listeners = getattr(registry, "command_listeners", None)
+        if isinstance(listeners, list) and detector.listener in listeners:
+            listeners.remove(detector.listener)
 
 
 class _NullDetector:
