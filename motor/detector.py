@@ -21,6 +21,7 @@ default; while off, the only cost is one check per operation.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import sys
@@ -73,9 +74,14 @@ def _caller(skip: int = 2) -> str:
 
 
 def _operation(fn: Any) -> str:
-    """A readable name for what a child runs (``Collection.find_one``)."""
+    """A readable name for what a child runs (``Collection.find_one``).
+
+    Never the callable's ``repr``: a ``functools.partial`` prints its arguments, which
+    may be a password or a 17 MiB document."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
     owner = getattr(fn, "__self__", None)
-    name = getattr(fn, "__name__", None) or repr(fn)
+    name = getattr(fn, "__name__", None) or type(fn).__name__
     if owner is not None and not isinstance(owner, type):
         return f"{type(owner).__name__}.{name}"
     return getattr(fn, "__qualname__", name)
