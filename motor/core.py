@@ -498,7 +498,7 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
     list_databases = Async(wrap="CommandCursor")
     server_info = Async()
     drop_database = Async()
-    bulk_write = Async()
+    bulk_write = Async(bulk="models")
 
     def __init__(self, *args: Any, io_loop: Any = None, **kwargs: Any) -> None:
         framework = self._framework
@@ -738,7 +738,7 @@ class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
     write_concern = ReadOnly()
 
     insert_one = Async()
-    insert_many = Async()
+    insert_many = Async(bulk="documents")
     find_one = Async()
     find_one_and_delete = Async()
     find_one_and_replace = Async()
@@ -748,7 +748,7 @@ class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
     replace_one = Async()
     delete_one = Async()
     delete_many = Async()
-    bulk_write = Async()
+    bulk_write = Async(bulk="requests")
     count_documents = Async()
     estimated_document_count = Async()
     distinct = Async()

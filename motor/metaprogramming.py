@@ -25,8 +25,10 @@ collection) are replaced by their PyMongo delegates before PyMongo sees them.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 from typing import Any
 
 __all__ = [
@@ -202,12 +204,37 @@ def unwrap_args(
     return args, kwargs
 
 
+#: A bulk call (``insert_many``, ``bulk_write``) of more items than this, or of an
+#: iterable without a length, runs in a worker thread (see :class:`Async`).
+BULK_IN_THREAD = 1000
+
+
+def _in_a_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    # Runs on a child greenlet: run the call in the loop's default executor, with this
+    # child's context, and park until it is done.
+    from motor.green.hub import current_child
+
+    child = current_child()
+    assert child is not None
+    hub = child.hub
+    run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+    return hub.wait_future(hub.loop.run_in_executor(None, run))
+
+
 class Async(ManifestEntry):
     """A PyMongo method that does network I/O: returns a future of its result.
 
     With ``unqueued=True`` the call never waits in the client's admission queue (for
     operations that may need a connection their object already holds, such as
     committing a transaction pinned to a connection).
+
+    With ``bulk`` (the name of the first parameter, a sequence of documents or
+    requests), a call of more than :data:`BULK_IN_THREAD` items, or of an iterable
+    whose length is unknown, runs in a worker thread instead of a child greenlet:
+    PyMongo prepares every item (``_id``, validation) in one Python loop before it
+    sends anything, which would hold the event loop for as long; in a thread, the
+    interpreter's switch interval lets the loop run meanwhile.  Such a call is not
+    interrupted by cancellation (the thread finishes it).
     """
 
     returns = "future"
@@ -218,15 +245,28 @@ class Async(ManifestEntry):
         doc: str | None = None,
         attr: str = "",
         unqueued: bool = False,
+        bulk: str = "",
     ) -> None:
         super().__init__(wrap, doc, attr)
         self.unqueued = unqueued
+        self.bulk = bulk
 
     def build(self, owner: type, name: str) -> Any:
         wrap = self.wrap
         attr = self.attr or name
+        bulk = self.bulk
 
-        if self.unqueued:
+        if bulk:
+
+            def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+                args, kwargs = unwrap_args(args, kwargs)
+                items = args[0] if args else kwargs.get(bulk)
+                fn = getattr(self.delegate, attr)
+                if not isinstance(items, Sized) or len(items) > BULK_IN_THREAD:
+                    return self._binding.call(_in_a_thread, (fn, args, kwargs), {})
+                return self._binding.call(fn, args, kwargs)
+
+        elif self.unqueued:
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
                 args, kwargs = unwrap_args(args, kwargs)

@@ -556,6 +556,16 @@ class Hub:
             DETECTOR.note_call(future, fn)
         self._defer((self._start_queued, fn, args, kwargs, future, context, release))
 
+    def pause(self) -> None:
+        """Park the current child until a later loop iteration (runs on a child).
+
+        For long CPU work done in pieces (decoding a large batch): the loop runs its
+        other callbacks and I/O between two pieces.
+        """
+        waiter = Waiter(self)
+        self.resume_later(waiter.switch, None)
+        waiter.get()
+
     def resume_later(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)``, which resumes a child, on a later iteration's budget.
 

@@ -30,6 +30,13 @@ What it changes, and nothing else:
   mongocryptd commands (``_EncryptionIO.kms_request`` and ``mark_command``), which use
   sockets of their own.
 
+* ``pymongo.message._OpMsg.unpack_response`` decodes a cursor's batch of more than
+  :data:`SLICED_DECODE_BYTES` in slices when called from a child, which lets the loop
+  run between two slices (:meth:`Hub.pause <motor.green.hub.Hub.pause>`); PyMongo
+  decodes the whole reply in one C call, which cannot be interrupted.  Green
+  connections also send at most :data:`GREEN_WRITE_BATCH` documents per write command
+  (PyMongo's limit is the server's, 100,000), so that encoding one message stays short.
+
 It also exports ``pymongo._csot.TIMEOUT`` (read, not changed) as :data:`TIMEOUT`: Motor
 reads it on every call to keep operations under :func:`pymongo.timeout` out of its
 admission queue.
@@ -51,10 +58,12 @@ import time as _time
 import types
 from typing import Any
 
+import bson
 import pymongo
 import pymongo._csot
 import pymongo.client_session_shared
 import pymongo.cursor_shared
+import pymongo.message
 import pymongo.network_layer
 import pymongo.pool_shared
 import pymongo.synchronous.client_session
@@ -65,10 +74,11 @@ import pymongo.synchronous.encryption
 import pymongo.synchronous.mongo_client
 import pymongo.synchronous.pool
 import pymongo.synchronous.srv_resolver
+from bson.codec_options import _raw_document_class
 from pymongo.common import MAX_MESSAGE_SIZE
 from pymongo.compression_support import decompress
 from pymongo.errors import ProtocolError, _OperationCancelled
-from pymongo.message import _UNPACK_REPLY
+from pymongo.message import _UNICODE_REPLACE_CODEC_OPTIONS, _UNPACK_REPLY, _OpMsg
 from pymongo.network_layer import NetworkingInterface
 from pymongo.socket_checker import _errno_from_exception
 
@@ -134,6 +144,8 @@ class GreenPool(pymongo.synchronous.pool.Pool):
             conn = super().connect(handler)
         finally:
             _green_connect.reset(token)
+        if conn.max_write_batch_size > GREEN_WRITE_BATCH:
+            conn.max_write_batch_size = GREEN_WRITE_BATCH
         sock = conn.conn.conn
         if type(sock) is GreenSocket:
             # A cancellation context that also wakes the socket's parked read, so
@@ -242,6 +254,15 @@ _socket_interface_dispatch.motor_green = True  # type: ignore[attr-defined]
 
 
 _original_resolve: Any = None
+_original_unpack_response: Any = None
+
+# A cursor reply whose payload is larger than this (bytes) is decoded in slices in a
+# child; slices of at most SLICE_BYTES or SLICE_DOCUMENTS, the loop running between two.
+SLICED_DECODE_BYTES = 1024 * 1024
+SLICE_BYTES = 256 * 1024
+SLICE_DOCUMENTS = 1000
+# The most documents a green connection puts in one write command.
+GREEN_WRITE_BATCH = 1000
 
 # Client-side encryption's I/O callbacks that open sockets of their own (KMS servers,
 # mongocryptd's plain client) and sleep between KMS retries.
@@ -409,6 +430,159 @@ def _receive_into(
             raise OSError("connection closed")
         received += chunk
     return received
+
+
+def _green_unpack_response(
+    self: Any,
+    cursor_id: int | None = None,
+    codec_options: Any = _UNICODE_REPLACE_CODEC_OPTIONS,
+    user_fields: Any = None,
+    legacy_response: bool = False,
+) -> Any:
+    """``_OpMsg.unpack_response`` that decodes a large cursor batch in slices in a child.
+
+    The result is what PyMongo's decoding returns (``decode_all`` of the payload, with
+    the codec options' document class everywhere); only where the work happens differs.
+    """
+    payload = self.payload_document
+    current = _getcurrent()
+    if (
+        len(payload) <= SLICED_DECODE_BYTES
+        or type(current) is not Child
+        or codec_options.type_registry._decoder_map
+        or _raw_document_class(codec_options.document_class)
+    ):
+        return _original_unpack_response(
+            self, cursor_id, codec_options, user_fields, legacy_response
+        )
+    try:
+        return [_decode_in_slices(payload, codec_options, current.hub)]
+    except _UnknownBSON:  # a type this walker cannot step over: PyMongo's way
+        return _original_unpack_response(
+            self, cursor_id, codec_options, user_fields, legacy_response
+        )
+
+
+def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
+    # Runs on a child: the reply's fields are decoded one by one, and the documents of
+    # its cursor batch a slice at a time, with the loop running between two slices.
+    # The BSON is walked in place: no large value is copied or inflated.
+    view, base = _buffer_of(payload)
+    document = codec_options.document_class()
+    for kind, key, start, value, end in _elements(view, base):
+        if key == "cursor" and kind == _BSON_DOCUMENT:
+            cursor = codec_options.document_class()
+            for c_kind, c_key, c_start, c_value, c_end in _elements(view, value):
+                if c_key in ("firstBatch", "nextBatch") and c_kind == _BSON_ARRAY:
+                    cursor[c_key] = _decode_array(view, c_value, codec_options, hub)
+                else:
+                    cursor[c_key] = _decode_element(view, c_start, c_end, c_key, codec_options)
+            document[key] = cursor
+        else:
+            document[key] = _decode_element(view, start, end, key, codec_options)
+    return document
+
+
+def _buffer_of(payload: Any) -> tuple[memoryview, int]:
+    """A view of the whole bytes-like buffer that holds ``payload``, and where in it the
+    payload starts.  A reply's payload is the end of the buffer the reader made (see
+    ``_OpMsg.unpack``); anything else is copied."""
+    obj = getattr(payload, "obj", None)
+    if isinstance(payload, memoryview) and isinstance(obj, (bytes, bytearray)):
+        base = len(obj) - len(payload)
+        head, tail = payload[:16].tobytes(), payload[-1:].tobytes()
+        if base >= 0 and obj[base : base + 16] == head and obj[-1:] == tail:
+            return memoryview(obj), base
+    data = payload if isinstance(payload, (bytes, bytearray)) else bytes(payload)
+    return memoryview(data), 0
+
+
+_BSON_DOCUMENT = 0x03
+_BSON_ARRAY = 0x04
+_UNPACK_INT32_FROM = struct.Struct("<i").unpack_from
+# Sizes of fixed-size BSON values, by type.
+_FIXED_SIZES = {
+    0x01: 8,  # double
+    0x06: 0,  # undefined
+    0x07: 12,  # ObjectId
+    0x08: 1,  # bool
+    0x09: 8,  # datetime
+    0x0A: 0,  # null
+    0x10: 4,  # int32
+    0x11: 8,  # timestamp
+    0x12: 8,  # int64
+    0x13: 16,  # decimal128
+    0x7F: 0,  # max key
+    0xFF: 0,  # min key
+}
+# Types whose value is an int32 length followed by that many bytes (string, JavaScript
+# code, symbol: the length counts the bytes after it) ...
+_LENGTH_AFTER = frozenset({0x02, 0x0D, 0x0E})
+# ... or whose int32 length counts itself (documents, arrays, code with scope).
+_LENGTH_INCLUDED = frozenset({0x03, 0x04, 0x0F})
+
+
+class _UnknownBSON(Exception):
+    """An element this walker does not know how to step over."""
+
+
+def _elements(view: memoryview, start: int) -> Any:
+    """(type, key, element start, value start, element end) of each element of the
+    BSON document at ``start`` in ``view`` (a view of a whole bytes or bytearray); an
+    element's bytes are its type, key and value."""
+    data: bytes = view.obj  # type: ignore[assignment]
+    end = start + _UNPACK_INT32_FROM(data, start)[0] - 1  # the trailing NUL
+    position = start + 4
+    while position < end:
+        element = position
+        kind = data[position]
+        key_end = data.index(0, position + 1)
+        key = data[position + 1 : key_end].decode()
+        value = key_end + 1
+        if kind in _LENGTH_INCLUDED:
+            position = value + _UNPACK_INT32_FROM(data, value)[0]
+        elif kind in _LENGTH_AFTER:
+            position = value + 4 + _UNPACK_INT32_FROM(data, value)[0]
+        elif kind == 0x05:  # binary: length, subtype, bytes
+            position = value + 5 + _UNPACK_INT32_FROM(data, value)[0]
+        elif kind in _FIXED_SIZES:
+            position = value + _FIXED_SIZES[kind]
+        else:
+            raise _UnknownBSON(kind)
+        yield kind, key, element, value, position
+
+
+def _decode_element(view: memoryview, start: int, end: int, key: str, codec_options: Any) -> Any:
+    # Decode one element as a one-element document (a copy of the element only).
+    size = end - start + 5
+    return bson.decode(
+        b"".join((size.to_bytes(4, "little"), view[start:end], b"\0")), codec_options
+    )[key]
+
+
+def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) -> list[Any]:
+    # Runs on a child: the documents of the BSON array at ``start``, a slice of
+    # elements at a time (each slice decoded as one document keyed "0", "1", ...).
+    values: list[Any] = []
+    elements = _elements(view, start)
+    while True:
+        first = last = -1
+        count = 0
+        for _kind, _key, element_start, _value, element_end in elements:
+            if first < 0:
+                first = element_start
+            last = element_end
+            count += 1
+            if count >= SLICE_DOCUMENTS or last - first >= SLICE_BYTES:
+                break
+        if first < 0:
+            return values
+        size = last - first + 5
+        chunk = b"".join((size.to_bytes(4, "little"), view[first:last], b"\0"))
+        values.extend(bson.decode(chunk, codec_options).values())
+        if count < SLICE_DOCUMENTS and last - first < SLICE_BYTES:
+            return values  # the elements ran out before the slice was full
+        hub.pause()
 
 
 def _off_the_loop(function: Any, refuse: str = "") -> Any:
@@ -590,6 +764,25 @@ def check_pymongo_internals() -> list[str]:
         with pymongo.timeout(12.5):
             timeout_ok = TIMEOUT.get(None) == 12.5 == pymongo._csot.get_timeout()
     need(timeout_ok, "pymongo._csot.TIMEOUT no longer holds pymongo.timeout()'s value")
+    # Sliced decoding of large cursor batches replaces _OpMsg.unpack_response, which
+    # decodes self.payload_document with bson._decode_all_selective.
+    unpack = _original_unpack_response or _OpMsg.unpack_response
+    unpack_code = getattr(unpack, "__code__", None)
+    need(
+        unpack_code is not None
+        and unpack_code.co_varnames[:5]
+        == ("self", "cursor_id", "codec_options", "user_fields", "legacy_response")
+        and {"payload_document", "_decode_all_selective"} <= set(unpack_code.co_names)
+        and "payload_document" in _OpMsg.__init__.__code__.co_varnames,
+        "pymongo.message._OpMsg.unpack_response changed (motor.green.pool decodes large "
+        "batches in slices in its place)",
+    )
+    batch_size_property = vars(pymongo.message._BulkWriteContextBase)["max_write_batch_size"]
+    need(
+        "max_write_batch_size" in _pymongo_pool.Connection._hello.__code__.co_names
+        and "max_write_batch_size" in batch_size_property.fget.__code__.co_names,
+        "Connection.max_write_batch_size no longer limits a bulk write's batches",
+    )
     need(
         callable(getattr(_srv_resolver, "_resolve", None)),
         "pymongo.synchronous.srv_resolver._resolve is missing",
@@ -650,6 +843,7 @@ _installed = False
 def install() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
     global _installed, _original_socket_interface, _original_resolve, _original_receive_message
+    global _original_unpack_response
     if _installed:
         return
     problems = check_pymongo_internals()
@@ -670,6 +864,9 @@ def install() -> None:
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
+    if _OpMsg.unpack_response is not _green_unpack_response:
+        _original_unpack_response = _OpMsg.unpack_response
+        _OpMsg.unpack_response = _green_unpack_response  # type: ignore[method-assign]
     current = _pymongo_pool.receive_message
     if current is not _green_receive_message:
         _original_receive_message = current

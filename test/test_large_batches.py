@@ -1,0 +1,297 @@
+"""Big reads and writes leave the loop running.
+
+A cursor batch of more than ``SLICED_DECODE_BYTES`` is decoded in slices, the child
+pausing between two; a green connection sends at most ``GREEN_WRITE_BATCH`` documents
+per write command; ``insert_many`` and ``bulk_write`` of more than ``BULK_IN_THREAD``
+items run in a worker thread.  The tests check each of these by what the driver does
+(slices, pauses, commands, threads) and that the results are PyMongo's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import bson
+import pymongo
+import pytest
+from bson import SON, Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
+from bson.codec_options import CodecOptions
+from bson.timestamp import Timestamp
+from pymongo import InsertOne, monitoring
+from pymongo.errors import BulkWriteError
+
+from motor import metaprogramming
+from motor.green import pool as green_pool
+from motor.green.hub import Hub
+from test.framework import Framework
+
+
+class _CountingHub:
+    def __init__(self) -> None:
+        self.pauses = 0
+
+    def pause(self) -> None:
+        self.pauses += 1
+
+
+def _document(i: int) -> dict[str, Any]:
+    # Every BSON type the slicer steps over, nested documents and arrays included.
+    return {
+        "_id": ObjectId(),
+        "i": i,
+        "big": Int64(1 << 40) + i,
+        "f": i / 7,
+        "s": f"héllo {i}" * (i % 5),
+        "b": i % 2 == 0,
+        "none": None,
+        "when": datetime.datetime(2026, 11, 30, 12, 0, i % 60, 1000),
+        "ts": Timestamp(1_700_000_000, i),
+        "dec": Decimal128(f"{i}.25"),
+        "bin": Binary(bytes(range(i % 256)), 0),
+        "uuid": Binary(uuid.UUID(int=i).bytes, 4),
+        "code": Code("function() { return 1; }"),
+        "scope": Code("function() { return x; }", {"x": i}),
+        "min": MinKey(),
+        "max": MaxKey(),
+        "nested": {"a": [1, {"b": [i, "x"]}], "": {"k": []}},
+        "list": list(range(i % 10)),
+        "re": Regex("^a.*", "i"),
+    }
+
+
+def _reply(documents: list[Any], batch: str = "firstBatch") -> bytes:
+    return bson.encode(
+        {
+            "cursor": {"id": Int64(0), "ns": "db.coll", batch: documents},
+            "ok": 1.0,
+            "$clusterTime": {"clusterTime": Timestamp(1, 1)},
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    "codec_options",
+    [
+        CodecOptions(),
+        CodecOptions(document_class=SON),
+        CodecOptions(tz_aware=True, uuid_representation=bson.binary.UuidRepresentation.STANDARD),
+    ],
+    ids=["dict", "SON", "tz_aware-uuid"],
+)
+def test_sliced_decode_returns_what_pymongo_decodes(codec_options: CodecOptions[Any]) -> None:
+    documents = [_document(i) for i in range(3000)]
+    payload = _reply(documents)
+    assert len(payload) > green_pool.SLICED_DECODE_BYTES
+    hub = _CountingHub()
+
+    decoded = green_pool._decode_in_slices(memoryview(payload), codec_options, hub)
+
+    expected = bson.decode(payload, codec_options)
+    assert decoded == expected
+    assert type(decoded) is type(expected)
+    assert type(decoded["cursor"]) is type(expected["cursor"])
+    assert [type(d) for d in decoded["cursor"]["firstBatch"]] == [
+        type(d) for d in expected["cursor"]["firstBatch"]
+    ]
+    assert list(decoded) == list(expected)  # field order kept
+    # 3000 documents: three slices of at most 1000, or more when 256 KB fills first.
+    slices = hub.pauses + 1
+    assert slices >= max(3, len(payload) // green_pool.SLICE_BYTES)
+
+
+def test_sliced_decode_reads_the_reply_where_the_reader_put_it() -> None:
+    # PyMongo's reader hands over a memoryview of the end of its receive buffer.
+    payload = _reply([{"i": i, "pad": "x" * 300} for i in range(5000)], "nextBatch")
+    buffer = bytearray(b"\x01" * 21) + bytearray(payload)
+    view = memoryview(buffer)[21:]
+
+    assert green_pool._buffer_of(view)[1] == 21
+    decoded = green_pool._decode_in_slices(view, CodecOptions(), _CountingHub())
+    assert decoded == bson.decode(payload)
+    # A view that is not a suffix of its buffer is copied, and decoded all the same.
+    middle = memoryview(bytearray(payload) + b"trailing")[: len(payload)]
+    assert green_pool._buffer_of(middle)[1] == 0
+    assert green_pool._decode_in_slices(middle, CodecOptions(), _CountingHub()) == decoded
+
+
+def test_a_type_the_slicer_does_not_know_falls_back_to_pymongo() -> None:
+    # Only the reply, its cursor and the batch array are walked; a regex inside a
+    # document is decoded by PyMongo with the rest of its slice.
+    payload = bson.encode({"cursor": {"firstBatch": [{"r": Regex("^a")}]}, "r": Regex("^a")})
+    with pytest.raises(green_pool._UnknownBSON):
+        green_pool._decode_in_slices(memoryview(payload), CodecOptions(), _CountingHub())
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts Hub.pause calls: the slices of a decode handed back to the loop."""
+    counter = [0]
+    original = Hub.pause
+
+    def pause(self: Hub) -> None:
+        counter[0] += 1
+        original(self)
+
+    monkeypatch.setattr(Hub, "pause", pause)
+    yield counter
+
+
+async def test_a_large_batch_is_decoded_in_slices(
+    fw: Framework, server: Any, pauses: list[int]
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"large_batch_{fw.name}"]
+    await coll.drop()
+    await coll.insert_many([{"_id": i, "pad": "p" * 400} for i in range(6000)])
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0)
+            ticks += 1
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        pauses[0] = 0
+        documents = await coll.find().sort("_id").batch_size(6000).to_list(None)
+    finally:
+        ticker.cancel()
+    assert documents == [{"_id": i, "pad": "p" * 400} for i in range(6000)]
+    # 2.5 MB in one batch: at least ten slices of 256 KB, the loop running between.
+    assert pauses[0] >= 9, pauses[0]
+    assert ticks >= pauses[0]
+
+    # Small batches take PyMongo's path unchanged.
+    pauses[0] = 0
+    assert len(await coll.find().batch_size(500).to_list(None)) == 6000
+    assert pauses[0] == 0
+
+
+async def test_raw_batches_and_type_decoders_are_pymongo_s(
+    fw: Framework, server: Any, pauses: list[int]
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"large_raw_{fw.name}"]
+    await coll.drop()
+    await coll.insert_many([{"_id": i, "pad": "p" * 400} for i in range(4000)])
+    pauses[0] = 0
+    raw = await coll.find_raw_batches().sort("_id").batch_size(4000).to_list(None)
+    assert [d["_id"] for d in bson.decode_all(b"".join(raw))] == list(range(4000))
+    as_son = coll.with_options(codec_options=CodecOptions(document_class=SON))
+    son = await as_son.find().sort("_id").batch_size(4000).to_list(None)
+    assert all(type(d) is SON for d in son) and len(son) == 4000
+    assert pauses[0] >= 3  # the SON read was sliced; the raw one was not decoded
+
+
+class _Commands(monitoring.CommandListener):
+    """(command name, documents, thread) of every command started."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, int, int]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        documents = len(event.command.get("documents", ()))
+        self.events.append((event.command_name, documents, threading.get_ident()))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def of(self, name: str) -> list[tuple[str, int, int]]:
+        return [entry for entry in self.events if entry[0] == name]
+
+
+async def test_write_commands_carry_at_most_green_write_batch_documents(
+    fw: Framework, server: Any
+) -> None:
+    commands = _Commands()
+    client = fw.client(server.uri, event_listeners=[commands])
+    coll = client.motor_test[f"write_batches_{fw.name}"]
+    await coll.drop()
+
+    result = await coll.insert_many([{"i": i} for i in range(2500)])
+    assert len(result.inserted_ids) == 2500
+    assert [n for _, n, _ in commands.of("insert")] == [1000, 1000, 500]
+
+    commands.events.clear()
+    bulk = await coll.bulk_write([InsertOne({"i": i}) for i in range(1200)])
+    assert bulk.inserted_count == 1200
+    assert [n for _, n, _ in commands.of("insert")] == [1000, 200]
+    assert await coll.count_documents({}) == 3700
+
+
+async def test_large_bulk_writes_run_in_a_worker_thread(fw: Framework, server: Any) -> None:
+    commands = _Commands()
+    client = fw.client(server.uri, event_listeners=[commands])
+    coll = client.motor_test[f"bulk_thread_{fw.name}"]
+    await coll.drop()
+    loop_thread = threading.get_ident()
+    limit = metaprogramming.BULK_IN_THREAD
+
+    await coll.insert_many([{"i": i} for i in range(limit)])
+    assert {ident for _, _, ident in commands.of("insert")} == {loop_thread}
+
+    commands.events.clear()
+    await coll.insert_many([{"i": i} for i in range(limit + 1)])
+    assert loop_thread not in {ident for _, _, ident in commands.of("insert")}
+
+    commands.events.clear()
+    await coll.insert_many({"i": i} for i in range(3))  # an iterable of unknown length
+    assert loop_thread not in {ident for _, _, ident in commands.of("insert")}
+
+    commands.events.clear()
+    requests = [InsertOne({"i": i}) for i in range(limit + 1)]
+    await coll.bulk_write(requests=requests)
+    assert loop_thread not in {ident for _, _, ident in commands.of("insert")}
+    assert await coll.count_documents({}) == 2 * limit + 1 + 3 + limit + 1
+
+
+async def test_errors_of_a_threaded_bulk_write_are_pymongo_s(fw: Framework, server: Any) -> None:
+    coll = fw.client(server.uri).motor_test[f"bulk_thread_error_{fw.name}"]
+    await coll.drop()
+    documents = [{"_id": i} for i in range(1500)] + [{"_id": 7}]
+    sync = pymongo.MongoClient(server.uri)
+    try:
+        sync_coll = sync.motor_test[f"bulk_thread_error_sync_{fw.name}"]
+        sync_coll.drop()
+        with pytest.raises(BulkWriteError) as expected:
+            sync_coll.insert_many([dict(d) for d in documents])
+        sync_coll.drop()
+    finally:
+        sync.close()
+
+    with pytest.raises(BulkWriteError) as raised:
+        await coll.insert_many(documents)
+    assert raised.value.details["nInserted"] == expected.value.details["nInserted"] == 1500
+    assert [e["index"] for e in raised.value.details["writeErrors"]] == [1500]
+    assert raised.value.code == expected.value.code
+    assert "insert_many" in "".join(_frames(raised.value))
+
+
+def _frames(exc: BaseException) -> list[str]:
+    import traceback
+
+    return traceback.format_tb(exc.__traceback__)
+
+
+async def test_a_cancelled_threaded_insert_many_still_completes(fw: Framework, server: Any) -> None:
+    coll = fw.client(server.uri).motor_test[f"bulk_thread_cancel_{fw.name}"]
+    await coll.drop()
+    future = asyncio.ensure_future(coll.insert_many([{"i": i} for i in range(3000)]))
+    await asyncio.sleep(0)
+    future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await future
+    # The worker thread finishes the call: every document arrives, none twice.
+    for _ in range(500):
+        if await coll.count_documents({}) == 3000:
+            break
+        await asyncio.sleep(0.01)
+    assert await coll.count_documents({}) == 3000
+    assert len(await coll.distinct("i")) == 3000
