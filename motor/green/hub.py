@@ -257,10 +257,26 @@ class Waiter:
         PyMongo's monitor threads notify conditions whatever the state of the loop.
         """
         try:
-            self._hub.loop.call_soon_threadsafe(self.switch, value)
+            self._hub.loop.call_soon_threadsafe(self.switch_budgeted, value)
         except RuntimeError:
             if not self._hub.loop.is_closed():
                 raise
+
+    def switch_budgeted(self, value: Any = None) -> None:
+        """Like :meth:`switch`, for loop callbacks: resume the parked child now if this
+        loop iteration's work window lasts and no resume is queued before it, otherwise
+        on a later iteration's budget, as a readable socket's read is.
+
+        A monitor thread's notify_all, or a pool closed or cleared with
+        interruptInUseConnections, wakes hundreds of children at once: resumed one after
+        another from loop callbacks, they would hold the loop for as long as they all
+        take.  Runs on the hub greenlet.
+        """
+        hub = self._hub
+        if self._child is not None and (hub._resumes or not hub._window_open()):
+            hub.resume_later(self.switch, value)
+        else:
+            self.switch(value)
 
     def get(self, timeout: float | None = None) -> Any:
         """Park the current child until ``switch`` or ``throw`` (runs on a child).

@@ -183,9 +183,22 @@ class GreenSocket:
         hub = self._reader_hub
         if hub is not None and hub.pid == os.getpid():
             try:
-                hub.loop.call_soon_threadsafe(self._switch_parked_read, False)
+                hub.loop.call_soon_threadsafe(self._wake_cancelled_read)
             except RuntimeError:  # the loop is closed
                 pass
+
+    def _wake_cancelled_read(self) -> None:
+        # Runs on the hub greenlet: resume the parked read within this iteration's work
+        # budget, or queue the resume for a later one, as _on_readable does (close() and
+        # a pool cleared with interruptInUseConnections cancel every connection at once).
+        waiter = self._read_waiter
+        if waiter is None or waiter._child is None:
+            return
+        hub = waiter._hub
+        if not hub._resumes and hub._window_open():
+            waiter.switch(False)
+        else:
+            hub.resume_later(self._switch_parked_read, False)
 
     def _cancelled_meanwhile(self) -> bool:
         return self._reads_cancelled
