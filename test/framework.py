@@ -24,6 +24,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pymongo
 import pytest
 
 from motor.green.hub import Child
@@ -232,7 +233,8 @@ def open_fds() -> set[int]:
 
 def pool_counters(client: Any) -> dict[str, int]:
     """Checkout counters of every application pool of a Motor or PyMongo client."""
-    delegate = getattr(client, "delegate", client)
+    # Not getattr(client, "delegate"): on a PyMongo client that is a database.
+    delegate = client if isinstance(client, pymongo.MongoClient) else client.delegate
     totals = {"requests": 0, "active_sockets": 0, "pending": 0, "operation_count": 0}
     topology = delegate._topology
     for server in topology._servers.values():

@@ -953,6 +953,96 @@ def stop(server: Server) -> None:
     Path(data_dir).with_suffix(".json").unlink(missing_ok=True)
 
 
+def kill(server: Server) -> None:
+    """Kill a server started by :func:`launch` with SIGKILL, as a crash would, and reap it.
+
+    Its data directory, record and port number stay, for :func:`restart`; :func:`stop` still
+    cleans up after it.
+    """
+    if server.kind == "uri" or server.name is None:
+        raise ValueError("only a server started by launch() can be killed")
+    data_dir = server.data_dir or str(state_dir() / server.name)
+    for pid in _server_pids(data_dir, server.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        proc = _PROCESSES.pop(pid, None)
+        if proc is not None:
+            proc.wait(timeout=STOP_TIMEOUT)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        while _pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+
+def restart(
+    server: Server, *, progress: Progress | None = None, timeout: float = START_TIMEOUT
+) -> Server:
+    """Start again a server that :func:`kill` killed (or that died): same program, port, data
+    directory and options.  Updates ``server.pid`` (and the record) and returns ``server``.
+
+    The new process, like :func:`launch`'s, gets SIGTERM when the *thread* that called this
+    dies: call it from a thread that outlives the server.  The TLS variants are not supported
+    (their certificates would be made anew).
+    """
+    if server.kind == "uri" or server.name is None:
+        raise ValueError("only a server started by launch() can be restarted")
+    if server.variant in ("tls", "mtls"):
+        raise ValueError(f"restart() does not support the {server.variant} variant")
+    data_dir = Path(server.data_dir or state_dir() / server.name)
+    record_path = data_dir.with_suffix(".json")
+    if _server_pids(str(data_dir), server.pid):
+        raise ServerStartError(f"{server.name} is still running")
+    if server.kind == "ferretdb":
+        binary = str(ensure_ferretdb(progress))
+    else:
+        found = shutil.which("mongod")
+        if found is None:
+            raise ServerUnavailable("mongod is no longer on PATH")
+        binary = found
+    args = _command(server.kind, binary, server.variant, data_dir, server.port, server)
+    log = Path(server.log_file or data_dir / "server.log")
+    detached = False
+    with _locked(data_dir.parent / ".lock"):
+        record = _read_record(record_path) or {}
+        detached = bool(record.get("detached"))
+    started = time.monotonic()
+    with open(log, "ab") as log_handle:
+        proc = subprocess.Popen(
+            args,
+            cwd=data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=detached,
+            preexec_fn=(
+                None if detached or not sys.platform.startswith("linux") else _die_with_parent()
+            ),
+        )
+    server.pid = proc.pid
+    with _locked(data_dir.parent / ".lock"):
+        record = _read_record(record_path) or {}
+        record["pid"] = proc.pid
+        if "server" in record:
+            record["server"] = dataclasses.asdict(server)
+        _write_record(record_path, record)
+    if not detached:
+        _PROCESSES[proc.pid] = proc
+    try:
+        _wait_ready(proc, server, log, timeout)
+    except _PortTaken:
+        proc.wait()
+        _PROCESSES.pop(proc.pid, None)
+        raise ServerStartError(
+            f"{server.kind}: port {server.port} was taken while the server was down; see {log}"
+        ) from None
+    except BaseException:
+        _terminate([proc.pid])
+        proc.wait()
+        _PROCESSES.pop(proc.pid, None)
+        raise
+    server.startup_seconds = time.monotonic() - started
+    return server
+
+
 def from_uri(uri: str) -> Server:
     """Describe the server at ``uri`` (``MOTOR_TEST_URI``) after checking that it answers.
 
