@@ -1,6 +1,6 @@
-"""Side-by-side benchmark: this Motor against Motor 3.7.1 and PyMongo, in one run.
+"""Side-by-side benchmark: this Motor against Motor 3.7.1, PyMongo and mongojet, in one run.
 
-Six clients are measured the same way, each in a worker process of its own
+Seven clients are measured the same way, each in a worker process of its own
 (``bench/compare_worker.py``):
 
 =====================  ===============================================================
@@ -10,6 +10,8 @@ Six clients are measured the same way, each in a worker process of its own
                        virtualenv this script creates (``~/.cache/motor-bench/``)
 ``Motor 3.7.1 Tor``    Tornado ``MotorClient`` of Motor 3.7.1
 ``PyMongo async``      PyMongo's ``AsyncMongoClient``
+``mongojet``           mongojet 0.5 (asyncio API over the Rust driver, which runs on
+                       threads of its own), from a virtualenv this script creates
 ``PyMongo sync``       PyMongo's ``MongoClient``; threads for concurrency
 =====================  ===============================================================
 
@@ -19,18 +21,29 @@ with 1, 10, 100 and 1000 concurrent tasks; 10,000 pending operations with
 documents with ``find({}).to_list()`` (1000 × 16 KiB and 10 × 4 MiB per query).  For
 each: client CPU time per operation, and the longest event-loop stall (1 ms ticker).
 
+Big data, on FerretDB only and for the asyncio clients (this asyncio, Motor 3.7.1 aio,
+PyMongo async, mongojet, and a ``--baseline`` commit's asyncio): ``insert_one`` of one
+15 MB document, ``find_one`` of it, ``find().to_list()`` of 200,000 small documents
+(default batches, and ``batch_size(200000)``), ``insert_many`` of 100,000 small
+documents.  One operation per run, the ticker always on: the run's longest loop gap,
+the loop thread's CPU time per gap, the garbage collector's pauses, and the end-to-end
+time.  Each runs with the garbage collector on (as applications run) and, in the full
+mode, off (``--big-gc on,frozen,off`` chooses), to tell the driver's stalls from the
+interpreter's collections.
+
 Servers: the canned-reply Go server (``bench/cannedserver``) and FerretDB
 (``--ferretdb-uri``, ``MOTOR_BENCH_FERRETDB_URI``, or launched with ``test.server``).
 
 Repetitions are interleaved: every repetition runs every workload on every client,
 rotating the client order, so drift of the machine is shared.  The report is a table
-per metric (rows: workload × server; columns: clients), ratios to PyMongo sync and to
-Motor 3.7.1, and PASS/FAIL lines for the project's performance targets.
+per metric (rows: workload × server; columns: clients), ratios to PyMongo sync, to
+Motor 3.7.1, to mongojet and to a ``--baseline`` commit, and PASS/FAIL lines for the
+project's performance targets.
 
 Usage (from the repository root, with the project's virtualenv)::
 
-    .venv/bin/python bench/compare.py --quick                 # about 2 minutes
-    .venv/bin/python bench/compare.py --json compare.json     # about 14 minutes
+    .venv/bin/python bench/compare.py --quick                 # about 10 minutes
+    .venv/bin/python bench/compare.py --json compare.json     # about an hour
     .venv/bin/python bench/compare.py --profile               # cProfile of this asyncio
 
 See ``bench/README.rst`` and ``doc/performance.rst`` for the method.
@@ -51,7 +64,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -76,6 +89,9 @@ from servers import (  # noqa: E402
 #: Motor 3.7.1's virtualenv, created on first use and reused afterwards.
 MOTOR371_VENV = cache_dir() / "venv-motor371"
 MOTOR371_VERSION = "3.7.1"
+#: mongojet's virtualenv (the latest 0.5.x when it was added), the same way.
+MONGOJET_VENV = cache_dir() / "venv-mongojet"
+MONGOJET_VERSION = "0.5.8"
 #: Every client's options: PyMongo's default pool size, stated explicitly.
 CLIENT_OPTIONS = {"maxPoolSize": 100, "serverSelectionTimeoutMS": 10000}
 #: Threads the synchronous client may use for concurrency (C above it is capped).
@@ -96,6 +112,22 @@ TUNED_MALLOC = {
 FERRET_DB = "motor_bench_compare"
 KB = 1000  # targets and tables use SI kilobytes and megabytes
 MB = 1000 * 1000
+#: The big-data workloads (FerretDB only): one document of this many bytes ...
+BIG_DOC_BYTES = 15 * MB
+#: ... a collection of this many small documents read with to_list() ...
+MANY_DOCS = 200_000
+#: ... and this many small documents written with one insert_many().
+INSERT_MANY_DOCS = 100_000
+#: The clients the big-data workloads measure (by worker kind): their subject is the
+#: event loop, so asyncio clients only (this Motor and a --baseline on asyncio).
+BIG_KINDS = ("motor_asyncio", "pymongo_async", "mongojet")
+#: The garbage-collector modes a big-data workload can run in (compare_worker.gc_mode).
+GC_MODES = ("on", "frozen", "off")
+#: Targets of the big-data workloads: the longest stall of to_list and insert_many, and
+#: how much slower than the --baseline commit the end-to-end time may be (run-to-run
+#: noise of one operation on FerretDB).
+BIG_STALL_BOUND_MS = 10.0
+BASELINE_TOLERANCE = 1.05
 
 
 # --------------------------------------------------------------------------- plan
@@ -108,7 +140,7 @@ class Client:
     key: str
     label: str
     kind: str  # compare_worker.CLIENT_KINDS
-    env: str  # "dev" (this project's virtualenv) or "motor371"
+    env: str  # "dev" (this project's virtualenv), "motor371" or "mongojet"
     is_async: bool = True
     #: A checkout of this project to import motor from instead of this one (--baseline).
     repo: str | None = None
@@ -120,6 +152,7 @@ CLIENTS = (
     Client("motor371_asyncio", "Motor 3.7.1 aio", "motor_asyncio", "motor371"),
     Client("motor371_tornado", "Motor 3.7.1 Tor", "motor_tornado", "motor371"),
     Client("pymongo_async", "PyMongo async", "pymongo_async", "dev"),
+    Client("mongojet", "mongojet", "mongojet", "mongojet"),
     Client("pymongo_sync", "PyMongo sync", "pymongo_sync", "dev", is_async=False),
 )
 CLIENT_BY_KEY = {c.key: c for c in CLIENTS}
@@ -131,16 +164,96 @@ class Workload:
 
     key: str
     label: str
-    kind: str  # sequential | concurrent | pending | to_list
-    collection: str  # small | insert | docs16k | docs4m
-    unit: str  # "µs/op" (lower is better), "ops/s" or "MB/s" (higher is better)
+    kind: str  # sequential | concurrent | pending | to_list | big
+    collection: str  # a key of LOGICAL
+    #: "µs/op" or "ms" (one big-data operation, end to end): lower is better;
+    #: "ops/s" or "MB/s": higher is better.
+    unit: str
     op: str = "find_one"
     concurrency: int = 1
     requests_per_op: int = 1  # wire requests per operation (for the server's CPU)
+    #: The worker kinds that run it (None: all) and the servers it runs on (None: all).
+    kinds: tuple[str, ...] | None = None
+    servers: tuple[str, ...] | None = None
+    #: Big data: documents read or written, cursor batch size, garbage-collector mode.
+    docs: int = 0
+    batch_size: int | None = None
+    gc: str = "on"
+    doc_bytes: int = 0
 
     @property
     def higher_is_better(self) -> bool:
-        return self.unit != "µs/op"
+        return self.unit not in ("µs/op", "ms")
+
+    def runs_on(self, client: Client) -> bool:
+        return self.kinds is None or client.kind in self.kinds
+
+    def with_gc(self, mode: str) -> Workload:
+        """This big-data workload with the garbage collector ``on``, ``frozen`` or ``off``."""
+        if mode == "on":
+            return self
+        return replace(self, key=f"{self.key}_gc{mode}", label=f"{self.label}, GC {mode}", gc=mode)
+
+
+def _count(n: int) -> str:
+    return f"{n // 1000}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
+
+
+def big_workloads(
+    doc_bytes: int = BIG_DOC_BYTES, many: int = MANY_DOCS, inserted: int = INSERT_MANY_DOCS
+) -> tuple[Workload, ...]:
+    """The big-data workloads: one operation per run, always with the stall ticker, on
+    FerretDB only (the canned server cannot store or filter documents)."""
+    size = f"{doc_bytes / MB:g}MB"
+    common: dict[str, Any] = {"kinds": BIG_KINDS, "servers": ("ferretdb",), "unit": "ms"}
+    return (
+        Workload(
+            "big_insert_one",
+            f"insert_one {size} doc",
+            "big",
+            "bigins",
+            op="insert_big",
+            doc_bytes=doc_bytes,
+            **common,
+        ),
+        Workload(
+            "big_find_one",
+            f"find_one {size} doc",
+            "big",
+            "bigdoc",
+            op="find_big",
+            doc_bytes=doc_bytes,
+            **common,
+        ),
+        Workload(
+            "many_to_list",
+            f"to_list {_count(many)} docs",
+            "big",
+            "many",
+            op="to_list",
+            docs=many,
+            **common,
+        ),
+        Workload(
+            "many_to_list_1b",
+            f"to_list {_count(many)}, 1 batch",
+            "big",
+            "many",
+            op="to_list",
+            docs=many,
+            batch_size=many,
+            **common,
+        ),
+        Workload(
+            "big_insert_many",
+            f"insert_many {_count(inserted)} docs",
+            "big",
+            "manyins",
+            op="insert_many",
+            docs=inserted,
+            **common,
+        ),
+    )
 
 
 WORKLOADS = (
@@ -155,8 +268,13 @@ WORKLOADS = (
     Workload("pending", "find_one 10k pending", "pending", "small", "ops/s", concurrency=PENDING),
     Workload("docs16k", "to_list 1000×16KiB", "to_list", "docs16k", "MB/s", requests_per_op=2),
     Workload("docs4m", "to_list 10×4MiB", "to_list", "docs4m", "MB/s", requests_per_op=4),
+    *big_workloads(),
 )
 WORKLOAD_BY_KEY = {w.key: w for w in WORKLOADS}
+#: The big-data workloads whose stall must stay under BIG_STALL_BOUND_MS, and those whose
+#: stall must not exceed the best peer's (one document: encoded or decoded in one piece).
+BIG_BOUNDED = ("many_to_list", "many_to_list_1b", "big_insert_many")
+BIG_VS_PEERS = ("big_insert_one", "big_find_one")
 
 
 @dataclass
@@ -170,6 +288,8 @@ class Mode:
     pending_stall_reps: int
     ops: dict[str, int]  # workload key -> operations (queries for to_list) per run
     pending_per_task: int  # operations each pending task makes
+    big_reps: int = 3  # runs of each big-data workload per client and GC mode
+    big_gc: tuple[str, ...] = ("on", "off")  # GC modes of the big-data workloads
 
 
 FULL = Mode(
@@ -207,6 +327,8 @@ QUICK = Mode(
         "docs4m": 2,
     },
     pending_per_task=1,
+    big_reps=1,
+    big_gc=("on",),
 )
 
 
@@ -252,10 +374,30 @@ class Target:
         busy = self.busy_poll and workload.kind in ONE_AT_A_TIME
         if busy == self._busy:
             return
+        self._admin_client().admin.command("cannedBusyPoll", busy)
+        self._busy = busy
+
+    def _admin_client(self) -> Any:
         if self._admin is None:
             self._admin = pymongo.MongoClient(self.uri)
-        self._admin.admin.command("cannedBusyPoll", busy)
-        self._busy = busy
+        return self._admin
+
+    def runs(self, workload: Workload) -> bool:
+        """Whether ``workload`` runs on this server."""
+        return workload.servers is None or self.name in workload.servers
+
+    def reset(self, workload: Workload) -> None:
+        """Before each run of a big-data write: an empty collection (not timed).
+
+        Dropped and created again, so that the write neither finds the documents of the
+        run before nor pays for creating the collection.
+        """
+        if workload.kind != "big" or workload.op not in ("insert_big", "insert_many"):
+            return
+        db = self._admin_client()[self.db]
+        name = self.collections[workload.collection]
+        db.drop_collection(name)
+        db.create_collection(name)
 
     def close(self) -> None:
         if self._admin is not None:
@@ -271,6 +413,19 @@ class Target:
             "concurrency": workload.concurrency,
             "max_threads": MAX_THREADS,
         }
+        if workload.kind == "big":
+            # One operation per run, no warm-up (each costs seconds on FerretDB), the
+            # ticker always on: its figures are the stall and the end-to-end time.
+            spec.update(
+                ops=1,
+                warmup=0,
+                ticker=True,
+                gc=workload.gc,
+                doc_bytes=workload.doc_bytes,
+                docs=workload.docs,
+                batch_size=workload.batch_size,
+            )
+            return spec
         if workload.kind == "pending":
             spec.update(ops_per_task=mode.pending_per_task, warmup=1000, memory=True)
         elif workload.kind == "to_list":
@@ -387,15 +542,23 @@ def _venv_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def _venv_versions(python: Path) -> dict[str, str] | None:
-    code = (
-        "import json, sys, motor, pymongo, tornado; print(json.dumps({'motor': motor.version, "
-        "'pymongo': pymongo.version, 'tornado': tornado.version, 'python': sys.version, "
-        "'path': motor.__file__}))"
-    )
+#: What a benchmark virtualenv has, as JSON: Motor 3.7.1's, and mongojet's.
+_MOTOR371_PROBE = (
+    "import json, sys, motor, pymongo, tornado; print(json.dumps({'motor': motor.version, "
+    "'pymongo': pymongo.version, 'tornado': tornado.version, 'python': sys.version, "
+    "'path': motor.__file__}))"
+)
+_MONGOJET_PROBE = (
+    "import json, sys, importlib.metadata as m, mongojet, pymongo; print(json.dumps("
+    "{'mongojet': m.version('mongojet'), 'pymongo': pymongo.version, 'python': sys.version, "
+    "'path': mongojet.__file__}))"
+)
+
+
+def _venv_versions(python: Path, probe: str = _MOTOR371_PROBE) -> dict[str, str] | None:
     try:
         out = subprocess.run(
-            [str(python), "-c", code], capture_output=True, text=True, timeout=60, cwd="/"
+            [str(python), "-c", probe], capture_output=True, text=True, timeout=60, cwd="/"
         )
     except (OSError, subprocess.SubprocessError):
         return None
@@ -403,6 +566,45 @@ def _venv_versions(python: Path) -> dict[str, str] | None:
         return None
     versions: dict[str, str] = json.loads(out.stdout)
     return versions
+
+
+def _ensure_venv(
+    venv: Path, wanted: dict[str, str], packages: Sequence[str], probe: str
+) -> tuple[str, dict[str, str]]:
+    """Create (or reuse) ``venv`` from the running interpreter with ``packages``.
+
+    It is reused while ``probe`` finds the ``wanted`` versions there; otherwise it is made
+    again (``python -m venv --clear`` and ``pip install``).
+    """
+    python = _venv_python(venv)
+    if python.exists():
+        found = _venv_versions(python, probe)
+        if found is not None and all(found.get(k) == v for k, v in wanted.items()):
+            return str(python), found
+    _progress(f"creating {venv} with {' '.join(packages)} (once)")
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    steps = [
+        [sys.executable, "-m", "venv", "--clear", str(venv)],
+        [
+            str(python),
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            *packages,
+        ],
+    ]
+    for step in steps:
+        result = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            raise BenchSetupError(
+                f"{' '.join(step)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+            )
+    found = _venv_versions(python, probe)
+    if found is None or any(found.get(k) != v for k, v in wanted.items()):
+        raise BenchSetupError(f"{venv}: expected {wanted}, found {found}")
+    return str(python), found
 
 
 def ensure_motor371_venv(venv: Path = MOTOR371_VENV) -> tuple[str, dict[str, str]]:
@@ -422,35 +624,21 @@ def ensure_motor371_venv(venv: Path = MOTOR371_VENV) -> tuple[str, dict[str, str
         # 10 % in speed (an optimized distribution build against a plain one).
         "python": sys.version,
     }
-    python = _venv_python(venv)
-    if python.exists():
-        found = _venv_versions(python)
-        if found is not None and all(found[k] == v for k, v in wanted.items()):
-            return str(python), found
-    _progress(f"creating {venv} with motor=={MOTOR371_VERSION} (once)")
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    steps = [
-        [sys.executable, "-m", "venv", "--clear", str(venv)],
-        [
-            str(python),
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            *(f"{name}=={wanted[name]}" for name in ("motor", "pymongo", "tornado")),
-        ],
-    ]
-    for step in steps:
-        result = subprocess.run(step, capture_output=True, text=True, timeout=900)
-        if result.returncode != 0:
-            raise BenchSetupError(
-                f"{' '.join(step)} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
-            )
-    found = _venv_versions(python)
-    if found is None or any(found[k] != v for k, v in wanted.items()):
-        raise BenchSetupError(f"{venv}: expected {wanted}, found {found}")
-    return str(python), found
+    packages = [f"{name}=={wanted[name]}" for name in ("motor", "pymongo", "tornado")]
+    return _ensure_venv(venv, wanted, packages, _MOTOR371_PROBE)
+
+
+def ensure_mongojet_venv(venv: Path = MONGOJET_VENV) -> tuple[str, dict[str, str]]:
+    """Create (or reuse) a virtualenv with mongojet and this PyMongo (for its ``bson``).
+
+    mongojet depends on PyMongo only for ``bson``, which encodes and decodes its
+    documents in Python; pinning it to this PyMongo makes that work the same code as
+    the other clients'.  It is a virtualenv of its own so that nothing mongojet brings
+    can change what the project's clients import.
+    """
+    wanted = {"mongojet": MONGOJET_VERSION, "pymongo": pymongo.version, "python": sys.version}
+    packages = [f"{name}=={wanted[name]}" for name in ("mongojet", "pymongo")]
+    return _ensure_venv(venv, wanted, packages, _MONGOJET_PROBE)
 
 
 # --------------------------------------------------------------------------- measuring
@@ -469,6 +657,8 @@ def metric(workload: Workload, run: dict[str, Any]) -> float:
     """A run's headline number: µs/op, ops/s or MB/s."""
     if workload.unit == "µs/op":
         return float(run["wall_s"] / run["ops"] * 1e6)
+    if workload.unit == "ms":
+        return float(run["wall_s"] / run["ops"] * 1e3)
     if workload.unit == "MB/s":
         return float(run["bytes_per_query"] * run["ops"] / run["wall_s"] / MB)
     return float(run["ops"] / run["wall_s"])
@@ -559,17 +749,20 @@ class Session:
         """Warm-up-free interleaved repetitions, then the stall-probe runs."""
         mode, target = self.mode, self.target
         pending = [w for w in self.workloads if w.kind == "pending" and target.run_pending]
-        others = [w for w in self.workloads if w.kind != "pending"]
+        big = [w for w in self.workloads if w.kind == "big" and target.runs(w)]
+        others = [w for w in self.workloads if w.kind not in ("pending", "big")]
         workers: dict[str, Worker] = {}
+        # Long-lived workers: every client for the ordinary workloads, else only those
+        # that some big-data workload measures.
+        resident = [c for c in self.clients if others or any(w.runs_on(c) for w in big)]
         try:
-            if others:
-                for client in self.clients:
-                    workers[client.key] = Worker(
-                        client, self.pythons[client.env], self.target, env=self.worker_env
-                    )
-                for client in self.clients:
-                    self.worker_info[client.key] = workers[client.key].start()
-                    self._note_digest(client, self.worker_info[client.key])
+            for client in resident:
+                workers[client.key] = Worker(
+                    client, self.pythons[client.env], self.target, env=self.worker_env
+                )
+            for client in resident:
+                self.worker_info[client.key] = workers[client.key].start()
+                self._note_digest(client, self.worker_info[client.key])
             for rep in range(mode.reps):
                 _progress(f"[{target.name}] repetition {rep + 1}/{mode.reps}, load {_load()}")
                 for workload in others:
@@ -603,10 +796,30 @@ class Session:
                     for client in _rotated(async_clients, rep):
                         run = self._pending(client, spec, rep, True)
                         self.stall_runs[workload.key][client.key].append(run)
+            self._measure_big(big, workers)
         finally:
             for worker in workers.values():
                 worker.close()
             target.close()
+
+    def _measure_big(self, big: Sequence[Workload], workers: dict[str, Worker]) -> None:
+        """The big-data workloads: one operation per run, the ticker on, interleaved.
+
+        Each run is both a timed run (its end-to-end time) and a stall probe.  Writes
+        go to a collection emptied before every run.
+        """
+        mode, target = self.mode, self.target
+        for rep in range(mode.big_reps if big else 0):
+            _progress(f"[{target.name}] big data {rep + 1}/{mode.big_reps}, load {_load()}")
+            for workload in big:
+                spec = target.spec(workload, mode)
+                target.prepare(workload)
+                for client in _rotated([c for c in self.clients if workload.runs_on(c)], rep):
+                    target.reset(workload)
+                    run = self._run(workers[client.key], workload, spec, rep, True)
+                    self.runs[workload.key][client.key].append(run)
+                    self.stall_runs[workload.key][client.key].append(run)
+                self._report(workload, rep)
 
     def _report(self, workload: Workload, rep: int) -> None:
         values = []
@@ -717,8 +930,15 @@ def _doc(i: int, size: int) -> dict[str, Any]:
     return doc
 
 
-def seed_ferretdb(uri: str) -> str:
-    """Create the workloads' collections on a real server; return its version."""
+def seed_ferretdb(uri: str, big: Sequence[Workload] = ()) -> str:
+    """Create the workloads' collections on a real server; return its version.
+
+    With ``big`` workloads, also their collections: ``bigdoc`` (one document of their
+    ``doc_bytes``), ``many`` (their ``docs`` small documents), and the empty ``bigins``
+    and ``manyins`` that their writes go to.
+    """
+    from compare_worker import big_doc, small_doc
+
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         uri, serverSelectionTimeoutMS=10000
     )
@@ -730,6 +950,15 @@ def seed_ferretdb(uri: str) -> str:
         for i in range(10):  # one at a time: 40 MiB in one batch is a lot for FerretDB
             db.docs4m.insert_one(_doc(i, 4 * 1024 * 1024))
         db.create_collection("insert")
+        if big:
+            doc_bytes = max(w.doc_bytes for w in big)
+            many = max((w.docs for w in big if w.collection == "many"), default=0)
+            db.bigdoc.insert_one(big_doc(doc_bytes))
+            for start in range(0, many, 20_000):
+                stop = min(start + 20_000, many)
+                db.many.insert_many([small_doc(i) for i in range(start, stop)])
+            db.create_collection("bigins")
+            db.create_collection("manyins")
         version = str(client.server_info().get("version"))
     finally:
         client.close()
@@ -745,7 +974,7 @@ def drop_ferretdb(uri: str) -> None:
         client.drop_database(FERRET_DB)
 
 
-LOGICAL = ("small", "insert", "docs16k", "docs4m")
+LOGICAL = ("small", "insert", "docs16k", "docs4m", "bigdoc", "bigins", "many", "manyins")
 
 
 @contextlib.contextmanager
@@ -785,16 +1014,21 @@ def canned_target(gomaxprocs: int, pin: bool = True, busy_poll: bool = True) -> 
 
 
 @contextlib.contextmanager
-def ferretdb_target(uri: str | None, mode: Mode) -> Iterator[Target | None]:
-    """Find or launch FerretDB, seed it for the ``with`` block, drop the data after."""
+def ferretdb_target(
+    uri: str | None, mode: Mode, big: Sequence[Workload] = ()
+) -> Iterator[Target | None]:
+    """Find or launch FerretDB, seed it for the ``with`` block, drop the data after.
+
+    With ``big`` workloads, their collections are seeded too.
+    """
     server, note = ferretdb_server(uri)
     if server is None:
         _progress(f"FerretDB {note}")
         yield None
         return
     try:
-        _progress(f"seeding FerretDB ({server.description})")
-        version = seed_ferretdb(server.uri)
+        _progress(f"seeding FerretDB ({server.description}){' with big data' if big else ''}")
+        version = seed_ferretdb(server.uri, big)
         quick = mode.name == "quick"
         target = Target(
             name="ferretdb",
@@ -854,6 +1088,19 @@ def summarize(session: Session) -> dict[str, dict[str, dict[str, Any]]]:
                 ),
                 "stall_probe_value": _median([r["value"] for r in stall_runs]),
             }
+            if workload.kind == "big" and stall_runs:
+                worst = max(stall_runs, key=lambda r: r["longest_tick_gap_ms"])
+                entry.update(
+                    # The loop thread's CPU time within the worst run's longest gap, and
+                    # the most it used within any gap of any run (work holding the loop).
+                    longest_tick_gap_cpu_ms_worst=worst["longest_tick_gap_cpu_ms"],
+                    busiest_tick_cpu_ms_max=max(r["busiest_tick_cpu_ms"] for r in stall_runs),
+                    busiest_tick_cpu_ms=_median([r["busiest_tick_cpu_ms"] for r in stall_runs]),
+                    tick_gaps_over_10ms=_median([r["tick_gaps_over_10ms"] for r in stall_runs]),
+                    gc_longest_ms_max=max(r["gc_longest_ms"] for r in stall_runs),
+                    gc_gen2_collections=_median([r["gc_collections"][2] for r in stall_runs]),
+                    runs=len(stall_runs),
+                )
             # /proc counts CPU time in 10 ms ticks: sum over the runs before dividing.
             served = [r for r in runs if "server_cpu_s" in r]
             if served:
@@ -879,6 +1126,8 @@ def _fmt_value(value: float | None, unit: str) -> str:
         return "-"
     if unit == "µs/op":
         return f"{value:.1f}"
+    if unit == "ms":
+        return f"{value:,.1f}" if value < 1000 else f"{value:,.0f}"
     if unit == "MB/s":
         return f"{value:.0f}"
     return f"{value:,.0f}"
@@ -934,25 +1183,38 @@ def format_report(
         rows.append(cells)
     parts.append("Median over repetitions (± half the min–max spread)\n" + _table(header, rows))
 
-    for ref_key in ("pymongo_sync", "motor371_asyncio", "motor371_tornado"):
-        if ref_key not in {c.key for c in clients}:
+    labels = {c.key: c.label for c in clients}
+    refs = ("pymongo_sync", "motor371_asyncio", "motor371_tornado", "mongojet", "base_asyncio")
+    for ref_key in refs:
+        if ref_key not in labels:
             continue
-        rows = []
-        for w, t, s in rows_of:
-            ref = s[ref_key]["value"]
-            cells = [_row_label(w, t)]
-            for c in clients:
-                v = s[c.key]["value"]
-                cells.append("-" if v is None or not ref else f"{v / ref:.2f}")
-            rows.append(cells)
-        title = f"Ratio to {CLIENT_BY_KEY[ref_key].label} (client ÷ reference, same unit)"
-        parts.append(title + "\n" + _table(header, rows))
+        for figure, what in (("value", "same unit"), ("cpu_us_per_op", "client CPU per op")):
+            if figure == "cpu_us_per_op" and ref_key != "mongojet":
+                continue
+            rows = []
+            for w, t, s in rows_of:
+                ref = s[ref_key][figure]
+                if ref is None:
+                    continue
+                cells = [_row_label(w, t) if figure == "value" else _row_label(w, t, False)]
+                for c in clients:
+                    v = s[c.key][figure]
+                    cells.append("-" if v is None or not ref else f"{v / ref:.2f}")
+                rows.append(cells)
+            title = f"Ratio to {labels[ref_key]} (client ÷ reference, {what})"
+            if rows:
+                parts.append(title + "\n" + _table(header, rows))
 
     rows = []
     for w, t, s in rows_of:
-        unit = "µs/query" if w.kind == "to_list" else "µs/op"
+        unit = {"to_list": "µs/query", "big": "ms/op"}.get(w.kind, "µs/op")
         cells = [f"{_row_label(w, t, False)} ({unit})"]
-        cells += [_fmt_value(s[c.key]["cpu_us_per_op"], "µs/op") for c in clients]
+        for c in clients:
+            cpu = s[c.key]["cpu_us_per_op"]
+            if w.kind == "big":
+                cells.append(_fmt_value(None if cpu is None else cpu / 1e3, "ms"))
+            else:
+                cells.append(_fmt_value(cpu, "µs/op"))
         rows.append(cells)
     parts.append(
         "Client CPU time per operation (user + system, whole process)\n" + _table(header, rows)
@@ -976,6 +1238,8 @@ def format_report(
     async_clients = [c for c in clients if c.is_async]
     rows = []
     for w, t, s in rows_of:
+        if w.kind == "big":
+            continue  # their own tables below
         cells = [_row_label(w, t, False)]
         for c in async_clients:
             e = s[c.key]
@@ -986,6 +1250,8 @@ def format_report(
         "Longest event-loop gap, ms: median of the stall-probe runs (max); includes the "
         "1 ms sleep\n" + _table(["workload | server", *(c.label for c in async_clients)], rows)
     )
+
+    parts += _big_tables(rows_of, clients)
 
     rows = []
     for w, t, s in rows_of:
@@ -1018,6 +1284,64 @@ def format_report(
             "during the run (about 100 % where it busy-polls)\n" + _table(header, rows)
         )
     return "\n\n".join(parts)
+
+
+def _big_tables(
+    rows_of: Sequence[tuple[Workload, str, dict[str, dict[str, Any]]]], clients: Sequence[Client]
+) -> list[str]:
+    """The big-data workloads' tables: stall, loop-thread CPU, end-to-end time, GC."""
+    big_rows = [(w, t, s) for w, t, s in rows_of if w.kind == "big"]
+    if not big_rows:
+        return []
+    columns = [c for c in clients if any(w.runs_on(c) for w, _t, _s in big_rows)]
+    header = ["workload | server", *(c.label for c in columns)]
+    runs = max(s[c.key].get("runs") or 0 for _w, _t, s in big_rows for c in columns)
+
+    def table(title: str, cell: Any) -> str:
+        rows = []
+        for w, t, s in big_rows:
+            cells = [_row_label(w, t, False)]
+            for c in columns:
+                e = s[c.key]
+                cells.append("-" if e["longest_tick_gap_ms"] is None else cell(e))
+            rows.append(cells)
+        return title + "\n" + _table(header, rows)
+
+    tick = 1.0  # ms: the ticker's sleep, part of every gap
+
+    def stall(e: dict[str, Any]) -> str:
+        med = max(0.0, e["longest_tick_gap_ms"] - tick)
+        worst = max(0.0, e["longest_tick_gap_ms_max"] - tick)
+        return f"{med:.1f} / {worst:.1f} ({e['longest_tick_gap_cpu_ms_worst']:.1f})"
+
+    def busiest(e: dict[str, Any]) -> str:
+        return f"{e['busiest_tick_cpu_ms']:.1f} / {e['busiest_tick_cpu_ms_max']:.1f}"
+
+    def wall(e: dict[str, Any]) -> str:
+        return f"{_fmt_value(e['value'], 'ms')} / {_fmt_value(e['max'], 'ms')}"
+
+    def collector(e: dict[str, Any]) -> str:
+        return f"{e['gc_longest_ms_max']:.1f} ({e['gc_gen2_collections']:.0f})"
+
+    return [
+        table(
+            f"Big data: longest event-loop stall of the run (longest ticker gap minus its 1 ms "
+            f"sleep), ms: median / worst of {runs} run(s) (the loop thread's CPU time within "
+            "the worst run's longest gap)",
+            stall,
+        ),
+        table(
+            "Big data: the loop thread's busiest gap (the most CPU time it used between two "
+            "ticks), ms: median / max of the runs",
+            busiest,
+        ),
+        table("Big data: end-to-end time of the operation, ms: median / worst", wall),
+        table(
+            "Big data: the garbage collector's longest pause in any run, ms (generation-2 "
+            "collections per run, median)",
+            collector,
+        ),
+    ]
 
 
 @dataclass
@@ -1087,6 +1411,26 @@ def check_targets(summary: dict[str, dict[str, dict[str, Any]]] | None) -> list[
             2.0,
             False,
         )
+    for w in ("c10", "c100"):
+        name = (
+            f"this asyncio: {WORKLOAD_BY_KEY[w].label} ≥ 1.1× mongojet, with less client CPU per op"
+        )
+        v, r = value(w, "this_asyncio"), value(w, "mongojet")
+        cpu, cpu_ref = (
+            value(w, "this_asyncio", "cpu_us_per_op"),
+            value(w, "mongojet", "cpu_us_per_op"),
+        )
+        if v is None or not r or cpu is None or cpu_ref is None:
+            checks.append(Check(name, None, "not measured"))
+            continue
+        checks.append(
+            Check(
+                name,
+                v >= 1.1 * r and cpu < cpu_ref,
+                f"{v / r:.3f}× ({v:,.0f} vs {r:,.0f} ops/s); CPU {cpu / cpu_ref:.3f}× "
+                f"({cpu:.1f} vs {cpu_ref:.1f} µs/op)",
+            )
+        )
     for key, label in this:
         extra = value("pending", key, "extra_rss_bytes_per_pending_op")
         if extra is None:
@@ -1141,6 +1485,111 @@ def check_targets(summary: dict[str, dict[str, dict[str, Any]]] | None) -> list[
                     f"worst probe run {top - 1.0:.2f} ms)",
                 )
             )
+    return checks
+
+
+def check_big(
+    summary: dict[str, dict[str, dict[str, Any]]] | None,
+    workloads: Sequence[Workload],
+    clients: Sequence[Client],
+) -> list[Check]:
+    """The big-data targets, from FerretDB's runs (median of the runs; worst shown).
+
+    For every GC mode measured: this asyncio's stall at most ``BIG_STALL_BOUND_MS`` for
+    ``BIG_BOUNDED``, at most the best peer's for ``BIG_VS_PEERS``, and its end-to-end time
+    at most ``BASELINE_TOLERANCE`` × the ``--baseline`` commit's.
+    """
+    big = [w for w in workloads if w.kind == "big"]
+    if not big:
+        return []
+    if summary is None:
+        return [Check("big-data targets", None, "FerretDB was not measured")]
+    keys = {c.key for c in clients}
+    peers = [k for k in ("motor371_asyncio", "pymongo_async", "mongojet") if k in keys]
+    tick = 1.0  # ms: the ticker's sleep, part of every gap
+    checks: list[Check] = []
+
+    def entry(w: Workload, client: str) -> dict[str, Any] | None:
+        e = summary.get(w.key, {}).get(client)
+        return None if e is None or e["longest_tick_gap_ms"] is None else e
+
+    def stall(e: dict[str, Any]) -> float:
+        return max(0.0, float(e["longest_tick_gap_ms"]) - tick)
+
+    def worst(e: dict[str, Any]) -> str:
+        return (
+            f"worst of {e['runs']} {max(0.0, e['longest_tick_gap_ms_max'] - tick):.1f} ms, "
+            f"loop thread's CPU in it {e['longest_tick_gap_cpu_ms_worst']:.1f} ms; "
+            f"longest GC pause {e['gc_longest_ms_max']:.1f} ms"
+        )
+
+    for w in big:
+        plain = w.key.split("_gc")[0]  # the workload's key without its GC mode
+        this = entry(w, "this_asyncio")
+        if plain in BIG_BOUNDED:
+            name = f"this asyncio: {w.label}: stall ≤ {BIG_STALL_BOUND_MS:g} ms"
+            if this is None:
+                checks.append(Check(name, None, "not measured"))
+            else:
+                checks.append(
+                    Check(
+                        name,
+                        stall(this) <= BIG_STALL_BOUND_MS,
+                        f"median {stall(this):.1f} ms ({worst(this)})",
+                    )
+                )
+                # What the loop thread itself did: unlike the gap, not lengthened by
+                # the process being descheduled on a busy machine, but blind to waits
+                # for the GIL held by another thread (a lower bound of the stall).
+                busy = this["busiest_tick_cpu_ms_max"]
+                checks.append(
+                    Check(
+                        f"this asyncio: {w.label}: loop-thread CPU within one gap ≤ "
+                        f"{BIG_STALL_BOUND_MS:g} ms (lower bound, load-independent)",
+                        busy <= BIG_STALL_BOUND_MS,
+                        f"max of {this['runs']} {busy:.1f} ms, median "
+                        f"{this['busiest_tick_cpu_ms']:.1f} ms",
+                    )
+                )
+        if plain in BIG_VS_PEERS:
+            name = f"this asyncio: {w.label}: stall ≤ the best peer's"
+            measured = {k: entry(w, k) for k in peers}
+            found = {k: e for k, e in measured.items() if e is not None}
+            if this is None or not found:
+                checks.append(Check(name, None, "not measured"))
+            else:
+                best = min(found, key=lambda k: stall(found[k]))
+                others = ", ".join(
+                    f"{CLIENT_BY_KEY[k].label} {stall(e):.1f}" for k, e in found.items()
+                )
+                checks.append(
+                    Check(
+                        name,
+                        stall(this) <= stall(found[best]),
+                        f"median {stall(this):.1f} ms vs {others} ms ({worst(this)})",
+                    )
+                )
+    baseline = next((c for c in clients if c.key == "base_asyncio"), None)
+    for w in big:
+        this = summary.get(w.key, {}).get("this_asyncio")
+        name = f"this asyncio: {w.label}: end-to-end ≤ {BASELINE_TOLERANCE}× the baseline's"
+        if baseline is None:
+            checks.append(Check(name, None, "no --baseline commit measured"))
+            continue
+        base = summary.get(w.key, {}).get("base_asyncio")
+        if this is None or base is None or this["value"] is None or not base["value"]:
+            checks.append(Check(name, None, "not measured"))
+            continue
+        ratio = this["value"] / base["value"]
+        checks.append(
+            Check(
+                name,
+                ratio <= BASELINE_TOLERANCE,
+                f"{ratio:.3f}× ({_fmt_value(this['value'], 'ms')} vs "
+                f"{_fmt_value(base['value'], 'ms')} ms for {baseline.label}, medians; "
+                f"worst {_fmt_value(this['max'], 'ms')} vs {_fmt_value(base['max'], 'ms')} ms)",
+            )
+        )
     return checks
 
 
@@ -1229,11 +1678,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="bench/compare.py",
         description="Side-by-side benchmark: this Motor (asyncio, Tornado), Motor 3.7.1 "
-        "(asyncio, Tornado), PyMongo AsyncMongoClient and MongoClient, against the canned "
-        "Go server and FerretDB.",
+        "(asyncio, Tornado), PyMongo AsyncMongoClient and MongoClient, and mongojet, against "
+        "the canned Go server and FerretDB.",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="few repetitions and small counts (~2 minutes)"
+        "--quick", action="store_true", help="few repetitions and small counts (~10 minutes)"
     )
     parser.add_argument("--reps", type=int, help="repetitions (default 5, quick 2)")
     parser.add_argument(
@@ -1253,6 +1702,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--workloads",
         help="comma-separated subset of: " + ", ".join(w.key for w in WORKLOADS),
+    )
+    parser.add_argument(
+        "--big-reps",
+        type=int,
+        help="runs of each big-data workload per client and GC mode (default 3, quick 1)",
+    )
+    for flag, default, what in (
+        ("--big-doc-bytes", BIG_DOC_BYTES, "size of the big document, bytes"),
+        ("--many-docs", MANY_DOCS, "small documents read by the to_list workloads"),
+        ("--insert-many-docs", INSERT_MANY_DOCS, "small documents written by insert_many"),
+    ):
+        parser.add_argument(flag, type=int, help=f"big data: {what} (default {default:,})")
+    parser.add_argument(
+        "--big-gc",
+        help="comma-separated garbage-collector modes of the big-data workloads, of: "
+        f"{', '.join(GC_MODES)} (default on,off; quick: on)",
     )
     parser.add_argument(
         "--gomaxprocs", type=int, default=1, help="GOMAXPROCS of the canned server (default 1)"
@@ -1281,6 +1746,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=Path,
         default=MOTOR371_VENV,
         help=f"virtualenv for Motor 3.7.1, created if missing (default {MOTOR371_VENV})",
+    )
+    parser.add_argument(
+        "--mongojet-venv",
+        type=Path,
+        default=MONGOJET_VENV,
+        help=f"virtualenv for mongojet, created if missing (default {MONGOJET_VENV})",
     )
     parser.add_argument(
         "--profile",
@@ -1334,20 +1805,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     mode = QUICK if args.quick else FULL
     if args.reps:
         mode.reps = args.reps
+    if args.big_reps is not None:
+        mode.big_reps = args.big_reps
+    if args.big_gc:
+        mode.big_gc = tuple(m.strip() for m in args.big_gc.split(","))
+        unknown = [m for m in mode.big_gc if m not in GC_MODES]
+        if unknown:
+            raise SystemExit(f"unknown --big-gc mode {unknown[0]!r}; choose from {GC_MODES}")
     clients = _select(args.clients, CLIENT_BY_KEY, "client")
     if args.baseline:
         clients += baseline_clients(args.baseline)
-    workloads = _select(args.workloads, WORKLOAD_BY_KEY, "workload")
+    known = dict(WORKLOAD_BY_KEY)
+    if args.big_doc_bytes or args.many_docs or args.insert_many_docs:
+        sized = big_workloads(
+            args.big_doc_bytes or BIG_DOC_BYTES,
+            args.many_docs or MANY_DOCS,
+            args.insert_many_docs or INSERT_MANY_DOCS,
+        )
+        known.update((w.key, w) for w in sized)
+    workloads = [
+        variant
+        for w in _select(args.workloads, known, "workload")
+        for variant in ([w.with_gc(m) for m in mode.big_gc] if w.kind == "big" else [w])
+    ]
     started = time.monotonic()
     env = environment()
     pythons = {"dev": sys.executable}
     worker_env = {} if args.default_malloc else dict(TUNED_MALLOC)
     env["worker_env"] = worker_env
     notes: list[str] = []
-    if any(c.env == "motor371" for c in clients) or (
-        args.profile and CLIENT_BY_KEY[args.profile_client].env == "motor371"
-    ):
+    envs = {c.env for c in clients}
+    if args.profile:
+        envs = {CLIENT_BY_KEY[args.profile_client].env}
+    if "motor371" in envs:
         pythons["motor371"], env["motor371_venv"] = ensure_motor371_venv(args.motor371_venv)
+    if "mongojet" in envs:
+        pythons["mongojet"], env["mongojet_venv"] = ensure_mongojet_venv(args.mongojet_venv)
     if args.profile:
         return profile(args, pythons)
 
@@ -1363,6 +1856,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"mode {mode.name}: {mode.reps} repetitions ({mode.pending_reps} for 10k pending), "
         f"{mode.stall_reps} stall-probe runs; clients interleaved, order rotated each repetition"
     )
+    big = [w for w in workloads if w.kind == "big"]
+    if big and not args.no_ferretdb:
+        print(
+            f"big data (FerretDB): {mode.big_reps} run(s) per client, workload and GC mode "
+            f"({', '.join(mode.big_gc)}); "
+            + ", ".join(sorted({w.label.split(", GC")[0] for w in big}, key=str))
+        )
+    if "mongojet_venv" in env:
+        print(
+            f"mongojet {env['mongojet_venv']['mongojet']} (PyMongo "
+            f"{env['mongojet_venv']['pymongo']} for bson) from {args.mongojet_venv}"
+        )
 
     summaries: Summaries = {}
     sessions: dict[str, Session] = {}
@@ -1389,7 +1894,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_ferretdb:
         notes.append("FerretDB skipped (--no-ferretdb)")
     else:
-        with ferretdb_target(args.ferretdb_uri, mode) as target:
+        with ferretdb_target(args.ferretdb_uri, mode, big) as target:
             if target is None:
                 notes.append("FerretDB skipped: no server (see --ferretdb-uri)")
             else:
@@ -1460,7 +1965,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nPyMongo sync uses one thread per concurrent task, capped at {MAX_THREADS} threads; "
         f"10k pending: {PENDING:,} tasks queued on a ThreadPoolExecutor of {MAX_THREADS} "
         f"threads.\nMotor 3.7.1 runs at its defaults (a pool of 5 × CPUs threads). Every "
-        f"client: maxPoolSize=100. Run time {env['duration_s'] / 60:.1f} min; load average "
+        f"client: maxPoolSize=100 (mongojet: in the URI). mongojet's client CPU includes its "
+        f"Rust runtime's threads. Run time {env['duration_s'] / 60:.1f} min; load average "
         f"at the end {_load()}."
     )
     for name, (share, bench) in others.items():
@@ -1474,6 +1980,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     checks = check_targets(summaries.get("canned"))
     print("\nTargets (canned server, same run):")
     print(format_checks(checks))
+    big_checks = check_big(summaries.get("ferretdb"), workloads, clients)
+    if big_checks:
+        print(
+            "\nTargets (big data on FerretDB, same run; stall = longest gap minus the 1 ms tick):"
+        )
+        print(format_checks(big_checks))
+        checks += big_checks
     for note in notes:
         print(note)
 

@@ -29,7 +29,17 @@ pipes, one JSON document per line:
    ``pending``     ``concurrency`` tasks started at once, each making ``ops_per_task``
                    calls, so that ``concurrency`` operations are pending together;
                    with ``"memory": true`` the resident-set growth is measured;
-   ``to_list``     ``ops`` sequential ``find({}).to_list()`` of a whole collection.
+   ``to_list``     ``ops`` sequential ``find({}).to_list()`` of a whole collection;
+   ``big``         one operation on big data (``"op"``: ``insert_big``, ``insert_one``
+                   of one document of ``doc_bytes`` bytes; ``find_big``, ``find_one({})``
+                   of such a document; ``to_list``, ``find({}).to_list()`` of a whole
+                   collection, with ``batch_size`` if given; ``insert_many``, of ``docs``
+                   documents shaped like :func:`small_doc`), always with the ticker.
+                   The data to write is built before the clock starts; ``"gc"`` is
+                   ``"on"`` (as applications run), ``"frozen"`` (``gc.freeze()`` after
+                   the ``gc.collect()`` that precedes the operation) or ``"off"``
+                   (``gc.disable()`` for the operation).  The result is kept alive until
+                   the ticker has seen the loop again, then freed outside the clock.
 
    A run may carry ``"cpus": [0, ...]``: every thread of the worker is confined to those
    CPUs for the run (warm-up included) and released afterwards.
@@ -67,14 +77,43 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 #: The clients this worker can drive.
-CLIENT_KINDS = ("motor_asyncio", "motor_tornado", "pymongo_async", "pymongo_sync", "bare")
+CLIENT_KINDS = (
+    "motor_asyncio",
+    "motor_tornado",
+    "pymongo_async",
+    "pymongo_sync",
+    "mongojet",
+    "bare",
+)
 #: The event-loop stall ticker's sleep (seconds).
 TICK = 0.001
+#: Set by a runner whose library cannot survive the interpreter's finalization.
+EXIT_WITHOUT_FINALIZING = False
 
 _perf_counter = time.perf_counter
 _thread_time = time.thread_time
 _getrusage = resource.getrusage
 _RUSAGE_SELF = resource.RUSAGE_SELF
+
+
+# --------------------------------------------------------------------------- documents
+
+#: The string in every small document (``small_doc``): 47 characters; a document is 76 bytes.
+SMALL_DOC_TEXT = "abcdefghijklmnopqrstuvwxyz0123456789abcdefghijk"
+
+
+def small_doc(i: int) -> dict[str, Any]:
+    """The small documents of the big-data workloads: ``{_id: i, x: i, s: "abc..."}``."""
+    return {"_id": i, "x": i, "s": SMALL_DOC_TEXT}
+
+
+def big_doc(size: int, _id: int = 0) -> dict[str, Any]:
+    """One document of exactly ``size`` bytes of BSON: a name and a padding string."""
+    import bson
+
+    doc: dict[str, Any] = {"_id": _id, "name": "big", "pad": ""}
+    doc["pad"] = "x" * (size - len(bson.encode(doc)))
+    return doc
 
 
 # --------------------------------------------------------------------------- measuring
@@ -153,6 +192,11 @@ class Ticker:
         # The loop thread's CPU time within the longest gap: well below the gap, the
         # process was descheduled rather than busy.
         self.longest_cpu = 0.0
+        # The most CPU time the loop thread used within any one gap (not necessarily the
+        # longest): the longest the loop was held by work on its own thread.
+        self.busiest_cpu = 0.0
+        # Gaps longer than 10 ms beyond the sleep.
+        self.over_10ms = 0
         self.ticks = 0
         self._task: asyncio.Future[None] | None = None
 
@@ -166,6 +210,10 @@ class Ticker:
             if now - last > self.longest:
                 self.longest = now - last
                 self.longest_cpu = cpu - last_cpu
+            if cpu - last_cpu > self.busiest_cpu:
+                self.busiest_cpu = cpu - last_cpu
+            if now - last > TICK + 0.010:
+                self.over_10ms += 1
             self.ticks += 1
             last = now
             last_cpu = cpu
@@ -174,6 +222,17 @@ class Ticker:
         """Start ticking on the running loop."""
         self._task = asyncio.ensure_future(self._run())
         await asyncio.sleep(0)  # let the ticker take its first timestamp
+
+    async def settle(self, ticks: int = 2) -> None:
+        """Wait until the ticker has woken ``ticks`` more times.
+
+        A stall at the very end of an operation (decoding its reply, say) is a gap the
+        ticker only records when it wakes after it: stopping it as soon as the operation
+        returns would lose that gap.
+        """
+        target = self.ticks + ticks
+        while self.ticks < target and self._task is not None and not self._task.done():
+            await asyncio.sleep(TICK)
 
     async def stop(self) -> None:
         """Stop ticking."""
@@ -185,6 +244,50 @@ class Ticker:
 
 
 # --------------------------------------------------------------------------- runners
+
+
+def _field(result: Any, name: str) -> Any:
+    """A field of a write result: an attribute (PyMongo, Motor) or a key (mongojet)."""
+    if isinstance(result, dict):
+        return result.get(name)
+    return getattr(result, name, None)
+
+
+def _expect_ids(count: int) -> Callable[[Any], int]:
+    """A check that a write result reports ``count`` inserted ids."""
+
+    def check(result: Any) -> int:
+        if count == 1:
+            found = 0 if _field(result, "inserted_id") is None else 1
+        else:
+            ids = _field(result, "inserted_ids")
+            found = 0 if ids is None else len(ids)
+        if found != count:
+            raise RuntimeError(f"expected {count} inserted ids, the result was {result!r}")
+        return count
+
+    return check
+
+
+@contextlib.contextmanager
+def gc_mode(mode: str) -> Any:
+    """The garbage collector for a ``with`` block: ``on``, ``frozen`` or ``off``."""
+    if mode == "on":
+        yield
+    elif mode == "frozen":
+        gc.freeze()  # everything alive now is out of the collector's sight
+        try:
+            yield
+        finally:
+            gc.unfreeze()
+    elif mode == "off":
+        gc.disable()
+        try:
+            yield
+        finally:
+            gc.enable()
+    else:
+        raise ValueError(f"unknown gc mode {mode!r}")
 
 
 class Runner:
@@ -222,12 +325,19 @@ class Runner:
     def coll(self, name: str) -> Any:
         return self.client[self.db][name]
 
+    def find_to_list(self, coll: Any, batch_size: int | None = None) -> Any:
+        """``coll.find({})``'s documents as a list (awaitable for async clients)."""
+        cursor = coll.find({})
+        if batch_size:
+            cursor = cursor.batch_size(batch_size)
+        return cursor.to_list()
+
     def op(self, workload: dict[str, Any]) -> Callable[[int], Any]:
         """The operation a workload repeats: ``op(i)`` (a coroutine for async clients)."""
         coll = self.coll(workload["collection"])
         if workload["workload"] == "to_list":
-            find = coll.find
-            return lambda i: find({}).to_list()
+            find_to_list = self.find_to_list
+            return lambda i: find_to_list(coll)
         if workload.get("op", "find_one") == "insert_one":
             insert_one = coll.insert_one
             return lambda i: insert_one({"i": i, "name": "bench"})
@@ -240,8 +350,42 @@ class Runner:
         inserted = self.call(self.coll(insert).insert_one, {"check": True})
         if not isinstance(found, dict):
             raise RuntimeError(f"find_one({{}}) on {small!r} returned {found!r}")
-        if getattr(inserted, "inserted_id", None) is None:
+        if _field(inserted, "inserted_id") is None:
             raise RuntimeError(f"insert_one() returned {inserted!r}")
+
+    def big_op(self, workload: dict[str, Any]) -> tuple[Callable[[], Any], Callable[[Any], int]]:
+        """A ``big`` workload's operation (its data built now), and a function that
+        checks the operation's result and returns how many documents it moved."""
+        coll = self.coll(workload["collection"])
+        what = workload["op"]
+        if what == "insert_big":
+            doc = big_doc(workload["doc_bytes"], _id=1)
+            return lambda: coll.insert_one(doc), _expect_ids(1)
+        if what == "find_big":
+            size = workload["doc_bytes"]
+
+            def found(doc: Any) -> int:
+                import bson
+
+                if not isinstance(doc, dict) or len(bson.encode(doc)) != size:
+                    raise RuntimeError(f"find_one() found no document of {size} bytes")
+                return 1
+
+            return lambda: coll.find_one({}), found
+        if what == "insert_many":
+            docs = [small_doc(i) for i in range(workload["docs"])]
+            return lambda: coll.insert_many(docs), _expect_ids(len(docs))
+        if what == "to_list":
+            batch_size = workload.get("batch_size")
+            expected = workload["docs"]
+
+            def listed(docs: Any) -> int:
+                if len(docs) != expected:
+                    raise RuntimeError(f"to_list() returned {len(docs)} of {expected} documents")
+                return expected
+
+            return lambda: self.find_to_list(coll, batch_size), listed
+        raise ValueError(f"unknown big-data operation {what!r}")
 
     def call(self, method: Callable[..., Any], *args: Any) -> Any:
         """Run one client call to completion."""
@@ -252,7 +396,7 @@ class Runner:
         if name not in self._bytes:
             import bson
 
-            docs = self.call(lambda: self.coll(name).find({}).to_list())
+            docs = self.call(lambda: self.find_to_list(self.coll(name)))
             self._bytes[name] = (len(docs), sum(len(bson.encode(d)) for d in docs))
         return self._bytes[name]
 
@@ -358,6 +502,8 @@ class AsyncRunner(Runner):
 
     async def _execute(self, workload: dict[str, Any], timed: bool) -> dict[str, Any]:
         kind = workload["workload"]
+        if kind == "big":
+            return await self._execute_big(workload)
         op = self.op(workload)
         ticker = Ticker() if timed and workload.get("ticker") else None
         memory = timed and workload.get("memory")
@@ -420,6 +566,30 @@ class AsyncRunner(Runner):
             await ticker.stop()
         return _result(wall, usage0, usage1, ticker, rss_before, peak, hwm_reset, max_pending)
 
+    async def _execute_big(self, workload: dict[str, Any]) -> dict[str, Any]:
+        """One operation on big data, with the ticker; its data built before the clock."""
+        op, check = self.big_op(workload)
+        ticker = Ticker()
+        gc.collect()
+        GC_WATCH.reset()
+        with gc_mode(workload.get("gc", "on")):
+            await ticker.start()
+            usage0 = _getrusage(_RUSAGE_SELF)
+            wall0 = _perf_counter()
+            result = await op()
+            wall = _perf_counter() - wall0
+            usage1 = _getrusage(_RUSAGE_SELF)
+            # The result stays alive until the ticker has seen the loop again: freeing
+            # it (hundreds of thousands of objects) is the caller's work, not the
+            # driver's, and the gap of a stall at the very end must not be lost.
+            await ticker.settle()
+            await ticker.stop()
+        out = _result(wall, usage0, usage1, ticker, {}, {}, False, 0)
+        out["documents"] = check(result)
+        del result, op
+        gc.collect()
+        return out
+
 
 class SyncRunner(Runner):
     """PyMongo's synchronous MongoClient; concurrency comes from threads."""
@@ -440,6 +610,8 @@ class SyncRunner(Runner):
 
     def execute(self, workload: dict[str, Any], timed: bool) -> dict[str, Any]:
         kind = workload["workload"]
+        if kind == "big":
+            raise ValueError("the big-data workloads measure event-loop stalls: async only")
         op = self.op(workload)
         memory = timed and workload.get("memory")
         max_threads = int(workload.get("max_threads") or 1000)
@@ -514,6 +686,60 @@ class SyncRunner(Runner):
         return result
 
 
+class MongojetRunner(AsyncRunner):
+    """mongojet: an asyncio client whose core (the Rust driver) runs on threads of its own.
+
+    Its API follows Motor's where it can, with these differences: the client is made by
+    ``await create_client(uri)`` (options go in the URI), ``find()`` is a coroutine that
+    returns the cursor, its options are keyword arguments (``batch_size=``), and write
+    results are dicts.
+    """
+
+    def start(self) -> None:
+        import mongojet
+
+        uri = _uri_with_options(self.uri, self.options)
+        self.client = self.run(lambda: mongojet.create_client(uri))
+
+    def coll(self, name: str) -> Any:
+        return self.client.get_database(self.db).get_collection(name)
+
+    def close(self) -> None:
+        super().close()
+        # mongojet 0.5's runtime threads outlive the client and abort the interpreter's
+        # finalization ("PyGILState_Release: thread state ... must be current"): once
+        # the client is closed, the worker leaves without finalizing.
+        global EXIT_WITHOUT_FINALIZING
+        EXIT_WITHOUT_FINALIZING = True
+
+    async def find_to_list(self, coll: Any, batch_size: int | None = None) -> Any:
+        options = {"batch_size": batch_size} if batch_size else {}
+        cursor = await coll.find({}, **options)
+        return await cursor.to_list()
+
+    def info(self) -> dict[str, Any]:
+        from importlib import metadata
+
+        data = super().info()
+        data["mongojet"] = metadata.version("mongojet")
+        import mongojet
+
+        data["mongojet_path"] = os.path.dirname(mongojet.__file__)
+        return data
+
+
+def _uri_with_options(uri: str, options: dict[str, Any]) -> str:
+    """``uri`` with ``options`` added to its query string (mongojet takes no keywords)."""
+    from urllib.parse import urlencode, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    given = {p.split("=", 1)[0].lower() for p in parts.query.split("&") if p}
+    extra = {k: v for k, v in options.items() if k.lower() not in given}
+    query = "&".join(q for q in (parts.query, urlencode(extra)) if q)
+    path = parts.path or "/"
+    return urlunsplit((parts.scheme, parts.netloc, path, query, parts.fragment))
+
+
 class BareRunner(AsyncRunner):
     """No client at all: ``pending`` measures what the harness's own tasks cost.
 
@@ -564,6 +790,8 @@ def _result(
         "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "longest_tick_gap_ms": None if ticker is None else ticker.longest * 1e3,
         "longest_tick_gap_cpu_ms": None if ticker is None else ticker.longest_cpu * 1e3,
+        "busiest_tick_cpu_ms": None if ticker is None else ticker.busiest_cpu * 1e3,
+        "tick_gaps_over_10ms": None if ticker is None else ticker.over_10ms,
         "ticks": None if ticker is None else ticker.ticks,
         # The garbage collector during the run: its longest pause and collections per
         # generation (a long loop gap that matches a generation-2 pause is the GC's).
@@ -587,6 +815,7 @@ RUNNERS: dict[str, type[Runner]] = {
     "motor_tornado": AsyncRunner,
     "pymongo_async": AsyncRunner,
     "pymongo_sync": SyncRunner,
+    "mongojet": MongojetRunner,
     "bare": BareRunner,
 }
 
@@ -753,14 +982,19 @@ def main() -> int:
         proto.flush()
 
     lines = iter(sys.stdin.readline, "")
+    status = 0
     try:
         serve(lines, reply)
     except StopIteration:
-        return 0
+        pass
     except Exception:
         reply({"error": traceback.format_exc()})
-        return 1
-    return 0
+        status = 1
+    if EXIT_WITHOUT_FINALIZING:
+        proto.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 if __name__ == "__main__":
