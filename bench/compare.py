@@ -549,9 +549,9 @@ _MOTOR371_PROBE = (
     "'path': motor.__file__}))"
 )
 _MONGOJET_PROBE = (
-    "import json, sys, importlib.metadata as m, mongojet, pymongo; print(json.dumps("
-    "{'mongojet': m.version('mongojet'), 'pymongo': pymongo.version, 'python': sys.version, "
-    "'path': mongojet.__file__}))"
+    "import json, sys, importlib.metadata as m, mongojet, pymongo, tornado; print(json.dumps("
+    "{'mongojet': m.version('mongojet'), 'pymongo': pymongo.version, 'tornado': "
+    "tornado.version, 'python': sys.version, 'path': mongojet.__file__}))"
 )
 
 
@@ -629,15 +629,23 @@ def ensure_motor371_venv(venv: Path = MOTOR371_VENV) -> tuple[str, dict[str, str
 
 
 def ensure_mongojet_venv(venv: Path = MONGOJET_VENV) -> tuple[str, dict[str, str]]:
-    """Create (or reuse) a virtualenv with mongojet and this PyMongo (for its ``bson``).
+    """Create (or reuse) a virtualenv with mongojet, this PyMongo and this Tornado.
 
     mongojet depends on PyMongo only for ``bson``, which encodes and decodes its
     documents in Python; pinning it to this PyMongo makes that work the same code as
-    the other clients'.  It is a virtualenv of its own so that nothing mongojet brings
-    can change what the project's clients import.
+    the other clients'.  Tornado, pinned the same way, is for ``bench/web.py``'s app,
+    which runs in this virtualenv too.  It is a virtualenv of its own so that nothing
+    mongojet brings can change what the project's clients import.
     """
-    wanted = {"mongojet": MONGOJET_VERSION, "pymongo": pymongo.version, "python": sys.version}
-    packages = [f"{name}=={wanted[name]}" for name in ("mongojet", "pymongo")]
+    import tornado
+
+    wanted = {
+        "mongojet": MONGOJET_VERSION,
+        "pymongo": pymongo.version,
+        "tornado": tornado.version,
+        "python": sys.version,
+    }
+    packages = [f"{name}=={wanted[name]}" for name in ("mongojet", "pymongo", "tornado")]
     return _ensure_venv(venv, wanted, packages, _MONGOJET_PROBE)
 
 
