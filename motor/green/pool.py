@@ -30,10 +30,11 @@ What it changes, and nothing else:
   mongocryptd commands (``_EncryptionIO.kms_request`` and ``mark_command``), which use
   sockets of their own.
 
-* ``pymongo.message._OpMsg.unpack_response`` decodes a cursor's batch of more than
-  :data:`SLICED_DECODE_BYTES` in slices when called from a child, which lets the loop
-  run between two slices (:meth:`Hub.pause <motor.green.hub.Hub.pause>`); PyMongo
-  decodes the whole reply in one C call, which cannot be interrupted.  Green
+* A reply of more than :data:`SLICED_DECODE_BYTES` received by a child is a
+  :class:`_SlicedOpMsg`, an ``_OpMsg`` whose ``unpack_response`` decodes a cursor's
+  batch in slices, which lets the loop run between two slices (:meth:`Hub.pause
+  <motor.green.hub.Hub.pause>`); PyMongo decodes the whole reply in one C call, which
+  cannot be interrupted.  Smaller replies are PyMongo's own ``_OpMsg``.  Green
   connections also send at most :data:`GREEN_WRITE_BATCH` documents per write command
   (PyMongo's limit is the server's, 100,000), so that encoding one message stays short.
 
@@ -52,10 +53,12 @@ import errno
 import functools
 import operator
 import os as _os
+import re
 import ssl
 import struct
 import time as _time
 import types
+import weakref
 from typing import Any
 
 import bson
@@ -254,13 +257,17 @@ _socket_interface_dispatch.motor_green = True  # type: ignore[attr-defined]
 
 
 _original_resolve: Any = None
-_original_unpack_response: Any = None
 
 # A cursor reply whose payload is larger than this (bytes) is decoded in slices in a
 # child; slices of at most SLICE_BYTES or SLICE_DOCUMENTS, the loop running between two.
 SLICED_DECODE_BYTES = 1024 * 1024
 SLICE_BYTES = 256 * 1024
 SLICE_DOCUMENTS = 1000
+# Replies of at least this many bytes are received in a buffer reused from one reply
+# to the next (see _receive_buffer); it is let go after this many replies in a row that
+# needed a quarter of it or less.
+REUSED_BUFFER_BYTES = 64 * 1024
+REUSED_BUFFER_SHRINK = 32
 # The most documents a green connection puts in one write command.
 GREEN_WRITE_BATCH = 1000
 
@@ -363,6 +370,8 @@ def _green_receive_message(
         raise ProtocolError(f"Got opcode {op_code!r} but expected {_UNPACK_REPLY.keys()!r}")
     if got:
         sock._carry = got
+    if op_code == 2013 and len(data) > SLICED_DECODE_BYTES and type(current) is Child:
+        return _SlicedOpMsg.unpack(data)
     return unpack_reply(data)
 
 
@@ -381,12 +390,77 @@ def _take(
     # them, otherwise ``got`` and then exactly as many more bytes as needed.
     if len(got) >= size:
         return got[:size], got[size:]
-    view = memoryview(bytearray(size))
+    current = _getcurrent()
+    if size >= REUSED_BUFFER_BYTES and type(current) is Child:
+        view = _receive_buffer(current.hub, size)
+    else:
+        view = memoryview(bytearray(size))
     have = len(got)
     if have:
         view[:have] = got
     _receive_into(conn, sock, view[have:] if have else view, deadline, size - have, poll_slice)
     return view, _NOTHING
+
+
+class _ReplyBuffer:
+    """The bytearray a hub's children receive large replies in, reused from one reply
+    to the next (see :func:`_receive_buffer`)."""
+
+    __slots__ = ("buffer", "oversized")
+
+    def __init__(self) -> None:
+        self.buffer: bytearray | None = None
+        # How many replies in a row used a quarter of the buffer or less.
+        self.oversized = 0
+
+
+_reply_buffers: weakref.WeakKeyDictionary[Any, _ReplyBuffer] = weakref.WeakKeyDictionary()
+
+
+def _receive_buffer(hub: Any, size: int) -> memoryview:
+    """A view of the last ``size`` bytes of a bytearray, to receive a reply in.
+
+    Runs on a child.  Each hub keeps the buffer of its last large reply and hands it
+    out again once no view of it is alive (the reply it held is decoded and dropped):
+    a fresh buffer per reply costs the allocator a block of that size each time
+    (above glibc's mmap threshold, fresh pages from the kernel, a page fault every
+    4 KiB, unless the heap happens to keep them) and zero-filling it.  The reply is
+    put at the end of the buffer because PyMongo hands its payload over as
+    ``reply[5:]`` (see :func:`_buffer_of`).  A buffer in use by another reply is left
+    alone, and one much larger than the replies that follow is let go after
+    :data:`REUSED_BUFFER_SHRINK` of them.
+    """
+    holder = _reply_buffers.get(hub)
+    if holder is None:
+        holder = _reply_buffers[hub] = _ReplyBuffer()
+    buffer = holder.buffer
+    if buffer is None:
+        replace = True
+    else:
+        replace = _unused(buffer)
+        if replace and len(buffer) >= size:
+            holder.oversized = holder.oversized + 1 if size * 4 <= len(buffer) else 0
+            if holder.oversized <= REUSED_BUFFER_SHRINK:
+                return memoryview(buffer)[len(buffer) - size :]
+    # None yet, too small, too large for a while, or in use: a new one (which replaces
+    # the hub's buffer unless that one is in use).
+    buffer = bytearray(size)
+    if replace:
+        holder.buffer = buffer
+        holder.oversized = 0
+    return memoryview(buffer)
+
+
+def _unused(buffer: bytearray) -> bool:
+    # No view of ``buffer`` is alive: CPython refuses to resize a bytearray while one
+    # is (its last byte is taken off and put back, which neither moves nor copies it).
+    last = buffer[-1]
+    try:
+        del buffer[-1]
+    except BufferError:
+        return False
+    buffer.append(last)
+    return True
 
 
 def _receive_into(
@@ -432,35 +506,41 @@ def _receive_into(
     return received
 
 
-def _green_unpack_response(
-    self: Any,
-    cursor_id: int | None = None,
-    codec_options: Any = _UNICODE_REPLACE_CODEC_OPTIONS,
-    user_fields: Any = None,
-    legacy_response: bool = False,
-) -> Any:
-    """``_OpMsg.unpack_response`` that decodes a large cursor batch in slices in a child.
+class _SlicedOpMsg(_OpMsg):
+    """An OP_MSG reply of more than :data:`SLICED_DECODE_BYTES` received by a child,
+    whose ``unpack_response`` decodes a cursor batch in slices.
 
-    The result is what PyMongo's decoding returns (``decode_all`` of the payload, with
-    the codec options' document class everywhere); only where the work happens differs.
+    Only large replies are made of this class (in :func:`_green_receive_message`), so
+    that decoding the others costs nothing more than PyMongo's own ``_OpMsg``.
     """
-    payload = self.payload_document
-    current = _getcurrent()
-    if (
-        len(payload) <= SLICED_DECODE_BYTES
-        or type(current) is not Child
-        or codec_options.type_registry._decoder_map
-        or _raw_document_class(codec_options.document_class)
-    ):
-        return _original_unpack_response(
-            self, cursor_id, codec_options, user_fields, legacy_response
-        )
-    try:
-        return [_decode_in_slices(payload, codec_options, current.hub)]
-    except _UnknownBSON:  # a type this walker cannot step over: PyMongo's way
-        return _original_unpack_response(
-            self, cursor_id, codec_options, user_fields, legacy_response
-        )
+
+    __slots__ = ()
+
+    def unpack_response(
+        self,
+        cursor_id: int | None = None,
+        codec_options: Any = _UNICODE_REPLACE_CODEC_OPTIONS,
+        user_fields: Any = None,
+        legacy_response: bool = False,
+    ) -> Any:
+        """What ``_OpMsg.unpack_response`` returns (``decode_all`` of the payload, with
+        the codec options' document class everywhere); only where the work happens
+        differs."""
+        current = _getcurrent()
+        if (
+            type(current) is not Child
+            or codec_options.type_registry._decoder_map
+            or _raw_document_class(codec_options.document_class)
+        ):
+            return _OpMsg.unpack_response(
+                self, cursor_id, codec_options, user_fields, legacy_response
+            )
+        try:
+            return [_decode_in_slices(self.payload_document, codec_options, current.hub)]
+        except _UnknownBSON:  # a type this walker cannot step over: PyMongo's way
+            return _OpMsg.unpack_response(
+                self, cursor_id, codec_options, user_fields, legacy_response
+            )
 
 
 def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
@@ -484,17 +564,17 @@ def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
 
 
 def _buffer_of(payload: Any) -> tuple[memoryview, int]:
-    """A view of the whole bytes-like buffer that holds ``payload``, and where in it the
-    payload starts.  A reply's payload is the end of the buffer the reader made (see
-    ``_OpMsg.unpack``); anything else is copied."""
+    """A writable view of the whole buffer that holds ``payload``, and where in it the
+    payload starts.  A reply's payload is the end of the bytearray the reader received
+    it in (see ``_OpMsg.unpack`` and :func:`_take`); anything else is copied into a
+    bytearray of its own."""
     obj = getattr(payload, "obj", None)
-    if isinstance(payload, memoryview) and isinstance(obj, (bytes, bytearray)):
+    if isinstance(payload, memoryview) and type(obj) is bytearray:
         base = len(obj) - len(payload)
         head, tail = payload[:16].tobytes(), payload[-1:].tobytes()
         if base >= 0 and obj[base : base + 16] == head and obj[-1:] == tail:
             return memoryview(obj), base
-    data = payload if isinstance(payload, (bytes, bytearray)) else bytes(payload)
-    return memoryview(data), 0
+    return memoryview(bytearray(payload)), 0
 
 
 _BSON_DOCUMENT = 0x03
@@ -523,7 +603,8 @@ _LENGTH_INCLUDED = frozenset({0x03, 0x04, 0x0F})
 
 
 class _UnknownBSON(Exception):
-    """An element this walker does not know how to step over."""
+    """An element this walker does not know how to step over, or a batch it cannot
+    decode the way PyMongo would (PyMongo then decodes the whole reply)."""
 
 
 def _elements(view: memoryview, start: int) -> Any:
@@ -539,17 +620,24 @@ def _elements(view: memoryview, start: int) -> Any:
         key_end = data.index(0, position + 1)
         key = data[position + 1 : key_end].decode()
         value = key_end + 1
-        if kind in _LENGTH_INCLUDED:
-            position = value + _UNPACK_INT32_FROM(data, value)[0]
-        elif kind in _LENGTH_AFTER:
-            position = value + 4 + _UNPACK_INT32_FROM(data, value)[0]
-        elif kind == 0x05:  # binary: length, subtype, bytes
-            position = value + 5 + _UNPACK_INT32_FROM(data, value)[0]
-        elif kind in _FIXED_SIZES:
-            position = value + _FIXED_SIZES[kind]
-        else:
-            raise _UnknownBSON(kind)
+        position = _element_end(data, kind, value)
+        if position < value or position > end:
+            raise _UnknownBSON(kind)  # a length that points outside the document
         yield kind, key, element, value, position
+
+
+def _element_end(data: Any, kind: int, value: int) -> int:
+    # Where the element whose value starts at ``value`` ends.
+    if kind in _LENGTH_INCLUDED:
+        return value + int(_UNPACK_INT32_FROM(data, value)[0])
+    if kind in _LENGTH_AFTER:
+        return value + 4 + int(_UNPACK_INT32_FROM(data, value)[0])
+    if kind == 0x05:  # binary: length, subtype, bytes
+        return value + 5 + int(_UNPACK_INT32_FROM(data, value)[0])
+    size = _FIXED_SIZES.get(kind)
+    if size is None:
+        raise _UnknownBSON(kind)
+    return value + size
 
 
 def _decode_element(view: memoryview, start: int, end: int, key: str, codec_options: Any) -> Any:
@@ -561,28 +649,125 @@ def _decode_element(view: memoryview, start: int, end: int, key: str, codec_opti
 
 
 def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) -> list[Any]:
-    # Runs on a child: the documents of the BSON array at ``start``, a slice of
-    # elements at a time (each slice decoded as one document keyed "0", "1", ...).
+    # Runs on a child: the documents of the BSON array at ``start``, in slices of about
+    # SLICE_BYTES and at most about SLICE_DOCUMENTS elements, the loop running between
+    # two slices (hub.pause()).  The first slice is a quarter of SLICE_BYTES: the size
+    # of the batch's elements is not known yet.
+    #
+    # Where a slice ends is guessed, not found by stepping over every element in Python
+    # (which costs as much as decoding a few hundred bytes of BSON): the first byte
+    # past the slice's target size that looks like the start of a batch element (type
+    # 3, a decimal key above the elements decoded so far, a document that fits in the
+    # array) is taken as its end, and PyMongo's decoder checks it: it accepts a slice
+    # only if its elements end exactly there.  A guess it refuses (a byte inside a
+    # document that looked like an element) costs one decode attempt; that slice is
+    # then stepped over element by element, and so is the rest of the batch after a
+    # second refusal.
+    data: bytearray = view.obj  # type: ignore[assignment]
+    end = start + _UNPACK_INT32_FROM(data, start)[0] - 1  # the array's trailing NUL
+    # _decode_in_place needs 10 bytes before the first element and 2 from the end.
+    if not 6 <= start < end < len(data) - 1 or data[end] != 0:
+        raise _UnknownBSON(_BSON_ARRAY)
     values: list[Any] = []
-    elements = _elements(view, start)
-    while True:
-        first = last = -1
-        count = 0
-        for _kind, _key, element_start, _value, element_end in elements:
-            if first < 0:
-                first = element_start
-            last = element_end
-            count += 1
-            if count >= SLICE_DOCUMENTS or last - first >= SLICE_BYTES:
-                break
-        if first < 0:
-            return values
-        size = last - first + 5
-        chunk = b"".join((size.to_bytes(4, "little"), view[first:last], b"\0"))
-        values.extend(bson.decode(chunk, codec_options).values())
-        if count < SLICE_DOCUMENTS and last - first < SLICE_BYTES:
-            return values  # the elements ran out before the slice was full
-        hub.pause()
+    position = start + 4
+    target = SLICE_BYTES // 4
+    refused = 0
+    while position < end:
+        last = end
+        if position + target < end:
+            last = _guess_element(data, position + target, end, len(values)) if refused < 2 else -1
+            if last < 0:
+                last = _step_over(data, position, end, target)
+        try:
+            decoded = _decode_in_place(view, position, last, codec_options)
+        except Exception:
+            if last == end or refused >= 2:
+                raise  # the array itself: PyMongo's error
+            refused += 1
+            last = _step_over(data, position, end, target)
+            decoded = _decode_in_place(view, position, last, codec_options)
+        values.extend(decoded)
+        position = last
+        if position < end:
+            # The next slice: SLICE_BYTES, or SLICE_DOCUMENTS of the batch's elements.
+            average = (position - start - 4) // len(values) + 1
+            target = min(SLICE_BYTES, SLICE_DOCUMENTS * average)
+            hub.pause()
+    return values
+
+
+# A batch element's start, as _guess_element looks for it: type 3 (a document) and a
+# decimal key.
+_ELEMENT_START = re.compile(rb"\x03(0|[1-9][0-9]{0,9})\x00")
+
+
+def _guess_element(data: bytearray, at: int, end: int, decoded: int) -> int:
+    # Where the first element that starts between ``at`` and ``at + SLICE_BYTES`` (and
+    # before ``end``, the array's end) seems to start: a document keyed by a number
+    # above ``decoded`` (the elements before ``at`` include those decoded already),
+    # whose length fits in the array and whose last byte is a NUL; or -1.
+    find = data.find
+    match = _ELEMENT_START.match
+    unpack = _UNPACK_INT32_FROM
+    stop = min(end, at + SLICE_BYTES)
+    position = find(3, at, stop)
+    while position >= 0:
+        key = match(data, position, end)
+        if key is not None and int(key.group(1)) > decoded:
+            value = key.end()
+            size = unpack(data, value)[0] if value + 4 <= end else 0
+            if 5 <= size <= end - value and data[value + size - 1] == 0:
+                return position
+        position = find(3, position + 1, stop)
+    return -1
+
+
+def _step_over(data: bytearray, position: int, end: int, target: int) -> int:
+    # The end of the elements from ``position`` (at most SLICE_DOCUMENTS of them) that
+    # reach ``target`` bytes, or of the array (at ``end``), stepping over each one.
+    limit = position + target
+    unpack = _UNPACK_INT32_FROM
+    index = data.index
+    for _ in range(SLICE_DOCUMENTS):
+        value = index(0, position + 1) + 1
+        if data[position] == 0x03:
+            next_position = value + unpack(data, value)[0]
+        else:
+            next_position = _element_end(data, data[position], value)
+        if not value < next_position <= end:
+            raise _UnknownBSON(data[position])  # a length outside the array
+        position = next_position
+        if position >= limit or position >= end:
+            break
+    return position
+
+
+def _decode_in_place(view: memoryview, first: int, last: int, codec_options: Any) -> Any:
+    """The array elements between ``first`` and ``last`` in ``view`` (a view of a whole
+    bytearray), decoded where they lie, as PyMongo decodes an array.
+
+    The 10 bytes before ``first`` become the header of a document with one array, keyed
+    "", whose elements are these (document length, type 4, the empty key, array
+    length), and the 2 bytes from ``last`` the ends of the array and the document; the
+    bytes overwritten (the array's own header, or the end of elements decoded already;
+    the next element's type and key, or the array's end and what follows it) are
+    restored once the slice is decoded.  The caller makes sure they are in the buffer.
+    """
+    data: bytearray = view.obj  # type: ignore[assignment]
+    head = first - 10
+    saved_head = data[head:first]
+    saved_tail = data[last : last + 2]
+    _PACK_HEADER_INTO(data, head, last + 2 - head, 0x04, 0, last + 1 - (first - 4))
+    data[last : last + 2] = b"\0\0"
+    try:
+        return bson.decode(view[head : last + 2], codec_options)[""]
+    finally:
+        data[head:first] = saved_head
+        data[last : last + 2] = saved_tail
+
+
+# A document holding one array keyed "": document length, type, key, array length.
+_PACK_HEADER_INTO = struct.Struct("<iBBi").pack_into
 
 
 def _off_the_loop(function: Any, refuse: str = "") -> Any:
@@ -764,9 +949,15 @@ def check_pymongo_internals() -> list[str]:
         with pymongo.timeout(12.5):
             timeout_ok = TIMEOUT.get(None) == 12.5 == pymongo._csot.get_timeout()
     need(timeout_ok, "pymongo._csot.TIMEOUT no longer holds pymongo.timeout()'s value")
-    # Sliced decoding of large cursor batches replaces _OpMsg.unpack_response, which
-    # decodes self.payload_document with bson._decode_all_selective.
-    unpack = _original_unpack_response or _OpMsg.unpack_response
+    # Sliced decoding of large cursor batches overrides _OpMsg.unpack_response, which
+    # decodes self.payload_document with bson._decode_all_selective, in a subclass made
+    # by _OpMsg.unpack.
+    sample = _SlicedOpMsg.unpack(struct.pack("<IB", 0, 0) + bson.encode({"ok": 1}))
+    need(
+        type(sample) is _SlicedOpMsg,
+        "pymongo.message._OpMsg.unpack no longer makes an instance of the class it is called on",
+    )
+    unpack = _OpMsg.unpack_response
     unpack_code = getattr(unpack, "__code__", None)
     need(
         unpack_code is not None
@@ -843,7 +1034,6 @@ _installed = False
 def install() -> None:
     """Apply the patches described in the module docstring (idempotent)."""
     global _installed, _original_socket_interface, _original_resolve, _original_receive_message
-    global _original_unpack_response
     if _installed:
         return
     problems = check_pymongo_internals()
@@ -864,9 +1054,6 @@ def install() -> None:
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
-    if _OpMsg.unpack_response is not _green_unpack_response:
-        _original_unpack_response = _OpMsg.unpack_response
-        _OpMsg.unpack_response = _green_unpack_response  # type: ignore[method-assign]
     current = _pymongo_pool.receive_message
     if current is not _green_receive_message:
         _original_receive_message = current
