@@ -344,8 +344,11 @@ class Admission:
 
     def refresh_limit(self) -> int:
         """Recompute the limit from the servers known now."""
+        # None until the first operation for a mongodb+srv:// client: PyMongo resolves
+        # the seed list and creates the topology then.
         topology = self._client._topology
-        servers = max(1, len(topology.description.server_descriptions()))
+        known = 0 if topology is None else len(topology.description.server_descriptions())
+        servers = max(1, known)
         self.limit = self._max_pool_size * (servers + 1)
         return self.limit
 

@@ -116,8 +116,12 @@ class OpFuture(asyncio.Future):  # type: ignore[type-arg]
         child = getattr(self, "_motor_child", None)
         if child is not None:
             self._motor_child = None
-            # Possibly called from a child: stop the other child from the loop.
-            child.hub.loop.call_soon(child.hub.cancel_child, child, self)
+            # Possibly called from a child: stop the other child from the loop, within
+            # the hub's work budget like any resume (its cleanup runs PyMongo code):
+            # cancelling hundreds of parked calls at once, a gather under wait_for
+            # timing out, would otherwise run all their cleanups in one iteration.
+            hub = child.hub
+            hub.resume_later(hub.cancel_child, child, self)
         return True
 
 
