@@ -93,7 +93,6 @@ import re
 import select
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -112,8 +111,15 @@ if str(BENCH_DIR) not in sys.path:
 
 import pymongo  # noqa: E402
 from compare import (  # noqa: E402
+    Check,
+    _cpu_model,
+    _median,
+    _progress,
+    _rotated,
+    _select,
     ensure_mongojet_venv,
     ensure_motor371_venv,
+    format_checks,
     machine_busy_seconds,
 )
 from servers import (  # noqa: E402
@@ -299,10 +305,6 @@ def pin_process(pid: int, cpus: frozenset[int]) -> None:
     for tid in os.listdir(f"/proc/{pid}/task"):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.sched_setaffinity(int(tid), cpus)
-
-
-def _progress(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- environments
@@ -766,11 +768,6 @@ def choose_cpus(pin: bool) -> Cpus:
     return Cpus(frozenset(mine[:1]), frozenset(mine[1:2]))
 
 
-def _rotated(items: Sequence[Any], shift: int) -> list[Any]:
-    shift %= max(1, len(items))
-    return list(items[shift:]) + list(items[:shift])
-
-
 def measure_run(
     app: App,
     handler: Handler,
@@ -928,10 +925,6 @@ class Session:
 # --------------------------------------------------------------------------- summaries
 
 
-def _median(values: Sequence[float]) -> float | None:
-    return statistics.median(values) if values else None
-
-
 def summarize(session: Session) -> dict[str, dict[str, dict[str, Any]]]:
     """Per handler and peer: medians over repetitions (and the spread of requests/s)."""
     out: dict[str, dict[str, dict[str, Any]]] = {}
@@ -1055,15 +1048,6 @@ def format_table(
     return f"{title}\n{_table(header, rows)}\n{foot}"
 
 
-@dataclass
-class Check:
-    """One target's outcome."""
-
-    name: str
-    passed: bool | None  # None: not measured
-    detail: str
-
-
 def check_targets(target: str, summary: Summary) -> list[Check]:
     """``/find_one`` on ``target``: this driver's requests/s and p99 against each peer."""
     entries = summary.get("find_one", {})
@@ -1103,15 +1087,6 @@ def check_targets(target: str, summary: Summary) -> list[Check]:
     return checks
 
 
-def format_checks(checks: Sequence[Check]) -> str:
-    """PASS/FAIL lines."""
-    lines = []
-    for c in checks:
-        verdict = "N/A " if c.passed is None else ("PASS" if c.passed else "FAIL")
-        lines.append(f"{verdict}  {c.name}: {c.detail}")
-    return "\n".join(lines)
-
-
 # --------------------------------------------------------------------------- environment
 
 
@@ -1119,14 +1094,6 @@ def _uptime() -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _cpu_model() -> str | None:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return None
 
 
 def environment(wrk: str) -> dict[str, Any]:
@@ -1190,17 +1157,6 @@ def profile(
 
 
 # --------------------------------------------------------------------------- main
-
-
-def _select(names: str | None, known: dict[str, Any], what: str) -> list[Any]:
-    if not names:
-        return list(known.values())
-    chosen = []
-    for name in names.split(","):
-        if name.strip() not in known:
-            raise SystemExit(f"unknown {what} {name!r}; choose from {', '.join(known)}")
-        chosen.append(known[name.strip()])
-    return chosen
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
