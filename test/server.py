@@ -774,6 +774,23 @@ class _PortTaken(Exception):
     pass
 
 
+def _spawn(args: list[str], data_dir: Path, log: Path, detached: bool) -> subprocess.Popen[bytes]:
+    """Start a server process in ``data_dir``, its output appended to ``log``: in a session
+    of its own when ``detached``, else (on Linux) killed when this process dies."""
+    with open(log, "ab") as log_handle:
+        return subprocess.Popen(
+            args,
+            cwd=data_dir,
+            stdin=subprocess.DEVNULL,
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=detached,
+            preexec_fn=(
+                None if detached or not sys.platform.startswith("linux") else _die_with_parent()
+            ),
+        )
+
+
 def _wait_ready(proc: subprocess.Popen[bytes], server: Server, log: Path, timeout: float) -> None:
     """Wait until the server accepts TCP connections and answers ``ping``."""
     deadline = time.monotonic() + timeout
@@ -891,20 +908,7 @@ def launch(
             )
             args = _command(kind, binary, variant, data_dir, server.port, server)
             started = time.monotonic()
-            with open(log, "ab") as log_handle:
-                proc = subprocess.Popen(
-                    args,
-                    cwd=data_dir,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log_handle,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=detached,
-                    preexec_fn=(
-                        None
-                        if detached or not sys.platform.startswith("linux")
-                        else _die_with_parent()
-                    ),
-                )
+            proc = _spawn(args, data_dir, log, detached)
             server.pid = proc.pid
             record["pid"] = proc.pid
             _write_record(record_path, record)
@@ -1005,18 +1009,7 @@ def restart(
         record = _read_record(record_path) or {}
         detached = bool(record.get("detached"))
     started = time.monotonic()
-    with open(log, "ab") as log_handle:
-        proc = subprocess.Popen(
-            args,
-            cwd=data_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-            start_new_session=detached,
-            preexec_fn=(
-                None if detached or not sys.platform.startswith("linux") else _die_with_parent()
-            ),
-        )
+    proc = _spawn(args, data_dir, log, detached)
     server.pid = proc.pid
     with _locked(data_dir.parent / ".lock"):
         record = _read_record(record_path) or {}
