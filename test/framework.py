@@ -17,11 +17,13 @@ greenlet is left parked; the terminal summary reports the longest stall seen per
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
+import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import pymongo
@@ -244,3 +246,39 @@ def pool_counters(client: Any) -> dict[str, int]:
         totals["pending"] += pool._pending
         totals["operation_count"] += pool.operation_count
     return totals
+
+
+Fetch = Callable[..., Awaitable[Any]]
+
+
+@contextlib.asynccontextmanager
+async def serve_on_loopback(
+    app: Any, dumps: Callable[[Any], str] = json.dumps
+) -> AsyncIterator[Fetch]:
+    """Serve the Tornado application ``app`` on a loopback port; yield
+    ``fetch(path, method="GET", body=None)``, which sends ``body`` encoded by ``dumps``
+    and returns the ``HTTPResponse`` whatever its status."""
+    import tornado.httpserver
+    import tornado.netutil
+    from tornado.httpclient import AsyncHTTPClient
+
+    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    http_server = tornado.httpserver.HTTPServer(app)
+    http_server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    http_client = AsyncHTTPClient(force_instance=True)
+
+    async def fetch(path: str, method: str = "GET", body: Any = None) -> Any:
+        return await http_client.fetch(
+            f"http://127.0.0.1:{port}{path}",
+            method=method,
+            body=None if body is None else dumps(body),
+            raise_error=False,
+        )
+
+    try:
+        yield fetch
+    finally:
+        http_client.close()
+        http_server.stop()
+        await http_server.close_all_connections()

@@ -52,13 +52,13 @@ from cachelib import MongoDbCache
 from mongoengine.context_managers import no_dereference, no_dereferencing_active_for_class
 from pymongo import monitoring
 from pymongo.errors import DuplicateKeyError, NetworkTimeout
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpclient import HTTPResponse
 
 import motor
 from motor.detector import _BlockingCommands
 from motor.errors import WouldBlockError
 from motor.green.hub import Cancelled
-from test.framework import Framework, parked_children
+from test.framework import Framework, parked_children, serve_on_loopback
 from test.wire import HELLO, WireServer, op_msg_reply, read_message
 
 REPO = Path(__file__).resolve().parent.parent
@@ -797,28 +797,8 @@ async def test_thread_locals_are_shared_by_concurrent_calls(
 Fetch = Callable[..., Awaitable[HTTPResponse]]
 
 
-@contextlib.asynccontextmanager
-async def serving(app: tornado.web.Application) -> AsyncIterator[Fetch]:
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    http_server = tornado.httpserver.HTTPServer(app)
-    http_server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
-    http_client = AsyncHTTPClient(force_instance=True)
-
-    async def fetch(path: str, method: str = "GET", body: Any = None) -> HTTPResponse:
-        return await http_client.fetch(
-            f"http://127.0.0.1:{port}{path}",
-            method=method,
-            body=None if body is None else json.dumps(body),
-            raise_error=False,
-        )
-
-    try:
-        yield fetch
-    finally:
-        http_client.close()
-        http_server.stop()
-        await http_server.close_all_connections()
+def serving(app: tornado.web.Application) -> contextlib.AbstractAsyncContextManager[Fetch]:
+    return serve_on_loopback(app)
 
 
 def body_of(response: HTTPResponse, code: int = 200) -> Any:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any, Callable
 
 import pytest
@@ -33,9 +33,9 @@ from bson import json_util
 from pymongo import monitoring
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 from tornado import gen
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpclient import HTTPResponse
 
-from test.framework import Framework
+from test.framework import Framework, serve_on_loopback
 from test.test_change_streams import (
     ReplicaSetMember,
     change,
@@ -310,30 +310,9 @@ ROUTES: list[tuple[str, type[tornado.web.RequestHandler]]] = [
 Fetch = Callable[..., Awaitable[HTTPResponse]]
 
 
-@contextlib.asynccontextmanager
-async def serving(**settings: Any) -> AsyncIterator[Fetch]:
+def serving(**settings: Any) -> contextlib.AbstractAsyncContextManager[Fetch]:
     """Serve the application on a loopback port; yield ``fetch(path, method, body)``."""
-    app = tornado.web.Application(ROUTES, **settings)
-    sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
-    http_server = tornado.httpserver.HTTPServer(app)
-    http_server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
-    http_client = AsyncHTTPClient(force_instance=True)
-
-    async def fetch(path: str, method: str = "GET", body: Any = None) -> HTTPResponse:
-        return await http_client.fetch(
-            f"http://127.0.0.1:{port}{path}",
-            method=method,
-            body=None if body is None else json_util.dumps(body),
-            raise_error=False,
-        )
-
-    try:
-        yield fetch
-    finally:
-        http_client.close()
-        http_server.stop()
-        await http_server.close_all_connections()
+    return serve_on_loopback(tornado.web.Application(ROUTES, **settings), json_util.dumps)
 
 
 def json_of(response: HTTPResponse, status: int = 200) -> Any:
