@@ -21,6 +21,7 @@ import copy
 import warnings
 from collections import deque
 from collections.abc import Callable
+from itertools import islice, repeat
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, cast
 
 from bson.typings import _DocumentType
@@ -31,6 +32,7 @@ from pymongo.synchronous.command_cursor import CommandCursor, RawBatchCommandCur
 from pymongo.synchronous.cursor import Cursor, RawBatchCursor
 
 from motor.core import AgnosticBase, bind_arguments
+from motor.green import pool as _green_pool
 from motor.green.hub import current_child
 from motor.metaprogramming import Async, Chain, Delegate, ReadOnly, unwrap_args
 
@@ -66,12 +68,54 @@ def _next_or_stop(cursor: _AgnosticCursorBase[Any]) -> Any:
 
 
 def _to_list(cursor: _AgnosticCursorBase[Any], length: int | None) -> list[Any]:
-    # Runs on a child greenlet.
+    # Runs on a child greenlet: PyMongo's to_list, whose _next_batch hands a large
+    # batch over to the list in pieces.
     delegate = cursor._started_delegate()
     if delegate is None:
         return []
-    result: list[Any] = delegate.to_list(length)
+    child = current_child()
+    if child is None:
+        result: list[Any] = delegate.to_list(length)
+        return result
+    hub = child.hub
+    fetch = delegate._next_batch
+
+    def next_batch(result: list[Any], total: int | None = None) -> bool:
+        # With a total of 0, PyMongo's _next_batch (of either cursor class) fetches a
+        # batch unless one is buffered, and says whether documents are buffered.
+        if not fetch(result, 0):
+            return False
+        _move_documents(delegate._data, result, total, hub)
+        return True
+
+    delegate._next_batch = next_batch
+    try:
+        result = delegate.to_list(length)
+    finally:
+        del delegate._next_batch
     return result
+
+
+def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub: Any) -> None:
+    """Move ``total`` documents (all when None) from the left of ``data`` to ``result``,
+    :data:`~motor.green.pool.MOVE_DOCUMENTS` at a time, the loop running between two.
+    Runs on a child."""
+    count = len(data) if total is None else min(len(data), total)
+    most = _green_pool.MOVE_DOCUMENTS
+    while True:
+        step = min(count, most)
+        if step == len(data):
+            result.extend(data)
+            data.clear()
+        else:
+            result.extend(islice(data, step))
+            pop = data.popleft
+            for _ in repeat(None, step):
+                pop()
+        count -= step
+        if not count:
+            return
+        hub.pause()
 
 
 def _refresh(cursor: _AgnosticCursorBase[Any]) -> int:

@@ -19,6 +19,7 @@ import pytest
 from pymongo.errors import ConfigurationError
 
 from motor.errors import WouldBlockError
+from motor.green import hub as hub_module
 from motor.green import pool as green_pool
 from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
@@ -33,6 +34,19 @@ def socket_pair() -> Iterator[tuple[socket.socket, socket.socket]]:
     yield a, b
     a.close()
     b.close()
+
+
+def _read_in_a_thread(sock: socket.socket, size: int) -> tuple[threading.Thread, bytearray]:
+    """A started thread that reads ``size`` bytes from ``sock`` into the bytearray."""
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < size:
+            received.extend(sock.recv(1 << 20))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    return reader, received
 
 
 def hub() -> Any:
@@ -89,6 +103,32 @@ async def test_read_after_a_send_waits_for_readiness_first(
         green.close()
 
 
+async def test_a_large_send_leaves_the_loop_between_sends(
+    fw: Framework, socket_pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A message larger than the socket's buffer, read as fast as it is sent: with no
+    # work budget the child gives the loop its turn after every partial send.
+    a, b = socket_pair
+    message = b"m" * (8 * 1024 * 1024)
+    reader, received = _read_in_a_thread(b, len(message))
+    green = GreenSocket(a, timeout=10)
+    pauses = [0]
+    original_pause = hub_module.Hub.pause
+
+    def pause(self: Any) -> None:
+        pauses[0] += 1
+        original_pause(self)
+
+    monkeypatch.setattr(hub_module.Hub, "pause", pause)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    try:
+        await hub().spawn(green.sendall, message)
+    finally:
+        reader.join(10)
+    assert received == message
+    assert pauses[0] >= 1
+
+
 def test_green_socket_blocks_normally_in_threads(
     socket_pair: tuple[socket.socket, socket.socket],
 ) -> None:
@@ -105,14 +145,7 @@ def test_green_socket_blocks_normally_in_threads(
     timer.join()
     # A send larger than the socket buffers completes once the peer reads.
     payload = b"y" * (8 * 1024 * 1024)
-    received = bytearray()
-
-    def drain() -> None:
-        while len(received) < len(payload):
-            received.extend(b.recv(1 << 20))
-
-    reader = threading.Thread(target=drain)
-    reader.start()
+    reader, received = _read_in_a_thread(b, len(payload))
     green.settimeout(5)
     green.sendall(payload)
     reader.join()

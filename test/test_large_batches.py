@@ -10,9 +10,13 @@ items run in a worker thread.  The tests check each of these by what the driver 
 from __future__ import annotations
 
 import asyncio
+import copy
 import datetime
+import mmap
+import pickle
 import threading
 import uuid
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,9 +29,11 @@ from bson.timestamp import Timestamp
 from pymongo import InsertOne, monitoring
 from pymongo.errors import BulkWriteError
 
-from motor import metaprogramming
+from motor import cursors, metaprogramming
+from motor.green import hub as hub_module
 from motor.green import pool as green_pool
 from motor.green.hub import Hub
+from motor.green.socket import GreenSocket
 from test.framework import Framework
 
 
@@ -37,6 +43,9 @@ class _CountingHub:
 
     def pause(self) -> None:
         self.pauses += 1
+
+    def _window_open(self) -> bool:
+        return True
 
 
 def _document(i: int) -> dict[str, Any]:
@@ -170,6 +179,123 @@ async def test_a_large_batch_is_decoded_in_slices(
     pauses[0] = 0
     assert len(await coll.find().batch_size(500).to_list(None)) == 6000
     assert pauses[0] == 0
+
+
+async def test_a_large_batch_is_handed_over_in_pieces(
+    fw: Framework, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PyMongo's deque of the batch and the list to_list returns are filled
+    # MOVE_DOCUMENTS at a time, the loop running between two; with a length, the rest
+    # stays in the cursor.
+    coll = fw.client(server.uri).motor_test[f"large_move_{fw.name}"]
+    await coll.drop()
+    expected = [{"_id": i, "pad": "p" * 400} for i in range(6000)]
+    await coll.insert_many(expected)
+    monkeypatch.setattr(green_pool, "MOVE_DOCUMENTS", 1000)
+    moves: list[int] = []
+    batches: list[type] = []
+    original_iter = green_pool._Batch.__iter__
+
+    def batch_iter(self: green_pool._Batch) -> Any:
+        batches.append(type(self))
+        return original_iter(self)
+
+    monkeypatch.setattr(green_pool._Batch, "__iter__", batch_iter)
+    original_move = cursors._move_documents
+
+    def move(data: Any, result: list[Any], total: int | None, hub: Any) -> None:
+        before = pauses[0]
+        original_move(data, result, total, hub)
+        moves.append(pauses[0] - before)
+
+    monkeypatch.setattr(cursors, "_move_documents", move)
+
+    cursor = coll.find().sort("_id").batch_size(6000)
+    pauses[0] = 0
+    first = await cursor.to_list(2500)
+    # Ten or more slices of the decode, one pause after the last, five between the six
+    # pieces of the deque, two between the three pieces moved into the list.
+    assert pauses[0] >= 9 + 1 + 5 + 2, pauses[0]
+    assert batches == [green_pool._Batch] and moves == [2]
+    rest = await cursor.to_list(None)
+    assert moves == [2, 3]  # 3500 documents, four pieces, from the cursor's deque
+    assert type(first) is list and type(rest) is list
+    assert first + rest == expected
+
+    # A small batch is moved as PyMongo moves it, in one piece.
+    moves.clear()
+    assert await coll.find().sort("_id").batch_size(500).to_list(700) == expected[:700]
+    assert moves == [0, 0]
+
+
+def test_a_large_batch_is_a_list_everywhere_else() -> None:
+    batch = green_pool._Batch({"i": i} for i in range(green_pool.MOVE_DOCUMENTS + 5))
+    plain = [{"i": i} for i in range(green_pool.MOVE_DOCUMENTS + 5)]
+    assert batch == plain and isinstance(batch, list)
+    # Not in a child: iterated as a list, never paused.
+    assert list(iter(batch)) == plain and deque(batch) == deque(plain)
+    for copied in (copy.copy(batch), copy.deepcopy(batch), pickle.loads(pickle.dumps(batch))):
+        assert type(copied) is list and copied == plain
+
+
+def test_a_reply_buffer_is_mapped_memory_reused_once_free() -> None:
+    class _Owner:  # any object a hub's buffer can be keyed by
+        pass
+
+    hub = _Owner()
+    size = green_pool.REUSED_BUFFER_BYTES * 4
+    view = green_pool._receive_buffer(hub, size)
+    buffer = view.obj
+    assert isinstance(buffer, mmap.mmap) and len(view) == size
+    # In use (a view is alive): the next reply gets a buffer of its own.
+    other = green_pool._receive_buffer(hub, size // 2)
+    assert other.obj is not buffer
+    del view, other
+    # Free: reused, the reply at its end.
+    again = green_pool._receive_buffer(hub, size // 2)
+    assert again.obj is buffer and len(again) == size // 2
+    again[-4:] = b"abcd"
+    assert buffer[-4:] == b"abcd"
+    # A payload in it is walked where it lies.
+    payload = _reply([{"i": i} for i in range(10)])
+    again[-len(payload) :] = payload
+    view, base = green_pool._buffer_of(again[-len(payload) :])
+    assert view.obj is buffer and base == len(buffer) - len(payload)
+    del view, again
+    assert green_pool._unused(buffer)
+
+
+async def test_a_large_reply_leaves_the_loop_between_reads(
+    fw: Framework, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no work budget, a child reading a reply that needs several reads gives the
+    # loop its turn after each one.
+    coll = fw.client(server.uri).motor_test[f"large_reply_{fw.name}"]
+    document = {"_id": 1, "pad": "r" * (8 * 1024 * 1024)}
+
+    def insert() -> None:  # setup: encoding 8 MB is one call, kept off the loop's thread
+        with pymongo.MongoClient(server.uri) as sync:
+            sync.motor_test[coll.name].drop()
+            sync.motor_test[coll.name].insert_one(document)
+
+    await asyncio.to_thread(insert)
+    reads: list[int] = []
+    original_recv = GreenSocket.recv_within
+
+    def recv_within(self: GreenSocket, buffer: Any, timeout: Any, nbytes: int = 0) -> int:
+        got = original_recv(self, buffer, timeout, nbytes)
+        reads.append(got)
+        return got
+
+    assert await coll.find_one({"_id": 0}) is None  # connected
+    monkeypatch.setattr(GreenSocket, "recv_within", recv_within)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    pauses[0] = 0
+    assert await coll.find_one({"_id": 1}) == document
+    # The reply's reads: the first (whatever has arrived) and the rest of the reply, a
+    # pause after each but the last.
+    assert sum(reads) > 8 * 1024 * 1024 and len(reads) > 2
+    assert pauses[0] >= len(reads) - 2
 
 
 async def test_raw_batches_and_type_decoders_are_pymongo_s(

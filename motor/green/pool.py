@@ -48,9 +48,12 @@ on; :func:`install` refuses to patch (with a readable error) when one has change
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import errno
 import functools
+import itertools
+import mmap
 import operator
 import os as _os
 import re
@@ -86,7 +89,13 @@ from pymongo.network_layer import NetworkingInterface
 from pymongo.socket_checker import _errno_from_exception
 
 from motor.green.hub import Child, _getcurrent, refuse_to_block
-from motor.green.socket import GreenSocket, connect_timeout, create_connection, tls_handshake
+from motor.green.socket import (
+    GreenSocket,
+    _pause_if_spent,
+    connect_timeout,
+    create_connection,
+    tls_handshake,
+)
 from motor.green.sync import GreenCondition, GreenLock, sleep
 
 __all__ = [
@@ -263,6 +272,11 @@ _original_resolve: Any = None
 SLICED_DECODE_BYTES = 1024 * 1024
 SLICE_BYTES = 256 * 1024
 SLICE_DOCUMENTS = 1000
+# A batch of more than this many documents is handed from one container to the next
+# (PyMongo's deque, the list of to_list) this many at a time, the loop running between
+# two: each such pass touches every document (reference counts), a few milliseconds per
+# 100,000 documents that are no longer in the processor's caches.
+MOVE_DOCUMENTS = 20_000
 # Replies of at least this many bytes are received in a buffer reused from one reply
 # to the next (see _receive_buffer); it is let go after this many replies in a row that
 # needed a quarter of it or less.
@@ -403,13 +417,13 @@ def _take(
 
 
 class _ReplyBuffer:
-    """The bytearray a hub's children receive large replies in, reused from one reply
-    to the next (see :func:`_receive_buffer`)."""
+    """The buffer a hub's children receive large replies in, reused from one reply to
+    the next (see :func:`_receive_buffer`)."""
 
     __slots__ = ("buffer", "oversized")
 
     def __init__(self) -> None:
-        self.buffer: bytearray | None = None
+        self.buffer: mmap.mmap | None = None
         # How many replies in a row used a quarter of the buffer or less.
         self.oversized = 0
 
@@ -418,7 +432,7 @@ _reply_buffers: weakref.WeakKeyDictionary[Any, _ReplyBuffer] = weakref.WeakKeyDi
 
 
 def _receive_buffer(hub: Any, size: int) -> memoryview:
-    """A view of the last ``size`` bytes of a bytearray, to receive a reply in.
+    """A view of the last ``size`` bytes of a buffer, to receive a reply in.
 
     Runs on a child.  Each hub keeps the buffer of its last large reply and hands it
     out again once no view of it is alive (the reply it held is decoded and dropped):
@@ -444,22 +458,27 @@ def _receive_buffer(hub: Any, size: int) -> memoryview:
                 return memoryview(buffer)[len(buffer) - size :]
     # None yet, too small, too large for a while, or in use: a new one (which replaces
     # the hub's buffer unless that one is in use).
-    buffer = bytearray(size)
+    buffer = _new_buffer(size)
     if replace:
         holder.buffer = buffer
         holder.oversized = 0
     return memoryview(buffer)
 
 
-def _unused(buffer: bytearray) -> bool:
-    # No view of ``buffer`` is alive: CPython refuses to resize a bytearray while one
-    # is (its last byte is taken off and put back, which neither moves nor copies it).
-    last = buffer[-1]
+def _new_buffer(size: int) -> mmap.mmap:
+    # Anonymous memory, which the kernel maps page by page as the reads that fill it
+    # first touch it (the loop running between two reads), where bytearray(size) would
+    # zero-fill all of it (and take its page faults) in one call.
+    return mmap.mmap(-1, size)
+
+
+def _unused(buffer: mmap.mmap) -> bool:
+    # No view of ``buffer`` is alive: CPython refuses to resize a memory map while one
+    # is (resized to its own size, it neither moves nor changes).
     try:
-        del buffer[-1]
+        buffer.resize(len(buffer))
     except BufferError:
         return False
-    buffer.append(last)
     return True
 
 
@@ -503,6 +522,10 @@ def _receive_into(
         if chunk == 0:
             raise OSError("connection closed")
         received += chunk
+        if received < at_least:
+            # A large reply arriving as fast as it is read: the loop runs between two
+            # reads once this iteration's work budget is spent.
+            _pause_if_spent()
     return received
 
 
@@ -546,7 +569,10 @@ class _SlicedOpMsg(_OpMsg):
 def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
     # Runs on a child: the reply's fields are decoded one by one, and the documents of
     # its cursor batch a slice at a time, with the loop running between two slices.
-    # The BSON is walked in place: no large value is copied or inflated.
+    # The BSON is walked in place: no large value is copied or inflated.  Decoding starts
+    # on a loop iteration of its own when reading the reply spent this one's budget.
+    if not hub._window_open():
+        hub.pause()
     view, base = _buffer_of(payload)
     document = codec_options.document_class()
     for kind, key, start, value, end in _elements(view, base):
@@ -565,16 +591,20 @@ def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
 
 def _buffer_of(payload: Any) -> tuple[memoryview, int]:
     """A writable view of the whole buffer that holds ``payload``, and where in it the
-    payload starts.  A reply's payload is the end of the bytearray the reader received
-    it in (see ``_OpMsg.unpack`` and :func:`_take`); anything else is copied into a
-    bytearray of its own."""
-    obj = getattr(payload, "obj", None)
-    if isinstance(payload, memoryview) and type(obj) is bytearray:
+    payload starts.  A reply's payload is the end of the buffer (a bytearray, or the
+    memory map of :func:`_receive_buffer`) the reader received it in (see
+    ``_OpMsg.unpack`` and :func:`_take`); anything else is copied into a bytearray of
+    its own."""
+    obj: Any = getattr(payload, "obj", None)
+    if isinstance(payload, memoryview) and type(obj) in _WRITABLE_BUFFERS:
         base = len(obj) - len(payload)
         head, tail = payload[:16].tobytes(), payload[-1:].tobytes()
         if base >= 0 and obj[base : base + 16] == head and obj[-1:] == tail:
             return memoryview(obj), base
     return memoryview(bytearray(payload)), 0
+
+
+_WRITABLE_BUFFERS = (bytearray, mmap.mmap)
 
 
 _BSON_DOCUMENT = 0x03
@@ -607,17 +637,25 @@ class _UnknownBSON(Exception):
     decode the way PyMongo would (PyMongo then decodes the whole reply)."""
 
 
+def _nul(data: Any, at: int) -> int:
+    # Where the first NUL byte from ``at`` is (a key's end).
+    found: int = data.find(b"\0", at)
+    if found < 0:
+        raise _UnknownBSON(0)
+    return found
+
+
 def _elements(view: memoryview, start: int) -> Any:
     """(type, key, element start, value start, element end) of each element of the
-    BSON document at ``start`` in ``view`` (a view of a whole bytes or bytearray); an
-    element's bytes are its type, key and value."""
+    BSON document at ``start`` in ``view`` (a view of a whole bytes, bytearray or
+    memory map); an element's bytes are its type, key and value."""
     data: bytes = view.obj  # type: ignore[assignment]
     end = start + _UNPACK_INT32_FROM(data, start)[0] - 1  # the trailing NUL
     position = start + 4
     while position < end:
         element = position
         kind = data[position]
-        key_end = data.index(0, position + 1)
+        key_end = _nul(data, position + 1)
         key = data[position + 1 : key_end].decode()
         value = key_end + 1
         position = _element_end(data, kind, value)
@@ -663,7 +701,7 @@ def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) ->
     # document that looked like an element) costs one decode attempt; that slice is
     # then stepped over element by element, and so is the rest of the batch after a
     # second refusal.
-    data: bytearray = view.obj  # type: ignore[assignment]
+    data: Any = view.obj
     end = start + _UNPACK_INT32_FROM(data, start)[0] - 1  # the array's trailing NUL
     # _decode_in_place needs 10 bytes before the first element and 2 from the end.
     if not 6 <= start < end < len(data) - 1 or data[end] != 0:
@@ -688,12 +726,37 @@ def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) ->
             decoded = _decode_in_place(view, position, last, codec_options)
         values.extend(decoded)
         position = last
-        if position < end:
-            # The next slice: SLICE_BYTES, or SLICE_DOCUMENTS of the batch's elements.
-            average = (position - start - 4) // len(values) + 1
-            target = min(SLICE_BYTES, SLICE_DOCUMENTS * average)
-            hub.pause()
-    return values
+        # The next slice (SLICE_BYTES, or SLICE_DOCUMENTS of the batch's elements), or,
+        # after the last one, PyMongo's work on the batch, on a later loop iteration.
+        average = (position - start - 4) // max(len(values), 1) + 1
+        target = min(SLICE_BYTES, SLICE_DOCUMENTS * average)
+        hub.pause()
+    return values if len(values) <= MOVE_DOCUMENTS else _Batch(values)
+
+
+class _Batch(list):  # type: ignore[type-arg]
+    """The documents of a large cursor batch decoded in slices: a list, which, iterated
+    in a child, hands its documents over :data:`MOVE_DOCUMENTS` at a time, the loop
+    running between two.  PyMongo's cursors iterate it once, into the deque they keep a
+    batch in; iterated anywhere else, it is a plain list."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Any:
+        if len(self) <= MOVE_DOCUMENTS or type(_getcurrent()) is not Child:
+            return list.__iter__(self)
+        return itertools.chain.from_iterable(self._pieces())
+
+    def _pieces(self) -> Any:
+        for start in range(0, len(self), MOVE_DOCUMENTS):
+            current = _getcurrent()
+            if start and type(current) is Child:
+                current.hub.pause()
+            yield self[start : start + MOVE_DOCUMENTS]
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        # Pickled, copied and deep-copied as the plain list it is.
+        return list, (list(list.__iter__(self)),)
 
 
 # A batch element's start, as _guess_element looks for it: type 3 (a document) and a
@@ -701,7 +764,7 @@ def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) ->
 _ELEMENT_START = re.compile(rb"\x03(0|[1-9][0-9]{0,9})\x00")
 
 
-def _guess_element(data: bytearray, at: int, end: int, decoded: int) -> int:
+def _guess_element(data: Any, at: int, end: int, decoded: int) -> int:
     # Where the first element that starts between ``at`` and ``at + SLICE_BYTES`` (and
     # before ``end``, the array's end) seems to start: a document keyed by a number
     # above ``decoded`` (the elements before ``at`` include those decoded already),
@@ -710,26 +773,25 @@ def _guess_element(data: bytearray, at: int, end: int, decoded: int) -> int:
     match = _ELEMENT_START.match
     unpack = _UNPACK_INT32_FROM
     stop = min(end, at + SLICE_BYTES)
-    position = find(3, at, stop)
+    position = find(b"\x03", at, stop)
     while position >= 0:
         key = match(data, position, end)
         if key is not None and int(key.group(1)) > decoded:
             value = key.end()
             size = unpack(data, value)[0] if value + 4 <= end else 0
             if 5 <= size <= end - value and data[value + size - 1] == 0:
-                return position
-        position = find(3, position + 1, stop)
+                return int(position)
+        position = find(b"\x03", position + 1, stop)
     return -1
 
 
-def _step_over(data: bytearray, position: int, end: int, target: int) -> int:
+def _step_over(data: Any, position: int, end: int, target: int) -> int:
     # The end of the elements from ``position`` (at most SLICE_DOCUMENTS of them) that
     # reach ``target`` bytes, or of the array (at ``end``), stepping over each one.
     limit = position + target
     unpack = _UNPACK_INT32_FROM
-    index = data.index
     for _ in range(SLICE_DOCUMENTS):
-        value = index(0, position + 1) + 1
+        value = _nul(data, position + 1) + 1
         if data[position] == 0x03:
             next_position = value + unpack(data, value)[0]
         else:
@@ -744,7 +806,7 @@ def _step_over(data: bytearray, position: int, end: int, target: int) -> int:
 
 def _decode_in_place(view: memoryview, first: int, last: int, codec_options: Any) -> Any:
     """The array elements between ``first`` and ``last`` in ``view`` (a view of a whole
-    bytearray), decoded where they lie, as PyMongo decodes an array.
+    bytearray or memory map), decoded where they lie, as PyMongo decodes an array.
 
     The 10 bytes before ``first`` become the header of a document with one array, keyed
     "", whose elements are these (document length, type 4, the empty key, array
@@ -753,7 +815,7 @@ def _decode_in_place(view: memoryview, first: int, last: int, codec_options: Any
     the next element's type and key, or the array's end and what follows it) are
     restored once the slice is decoded.  The caller makes sure they are in the buffer.
     """
-    data: bytearray = view.obj  # type: ignore[assignment]
+    data: Any = view.obj
     head = first - 10
     saved_head = data[head:first]
     saved_tail = data[last : last + 2]
@@ -831,6 +893,41 @@ _SLEEPING_MODULES = (
     pymongo.synchronous.mongo_client,
     pymongo.synchronous.client_session,
 )
+
+
+def _next_batch_moves_nothing(cls: type) -> bool:
+    # _next_batch(result, 0) of a cursor class, on a stand-in with two documents
+    # buffered and one with none: True, nothing moved; then a fetch, and False.
+    class Buffered:
+        _empty = False
+        _killed = False
+
+        def __init__(self, documents: list[Any]) -> None:
+            self._data: Any = collections.deque(documents)
+            self.fetches = 0
+
+        def _refresh(self) -> int:
+            self.fetches += 1
+            return 0
+
+    next_batch = getattr(cls, "_next_batch", None)
+    if next_batch is None:
+        return False
+    result: list[Any] = []
+    full, empty = Buffered([1, 2]), Buffered([])
+    try:
+        found = next_batch(full, result, 0)
+        missing = next_batch(empty, result, 0)
+    except Exception:
+        return False
+    return (
+        found is True
+        and missing is False
+        and result == []
+        and list(full._data) == [1, 2]
+        and full.fetches == 0
+        and empty.fetches == 1
+    )
 
 
 def check_pymongo_internals() -> list[str]:
@@ -999,6 +1096,15 @@ def check_pymongo_internals() -> list[str]:
             callable(getattr(cls, "_die_no_lock", None)),
             f"{cls.__name__}._die_no_lock is missing",
         )
+        # motor.cursors._to_list: to_list takes its batches with _next_batch, which with
+        # a total of 0 fetches a batch if none is buffered and moves nothing.
+        to_list = getattr(cls, "to_list", None)
+        to_list_code = getattr(getattr(to_list, "__wrapped__", to_list), "__code__", None)
+        need(
+            to_list_code is not None and "_next_batch" in to_list_code.co_names,
+            f"{cls.__name__}.to_list no longer takes its batches with _next_batch",
+        )
+        need(_next_batch_moves_nothing(cls), f"{cls.__name__}._next_batch(result, 0) changed")
     cursor_init = pymongo.cursor_shared._AgnosticCursor.__init__.__code__
     need(
         {"_query_flags", "_sock_mgr"} <= set(cursor_init.co_names),

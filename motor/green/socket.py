@@ -45,6 +45,9 @@ __all__ = [
 ]
 
 _WOULD_BLOCK = (BlockingIOError, InterruptedError)
+# A message of at least this many bytes waits for a later loop iteration before its first
+# send when the current iteration's work budget is spent (by its encoding, usually).
+LARGE_SEND_BYTES = 256 * 1024
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 
@@ -71,6 +74,13 @@ def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
             return bool(poller.poll(ms))
         except InterruptedError:
             continue
+
+
+def _pause_if_spent() -> None:
+    """In a child whose loop iteration has spent its work budget, wait for a later one."""
+    current = _getcurrent()
+    if isinstance(current, Child) and not current.hub._window_open():
+        current.hub.pause()
 
 
 class GreenSocket:
@@ -273,6 +283,10 @@ class GreenSocket:
     def sendall(self, data: Any) -> None:
         sent = 0
         if type(data) is bytes:
+            if len(data) >= LARGE_SEND_BYTES:
+                # Encoding a large message took this iteration's work budget: send it
+                # from a later iteration, not in the same stretch of loop time.
+                _pause_if_spent()
             # Nearly always one send: the message fits in the socket's buffer.
             try:
                 sent = self._sock.send(data)
@@ -293,11 +307,16 @@ class GreenSocket:
         while sent < total:
             try:
                 sent += sock.send(view[sent:])
-                continue
             except (*_WOULD_BLOCK, ssl.SSLWantWriteError):
                 write = True
             except ssl.SSLWantReadError:
                 write = False
+            else:
+                if sent < total:
+                    # A large message the peer reads as fast as it is sent: the loop
+                    # runs between two sends once this iteration's work budget is spent.
+                    _pause_if_spent()
+                continue
             timeout = self._timeout_cell[0]
             current = _getcurrent()
             if not write and isinstance(current, Child):
