@@ -88,6 +88,9 @@ def _to_list(cursor: _AgnosticCursorBase[Any], length: int | None) -> list[Any]:
         _move_documents(delegate._data, result, total, hub)
         return True
 
+    if "_next_batch" in vars(delegate):  # another to_list of this cursor is running
+        result = delegate.to_list(length)
+        return result
     delegate._next_batch = next_batch
     try:
         result = delegate.to_list(length)

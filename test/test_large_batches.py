@@ -228,6 +228,19 @@ async def test_a_large_batch_is_handed_over_in_pieces(
     assert moves == [0, 0]
 
 
+async def test_to_list_twice_at_once_on_one_cursor(fw: Framework, server: Any) -> None:
+    # Misuse, as with PyMongo's cursors in two threads, but neither call fails because of
+    # the other's hand-over, and the cursor keeps PyMongo's own _next_batch afterwards.
+    coll = fw.client(server.uri).motor_test[f"to_list_twice_{fw.name}"]
+    await coll.drop()
+    await coll.insert_many([{"_id": i} for i in range(300)])
+    cursor = coll.find().batch_size(100)
+    first, second = await asyncio.gather(cursor.to_list(None), cursor.to_list(None))
+    assert isinstance(first, list) and isinstance(second, list)
+    assert {d["_id"] for d in first + second} == set(range(300))
+    assert "_next_batch" not in vars(cursor.delegate)
+
+
 def test_a_large_batch_is_a_list_everywhere_else() -> None:
     batch = green_pool._Batch({"i": i} for i in range(green_pool.MOVE_DOCUMENTS + 5))
     plain = [{"i": i} for i in range(green_pool.MOVE_DOCUMENTS + 5)]
