@@ -17,17 +17,19 @@ greenlet is left parked; the terminal summary reports the longest stall seen per
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import gc
 import inspect
 import json
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import pymongo
 import pytest
+from pymongo import monitoring
 
 from motor.green.hub import Child
 
@@ -231,6 +233,47 @@ def parked_children() -> list[Child]:
 def open_fds() -> set[int]:
     """The file descriptors this process has open."""
     return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+async def fds_back_to(
+    fds: set[int], exclude: Callable[[], Iterable[int]] = tuple
+) -> dict[int, str]:
+    """The descriptors beyond ``fds`` (and those ``exclude()`` names, an in-process test
+    server's own sockets, say) still open after at most 5 s, with what each one is:
+    none, normally."""
+
+    def leaked() -> dict[int, str]:
+        found = {}
+        for fd in open_fds() - fds - set(exclude()):
+            try:
+                found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                pass  # closed meanwhile
+        return found
+
+    deadline = time.monotonic() + 5
+    while leaked() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return leaked()
+
+
+class ClosedConnections(monitoring.ConnectionPoolListener):
+    """Counts the connections a client closed, by reason (``reasons["error"]``: those
+    closed because an operation on them failed)."""
+
+    def __init__(self) -> None:
+        self.reasons: collections.Counter[str] = collections.Counter()
+
+    def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
+        self.reasons[event.reason] += 1
+
+    def _ignore(self, event: Any) -> None:
+        pass
+
+    pool_created = pool_ready = pool_cleared = pool_closed = _ignore
+    connection_created = connection_ready = _ignore
+    connection_check_out_started = connection_check_out_failed = _ignore
+    connection_checked_out = connection_checked_in = _ignore
 
 
 def pool_counters(client: Any) -> dict[str, int]:

@@ -57,13 +57,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from pymongo import monitoring
 from pymongo.errors import OperationFailure
 
 import motor.motor_asyncio
 import motor.motor_tornado
 from motor.green.hub import OpFuture
-from test.framework import Framework, open_fds, parked_children, pool_counters
+from test.framework import (
+    ClosedConnections,
+    Framework,
+    fds_back_to,
+    open_fds,
+    parked_children,
+    pool_counters,
+)
 from test.scripted import MAX_BUSY
 
 SEED = int(os.environ.get("MOTOR_STORM_SEED", "20260613"))
@@ -396,25 +402,6 @@ def ferretdb_cursor_loss(error: BaseException) -> bool:
     )
 
 
-class ClosedConnections(monitoring.ConnectionPoolListener):
-    """Counts the connections a client closed because an operation on them failed."""
-
-    def __init__(self) -> None:
-        self.errors = 0
-
-    def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
-        if event.reason == "error":
-            self.errors += 1
-
-    def _ignore(self, event: Any) -> None:
-        pass
-
-    pool_created = pool_ready = pool_cleared = pool_closed = _ignore
-    connection_created = connection_ready = _ignore
-    connection_check_out_started = connection_check_out_failed = _ignore
-    connection_checked_out = connection_checked_in = _ignore
-
-
 async def start_measuring(fw: Framework) -> None:
     """Start measuring stalls on a collected heap, with the cyclic garbage collector off
     until :func:`stop_measuring` (as the fault suite does, see test/test_faults.py).
@@ -470,24 +457,6 @@ async def settled(client: Any) -> dict[str, int]:
         await asyncio.sleep(0.02)
 
 
-async def fds_back_to(fds: set[int]) -> dict[int, str]:
-    """The descriptors beyond ``fds`` still open after at most 5 s (none, normally)."""
-
-    def leaked() -> dict[int, str]:
-        found = {}
-        for fd in open_fds() - fds:
-            try:
-                found[fd] = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                pass  # closed meanwhile
-        return found
-
-    deadline = time.monotonic() + 5
-    while leaked() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    return leaked()
-
-
 @pytest.mark.parametrize("max_pool_size", [100, 5], ids=["maxPoolSize=100", "maxPoolSize=5"])
 async def test_cancellation_storm(fw: Framework, server: Any, max_pool_size: int) -> None:
     seed = SEED + max_pool_size + (0 if fw.name == "asyncio" else 1)
@@ -500,7 +469,7 @@ async def test_cancellation_storm(fw: Framework, server: Any, max_pool_size: int
 
     await start_measuring(fw)
     result = await storm(fw, client, ops, seed, ferretdb=server.is_ferretdb)
-    result.connections_closed = closed.errors
+    result.connections_closed = closed.reasons["error"]
     storm_gc = collect(fw)
     # Measure what follows on its own: the test's bookkeeping of 3,000 tasks is not the
     # driver's.
@@ -610,7 +579,7 @@ async def test_burst_of_cancellations_of_parked_reads(fw: Framework, mockup: Any
     assert counters == {"requests": 0, "active_sockets": 0, "pending": 0, "operation_count": 0}
     assert parked_children() == []
     assert client._binding._active == 0 and not client._binding._waiting
-    assert closed.errors == BURST, closed.errors
+    assert closed.reasons["error"] == BURST, closed.reasons["error"]
     assert len(finds) == BURST, len(finds)  # nothing cancelled was sent again
 
     answering.set()

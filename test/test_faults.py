@@ -52,7 +52,13 @@ from pymongo.errors import (
 
 from test import server as test_server
 from test.faultproxy import FaultProxy
-from test.framework import Framework, open_fds, parked_children, pool_counters
+from test.framework import (
+    ClosedConnections,
+    Framework,
+    open_fds,
+    parked_children,
+    pool_counters,
+)
 
 MAX_STALL = 0.010
 IDLE = {"requests": 0, "active_sockets": 0, "pending": 0, "operation_count": 0}
@@ -195,24 +201,6 @@ def report(fw: Framework, busy: float, scenario: str, **fields: Any) -> None:
     line.update(fields)
     with open(path, "a") as out:
         out.write(json.dumps(line, default=str) + "\n")
-
-
-class Closed(monitoring.ConnectionPoolListener):
-    """Counts connection closes by reason."""
-
-    def __init__(self) -> None:
-        self.reasons: collections.Counter[str] = collections.Counter()
-
-    def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
-        self.reasons[event.reason] += 1
-
-    def _ignore(self, event: Any) -> None:
-        pass
-
-    pool_created = pool_ready = pool_cleared = pool_closed = _ignore
-    connection_created = connection_ready = _ignore
-    connection_check_out_started = connection_check_out_failed = _ignore
-    connection_checked_out = connection_checked_in = _ignore
 
 
 class Commands(monitoring.CommandListener):
@@ -727,7 +715,7 @@ async def test_connection_cut_half_way_through_a_large_reply(
     full = [{"_id": i, "s": chr(ord("a") + i) * BIG} for i in range(4)]
 
     async def motor_run(retry: bool) -> tuple[str, int, list[tuple[str, str]], int, float]:
-        closed, commands = Closed(), Commands()
+        closed, commands = ClosedConnections(), Commands()
         client = fw.client(proxy.uri, retryReads=retry, event_listeners=[closed, commands])
         coll = client.motor_test[big_docs]
         await client.admin.command("ping")
@@ -757,7 +745,7 @@ async def test_connection_cut_half_way_through_a_large_reply(
     busy = max(busy_no_retry, busy_with_retry)
 
     def sync_run(retry: bool) -> list[Any]:
-        closed, commands = Closed(), Commands()
+        closed, commands = ClosedConnections(), Commands()
         with pymongo.MongoClient(
             proxy.uri, retryReads=retry, event_listeners=[closed, commands]
         ) as c:

@@ -10,7 +10,6 @@ closed, that the process has no more file descriptors than before.
 from __future__ import annotations
 
 import asyncio
-import os
 import socket
 import subprocess
 import sys
@@ -21,28 +20,16 @@ from typing import Any
 import pymongo
 import pytest
 from mockupdb import OpMsg
-from pymongo import monitoring
 
-from test.framework import Framework, open_fds, parked_children, pool_counters
+from test.framework import (
+    ClosedConnections,
+    Framework,
+    fds_back_to,
+    open_fds,
+    parked_children,
+    pool_counters,
+)
 from test.wire import WireServer
-
-
-class ClosedConnections(monitoring.ConnectionPoolListener):
-    """Records why connections were closed."""
-
-    def __init__(self) -> None:
-        self.reasons: list[str] = []
-
-    def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
-        self.reasons.append(event.reason)
-
-    def _ignore(self, event: Any) -> None:
-        pass
-
-    pool_created = pool_ready = pool_cleared = pool_closed = _ignore
-    connection_created = connection_ready = _ignore
-    connection_check_out_started = connection_check_out_failed = _ignore
-    connection_checked_out = connection_checked_in = _ignore
 
 
 async def cancel_after(fw: Framework, awaitable: Any, delay: float) -> None:
@@ -64,21 +51,11 @@ async def assert_clean(client: Any, fds_before: set[int], server: Any = None) ->
     assert counters["pending"] == 0, counters
     await client.close()
 
-    def leaked() -> dict[int, str]:
-        # The in-process test server's own sockets are not the client's.
-        server_fds = {c.fileno() for c in getattr(server, "_conns", ())}
-        found = {}
-        for fd in open_fds() - fds_before - server_fds:
-            try:
-                found[fd] = os.readlink(f"/proc/self/fd/{fd}")
-            except OSError:
-                pass  # closed meanwhile
-        return found
-
-    deadline = time.monotonic() + 5
-    while leaked() and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
-    assert not leaked(), leaked()
+    # The in-process test server's own sockets are not the client's.
+    leaked = await fds_back_to(
+        fds_before, lambda: {c.fileno() for c in getattr(server, "_conns", ())}
+    )
+    assert not leaked, leaked
 
 
 def slow_find(mockup: Any, delay: float) -> Any:
