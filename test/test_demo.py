@@ -635,7 +635,11 @@ def test_browser_plays_and_seeks(tmp_path: Path) -> None:
         if (m := re.match(rf"http: 206 GET /fs/{re.escape(name)} \[Range: bytes=(\d+)-\]", line))
     ]
     assert 0 in ranges, demo.output
-    assert any(start > 0 for start in ranges), f"no Range request for the jump:\n{demo.output}"
+    # The jump asks for the rest of the file, unless the first response had already
+    # brought all of it (the browser's choice: a 3.5 MB file often arrives within the
+    # second played before the jump).
+    if not tour.get("bufferedAtJump"):
+        assert any(start > 0 for start in ranges), f"no Range request for the jump:\n{demo.output}"
     assert not [line for line in log if "Traceback" in line or "ERROR" in line], demo.output
 
     # The browser got them as 206 with the right Content-Range, from the server.

@@ -1,8 +1,9 @@
 // The file page's player: shows what the <audio> or <video> element is doing, and with
 // ?tour in the address takes a short tour by itself: play for a second, then jump to
-// four fifths of the way through. The browser does not have that part of the file yet,
-// so it asks the server for it with an HTTP Range request, which GridFSHandler answers
-// with "206 Partial Content". The result lands in <body data-tour="..."> for scripts.
+// four fifths of the way through. Unless the browser already has that part of the file
+// (bufferedAtJump), it asks the server for it with an HTTP Range request, which
+// GridFSHandler answers with "206 Partial Content". The result lands in
+// <body data-tour="..."> for scripts.
 (function () {
   "use strict";
   const media = document.querySelector("audio, video");
@@ -34,6 +35,11 @@
   media.addEventListener("timeupdate", () => {
     if (target === null && media.currentTime >= 1) {
       target = media.duration * 0.8;
+      const { buffered } = media;
+      tour.bufferedAtJump = false;
+      for (let i = 0; i < buffered.length; i++) {
+        if (buffered.start(i) <= target && target < buffered.end(i)) tour.bufferedAtJump = true;
+      }
       step("jumping to " + seconds(target));
       media.currentTime = target;
     } else if (target !== null && media.currentTime >= target + 0.5 && !media.paused) {
