@@ -36,6 +36,7 @@ from pymongo.synchronous.database import Database
 
 from motor._version import __version__
 from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
+from motor.green import bulk as _green_bulk
 from motor.green.hub import Hub, OpFuture, get_hub
 from motor.green.pool import TIMEOUT, client_hooks
 from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, mirror
@@ -741,7 +742,7 @@ class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
     write_concern = ReadOnly()
 
     insert_one = Async()
-    insert_many = Async(bulk="documents")
+    insert_many = Async(bulk="documents", call=_green_bulk.insert_many)
     find_one = Async()
     find_one_and_delete = Async()
     find_one_and_replace = Async()

@@ -235,6 +235,9 @@ class Async(ManifestEntry):
     sends anything, which would hold the event loop for as long; in a thread, the
     interpreter's switch interval lets the loop run meanwhile.  Such a call is not
     interrupted by cancellation (the thread finishes it).
+
+    ``call``, a function taking the PyMongo object first, runs instead of PyMongo's
+    method of the same name (which it must mirror: same parameters, results, errors).
     """
 
     returns = "future"
@@ -246,22 +249,28 @@ class Async(ManifestEntry):
         attr: str = "",
         unqueued: bool = False,
         bulk: str = "",
+        call: Callable[..., Any] | None = None,
     ) -> None:
         super().__init__(wrap, doc, attr)
         self.unqueued = unqueued
         self.bulk = bulk
+        self.call = call
 
     def build(self, owner: type, name: str) -> Any:
         wrap = self.wrap
         attr = self.attr or name
         bulk = self.bulk
+        call = self.call
 
         if bulk:
 
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
                 args, kwargs = unwrap_args(args, kwargs)
                 items = args[0] if args else kwargs.get(bulk)
-                fn = getattr(self.delegate, attr)
+                if call is None:
+                    fn = getattr(self.delegate, attr)
+                else:
+                    fn = functools.partial(call, self.delegate)
                 if not isinstance(items, Sized) or len(items) > BULK_IN_THREAD:
                     return self._binding.call(_in_a_thread, (fn, args, kwargs), {})
                 return self._binding.call(fn, args, kwargs)

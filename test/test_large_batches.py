@@ -1,10 +1,10 @@
 """Big reads and writes leave the loop running.
 
 A cursor batch of more than ``SLICED_DECODE_BYTES`` is decoded in slices, the child
-pausing between two; a green connection sends at most ``GREEN_WRITE_BATCH`` documents
-per write command; ``insert_many`` and ``bulk_write`` of more than ``BULK_IN_THREAD``
-items run in a worker thread.  The tests check each of these by what the driver does
-(slices, pauses, commands, threads) and that the results are PyMongo's.
+pausing between two; ``insert_many`` and ``bulk_write`` of more than ``BULK_IN_THREAD``
+items run in a worker thread (``test_green_bulk.py`` checks how their commands are
+sized).  The tests check each of these by what the driver does (slices, pauses,
+commands, threads) and that the results are PyMongo's.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pymongo import InsertOne, monitoring
 from pymongo.errors import BulkWriteError
 
 from motor import cursors, metaprogramming
+from motor.green import bulk as green_bulk
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
 from motor.green.hub import Hub
@@ -346,23 +347,19 @@ class _Commands(monitoring.CommandListener):
         return [entry for entry in self.events if entry[0] == name]
 
 
-async def test_write_commands_carry_at_most_green_write_batch_documents(
+async def test_green_connections_keep_the_server_s_write_batch_limit(
     fw: Framework, server: Any
 ) -> None:
-    commands = _Commands()
-    client = fw.client(server.uri, event_listeners=[commands])
-    coll = client.motor_test[f"write_batches_{fw.name}"]
-    await coll.drop()
-
-    result = await coll.insert_many([{"i": i} for i in range(2500)])
-    assert len(result.inserted_ids) == 2500
-    assert [n for _, n, _ in commands.of("insert")] == [1000, 1000, 500]
-
-    commands.events.clear()
-    bulk = await coll.bulk_write([InsertOne({"i": i}) for i in range(1200)])
-    assert bulk.inserted_count == 1200
-    assert [n for _, n, _ in commands.of("insert")] == [1000, 200]
-    assert await coll.count_documents({}) == 3700
+    client = fw.client(server.uri)
+    await client.admin.command("ping")
+    hello = await client.admin.command("hello")
+    pool = next(iter(client.delegate._topology._servers.values())).pool
+    conn = pool.conns[0]
+    # PyMongo's batched writers other than the bulk writer (motor.green.bulk) send at
+    # most GREEN_WRITE_BATCH documents per command; the bulk writer sizes its own.
+    limit = hello["maxWriteBatchSize"]
+    assert conn.max_write_batch_size == min(green_bulk.GREEN_WRITE_BATCH, limit)
+    assert getattr(conn, green_bulk.SERVER_WRITE_BATCH) == hello["maxWriteBatchSize"]
 
 
 async def test_large_bulk_writes_run_in_a_worker_thread(fw: Framework, server: Any) -> None:

@@ -34,9 +34,13 @@ What it changes, and nothing else:
   :class:`_SlicedOpMsg`, an ``_OpMsg`` whose ``unpack_response`` decodes a cursor's
   batch in slices, which lets the loop run between two slices (:meth:`Hub.pause
   <motor.green.hub.Hub.pause>`); PyMongo decodes the whole reply in one C call, which
-  cannot be interrupted.  Smaller replies are PyMongo's own ``_OpMsg``.  Green
-  connections also send at most :data:`GREEN_WRITE_BATCH` documents per write command
-  (PyMongo's limit is the server's, 100,000), so that encoding one message stays short.
+  cannot be interrupted.  Smaller replies are PyMongo's own ``_OpMsg``.
+* ``pymongo.synchronous.collection._Bulk``, the bulk writer of ``insert_many`` and
+  ``bulk_write``, is :class:`motor.green.bulk.GreenBulk`, which on green connections sizes
+  each write command by what encoding the previous one cost (PyMongo's limit is the
+  server's, 100,000 documents), so that encoding one message stays short.  Green
+  connections' other batched writes carry at most
+  :data:`~motor.green.bulk.GREEN_WRITE_BATCH` documents per command.
 
 It also exports ``pymongo._csot.TIMEOUT`` (read, not changed) as :data:`TIMEOUT`: Motor
 reads it on every call to keep operations under :func:`pymongo.timeout` out of its
@@ -88,6 +92,8 @@ from pymongo.message import _UNICODE_REPLACE_CODEC_OPTIONS, _UNPACK_REPLY, _OpMs
 from pymongo.network_layer import NetworkingInterface
 from pymongo.socket_checker import _errno_from_exception
 
+from motor.green import bulk as _bulk
+from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
 from motor.green.hub import Child, _getcurrent, refuse_to_block
 from motor.green.socket import (
     GreenSocket,
@@ -156,8 +162,10 @@ class GreenPool(pymongo.synchronous.pool.Pool):
             conn = super().connect(handler)
         finally:
             _green_connect.reset(token)
-        if conn.max_write_batch_size > GREEN_WRITE_BATCH:
-            conn.max_write_batch_size = GREEN_WRITE_BATCH
+        # PyMongo's bulk writer sizes its commands itself on green connections (see
+        # motor.green.bulk); its other batched writers send GREEN_WRITE_BATCH at most.
+        setattr(conn, SERVER_WRITE_BATCH, conn.max_write_batch_size)
+        conn.max_write_batch_size = min(conn.max_write_batch_size, GREEN_WRITE_BATCH)
         sock = conn.conn.conn
         if type(sock) is GreenSocket:
             # A cancellation context that also wakes the socket's parked read, so
@@ -282,8 +290,6 @@ MOVE_DOCUMENTS = 20_000
 # needed a quarter of it or less.
 REUSED_BUFFER_BYTES = 64 * 1024
 REUSED_BUFFER_SHRINK = 32
-# The most documents a green connection puts in one write command.
-GREEN_WRITE_BATCH = 1000
 
 # Client-side encryption's I/O callbacks that open sockets of their own (KMS servers,
 # mongocryptd's plain client) and sleep between KMS retries.
@@ -1071,6 +1077,7 @@ def check_pymongo_internals() -> list[str]:
         and "max_write_batch_size" in batch_size_property.fget.__code__.co_names,
         "Connection.max_write_batch_size no longer limits a bulk write's batches",
     )
+    problems.extend(_bulk.check_pymongo_internals())
     need(
         callable(getattr(_srv_resolver, "_resolve", None)),
         "pymongo.synchronous.srv_resolver._resolve is missing",
@@ -1160,6 +1167,7 @@ def install() -> None:
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
+    _bulk.install()
     current = _pymongo_pool.receive_message
     if current is not _green_receive_message:
         _original_receive_message = current

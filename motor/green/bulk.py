@@ -1,0 +1,243 @@
+"""Bulk writes on green connections: batches sized by encoding time, no per-document pairs.
+
+PyMongo's bulk writer (``pymongo.synchronous.bulk._Bulk``) encodes as many documents per
+write command as the server's ``maxWriteBatchSize`` (100,000) and ``maxMessageSize``
+(48 MB) allow, in one call into its C extension that holds the interpreter lock: 100,000
+small documents are one 40-50 ms call, during which neither the event loop nor any other
+thread runs.  A fixed count per command does not help either: 1,000 documents per command
+cost every 100,000 documents 99 round trips and about 60 ms of client CPU more, and
+1,000 documents of 16 KB are still one 16 MB encoding.
+
+:class:`GreenBulk`, the bulk writer of every green connection, sizes each command by what
+encoding the previous one cost: the first command of a write carries at most
+:data:`~motor.green.pool.GREEN_WRITE_BATCH` documents, and each next one as many as
+its thread can encode in :data:`ENCODE_SECONDS_IN_THREAD` (a worker thread, where the loop
+waits for the interpreter lock) or :data:`ENCODE_SECONDS_ON_LOOP` (a child greenlet on the
+loop's thread), within the server's limits.  The measure is the calling thread's CPU time
+(:func:`time.thread_time`), not the wall clock, so waiting for the interpreter lock does not
+count.  The number of commands a write takes therefore depends on the documents and the
+machine; what is sent, the results and the errors are PyMongo's.
+
+:func:`insert_many` is PyMongo's ``Collection.insert_many`` (the same checks, ``_id``
+assignment and result) without the ``(op_type, document)`` pair PyMongo keeps per document
+for the whole write: 100,000 such pairs are container objects that survive young-generation
+collections and set off a full collection of the process's heap (25-30 ms in the
+benchmarks) in the middle of the write.  Here the pairs are made as the writer walks the
+documents, and freed at once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import pymongo.synchronous.bulk
+import pymongo.synchronous.collection
+from bson.objectid import ObjectId
+from bson.raw_bson import RawBSONDocument
+from pymongo import _csot, common, message
+from pymongo.operations import _Op
+from pymongo.results import InsertManyResult
+
+from motor.green.hub import in_child
+
+__all__ = [
+    "ENCODE_SECONDS_IN_THREAD",
+    "ENCODE_SECONDS_ON_LOOP",
+    "GREEN_WRITE_BATCH",
+    "GROWTH",
+    "HAND_OVER_DOCUMENTS",
+    "GreenBulk",
+    "check_pymongo_internals",
+    "insert_many",
+    "next_batch_size",
+]
+
+#: The most documents the first write command of a bulk write carries.
+GREEN_WRITE_BATCH = 1000
+#: Encoding time a write command aims at, in a worker thread (seconds of thread CPU).  The
+#: loop waits for the interpreter lock for the switch interval (5 ms) plus what is left of
+#: a C call that holds it when the interval ends, so this stays below the interval.
+ENCODE_SECONDS_IN_THREAD = 0.002
+#: Encoding time a write command aims at in a child greenlet, on the loop's thread: the
+#: hub's work budget per loop iteration (:data:`motor.green.hub.WORK_BUDGET`).
+ENCODE_SECONDS_ON_LOOP = 0.00035
+#: In a worker thread, :func:`insert_many` offers the interpreter lock to the loop
+#: (``time.sleep(0)``) every this many documents as it prepares them and as PyMongo's
+#: writer walks them: the loop, waiting for the lock, then waits for these steps instead of
+#: the switch interval (5 ms).
+HAND_OVER_DOCUMENTS = 1000
+#: A command carries at most this many times the documents of the one before it, so that
+#: one quick measurement cannot make the next encoding long.
+GROWTH = 8
+
+# The attribute a green connection keeps the server's maxWriteBatchSize in (its own
+# max_write_batch_size is GREEN_WRITE_BATCH, for PyMongo's other batched writers).
+SERVER_WRITE_BATCH = "_motor_server_write_batch"
+
+_thread_time = time.thread_time
+_sleep = time.sleep
+_collection_module: Any = pymongo.synchronous.collection
+_INSERT = message._INSERT
+
+
+def next_batch_size(sent: int, spent: float, target: float, limit: int) -> int:
+    """How many documents the next write command carries.
+
+    ``sent`` documents took ``spent`` seconds to encode; the next command aims at
+    ``target`` seconds, carrying between one and ``limit`` documents (the server's), at
+    most :data:`GROWTH` times ``sent``.
+    """
+    most = min(limit, max(1, sent) * GROWTH)
+    if spent <= 0:
+        return most
+    return max(1, min(most, int(sent * target / spent)))
+
+
+class GreenBulk(pymongo.synchronous.bulk._Bulk):
+    """PyMongo's bulk writer, whose commands on green connections are sized as they go.
+
+    On other connections (plain PyMongo clients in the same process) and for client-side
+    encryption (which encodes through libmongocrypt) it is PyMongo's ``_Bulk``.
+    """
+
+    _green_next = GREEN_WRITE_BATCH
+
+    def _green_encode(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
+        conn = bwc.conn
+        count = self._green_next
+        target = ENCODE_SECONDS_ON_LOOP if in_child() else ENCODE_SECONDS_IN_THREAD
+        own = conn.max_write_batch_size
+        # The connection's own limit (GREEN_WRITE_BATCH) stays for PyMongo's other batched
+        # writers; this connection is this write's alone while the command is encoded.
+        conn.max_write_batch_size = limit
+        started = _thread_time()
+        try:
+            encoded = bwc.batch_command(cmd, itertools.islice(ops, count))
+        finally:
+            conn.max_write_batch_size = own
+        self._green_next = next_batch_size(len(encoded[2]), _thread_time() - started, target, limit)
+        return encoded
+
+    def _execute_batch_unack(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:
+        limit = getattr(bwc.conn, SERVER_WRITE_BATCH, None)
+        if limit is None or self.is_encrypted:
+            return super()._execute_batch_unack(bwc, cmd, ops, client)
+        request_id, msg, to_send = self._green_encode(bwc, cmd, ops, limit)
+        # As PyMongo: size checks were made as the documents were encoded.
+        self.unack_write(bwc, cmd, request_id, msg, 0, to_send, client)
+        return to_send
+
+    def _execute_batch(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:
+        limit = getattr(bwc.conn, SERVER_WRITE_BATCH, None)
+        if limit is None or self.is_encrypted:
+            return super()._execute_batch(bwc, cmd, ops, client)
+        request_id, msg, to_send = self._green_encode(bwc, cmd, ops, limit)
+        return self.write_command(bwc, cmd, request_id, msg, to_send, client), to_send
+
+
+class _Inserts:
+    """The ``(op_type, document)`` pairs of an ``insert_many``, made as they are walked."""
+
+    __slots__ = ("_documents",)
+
+    def __init__(self, documents: list[Any]) -> None:
+        self._documents = documents
+
+    def __len__(self) -> int:
+        return len(self._documents)
+
+    def __iter__(self) -> Iterator[tuple[int, Any]]:
+        documents = self._documents
+        if len(documents) <= HAND_OVER_DOCUMENTS or in_child():
+            return zip(itertools.repeat(_INSERT), documents)
+        return _handing_over(documents)
+
+
+def _handing_over(documents: list[Any]) -> Iterator[tuple[int, Any]]:
+    # In a worker thread: the pairs, HAND_OVER_DOCUMENTS at a time, the interpreter lock
+    # offered to the loop between two.
+    step = HAND_OVER_DOCUMENTS
+    for start in range(0, len(documents), step):
+        if start:
+            _sleep(0)
+        yield from zip(itertools.repeat(_INSERT), documents[start : start + step])
+
+
+@_csot.apply
+def insert_many(
+    self: Any,
+    documents: Iterable[Any],
+    ordered: bool = True,
+    bypass_document_validation: bool | None = None,
+    session: Any = None,
+    comment: Any = None,
+) -> InsertManyResult:
+    """PyMongo's ``Collection.insert_many(documents, ...)`` on ``self``, a ``Collection``.
+
+    Every document is checked and given its ``_id`` before anything is sent, as PyMongo
+    does; the write keeps the documents in one list, and no object per document.
+    """
+    if not isinstance(documents, Iterable) or isinstance(documents, Mapping) or not documents:
+        raise TypeError("documents must be a non-empty list")
+    inserted_ids: list[Any] = []
+    kept: list[Any] = []
+    validate = common.validate_is_document_type
+    hand_over = not in_child()
+    remaining = iter(documents)
+    while chunk := list(itertools.islice(remaining, HAND_OVER_DOCUMENTS)):
+        for document in chunk:
+            validate("document", document)
+            if not isinstance(document, RawBSONDocument):
+                if "_id" not in document:
+                    document["_id"] = ObjectId()
+                inserted_ids.append(document["_id"])
+        kept.extend(chunk)
+        if hand_over:
+            _sleep(0)
+    write_concern = self._write_concern_for(session)
+    blk = GreenBulk(self, ordered, bypass_document_validation, comment=comment)
+    blk.ops = _Inserts(kept)  # type: ignore[assignment]
+    blk.execute(write_concern, session, _Op.INSERT)
+    return InsertManyResult(inserted_ids, write_concern.acknowledged)
+
+
+def check_pymongo_internals() -> list[str]:
+    """What changed in PyMongo's bulk writer that this module relies on (empty: nothing)."""
+    problems: list[str] = []
+    bulk_cls = pymongo.synchronous.bulk._Bulk
+    execute_command = bulk_cls._execute_command.__code__
+    if not {"_execute_batch", "_execute_batch_unack", "islice"} <= set(execute_command.co_names):
+        problems.append("_Bulk._execute_command no longer encodes through _execute_batch")
+    for name in ("_execute_batch", "_execute_batch_unack"):
+        code = getattr(getattr(bulk_cls, name, None), "__code__", None)
+        if code is None or code.co_varnames[:5] != ("self", "bwc", "cmd", "ops", "client"):
+            problems.append(f"_Bulk.{name}(bwc, cmd, ops, client) changed")
+        elif not {"batch_command", "is_encrypted"} <= set(code.co_names):
+            problems.append(f"_Bulk.{name} no longer encodes with bwc.batch_command")
+    if not {"unack_write", "write_command"} <= set(vars(bulk_cls)):
+        problems.append("_Bulk.write_command or _Bulk.unack_write is missing")
+    # insert_many: PyMongo's, step for step, with the bulk writer it makes per call.
+    original = getattr(_collection_module.Collection.insert_many, "__wrapped__", None)
+    code = getattr(original, "__code__", None)
+    if code is None or code.co_varnames[:6] != (
+        "self",
+        "documents",
+        "ordered",
+        "bypass_document_validation",
+        "session",
+        "comment",
+    ):
+        problems.append("Collection.insert_many's parameters changed")
+    elif not {"_Bulk", "ops", "execute", "_write_concern_for"} <= set(code.co_names):
+        problems.append("Collection.insert_many no longer runs a _Bulk of its ops")
+    if "ops" not in bulk_cls.execute.__code__.co_names:
+        problems.append("_Bulk.execute no longer checks its ops")
+    return problems
+
+
+def install() -> None:
+    """Make :class:`GreenBulk` the bulk writer of PyMongo's ``Collection`` (idempotent)."""
+    _collection_module._Bulk = GreenBulk

@@ -1,0 +1,334 @@
+"""Bulk writes on green connections (``motor.green.bulk``).
+
+Write commands are sized by what encoding the previous one cost: the tests replace the
+thread-CPU clock with one whose steps they choose, and check the documents per command.
+``insert_many`` is PyMongo's without a pair object per document: the tests compare its
+results and errors with PyMongo's, and look at what refers to a document mid-write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+from typing import Any
+
+import bson
+import pymongo
+import pytest
+from bson import ObjectId
+from bson.raw_bson import RawBSONDocument
+from pymongo import InsertOne, monitoring
+from pymongo.errors import BulkWriteError, DocumentTooLarge
+from pymongo.write_concern import WriteConcern
+
+from motor import metaprogramming
+from motor.green import bulk as green_bulk
+from motor.green import pool as green_pool
+from motor.green.bulk import GreenBulk, next_batch_size
+from test.framework import Framework
+
+
+class _Clock:
+    """A stand-in for ``time.thread_time`` that advances ``step`` per reading."""
+
+    def __init__(self, step: float) -> None:
+        self.now = 0.0
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class _Inserts(monitoring.CommandListener):
+    """The documents of every ``insert`` command started."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "insert":
+            self.sizes.append(len(event.command["documents"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def test_next_batch_size_aims_at_the_target() -> None:
+    assert next_batch_size(1000, 0.002, 0.002, 100_000) == 1000
+    assert next_batch_size(1000, 0.004, 0.002, 100_000) == 500
+    assert next_batch_size(1000, 0.001, 0.002, 100_000) == 2000
+    # At most GROWTH times the last command, within the server's limit, never zero.
+    assert next_batch_size(1000, 0.00001, 0.002, 100_000) == 1000 * green_bulk.GROWTH
+    assert next_batch_size(1000, 0.0, 0.002, 100_000) == 1000 * green_bulk.GROWTH
+    assert next_batch_size(50_000, 0.0001, 0.002, 100_000) == 100_000
+    assert next_batch_size(10, 1.0, 0.002, 100_000) == 1
+    assert next_batch_size(0, 0.0, 0.002, 100_000) == green_bulk.GROWTH
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [
+        (1.0, [1000] * 12),  # each command took the target: the first command's size
+        (0.25, [1000, 4000, 7000]),  # a quarter of it: four times more
+        (0.0, [1000, 8000, 3000]),  # nothing measured: GROWTH times more
+        (2.0, [1000, 500, 500, 500]),  # the first took twice the target, the others it
+    ],
+    ids=["on-target", "quicker", "unmeasured", "slower"],
+)
+async def test_commands_are_sized_by_encoding_time(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, step: float, expected: list[int]
+) -> None:
+    if step == 2.0:
+        clock: Any = _Steps([2.0, 1.0])
+    else:
+        clock = _Clock(step)
+    monkeypatch.setattr(green_bulk, "ENCODE_SECONDS_IN_THREAD", 1.0)
+    monkeypatch.setattr(green_bulk, "_thread_time", clock)
+    inserts = _Inserts()
+    client = fw.client(server.uri, event_listeners=[inserts])
+    coll = client.motor_test[f"bulk_sizes_{fw.name}"]
+    await coll.drop()
+
+    total = sum(expected)
+    assert total > metaprogramming.BULK_IN_THREAD  # a worker thread's write
+    result = await coll.insert_many([{"i": i} for i in range(total)])
+    assert len(result.inserted_ids) == total
+    assert inserts.sizes == expected
+    assert await coll.count_documents({}) == total
+    assert sorted(await coll.distinct("i")) == list(range(total))
+
+
+class _Steps:
+    """A clock whose first command costs ``first`` and every later one ``then``."""
+
+    def __init__(self, costs: list[float]) -> None:
+        self.now = 0.0
+        self.costs = costs
+        self.readings = 0
+
+    def __call__(self) -> float:
+        if self.readings % 2:  # the reading after an encoding
+            self.now += self.costs[min(self.readings // 2, len(self.costs) - 1)]
+        self.readings += 1
+        return self.now
+
+
+async def test_bulk_write_commands_are_sized_too(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(green_bulk, "ENCODE_SECONDS_IN_THREAD", 1.0)
+    monkeypatch.setattr(green_bulk, "_thread_time", _Clock(0.5))
+    inserts = _Inserts()
+    client = fw.client(server.uri, event_listeners=[inserts])
+    coll = client.motor_test[f"bulk_write_sizes_{fw.name}"]
+    await coll.drop()
+    result = await coll.bulk_write([InsertOne({"i": i}) for i in range(3200)])
+    assert result.inserted_count == 3200
+    assert inserts.sizes == [1000, 2000, 200]
+
+
+async def test_a_small_insert_many_is_one_command_on_the_loop(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    commands: list[int] = []
+
+    class Threads(_Inserts):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "insert":
+                commands.append(threading.get_ident())
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(green_bulk, "_sleep", sleeps.append)
+    client = fw.client(server.uri, event_listeners=[Threads()])
+    coll = client.motor_test[f"bulk_small_{fw.name}"]
+    await coll.drop()
+    limit = metaprogramming.BULK_IN_THREAD
+    await coll.insert_many([{"i": i} for i in range(limit)])
+    assert commands == [threading.get_ident()]
+    assert sleeps == []  # no lock to hand over on the loop's thread
+
+
+async def test_a_threaded_insert_many_hands_the_lock_over(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sleeps: list[float] = []
+    real_sleep = green_bulk._sleep
+
+    def counted(seconds: float) -> None:
+        sleeps.append(seconds)
+        real_sleep(seconds)
+
+    monkeypatch.setattr(green_bulk, "_sleep", counted)
+    coll = fw.client(server.uri).motor_test[f"bulk_hand_over_{fw.name}"]
+    await coll.drop()
+    step = green_bulk.HAND_OVER_DOCUMENTS
+    await coll.insert_many([{"i": i} for i in range(3 * step)])
+    # Three steps of preparation, then two steps between the three the writer walks.
+    assert sleeps == [0] * 5
+    assert await coll.count_documents({}) == 3 * step
+
+
+def test_the_connection_s_own_limit_comes_back_when_encoding_fails() -> None:
+    class Conn:
+        max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
+
+    seen: list[int] = []
+
+    class Context:
+        conn = Conn()
+
+        def batch_command(self, cmd: Any, ops: Any) -> Any:
+            seen.append(self.conn.max_write_batch_size)
+            raise DocumentTooLarge("too large")
+
+    writer = GreenBulk.__new__(GreenBulk)
+    with pytest.raises(DocumentTooLarge):
+        writer._green_encode(Context(), {}, iter([{}]), 100_000)
+    assert seen == [100_000]
+    assert Context.conn.max_write_batch_size == green_bulk.GREEN_WRITE_BATCH
+
+
+@pytest.mark.parametrize("count", [5, 1500], ids=["on-the-loop", "in-a-thread"])
+async def test_insert_many_keeps_no_object_per_document(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    referrers: list[set[str]] = []
+    write_command = GreenBulk.write_command
+
+    def looking(
+        self: Any, bwc: Any, cmd: Any, request_id: int, msg: Any, docs: Any, client: Any
+    ) -> Any:
+        if not referrers:
+            referrers.append({type(r).__name__ for r in gc.get_referrers(docs[0])})
+        return write_command(self, bwc, cmd, request_id, msg, docs, client)
+
+    monkeypatch.setattr(GreenBulk, "write_command", looking)
+    coll = fw.client(server.uri).motor_test[f"bulk_referrers_{fw.name}"]
+    await coll.drop()
+    await coll.insert_many([{"i": i} for i in range(count)])
+    assert referrers and "tuple" not in referrers[0], referrers
+
+    # PyMongo's own insert_many (same writer) keeps an (op, document) pair per document.
+    referrers.clear()
+    sync = pymongo.MongoClient(server.uri)
+    try:
+        sync.motor_test[f"bulk_referrers_sync_{fw.name}"].insert_many([{"i": 0}])
+    finally:
+        sync.close()
+    assert "tuple" in referrers[0]
+
+
+async def _outcome(call: Any) -> tuple[str, str]:
+    try:
+        result = call()
+        if asyncio.isfuture(result) or asyncio.iscoroutine(result):
+            result = await result
+    except Exception as exc:  # the outcome, raised or returned, is what is compared
+        return type(exc).__name__, str(exc)
+    return type(result).__name__, repr(getattr(result, "acknowledged", None))
+
+
+@pytest.mark.parametrize("count", [3, 1500], ids=["on-the-loop", "in-a-thread"])
+async def test_insert_many_results_and_errors_are_pymongo_s(
+    fw: Framework, server: Any, count: int
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"bulk_errors_{fw.name}"]
+    sync = pymongo.MongoClient(server.uri)
+    sync_coll = sync.motor_test[f"bulk_errors_sync_{fw.name}"]
+    try:
+        cases: list[Any] = [
+            lambda: {"a": 1},
+            lambda: [],
+            lambda: 5,
+            lambda: iter([]),
+            lambda: [{"a": i} for i in range(count)] + [5],
+            lambda: [{"a": i} for i in range(count)],
+            lambda: ({"a": i} for i in range(count)),
+        ]
+        for make in cases:
+            await coll.drop()
+            sync_coll.drop()
+            ours = await _outcome(lambda make=make: coll.insert_many(make()))
+            theirs = await _outcome(
+                lambda make=make: asyncio.to_thread(sync_coll.insert_many, make())
+            )
+            assert ours == theirs
+            # Nothing is sent when a document is refused.
+            assert await coll.count_documents({}) == await asyncio.to_thread(
+                sync_coll.count_documents, {}
+            )
+    finally:
+        sync.close()
+
+
+async def test_insert_many_gives_ids_as_pymongo_does(fw: Framework, server: Any) -> None:
+    coll = fw.client(server.uri).motor_test[f"bulk_ids_{fw.name}"]
+    await coll.drop()
+    documents: list[Any] = [{"i": i} for i in range(1200)]
+    documents[5]["_id"] = "mine"
+    documents[7] = RawBSONDocument(bson.encode({"_id": "raw", "i": 7}))
+    result = await coll.insert_many(documents)
+    # RawBSONDocuments get no entry, as with PyMongo; the others get theirs, in order.
+    assert len(result.inserted_ids) == 1199
+    assert result.inserted_ids[5] == "mine"
+    assert all(type(i) is ObjectId for i in result.inserted_ids[6:])
+    assert [d["_id"] for d in documents if not isinstance(d, RawBSONDocument)] == list(
+        result.inserted_ids
+    )
+    assert await coll.count_documents({}) == 1200
+    assert await coll.count_documents({"_id": "raw"}) == 1
+
+
+@pytest.mark.parametrize("count", [10, 2500], ids=["on-the-loop", "in-a-thread"])
+async def test_insert_many_unordered_and_unacknowledged(
+    fw: Framework, server: Any, count: int
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"bulk_unordered_{fw.name}"]
+    await coll.drop()
+    documents = [{"_id": i} for i in range(count)] + [{"_id": 3}, {"_id": count}]
+    with pytest.raises(BulkWriteError) as raised:
+        await coll.insert_many(documents, ordered=False)
+    assert raised.value.details["nInserted"] == count + 1
+    assert [e["index"] for e in raised.value.details["writeErrors"]] == [count]
+    assert await coll.count_documents({}) == count + 1
+
+    await coll.drop()
+    unacknowledged = coll.with_options(write_concern=WriteConcern(w=0))
+    result = await unacknowledged.insert_many([{"_id": i} for i in range(count)])
+    assert not result.acknowledged
+    for _ in range(500):
+        if await coll.count_documents({}) == count:
+            break
+        await asyncio.sleep(0.01)
+    assert await coll.count_documents({}) == count
+
+
+def test_internals_check_reports_bulk_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert green_bulk.check_pymongo_internals() == []
+    bulk_cls = pymongo.synchronous.bulk._Bulk
+
+    def execute_batch(self: Any, context: Any, cmd: Any, ops: Any, client: Any) -> Any:
+        return None
+
+    monkeypatch.setattr(bulk_cls, "_execute_batch", execute_batch)
+    problems = green_bulk.check_pymongo_internals()
+    assert any("_Bulk._execute_batch(bwc, cmd, ops, client) changed" in p for p in problems)
+
+
+def test_a_plain_pymongo_client_keeps_pymongo_s_batches(server: Any) -> None:
+    green_pool.install()
+    inserts = _Inserts()
+    sync: pymongo.MongoClient[Any] = pymongo.MongoClient(server.uri, event_listeners=[inserts])
+    try:
+        coll = sync.motor_test.bulk_plain
+        coll.drop()
+        coll.insert_many([{"i": i} for i in range(2500)])
+        assert inserts.sizes == [2500]
+        assert coll.count_documents({}) == 2500
+    finally:
+        sync.close()
