@@ -153,8 +153,9 @@ async def test_a_small_insert_many_is_one_command_on_the_loop(
     assert sleeps == []  # no lock to hand over on the loop's thread
 
 
+@pytest.mark.parametrize(("step", "expected"), [(1.0, 5), (0.0, 0)], ids=["due", "not-due"])
 async def test_a_threaded_insert_many_hands_the_lock_over(
-    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, step: float, expected: int
 ) -> None:
     sleeps: list[float] = []
     real_sleep = green_bulk._sleep
@@ -164,13 +165,17 @@ async def test_a_threaded_insert_many_hands_the_lock_over(
         real_sleep(seconds)
 
     monkeypatch.setattr(green_bulk, "_sleep", counted)
+    monkeypatch.setattr(green_bulk, "HAND_OVER_SECONDS", 1.0)
+    monkeypatch.setattr(green_bulk, "_perf_counter", _Clock(step))
     coll = fw.client(server.uri).motor_test[f"bulk_hand_over_{fw.name}"]
     await coll.drop()
-    step = green_bulk.HAND_OVER_DOCUMENTS
-    await coll.insert_many([{"i": i} for i in range(3 * step)])
-    # Three steps of preparation, then two steps between the three the writer walks.
-    assert sleeps == [0] * 5
-    assert await coll.count_documents({}) == 3 * step
+    count = 3 * green_bulk.HAND_OVER_STEP
+    assert count > metaprogramming.BULK_IN_THREAD
+    await coll.insert_many([{"i": i} for i in range(count)])
+    # Due at every look: after each of the three steps of preparation, then between the
+    # three steps the writer walks.
+    assert sleeps == [0] * expected
+    assert await coll.count_documents({}) == count
 
 
 def test_the_connection_s_own_limit_comes_back_when_encoding_fails() -> None:

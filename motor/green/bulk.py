@@ -38,7 +38,6 @@ import pymongo.synchronous.collection
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import _csot, common, message
-from pymongo.operations import _Op
 from pymongo.results import InsertManyResult
 
 from motor.green.hub import in_child
@@ -48,7 +47,8 @@ __all__ = [
     "ENCODE_SECONDS_ON_LOOP",
     "GREEN_WRITE_BATCH",
     "GROWTH",
-    "HAND_OVER_DOCUMENTS",
+    "HAND_OVER_SECONDS",
+    "HAND_OVER_STEP",
     "GreenBulk",
     "check_pymongo_internals",
     "insert_many",
@@ -65,10 +65,12 @@ ENCODE_SECONDS_IN_THREAD = 0.002
 #: hub's work budget per loop iteration (:data:`motor.green.hub.WORK_BUDGET`).
 ENCODE_SECONDS_ON_LOOP = 0.00035
 #: In a worker thread, :func:`insert_many` offers the interpreter lock to the loop
-#: (``time.sleep(0)``) every this many documents as it prepares them and as PyMongo's
-#: writer walks them: the loop, waiting for the lock, then waits for these steps instead of
-#: the switch interval (5 ms).
-HAND_OVER_DOCUMENTS = 1000
+#: (``time.sleep(0)``) once this long (seconds) has passed since it last did, as it
+#: prepares the documents and as PyMongo's writer walks them: the loop, waiting for the
+#: lock, waits about this long instead of the switch interval (5 ms).  It looks at the
+#: clock every :data:`HAND_OVER_STEP` documents.
+HAND_OVER_SECONDS = 0.001
+HAND_OVER_STEP = 500
 #: A command carries at most this many times the documents of the one before it, so that
 #: one quick measurement cannot make the next encoding long.
 GROWTH = 8
@@ -79,7 +81,12 @@ SERVER_WRITE_BATCH = "_motor_server_write_batch"
 
 _thread_time = time.thread_time
 _sleep = time.sleep
+_perf_counter = time.perf_counter
 _collection_module: Any = pymongo.synchronous.collection
+# PyMongo's name of the operation, as its insert_many passes it (pymongo.operations._Op;
+# taken from the collection module: importing pymongo.operations here changes the order
+# in which mypy analyses PyMongo's import cycles, and it then rejects PyMongo's _WriteOp).
+_INSERT_OPERATION = _collection_module._Op.INSERT
 _INSERT = message._INSERT
 
 
@@ -151,18 +158,34 @@ class _Inserts:
 
     def __iter__(self) -> Iterator[tuple[int, Any]]:
         documents = self._documents
-        if len(documents) <= HAND_OVER_DOCUMENTS or in_child():
+        if len(documents) <= HAND_OVER_STEP or in_child():
             return zip(itertools.repeat(_INSERT), documents)
         return _handing_over(documents)
 
 
+class _HandOver:
+    """Offers the interpreter lock to other threads once HAND_OVER_SECONDS have passed."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last = _perf_counter()
+
+    def __call__(self) -> None:
+        now = _perf_counter()
+        if now - self._last >= HAND_OVER_SECONDS:
+            _sleep(0)
+            self._last = _perf_counter()
+
+
 def _handing_over(documents: list[Any]) -> Iterator[tuple[int, Any]]:
-    # In a worker thread: the pairs, HAND_OVER_DOCUMENTS at a time, the interpreter lock
-    # offered to the loop between two.
-    step = HAND_OVER_DOCUMENTS
+    # In a worker thread: the pairs, HAND_OVER_STEP at a time, the interpreter lock offered
+    # to the loop between two when it is due.
+    step = HAND_OVER_STEP
+    hand_over = _HandOver()
     for start in range(0, len(documents), step):
         if start:
-            _sleep(0)
+            hand_over()
         yield from zip(itertools.repeat(_INSERT), documents[start : start + step])
 
 
@@ -185,9 +208,9 @@ def insert_many(
     inserted_ids: list[Any] = []
     kept: list[Any] = []
     validate = common.validate_is_document_type
-    hand_over = not in_child()
+    hand_over = None if in_child() else _HandOver()
     remaining = iter(documents)
-    while chunk := list(itertools.islice(remaining, HAND_OVER_DOCUMENTS)):
+    while chunk := list(itertools.islice(remaining, HAND_OVER_STEP)):
         for document in chunk:
             validate("document", document)
             if not isinstance(document, RawBSONDocument):
@@ -195,12 +218,12 @@ def insert_many(
                     document["_id"] = ObjectId()
                 inserted_ids.append(document["_id"])
         kept.extend(chunk)
-        if hand_over:
-            _sleep(0)
+        if hand_over is not None:
+            hand_over()
     write_concern = self._write_concern_for(session)
     blk = GreenBulk(self, ordered, bypass_document_validation, comment=comment)
     blk.ops = _Inserts(kept)  # type: ignore[assignment]
-    blk.execute(write_concern, session, _Op.INSERT)
+    blk.execute(write_concern, session, _INSERT_OPERATION)
     return InsertManyResult(inserted_ids, write_concern.acknowledged)
 
 
