@@ -236,8 +236,8 @@ class Async(ManifestEntry):
     interpreter's switch interval lets the loop run meanwhile.  Such a call is not
     interrupted by cancellation (the thread finishes it).
 
-    ``call``, a function taking the PyMongo object first, runs instead of PyMongo's
-    method of the same name (which it must mirror: same parameters, results, errors).
+    ``call`` (with ``bulk`` only), a function taking the PyMongo object first, runs
+    instead of PyMongo's method (which it must mirror: same parameters, results, errors).
     """
 
     returns = "future"
@@ -254,6 +254,8 @@ class Async(ManifestEntry):
         super().__init__(wrap, doc, attr)
         self.unqueued = unqueued
         self.bulk = bulk
+        if call is not None and not bulk:
+            raise ValueError("Async(call=...) replaces bulk methods only; give bulk= too")
         self.call = call
 
     def build(self, owner: type, name: str) -> Any:

@@ -3,14 +3,14 @@
 PyMongo's bulk writer (``pymongo.synchronous.bulk._Bulk``) encodes as many documents per
 write command as the server's ``maxWriteBatchSize`` (100,000) and ``maxMessageSize``
 (48 MB) allow, in one call into its C extension that holds the interpreter lock: 100,000
-small documents are one 40-50 ms call, during which neither the event loop nor any other
-thread runs.  A fixed count per command does not help either: 1,000 documents per command
-cost every 100,000 documents 99 round trips and about 60 ms of client CPU more, and
-1,000 documents of 16 KB are still one 16 MB encoding.
+small documents (7.6 MB) are one call of about 30 ms, during which neither the event loop
+nor any other thread runs.  A fixed count per command does not help either: 1,000
+documents per command cost every 100,000 documents 99 round trips and about 60 ms of client
+CPU more, and 1,000 documents of 16 KB are still one 16 MB encoding.
 
 :class:`GreenBulk`, the bulk writer of every green connection, sizes each command by what
 encoding the previous one cost: the first command of a write carries at most
-:data:`~motor.green.pool.GREEN_WRITE_BATCH` documents, and each next one as many as
+:data:`GREEN_WRITE_BATCH` documents, and each next one as many as
 its thread can encode in :data:`ENCODE_SECONDS_IN_THREAD` (a worker thread, where the loop
 waits for the interpreter lock) or :data:`ENCODE_SECONDS_ON_LOOP` (a child greenlet on the
 loop's thread), within the server's limits.  The measure is the calling thread's CPU time
