@@ -385,7 +385,7 @@ async def download_all_ways(
     results["download_to_stream_by_name"] = await in_thread(lambda: sha([destination.getvalue()]))
 
     grid_out = await bucket.open_download_stream_by_name(filename)
-    results["open_download_stream_by_name"] = await digest([await grid_out.read()])
+    results["open_download_stream_by_name"] = await digest([await read_whole(fw, grid_out)])
 
     grid_out = await bucket.open_download_stream(file_id)
     for start, end in read_ranges(length, chunk_size):
