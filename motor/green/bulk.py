@@ -128,20 +128,27 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         self._green_next = next_batch_size(len(encoded[2]), _thread_time() - started, target, limit)
         return encoded
 
-    def _execute_batch_unack(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:
+    def _green_batch(self, bwc: Any, cmd: Any, ops: Any) -> Any:
+        # The next command, encoded and sized here; None where PyMongo's own path applies.
         limit = getattr(bwc.conn, SERVER_WRITE_BATCH, None)
         if limit is None or self.is_encrypted:
+            return None
+        return self._green_encode(bwc, cmd, ops, limit)
+
+    def _execute_batch_unack(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:
+        encoded = self._green_batch(bwc, cmd, ops)
+        if encoded is None:
             return super()._execute_batch_unack(bwc, cmd, ops, client)
-        request_id, msg, to_send = self._green_encode(bwc, cmd, ops, limit)
+        request_id, msg, to_send = encoded
         # As PyMongo: size checks were made as the documents were encoded.
         self.unack_write(bwc, cmd, request_id, msg, 0, to_send, client)
         return to_send
 
     def _execute_batch(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:
-        limit = getattr(bwc.conn, SERVER_WRITE_BATCH, None)
-        if limit is None or self.is_encrypted:
+        encoded = self._green_batch(bwc, cmd, ops)
+        if encoded is None:
             return super()._execute_batch(bwc, cmd, ops, client)
-        request_id, msg, to_send = self._green_encode(bwc, cmd, ops, limit)
+        request_id, msg, to_send = encoded
         return self.write_command(bwc, cmd, request_id, msg, to_send, client), to_send
 
 
