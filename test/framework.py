@@ -31,7 +31,7 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
-from motor.green.hub import Child
+from motor.green.hub import Child, Hub
 
 __all__ = [
     "Framework",
@@ -39,6 +39,7 @@ __all__ = [
     "fw",
     "open_fds",
     "parked_children",
+    "pauses",
     "pool_counters",
     "pytest_pyfunc_call",
     "pytest_terminal_summary",
@@ -185,6 +186,39 @@ def fw(request: pytest.FixtureRequest) -> Iterator[Framework]:
     _stalls[request.node.nodeid] = (framework.probe.max_gap, framework.probe.max_busy)
     leftover = parked_children()
     assert not leftover, f"{len(leftover)} child greenlet(s) left parked: {leftover!r}"
+
+
+@pytest.fixture
+def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """Counts ``Hub.pause`` calls: the turns a child gave the loop in the middle of
+    its work (a large batch decoded or a large message sent in pieces)."""
+    counter = [0]
+    original = Hub.pause
+
+    def pause(self: Hub) -> None:
+        counter[0] += 1
+        original(self)
+
+    monkeypatch.setattr(Hub, "pause", pause)
+    yield counter
+
+
+@contextlib.asynccontextmanager
+async def loop_turns() -> AsyncIterator[list[int]]:
+    """Count the loop's turns while the block runs: ``[n]``, the times a task that only
+    yields (``asyncio.sleep(0)``) ran."""
+    turns = [0]
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(0)
+            turns[0] += 1
+
+    ticker = asyncio.ensure_future(tick())
+    try:
+        yield turns
+    finally:
+        ticker.cancel()
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -17,7 +17,6 @@ import pickle
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import bson
@@ -33,9 +32,8 @@ from motor import cursors, metaprogramming
 from motor.green import bulk as green_bulk
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
-from motor.green.hub import Hub
 from motor.green.socket import GreenSocket
-from test.framework import Framework
+from test.framework import Framework, loop_turns
 
 
 class _CountingHub:
@@ -137,44 +135,19 @@ def test_a_type_the_slicer_does_not_know_falls_back_to_pymongo() -> None:
         green_pool._decode_in_slices(memoryview(payload), CodecOptions(), _CountingHub())
 
 
-@pytest.fixture
-def pauses(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
-    """Counts Hub.pause calls: the slices of a decode handed back to the loop."""
-    counter = [0]
-    original = Hub.pause
-
-    def pause(self: Hub) -> None:
-        counter[0] += 1
-        original(self)
-
-    monkeypatch.setattr(Hub, "pause", pause)
-    yield counter
-
-
 async def test_a_large_batch_is_decoded_in_slices(
     fw: Framework, server: Any, pauses: list[int]
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"large_batch_{fw.name}"]
     await coll.drop()
     await coll.insert_many([{"_id": i, "pad": "p" * 400} for i in range(6000)])
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0)
-            ticks += 1
-
-    ticker = asyncio.ensure_future(tick())
-    try:
+    async with loop_turns() as turns:
         pauses[0] = 0
         documents = await coll.find().sort("_id").batch_size(6000).to_list(None)
-    finally:
-        ticker.cancel()
     assert documents == [{"_id": i, "pad": "p" * 400} for i in range(6000)]
     # 2.5 MB in one batch: at least ten slices of 256 KB, the loop running between.
     assert pauses[0] >= 9, pauses[0]
-    assert ticks >= pauses[0]
+    assert turns[0] >= pauses[0]
 
     # Small batches take PyMongo's path unchanged.
     pauses[0] = 0

@@ -35,6 +35,12 @@ What it changes, and nothing else:
   batch in slices, which lets the loop run between two slices (:meth:`Hub.pause
   <motor.green.hub.Hub.pause>`); PyMongo decodes the whole reply in one C call, which
   cannot be interrupted.  Smaller replies are PyMongo's own ``_OpMsg``.
+* ``pymongo.message._op_msg_uncompressed`` (how a command and its documents are
+  encoded) is :func:`motor.green.splice.green_op_msg`, which in a child sends the large
+  string and binary values of inserted and updated documents as pieces of the message
+  (a :class:`~motor.green.splice.SplicedMessage`) instead of copying them into one
+  encoding; ``sendall`` in ``pymongo.synchronous.pool`` sends those pieces one by one
+  on a green socket (and joins them for any other).
 * ``pymongo.synchronous.collection._Bulk``, the bulk writer of ``insert_many`` and
   ``bulk_write``, is :class:`motor.green.bulk.GreenBulk`, which on green connections sizes
   each write command by what encoding the previous one cost (PyMongo's limit is the
@@ -93,6 +99,7 @@ from pymongo.network_layer import NetworkingInterface
 from pymongo.socket_checker import _errno_from_exception
 
 from motor.green import bulk as _bulk
+from motor.green import splice as _splice
 from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
 from motor.green.hub import Child, _getcurrent, refuse_to_block
 from motor.green.socket import (
@@ -102,6 +109,7 @@ from motor.green.socket import (
     create_connection,
     tls_handshake,
 )
+from motor.green.splice import SplicedMessage
 from motor.green.sync import GreenCondition, GreenLock, sleep
 
 __all__ = [
@@ -862,6 +870,18 @@ def _off_the_loop(function: Any, refuse: str = "") -> Any:
     return wrapper
 
 
+def _green_sendall(sock: Any, buf: Any) -> None:
+    """``sendall`` in ``pymongo.synchronous.pool`` (how a connection sends a message):
+    a green socket sends a :class:`~motor.green.splice.SplicedMessage` piece by piece;
+    any other socket gets it joined."""
+    if type(buf) is SplicedMessage:
+        if type(sock) is GreenSocket:
+            sock.send_pieces(buf.chunks())
+            return
+        buf = bytes(buf)
+    sock.sendall(buf)
+
+
 def _green_create_lock() -> GreenLock:
     return GreenLock()
 
@@ -1078,6 +1098,7 @@ def check_pymongo_internals() -> list[str]:
         "Connection.max_write_batch_size no longer limits a bulk write's batches",
     )
     problems.extend(_bulk.check_pymongo_internals())
+    problems.extend(_splice.check_pymongo_internals())
     need(
         callable(getattr(_srv_resolver, "_resolve", None)),
         "pymongo.synchronous.srv_resolver._resolve is missing",
@@ -1168,6 +1189,9 @@ def install() -> None:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
     _bulk.install()
+    _splice.install(pymongo.message)
+    if _pymongo_pool.sendall is not _green_sendall:
+        _pymongo_pool.sendall = _green_sendall
     current = _pymongo_pool.receive_message
     if current is not _green_receive_message:
         _original_receive_message = current

@@ -299,6 +299,16 @@ class GreenSocket:
         self._send_from(data, sent)
         self._awaiting_reply = self._plain
 
+    def send_pieces(self, pieces: Any) -> None:
+        """Send a message given as several bytes-like pieces, in their order (see
+        :mod:`motor.green.splice`); the loop runs between two large pieces once the
+        iteration's work budget is spent."""
+        for piece in pieces:
+            if len(piece) >= LARGE_SEND_BYTES:
+                _pause_if_spent()
+            self._send_from(piece, 0)
+        self._awaiting_reply = self._plain
+
     def _send_from(self, data: Any, sent: int) -> None:
         # The rest of sendall(), from byte ``sent``.
         sock = self._sock

@@ -1,0 +1,374 @@
+"""Write commands whose large string and binary values are sent in pieces, not encoded.
+
+PyMongo encodes a command and its documents in one call into its C extension, which holds
+the interpreter lock: inserting a document with a 15 MB string copies those 15 MB twice or
+three times in that one call (the string's UTF-8 bytes, the growing encoding buffer, the
+finished message), 4-20 ms in which the event loop cannot run, depending on how much of
+that memory is new to the process.
+
+In a child greenlet, :func:`green_op_msg` (installed as PyMongo's
+``pymongo.message._op_msg_uncompressed``) encodes the message with each large value (a
+``str``, ``bytes`` or :class:`~bson.binary.Binary` of at least :data:`LARGE_VALUE_BYTES`)
+replaced by a short unique placeholder, and returns a :class:`SplicedMessage`: the pieces
+of the same message, with the lengths patched and each large value in place of its
+placeholder.  A ``bytes`` value is sent from its own memory; a ``str`` is encoded to UTF-8
+:data:`STR_SLICE` characters at a time, the loop running between two slices once the
+iteration's work budget is spent (an ASCII string as it is sent, each slice in the memory
+the previous one freed; any other before the message, whose lengths need its size in
+bytes); the green socket sends the pieces one by one
+(:meth:`~motor.green.socket.GreenSocket.send_pieces`).  The server receives the same bytes
+as PyMongo's message.
+
+It looks for large values where applications put them, at a cost of a few type checks per
+command: the top-level values of inserted documents (``insert_one``), and of an update's
+replacement document or of each of its update operators (``replace_one``, ``update_one``
+with ``$set``).  Anything else (deeper values, compressed connections, a value PyMongo's
+encoder would refuse, PyMongo outside a child) is encoded by PyMongo as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pymongo.message
+import pymongo.synchronous.pool
+from bson.binary import Binary
+from bson.codec_options import DEFAULT_CODEC_OPTIONS
+from bson.raw_bson import RawBSONDocument
+
+from motor.green.hub import Child, _getcurrent
+from motor.green.socket import _pause_if_spent
+
+__all__ = [
+    "LARGE_VALUE_BYTES",
+    "STR_SLICE",
+    "SplicedMessage",
+    "check_pymongo_internals",
+    "green_op_msg",
+    "install",
+]
+
+#: A ``str``, ``bytes`` or ``Binary`` value of at least this length is spliced in.
+LARGE_VALUE_BYTES = 1024 * 1024
+#: Characters of a large ``str`` encoded to UTF-8 at a time.
+STR_SLICE = 256 * 1024
+
+# The placeholders: a prefix unique to this process, then the value's number.
+_PREFIX = "motor-splice-" + os.urandom(8).hex() + "-"
+_INT32 = struct.Struct("<i")
+_UNPACK_INT32_FROM = _INT32.unpack_from
+_PACK_INT32_INTO = _INT32.pack_into
+# OP_MSG: 16-byte header, 4 bytes of flags, then section kind 0 and the command document.
+_COMMAND_AT = 21
+
+# PyMongo's encoder (its C extension's when built).
+_original: Any = pymongo.message._op_msg_uncompressed
+# The types of the values spliced in (the old binary subtype excepted).
+_VALUE_TYPES = frozenset((str, bytes, Binary))
+
+
+class SplicedMessage:
+    """An OP_MSG message in pieces, sent one after the other: bytes-like objects, and
+    ASCII strings whose bytes are their characters (encoded as they are sent)."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, pieces: list[Any], size: int) -> None:
+        self.pieces = pieces
+        self.size = size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.chunks())
+
+    def chunks(self) -> Iterator[Any]:
+        """The message's bytes, an ASCII string's :data:`STR_SLICE` characters at a
+        time (in a child, the loop runs between two slices once the iteration's work
+        budget is spent: each slice's memory is the previous one's, freed)."""
+        for piece in self.pieces:
+            if type(piece) is str:
+                for start in range(0, len(piece), STR_SLICE):
+                    _pause_if_spent()
+                    yield piece[start : start + STR_SLICE].encode()
+            else:
+                yield piece
+
+
+class _NotSpliced(Exception):
+    """The message is PyMongo's to encode after all."""
+
+
+def _is_large(value: Any) -> bool:
+    kind = type(value)
+    if kind is str or kind is bytes:
+        return len(value) >= LARGE_VALUE_BYTES
+    # Binary subtype 2 (the old binary) carries a second length: left to PyMongo.
+    return kind is Binary and value.subtype != 2 and len(value) >= LARGE_VALUE_BYTES
+
+
+def _large_keys(document: Any) -> list[Any] | None:
+    # The keys of the large top-level values of a document, or None.
+    if type(document) is not dict and (
+        not isinstance(document, Mapping) or isinstance(document, RawBSONDocument)
+    ):
+        return None
+    keys = None
+    for key, value in document.items():
+        if _is_large(value):
+            if keys is None:
+                keys = [key]
+            else:
+                keys.append(key)
+    return keys
+
+
+def _large_paths(identifier: str, docs: Any) -> list[tuple[Any, ...]]:
+    """The paths (document number, then keys) of the large values of a command's
+    documents, in the places this module looks (see the module docstring)."""
+    paths: list[tuple[Any, ...]] = []
+    if identifier == "documents":
+        for number, document in enumerate(docs):
+            keys = _large_keys(document)
+            if keys:
+                paths.extend((number, key) for key in keys)
+    elif identifier == "updates":
+        for number, statement in enumerate(docs):
+            update = statement.get("u") if isinstance(statement, Mapping) else None
+            if not isinstance(update, Mapping) or isinstance(update, RawBSONDocument):
+                continue
+            first = next(iter(update), "")
+            if isinstance(first, str) and first.startswith("$"):
+                for operator, fields in update.items():
+                    keys = _large_keys(fields)
+                    if keys:
+                        paths.extend((number, "u", operator, key) for key in keys)
+            else:
+                keys = _large_keys(update)
+                if keys:
+                    paths.extend((number, "u", key) for key in keys)
+    return paths
+
+
+def green_op_msg(flags: int, command: Any, identifier: str, docs: Any, opts: Any) -> Any:
+    """PyMongo's ``_op_msg_uncompressed``: a :class:`SplicedMessage` for a command
+    with large values, sent by a child; PyMongo's encoding of anything else."""
+    if identifier:
+        if identifier == "documents":
+            # An insert's plain documents are checked here, at a few type checks a value.
+            for document in docs:
+                if type(document) is dict:
+                    for value in document.values():
+                        if type(value) in _VALUE_TYPES and len(value) >= LARGE_VALUE_BYTES:
+                            break
+                    else:
+                        continue
+                break
+            else:
+                return _original(flags, command, identifier, docs, opts)
+        if isinstance(_getcurrent(), Child):
+            paths = _large_paths(identifier, docs)
+            if paths:
+                try:
+                    return _spliced(flags, command, identifier, docs, opts, paths)
+                except _NotSpliced:
+                    pass
+    return _original(flags, command, identifier, docs, opts)
+
+
+def _placeholder(value: Any, number: int) -> tuple[Any, bytes]:
+    # A short value of the same BSON type as ``value``, and its bytes.
+    marker = f"{_PREFIX}{number:08x}"
+    encoded = marker.encode()
+    if type(value) is str:
+        return marker, encoded
+    if type(value) is bytes:
+        return encoded, encoded
+    return Binary(encoded, value.subtype), encoded
+
+
+def _skeleton(docs: Any, paths: list[tuple[Any, ...]]) -> tuple[list[Any], list[Any], list[bytes]]:
+    """The documents with each large value replaced by its placeholder (the containers
+    along each path copied, the caller's left alone), the values, and the placeholders'
+    bytes."""
+    skeleton = list(docs)
+    copies: dict[tuple[Any, ...], dict[Any, Any]] = {}
+    values: list[Any] = []
+    markers: list[bytes] = []
+    for number, path in enumerate(paths):
+        container: dict[Any, Any]
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            copy = copies.get(prefix)
+            if copy is None:
+                if depth == 1:
+                    copy = dict(docs[path[0]])
+                    skeleton[path[0]] = copy
+                else:
+                    parent = copies[path[: depth - 1]]
+                    copy = dict(parent[path[depth - 1]])
+                    parent[path[depth - 1]] = copy
+                copies[prefix] = copy
+            container = copy
+        value = container[path[-1]]
+        container[path[-1]], marker = _placeholder(value, number)
+        values.append(value)
+        markers.append(marker)
+    return skeleton, values, markers
+
+
+def _encode_str(value: str) -> list[Any]:
+    # A large non-ASCII string's UTF-8 bytes in slices (its length in bytes is needed
+    # before the message is sent), the loop running between two once the iteration's
+    # work budget is spent.  An error is PyMongo's to raise.
+    pieces: list[Any] = []
+    for start in range(0, len(value), STR_SLICE):
+        if start:
+            _pause_if_spent()
+        try:
+            pieces.append(value[start : start + STR_SLICE].encode())
+        except UnicodeError:
+            raise _NotSpliced from None
+    return pieces
+
+
+def _containers(data: Any, start: int, position: int, depth: int) -> list[int]:
+    """Where the documents enclosing ``position`` start: the document at ``start``, then
+    ``depth`` levels of embedded documents below it."""
+    from motor.green.pool import _element_end, _nul
+
+    found = [start]
+    for _ in range(depth):
+        end = start + _UNPACK_INT32_FROM(data, start)[0] - 1
+        at = start + 4
+        while at < end:
+            kind = data[at]
+            value = _nul(data, at + 1) + 1
+            after = _element_end(data, kind, value)
+            if value <= position < after:
+                if kind != 0x03:
+                    raise _NotSpliced
+                start = value
+                found.append(start)
+                break
+            at = after
+        else:
+            raise _NotSpliced
+    return found
+
+
+def _spliced(
+    flags: int, command: Any, identifier: str, docs: Any, opts: Any, paths: list[tuple[Any, ...]]
+) -> tuple[int, SplicedMessage, int, int]:
+    skeleton, values, markers = _skeleton(docs, paths)
+    try:
+        request_id, message, total_size, _ = _original(flags, command, identifier, skeleton, opts)
+    except Exception:
+        # Whatever PyMongo's encoder refuses, it refuses with its own error.
+        raise _NotSpliced from None
+    data = bytearray(message)
+    # The type-1 section that holds the documents, and where each document starts.
+    section = _COMMAND_AT + _UNPACK_INT32_FROM(data, _COMMAND_AT)[0]
+    if data[_COMMAND_AT - 1] != 0 or data[section] != 1:
+        raise _NotSpliced
+    section_end = section + 1 + _UNPACK_INT32_FROM(data, section + 1)[0]
+    at = data.index(0, section + 5) + 1
+    starts = []
+    while at < section_end:
+        starts.append(at)
+        at += _UNPACK_INT32_FROM(data, at)[0]
+    if len(starts) != len(docs):
+        raise _NotSpliced
+    # Each value: where its placeholder is, its bytes, and how much it adds.
+    spliced: list[tuple[int, int, list[Any]]] = []
+    growth: dict[int, int] = {}
+    for path, value, marker in zip(paths, values, markers):
+        number = path[0]
+        start = starts[number]
+        end = start + _UNPACK_INT32_FROM(data, start)[0]
+        position = data.find(marker, start, end)
+        if position < 0:
+            raise _NotSpliced
+        if type(value) is str:
+            if value.isascii():
+                # Encoded as it is sent, a slice at a time.
+                pieces: list[Any] = [value]
+                size = len(value)
+            else:
+                pieces = _encode_str(value)
+                size = sum(map(len, pieces))
+            length_at = position - 4
+            if _UNPACK_INT32_FROM(data, length_at)[0] != len(marker) + 1:
+                raise _NotSpliced
+            _PACK_INT32_INTO(data, length_at, size + 1)
+        else:
+            pieces = [memoryview(value).cast("B")]
+            size = len(value)
+            length_at = position - 5
+            if _UNPACK_INT32_FROM(data, length_at)[0] != len(marker):
+                raise _NotSpliced
+            _PACK_INT32_INTO(data, length_at, size)
+        added = size - len(marker)
+        # path: document number, then keys; the containers are all but the last key.
+        for container in _containers(data, start, position, len(path) - 2):
+            growth[container] = growth.get(container, 0) + added
+        spliced.append((position, len(marker), pieces))
+    added_total = sum(growth[start] for start in set(starts) if start in growth)
+    for container, added in growth.items():
+        _PACK_INT32_INTO(data, container, _UNPACK_INT32_FROM(data, container)[0] + added)
+    _PACK_INT32_INTO(data, 0, len(data) + added_total)
+    _PACK_INT32_INTO(data, section + 1, _UNPACK_INT32_FROM(data, section + 1)[0] + added_total)
+    max_doc_size = max(_UNPACK_INT32_FROM(data, start)[0] for start in starts)
+    # The pieces: the skeleton between placeholders, and the values in their place.
+    view = memoryview(data)
+    pieces_out: list[Any] = []
+    at = 0
+    for position, length, pieces in sorted(spliced, key=lambda item: item[0]):
+        pieces_out.append(view[at:position])
+        pieces_out.extend(pieces)
+        at = position + length
+    pieces_out.append(view[at:])
+    size = len(data) + added_total
+    return request_id, SplicedMessage(pieces_out, size), total_size + added_total, max_doc_size
+
+
+def check_pymongo_internals() -> list[str]:
+    """What changed in PyMongo's message encoding that this module relies on (empty:
+    nothing): where ``_op_msg`` encodes and a connection sends, and the layout of the
+    message, checked by splicing a small one."""
+    problems: list[str] = []
+    if "_op_msg_uncompressed" not in pymongo.message._op_msg.__code__.co_names:
+        problems.append("pymongo.message._op_msg no longer encodes with _op_msg_uncompressed")
+    connection: Any = pymongo.synchronous.pool.Connection
+    if "sendall" not in connection.send_message.__code__.co_names or not callable(
+        getattr(pymongo.synchronous.pool, "sendall", None)
+    ):
+        problems.append("Connection.send_message no longer sends with pool.sendall")
+    document = {"_id": 1, "s": "spliced", "b": b"bytes", "n": {"x": 1}}
+    command = {"insert": "c", "ordered": True, "$db": "db"}
+    try:
+        expected = _original(0, command, "documents", [document], DEFAULT_CODEC_OPTIONS)
+        got = _spliced(
+            0, command, "documents", [document], DEFAULT_CODEC_OPTIONS, [(0, "s"), (0, "b")]
+        )
+        joined, message = bytes(got[1]), expected[1]
+        # The same but for the request id (bytes 4-7 of the header).
+        same = joined[:4] + joined[8:] == message[:4] + message[8:] and got[2:] == expected[2:]
+    except Exception:
+        same = False
+    if not same:
+        problems.append("pymongo.message._op_msg_uncompressed's message layout changed")
+    return problems
+
+
+def install(message_module: Any) -> None:
+    """Install :func:`green_op_msg` as ``message_module._op_msg_uncompressed``."""
+    global _original
+    current = message_module._op_msg_uncompressed
+    if current is not green_op_msg:
+        _original = current
+        message_module._op_msg_uncompressed = green_op_msg

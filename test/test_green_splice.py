@@ -1,0 +1,300 @@
+"""Large values sent as pieces of a write command (``motor.green.splice``).
+
+The unit tests compare each spliced message, joined, with PyMongo's encoding of the same
+command, byte for byte but the request id; the server tests check the documents that
+arrive, the errors (PyMongo's), and that the loop ran while a large value was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import bson
+import pymongo
+import pymongo.message
+import pytest
+from bson import SON, Binary, ObjectId
+from bson.codec_options import DEFAULT_CODEC_OPTIONS
+from bson.raw_bson import RawBSONDocument
+from pymongo.errors import DocumentTooLarge
+
+from motor.green import hub as hub_module
+from motor.green import pool as green_pool
+from motor.green import splice
+from test.framework import Framework, loop_turns
+
+LARGE = splice.LARGE_VALUE_BYTES
+ASCII = "a" * LARGE + "tail"
+UNICODE = "é€😀" * (LARGE // 3 + 1)
+BLOB = bytes(range(256)) * (LARGE // 256 + 3)
+
+
+@pytest.fixture
+def in_child(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make green_op_msg take its child's path on this thread (nothing here parks)."""
+    monkeypatch.setattr(splice, "Child", object)
+
+
+def _pymongo(identifier: str, docs: list[Any], command: dict[str, Any] | None = None) -> Any:
+    command = command or {"insert": "c", "ordered": True, "$db": "db"}
+    return splice._original(0, command, identifier, docs, DEFAULT_CODEC_OPTIONS)
+
+
+def _green(identifier: str, docs: list[Any], command: dict[str, Any] | None = None) -> Any:
+    command = command or {"insert": "c", "ordered": True, "$db": "db"}
+    return splice.green_op_msg(0, command, identifier, docs, DEFAULT_CODEC_OPTIONS)
+
+
+def _same_message(got: Any, expected: Any) -> None:
+    # The same message but for the request id (bytes 4-7 of the header), and the same
+    # sizes PyMongo checks against the server's limits.
+    joined, message = bytes(got[1]), expected[1]
+    assert len(got[1]) == len(message)
+    assert joined[:4] + joined[8:] == message[:4] + message[8:]
+    assert got[2:] == expected[2:]
+
+
+INSERTS = {
+    "ascii": [{"_id": 1, "name": "big", "pad": ASCII}],
+    "unicode": [{"_id": 1, "pad": UNICODE, "n": 1}],
+    "bytes": [{"pad": BLOB, "_id": ObjectId()}],
+    "binary-subtypes": [{"a": Binary(BLOB, 0), "b": Binary(BLOB, 5), "c": Binary(BLOB, 0x80)}],
+    "several": [
+        {"_id": 1, "small": "x"},
+        {"_id": 2, "a": ASCII, "b": BLOB, "c": UNICODE, "d": {"nested": 1}},
+        {"_id": 3, "a": ASCII},
+    ],
+    "large-id": [{"x": 1, "_id": ASCII}],
+    "son": [SON([("z", ASCII), ("_id", 5), ("a", [1, 2])])],
+}
+
+
+@pytest.mark.parametrize("docs", list(INSERTS.values()), ids=list(INSERTS))
+def test_a_spliced_insert_is_pymongo_s_message(in_child: None, docs: list[Any]) -> None:
+    got = _green("documents", docs)
+    assert type(got[1]) is splice.SplicedMessage
+    _same_message(got, _pymongo("documents", docs))
+
+
+UPDATES = {
+    "replacement": [{"q": {"_id": 1}, "u": {"_id": 1, "pad": ASCII, "b": BLOB}, "upsert": True}],
+    "operators": [
+        {
+            "q": {"_id": {"$in": [1, 2]}},
+            "u": {"$set": {"pad": ASCII, "k": 1}, "$inc": {"n": 1}, "$setOnInsert": {"u": UNICODE}},
+            "multi": True,
+        }
+    ],
+    "several": [
+        {"q": {"_id": 1}, "u": {"$set": {"pad": BLOB}}},
+        {"q": {"_id": 2}, "u": {"x": 1}},
+        {"q": {"_id": 3}, "u": {"pad": ASCII}, "hint": {"_id": 1}},
+    ],
+}
+
+
+@pytest.mark.parametrize("docs", list(UPDATES.values()), ids=list(UPDATES))
+def test_a_spliced_update_is_pymongo_s_message(in_child: None, docs: list[Any]) -> None:
+    command = {"update": "c", "ordered": True, "$db": "db"}
+    got = _green("updates", docs, command)
+    assert type(got[1]) is splice.SplicedMessage
+    _same_message(got, _pymongo("updates", docs, command))
+
+
+PYMONGO_S = {
+    "small values": ("documents", [{"_id": 1, "pad": "a" * (LARGE - 1), "b": BLOB[: LARGE - 1]}]),
+    "old binary": ("documents", [{"_id": 1, "pad": Binary(BLOB, 2)}]),
+    "deeper value": ("documents", [{"_id": 1, "sub": {"pad": ASCII}, "list": [ASCII]}]),
+    "raw document": ("documents", [RawBSONDocument(bson.encode({"_id": 1, "pad": ASCII}))]),
+    "str subclass": ("documents", [{"_id": 1, "pad": type("S", (str,), {})(ASCII)}]),
+    "pipeline update": ("updates", [{"q": {}, "u": [{"$set": {"pad": ASCII}}]}]),
+    "deletes": ("deletes", [{"q": {"pad": ASCII}, "limit": 1}]),
+}
+
+
+@pytest.mark.parametrize("case", list(PYMONGO_S.values()), ids=list(PYMONGO_S))
+def test_other_commands_are_pymongo_s_encoding(in_child: None, case: Any) -> None:
+    identifier, docs = case
+    got = _green(identifier, docs)
+    assert type(got[1]) is bytes
+    _same_message(got, _pymongo(identifier, docs))
+
+
+def test_outside_a_child_nothing_is_spliced() -> None:
+    docs = INSERTS["several"]
+    got = _green("documents", docs)
+    assert type(got[1]) is bytes
+    _same_message(got, _pymongo("documents", docs))
+
+
+def test_what_pymongo_s_encoder_refuses_it_refuses_with_its_own_error(in_child: None) -> None:
+    for docs in (
+        [{"_id": 1, "pad": ASCII, "bad": object()}],  # the skeleton's encoding fails
+        [{"_id": 1, "pad": "\ud800" * LARGE}],  # a large value's encoding fails
+        [{"_id": 1, "pad": ASCII, "bad\0key": 1}],
+    ):
+        with pytest.raises(Exception) as pymongo_s:
+            _pymongo("documents", docs)
+        with pytest.raises(Exception) as green:
+            _green("documents", docs)
+        assert type(green.value) is type(pymongo_s.value)
+        assert str(green.value) == str(pymongo_s.value)
+
+
+def test_the_caller_s_documents_are_left_alone(in_child: None) -> None:
+    inner = {"pad": ASCII}
+    statement = {"q": {"_id": 1}, "u": {"$set": inner}}
+    document = {"_id": 1, "pad": BLOB}
+    _green("updates", [statement], {"update": "c", "$db": "db"})
+    _green("documents", [document])
+    assert statement == {"q": {"_id": 1}, "u": {"$set": {"pad": ASCII}}}
+    assert statement["u"]["$set"] is inner and document == {"_id": 1, "pad": BLOB}
+
+
+def test_through_pymongo_s_op_msg(in_child: None) -> None:
+    # message._op_msg, as PyMongo's command runner calls it: the documents are taken out
+    # of the command and put back.
+    green_pool.install()
+    spec = {"insert": "c", "ordered": True, "documents": [{"_id": 1, "pad": ASCII}]}
+    got = pymongo.message._op_msg(0, spec, "db", None, DEFAULT_CODEC_OPTIONS)
+    assert type(got[1]) is splice.SplicedMessage
+    assert spec["documents"] == [{"_id": 1, "pad": ASCII}] and spec["$db"] == "db"
+    expected = splice._original(
+        0,
+        {"insert": "c", "ordered": True, "$db": "db"},
+        "documents",
+        spec["documents"],
+        DEFAULT_CODEC_OPTIONS,
+    )
+    _same_message(got, expected)
+
+
+def test_an_ascii_string_is_encoded_as_it_is_sent(in_child: None) -> None:
+    got = _green("documents", [{"_id": 1, "pad": ASCII}])[1]
+    assert ASCII in got.pieces  # the string itself, not a copy of its bytes
+    chunks = [bytes(chunk) for chunk in got.chunks()]
+    assert max(map(len, chunks)) <= max(splice.STR_SLICE, len(got.pieces[0]))
+    assert b"".join(chunks) == bytes(got)
+    # A bytes value is sent from its own memory.
+    got = _green("documents", [{"_id": 1, "pad": BLOB}])[1]
+    assert any(isinstance(p, memoryview) and p.obj is BLOB for p in got.pieces)
+
+
+def test_any_other_socket_gets_the_message_joined(in_child: None) -> None:
+    message = _green("documents", INSERTS["several"])[1]
+    received = bytearray()
+    left, right = socket.socketpair()
+
+    def read() -> None:
+        while len(received) < len(message):
+            received.extend(right.recv(1 << 20))
+
+    with left, right:
+        reader = threading.Thread(target=read)
+        reader.start()
+        green_pool._green_sendall(left, message)
+        reader.join(30)
+    assert bytes(received) == bytes(message)
+
+
+def test_the_internals_check_covers_the_encoder(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert splice.check_pymongo_internals() == []
+
+    def other_layout(flags: int, command: Any, identifier: str, docs: Any, opts: Any) -> Any:
+        request_id, message, size, max_size = splice._original(
+            flags, command, identifier, docs, opts
+        )
+        return request_id, message + b"\0", size, max_size
+
+    monkeypatch.setattr(splice, "_original", other_layout)
+    assert any("layout changed" in p for p in splice.check_pymongo_internals())
+
+
+@pytest.fixture
+def spliced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """The sizes of the spliced messages sent."""
+    sizes: list[int] = []
+    original = splice._spliced
+
+    def record(*args: Any) -> Any:
+        result = original(*args)
+        sizes.append(len(result[1]))
+        return result
+
+    monkeypatch.setattr(splice, "_spliced", record)
+    yield sizes
+
+
+async def test_a_large_document_is_sent_in_pieces_with_the_loop_running(
+    fw: Framework,
+    server: Any,
+    pauses: list[int],
+    spliced: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"splice_{fw.name}"]
+    await coll.drop()
+    document = {"_id": 1, "pad": "p" * (8 * 1024 * 1024), "blob": BLOB, "u": UNICODE}
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    async with loop_turns() as turns:
+        pauses[0] = 0
+        result = await coll.insert_one(document)
+    assert result.inserted_id == 1 and len(spliced) == 1
+    # 8 MB of ASCII in slices, the unicode string's slices: a pause before each.
+    slices = 8 * 1024 * 1024 // splice.STR_SLICE
+    assert pauses[0] >= slices, pauses[0]
+    assert turns[0] >= slices
+    assert await coll.find_one({"_id": 1}) == document
+
+
+async def test_replace_and_update_with_large_values(
+    fw: Framework, server: Any, spliced: list[int]
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"splice_update_{fw.name}"]
+    await coll.drop()
+    await coll.insert_one({"_id": 1, "n": 0})
+    await coll.replace_one({"_id": 1}, {"pad": ASCII, "n": 1})
+    assert await coll.find_one({"_id": 1}) == {"_id": 1, "pad": ASCII, "n": 1}
+    result = await coll.update_one(
+        {"_id": 1}, {"$set": {"pad": UNICODE, "b": BLOB}, "$inc": {"n": 1}}
+    )
+    assert result.modified_count == 1
+    assert await coll.find_one({"_id": 1}) == {"_id": 1, "pad": UNICODE, "n": 2, "b": BLOB}
+    await coll.update_one({"_id": 2}, {"$set": {"pad": ASCII}}, upsert=True)
+    assert await coll.find_one({"_id": 2}) == {"_id": 2, "pad": ASCII}
+    assert len(spliced) == 3
+
+
+async def test_a_document_too_large_is_pymongo_s_error(
+    fw: Framework, server: Any, spliced: list[int]
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"splice_too_large_{fw.name}"]
+    document = {"_id": 1, "pad": "x" * (17 * 1024 * 1024)}
+
+    def sync_insert() -> None:  # PyMongo's encoding of 17 MB, off the loop's thread
+        with pymongo.MongoClient(server.uri) as sync:
+            sync.motor_test[coll.name].insert_one(document)
+
+    with pytest.raises(DocumentTooLarge) as pymongo_s:
+        await asyncio.to_thread(sync_insert)
+    with pytest.raises(DocumentTooLarge) as green:
+        await coll.insert_one(document)
+    assert str(green.value) == str(pymongo_s.value)
+    assert len(spliced) == 1
+    assert await coll.find_one({"_id": 1}) is None
+
+
+async def test_a_large_document_over_tls(
+    fw: Framework, tls_server: Any, spliced: list[int]
+) -> None:
+    client = fw.client(tls_server.uri, tls=True, tlsCAFile=tls_server.ca_file)
+    coll = client.motor_test[f"splice_tls_{fw.name}"]
+    await coll.drop()
+    document = {"_id": 1, "pad": ASCII, "u": UNICODE, "b": BLOB}
+    await coll.insert_one(document)
+    assert len(spliced) == 1
+    assert await coll.find_one({"_id": 1}) == document
