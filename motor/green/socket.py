@@ -48,6 +48,9 @@ _WOULD_BLOCK = (BlockingIOError, InterruptedError)
 # A message of at least this many bytes waits for a later loop iteration before its first
 # send when the current iteration's work budget is spent (by its encoding, usually).
 LARGE_SEND_BYTES = 256 * 1024
+# At most this many bytes per send() of a large message: the kernel copies as much as its
+# buffer takes in one call (several megabytes on loopback), a millisecond or more.
+SEND_SLICE_BYTES = 512 * 1024
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _POLLOUT = select.POLLOUT | select.POLLERR | select.POLLHUP
 
@@ -287,15 +290,16 @@ class GreenSocket:
                 # Encoding a large message took this iteration's work budget: send it
                 # from a later iteration, not in the same stretch of loop time.
                 _pause_if_spent()
-            # Nearly always one send: the message fits in the socket's buffer.
-            try:
-                sent = self._sock.send(data)
-            except (*_WOULD_BLOCK, ssl.SSLWantWriteError, ssl.SSLWantReadError):
-                pass
             else:
-                if sent == len(data):
-                    self._awaiting_reply = self._plain
-                    return
+                # Nearly always one send: the message fits in the socket's buffer.
+                try:
+                    sent = self._sock.send(data)
+                except (*_WOULD_BLOCK, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    pass
+                else:
+                    if sent == len(data):
+                        self._awaiting_reply = self._plain
+                        return
         self._send_from(data, sent)
         self._awaiting_reply = self._plain
 
@@ -316,7 +320,7 @@ class GreenSocket:
         total = len(view)
         while sent < total:
             try:
-                sent += sock.send(view[sent:])
+                sent += sock.send(view[sent : sent + SEND_SLICE_BYTES])
             except (*_WOULD_BLOCK, ssl.SSLWantWriteError):
                 write = True
             except ssl.SSLWantReadError:
