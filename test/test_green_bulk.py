@@ -58,6 +58,20 @@ class _Inserts(monitoring.CommandListener):
         pass
 
 
+async def _timed_collection(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, clock: Any, name: str
+) -> tuple[Any, _Inserts]:
+    """An empty collection whose inserts are counted, on a client whose worker-thread
+    commands aim at 1.0 s of ``clock``'s thread time."""
+    monkeypatch.setattr(green_bulk, "ENCODE_SECONDS_IN_THREAD", 1.0)
+    monkeypatch.setattr(green_bulk, "_thread_time", clock)
+    inserts = _Inserts()
+    client = fw.client(server.uri, event_listeners=[inserts])
+    coll = client.motor_test[f"{name}_{fw.name}"]
+    await coll.drop()
+    return coll, inserts
+
+
 def test_next_batch_size_aims_at_the_target() -> None:
     assert next_batch_size(1000, 0.002, 0.002, 100_000) == 1000
     assert next_batch_size(1000, 0.004, 0.002, 100_000) == 500
@@ -87,12 +101,7 @@ async def test_commands_are_sized_by_encoding_time(
         clock: Any = _Steps([2.0, 1.0])
     else:
         clock = _Clock(step)
-    monkeypatch.setattr(green_bulk, "ENCODE_SECONDS_IN_THREAD", 1.0)
-    monkeypatch.setattr(green_bulk, "_thread_time", clock)
-    inserts = _Inserts()
-    client = fw.client(server.uri, event_listeners=[inserts])
-    coll = client.motor_test[f"bulk_sizes_{fw.name}"]
-    await coll.drop()
+    coll, inserts = await _timed_collection(fw, server, monkeypatch, clock, "bulk_sizes")
 
     total = sum(expected)
     assert total > metaprogramming.BULK_IN_THREAD  # a worker thread's write
@@ -101,6 +110,22 @@ async def test_commands_are_sized_by_encoding_time(
     assert inserts.sizes == expected
     assert await coll.count_documents({}) == total
     assert sorted(await coll.distinct("i")) == list(range(total))
+
+
+async def test_commands_are_sized_in_bytes_too(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each command takes its target time: the count stays 1,000, but the encoder writes
+    # at most FIRST_COMMAND_BYTES for the first command, and as much for the next ones.
+    coll, inserts = await _timed_collection(fw, server, monkeypatch, _Clock(1.0), "bulk_bytes")
+    documents = [{"_id": i, "pad": "b" * 2000} for i in range(1500)]
+    size = len(bson.encode(documents[0]))
+    await coll.insert_many(documents)
+    per_command = green_bulk.FIRST_COMMAND_BYTES // size
+    assert per_command - 5 <= inserts.sizes[0] <= per_command
+    assert all(count <= per_command + 5 for count in inserts.sizes)
+    assert sum(inserts.sizes) == 1500 and len(inserts.sizes) >= 3
+    assert await coll.count_documents({}) == 1500
 
 
 class _Steps:
@@ -121,12 +146,8 @@ class _Steps:
 async def test_bulk_write_commands_are_sized_too(
     fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(green_bulk, "ENCODE_SECONDS_IN_THREAD", 1.0)
-    monkeypatch.setattr(green_bulk, "_thread_time", _Clock(0.5))
-    inserts = _Inserts()
-    client = fw.client(server.uri, event_listeners=[inserts])
-    coll = client.motor_test[f"bulk_write_sizes_{fw.name}"]
-    await coll.drop()
+    clock = _Clock(0.5)
+    coll, inserts = await _timed_collection(fw, server, monkeypatch, clock, "bulk_write_sizes")
     result = await coll.bulk_write([InsertOne({"i": i}) for i in range(3200)])
     assert result.inserted_count == 3200
     assert inserts.sizes == [1000, 2000, 200]
@@ -181,21 +202,26 @@ async def test_a_threaded_insert_many_hands_the_lock_over(
 def test_the_connection_s_own_limit_comes_back_when_encoding_fails() -> None:
     class Conn:
         max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
+        max_message_size = 48_000_000
+        max_bson_size = 16 * 1024 * 1024
 
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []
 
     class Context:
         conn = Conn()
+        op_type = pymongo.message._INSERT
 
         def batch_command(self, cmd: Any, ops: Any) -> Any:
-            seen.append(self.conn.max_write_batch_size)
+            seen.append((self.conn.max_write_batch_size, self.conn.max_message_size))
             raise DocumentTooLarge("too large")
 
     writer = GreenBulk.__new__(GreenBulk)
     with pytest.raises(DocumentTooLarge):
         writer._green_encode(Context(), {}, iter([{}]), 100_000)
-    assert seen == [100_000]
+    # Tried under the first command's byte cap, then alone under the server's limit.
+    assert seen == [(100_000, green_bulk.FIRST_COMMAND_BYTES), (100_000, 48_000_000)]
     assert Context.conn.max_write_batch_size == green_bulk.GREEN_WRITE_BATCH
+    assert Context.conn.max_message_size == 48_000_000
 
 
 @pytest.mark.parametrize("count", [5, 1500], ids=["on-the-loop", "in-a-thread"])

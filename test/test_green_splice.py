@@ -298,3 +298,208 @@ async def test_a_large_document_over_tls(
     await coll.insert_one(document)
     assert len(spliced) == 1
     assert await coll.find_one({"_id": 1}) == document
+
+
+# --------------------------------------------------------------------------- bulk writes
+
+
+class _Connection:
+    """The limits PyMongo's batched encoder reads, through a bulk write context."""
+
+    def __init__(self, max_message_size: int, max_bson_size: int = 16 * 1024 * 1024) -> None:
+        self.max_message_size = max_message_size
+        self.max_bson_size = max_bson_size
+        self.max_write_batch_size = 100_000
+        self.compression_context = None
+
+
+class _Context:
+    """A stand-in for PyMongo's ``_BulkWriteContext``: its limits and ``batch_command``."""
+
+    def __init__(self, op_type: int, conn: _Connection) -> None:
+        self.op_type = op_type
+        self.conn = conn
+
+    max_bson_size = property(lambda self: self.conn.max_bson_size)
+    max_message_size = property(lambda self: self.conn.max_message_size)
+    max_write_batch_size = property(lambda self: self.conn.max_write_batch_size)
+
+    def batch_command(self, cmd: Any, docs: Any) -> Any:
+        return pymongo.message._do_batched_op_msg(
+            "db.$cmd", self.op_type, cmd, docs, DEFAULT_CODEC_OPTIONS, self
+        )
+
+
+def _pymongo_batch(op_type: int, cmd: dict[str, Any], docs: list[Any], limit: int) -> Any:
+    return _Context(op_type, _Connection(limit)).batch_command(dict(cmd), iter(docs))
+
+
+def _same_batch(got: Any, expected: Any) -> None:
+    joined, message = bytes(got[1]), expected[1]
+    assert len(got[1]) == len(message)
+    assert joined[:4] + joined[8:] == message[:4] + message[8:]
+    assert got[2] == expected[2]
+
+
+MB = 1024 * 1024
+
+
+def test_a_bulk_command_is_pymongo_s_message_with_values_spliced() -> None:
+    docs = [
+        {"_id": 1, "a": ASCII, "b": BLOB},
+        {"_id": 2, "small": 1},
+        {"_id": 3, "u": UNICODE, "bin": Binary(BLOB, 5)},
+    ]
+    cmd = {"insert": "c", "ordered": True}
+    context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
+    got = splice.batch_command(context, dict(cmd), iter(docs), 48 * MB)
+    assert type(got[1]) is splice.SplicedMessage and got[3] < 64 * 1024
+    _same_batch(got, _pymongo_batch(pymongo.message._INSERT, cmd, docs, 48 * MB))
+    # Updates: replacements and operators.
+    statements = [
+        {"q": {"_id": 1}, "u": {"pad": ASCII}, "upsert": True},
+        {"q": {"_id": 2}, "u": {"$set": {"b": BLOB}}, "multi": False},
+    ]
+    cmd = {"update": "c", "ordered": False}
+    context = _Context(pymongo.message._UPDATE, _Connection(48 * MB))
+    got = splice.batch_command(context, dict(cmd), iter(statements), 48 * MB)
+    assert type(got[1]) is splice.SplicedMessage
+    _same_batch(got, _pymongo_batch(pymongo.message._UPDATE, cmd, statements, 48 * MB))
+
+
+def test_a_bulk_command_counts_the_values_bytes_against_the_message_limit() -> None:
+    # 16 MiB documents: three fit in 48 MiB by PyMongo's count of the placeholders, two by
+    # their real size (values at most maxMessageSize - maxBsonSize per command).
+    docs = [{"_id": i, "pad": "p" * (15 * MB)} for i in range(5)]
+    cmd = {"insert": "c", "ordered": True}
+    context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
+    got = splice.batch_command(context, dict(cmd), iter(docs), 48 * MB)
+    assert got[2] == docs[:2] and len(got[1]) <= 48 * MB
+    _same_batch(got, _pymongo_batch(pymongo.message._INSERT, cmd, docs[:2], 48 * MB))
+    assert context.conn.max_message_size == 48 * MB
+
+
+def test_a_bulk_command_s_encoding_is_capped_in_bytes() -> None:
+    docs = [{"_id": i, "pad": "m" * (30 * 1024)} for i in range(100)]
+    cmd = {"insert": "c", "ordered": True}
+    context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
+    got = splice.batch_command(context, dict(cmd), iter(docs), MB)
+    # Values under LARGE_VALUE_BYTES are PyMongo's to encode: a command of about 1 MiB.
+    assert type(got[1]) is bytes and len(got[1]) <= MB and got[3] == len(got[1])
+    assert 30 <= len(got[2]) <= 34
+    _same_batch(got, _pymongo_batch(pymongo.message._INSERT, cmd, got[2], 48 * MB))
+    # A first document over the cap is a command of its own.
+    big = [{"_id": 1, **{f"f{i}": "x" * 1000 for i in range(2000)}}, {"_id": 2}]
+    got = splice.batch_command(context, dict(cmd), iter(big), MB)
+    assert got[2] == big[:1]
+    assert context.conn.max_message_size == 48 * MB
+
+
+def test_a_bulk_command_leaves_to_pymongo_what_it_does_not_splice() -> None:
+    cmd = {"insert": "c", "ordered": True}
+    context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
+    docs = [{"_id": 1, "pad": ASCII}]
+    # Unacknowledged writes, deletes, and a look not asked for.
+    unack = {**cmd, "writeConcern": {"w": 0}}
+    assert type(splice.batch_command(context, dict(unack), iter(docs), 48 * MB)[1]) is bytes
+    assert type(splice.batch_command(context, dict(cmd), iter(docs), 48 * MB, False)[1]) is bytes
+    deletes = _Context(pymongo.message._DELETE, _Connection(48 * MB))
+    statement = [{"q": {"pad": ASCII}, "limit": 1}]
+    delete = {"delete": "c", "ordered": True}
+    assert type(splice.batch_command(deletes, dict(delete), iter(statement), 48 * MB)[1]) is bytes
+    # A document whose values alone exceed a command's room: PyMongo's, and its error.
+    huge = [{"_id": 1, "pad": b"h" * (33 * MB)}]
+    with pytest.raises(DocumentTooLarge) as pymongo_s:
+        _pymongo_batch(pymongo.message._INSERT, cmd, huge, 16 * MB)
+    with pytest.raises(DocumentTooLarge) as green:
+        splice.batch_command(
+            _Context(pymongo.message._INSERT, _Connection(16 * MB)), dict(cmd), iter(huge), MB
+        )
+    assert str(green.value) == str(pymongo_s.value)
+    # A value PyMongo's encoder refuses: its error.
+    bad = [{"_id": 1, "pad": "\ud800" * LARGE}]
+    with pytest.raises(UnicodeEncodeError):
+        splice.batch_command(context, dict(cmd), iter(bad), 48 * MB)
+    assert context.conn.max_message_size == 48 * MB
+
+
+class _Inserts(pymongo.monitoring.CommandListener):
+    """The number of documents of every ``insert`` command started."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def started(self, event: Any) -> None:
+        if event.command_name == "insert":
+            self.sizes.append(len(event.command["documents"]))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+async def test_insert_many_and_bulk_write_with_large_values(
+    fw: Framework, server: Any, pauses: list[int]
+) -> None:
+    inserts = _Inserts()
+    client = fw.client(server.uri, event_listeners=[inserts])
+    coll = client.motor_test[f"splice_bulk_{fw.name}"]
+    await coll.drop()
+    documents = [{"_id": i, "pad": ASCII, "b": BLOB, "u": UNICODE, "n": i} for i in range(6)] + [
+        {"_id": 6, "small": True}
+    ]
+    sent = splice.SplicedMessage.chunks
+    spliced = [0]
+
+    def chunks(self: splice.SplicedMessage) -> Any:
+        spliced[0] += 1
+        return sent(self)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(splice.SplicedMessage, "chunks", chunks)
+        pauses[0] = 0
+        result = await coll.insert_many(documents)
+        assert result.inserted_ids == list(range(7))
+        assert spliced[0] == len(inserts.sizes) >= 1 and sum(inserts.sizes) == 7
+        assert pauses[0] > 0
+        assert await coll.find().sort("_id").to_list(None) == documents
+        bulk = await coll.bulk_write(
+            [
+                pymongo.InsertOne({"_id": 10, "pad": BLOB}),
+                pymongo.ReplaceOne({"_id": 1}, {"pad": UNICODE}),
+                pymongo.UpdateOne({"_id": 2}, {"$set": {"pad": BLOB}, "$inc": {"n": 1}}),
+                pymongo.DeleteOne({"_id": 3}),
+            ]
+        )
+    assert (bulk.inserted_count, bulk.matched_count, bulk.modified_count) == (1, 2, 2)
+    assert bulk.deleted_count == 1
+    assert await coll.find_one({"_id": 1}) == {"_id": 1, "pad": UNICODE}
+    assert await coll.find_one({"_id": 2}) == {**documents[2], "pad": BLOB, "n": 3}
+    assert await coll.find_one({"_id": 10}) == {"_id": 10, "pad": BLOB}
+    assert await coll.count_documents({}) == 7
+
+
+async def test_bulk_errors_with_large_values_are_pymongo_s(fw: Framework, server: Any) -> None:
+    coll = fw.client(server.uri).motor_test[f"splice_bulk_errors_{fw.name}"]
+    documents = [{"_id": 1, "pad": ASCII}, {"_id": 1, "pad": BLOB}, {"_id": 2, "pad": ASCII}]
+
+    def sync_write() -> Any:  # PyMongo's own, off the loop's thread
+        with pymongo.MongoClient(server.uri) as sync:
+            sync.motor_test[coll.name].drop()
+            try:
+                sync.motor_test[coll.name].insert_many([dict(d) for d in documents])
+            except pymongo.errors.BulkWriteError as error:
+                return error.details
+
+    expected = await asyncio.to_thread(sync_write)
+    await coll.drop()
+    with pytest.raises(pymongo.errors.BulkWriteError) as green:
+        await coll.insert_many([dict(d) for d in documents])
+    details = green.value.details
+    assert details["nInserted"] == expected["nInserted"] == 1
+    assert [e["index"] for e in details["writeErrors"]] == [
+        e["index"] for e in expected["writeErrors"]
+    ]
+    assert await coll.find().to_list(None) == [documents[0]]

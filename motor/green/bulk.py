@@ -13,10 +13,14 @@ encoding the previous one cost: the first command of a write carries at most
 :data:`GREEN_WRITE_BATCH` documents, and each next one as many as
 its thread can encode in :data:`ENCODE_SECONDS_IN_THREAD` (a worker thread, where the loop
 waits for the interpreter lock) or :data:`ENCODE_SECONDS_ON_LOOP` (a child greenlet on the
-loop's thread), within the server's limits.  The measure is the calling thread's CPU time
-(:func:`time.thread_time`), not the wall clock, so waiting for the interpreter lock does not
-count.  The number of commands a write takes therefore depends on the documents and the
-machine; what is sent, the results and the errors are PyMongo's.
+loop's thread), within the server's limits.  Its bytes are sized the same way, the first
+command's at most :data:`FIRST_COMMAND_BYTES`, so that 1,000 documents of 30 KB are not one
+30 MB encoding; and the large string and binary values of the documents are not encoded at
+all but sent as pieces of the message (:func:`motor.green.splice.batch_command`).  The
+measure is the calling thread's CPU time (:func:`time.thread_time`), not the wall clock,
+so waiting for the interpreter lock does not count.  The number of commands a write takes
+therefore depends on the documents and the machine; what is sent, the results and the
+errors are PyMongo's.
 
 :func:`insert_many` is PyMongo's ``Collection.insert_many`` (the same checks, ``_id``
 assignment and result) without the ``(op_type, document)`` pair PyMongo keeps per document
@@ -40,15 +44,20 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import _csot, common, message
 from pymongo.results import InsertManyResult
 
+from motor.green import splice
 from motor.green.hub import in_child
+from motor.green.socket import _pause_if_spent
 
 __all__ = [
     "ENCODE_SECONDS_IN_THREAD",
     "ENCODE_SECONDS_ON_LOOP",
+    "FIRST_COMMAND_BYTES",
     "GREEN_WRITE_BATCH",
     "GROWTH",
     "HAND_OVER_SECONDS",
     "HAND_OVER_STEP",
+    "MIN_COMMAND_BYTES",
+    "SPLICE_AVERAGE_BYTES",
     "GreenBulk",
     "check_pymongo_internals",
     "insert_many",
@@ -71,6 +80,19 @@ ENCODE_SECONDS_ON_LOOP = 0.00035
 #: clock every :data:`HAND_OVER_STEP` documents.
 HAND_OVER_SECONDS = 0.001
 HAND_OVER_STEP = 500
+# On the loop, insert_many checks and gives _ids to its documents this many at a time.
+HAND_OVER_CHUNK = 100
+#: The most bytes PyMongo's encoder writes for the first command of a bulk write (the
+#: large values spliced in by :func:`motor.green.splice.batch_command` not counted);
+#: each next command's bytes are sized by encoding time like its documents, and at
+#: least :data:`MIN_COMMAND_BYTES`.  A first document larger than that is a command of
+#: its own.
+FIRST_COMMAND_BYTES = 1024 * 1024
+MIN_COMMAND_BYTES = 256 * 1024
+#: A bulk write looks for large values to splice into its next command
+#: (:func:`motor.green.splice.batch_command`) while its commands carry documents of at least
+#: this many bytes on average; it always looks in its first command.
+SPLICE_AVERAGE_BYTES = 16 * 1024
 #: A command carries at most this many times the documents of the one before it, so that
 #: one quick measurement cannot make the next encoding long.
 GROWTH = 8
@@ -111,22 +133,40 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
     """
 
     _green_next = GREEN_WRITE_BATCH
+    _green_bytes = FIRST_COMMAND_BYTES
+    _green_splice = True
 
     def _green_encode(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
         conn = bwc.conn
         count = self._green_next
-        target = ENCODE_SECONDS_ON_LOOP if in_child() else ENCODE_SECONDS_IN_THREAD
+        if in_child():
+            # Each command is encoded in a loop iteration's work window of its own.
+            _pause_if_spent()
+            target = ENCODE_SECONDS_ON_LOOP
+        else:
+            target = ENCODE_SECONDS_IN_THREAD
         own = conn.max_write_batch_size
         # The connection's own limit (GREEN_WRITE_BATCH) stays for PyMongo's other batched
         # writers; this connection is this write's alone while the command is encoded.
         conn.max_write_batch_size = limit
         started = _thread_time()
         try:
-            encoded = bwc.batch_command(cmd, itertools.islice(ops, count))
+            request_id, msg, to_send, written = splice.batch_command(
+                bwc, cmd, itertools.islice(ops, count), self._green_bytes, self._green_splice
+            )
         finally:
             conn.max_write_batch_size = own
-        self._green_next = next_batch_size(len(encoded[2]), _thread_time() - started, target, limit)
-        return encoded
+        spent = _thread_time() - started
+        sent = len(to_send)
+        self._green_next = next_batch_size(sent, spent, target, limit)
+        most = conn.max_message_size
+        # A command of one document: the next one takes at least such a document (one
+        # over the cap is encoded twice: refused, then alone).
+        floor = max(written, MIN_COMMAND_BYTES) if sent == 1 else MIN_COMMAND_BYTES
+        self._green_bytes = max(floor, next_batch_size(written, spent, target, most))
+        # Large values are looked for while the documents are large on average.
+        self._green_splice = len(msg) >= SPLICE_AVERAGE_BYTES * sent
+        return request_id, msg, to_send
 
     def _green_batch(self, bwc: Any, cmd: Any, ops: Any) -> Any:
         # The next command, encoded and sized here; None where PyMongo's own path applies.
@@ -215,9 +255,15 @@ def insert_many(
     inserted_ids: list[Any] = []
     kept: list[Any] = []
     validate = common.validate_is_document_type
-    hand_over = None if in_child() else _HandOver()
+    # On the loop, a child gives the loop its turn between two chunks once the
+    # iteration's work budget is spent; in a worker thread, the interpreter lock.
+    if in_child():
+        hand_over: Any = _pause_if_spent
+        step = HAND_OVER_CHUNK
+    else:
+        hand_over, step = _HandOver(), HAND_OVER_STEP
     remaining = iter(documents)
-    while chunk := list(itertools.islice(remaining, HAND_OVER_STEP)):
+    while chunk := list(itertools.islice(remaining, step)):
         for document in chunk:
             validate("document", document)
             if not isinstance(document, RawBSONDocument):
@@ -225,8 +271,7 @@ def insert_many(
                     document["_id"] = ObjectId()
                 inserted_ids.append(document["_id"])
         kept.extend(chunk)
-        if hand_over is not None:
-            hand_over()
+        hand_over()
     write_concern = self._write_concern_for(session)
     blk = GreenBulk(self, ordered, bypass_document_validation, comment=comment)
     blk.ops = _Inserts(kept)  # type: ignore[assignment]

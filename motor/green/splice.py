@@ -20,10 +20,16 @@ bytes); the green socket sends the pieces one by one
 as PyMongo's message.
 
 It looks for large values where applications put them, at a cost of a few type checks per
-command: the top-level values of inserted documents (``insert_one``), and of an update's
+document: the top-level values of inserted documents (``insert_one``), and of an update's
 replacement document or of each of its update operators (``replace_one``, ``update_one``
 with ``$set``).  Anything else (deeper values, compressed connections, a value PyMongo's
 encoder would refuse, PyMongo outside a child) is encoded by PyMongo as usual.
+
+Bulk writes (``insert_many``, ``bulk_write``) splice their commands' large values the same
+way, in a child or in a worker thread, through :func:`batch_command`, which
+:class:`motor.green.bulk.GreenBulk` calls for each command: a command counts its values'
+bytes against the server's ``maxMessageSize`` (PyMongo counts only what its encoder
+writes), and PyMongo's encoder writes at most the bytes the bulk writer asks for.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import pymongo.synchronous.pool
 from bson.binary import Binary
 from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from bson.raw_bson import RawBSONDocument
+from pymongo.errors import DocumentTooLarge
 
 from motor.green.hub import Child, _getcurrent
 from motor.green.socket import _pause_if_spent
@@ -52,7 +59,7 @@ __all__ = [
 ]
 
 #: A ``str``, ``bytes`` or ``Binary`` value of at least this length is spliced in.
-LARGE_VALUE_BYTES = 1024 * 1024
+LARGE_VALUE_BYTES = 256 * 1024
 #: Characters of a large ``str`` encoded to UTF-8 at a time.
 STR_SLICE = 256 * 1024
 
@@ -68,6 +75,8 @@ _COMMAND_AT = 21
 _original: Any = pymongo.message._op_msg_uncompressed
 # The types of the values spliced in (the old binary subtype excepted).
 _VALUE_TYPES = frozenset((str, bytes, Binary))
+# The field of a bulk write command's documents, by PyMongo's operation number.
+_BULK_FIELDS = {pymongo.message._INSERT: "documents", pymongo.message._UPDATE: "updates"}
 
 
 class SplicedMessage:
@@ -261,6 +270,17 @@ def _containers(data: Any, start: int, position: int, depth: int) -> list[int]:
     return found
 
 
+def _value_pieces(value: Any) -> tuple[list[Any], int]:
+    # A large value's pieces (see SplicedMessage) and its size in bytes.
+    if type(value) is str:
+        if value.isascii():
+            # Encoded as it is sent, a slice at a time.
+            return [value], len(value)
+        pieces = _encode_str(value)
+        return pieces, sum(map(len, pieces))
+    return [memoryview(value).cast("B")], len(value)
+
+
 def _spliced(
     flags: int, command: Any, identifier: str, docs: Any, opts: Any, paths: list[tuple[Any, ...]]
 ) -> tuple[int, SplicedMessage, int, int]:
@@ -270,6 +290,21 @@ def _spliced(
     except Exception:
         # Whatever PyMongo's encoder refuses, it refuses with its own error.
         raise _NotSpliced from None
+    pieces = [_value_pieces(value) for value in values]
+    spliced, added, max_doc_size = _splice(message, len(docs), paths, pieces, markers)
+    return request_id, spliced, total_size + added, max_doc_size
+
+
+def _splice(
+    message: bytes,
+    count: int,
+    paths: list[tuple[Any, ...]],
+    pieces: list[tuple[list[Any], int]],
+    markers: list[bytes],
+) -> tuple[SplicedMessage, int, int]:
+    """An OP_MSG message of ``count`` documents with placeholders, as a
+    :class:`SplicedMessage` with each value's pieces in its placeholder's place; also
+    the bytes it adds, and the size of its largest document."""
     data = bytearray(message)
     # The type-1 section that holds the documents, and where each document starts.
     section = _COMMAND_AT + _UNPACK_INT32_FROM(data, _COMMAND_AT)[0]
@@ -281,43 +316,30 @@ def _spliced(
     while at < section_end:
         starts.append(at)
         at += _UNPACK_INT32_FROM(data, at)[0]
-    if len(starts) != len(docs):
+    if len(starts) != count:
         raise _NotSpliced
-    # Each value: where its placeholder is, its bytes, and how much it adds.
+    # Each value: where its placeholder is, its pieces, and how much it adds.
     spliced: list[tuple[int, int, list[Any]]] = []
     growth: dict[int, int] = {}
-    for path, value, marker in zip(paths, values, markers):
-        number = path[0]
-        start = starts[number]
+    for path, (value_pieces, size), marker in zip(paths, pieces, markers):
+        start = starts[path[0]]
         end = start + _UNPACK_INT32_FROM(data, start)[0]
         position = data.find(marker, start, end)
         if position < 0:
             raise _NotSpliced
-        if type(value) is str:
-            if value.isascii():
-                # Encoded as it is sent, a slice at a time.
-                pieces: list[Any] = [value]
-                size = len(value)
-            else:
-                pieces = _encode_str(value)
-                size = sum(map(len, pieces))
-            length_at = position - 4
-            if _UNPACK_INT32_FROM(data, length_at)[0] != len(marker) + 1:
-                raise _NotSpliced
-            _PACK_INT32_INTO(data, length_at, size + 1)
-        else:
-            pieces = [memoryview(value).cast("B")]
-            size = len(value)
-            length_at = position - 5
-            if _UNPACK_INT32_FROM(data, length_at)[0] != len(marker):
-                raise _NotSpliced
-            _PACK_INT32_INTO(data, length_at, size)
+        if type(value_pieces[0]) is not memoryview:  # a string: its length counts its NUL
+            length_at, length, new_length = position - 4, len(marker) + 1, size + 1
+        else:  # binary: length, subtype, bytes
+            length_at, length, new_length = position - 5, len(marker), size
+        if _UNPACK_INT32_FROM(data, length_at)[0] != length:
+            raise _NotSpliced
+        _PACK_INT32_INTO(data, length_at, new_length)
         added = size - len(marker)
         # path: document number, then keys; the containers are all but the last key.
         for container in _containers(data, start, position, len(path) - 2):
             growth[container] = growth.get(container, 0) + added
-        spliced.append((position, len(marker), pieces))
-    added_total = sum(growth[start] for start in set(starts) if start in growth)
+        spliced.append((position, len(marker), value_pieces))
+    added_total = sum(growth.get(start, 0) for start in starts)
     for container, added in growth.items():
         _PACK_INT32_INTO(data, container, _UNPACK_INT32_FROM(data, container)[0] + added)
     _PACK_INT32_INTO(data, 0, len(data) + added_total)
@@ -325,15 +347,126 @@ def _spliced(
     max_doc_size = max(_UNPACK_INT32_FROM(data, start)[0] for start in starts)
     # The pieces: the skeleton between placeholders, and the values in their place.
     view = memoryview(data)
-    pieces_out: list[Any] = []
+    out: list[Any] = []
     at = 0
-    for position, length, pieces in sorted(spliced, key=lambda item: item[0]):
-        pieces_out.append(view[at:position])
-        pieces_out.extend(pieces)
+    for position, length, value_pieces in sorted(spliced, key=lambda item: item[0]):
+        out.append(view[at:position])
+        out.extend(value_pieces)
         at = position + length
-    pieces_out.append(view[at:])
-    size = len(data) + added_total
-    return request_id, SplicedMessage(pieces_out, size), total_size + added_total, max_doc_size
+    out.append(view[at:])
+    return SplicedMessage(out, len(data) + added_total), added_total, max_doc_size
+
+
+def batch_command(
+    bwc: Any, cmd: Any, docs: Any, encode_bytes: int, look: bool = True
+) -> tuple[int, Any, list[Any], int]:
+    """``bwc.batch_command(cmd, docs)``, PyMongo's bulk writer's encoding of its next
+    command, with the large values of its documents spliced in (when ``look``) and at
+    most about ``encode_bytes`` bytes for PyMongo's encoder to write; also those bytes.
+
+    The command carries the documents PyMongo's limits allow, counting each large
+    value's bytes: they are taken off the connection's ``maxMessageSize`` while PyMongo
+    encodes the placeholders, and ``encode_bytes`` caps what remains (a first document
+    larger than that has a command of its own, as PyMongo's limits allow).  Values are
+    looked for in inserts and updates, not in deletes or in unacknowledged writes (whose
+    documents PyMongo checks against ``maxBsonSize`` as it encodes them); whatever
+    PyMongo's encoder refuses, it refuses with its own error.
+    """
+    conn = bwc.conn
+    own = conn.max_message_size
+    batch = list(docs)
+    identifier = _BULK_FIELDS.get(bwc.op_type)
+    concern = cmd.get("writeConcern")
+    paths = None
+    if look and identifier is not None and (concern is None or concern.get("w", 1)):
+        paths = _large_paths(identifier, batch)
+    chosen: list[tuple[Any, ...]] = []
+    pieces: list[tuple[list[Any], int]] = []
+    count, total = len(batch), 0
+    if paths:
+        # What is left of maxMessageSize for the rest is at least a maxBsonSize document.
+        budget = own - conn.max_bson_size - pymongo.message._COMMAND_OVERHEAD
+        try:
+            chosen, pieces, count, total = _values_within(batch, paths, budget)
+        except _NotSpliced:  # a value PyMongo's encoder refuses, or too large a document
+            chosen = []
+    if chosen:
+        skeleton, _, markers = _skeleton(batch[:count], chosen)
+    else:
+        skeleton, markers = batch, []
+    limit = own - total
+    try:
+        conn.max_message_size = min(limit, encode_bytes)
+        try:
+            request_id, message, to_send = bwc.batch_command(cmd, skeleton)
+        except DocumentTooLarge:
+            if encode_bytes >= limit:
+                raise
+            # The first document alone is over the cap: a command of its own.
+            conn.max_message_size = limit
+            request_id, message, to_send = bwc.batch_command(cmd, skeleton[:1])
+    except Exception:
+        if not chosen:
+            raise
+        conn.max_message_size = own
+        request_id, message, to_send = bwc.batch_command(cmd, batch)
+        return request_id, message, to_send, len(message)
+    finally:
+        conn.max_message_size = own
+    sent = len(to_send)
+    if not chosen:
+        return request_id, message, to_send, len(message)
+    kept = [index for index, path in enumerate(chosen) if path[0] < sent]
+    try:
+        spliced, _, _ = _splice(
+            message,
+            sent,
+            [chosen[index] for index in kept],
+            [pieces[index] for index in kept],
+            [markers[index] for index in kept],
+        )
+    except _NotSpliced:
+        request_id, message, to_send = bwc.batch_command(cmd, batch)
+        return request_id, message, to_send, len(message)
+    return request_id, spliced, batch[:sent], len(message)
+
+
+def _values_within(
+    batch: list[Any], paths: list[tuple[Any, ...]], budget: int
+) -> tuple[list[tuple[Any, ...]], list[tuple[list[Any], int]], int, int]:
+    """The paths and pieces of the large values of the first documents of ``batch``
+    whose values add up to ``budget`` bytes at most; how many documents those are (up to
+    the first one left out), and the values' bytes."""
+    chosen: list[tuple[Any, ...]] = []
+    pieces: list[tuple[list[Any], int]] = []
+    total = 0
+    number = 0
+    while number < len(paths):
+        document = paths[number][0]
+        following = number
+        added = 0
+        document_pieces = []
+        while following < len(paths) and paths[following][0] == document:
+            value_pieces = _value_pieces(_value_at(batch, paths[following]))
+            document_pieces.append(value_pieces)
+            added += value_pieces[1]
+            following += 1
+        if total + added > budget:
+            if not chosen:
+                raise _NotSpliced
+            return chosen, pieces, document, total
+        chosen.extend(paths[number:following])
+        pieces.extend(document_pieces)
+        total += added
+        number = following
+    return chosen, pieces, len(batch), total
+
+
+def _value_at(docs: list[Any], path: tuple[Any, ...]) -> Any:
+    value = docs[path[0]]
+    for key in path[1:]:
+        value = value[key]
+    return value
 
 
 def check_pymongo_internals() -> list[str]:
