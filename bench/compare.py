@@ -25,11 +25,11 @@ Big data, on FerretDB only and for the asyncio clients (this asyncio, Motor 3.7.
 PyMongo async, mongojet, and a ``--baseline`` commit's asyncio): ``insert_one`` of one
 15 MB document, ``find_one`` of it, ``find().to_list()`` of 200,000 small documents
 (default batches, and ``batch_size(200000)``), ``insert_many`` of 100,000 small
-documents.  One operation per run, the ticker always on: the run's longest loop gap,
-the loop thread's CPU time per gap, the garbage collector's pauses, and the end-to-end
-time.  Each runs with the garbage collector on (as applications run) and, in the full
-mode, off (``--big-gc on,frozen,off`` chooses), to tell the driver's stalls from the
-interpreter's collections.
+documents, ``insert_many`` of ten 4 MB documents.  One operation per run, the ticker
+always on: the run's longest loop gap, the loop thread's CPU time per gap, the garbage
+collector's pauses, and the end-to-end time.  Each runs with the garbage collector on (as
+applications run) and, in the full mode, off (``--big-gc on,frozen,off`` chooses), to
+tell the driver's stalls from the interpreter's collections.
 
 Servers: the canned-reply Go server (``bench/cannedserver``) and FerretDB
 (``--ferretdb-uri``, ``MOTOR_BENCH_FERRETDB_URI``, or launched with ``test.server``).
@@ -116,8 +116,11 @@ MB = 1000 * 1000
 BIG_DOC_BYTES = 15 * MB
 #: ... a collection of this many small documents read with to_list() ...
 MANY_DOCS = 200_000
-#: ... and this many small documents written with one insert_many().
+#: ... and this many small documents written with one insert_many() ...
 INSERT_MANY_DOCS = 100_000
+#: ... and this many documents of this many bytes, written with one insert_many().
+LARGE_DOCS = 10
+LARGE_DOC_BYTES = 4 * MB
 #: The clients the big-data workloads measure (by worker kind): their subject is the
 #: event loop, so asyncio clients only (this Motor and a --baseline on asyncio).
 BIG_KINDS = ("motor_asyncio", "pymongo_async", "mongojet")
@@ -253,6 +256,16 @@ def big_workloads(
             docs=inserted,
             **common,
         ),
+        Workload(
+            "big_insert_many_large",
+            f"insert_many {LARGE_DOCS}×{LARGE_DOC_BYTES / MB:g}MB docs",
+            "big",
+            "manyins",
+            op="insert_many_large",
+            docs=LARGE_DOCS,
+            doc_bytes=LARGE_DOC_BYTES,
+            **common,
+        ),
     )
 
 
@@ -273,7 +286,7 @@ WORKLOADS = (
 WORKLOAD_BY_KEY = {w.key: w for w in WORKLOADS}
 #: The big-data workloads whose stall must stay under BIG_STALL_BOUND_MS, and those whose
 #: stall must not exceed the best peer's (one document: encoded or decoded in one piece).
-BIG_BOUNDED = ("many_to_list", "many_to_list_1b", "big_insert_many")
+BIG_BOUNDED = ("many_to_list", "many_to_list_1b", "big_insert_many", "big_insert_many_large")
 BIG_VS_PEERS = ("big_insert_one", "big_find_one")
 
 
@@ -392,7 +405,11 @@ class Target:
         Dropped and created again, so that the write neither finds the documents of the
         run before nor pays for creating the collection.
         """
-        if workload.kind != "big" or workload.op not in ("insert_big", "insert_many"):
+        if workload.kind != "big" or workload.op not in (
+            "insert_big",
+            "insert_many",
+            "insert_many_large",
+        ):
             return
         db = self._admin_client()[self.db]
         name = self.collections[workload.collection]

@@ -375,6 +375,9 @@ class Runner:
         if what == "insert_many":
             docs = [small_doc(i) for i in range(workload["docs"])]
             return lambda: coll.insert_many(docs), _expect_ids(len(docs))
+        if what == "insert_many_large":
+            docs = [big_doc(workload["doc_bytes"], _id=i) for i in range(workload["docs"])]
+            return lambda: coll.insert_many(docs), _expect_ids(len(docs))
         if what == "to_list":
             batch_size = workload.get("batch_size")
             expected = workload["docs"]
