@@ -204,6 +204,7 @@ def test_the_connection_s_own_limit_comes_back_when_encoding_fails() -> None:
         max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
         max_message_size = 48_000_000
         max_bson_size = 16 * 1024 * 1024
+        compression_context = None
 
     seen: list[tuple[int, int]] = []
 

@@ -212,6 +212,16 @@ def test_the_internals_check_covers_the_encoder(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(splice, "_original", other_layout)
     assert any("layout changed" in p for p in splice.check_pymongo_internals())
+    monkeypatch.undo()
+
+    batched = pymongo.message._do_batched_op_msg
+
+    def other_batch(*args: Any) -> Any:
+        request_id, message, to_send = batched(*args)
+        return request_id, message + b"\0", to_send
+
+    monkeypatch.setattr(pymongo.message, "_do_batched_op_msg", other_batch)
+    assert any("_do_batched_op_msg" in p for p in splice.check_pymongo_internals())
 
 
 @pytest.fixture
@@ -416,6 +426,13 @@ def test_a_bulk_command_leaves_to_pymongo_what_it_does_not_splice() -> None:
             _Context(pymongo.message._INSERT, _Connection(16 * MB)), dict(cmd), iter(huge), MB
         )
     assert str(green.value) == str(pymongo_s.value)
+    # A compressed connection.
+    compressed = _Context(pymongo.message._INSERT, _Connection(48 * MB))
+    compressed.conn.compression_context = object()  # type: ignore[assignment]
+    compressed.batch_command = lambda cmd, docs: pymongo.message._batched_op_msg(  # type: ignore[method-assign]
+        pymongo.message._INSERT, cmd, list(docs), True, DEFAULT_CODEC_OPTIONS, compressed
+    )
+    assert type(splice.batch_command(compressed, dict(cmd), iter(docs), 48 * MB)[1]) is bytes
     # A value PyMongo's encoder refuses: its error.
     bad = [{"_id": 1, "pad": "\ud800" * LARGE}]
     with pytest.raises(UnicodeEncodeError):

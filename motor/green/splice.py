@@ -39,6 +39,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import pymongo.errors
 import pymongo.message
 import pymongo.synchronous.pool
 from bson.binary import Binary
@@ -378,7 +379,8 @@ def batch_command(
     identifier = _BULK_FIELDS.get(bwc.op_type)
     concern = cmd.get("writeConcern")
     paths = None
-    if look and identifier is not None and (concern is None or concern.get("w", 1)):
+    acknowledged = concern is None or concern.get("w", 1)
+    if look and identifier is not None and acknowledged and not conn.compression_context:
         paths = _large_paths(identifier, batch)
     chosen: list[tuple[Any, ...]] = []
     pieces: list[tuple[list[Any], int]] = []
@@ -495,7 +497,62 @@ def check_pymongo_internals() -> list[str]:
         same = False
     if not same:
         problems.append("pymongo.message._op_msg_uncompressed's message layout changed")
+    if not _bulk_splices(document):
+        problems.append("pymongo.message._do_batched_op_msg's message or limits changed")
     return problems
+
+
+_BULK_CONTEXT: Any = pymongo.message._BulkWriteContext
+
+
+class _CheckConnection:
+    max_message_size = 48_000_000
+    max_bson_size = 16 * 1024 * 1024
+    max_write_batch_size = 100_000
+    compression_context = None
+
+
+class _CheckContext:
+    # What PyMongo's batched encoder reads of a _BulkWriteContext.
+    conn = _CheckConnection()
+    max_message_size = property(lambda self: self.conn.max_message_size)
+    max_bson_size = property(lambda self: self.conn.max_bson_size)
+    max_write_batch_size = property(lambda self: self.conn.max_write_batch_size)
+    op_type = pymongo.message._INSERT
+
+    def batch_command(self, cmd: Any, docs: Any) -> Any:
+        context: Any = self
+        return pymongo.message._do_batched_op_msg(
+            "db.$cmd", self.op_type, cmd, docs, DEFAULT_CODEC_OPTIONS, context
+        )
+
+
+def _bulk_splices(document: dict[str, Any]) -> bool:
+    # A bulk write's command spliced: PyMongo's message; and PyMongo's encoder reads the
+    # limits of the bulk write context, which reads its connection's.
+    limit = getattr(_BULK_CONTEXT.max_message_size, "fget", None)
+    if limit is None or not {"conn", "max_message_size"} <= set(limit.__code__.co_names):
+        return False
+    context = _CheckContext()
+    paths: list[tuple[Any, ...]] = [(0, "s"), (0, "b")]
+    try:
+        expected = context.batch_command({"insert": "c"}, iter([document]))
+        skeleton, values, markers = _skeleton([document], paths)
+        context.conn.max_message_size = 10
+        try:
+            context.batch_command({"insert": "c"}, iter(skeleton))
+        except pymongo.errors.DocumentTooLarge:
+            pass  # the first document over the limit: the limit is read from conn
+        else:
+            return False
+        finally:
+            context.conn.max_message_size = _CheckConnection.max_message_size
+        _, message, to_send = context.batch_command({"insert": "c"}, iter(skeleton))
+        pieces = [_value_pieces(value) for value in values]
+        joined = bytes(_splice(message, len(to_send), paths, pieces, markers)[0])
+    except Exception:
+        return False
+    return bool(joined[:4] + joined[8:] == expected[1][:4] + expected[1][8:])
 
 
 def install(message_module: Any) -> None:
