@@ -58,6 +58,13 @@ def _same_message(got: Any, expected: Any) -> None:
     assert got[2:] == expected[2:]
 
 
+def _nest(levels: int, value: Any) -> Any:
+    # ``value`` in ``levels`` embedded documents and arrays, alternately.
+    for level in range(levels):
+        value = {"v": value} if level % 2 else [value]
+    return value
+
+
 INSERTS = {
     "ascii": [{"_id": 1, "name": "big", "pad": ASCII}],
     "unicode": [{"_id": 1, "pad": UNICODE, "n": 1}],
@@ -70,6 +77,14 @@ INSERTS = {
     ],
     "large-id": [{"x": 1, "_id": ASCII}],
     "son": [SON([("z", ASCII), ("_id", 5), ("a", [1, 2])])],
+    "embedded": [{"_id": 1, "sub": {"pad": ASCII, "n": 1}, "list": [ASCII, 2, BLOB]}],
+    "deep": [{"a": {"b": [{"c": {"d": [0, UNICODE]}}, {"e": Binary(BLOB, 4)}]}, "_id": 7}],
+    "embedded-son-top": [SON([("_id", 1), ("meta", {"pad": ASCII, "x": [1, {"y": BLOB}]})])],
+    "deepest": [{"_id": 1, "a": _nest(splice.MAX_DEPTH, ASCII)}],
+    "embedded-several": [
+        {"_id": 1, "a": {"x": 1}, "b": [], "c": {}},
+        {"_id": 2, "a": {"x": ASCII}, "b": [{"y": ASCII}, {"z": BLOB}], "c": ASCII},
+    ],
 }
 
 
@@ -94,6 +109,11 @@ UPDATES = {
         {"q": {"_id": 2}, "u": {"x": 1}},
         {"q": {"_id": 3}, "u": {"pad": ASCII}, "hint": {"_id": 1}},
     ],
+    "embedded": [
+        {"q": {"_id": 1}, "u": {"$set": {"meta": {"pad": ASCII}}, "$push": {"l": {"b": BLOB}}}},
+        {"q": {"_id": 2}, "u": {"_id": 2, "list": [UNICODE]}},
+    ],
+    "pipeline": [{"q": {}, "u": [{"$set": {"pad": ASCII}}, {"$unset": "x"}]}],
 }
 
 
@@ -108,10 +128,15 @@ def test_a_spliced_update_is_pymongo_s_message(in_child: None, docs: list[Any]) 
 PYMONGO_S = {
     "small values": ("documents", [{"_id": 1, "pad": "a" * (LARGE - 1), "b": BLOB[: LARGE - 1]}]),
     "old binary": ("documents", [{"_id": 1, "pad": Binary(BLOB, 2)}]),
-    "deeper value": ("documents", [{"_id": 1, "sub": {"pad": ASCII}, "list": [ASCII]}]),
+    "embedded son": ("documents", [{"_id": 1, "sub": SON([("pad", ASCII)])}]),
+    "tuple": ("documents", [{"_id": 1, "t": (ASCII,)}]),
+    "too deep": ("documents", [{"_id": 1, "a": _nest(splice.MAX_DEPTH + 1, ASCII)}]),
+    "too many values": (
+        "documents",
+        [{"_id": 1, "l": list(range(splice.VISIT_LIMIT)), "pad": {"s": ASCII}}],
+    ),
     "raw document": ("documents", [RawBSONDocument(bson.encode({"_id": 1, "pad": ASCII}))]),
     "str subclass": ("documents", [{"_id": 1, "pad": type("S", (str,), {})(ASCII)}]),
-    "pipeline update": ("updates", [{"q": {}, "u": [{"$set": {"pad": ASCII}}]}]),
     "deletes": ("deletes", [{"q": {"pad": ASCII}, "limit": 1}]),
 }
 
@@ -239,6 +264,20 @@ def spliced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
     yield sizes
 
 
+async def _insert_in_slices(
+    coll: Any, document: dict[str, Any], ascii_bytes: int, pauses: list[int]
+) -> None:
+    # Insert ``document`` with no work budget: the loop turns, and the child pauses,
+    # before each slice of its ``ascii_bytes`` of ASCII strings (at least).
+    async with loop_turns() as turns:
+        pauses[0] = 0
+        result = await coll.insert_one(document)
+    assert result.inserted_id == document["_id"]
+    slices = ascii_bytes // splice.STR_SLICE
+    assert pauses[0] >= slices and turns[0] >= slices, (pauses[0], turns[0])
+    assert await coll.find_one({"_id": document["_id"]}) == document
+
+
 async def test_a_large_document_is_sent_in_pieces_with_the_loop_running(
     fw: Framework,
     server: Any,
@@ -248,17 +287,11 @@ async def test_a_large_document_is_sent_in_pieces_with_the_loop_running(
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"splice_{fw.name}"]
     await coll.drop()
+    spliced.clear()  # the internals check's, on a process's first client
     document = {"_id": 1, "pad": "p" * (8 * 1024 * 1024), "blob": BLOB, "u": UNICODE}
     monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
-    async with loop_turns() as turns:
-        pauses[0] = 0
-        result = await coll.insert_one(document)
-    assert result.inserted_id == 1 and len(spliced) == 1
-    # 8 MB of ASCII in slices, the unicode string's slices: a pause before each.
-    slices = 8 * 1024 * 1024 // splice.STR_SLICE
-    assert pauses[0] >= slices, pauses[0]
-    assert turns[0] >= slices
-    assert await coll.find_one({"_id": 1}) == document
+    await _insert_in_slices(coll, document, 8 * 1024 * 1024, pauses)
+    assert len(spliced) == 1
 
 
 async def test_replace_and_update_with_large_values(
@@ -277,6 +310,30 @@ async def test_replace_and_update_with_large_values(
     await coll.update_one({"_id": 2}, {"$set": {"pad": ASCII}}, upsert=True)
     assert await coll.find_one({"_id": 2}) == {"_id": 2, "pad": ASCII}
     assert len(spliced) == 3
+
+
+async def test_embedded_large_values_round_trip(
+    fw: Framework,
+    server: Any,
+    pauses: list[int],
+    spliced: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"splice_embedded_{fw.name}"]
+    await coll.drop()
+    spliced.clear()  # the internals check's, on a process's first client
+    document = {
+        "_id": 1,
+        "meta": {"name": "x", "pad": "q" * (4 * 1024 * 1024)},
+        "parts": [{"blob": BLOB}, UNICODE, 3],
+    }
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    await _insert_in_slices(coll, document, 4 * 1024 * 1024, pauses)
+    await coll.update_one({"_id": 1}, {"$set": {"meta": {"pad": ASCII}}, "$push": {"parts": BLOB}})
+    document["meta"] = {"pad": ASCII}
+    document["parts"].append(BLOB)  # type: ignore[attr-defined]
+    assert await coll.find_one({"_id": 1}) == document
+    assert len(spliced) == 2
 
 
 async def test_a_document_too_large_is_pymongo_s_error(

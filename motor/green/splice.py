@@ -20,10 +20,12 @@ bytes); the green socket sends the pieces one by one
 as PyMongo's message.
 
 It looks for large values where applications put them, at a cost of a few type checks per
-document: the top-level values of inserted documents (``insert_one``), and of an update's
-replacement document or of each of its update operators (``replace_one``, ``update_one``
-with ``$set``).  Anything else (deeper values, compressed connections, a value PyMongo's
-encoder would refuse, PyMongo outside a child) is encoded by PyMongo as usual.
+value: in inserted documents (``insert_one``), and in an update's replacement document,
+update operators or pipeline (``replace_one``, ``update_one`` with ``$set``), at the top
+level and in embedded documents and arrays (plain ``dict`` and ``list``), at most
+:data:`MAX_DEPTH` levels down and :data:`VISIT_LIMIT` values per document.  Anything else
+(values past those limits, compressed connections, a value PyMongo's encoder would refuse,
+PyMongo outside a child) is encoded by PyMongo as usual.
 
 Bulk writes (``insert_many``, ``bulk_write``) splice their commands' large values the same
 way, in a child or in a worker thread, through :func:`batch_command`, which
@@ -63,6 +65,12 @@ __all__ = [
 LARGE_VALUE_BYTES = 256 * 1024
 #: Characters of a large ``str`` encoded to UTF-8 at a time.
 STR_SLICE = 256 * 1024
+#: How many levels of embedded documents and arrays large values are looked for in.
+MAX_DEPTH = 16
+#: How many values of one document (its own and its embedded documents' and arrays')
+#: are looked at, at most: a document with more leaves the rest to PyMongo's encoder
+#: rather than walk them all in Python.
+VISIT_LIMIT = 1000
 
 # The placeholders: a prefix unique to this process, then the value's number.
 _PREFIX = "motor-splice-" + os.urandom(8).hex() + "-"
@@ -76,6 +84,8 @@ _COMMAND_AT = 21
 _original: Any = pymongo.message._op_msg_uncompressed
 # The types of the values spliced in (the old binary subtype excepted).
 _VALUE_TYPES = frozenset((str, bytes, Binary))
+# The types of the embedded documents and arrays looked in.
+_CONTAINER_TYPES = frozenset((dict, list))
 # The field of a bulk write command's documents, by PyMongo's operation number.
 _BULK_FIELDS = {pymongo.message._INSERT: "documents", pymongo.message._UPDATE: "updates"}
 
@@ -121,46 +131,52 @@ def _is_large(value: Any) -> bool:
     return kind is Binary and value.subtype != 2 and len(value) >= LARGE_VALUE_BYTES
 
 
-def _large_keys(document: Any) -> list[Any] | None:
-    # The keys of the large top-level values of a document, or None.
+def _collect(
+    container: Any, prefix: tuple[Any, ...], paths: list[tuple[Any, ...]], depth: int, budget: int
+) -> int:
+    """Add the paths of the large values in ``container`` (a document or an array) and
+    in its embedded documents and arrays, at most :data:`MAX_DEPTH` levels down; how
+    many more values may be looked at (negative: the walk stopped there)."""
+    items = container.items() if type(container) is not list else enumerate(container)
+    for key, value in items:
+        budget -= 1
+        if budget < 0:
+            return budget
+        kind = type(value)
+        if kind is str or kind is bytes or kind is Binary:
+            if _is_large(value):
+                paths.append((*prefix, key))
+        elif (kind is dict or kind is list) and value and depth < MAX_DEPTH:
+            budget = _collect(value, (*prefix, key), paths, depth + 1, budget)
+            if budget < 0:
+                return budget
+    return budget
+
+
+def _document_paths(document: Any, prefix: tuple[Any, ...], paths: list[tuple[Any, ...]]) -> None:
+    # The paths of a document's large values (any mapping but a raw one at the top
+    # level; plain dicts and lists below it), looking at VISIT_LIMIT values at most.
     if type(document) is not dict and (
         not isinstance(document, Mapping) or isinstance(document, RawBSONDocument)
     ):
-        return None
-    keys = None
-    for key, value in document.items():
-        if _is_large(value):
-            if keys is None:
-                keys = [key]
-            else:
-                keys.append(key)
-    return keys
+        return
+    _collect(document, prefix, paths, 0, VISIT_LIMIT)
 
 
 def _large_paths(identifier: str, docs: Any) -> list[tuple[Any, ...]]:
-    """The paths (document number, then keys) of the large values of a command's
-    documents, in the places this module looks (see the module docstring)."""
+    """The paths (document number, then keys and array indexes) of the large values of
+    a command's documents, in the places this module looks (see the module docstring)."""
     paths: list[tuple[Any, ...]] = []
     if identifier == "documents":
         for number, document in enumerate(docs):
-            keys = _large_keys(document)
-            if keys:
-                paths.extend((number, key) for key in keys)
+            _document_paths(document, (number,), paths)
     elif identifier == "updates":
         for number, statement in enumerate(docs):
             update = statement.get("u") if isinstance(statement, Mapping) else None
-            if not isinstance(update, Mapping) or isinstance(update, RawBSONDocument):
-                continue
-            first = next(iter(update), "")
-            if isinstance(first, str) and first.startswith("$"):
-                for operator, fields in update.items():
-                    keys = _large_keys(fields)
-                    if keys:
-                        paths.extend((number, "u", operator, key) for key in keys)
+            if type(update) is list:  # an aggregation pipeline
+                _collect(update, (number, "u"), paths, 0, VISIT_LIMIT)
             else:
-                keys = _large_keys(update)
-                if keys:
-                    paths.extend((number, "u", key) for key in keys)
+                _document_paths(update, (number, "u"), paths)
     return paths
 
 
@@ -169,11 +185,15 @@ def green_op_msg(flags: int, command: Any, identifier: str, docs: Any, opts: Any
     with large values, sent by a child; PyMongo's encoding of anything else."""
     if identifier:
         if identifier == "documents":
-            # An insert's plain documents are checked here, at a few type checks a value.
+            # An insert's plain documents are checked here, at a few type checks a value:
+            # a large top-level value, or an embedded document or array to look in.
             for document in docs:
                 if type(document) is dict:
                     for value in document.values():
-                        if type(value) in _VALUE_TYPES and len(value) >= LARGE_VALUE_BYTES:
+                        kind = type(value)
+                        if kind in _CONTAINER_TYPES or (
+                            kind in _VALUE_TYPES and len(value) >= LARGE_VALUE_BYTES
+                        ):
                             break
                     else:
                         continue
@@ -206,11 +226,11 @@ def _skeleton(docs: Any, paths: list[tuple[Any, ...]]) -> tuple[list[Any], list[
     along each path copied, the caller's left alone), the values, and the placeholders'
     bytes."""
     skeleton = list(docs)
-    copies: dict[tuple[Any, ...], dict[Any, Any]] = {}
+    copies: dict[tuple[Any, ...], Any] = {}
     values: list[Any] = []
     markers: list[bytes] = []
     for number, path in enumerate(paths):
-        container: dict[Any, Any]
+        container: Any
         for depth in range(1, len(path)):
             prefix = path[:depth]
             copy = copies.get(prefix)
@@ -220,7 +240,8 @@ def _skeleton(docs: Any, paths: list[tuple[Any, ...]]) -> tuple[list[Any], list[
                     skeleton[path[0]] = copy
                 else:
                     parent = copies[path[: depth - 1]]
-                    copy = dict(parent[path[depth - 1]])
+                    original = parent[path[depth - 1]]
+                    copy = original.copy() if type(original) is list else dict(original)
                     parent[path[depth - 1]] = copy
                 copies[prefix] = copy
             container = copy
@@ -248,7 +269,7 @@ def _encode_str(value: str) -> list[Any]:
 
 def _containers(data: Any, start: int, position: int, depth: int) -> list[int]:
     """Where the documents enclosing ``position`` start: the document at ``start``, then
-    ``depth`` levels of embedded documents below it."""
+    ``depth`` levels of embedded documents and arrays below it."""
     from motor.green.pool import _element_end, _nul
 
     found = [start]
@@ -260,7 +281,7 @@ def _containers(data: Any, start: int, position: int, depth: int) -> list[int]:
             value = _nul(data, at + 1) + 1
             after = _element_end(data, kind, value)
             if value <= position < after:
-                if kind != 0x03:
+                if kind != 0x03 and kind != 0x04:
                     raise _NotSpliced
                 start = value
                 found.append(start)
@@ -322,6 +343,9 @@ def _splice(
     # Each value: where its placeholder is, its pieces, and how much it adds.
     spliced: list[tuple[int, int, list[Any]]] = []
     growth: dict[int, int] = {}
+    # The values' new lengths, written once every container is found (finding one
+    # walks the elements before it, by their lengths as encoded).
+    lengths: list[tuple[int, int]] = []
     for path, (value_pieces, size), marker in zip(paths, pieces, markers):
         start = starts[path[0]]
         end = start + _UNPACK_INT32_FROM(data, start)[0]
@@ -334,12 +358,14 @@ def _splice(
             length_at, length, new_length = position - 5, len(marker), size
         if _UNPACK_INT32_FROM(data, length_at)[0] != length:
             raise _NotSpliced
-        _PACK_INT32_INTO(data, length_at, new_length)
+        lengths.append((length_at, new_length))
         added = size - len(marker)
         # path: document number, then keys; the containers are all but the last key.
         for container in _containers(data, start, position, len(path) - 2):
             growth[container] = growth.get(container, 0) + added
         spliced.append((position, len(marker), value_pieces))
+    for length_at, new_length in lengths:
+        _PACK_INT32_INTO(data, length_at, new_length)
     added_total = sum(growth.get(start, 0) for start in starts)
     for container, added in growth.items():
         _PACK_INT32_INTO(data, container, _UNPACK_INT32_FROM(data, container)[0] + added)
