@@ -416,6 +416,7 @@ def test_a_bulk_command_is_pymongo_s_message_with_values_spliced() -> None:
         {"_id": 1, "a": ASCII, "b": BLOB},
         {"_id": 2, "small": 1},
         {"_id": 3, "u": UNICODE, "bin": Binary(BLOB, 5)},
+        {"_id": 4, "meta": {"a": ASCII, "l": [1, {"b": BLOB}]}},
     ]
     cmd = {"insert": "c", "ordered": True}
     context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
@@ -426,11 +427,12 @@ def test_a_bulk_command_is_pymongo_s_message_with_values_spliced() -> None:
     statements = [
         {"q": {"_id": 1}, "u": {"pad": ASCII}, "upsert": True},
         {"q": {"_id": 2}, "u": {"$set": {"b": BLOB}}, "multi": False},
+        {"q": {"_id": 3}, "u": {"$push": {"l": {"b": BLOB, "s": ASCII}}}},
     ]
     cmd = {"update": "c", "ordered": False}
     context = _Context(pymongo.message._UPDATE, _Connection(48 * MB))
     got = splice.batch_command(context, dict(cmd), iter(statements), 48 * MB)
-    assert type(got[1]) is splice.SplicedMessage
+    assert type(got[1]) is splice.SplicedMessage and got[3] < 64 * 1024
     _same_batch(got, _pymongo_batch(pymongo.message._UPDATE, cmd, statements, 48 * MB))
 
 
