@@ -220,6 +220,15 @@ def big_workloads(
             **common,
         ),
         Workload(
+            "big_insert_one_nested",
+            f"insert_one {size}, embedded",
+            "big",
+            "bigins",
+            op="insert_big_nested",
+            doc_bytes=doc_bytes,
+            **common,
+        ),
+        Workload(
             "big_find_one",
             f"find_one {size} doc",
             "big",
@@ -287,7 +296,7 @@ WORKLOAD_BY_KEY = {w.key: w for w in WORKLOADS}
 #: The big-data workloads whose stall must stay under BIG_STALL_BOUND_MS, and those whose
 #: stall must not exceed the best peer's (one document: encoded or decoded in one piece).
 BIG_BOUNDED = ("many_to_list", "many_to_list_1b", "big_insert_many", "big_insert_many_large")
-BIG_VS_PEERS = ("big_insert_one", "big_find_one")
+BIG_VS_PEERS = ("big_insert_one", "big_insert_one_nested", "big_find_one")
 
 
 @dataclass
@@ -407,6 +416,7 @@ class Target:
         """
         if workload.kind != "big" or workload.op not in (
             "insert_big",
+            "insert_big_nested",
             "insert_many",
             "insert_many_large",
         ):

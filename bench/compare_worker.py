@@ -31,7 +31,8 @@ pipes, one JSON document per line:
                    with ``"memory": true`` the resident-set growth is measured;
    ``to_list``     ``ops`` sequential ``find({}).to_list()`` of a whole collection;
    ``big``         one operation on big data (``"op"``: ``insert_big``, ``insert_one``
-                   of one document of ``doc_bytes`` bytes; ``find_big``, ``find_one({})``
+                   of one document of ``doc_bytes`` bytes; ``insert_big_nested``, the
+                   same with its string in an embedded document; ``find_big``, ``find_one({})``
                    of such a document; ``to_list``, ``find({}).to_list()`` of a whole
                    collection, with ``batch_size`` if given; ``insert_many``, of ``docs``
                    documents shaped like :func:`small_doc`), always with the ticker.
@@ -107,12 +108,17 @@ def small_doc(i: int) -> dict[str, Any]:
     return {"_id": i, "x": i, "s": SMALL_DOC_TEXT}
 
 
-def big_doc(size: int, _id: int = 0) -> dict[str, Any]:
-    """One document of exactly ``size`` bytes of BSON: a name and a padding string."""
+def big_doc(size: int, _id: int = 0, nested: bool = False) -> dict[str, Any]:
+    """One document of exactly ``size`` bytes of BSON: a name and a padding string (with
+    ``nested``, the string in an embedded document: ``{"meta": {"kind": ..., "pad": ...}}``)."""
     import bson
 
-    doc: dict[str, Any] = {"_id": _id, "name": "big", "pad": ""}
-    doc["pad"] = "x" * (size - len(bson.encode(doc)))
+    doc: dict[str, Any] = {"_id": _id, "name": "big"}
+    holder = doc
+    if nested:
+        holder = doc["meta"] = {"kind": "blob"}
+    holder["pad"] = ""
+    holder["pad"] = "x" * (size - len(bson.encode(doc)))
     return doc
 
 
@@ -358,8 +364,8 @@ class Runner:
         checks the operation's result and returns how many documents it moved."""
         coll = self.coll(workload["collection"])
         what = workload["op"]
-        if what == "insert_big":
-            doc = big_doc(workload["doc_bytes"], _id=1)
+        if what in ("insert_big", "insert_big_nested"):
+            doc = big_doc(workload["doc_bytes"], _id=1, nested=what == "insert_big_nested")
             return lambda: coll.insert_one(doc), _expect_ids(1)
         if what == "find_big":
             size = workload["doc_bytes"]
