@@ -128,11 +128,83 @@ def test_sliced_decode_reads_the_reply_where_the_reader_put_it() -> None:
 
 
 def test_a_type_the_slicer_does_not_know_falls_back_to_pymongo() -> None:
-    # Only the reply, its cursor and the batch array are walked; a regex inside a
-    # document is decoded by PyMongo with the rest of its slice.
-    payload = bson.encode({"cursor": {"firstBatch": [{"r": Regex("^a")}]}, "r": Regex("^a")})
+    # Only the reply, its cursor, the batch array and large documents and arrays are
+    # walked; an element of a type that is not BSON's, in the reply, is PyMongo's to
+    # refuse.
+    payload = bytearray(bson.encode({"cursor": {"firstBatch": [{"r": 1}]}, "n": 1}))
+    at = payload.rindex(b"\x10n\x00")
+    payload[at] = 0x20
     with pytest.raises(green_pool._UnknownBSON):
         green_pool._decode_in_slices(memoryview(payload), CodecOptions(), _CountingHub())
+    with pytest.raises(bson.errors.InvalidBSON):
+        bson.decode(bytes(payload))
+
+
+def _large_documents() -> dict[str, list[Any]]:
+    # Batches with documents of SPLIT_BYTES and more: large arrays, many fields,
+    # documents and arrays within, and documents PyMongo's decoder makes DBRefs of.
+    return {
+        "array of ints": [{"_id": 1, "a": list(range(200_000))}],
+        "array of documents": [{"_id": 1, "a": [_document(i) for i in range(1500)]}],
+        "many fields": [{f"f{i}": i for i in range(30_000)}],
+        "nested": [
+            {"_id": 0},
+            {
+                "_id": 1,
+                "meta": {"deep": {"l": [[i, str(i)] for i in range(30_000)]}, "k": 1},
+                "z": [1.5] * 40_000,
+                "r": Regex("^a", "i"),
+                "p": bson.DBRef("c", 1),
+            },
+            {"_id": 2, "ref": {"$ref": "c", "$id": 1, "pad": list(range(40_000))}},
+            {"$ref": "c", "$id": 3, "pad": list(range(40_000))},
+        ],
+        "one string": [{"_id": 1, "s": "x" * (2 * green_pool.SPLIT_BYTES)}],
+    }
+
+
+_CODEC_OPTIONS = {
+    "dict": CodecOptions(),
+    "SON": CodecOptions(document_class=SON),
+    "tz_aware": CodecOptions(tz_aware=True),
+}
+
+
+@pytest.mark.parametrize(
+    "case, codecs",
+    [
+        (case, codecs)
+        for case in _large_documents()
+        for codecs in _CODEC_OPTIONS
+        # SON's assignment is linear in its size: minutes for 30,000 fields.
+        if (case, codecs) != ("many fields", "SON")
+    ],
+)
+def test_a_large_document_is_decoded_in_pieces(case: str, codecs: str) -> None:
+    codec_options = _CODEC_OPTIONS[codecs]
+    documents = _large_documents()[case]
+    payload = _reply(documents)
+    hub = _CountingHub()
+
+    decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), codec_options, hub)
+
+    expected = bson.decode(payload, codec_options)
+    assert decoded == expected
+
+    def shape(value: Any) -> Any:
+        # Types all the way down, and field order.
+        if isinstance(value, (dict, SON)):
+            return (type(value), [(k, shape(v)) for k, v in value.items()])
+        if isinstance(value, list):
+            return (type(value), [shape(v) for v in value])
+        return type(value)
+
+    assert shape(decoded) == shape(expected)
+    # Every SLICE_BYTES of a document or array of SPLIT_BYTES or more is a slice of its
+    # own; a string is one value, decoded in one call.
+    large = sum(len(bson.encode(d)) for d in documents if len(bson.encode(d)) >= 2**18)
+    if case != "one string":
+        assert hub.pauses >= large // green_pool.SLICE_BYTES, hub.pauses
 
 
 async def test_a_large_batch_is_decoded_in_slices(
@@ -283,6 +355,23 @@ async def test_a_large_reply_leaves_the_loop_between_reads(
     # pause after each but the last.
     assert sum(reads) > 8 * 1024 * 1024 and len(reads) > 2
     assert pauses[0] >= len(reads) - 2
+
+
+async def test_a_large_document_is_read_in_pieces(
+    fw: Framework, server: Any, pauses: list[int]
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"large_document_{fw.name}"]
+    await coll.drop()
+    document = {"_id": 1, "readings": list(range(300_000)), "meta": {"tags": ["a"] * 50_000}}
+    await coll.insert_one(document)
+    async with loop_turns() as turns:
+        pauses[0] = 0
+        found = await coll.find_one({"_id": 1})
+    assert found == document
+    # 3.3 MB of small values: a slice of at most 256 KB at a time, the loop running
+    # between two.
+    assert pauses[0] >= len(bson.encode(document)) // green_pool.SLICE_BYTES, pauses[0]
+    assert turns[0] >= pauses[0]
 
 
 async def test_raw_batches_and_type_decoders_are_pymongo_s(

@@ -288,6 +288,12 @@ _original_resolve: Any = None
 SLICED_DECODE_BYTES = 1024 * 1024
 SLICE_BYTES = 256 * 1024
 SLICE_DOCUMENTS = 1000
+# Elements of an array of other values than documents and arrays per slice, at most.
+SLICE_SCALARS = 16_000
+# A document or array of at least this many bytes inside such a reply (one large
+# document of the batch, an array or embedded document in it) is decoded in pieces of
+# its own: its fields, or its elements, a slice at a time.
+SPLIT_BYTES = SLICE_BYTES
 # A batch of more than this many documents is handed from one container to the next
 # (PyMongo's deque, the list of to_list) this many at a time, the loop running between
 # two: each such pass touches every document (reference counts), a few milliseconds per
@@ -594,7 +600,7 @@ def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
             cursor = codec_options.document_class()
             for c_kind, c_key, c_start, c_value, c_end in _elements(view, value):
                 if c_key in ("firstBatch", "nextBatch") and c_kind == _BSON_ARRAY:
-                    cursor[c_key] = _decode_array(view, c_value, codec_options, hub)
+                    cursor[c_key] = _decode_values(view, c_value, codec_options, hub)
                 else:
                     cursor[c_key] = _decode_element(view, c_start, c_end, c_key, codec_options)
             document[key] = cursor
@@ -686,6 +692,10 @@ def _element_end(data: Any, kind: int, value: int) -> int:
         return value + 4 + int(_UNPACK_INT32_FROM(data, value)[0])
     if kind == 0x05:  # binary: length, subtype, bytes
         return value + 5 + int(_UNPACK_INT32_FROM(data, value)[0])
+    if kind == 0x0B:  # regular expression: pattern and options, two C strings
+        return _nul(data, _nul(data, value) + 1) + 1
+    if kind == 0x0C:  # DBPointer: a string and an ObjectId
+        return value + 16 + int(_UNPACK_INT32_FROM(data, value)[0])
     size = _FIXED_SIZES.get(kind)
     if size is None:
         raise _UnknownBSON(kind)
@@ -700,21 +710,25 @@ def _decode_element(view: memoryview, start: int, end: int, key: str, codec_opti
     )[key]
 
 
-def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) -> list[Any]:
-    # Runs on a child: the documents of the BSON array at ``start``, in slices of about
-    # SLICE_BYTES and at most about SLICE_DOCUMENTS elements, the loop running between
-    # two slices (hub.pause()).  The first slice is a quarter of SLICE_BYTES: the size
-    # of the batch's elements is not known yet.
+def _decode_values(
+    view: memoryview, start: int, codec_options: Any, hub: Any, batch: bool = True
+) -> list[Any]:
+    # Runs on a child: the elements of the BSON array at ``start`` (a cursor batch, or,
+    # with ``batch`` false, an array in a document), in slices of about SLICE_BYTES and
+    # at most about SLICE_DOCUMENTS elements, the loop running between two slices
+    # (hub.pause()).  The first slice is a quarter of SLICE_BYTES: the size of the
+    # elements is not known yet.  A document or array element of SPLIT_BYTES or more is
+    # decoded in pieces of its own (_decode_large).
     #
     # Where a slice ends is guessed, not found by stepping over every element in Python
     # (which costs as much as decoding a few hundred bytes of BSON): the first byte
-    # past the slice's target size that looks like the start of a batch element (type
-    # 3, a decimal key above the elements decoded so far, a document that fits in the
-    # array) is taken as its end, and PyMongo's decoder checks it: it accepts a slice
-    # only if its elements end exactly there.  A guess it refuses (a byte inside a
-    # document that looked like an element) costs one decode attempt; that slice is
-    # then stepped over element by element, and so is the rest of the batch after a
-    # second refusal.
+    # past the slice's target size that looks like the start of an element (the type
+    # of the array's first element, a decimal key above the elements decoded so far,
+    # for a document or array a length that fits in the array) is taken as its end,
+    # and PyMongo's decoder checks it: it accepts a slice only if its elements end
+    # exactly there.  A guess it refuses (a byte inside an element that looked like
+    # one) costs one decode attempt; that slice is then stepped over element by
+    # element, and so is the rest of the array after a second refusal.
     data: Any = view.obj
     end = start + _UNPACK_INT32_FROM(data, start)[0] - 1  # the array's trailing NUL
     # _decode_in_place needs 10 bytes before the first element and 2 from the end.
@@ -722,12 +736,26 @@ def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) ->
         raise _UnknownBSON(_BSON_ARRAY)
     values: list[Any] = []
     position = start + 4
+    kind = data[position] if position < end else _BSON_DOCUMENT
+    count = SLICE_DOCUMENTS if kind in _CONTAINERS else SLICE_SCALARS
     target = SLICE_BYTES // 4
     refused = 0
     while position < end:
+        if data[position] in _CONTAINERS:
+            value = _nul(data, position + 1) + 1
+            last = value + _UNPACK_INT32_FROM(data, value)[0]
+            if last - value >= SPLIT_BYTES:
+                if not value < last <= end:
+                    raise _UnknownBSON(data[position])  # a length outside the array
+                values.append(_decode_large(view, position, value, last, codec_options, hub))
+                position = last
+                continue
         last = end
         if position + target < end:
-            last = _guess_element(data, position + target, end, len(values)) if refused < 2 else -1
+            if refused < 2:
+                last = _guess_element(data, position + target, end, len(values), kind)
+            else:
+                last = -1
             if last < 0:
                 last = _step_over(data, position, end, target)
         try:
@@ -740,12 +768,74 @@ def _decode_array(view: memoryview, start: int, codec_options: Any, hub: Any) ->
             decoded = _decode_in_place(view, position, last, codec_options)
         values.extend(decoded)
         position = last
-        # The next slice (SLICE_BYTES, or SLICE_DOCUMENTS of the batch's elements), or,
-        # after the last one, PyMongo's work on the batch, on a later loop iteration.
+        # The next slice (SLICE_BYTES, or SLICE_DOCUMENTS of the array's elements, or
+        # SLICE_SCALARS of other values), or, after the last one, the work on the
+        # array, on a later loop iteration.
         average = (position - start - 4) // max(len(values), 1) + 1
-        target = min(SLICE_BYTES, SLICE_DOCUMENTS * average)
+        target = min(SLICE_BYTES, count * average)
         hub.pause()
-    return values if len(values) <= MOVE_DOCUMENTS else _Batch(values)
+    if batch and len(values) > MOVE_DOCUMENTS:
+        return _Batch(values)
+    return values
+
+
+# The types of the elements decoded in pieces when large: documents and arrays.
+_CONTAINERS = frozenset((_BSON_DOCUMENT, _BSON_ARRAY))
+
+
+class _WholeDocument(Exception):
+    """A document to decode in one piece: one that PyMongo's decoder may turn into a
+    DBRef (it has a ``$ref`` field), which the decoder of its pieces would not."""
+
+
+def _decode_large(
+    view: memoryview, first: int, value: int, last: int, codec_options: Any, hub: Any
+) -> Any:
+    # Runs on a child: the large document or array element between ``first`` and
+    # ``last`` (its value from ``value``), decoded in pieces, as PyMongo decodes it.
+    data: Any = view.obj
+    if data[first] == _BSON_ARRAY:
+        return _decode_values(view, value, codec_options, hub, batch=False)
+    try:
+        return _decode_fields(view, value, codec_options, hub)
+    except _WholeDocument:
+        return _decode_in_place(view, first, last, codec_options)[0]
+
+
+def _decode_fields(view: memoryview, start: int, codec_options: Any, hub: Any) -> Any:
+    # Runs on a child: the BSON document at ``start``, whose fields are decoded a run of
+    # about SLICE_BYTES or SLICE_DOCUMENTS fields at a time (the loop running between
+    # two), and its documents and arrays of SPLIT_BYTES or more in pieces of their own.
+    # Its fields are stepped over in Python, one by one: a document of very many small
+    # fields takes longer to decode than in one call, but holds the loop no longer than
+    # any other.
+    document = codec_options.document_class()
+    run = -1  # where the run of fields not decoded yet starts
+    run_end = -1
+    fields = 0
+    for kind, key, first, value, last in _elements(view, start):
+        if key == "$ref":
+            raise _WholeDocument
+        if kind in _CONTAINERS and last - value >= SPLIT_BYTES:
+            if run >= 0:
+                document.update(_decode_in_place(view, run, run_end, codec_options, _BSON_DOCUMENT))
+                run = -1
+                hub.pause()
+            document[key] = _decode_large(view, first, value, last, codec_options, hub)
+            continue
+        if run < 0:
+            run = first
+            fields = 0
+        run_end = last
+        fields += 1
+        if run_end - run >= SLICE_BYTES or fields >= SLICE_DOCUMENTS:
+            document.update(_decode_in_place(view, run, run_end, codec_options, _BSON_DOCUMENT))
+            run = -1
+            hub.pause()
+    if run >= 0:
+        document.update(_decode_in_place(view, run, run_end, codec_options, _BSON_DOCUMENT))
+        hub.pause()
+    return document
 
 
 class _Batch(list):  # type: ignore[type-arg]
@@ -773,41 +863,58 @@ class _Batch(list):  # type: ignore[type-arg]
         return list, (list(list.__iter__(self)),)
 
 
-# A batch element's start, as _guess_element looks for it: type 3 (a document) and a
-# decimal key.
-_ELEMENT_START = re.compile(rb"\x03(0|[1-9][0-9]{0,9})\x00")
+# An array element's start, as _guess_element looks for it: its type and a decimal key.
+_ELEMENT_STARTS: dict[int, Any] = {}
 
 
-def _guess_element(data: Any, at: int, end: int, decoded: int) -> int:
-    # Where the first element that starts between ``at`` and ``at + SLICE_BYTES`` (and
-    # before ``end``, the array's end) seems to start: a document keyed by a number
-    # above ``decoded`` (the elements before ``at`` include those decoded already),
-    # whose length fits in the array and whose last byte is a NUL; or -1.
+def _element_start(kind: int) -> Any:
+    pattern = _ELEMENT_STARTS.get(kind)
+    if pattern is None:
+        pattern = re.compile(re.escape(bytes((kind,))) + rb"(0|[1-9][0-9]{0,9})\x00")
+        _ELEMENT_STARTS[kind] = pattern
+    return pattern
+
+
+def _guess_element(data: Any, at: int, end: int, decoded: int, kind: int = 0x03) -> int:
+    # Where the first element of type ``kind`` that starts between ``at`` and
+    # ``at + SLICE_BYTES`` (and before ``end``, the array's end) seems to start: keyed
+    # by a number above ``decoded`` (the elements before ``at`` include those decoded
+    # already), and for a document or array, with a length that fits in the array and
+    # a last byte that is a NUL; or -1.
     find = data.find
-    match = _ELEMENT_START.match
+    match = _element_start(kind).match
     unpack = _UNPACK_INT32_FROM
+    type_byte = bytes((kind,))
+    sized = kind in _CONTAINERS
     stop = min(end, at + SLICE_BYTES)
-    position = find(b"\x03", at, stop)
+    position = find(type_byte, at, stop)
     while position >= 0:
         key = match(data, position, end)
         if key is not None and int(key.group(1)) > decoded:
+            if not sized:
+                return int(position)
             value = key.end()
             size = unpack(data, value)[0] if value + 4 <= end else 0
             if 5 <= size <= end - value and data[value + size - 1] == 0:
                 return int(position)
-        position = find(b"\x03", position + 1, stop)
+        position = find(type_byte, position + 1, stop)
     return -1
 
 
 def _step_over(data: Any, position: int, end: int, target: int) -> int:
     # The end of the elements from ``position`` (at most SLICE_DOCUMENTS of them) that
-    # reach ``target`` bytes, or of the array (at ``end``), stepping over each one.
+    # reach ``target`` bytes, or of the array (at ``end``), stepping over each one; or
+    # the start of a document or array of SPLIT_BYTES or more after the first one.
     limit = position + target
     unpack = _UNPACK_INT32_FROM
+    first = position
     for _ in range(SLICE_DOCUMENTS):
         value = _nul(data, position + 1) + 1
-        if data[position] == 0x03:
-            next_position = value + unpack(data, value)[0]
+        if data[position] in _CONTAINERS:
+            size = unpack(data, value)[0]
+            if size >= SPLIT_BYTES and position > first:
+                break  # decoded in pieces of its own (_decode_large)
+            next_position = value + size
         else:
             next_position = _element_end(data, data[position], value)
         if not value < next_position <= end:
@@ -818,9 +925,12 @@ def _step_over(data: Any, position: int, end: int, target: int) -> int:
     return position
 
 
-def _decode_in_place(view: memoryview, first: int, last: int, codec_options: Any) -> Any:
+def _decode_in_place(
+    view: memoryview, first: int, last: int, codec_options: Any, kind: int = _BSON_ARRAY
+) -> Any:
     """The array elements between ``first`` and ``last`` in ``view`` (a view of a whole
-    bytearray or memory map), decoded where they lie, as PyMongo decodes an array.
+    bytearray or memory map), decoded where they lie, as PyMongo decodes an array (or,
+    with ``kind`` 3, the document fields there, as an embedded document).
 
     The 10 bytes before ``first`` become the header of a document with one array, keyed
     "", whose elements are these (document length, type 4, the empty key, array
@@ -833,7 +943,7 @@ def _decode_in_place(view: memoryview, first: int, last: int, codec_options: Any
     head = first - 10
     saved_head = data[head:first]
     saved_tail = data[last : last + 2]
-    _PACK_HEADER_INTO(data, head, last + 2 - head, 0x04, 0, last + 1 - (first - 4))
+    _PACK_HEADER_INTO(data, head, last + 2 - head, kind, 0, last + 1 - (first - 4))
     data[last : last + 2] = b"\0\0"
     try:
         return bson.decode(view[head : last + 2], codec_options)[""]
