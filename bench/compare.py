@@ -121,6 +121,8 @@ INSERT_MANY_DOCS = 100_000
 #: ... and this many documents of this many bytes, written with one insert_many().
 LARGE_DOCS = 10
 LARGE_DOC_BYTES = 4 * MB
+#: ... and one document holding an array of this many integers, read with find_one().
+ARRAY_VALUES = 250_000
 #: The clients the big-data workloads measure (by worker kind): their subject is the
 #: event loop, so asyncio clients only (this Motor and a --baseline on asyncio).
 BIG_KINDS = ("motor_asyncio", "pymongo_async", "mongojet")
@@ -238,6 +240,15 @@ def big_workloads(
             **common,
         ),
         Workload(
+            "big_find_array",
+            f"find_one {_count(ARRAY_VALUES)}-int array",
+            "big",
+            "bigarray",
+            op="find_array",
+            docs=ARRAY_VALUES,
+            **common,
+        ),
+        Workload(
             "many_to_list",
             f"to_list {_count(many)} docs",
             "big",
@@ -295,7 +306,13 @@ WORKLOADS = (
 WORKLOAD_BY_KEY = {w.key: w for w in WORKLOADS}
 #: The big-data workloads whose stall must stay under BIG_STALL_BOUND_MS, and those whose
 #: stall must not exceed the best peer's (one document: encoded or decoded in one piece).
-BIG_BOUNDED = ("many_to_list", "many_to_list_1b", "big_insert_many", "big_insert_many_large")
+BIG_BOUNDED = (
+    "big_find_array",
+    "many_to_list",
+    "many_to_list_1b",
+    "big_insert_many",
+    "big_insert_many_large",
+)
 BIG_VS_PEERS = ("big_insert_one", "big_insert_one_nested", "big_find_one")
 
 
@@ -969,10 +986,11 @@ def seed_ferretdb(uri: str, big: Sequence[Workload] = ()) -> str:
     """Create the workloads' collections on a real server; return its version.
 
     With ``big`` workloads, also their collections: ``bigdoc`` (one document of their
-    ``doc_bytes``), ``many`` (their ``docs`` small documents), and the empty ``bigins``
-    and ``manyins`` that their writes go to.
+    ``doc_bytes``), ``bigarray`` (one document with an array of ``ARRAY_VALUES``
+    integers), ``many`` (their ``docs`` small documents), and the empty ``bigins`` and
+    ``manyins`` that their writes go to.
     """
-    from compare_worker import big_doc, small_doc
+    from compare_worker import array_doc, big_doc, small_doc
 
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(
         uri, serverSelectionTimeoutMS=10000
@@ -989,6 +1007,9 @@ def seed_ferretdb(uri: str, big: Sequence[Workload] = ()) -> str:
             doc_bytes = max(w.doc_bytes for w in big)
             many = max((w.docs for w in big if w.collection == "many"), default=0)
             db.bigdoc.insert_one(big_doc(doc_bytes))
+            values = max((w.docs for w in big if w.collection == "bigarray"), default=0)
+            if values:
+                db.bigarray.insert_one(array_doc(values))
             for start in range(0, many, 20_000):
                 stop = min(start + 20_000, many)
                 db.many.insert_many([small_doc(i) for i in range(start, stop)])
@@ -1009,7 +1030,17 @@ def drop_ferretdb(uri: str) -> None:
         client.drop_database(FERRET_DB)
 
 
-LOGICAL = ("small", "insert", "docs16k", "docs4m", "bigdoc", "bigins", "many", "manyins")
+LOGICAL = (
+    "small",
+    "insert",
+    "docs16k",
+    "docs4m",
+    "bigdoc",
+    "bigarray",
+    "bigins",
+    "many",
+    "manyins",
+)
 
 
 @contextlib.contextmanager

@@ -33,8 +33,10 @@ pipes, one JSON document per line:
    ``big``         one operation on big data (``"op"``: ``insert_big``, ``insert_one``
                    of one document of ``doc_bytes`` bytes; ``insert_big_nested``, the
                    same with its string in an embedded document; ``find_big``, ``find_one({})``
-                   of such a document; ``to_list``, ``find({}).to_list()`` of a whole
-                   collection, with ``batch_size`` if given; ``insert_many``, of ``docs``
+                   of such a document; ``find_array``, ``find_one({})`` of a document
+                   holding an array of ``docs`` integers (:func:`array_doc`);
+                   ``to_list``, ``find({}).to_list()`` of a whole collection, with
+                   ``batch_size`` if given; ``insert_many``, of ``docs``
                    documents shaped like :func:`small_doc`), always with the ticker.
                    The data to write is built before the clock starts; ``"gc"`` is
                    ``"on"`` (as applications run), ``"frozen"`` (``gc.freeze()`` after
@@ -120,6 +122,11 @@ def big_doc(size: int, _id: int = 0, nested: bool = False) -> dict[str, Any]:
     holder["pad"] = ""
     holder["pad"] = "x" * (size - len(bson.encode(doc)))
     return doc
+
+
+def array_doc(values: int) -> dict[str, Any]:
+    """One document holding an array of ``values`` integers: ``{_id: 1, name, a: [0, 1, …]}``."""
+    return {"_id": 1, "name": "big", "a": list(range(values))}
 
 
 # --------------------------------------------------------------------------- measuring
@@ -378,6 +385,15 @@ class Runner:
                 return 1
 
             return lambda: coll.find_one({}), found
+        if what == "find_array":
+            values = workload["docs"]
+
+            def found_array(doc: Any) -> int:
+                if not isinstance(doc, dict) or doc.get("a") != list(range(values)):
+                    raise RuntimeError(f"find_one() found no array of {values} integers")
+                return 1
+
+            return lambda: coll.find_one({}), found_array
         if what == "insert_many":
             docs = [small_doc(i) for i in range(workload["docs"])]
             return lambda: coll.insert_many(docs), _expect_ids(len(docs))
