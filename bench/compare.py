@@ -1960,11 +1960,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_ferretdb:
         notes.append("FerretDB skipped (--no-ferretdb)")
     else:
-        with ferretdb_target(args.ferretdb_uri, mode, big) as target:
-            if target is None:
+        with ferretdb_target(args.ferretdb_uri, mode, big) as ferretdb:
+            if ferretdb is None:
                 notes.append("FerretDB skipped: no server (see --ferretdb-uri)")
             else:
-                run_target(target)
+                run_target(ferretdb)
                 if not target.run_pending:
                     notes.append("FerretDB: the 10k pending workload is skipped in --quick mode")
 

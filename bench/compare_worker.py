@@ -407,7 +407,7 @@ class Runner:
             def listed(docs: Any) -> int:
                 if len(docs) != expected:
                     raise RuntimeError(f"to_list() returned {len(docs)} of {expected} documents")
-                return expected
+                return int(expected)
 
             return lambda: self.find_to_list(coll, batch_size), listed
         raise ValueError(f"unknown big-data operation {what!r}")
@@ -441,8 +441,10 @@ class AsyncRunner(Runner):
 
             io_loop = IOLoop(make_current=False)
             self.io_loop: Any = io_loop
-            self.loop: asyncio.AbstractEventLoop = io_loop.asyncio_loop
-            self._run = lambda factory: io_loop.run_sync(factory)
+            self.loop: asyncio.AbstractEventLoop = io_loop.asyncio_loop  # type: ignore[attr-defined]
+            self._run: Callable[[Callable[[], Awaitable[Any]]], Any] = lambda factory: (
+                io_loop.run_sync(factory)
+            )
         else:
             self.loop = asyncio.new_event_loop()
             self._run = lambda factory: self.loop.run_until_complete(factory())
@@ -931,7 +933,7 @@ PROFILE_GROUPS = (
 
 def _profile_shares(profiler: cProfile.Profile) -> str:
     """Internal time summed by group (motor, pymongo, asyncio, ...), as text."""
-    stats: Any = pstats.Stats(profiler).stats
+    stats: Any = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
     totals: dict[str, float] = {}
     for (filename, _line, name), (_cc, _nc, tottime, _ct, _callers) in stats.items():
         where = f"{filename} {name}"

@@ -55,7 +55,10 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from motor.motor_asyncio import AsyncIOMotorCollection
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -84,11 +87,11 @@ CONFIG_BY_KEY = {c[0]: c for c in CONFIGS}
 def mongoengine_documents() -> tuple[Any, Any]:
     import mongoengine as me
 
-    class Author(me.Document):
+    class Author(me.Document):  # type: ignore[misc]  # mongoengine has no type information
         name = me.StringField(required=True)
         meta = {"collection": "author", "auto_create_index": False}
 
-    class Book(me.Document):
+    class Book(me.Document):  # type: ignore[misc]
         title = me.StringField(required=True)
         year = me.IntField()
         views = me.IntField(default=0)
@@ -198,8 +201,9 @@ async def drive(call: Callable[[int], Any], total: int, concurrency: int) -> Non
 
 async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
     _, _, kind, threads = CONFIG_BY_KEY[args.worker]
-    options = {"maxPoolSize": POOL_SIZE}
+    options: dict[str, Any] = {"maxPoolSize": POOL_SIZE}
     closers: list[Callable[[], Any]] = []
+    call: Callable[[int], Any]
     loop = asyncio.get_running_loop()
     if kind in ("green", "green_detector", "threads"):
         import mongoengine as me
@@ -251,7 +255,7 @@ async def worker_main(args: argparse.Namespace) -> dict[str, Any]:
         import motor
         from motor.motor_asyncio import AsyncIOMotorClient
 
-        motor_client = AsyncIOMotorClient(args.uri, **options)
+        motor_client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(args.uri, **options)
         call = motor_request(motor_client[DB])
 
         async def close() -> None:
@@ -333,7 +337,7 @@ def detector_main(args: argparse.Namespace) -> dict[str, Any]:
         motor.stop_detecting_stalls()
 
     async def main() -> dict[str, Any]:
-        coll = AsyncIOMotorClient(args.uri)[DB].author
+        coll: AsyncIOMotorCollection[Any] = AsyncIOMotorClient(args.uri)[DB].author
         await coll.find_one({})
         hub = get_hub(asyncio.get_running_loop())
 
@@ -477,7 +481,9 @@ def main_bench(args: argparse.Namespace, uri: str, description: str) -> int:
         drop(uri)
     elapsed = time.monotonic() - started
     minutes = elapsed / 60
-    others = machine_busy_seconds() - busy - (sum(own_cpu_seconds().values()) - own)
+    busy_end = machine_busy_seconds()
+    assert busy is not None and busy_end is not None, "no /proc/stat"
+    others = busy_end - busy - (sum(own_cpu_seconds().values()) - own)
     import platform
 
     import mongoengine

@@ -31,7 +31,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pymongo.synchronous.collection import Collection
+
+    from motor.motor_asyncio import AsyncIOMotorCollection
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -93,7 +98,7 @@ def run_layer(layer: str, uri: str, op: str, n: int, counter: OpcodeCounter | No
     if layer == "sync":
         import pymongo
 
-        coll = pymongo.MongoClient(uri).db.coll
+        coll: Collection[Any] = pymongo.MongoClient(uri).db.coll
         for i in range(n // 10):
             call(coll, i)
         if counter is not None:
@@ -113,7 +118,7 @@ def run_layer(layer: str, uri: str, op: str, n: int, counter: OpcodeCounter | No
         # delegate is called after its loop has run: its green sockets then wait in
         # poll(), as they do in PyMongo's own threads.
         async def connect() -> Any:
-            mcoll = AsyncIOMotorClient(uri).db.coll
+            mcoll: AsyncIOMotorCollection[Any] = AsyncIOMotorClient(uri).db.coll
             await mcoll.find_one({})
             return mcoll.delegate
 
@@ -134,7 +139,7 @@ def run_layer(layer: str, uri: str, op: str, n: int, counter: OpcodeCounter | No
         motor.green.hub.WORK_BUDGET = 10.0
 
     async def main() -> Any:
-        mcoll = AsyncIOMotorClient(uri).db.coll
+        mcoll: AsyncIOMotorCollection[Any] = AsyncIOMotorClient(uri).db.coll
         await mcoll.find_one({})
         coll = mcoll.delegate
         hub = get_hub(asyncio.get_running_loop())

@@ -91,7 +91,9 @@ def main() -> None:
         sync_op = getattr(sync_client.bench.coll, args.op)
 
         async def run() -> dict[tuple[str, float], list[float]]:
-            client = AsyncIOMotorClient(server.uri, event_listeners=[listener])
+            client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(
+                server.uri, event_listeners=[listener]
+            )
             motor_op = getattr(client.bench.coll, args.op)
             n = args.ops
 

@@ -83,7 +83,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -509,7 +509,7 @@ class Soak:
         self.server = server
         self.uri = args.uri or (server.uri if server else "")
         self.rng_seed = args.seed
-        self.total_ops = None if args.seconds else args.ops
+        self.total_ops: int | None = None if args.seconds else args.ops
         self.tickets = 0  # operations started
         self.done = 0
         self.ok = 0
@@ -560,7 +560,8 @@ class Soak:
     def progress(self) -> float:
         if self.total_ops is not None:
             return self.done / self.total_ops
-        return self.elapsed() / self.args.seconds
+        seconds: float = self.args.seconds
+        return self.elapsed() / seconds
 
     def take_ticket(self) -> bool:
         if self.stopping:
@@ -924,7 +925,7 @@ class Soak:
         self.result["close_s"] = time.monotonic() - close_started
         await self.check_released(fds_start, threads_start)
 
-    async def wait_workers(self, tasks: list[asyncio.Future[None]]) -> None:
+    async def wait_workers(self, tasks: Sequence[asyncio.Future[None]]) -> None:
         pending = set(tasks)
         while pending:
             done, pending = await asyncio.wait(pending, timeout=1.0)

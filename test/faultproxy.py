@@ -39,8 +39,8 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import bson
 
@@ -50,6 +50,8 @@ _OP_MSG = 2013
 _OP_QUERY = 2004
 _HEADER = struct.Struct("<iiii")
 _MAX_MESSAGE = 64 * 1024 * 1024
+
+_T = TypeVar("_T")
 
 
 @dataclasses.dataclass
@@ -320,7 +322,7 @@ class FaultProxy:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
                 self._loop.call_soon_threadsafe(fn)
 
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         assert self._loop is not None, "the proxy is not running"
         if threading.current_thread() is self._thread:
             raise RuntimeError("FaultProxy commands cannot be called from the proxy's loop")

@@ -25,7 +25,7 @@ import json
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pymongo
 import pytest
@@ -230,7 +230,7 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     if "fw" not in funcargs:
         raise pytest.UsageError(f"{pyfuncitem.nodeid}: async tests must take the 'fw' fixture")
     kwargs = {name: funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
-    funcargs["fw"].run(pyfuncitem.obj, kwargs)
+    cast(Framework, funcargs["fw"]).run(pyfuncitem.obj, kwargs)
     return True
 
 

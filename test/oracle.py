@@ -13,7 +13,7 @@ import inspect
 import uuid
 from collections.abc import Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import pymongo
 from pymongo import monitoring, results
@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 MAX_BUSY = 0.010
+
+_T = TypeVar("_T")
 
 # The Motor classes every framework module has (Motor 3.7.1's names, prefix aside).
 MOTOR_CLASSES = [
@@ -88,7 +90,7 @@ def assert_motor_class(fw: Framework, obj: Any, agnostic_name: str) -> None:
     )
 
 
-async def in_thread(fn: Callable[[], Any]) -> Any:
+async def in_thread(fn: Callable[..., _T]) -> _T:
     """Run blocking ``fn`` (sync PyMongo) in a worker thread, off the loop."""
     return await asyncio.get_running_loop().run_in_executor(None, fn)
 
@@ -257,7 +259,7 @@ class Twin:
 
         await in_thread(insert)
 
-    async def sync(self, fn: Callable[[Any], Any]) -> Any:
+    async def sync(self, fn: Callable[..., Any]) -> Any:
         """``fn(sync_client)`` in a worker thread."""
         return await in_thread(lambda: fn(self.sync_client))
 

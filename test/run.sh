@@ -33,6 +33,8 @@ echo "run.sh: ruff format --check ."
 "$venv/bin/ruff" format --check .
 echo "run.sh: mypy motor"
 "$venv/bin/mypy" motor
+echo "run.sh: mypy test bench"
+"$venv/bin/mypy" test bench
 echo "run.sh: tools/check_docs.py --build-only (Sphinx; warnings and broken links are errors)"
 "$venv/bin/python" tools/check_docs.py --build-only
 

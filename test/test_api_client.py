@@ -98,7 +98,8 @@ async def test_io_loop(fw: Framework, server: Any) -> None:
             assert client.get_io_loop() is expected
     else:
         expected = IOLoop.current()
-        assert isinstance(expected, IOLoop) and expected.asyncio_loop is running
+        # asyncio_loop is an attribute of the asyncio-based IOLoop subclasses only.
+        assert isinstance(expected, IOLoop) and expected.asyncio_loop is running  # type: ignore[attr-defined]
         for client in (bound, unbound):
             assert isinstance(client.io_loop, IOLoop)
             assert client.io_loop is expected
@@ -116,8 +117,8 @@ def test_calls_before_the_asyncio_loop_runs(server: Any) -> None:
     asyncio.set_event_loop(loop)
     clients: list[Any] = []
     try:
-        bound = AsyncIOMotorClient(server.uri, io_loop=loop)
-        unbound = AsyncIOMotorClient(server.uri)
+        bound: AsyncIOMotorClient[Any] = AsyncIOMotorClient(server.uri, io_loop=loop)
+        unbound: AsyncIOMotorClient[Any] = AsyncIOMotorClient(server.uri)
         clients += [bound, unbound]
         # Module-level style: no loop runs yet, the calls still return futures.
         futures = [
@@ -138,7 +139,7 @@ def test_calls_before_the_asyncio_loop_runs(server: Any) -> None:
             client.close()  # no running loop: closes synchronously
         asyncio.set_event_loop(None)
         loop.close()
-        with pymongo.MongoClient(server.uri) as sync_client:
+        with pymongo.MongoClient(server.uri) as sync_client:  # type: pymongo.MongoClient[Any]
             sync_client.drop_database(name)
 
 
@@ -151,8 +152,8 @@ def test_calls_before_the_tornado_loop_runs(server: Any) -> None:
     io_loop = IOLoop()  # becomes the current IOLoop, as in a Tornado app's main module
     clients: list[Any] = []
     try:
-        unbound = MotorClient(server.uri)  # "module level"
-        bound = MotorClient(server.uri, io_loop=io_loop)
+        unbound: MotorClient[Any] = MotorClient(server.uri)  # "module level"
+        bound: MotorClient[Any] = MotorClient(server.uri, io_loop=io_loop)
         clients += [unbound, bound]
         futures = [
             unbound[name].coll.insert_one({"_id": 1}),
@@ -177,7 +178,7 @@ def test_calls_before_the_tornado_loop_runs(server: Any) -> None:
             client.close()
         io_loop.close(all_fds=False)
         asyncio.set_event_loop(None)
-        with pymongo.MongoClient(server.uri) as sync_client:
+        with pymongo.MongoClient(server.uri) as sync_client:  # type: pymongo.MongoClient[Any]
             sync_client.drop_database(name)
 
 
@@ -329,7 +330,7 @@ async def test_topology_properties_would_block_before_any_operation(fw: Framewor
 
     # What needs no server selection answers at once, as in sync PyMongo.
     def sync_answers() -> dict[str, Any]:
-        with pymongo.MongoClient(uri, connect=False) as sync_client:
+        with pymongo.MongoClient(uri, connect=False) as sync_client:  # type: pymongo.MongoClient[Any]
             return {n: getattr(sync_client, n) for n in ("primary", "secondaries", "arbiters")}
 
     expected = await in_thread(sync_answers)
@@ -355,7 +356,7 @@ async def test_aconnect(fw: Framework, server: Any) -> None:
 
 
 async def test_client_option_properties(fw: Framework, server: Any) -> None:
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "w": "majority",
         "readPreference": "secondaryPreferred",
         "readConcernLevel": "local",
@@ -366,7 +367,7 @@ async def test_client_option_properties(fw: Framework, server: Any) -> None:
     client = fw.client(server.uri, **kwargs)
 
     def sync_properties() -> dict[str, Any]:
-        with pymongo.MongoClient(server.uri, connect=False, **kwargs) as c:
+        with pymongo.MongoClient(server.uri, connect=False, **kwargs) as c:  # type: pymongo.MongoClient[Any]
             return {
                 "codec_options": c.codec_options,
                 "read_preference": c.read_preference,
@@ -407,7 +408,7 @@ async def test_append_metadata(fw: Framework, server: Any) -> None:
         # Sync PyMongo started with Motor's driver info, then given the same extra info.
         with pymongo.MongoClient(
             server.uri, connect=False, driver=DriverInfo("Motor", motor.version)
-        ) as sync_client:
+        ) as sync_client:  # type: pymongo.MongoClient[Any]
             sync_client.append_metadata(extra)
             return dict(sync_client.options.pool_options.metadata["driver"])
 

@@ -360,7 +360,11 @@ async def test_bulk_write(fw: Framework, server: Any) -> None:
             await tw.same(lambda c: c.delete_many({"_id": {"$gte": 40}}))
         # Errors: BulkWriteError with the details sync PyMongo reports.
         # (_id 3 and 5 are still there: the loop above deleted 1 and the "b" documents.)
-        failing = [InsertOne({"_id": 50}), InsertOne({"_id": 3}), InsertOne({"_id": 51})]
+        failing: list[InsertOne[Any] | UpdateOne] = [
+            InsertOne({"_id": 50}),
+            InsertOne({"_id": 3}),
+            InsertOne({"_id": 51}),
+        ]
         failing += [UpdateOne({"_id": 51}, {"$set": {"x": 1}}), InsertOne({"_id": 5})]
         error = await tw.same(lambda c: c.bulk_write(failing))
         assert isinstance(error, BulkWriteError)

@@ -20,7 +20,8 @@ import pytest
 from bson import Timestamp
 from bson.binary import UUID_SUBTYPE, Binary
 from pymongo import monitoring
-from pymongo.client_session import ClientSession, SessionOptions
+from pymongo.client_session import ClientSession
+from pymongo.client_session_shared import SessionOptions
 from pymongo.errors import InvalidOperation
 
 from test.framework import Framework

@@ -136,7 +136,7 @@ def next_batch(
     }
 
 
-def change_stream_class(fw: Framework) -> type:
+def change_stream_class(fw: Framework) -> type[Any]:
     if fw.name == "asyncio":
         from motor.motor_asyncio import AsyncIOMotorChangeStream
 
@@ -208,7 +208,7 @@ async def test_watch_is_lazy_and_aggregates_on_first_fetch(
     assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
 
 
-OPTIONS = [
+OPTIONS: list[tuple[dict[str, Any], dict[str, Any]]] = [
     ({"full_document": "updateLookup"}, {"fullDocument": "updateLookup"}),
     (
         {"full_document_before_change": "whenAvailable"},

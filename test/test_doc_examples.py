@@ -345,7 +345,7 @@ async def _switches_of_find_one(uri: str) -> list[tuple[str, str, list[str]]]:
             if event in ("switch", "throw"):
                 origin, target = args
                 frame: Any = sys._getframe(1)  # where the target resumes
-                functions = []
+                functions: list[str] = []
                 while frame is not None and len(functions) < 8:
                     functions.append(frame.f_code.co_name)
                     frame = frame.f_back

@@ -138,7 +138,7 @@ def database_uri(server: test_server.Server) -> Iterator[str]:
     """A URI naming a fresh database of the test server, dropped after the test."""
     name = f"motor_tutorial_{uuid.uuid4().hex[:8]}"
     yield with_database(server.uri, name)
-    with MongoClient(server.uri, serverSelectionTimeoutMS=10000) as client:
+    with MongoClient(server.uri, serverSelectionTimeoutMS=10000) as client:  # type: MongoClient[dict[str, object]]
         client.drop_database(name)
 
 
@@ -449,7 +449,7 @@ def test_aiohttp_app_routes(start_app: Callable[[str], App], database_uri: str) 
     check_gridfs_file(app, "/fs/data.bin", data, "application/octet-stream")
 
     # The upload is a GridFS file of the app's database, in the default bucket.
-    with MongoClient(database_uri, serverSelectionTimeoutMS=10000) as client:
+    with MongoClient(database_uri, serverSelectionTimeoutMS=10000) as client:  # type: MongoClient[dict[str, object]]
         files = list(client.get_default_database().fs.files.find({}, {"_id": 0, "length": 1}))
     assert files == [{"length": len(data)}]
 
@@ -575,7 +575,7 @@ def test_tornado_app_routes(start_app: Callable[[str], App], database_uri: str) 
     assert app.request("GET", "/files/hello.txt").header("Content-Type") == "text/plain"
 
     # The indexes the app created at start-up.
-    with MongoClient(database_uri, serverSelectionTimeoutMS=10000) as client:
+    with MongoClient(database_uri, serverSelectionTimeoutMS=10000) as client:  # type: MongoClient[dict[str, object]]
         indexes = client.get_default_database().notes.index_information()
     assert indexes["slug_1"]["key"] == [("slug", 1)]
     assert indexes["slug_1"]["unique"] is True

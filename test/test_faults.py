@@ -79,7 +79,7 @@ def error_name(exc: BaseException | None) -> str:
     return "ok" if exc is None else type(exc).__name__
 
 
-async def outcome(awaitable: Awaitable[Any]) -> BaseException | None:
+async def outcome(awaitable: Awaitable[Any]) -> PyMongoError | None:
     """The PyMongo exception ``awaitable`` raises, or None if it succeeds."""
     try:
         await awaitable
@@ -88,7 +88,7 @@ async def outcome(awaitable: Awaitable[Any]) -> BaseException | None:
     return None
 
 
-def sync_outcome_of(fn: Callable[[], Any]) -> BaseException | None:
+def sync_outcome_of(fn: Callable[[], Any]) -> PyMongoError | None:
     try:
         fn()
     except PyMongoError as exc:
@@ -116,7 +116,7 @@ async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 
         await asyncio.sleep(0.005)
 
 
-def sync_wait_until(predicate: Callable[[], bool], what: str, timeout: float = BOUND) -> None:
+def sync_wait_until(predicate: Callable[..., bool], what: str, timeout: float = BOUND) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
@@ -251,7 +251,7 @@ def proxy(server: Any) -> Iterator[FaultProxy]:
 @pytest.fixture(scope="module")
 def big_docs(server: Any) -> str:
     """A collection of four 512 KiB documents: a find's first reply is about 2 MB."""
-    with pymongo.MongoClient(server.uri) as client:
+    with pymongo.MongoClient(server.uri) as client:  # type: pymongo.MongoClient[Any]
         coll = client.motor_test.faults_big
         coll.drop()
         coll.insert_many([{"_id": i, "s": chr(ord("a") + i) * BIG} for i in range(4)])
@@ -261,7 +261,7 @@ def big_docs(server: Any) -> str:
 @pytest.fixture(scope="module")
 def scan_docs(server: Any) -> str:
     """A collection whose full scan takes the server longer than a few milliseconds."""
-    with pymongo.MongoClient(server.uri) as client:
+    with pymongo.MongoClient(server.uri) as client:  # type: pymongo.MongoClient[Any]
         coll = client.motor_test.faults_scan
         coll.drop()
         coll.insert_many([{"i": i, "s": "x" * 200} for i in range(20_000)])
@@ -269,7 +269,7 @@ def scan_docs(server: Any) -> str:
 
 
 def drop_collection(uri: str, name: str) -> None:
-    with pymongo.MongoClient(uri) as client:
+    with pymongo.MongoClient(uri) as client:  # type: pymongo.MongoClient[Any]
         client.motor_test.drop_collection(name)
 
 
@@ -285,7 +285,7 @@ def free_port() -> int:
 
 def test_proxy_forwards_and_logs(server: Any) -> None:
     with FaultProxy((server.host, server.port)) as proxy:
-        with pymongo.MongoClient(proxy.uri, directConnection=True) as client:
+        with pymongo.MongoClient(proxy.uri, directConnection=True) as client:  # type: pymongo.MongoClient[Any]
             assert client.admin.command("ping")["ok"] == 1
             client.motor_test.faults_proxy.find_one({"probe": 7})
         finds = proxy.commands("find")
@@ -296,7 +296,7 @@ def test_proxy_forwards_and_logs(server: Any) -> None:
 
 def test_proxy_delay_hold_and_cut(server: Any) -> None:
     with FaultProxy((server.host, server.port)) as proxy:
-        with pymongo.MongoClient(proxy.uri, socketTimeoutMS=300, retryReads=False) as client:
+        with pymongo.MongoClient(proxy.uri, socketTimeoutMS=300, retryReads=False) as client:  # type: pymongo.MongoClient[Any]
             client.admin.command("ping")
             coll = client.motor_test.faults_proxy
             rule = proxy.delay(1.0, command="find")
@@ -333,7 +333,7 @@ def test_proxy_blackhole_refuse_and_cut_all(server: Any) -> None:
             socket.create_connection(proxy.address, timeout=5)
         proxy.accept()
         proxy.clear()
-        with pymongo.MongoClient(proxy.uri, directConnection=True) as client:
+        with pymongo.MongoClient(proxy.uri, directConnection=True) as client:  # type: pymongo.MongoClient[Any]
             assert client.admin.command("ping")["ok"] == 1
         assert proxy.wait_idle(10)
 
@@ -347,7 +347,7 @@ async def test_server_absent_at_start(
     """No server at the address: ServerSelectionTimeoutError; once a server is started
     there, the same client succeeds."""
     fds = open_fds()
-    options = {"serverSelectionTimeoutMS": 500, "heartbeatFrequencyMS": 500}
+    options: dict[str, Any] = {"serverSelectionTimeoutMS": 500, "heartbeatFrequencyMS": 500}
     started: list[test_server.Server] = []
 
     async def launch_on(port: int) -> None:
@@ -370,7 +370,7 @@ async def test_server_absent_at_start(
 
         def sync() -> tuple[str, str]:
             sync_port = free_port()
-            with pymongo.MongoClient(f"mongodb://127.0.0.1:{sync_port}", **options) as c:
+            with pymongo.MongoClient(f"mongodb://127.0.0.1:{sync_port}", **options) as c:  # type: pymongo.MongoClient[Any]
                 first = sync_outcome_of(lambda: c.motor_test.faults_absent.find_one())
                 started.append(launcher.submit(test_server.launch, port=sync_port).result(60))
                 then = sync_outcome_of(lambda: c.motor_test.faults_absent.insert_one({"x": 1}))
@@ -479,7 +479,7 @@ async def test_kill_9_with_100_operations_in_flight_and_restart(
     port and data: errors during the outage are PyMongo's, the same client then succeeds,
     and every acknowledged insert is there after the restart."""
     fds = open_fds()
-    options = {"serverSelectionTimeoutMS": 1000, "heartbeatFrequencyMS": 500}
+    options: dict[str, Any] = {"serverSelectionTimeoutMS": 1000, "heartbeatFrequencyMS": 500}
     client = fw.client(crash_server.uri, **options)
     coll = client.motor_test.faults_crash
     await coll.insert_one({"_id": f"{fw.name}-seed"})
@@ -522,7 +522,7 @@ async def test_kill_9_with_100_operations_in_flight_and_restart(
 
     def sync() -> dict[str, Any]:
         sync_work = Workload("sync")
-        with pymongo.MongoClient(crash_server.uri, **options) as c:
+        with pymongo.MongoClient(crash_server.uri, **options) as c:  # type: pymongo.MongoClient[Any]
             sync_coll = c.motor_test.faults_crash
 
             def sync_worker(w: int) -> None:
@@ -592,7 +592,7 @@ async def find_count(proxy: FaultProxy) -> int:
 
 async def test_reply_later_than_socket_timeout(fw: Framework, proxy: FaultProxy) -> None:
     fds = open_fds()
-    options = {"socketTimeoutMS": 300}
+    options: dict[str, Any] = {"socketTimeoutMS": 300}
     client = fw.client(proxy.uri, **options)
     coll = client.motor_test.faults_delay
     await client.admin.command("ping")
@@ -608,7 +608,7 @@ async def test_reply_later_than_socket_timeout(fw: Framework, proxy: FaultProxy)
     await client.close()
 
     def sync() -> tuple[str, int]:
-        with pymongo.MongoClient(proxy.uri, **options) as c:
+        with pymongo.MongoClient(proxy.uri, **options) as c:  # type: pymongo.MongoClient[Any]
             c.admin.command("ping")
             sent = len(proxy.commands("find"))
             rule = proxy.delay(1.5, command="find")
@@ -651,7 +651,7 @@ async def test_reply_later_than_csot_timeout(fw: Framework, proxy: FaultProxy) -
     await client.close()
 
     def sync() -> tuple[str, bool, int]:
-        with pymongo.MongoClient(proxy.uri) as c:
+        with pymongo.MongoClient(proxy.uri) as c:  # type: pymongo.MongoClient[Any]
             c.admin.command("ping")
             sent = len(proxy.commands("find"))
             rule = proxy.delay(1.5, command="find")
@@ -691,7 +691,7 @@ async def test_server_work_longer_than_max_time_ms(
     await client.close()
 
     def sync() -> str:
-        with pymongo.MongoClient(server.uri) as c:
+        with pymongo.MongoClient(server.uri) as c:  # type: pymongo.MongoClient[Any]
             exc = sync_outcome_of(lambda: list(c.motor_test[scan_docs].find(slow).max_time_ms(5)))
             assert pool_counters(c) == IDLE
             return error_name(exc)
@@ -748,7 +748,7 @@ async def test_connection_cut_half_way_through_a_large_reply(
         closed, commands = ClosedConnections(), Commands()
         with pymongo.MongoClient(
             proxy.uri, retryReads=retry, event_listeners=[closed, commands]
-        ) as c:
+        ) as c:  # type: pymongo.MongoClient[Any]
             c.admin.command("ping")
             sent = len(proxy.commands("find"))
             proxy.cut(command="find", after_bytes=2 * BIG)
@@ -788,8 +788,12 @@ async def test_blackholed_connect(fw: Framework, proxy: FaultProxy) -> None:
     monitor) the operation's own handshake times out (socketTimeoutMS)."""
     fds = open_fds()
     proxy.blackhole()
-    plain = {"connectTimeoutMS": 300, "serverSelectionTimeoutMS": 800}
-    balanced = {"loadBalanced": True, "connectTimeoutMS": 300, "socketTimeoutMS": 500}
+    plain: dict[str, Any] = {"connectTimeoutMS": 300, "serverSelectionTimeoutMS": 800}
+    balanced: dict[str, Any] = {
+        "loadBalanced": True,
+        "connectTimeoutMS": 300,
+        "socketTimeoutMS": 500,
+    }
     await start_measuring(fw)
     errors = []
     for options in (plain, balanced):
@@ -802,7 +806,7 @@ async def test_blackholed_connect(fw: Framework, proxy: FaultProxy) -> None:
     def sync() -> list[str]:
         names = []
         for options in (plain, balanced):
-            with pymongo.MongoClient(proxy.uri, **options) as c:
+            with pymongo.MongoClient(proxy.uri, **options) as c:  # type: pymongo.MongoClient[Any]
                 names.append(error_name(sync_outcome_of(lambda: c.motor_test.x.find_one())))
                 assert pool_counters(c) == IDLE
         return names
@@ -822,7 +826,7 @@ async def test_pool_exhausted_against_wait_queue_timeout(fw: Framework, proxy: F
     """Both connections of maxPoolSize=2 are held by finds whose replies the proxy holds
     back: 100 more operations fail with WaitQueueTimeoutError; the holders then finish."""
     fds = open_fds()
-    options = {"maxPoolSize": 2, "waitQueueTimeoutMS": 300}
+    options: dict[str, Any] = {"maxPoolSize": 2, "waitQueueTimeoutMS": 300}
     client = fw.client(proxy.uri, **options)
     coll = client.motor_test.faults_pool
     await client.admin.command("ping")
@@ -839,7 +843,7 @@ async def test_pool_exhausted_against_wait_queue_timeout(fw: Framework, proxy: F
     await client.close()
 
     def sync() -> collections.Counter[str]:
-        with pymongo.MongoClient(proxy.uri, **options) as c:
+        with pymongo.MongoClient(proxy.uri, **options) as c:  # type: pymongo.MongoClient[Any]
             c.admin.command("ping")
             sent = len(proxy.commands("find"))
             gate = proxy.hold(command="find")
@@ -947,7 +951,7 @@ async def test_1000_waiters_served_in_order(fw: Framework, proxy: FaultProxy) ->
         if i % 50 == 49:
             await asyncio.sleep(0)  # a burst of calls is the caller's own work: yield
     # Queued in the pool, or (beyond what the pool can serve) in Motor's admission queue.
-    queued = lambda: len(pool.size_cond._waiters) + len(client._binding._waiting)  # noqa: E731
+    queued: Callable[[], int] = lambda: len(pool.size_cond._waiters) + len(client._binding._waiting)  # noqa: E731
     await wait_until(lambda: queued() == WAITERS, "every waiter queued")
     gate.release()
     assert await asyncio.gather(*holders) == [None, None]
@@ -965,7 +969,7 @@ async def test_1000_waiters_served_in_order(fw: Framework, proxy: FaultProxy) ->
         # (measured: no thread more than 2 places off).  Only "every waiter served" is
         # asserted for it; how far off is reported.
         sync_listener = FindOrder()
-        with pymongo.MongoClient(proxy.uri, maxPoolSize=2, event_listeners=[sync_listener]) as c:
+        with pymongo.MongoClient(proxy.uri, maxPoolSize=2, event_listeners=[sync_listener]) as c:  # type: pymongo.MongoClient[Any]
             c.admin.command("ping")
             sync_pool = the_pool(c)
             sync_coll = c.motor_test.faults_fifo
@@ -1043,7 +1047,7 @@ async def test_close_with_hundreds_of_operations_in_flight(
     the connection dies; they then raise the same error), as issue 13 noted; Motor
     interrupts them, without holding the loop while they all unwind."""
     fds = open_fds()
-    options = {"maxPoolSize": CLOSE_HELD}
+    options: dict[str, Any] = {"maxPoolSize": CLOSE_HELD}
     total = 3 * CLOSE_HELD
     client = fw.client(proxy.uri, **options)
     coll = client.motor_test.faults_close
@@ -1060,7 +1064,7 @@ async def test_close_with_hundreds_of_operations_in_flight(
     proxy.blackhole()
     gate.release()  # their replies now go nowhere
     operations += [close_load_op(coll, i) for i in range(total) if i % 3]
-    queued = lambda: len(pool.size_cond._waiters) + len(client._binding._waiting)  # noqa: E731
+    queued: Callable[[], int] = lambda: len(pool.size_cond._waiters) + len(client._binding._waiting)  # noqa: E731
     await wait_until(lambda: queued() == 2 * CLOSE_HELD, "the others waiting for a connection")
     assert not any(op.done() for op in operations)
     await asyncio.wait_for(client.close(), BOUND)

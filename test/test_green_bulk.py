@@ -247,7 +247,7 @@ async def test_insert_many_keeps_no_object_per_document(
 
     # PyMongo's own insert_many (same writer) keeps an (op, document) pair per document.
     referrers.clear()
-    sync = pymongo.MongoClient(server.uri)
+    sync: pymongo.MongoClient[Any] = pymongo.MongoClient(server.uri)
     try:
         sync.motor_test[f"bulk_referrers_sync_{fw.name}"].insert_many([{"i": 0}])
     finally:
@@ -270,7 +270,7 @@ async def test_insert_many_results_and_errors_are_pymongo_s(
     fw: Framework, server: Any, count: int
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"bulk_errors_{fw.name}"]
-    sync = pymongo.MongoClient(server.uri)
+    sync: pymongo.MongoClient[Any] = pymongo.MongoClient(server.uri)
     sync_coll = sync.motor_test[f"bulk_errors_sync_{fw.name}"]
     try:
         cases: list[Any] = [

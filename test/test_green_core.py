@@ -67,7 +67,7 @@ def silent_listener() -> Iterator[Callable[[], tuple[str, int]]]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)
         sockets.append(listener)
-        address = listener.getsockname()
+        address: tuple[str, int] = listener.getsockname()
         # Linux queues backlog + 1 connections; later SYNs are dropped unanswered.
         for _ in range(4):
             filler = socket.socket()

@@ -27,7 +27,7 @@ CYCLES = 100
 
 def _asyncio_cycle(uri: str, loops: list[weakref.ref[Any]]) -> None:
     async def main() -> None:
-        client = AsyncIOMotorClient(uri)
+        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(uri)
         coll = client.motor_test.lifecycle
         await coll.insert_one({"x": 1})
         assert await coll.find_one({"x": 1}, {"_id": 0}) == {"x": 1}
@@ -44,7 +44,7 @@ def _tornado_cycle(uri: str, loops: list[weakref.ref[Any]]) -> None:
     io_loop = IOLoop(make_current=False)
 
     async def main() -> None:
-        client = MotorClient(uri, io_loop=io_loop)
+        client: MotorClient[Any] = MotorClient(uri, io_loop=io_loop)
         coll = client.motor_test.lifecycle
         await coll.insert_one({"x": 2})
         await asyncio.gather(*[coll.count_documents({}) for _ in range(20)])
@@ -81,7 +81,7 @@ def test_closing_a_loop_ends_its_parked_operations() -> None:
     wire = WireServer(stall_on="find")
     loop = asyncio.new_event_loop()
     try:
-        client = AsyncIOMotorClient(wire.uri, io_loop=loop)
+        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(wire.uri, io_loop=loop)
 
         async def start() -> asyncio.Future[Any]:
             future = client.db.coll.find_one({})
@@ -117,7 +117,7 @@ def test_a_notification_after_the_loop_closed_spares_pymongo_s_threads() -> None
         # Nothing listens on port 1: the operation waits in server selection, on the
         # topology's condition, which PyMongo's monitor thread notifies after each
         # check of the server.
-        client = AsyncIOMotorClient(
+        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(
             "mongodb://127.0.0.1:1", io_loop=loop, serverSelectionTimeoutMS=30_000
         )
 

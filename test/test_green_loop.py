@@ -98,7 +98,7 @@ async def test_green_and_loop_readers_ready_together(
     other = GreenSocket(a2, timeout=5)
     seen = asyncio.Event()
     a1.setblocking(False)
-    loop.add_reader(a1.fileno(), lambda: (a1.recv(1), seen.set()))
+    loop.add_reader(a1.fileno(), lambda: (a1.recv(1), seen.set()))  # type: ignore[func-returns-value]
     try:
 
         def read(sock: GreenSocket) -> bytes:

@@ -51,7 +51,7 @@ def test_call_before_the_loop_runs(server: Any) -> None:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        client = AsyncIOMotorClient(server.uri)
+        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(server.uri)
         future = client.admin.command("ping")
         assert isinstance(future, asyncio.Future) and not future.done()
         assert client.io_loop is loop
@@ -65,7 +65,7 @@ def test_call_before_the_loop_runs(server: Any) -> None:
 def test_call_from_a_thread_without_a_loop(server: Any) -> None:
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    client = AsyncIOMotorClient(server.uri)
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(server.uri)
     errors: list[BaseException] = []
 
     def from_thread() -> None:
@@ -87,7 +87,7 @@ def test_call_from_a_thread_without_a_loop(server: Any) -> None:
 def test_one_client_two_loops(server: Any) -> None:
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    client = AsyncIOMotorClient(server.uri)
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(server.uri)
 
     async def ping() -> Any:
         return await client.admin.command("ping")
@@ -226,7 +226,7 @@ def test_tornado_gen_coroutine(server: Any) -> None:
 
     @gen.coroutine
     def legacy_handler() -> Any:
-        client = MotorClient(server.uri, io_loop=IOLoop.current())
+        client: MotorClient[Any] = MotorClient(server.uri, io_loop=IOLoop.current())
         coll = client.motor_test.gen_coroutine
         yield coll.drop()
         result = yield coll.insert_one({"x": 1})

@@ -125,7 +125,7 @@ def _outcomes(read: Any, reads: int) -> list[tuple[str, Any]]:
     return outcomes
 
 
-EXPECTED_REPLIES = {
+EXPECTED_REPLIES: dict[str, list[list[Any]]] = {
     "one piece": [[DOC]],
     "many pieces": [[DOC]],
     "compressed": [[DOC]],
@@ -150,7 +150,7 @@ async def test_green_reader_matches_pymongo(fw: Framework, case: str, where: str
     green_a, green_b = socket.socketpair()
     try:
         plain_a.settimeout(timeout)
-        plain = _Conn(NetworkingInterface(plain_a))  # type: ignore[arg-type]
+        plain = _Conn(NetworkingInterface(plain_a))
         green = _Conn(green_pool.GreenInterface(GreenSocket(green_a, timeout)))
         feeders = [_feed(plain_b, chunks, close), _feed(green_b, chunks, close)]
 
@@ -221,7 +221,7 @@ def test_non_green_sockets_use_pymongo_reader(monkeypatch: pytest.MonkeyPatch) -
     a, b = socket.socketpair()
     try:
         a.settimeout(5)
-        conn = _Conn(NetworkingInterface(a))  # type: ignore[arg-type]
+        conn = _Conn(NetworkingInterface(a))
         b.sendall(MESSAGE)
         reply = green_pool._green_receive_message(conn, REQUEST_ID)
         assert reply.unpack_response() == [DOC]

@@ -65,7 +65,7 @@ def _nest(levels: int, value: Any) -> Any:
     return value
 
 
-INSERTS = {
+INSERTS: dict[str, list[Any]] = {
     "ascii": [{"_id": 1, "name": "big", "pad": ASCII}],
     "unicode": [{"_id": 1, "pad": UNICODE, "n": 1}],
     "bytes": [{"pad": BLOB, "_id": ObjectId()}],
@@ -172,7 +172,7 @@ def test_what_pymongo_s_encoder_refuses_it_refuses_with_its_own_error(in_child: 
 
 def test_the_caller_s_documents_are_left_alone(in_child: None) -> None:
     inner = {"pad": ASCII}
-    statement = {"q": {"_id": 1}, "u": {"$set": inner}}
+    statement: dict[str, Any] = {"q": {"_id": 1}, "u": {"$set": inner}}
     document = {"_id": 1, "pad": BLOB}
     _green("updates", [statement], {"update": "c", "$db": "db"})
     _green("documents", [document])
@@ -185,7 +185,10 @@ def test_through_pymongo_s_op_msg(in_child: None) -> None:
     # of the command and put back.
     green_pool.install()
     spec = {"insert": "c", "ordered": True, "documents": [{"_id": 1, "pad": ASCII}]}
-    got = pymongo.message._op_msg(0, spec, "db", None, DEFAULT_CODEC_OPTIONS)
+    # Patched by install(): the message is a SplicedMessage, not the bytes PyMongo declares.
+    got: tuple[int, Any, int, int] = pymongo.message._op_msg(
+        0, spec, "db", None, DEFAULT_CODEC_OPTIONS
+    )
     assert type(got[1]) is splice.SplicedMessage
     assert spec["documents"] == [{"_id": 1, "pad": ASCII}] and spec["$db"] == "db"
     expected = splice._original(
@@ -343,7 +346,7 @@ async def test_a_document_too_large_is_pymongo_s_error(
     document = {"_id": 1, "pad": "x" * (17 * 1024 * 1024)}
 
     def sync_insert() -> None:  # PyMongo's encoding of 17 MB, off the loop's thread
-        with pymongo.MongoClient(server.uri) as sync:
+        with pymongo.MongoClient(server.uri) as sync:  # type: pymongo.MongoClient[Any]
             sync.motor_test[coll.name].insert_one(document)
 
     with pytest.raises(DocumentTooLarge) as pymongo_s:
@@ -392,8 +395,14 @@ class _Context:
     max_write_batch_size = property(lambda self: self.conn.max_write_batch_size)
 
     def batch_command(self, cmd: Any, docs: Any) -> Any:
+        # self is a stand-in for the _BulkWriteContext PyMongo's signature asks for.
         return pymongo.message._do_batched_op_msg(
-            "db.$cmd", self.op_type, cmd, docs, DEFAULT_CODEC_OPTIONS, self
+            "db.$cmd",
+            self.op_type,
+            cmd,
+            docs,
+            DEFAULT_CODEC_OPTIONS,
+            self,  # type: ignore[arg-type]
         )
 
 
@@ -489,7 +498,12 @@ def test_a_bulk_command_leaves_to_pymongo_what_it_does_not_splice() -> None:
     compressed = _Context(pymongo.message._INSERT, _Connection(48 * MB))
     compressed.conn.compression_context = object()  # type: ignore[assignment]
     compressed.batch_command = lambda cmd, docs: pymongo.message._batched_op_msg(  # type: ignore[method-assign]
-        pymongo.message._INSERT, cmd, list(docs), True, DEFAULT_CODEC_OPTIONS, compressed
+        pymongo.message._INSERT,
+        cmd,
+        list(docs),
+        True,
+        DEFAULT_CODEC_OPTIONS,
+        compressed,  # type: ignore[arg-type]
     )
     assert type(splice.batch_command(compressed, dict(cmd), iter(docs), 48 * MB)[1]) is bytes
     # A value PyMongo's encoder refuses: its error.
@@ -562,7 +576,7 @@ async def test_bulk_errors_with_large_values_are_pymongo_s(fw: Framework, server
     documents = [{"_id": 1, "pad": ASCII}, {"_id": 1, "pad": BLOB}, {"_id": 2, "pad": ASCII}]
 
     def sync_write() -> Any:  # PyMongo's own, off the loop's thread
-        with pymongo.MongoClient(server.uri) as sync:
+        with pymongo.MongoClient(server.uri) as sync:  # type: pymongo.MongoClient[Any]
             sync.motor_test[coll.name].drop()
             try:
                 sync.motor_test[coll.name].insert_many([dict(d) for d in documents])

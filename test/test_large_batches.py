@@ -333,7 +333,7 @@ async def test_a_large_reply_leaves_the_loop_between_reads(
     document = {"_id": 1, "pad": "r" * (8 * 1024 * 1024)}
 
     def insert() -> None:  # setup: encoding 8 MB is one call, kept off the loop's thread
-        with pymongo.MongoClient(server.uri) as sync:
+        with pymongo.MongoClient(server.uri) as sync:  # type: pymongo.MongoClient[Any]
             sync.motor_test[coll.name].drop()
             sync.motor_test[coll.name].insert_one(document)
 
@@ -454,7 +454,7 @@ async def test_errors_of_a_threaded_bulk_write_are_pymongo_s(fw: Framework, serv
     coll = fw.client(server.uri).motor_test[f"bulk_thread_error_{fw.name}"]
     await coll.drop()
     documents = [{"_id": i} for i in range(1500)] + [{"_id": 7}]
-    sync = pymongo.MongoClient(server.uri)
+    sync: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(server.uri)
     try:
         sync_coll = sync.motor_test[f"bulk_thread_error_sync_{fw.name}"]
         sync_coll.drop()

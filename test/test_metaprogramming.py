@@ -26,7 +26,7 @@ def test_motor_objects_are_replaced_by_their_delegates() -> None:
     delegate = object()
     wrapped = _FakeMotor(delegate)
 
-    class Mapping(dict):  # a subclass of a plain type is checked by attribute
+    class Mapping(dict[str, object]):  # a subclass of a plain type is checked by attribute
         _motor_delegate = delegate
 
     for args in ((wrapped,), ({"a": 1}, wrapped), (Mapping(),)):
@@ -65,6 +65,7 @@ def test_built_methods_have_pymongo_signatures_and_docs() -> None:
 
     motor_params = list(inspect.signature(MotorCollection.update_one).parameters)
     assert motor_params == list(inspect.signature(Collection.update_one).parameters)
+    assert MotorCollection.update_one.__doc__ is not None
     assert MotorCollection.update_one.__doc__.startswith("Asynchronous")
     assert "Update a single document" in MotorCollection.update_one.__doc__
     assert MotorCollection.update_one.__qualname__ == "AgnosticCollection.update_one"

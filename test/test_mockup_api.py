@@ -131,8 +131,8 @@ async def test_non_retryable_error_raised(fw: Framework, mockup: Any, reply: str
     if reply == "command error":
         duplicate = fail(11000, "E11000 duplicate key error")
     else:
-        error = {"index": 0, "code": 11000, "errmsg": "E11000 duplicate key error"}
-        duplicate = ok(n=0, writeErrors=[error])
+        write_error = {"index": 0, "code": 11000, "errmsg": "E11000 duplicate key error"}
+        duplicate = ok(n=0, writeErrors=[write_error])
     # One exchange: a retry would find no reply, and the operation would not end.
     _, (_, error) = await insert_like_sync(fw, mockup, [("insert", duplicate)])
     assert isinstance(error, DuplicateKeyError)

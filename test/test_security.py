@@ -246,7 +246,7 @@ def record(case: str, fw: Framework, motor: str, sync: str, wire: str, busy: flo
         handle.write(json.dumps(line) + "\n")
 
 
-def via(server: Any, tap: WireTap) -> str:
+def via(server: test_server.Server, tap: WireTap) -> str:
     """``server.uri`` (credentials and options kept) with the tap in place of the server."""
     return server.uri.replace(f"{server.host}:{server.port}", tap.address, 1)
 
@@ -894,7 +894,11 @@ async def mitm_ping(
     connection, the monitor's, reaches ``server`` and every later one ``impostor``."""
     tap = WireTap((server.host, server.port))
     tap.route = lambda n: (server.host, server.port) if n == 0 else impostor.address
-    options = {"tls": True, "tlsCAFile": ca_file, "serverSelectionTimeoutMS": SELECTION_MS}
+    options: dict[str, Any] = {
+        "tls": True,
+        "tlsCAFile": ca_file,
+        "serverSelectionTimeoutMS": SELECTION_MS,
+    }
     error: BaseException | None = None
     try:
         if fw is not None:
@@ -907,7 +911,7 @@ async def mitm_ping(
         else:
 
             def ping() -> BaseException | None:
-                with pymongo.MongoClient(f"mongodb://{tap.address}/", **options) as client:
+                with pymongo.MongoClient(f"mongodb://{tap.address}/", **options) as client:  # type: pymongo.MongoClient[Any]
                     try:
                         client.admin.command("ping")
                     except Exception as exc:
@@ -957,7 +961,8 @@ async def test_tls_man_in_the_middle_after_the_monitor(
     from motor.green import pool as green_pool
 
     handshake_calls: list[str | None] = []
-    green_handshake = green_pool.tls_handshake
+    # pool.py imports tls_handshake without re-exporting it; the spy replaces that name.
+    green_handshake = green_pool.tls_handshake  # type: ignore[attr-defined]
 
     def spy(sock: Any, context: Any, server_hostname: str | None, *args: Any) -> Any:
         handshake_calls.append(server_hostname)
@@ -1081,7 +1086,7 @@ def error_texts(exc: BaseException, formatted: str) -> dict[str, str]:
 MECHANISMS = ["negotiated", "SCRAM-SHA-256", "SCRAM-SHA-1"]
 
 
-def _mechanism(mechanism: str) -> dict[str, str]:
+def _mechanism(mechanism: str) -> dict[str, Any]:
     # Negotiated: PyMongo asks with saslSupportedMechs and authenticates speculatively in
     # the handshake hello.
     return {} if mechanism == "negotiated" else {"authMechanism": mechanism}
@@ -1111,7 +1116,7 @@ async def test_scram_right_password(
         def sync_side() -> tuple[dict[str, Any], dict[str, str]]:
             with pymongo.MongoClient(
                 via(auth_server, sync_tap), event_listeners=[sync_recorder], **_mechanism(mechanism)
-            ) as sync_client:
+            ) as sync_client:  # type: pymongo.MongoClient[Any]
                 sync_client.motor_sec.c.insert_one({"_id": f"sync {mechanism}"})
                 status = sync_client.admin.command("connectionStatus")
                 found = client_texts(sync_client, sync_client, sync_recorder)

@@ -38,7 +38,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import gridfs
 import mongoengine as me
@@ -114,12 +114,12 @@ def lookup(client: pymongo.MongoClient[Any], collection: str) -> Any:
     return client.db[collection].find_one({})
 
 
-class Writer(me.Document):
+class Writer(me.Document):  # type: ignore[misc]  # mongoengine has no type information
     name = me.StringField(required=True, unique=True)
     born = me.IntField()
 
 
-class Article(me.Document):
+class Article(me.Document):  # type: ignore[misc]
     title = me.StringField(required=True, max_length=100)
     words = me.IntField(default=0)
     tags = me.ListField(me.StringField())
@@ -375,7 +375,8 @@ async def test_slow_queries_overlap(fw: Framework, holding: Callable[..., Holdin
         await fw.probe.settle()
         first = motor.run_green(lookup, client, "slow")
         second = motor.green_coroutine(lookup)(client, "slow")
-        results = await asyncio.wait_for(asyncio.gather(first, second), 20)
+        # gather() returns a list; typeshed says a tuple for a fixed number of arguments.
+        results = cast(list[Any], await asyncio.wait_for(asyncio.gather(first, second), 20))
         assert results == [{"_id": 1}, {"_id": 1}]
         assert server.arrived.count("slow") == 2
         assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
@@ -394,11 +395,15 @@ async def test_mongoengine_queries_overlap(
         return found.title, found.writer.name
 
     try:
-        results = await asyncio.wait_for(
-            asyncio.gather(
-                motor.run_green(first_title_and_writer), motor.run_green(first_title_and_writer)
+        # gather() returns a list; typeshed says a tuple for a fixed number of arguments.
+        results = cast(
+            list[tuple[str, str]],
+            await asyncio.wait_for(
+                asyncio.gather(
+                    motor.run_green(first_title_and_writer), motor.run_green(first_title_and_writer)
+                ),
+                20,
             ),
-            20,
         )
         assert results == [("notes", "Ada"), ("notes", "Ada")]
         assert server.arrived.count("article") == 2
@@ -660,6 +665,7 @@ def test_detector_off_again_leaves_no_listener(detector_off: None) -> None:
     motor.stop_detecting_stalls()
     client = motor.GreenMongoClient("mongodb://127.0.0.1:1", connect=False)
     try:
+        assert client._event_listeners is not None
         assert not client._event_listeners.enabled_for_commands
     finally:
         client.close()
@@ -777,7 +783,7 @@ async def test_thread_locals_are_shared_by_concurrent_calls(
             return Article.objects.first().writer  # parked in the block
 
     def meanwhile() -> bool:
-        active = no_dereferencing_active_for_class(Article)
+        active: bool = no_dereferencing_active_for_class(Article)
         Article.objects.first()
         return active
 

@@ -47,7 +47,7 @@ from test.test_change_streams import (
 MAX_BUSY = 0.010
 STYLES = ["gen", "native"]
 
-DOCS = [{"_id": i, "k": "a" if i % 2 else "b", "n": i} for i in range(1, 8)]
+DOCS: list[dict[str, Any]] = [{"_id": i, "k": "a" if i % 2 else "b", "n": i} for i in range(1, 8)]
 PIPELINE = [
     {"$match": {"n": {"$gte": 2}}},
     {"$group": {"_id": "$k", "total": {"$sum": "$n"}}},

@@ -435,6 +435,7 @@ def default_port_server(progress: Callable[[str], None] | None = None) -> Iterat
         test_server.cleanup_stale()  # a tutorial server of a run that died
         for *_, address in socket.getaddrinfo("localhost", TUTORIAL_PORT):
             host = address[0]
+            assert isinstance(host, str)  # an IPv4 or IPv6 address
             if host != TUTORIAL_HOST and _accepts(host, TUTORIAL_PORT):
                 raise PortTaken(
                     f"'localhost' resolves to {host}, where something listens on port "
@@ -450,7 +451,7 @@ def default_port_server(progress: Callable[[str], None] | None = None) -> Iterat
                     TUTORIAL_PORT,
                     directConnection=True,
                     serverSelectionTimeoutMS=5000,
-                ) as probe:
+                ) as probe:  # type: MongoClient[dict[str, Any]]
                     probe.admin.command("ping")
             except Exception as exc:
                 raise PortTaken(
@@ -535,7 +536,7 @@ def _library_dirs() -> list[str]:
 def _tutorial_frame(stack: str, tutorial_files: Sequence[str]) -> str | None:
     """The innermost frame of ``stack`` outside PyMongo and Motor, if it is tutorial code."""
     libraries = _library_dirs()
-    files = _FRAME.findall(stack)
+    files: list[str] = _FRAME.findall(stack)
     for filename in reversed(files):
         if any(os.path.abspath(filename).startswith(lib + os.sep) for lib in libraries):
             continue

@@ -61,9 +61,9 @@ def read_message(sock: socket.socket, start: bytes = b"") -> tuple[int, int, dic
     if opcode == _OP_QUERY:
         # flags, cstring collection name, skip, limit, query document.
         name_end = body.index(b"\0", 4)
-        start = name_end + 1 + 8
-        doc_len = struct.unpack("<i", body[start : start + 4])[0]
-        return request_id, opcode, bson.decode(body[start : start + doc_len])
+        doc_start = name_end + 1 + 8
+        doc_len = struct.unpack("<i", body[doc_start : doc_start + 4])[0]
+        return request_id, opcode, bson.decode(body[doc_start : doc_start + doc_len])
     raise ValueError(f"unexpected opcode {opcode}")
 
 
@@ -140,8 +140,8 @@ class WireServer:
                     self.stalled.set()
                     return  # the socket stays open, unread
                 request_id, opcode, cmd = read_message(conn, start)
-                name = next(iter(cmd)).lower()
-                if name in ("hello", "ismaster"):
+                command = next(iter(cmd)).lower()
+                if command in ("hello", "ismaster"):
                     doc = dict(HELLO, serviceId=ObjectId(), connectionId=replies + 1)
                 else:
                     doc = {"ok": 1.0}
