@@ -1,0 +1,33 @@
+"""The loop-stall probe every framework test runs with (``test/framework.py``)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+
+from test.framework import Framework
+
+
+async def test_the_probe_counts_the_loop_s_work_but_not_the_collector_s(fw: Framework) -> None:
+    probe = fw.probe
+    # A heap that the collector takes milliseconds to walk.
+    junk = [[i] for i in range(400_000)]
+    await probe.settle()
+
+    started = time.thread_time()
+    gc.collect()
+    collected = time.thread_time() - started
+    await asyncio.sleep(0.005)
+    assert collected > 0.002, collected
+    assert probe.max_gc >= collected * 0.8, (probe.max_gc, collected)
+    assert probe.max_busy < collected / 2, (probe.max_busy, collected)
+
+    probe.reset()
+    spin_until = time.thread_time() + 0.02
+    while time.thread_time() < spin_until:
+        pass
+    await asyncio.sleep(0.005)
+    assert probe.max_busy >= 0.02, probe.max_busy
+    del junk
+    probe.reset()  # the spin above is this test's, not a stall to report
