@@ -29,6 +29,7 @@ from pymongo.synchronous.cursor import Cursor
 
 from motor.core import _COMPLETED, AgnosticBase, AgnosticCollection, AgnosticDatabase
 from motor.cursors import _STOP, AgnosticCursor, _next_or_stop
+from motor.green.socket import _pause_if_spent
 from motor.metaprogramming import Async, Delegate, ReadOnly
 
 if TYPE_CHECKING:
@@ -72,11 +73,24 @@ class _BatchedChunks:
         return getattr(self._chunks, name)
 
 
+class _PausingGridOut(GridOut):
+    """PyMongo's GridOut, letting the loop run between two chunks once the loop
+    iteration's work budget is spent: ``read()`` of a file of many small chunks takes
+    them from one batch in a Python loop with no I/O in between."""
+
+    def readchunk(self) -> bytes:
+        _pause_if_spent()
+        return super().readchunk()
+
+
 def _batched(grid_out: GridOut) -> GridOut:
-    """Make ``grid_out`` read its chunks in small batches (see :class:`_BatchedChunks`)."""
+    """Make ``grid_out`` read its chunks in small batches (see :class:`_BatchedChunks`),
+    pausing between two when the loop's work budget is spent (:class:`_PausingGridOut`)."""
     chunks = grid_out._chunks
     if not isinstance(chunks, _BatchedChunks):
         grid_out._chunks = _BatchedChunks(chunks, grid_out)  # type: ignore[assignment]
+    if type(grid_out) is GridOut:
+        object.__setattr__(grid_out, "__class__", _PausingGridOut)
     return grid_out
 
 
@@ -99,9 +113,14 @@ class _BatchedGridIn(GridIn):
 
     PyMongo buffers up to 48 MB of chunks and sends them with one ``insert_many``:
     encoding that many bytes at once holds the loop for milliseconds per megabyte.
+    Between two chunks, the loop runs once its iteration's work budget is spent.
     """
 
     def _flush_data(self, data: Any, force: bool = False) -> None:
+        # Called once per chunk: a write of many chunks is a Python loop with no I/O
+        # until the batch is sent, so the loop runs between two chunks once the loop
+        # iteration's work budget is spent.
+        _pause_if_spent()
         if self._buffered_docs_size + len(data) >= CHUNK_BATCH_BYTES:
             force = True
         super()._flush_data(data, force)
