@@ -357,6 +357,17 @@ async def test_a_large_reply_leaves_the_loop_between_reads(
     assert pauses[0] >= len(reads) - 2
 
 
+def test_a_large_document_s_undecodable_key_is_pymongo_s_to_decode() -> None:
+    # A key that is not UTF-8: PyMongo's decoder applies the codec options' error
+    # handler to keys too; the slicer leaves such a document to it.
+    payload = bytearray(_reply([{"ab": 1, "pad": list(range(40_000))}]))
+    payload[payload.index(b"ab\x00")] = 0xFF
+    replace = CodecOptions(unicode_decode_error_handler="replace")
+    with pytest.raises(green_pool._UnknownBSON):
+        green_pool._decode_in_slices(memoryview(bytearray(payload)), replace, _CountingHub())
+    assert bson.decode(bytes(payload), replace)["cursor"]["firstBatch"][0]["\ufffdb"] == 1
+
+
 async def test_a_large_document_is_read_in_pieces(
     fw: Framework, server: Any, pauses: list[int]
 ) -> None:

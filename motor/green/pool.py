@@ -802,6 +802,15 @@ def _decode_large(
         return _decode_in_place(view, first, last, codec_options)[0]
 
 
+def _user_elements(view: memoryview, start: int) -> Any:
+    # _elements of a document of the application's: a key that is not UTF-8 is
+    # PyMongo's to decode (with the codec options' error handler) or to refuse.
+    try:
+        yield from _elements(view, start)
+    except UnicodeDecodeError:
+        raise _UnknownBSON(_BSON_DOCUMENT) from None
+
+
 def _decode_fields(view: memoryview, start: int, codec_options: Any, hub: Any) -> Any:
     # Runs on a child: the BSON document at ``start``, whose fields are decoded a run of
     # about SLICE_BYTES or SLICE_DOCUMENTS fields at a time (the loop running between
@@ -813,7 +822,7 @@ def _decode_fields(view: memoryview, start: int, codec_options: Any, hub: Any) -
     run = -1  # where the run of fields not decoded yet starts
     run_end = -1
     fields = 0
-    for kind, key, first, value, last in _elements(view, start):
+    for kind, key, first, value, last in _user_elements(view, start):
         if key == "$ref":
             raise _WholeDocument
         if kind in _CONTAINERS and last - value >= SPLIT_BYTES:
