@@ -362,7 +362,7 @@ def test_a_large_document_s_undecodable_key_is_pymongo_s_to_decode() -> None:
     # handler to keys too; the slicer leaves such a document to it.
     payload = bytearray(_reply([{"ab": 1, "pad": list(range(40_000))}]))
     payload[payload.index(b"ab\x00")] = 0xFF
-    replace = CodecOptions(unicode_decode_error_handler="replace")
+    replace: CodecOptions[Any] = CodecOptions(unicode_decode_error_handler="replace")
     with pytest.raises(green_pool._UnknownBSON):
         green_pool._decode_in_slices(memoryview(bytearray(payload)), replace, _CountingHub())
     assert bson.decode(bytes(payload), replace)["cursor"]["firstBatch"][0]["\ufffdb"] == 1
