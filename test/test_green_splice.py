@@ -260,7 +260,8 @@ def spliced(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 
     def record(*args: Any) -> Any:
         result = original(*args)
-        sizes.append(len(result[1]))
+        if args[1].get("$db") == "motor_test":  # not the internals check's sample
+            sizes.append(len(result[1]))
         return result
 
     monkeypatch.setattr(splice, "_spliced", record)
@@ -290,7 +291,6 @@ async def test_a_large_document_is_sent_in_pieces_with_the_loop_running(
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"splice_{fw.name}"]
     await coll.drop()
-    spliced.clear()  # the internals check's, on a process's first client
     document = {"_id": 1, "pad": "p" * (8 * 1024 * 1024), "blob": BLOB, "u": UNICODE}
     monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
     await _insert_in_slices(coll, document, 8 * 1024 * 1024, pauses)
@@ -324,7 +324,6 @@ async def test_embedded_large_values_round_trip(
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"splice_embedded_{fw.name}"]
     await coll.drop()
-    spliced.clear()  # the internals check's, on a process's first client
     document = {
         "_id": 1,
         "meta": {"name": "x", "pad": "q" * (4 * 1024 * 1024)},
