@@ -31,3 +31,34 @@ async def test_the_probe_counts_the_loop_s_work_but_not_the_collector_s(fw: Fram
     assert probe.max_busy >= 0.02, probe.max_busy
     del junk
     probe.reset()  # the spin above is this test's, not a stall to report
+
+
+def _spin(seconds: float) -> None:
+    until = time.thread_time() + seconds
+    while time.thread_time() < until:
+        pass
+
+
+async def test_uncounted_blocks_are_left_out_of_the_gap_they_fall_in(fw: Framework) -> None:
+    probe = fw.probe
+    await probe.settle()
+    with probe.uncounted():
+        _spin(0.02)
+    _spin(0.003)
+    await asyncio.sleep(0.005)
+    # The gap's 23 ms of CPU, less the uncounted 20 ms.
+    assert 0.003 <= probe.max_busy < 0.01, probe.max_busy
+
+    # A collection inside the block is left out once (as the collector's), not twice.
+    junk = [[i] for i in range(400_000)]
+    probe.reset()
+    with probe.uncounted():
+        started = time.thread_time()
+        gc.collect()
+        collected = time.thread_time() - started
+    _spin(0.003)
+    await asyncio.sleep(0.005)
+    assert collected > 0.003, collected
+    assert probe.max_busy >= 0.003, (probe.max_busy, collected)
+    del junk
+    probe.reset()
