@@ -38,7 +38,7 @@ from motor._version import __version__
 from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
 from motor.green import bulk as _green_bulk
 from motor.green.hub import Hub, OpFuture, get_hub
-from motor.green.pool import TIMEOUT, client_hooks
+from motor.green.pool import TIMEOUT, client_hooks, close_client
 from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, mirror
 
 if TYPE_CHECKING:
@@ -611,7 +611,8 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
 
         Returns an awaitable; awaiting it is optional (Motor 3.7.1 code calls
         ``client.close()`` without ``await``).  On the client's loop closing starts at
-        once and the awaitable completes when the client is closed.  Called where no
+        once and the awaitable completes when the client is closed; cancelling it
+        does not stop the closing.  Called where no
         event loop runs (after the loop stopped, say) it closes synchronously.  Every
         later operation raises :class:`~motor.errors.ClientClosedError`.
         """
@@ -625,7 +626,10 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
             return _COMPLETED
         hub = binding.hub_for_call()
         binding.close()
-        return hub.spawn(self.delegate.close)
+        # Shielded: cancelling the awaitable (a timeout around it) leaves the closing
+        # to finish, as Motor 3.7.1's synchronous close() always did; interrupted, it
+        # would leave sockets open and sessions not ended.
+        return asyncio.shield(hub.spawn(close_client, self.delegate))
 
     async def __aenter__(self) -> Self:
         return self

@@ -9,17 +9,30 @@ when its loop closes must end, returning its connection.
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import gc
 import threading
+import time
 import tracemalloc
 import weakref
 from typing import Any
 
 import pytest
+from pymongo import monitoring
 
+from motor.green import hub as hub_module
 from motor.motor_asyncio import AsyncIOMotorClient
 from motor.motor_tornado import MotorClient
-from test.framework import parked_children, pool_counters
+from motor.sync_code import run_green
+from test.framework import (
+    ClosedConnections,
+    fds_back_to,
+    loop_turns,
+    open_fds,
+    parked_children,
+    pool_counters,
+)
 from test.wire import WireServer
 
 CYCLES = 100
@@ -167,3 +180,110 @@ async def test_close_ends_operations_waiting_for_a_silent_server(fw: Any) -> Non
         assert parked_children() == []
     finally:
         wire.stop()
+
+
+# Connections in the pool when the client is closed.
+POOLED = 30
+
+
+class _Sequence(monitoring.CommandListener, monitoring.ConnectionPoolListener):
+    """What a client did, in order: commands started, connections created and closed,
+    pools closed."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.events.append(f"command {event.command_name}")
+
+    def connection_created(self, event: monitoring.ConnectionCreatedEvent) -> None:
+        self.events.append("connection created")
+
+    def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
+        self.events.append(f"connection closed: {event.reason}")
+
+    def pool_closed(self, event: monitoring.PoolClosedEvent) -> None:
+        self.events.append("pool closed")
+
+    def _ignore(self, event: Any) -> None:
+        pass
+
+    succeeded = failed = _ignore
+    pool_created = pool_ready = pool_cleared = connection_ready = _ignore
+    connection_check_out_started = connection_check_out_failed = _ignore
+    connection_checked_out = connection_checked_in = _ignore
+
+
+async def _client_with_full_pool(fw: Any, uri: str, *listeners: Any) -> Any:
+    """A client whose pool holds POOLED idle connections, and a server session to end."""
+    client = fw.client(uri, maxPoolSize=POOLED, event_listeners=list(listeners))
+    async with await client.start_session() as session:
+        await client.motor_test.lifecycle.find_one({}, session=session)
+    (server,) = client.delegate._topology._servers.values()
+    pool = server.pool
+
+    def fill() -> None:
+        with contextlib.ExitStack() as stack:
+            for _ in range(POOLED):
+                stack.enter_context(pool.checkout())
+
+    await run_green(fill)
+    assert len(pool.conns) == POOLED
+    return client
+
+
+async def test_closing_a_full_pool_lets_the_loop_in_between_connections(
+    fw: Any, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Closing the client closes its pooled connections one after another; with the loop
+    iteration's work budget spent, the loop runs between two of them."""
+    fds = open_fds()
+    closed = ClosedConnections()
+    sequence = _Sequence()
+    client = await _client_with_full_pool(fw, server.uri, closed, sequence)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    pauses[0] = 0
+    mark = len(sequence.events)
+    async with loop_turns() as turns:
+        # The loop turn in which each connection was closed.
+        closed.on_close = lambda: turns[0]
+        await client.close()
+    assert closed.reasons["poolClosed"] == POOLED, closed.reasons
+    # One connection per turn, once the counting ticker runs (its first count spans
+    # the turns in which it starts).
+    per_turn = collections.Counter(closed.closed_at)
+    first = per_turn.pop(0, 0)
+    assert first <= 4 and max(per_turn.values()) == 1, (first, per_turn)
+    assert pauses[0] >= POOLED - 4, pauses[0]
+    # What MongoClient.close() does, in its order: the server sessions are ended on a
+    # pooled connection, then the connections closed, then the pool.
+    assert sequence.events[mark:] == [
+        "command endSessions",
+        *["connection closed: poolClosed"] * POOLED,
+        "pool closed",
+    ], sequence.events[mark:]
+    assert not await fds_back_to(fds)
+
+
+async def test_a_close_cancelled_between_connections_still_closes_them_all(
+    fw: Any, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelling ``close()`` (a timeout around it) cancels what the caller awaits at
+    once; the closing goes on: every connection is closed and the client with them, as
+    Motor 3.7.1's synchronous ``close()`` always finished."""
+    fds = open_fds()
+    closed = ClosedConnections()
+    client = await _client_with_full_pool(fw, server.uri, closed)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    closing = client.close()
+    deadline = time.monotonic() + 10
+    while closed.reasons["poolClosed"] < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0)
+    assert 2 <= closed.reasons["poolClosed"] < POOLED, closed.reasons
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert not await fds_back_to(fds)
+    assert closed.reasons["poolClosed"] == POOLED, closed.reasons
+    assert client.delegate._closed
+    assert parked_children() == []
