@@ -287,6 +287,16 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     if not _stalls:
         return
+    report = os.environ.get("MOTOR_STALLS_JSON")
+    if report:
+        # Every probed test's longest gap and most CPU in one gap (seconds), for finding
+        # tests whose stall bounds have little margin.
+        with open(report, "w") as file:
+            json.dump(
+                {nodeid: {"gap": gap, "busy": busy} for nodeid, (gap, busy) in _stalls.items()},
+                file,
+                indent=1,
+            )
     terminalreporter.write_sep(
         "-", "loop-stall probe: most loop-thread CPU between 1 ms ticks (and the longest gap)"
     )
