@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import os
@@ -239,6 +240,80 @@ async def _burst_of_replies() -> None:
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def _iteration_counter() -> list[int]:
+    """``[n]``: the loop iterations run since the call (a callback that reschedules itself)."""
+    loop = asyncio.get_running_loop()
+    counter = [0]
+
+    def count() -> None:
+        counter[0] += 1
+        loop.call_soon(count)
+
+    loop.call_soon(count)
+    return counter
+
+
+def _resumed_per_iteration(results: list[int]) -> int:
+    """The most children resumed in one loop iteration, by the iteration each noted."""
+    return max(collections.Counter(results).values())
+
+
+async def test_sockets_turning_writable_together_resume_over_several_iterations(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch, iteration_counting: str
+) -> None:
+    """Children parked in ``wait_fd`` for writability are resumed within the work budget:
+    a burst of sockets whose buffers drain at once is resumed over several iterations."""
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # one piece of work per window
+    with fresh_hub(iteration_counting) as fresh:
+        iteration = _iteration_counter()
+        pairs = [socket.socketpair() for _ in range(30)]
+        try:
+            for a, _ in pairs:
+                a.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    while True:
+                        a.send(b"x" * 65536)
+
+            def wait_writable(sock: socket.socket) -> int:
+                assert fresh.wait_fd(sock.fileno(), True, 10)
+                return iteration[0]
+
+            futures = [fresh.spawn(wait_writable, a) for a, _ in pairs]
+            await asyncio.sleep(0.01)
+            assert not any(future.done() for future in futures)
+            for _, b in pairs:  # every buffer drains in the same iteration
+                b.setblocking(False)
+                with contextlib.suppress(BlockingIOError):
+                    while b.recv(1 << 20):
+                        pass
+            results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+            # At most the queue's first entry plus one window opened by a callback.
+            assert _resumed_per_iteration(results) <= 2, results
+            assert len(set(results)) >= len(pairs) // 2, results
+        finally:
+            for a, b in pairs:
+                a.close()
+                b.close()
+
+
+async def test_waits_expiring_together_resume_over_several_iterations(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timed waits that expire in the same sweep are resumed within the work budget."""
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    iteration = _iteration_counter()
+    deadline = time.monotonic() + 0.05
+
+    def sleep_until_the_deadline() -> int:
+        hub().sleep(deadline - time.monotonic())
+        return iteration[0]
+
+    futures = [hub().spawn(sleep_until_the_deadline) for _ in range(30)]
+    results = await asyncio.wait_for(asyncio.gather(*futures), 10)
+    assert _resumed_per_iteration(results) <= 2, results
+    assert len(set(results)) >= 15, results
 
 
 async def test_one_operation_per_iteration_is_never_queued(

@@ -862,18 +862,24 @@ class Hub:
         """Park until ``fd`` is ready; False when ``timeout`` (seconds) expires first."""
         loop = self.loop
         waiter = Waiter(self)
+        # Stop watching at the first report, and resume within the loop iteration's work
+        # budget, like a green reader (a hundred sends waiting for their sockets to drain
+        # are resumed over several iterations, not in one).
+        remove = loop.remove_writer if write else loop.remove_reader
+
+        def on_ready() -> None:
+            remove(fd)
+            waiter.switch_budgeted(True)
+
         if write:
-            loop.add_writer(fd, waiter.switch, True)
+            loop.add_writer(fd, on_ready)
         else:
-            loop.add_reader(fd, waiter.switch, True)
+            loop.add_reader(fd, on_ready)
         try:
             ready: bool = waiter.get(timeout)
             return ready
         finally:
-            if write:
-                loop.remove_writer(fd)
-            else:
-                loop.remove_reader(fd)
+            remove(fd)
 
     def _set_sweeper(self, deadline: float) -> None:
         # Runs on the loop thread: run the sweep at ``deadline``, the earliest.
@@ -891,7 +897,8 @@ class Hub:
         now = _monotonic() + SWEEP_SLACK
         for waiter in [w for w, deadline in deadlines.items() if deadline <= now]:
             if deadlines.pop(waiter, None) is not None:
-                waiter.switch(False)
+                # Within the work budget: many waits may expire together.
+                waiter.switch_budgeted(False)
         if deadlines:
             earliest = min(deadlines.values())
             if earliest < self._sweep_at:
