@@ -37,6 +37,7 @@ from pymongo.synchronous.database import Database
 from motor._version import __version__
 from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
 from motor.green import bulk as _green_bulk
+from motor.green import find as _green_find
 from motor.green.hub import Hub, OpFuture, get_hub
 from motor.green.pool import TIMEOUT, client_hooks, close_client
 from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, mirror
@@ -747,7 +748,7 @@ class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
 
     insert_one = Async()
     insert_many = Async(bulk="documents", call=_green_bulk.insert_many)
-    find_one = Async()
+    find_one = Async(call=_green_find.find_one)
     find_one_and_delete = Async()
     find_one_and_replace = Async()
     find_one_and_update = Async()

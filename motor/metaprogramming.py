@@ -236,8 +236,9 @@ class Async(ManifestEntry):
     interpreter's switch interval lets the loop run meanwhile.  Such a call is not
     interrupted by cancellation (the thread finishes it).
 
-    ``call`` (with ``bulk`` only), a function taking the PyMongo object first, runs
-    instead of PyMongo's method (which it must mirror: same parameters, results, errors).
+    ``call``, a function taking the PyMongo object first, runs instead of PyMongo's method
+    (which it must mirror: same parameters, results, errors); not with ``wrap`` or
+    ``unqueued``.
     """
 
     returns = "future"
@@ -254,8 +255,8 @@ class Async(ManifestEntry):
         super().__init__(wrap, doc, attr)
         self.unqueued = unqueued
         self.bulk = bulk
-        if call is not None and not bulk:
-            raise ValueError("Async(call=...) replaces bulk methods only; give bulk= too")
+        if call is not None and (wrap is not None or unqueued):
+            raise ValueError("Async(call=...) does not wrap results and is always queued")
         self.call = call
 
     def build(self, owner: type, name: str) -> Any:
@@ -282,6 +283,15 @@ class Async(ManifestEntry):
             def method(self: Any, *args: Any, **kwargs: Any) -> Any:
                 args, kwargs = unwrap_args(args, kwargs)
                 return self._binding.call_unqueued(getattr(self.delegate, attr), args, kwargs)
+
+        elif call is not None:
+
+            def method(self: Any, *args: Any, **kwargs: Any) -> Any:
+                if (args and not _all_plain(map(type, args))) or (
+                    kwargs and not _all_plain(map(type, kwargs.values()))
+                ):
+                    args, kwargs = unwrap_args(args, kwargs)
+                return self._binding.call(call, (self.delegate, *args), kwargs)
 
         elif wrap is None:
 

@@ -364,8 +364,3 @@ def test_a_plain_pymongo_client_keeps_pymongo_s_batches(server: Any) -> None:
         assert coll.count_documents({}) == 2500
     finally:
         sync.close()
-
-
-def test_a_replacement_call_is_for_bulk_methods_only() -> None:
-    with pytest.raises(ValueError, match="bulk methods only"):
-        metaprogramming.Async(call=green_bulk.insert_many)

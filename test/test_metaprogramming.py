@@ -69,3 +69,20 @@ def test_built_methods_have_pymongo_signatures_and_docs() -> None:
     assert MotorCollection.update_one.__doc__.startswith("Asynchronous")
     assert "Update a single document" in MotorCollection.update_one.__doc__
     assert MotorCollection.update_one.__qualname__ == "AgnosticCollection.update_one"
+
+
+def test_a_replacement_call_mirrors_pymongo_s_method() -> None:
+    import inspect
+
+    from pymongo.synchronous.collection import Collection
+
+    from motor.metaprogramming import Async
+    from motor.motor_asyncio import AsyncIOMotorCollection
+
+    # find_one runs motor.green.find.find_one, but looks like PyMongo's.
+    motor_params = list(inspect.signature(AsyncIOMotorCollection.find_one).parameters)
+    assert motor_params == list(inspect.signature(Collection.find_one).parameters)
+    assert "Get a single document" in (AsyncIOMotorCollection.find_one.__doc__ or "")
+    for options in ({"wrap": "Collection"}, {"unqueued": True}):
+        with pytest.raises(ValueError, match="does not wrap results and is always queued"):
+            Async(call=len, **options)

@@ -100,6 +100,7 @@ from pymongo.network_layer import NetworkingInterface
 from pymongo.socket_checker import _errno_from_exception
 
 from motor.green import bulk as _bulk
+from motor.green import find as _find
 from motor.green import splice as _splice
 from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
 from motor.green.hub import Child, _getcurrent, refuse_to_block
@@ -1268,6 +1269,7 @@ def check_pymongo_internals() -> list[str]:
         "Connection.max_write_batch_size no longer limits a bulk write's batches",
     )
     problems.extend(_bulk.check_pymongo_internals())
+    problems.extend(_find.check_pymongo_internals())
     problems.extend(_splice.check_pymongo_internals())
     need(
         callable(getattr(_srv_resolver, "_resolve", None)),

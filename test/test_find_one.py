@@ -1,0 +1,352 @@
+"""``find_one`` without a cursor object (``motor.green.find``), against PyMongo's own.
+
+The oracle is PyMongo's ``Collection.find_one`` run on the same Motor client (in a child
+greenlet, with :func:`motor.run_green`): for every call both must send the same commands,
+publish the same events, return the same values (types included) or raise the same
+exceptions, and give the implicit session back.  MockupDB scripts what FerretDB cannot
+answer (retries, a cursor left open, a reply without a cursor), against PyMongo's sync
+client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bson
+import pytest
+from bson import SON, ObjectId
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import ASCENDING, ReadPreference, monitoring
+from pymongo.read_concern import ReadConcern
+from pymongo.synchronous.collection import Collection
+from pymongo.synchronous.cursor import Cursor
+
+import motor
+from motor.green import find as green_find
+from test.framework import Framework
+from test.scripted import (
+    MAX_BUSY,
+    cursor_reply,
+    fail,
+    hang_up,
+    in_thread,
+    ok,
+    replica_set_member,
+    run_script,
+    summary,
+    sync_script,
+)
+
+DOCS = [{"_id": i, "n": i, "k": "ab"[i % 2], "query": i % 3} for i in range(6)]
+
+
+class _Events(monitoring.CommandListener):
+    """Every command event, as comparable tuples (session ids and cluster times left out)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+
+    @staticmethod
+    def _command(command: Any) -> dict[str, Any]:
+        doc = dict(command)
+        has_lsid = doc.pop("lsid", None) is not None
+        doc.pop("$clusterTime", None)
+        doc["has lsid"] = has_lsid
+        return doc
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.events.append(
+            ("started", event.command_name, event.database_name, self._command(event.command))
+        )
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        reply = dict(event.reply)
+        reply.pop("$clusterTime", None)
+        reply.pop("operationTime", None)
+        self.events.append(("succeeded", event.command_name, reply))
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self.events.append(("failed", event.command_name, dict(event.failure)))
+
+    def take(self) -> list[tuple[Any, ...]]:
+        events, self.events = self.events, []
+        return events
+
+
+def _typed(value: Any) -> Any:
+    """A value with the type of every document in it, for comparing results."""
+    if isinstance(value, RawBSONDocument):
+        return ("raw", value.raw)
+    if isinstance(value, dict):
+        return (type(value).__name__, [(k, _typed(v)) for k, v in value.items()])
+    return value
+
+
+async def _outcome(awaitable: Any) -> tuple[Any, ...]:
+    try:
+        return ("returned", _typed(await awaitable))
+    except Exception as exc:
+        return (
+            "raised",
+            type(exc),
+            str(exc),
+            getattr(exc, "code", None),
+            getattr(exc, "details", None),
+        )
+
+
+class _CursorsMade:
+    """Counts the PyMongo ``Cursor`` objects made while installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = Cursor.__init__
+
+        def counting(cursor: Any, *args: Any, **kwargs: Any) -> None:
+            self.count += 1
+            original(cursor, *args, **kwargs)
+
+        monkeypatch.setattr(Cursor, "__init__", counting)
+
+
+def _pooled_sessions(client: Any) -> int:
+    return len(client.delegate._topology._session_pool)
+
+
+async def test_find_one_sends_and_returns_what_pymongo_does(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = _Events()
+    client = fw.client(server.uri, event_listeners=[events])
+    db = client[f"find_one_{fw.name}"]
+    await client.drop_database(db.name)
+    await db.c.insert_many([dict(d) for d in DOCS])
+    await db["a.b"].insert_one({"_id": 1, "dotted": True})
+    await db.c.find_one()  # a pooled session and connection for both sides
+    events.take()
+    cursors = _CursorsMade(monkeypatch)
+    collections = {
+        "plain": db.c,
+        "SON": db.get_collection("c", codec_options=CodecOptions(document_class=SON)),
+        "raw": db.get_collection("c", codec_options=CodecOptions(RawBSONDocument)),
+        "secondaryPreferred": db.get_collection(
+            "c", read_preference=ReadPreference.SECONDARY_PREFERRED
+        ),
+        "local read concern": db.get_collection("c", read_concern=ReadConcern("local")),
+        "dotted name": db["a.b"],
+        "missing": db.missing,
+    }
+    # (args, kwargs, whether the call takes the path without a cursor)
+    calls: list[tuple[tuple[Any, ...], dict[str, Any], bool]] = [
+        ((), {}, True),
+        (({},), {}, True),
+        ((None,), {}, True),
+        (({"n": 3},), {}, True),
+        ((), {"filter": {"n": 4}}, True),
+        ((3,), {}, True),
+        (("ab",), {}, True),
+        ((ObjectId(),), {}, True),
+        (({"n": 100},), {}, True),
+        (({"query": 1},), {}, True),
+        ((SON([("query", 2), ("n", 2)]),), {}, True),
+        (({"n": 1, "query": 1},), {}, True),
+        # Legacy query modifiers, which PyMongo turns into find's options.
+        (({"$query": {"k": "a"}, "$orderby": {"n": -1}},), {}, True),
+        ((RawBSONDocument(bson.encode({"n": 5})),), {}, True),
+        (({"$bad": 1},), {}, True),
+        (({"n": 3}, {"_id": 0, "k": 1}), {}, True),
+        (({"n": 3}, ["k"]), {}, True),
+        (({"n": 3},), {"projection": {"n": 1}}, True),
+        (({"n": 3}, 5), {}, True),
+        (({"n": 3}, {"k": 1}, 1), {}, False),
+        (({"k": "a"},), {"sort": [("n", ASCENDING)]}, False),
+        (({},), {"projection": {"n": 1}, "skip": 2}, False),
+        (({},), {"bogus_option": 1}, False),
+    ]
+    for label, coll in collections.items():
+        for args, kwargs, fast in calls:
+            case = f"{label}: find_one(*{args!r}, **{kwargs!r})"
+            sessions = _pooled_sessions(client)
+            made = cursors.count
+            ours = await _outcome(coll.find_one(*args, **kwargs))
+            our_events = events.take()
+            assert cursors.count - made == (0 if fast else 1), case
+            assert _pooled_sessions(client) == sessions, case
+
+            theirs = await _outcome(
+                motor.run_green(Collection.find_one, coll.delegate, *args, **kwargs)
+            )
+            assert ours == theirs, case
+            assert our_events == events.take(), case
+            assert _pooled_sessions(client) == sessions, case
+
+
+async def test_find_one_in_a_bound_session(fw: Framework, server: Any) -> None:
+    events = _Events()
+    lsids: list[Any] = []
+
+    class Sessions(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            lsids.append(event.command.get("lsid"))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client = fw.client(server.uri, event_listeners=[events, Sessions()])
+    coll = client[f"find_one_bound_{fw.name}"].c
+    await coll.drop()
+    await coll.insert_one({"_id": 1})
+    async with await client.start_session() as session:
+        async with session.bind(end_session=False):
+            lsids.clear()
+            ours = await coll.find_one({"_id": 1})
+            theirs = await motor.run_green(Collection.find_one, coll.delegate, {"_id": 1})
+        assert ours == theirs == {"_id": 1}
+        assert lsids == [session.session_id, session.session_id]
+    other = fw.client(server.uri)
+    async with await other.start_session() as foreign:
+        async with foreign.bind(end_session=False):
+            ours_error = await _outcome(coll.find_one({"_id": 1}))
+            theirs_error = await _outcome(
+                motor.run_green(Collection.find_one, coll.delegate, {"_id": 1})
+            )
+    assert ours_error == theirs_error
+    assert ours_error[0] == "raised"
+
+
+async def test_load_balanced_and_encrypted_clients_take_pymongo_s_path(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pymongo.encryption_options import AutoEncryptionOpts
+
+    cursors = _CursorsMade(monkeypatch)
+    opts = AutoEncryptionOpts(
+        {"local": {"key": b"\x01" * 96}},
+        "keyvault.datakeys",
+        bypass_auto_encryption=True,
+    )
+    client = fw.client(server.uri, auto_encryption_opts=opts)
+    coll = client[f"find_one_encrypted_{fw.name}"].c
+    await coll.drop()
+    await coll.insert_one({"_id": 1, "x": "plain"})
+    assert await coll.find_one({"_id": 1}) == {"_id": 1, "x": "plain"}
+    assert cursors.count == 1
+    # load_balanced=True: the check is on the client's options.
+    plain = fw.client(server.uri)
+    monkeypatch.setattr(type(plain.delegate.options), "load_balanced", property(lambda s: True))
+    assert await plain[f"find_one_encrypted_{fw.name}"].c.find_one({"_id": 1}) is not None
+    assert cursors.count == 2
+
+
+# ------------------------------------------------------------------ MockupDB: the wire
+
+
+def _find_one(client: Any) -> Any:
+    return client.db.coll.find_one({"_id": 1})
+
+
+async def _like_sync(
+    fw: Framework, mockup: Any, steps: list[Any]
+) -> tuple[list[Any], tuple[Any, ...], list[str]]:
+    """find_one({"_id": 1}) with Motor and with sync PyMongo against ``steps``: the same
+    requests, commands started and outcome, and as many server sessions in the pool
+    afterwards (PyMongo discards one that saw a connection error).  Returns Motor's."""
+    names: list[str] = []
+    sync_names: list[str] = []
+
+    def listener(into: list[str]) -> monitoring.CommandListener:
+        class Names(monitoring.CommandListener):
+            def started(self, event: monitoring.CommandStartedEvent) -> None:
+                into.append(event.command_name)
+
+            def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+                pass
+
+            def failed(self, event: monitoring.CommandFailedEvent) -> None:
+                pass
+
+        return Names()
+
+    server = replica_set_member(mockup)
+    client = fw.client(server.uri, event_listeners=[listener(names)])
+    await fw.probe.settle()
+    requests, outcome = await run_script(server, steps, _find_one(client))
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    oracle = replica_set_member(mockup)
+    sync_pooled: list[int] = []
+
+    def find_one_and_count(sync_client: Any) -> Any:
+        # Counted once PyMongo's cursor is gone: a cursor that raised gives its session
+        # back when the traceback that holds it is dropped.
+        error = None
+        try:
+            result = _find_one(sync_client)
+        except Exception as exc:
+            error = exc.with_traceback(None)
+        sync_pooled.append(len(sync_client._topology._session_pool))
+        if error is not None:
+            raise error
+        return result
+
+    sync_requests, sync_outcome = await in_thread(
+        sync_script, oracle, steps, find_one_and_count, event_listeners=[listener(sync_names)]
+    )
+    assert [_pooled_sessions(client)] == sync_pooled
+    assert summary(outcome) == summary(sync_outcome)
+    # The oracle's client has been closed (endSessions); Motor's is still open.
+    assert names == [name for name in sync_names if name != "endSessions"]
+    for ours, theirs in zip(requests, sync_requests):
+        assert {k: v for k, v in ours.doc.items() if k != "lsid"} == {
+            k: v for k, v in theirs.doc.items() if k != "lsid"
+        }
+        assert "lsid" in ours.doc and "lsid" in theirs.doc
+    return requests, summary(outcome), names
+
+
+async def test_a_cursor_left_open_is_killed(fw: Framework, mockup: Any) -> None:
+    steps = [("find", cursor_reply([{"_id": 1}], ns="db.coll", cursor_id=123))]
+    _, outcome, names = await _like_sync(fw, mockup, steps)
+    assert outcome == ("returned", {"_id": 1})
+    assert names == ["find", "killCursors"]
+
+
+@pytest.mark.parametrize(
+    "first", ["network error", "NotWritablePrimary", "BadValue", "no cursor in the reply"]
+)
+async def test_retries_and_errors_are_pymongo_s(fw: Framework, mockup: Any, first: str) -> None:
+    answer = {
+        "network error": hang_up,
+        "NotWritablePrimary": fail(10107, "not primary"),
+        "BadValue": fail(2, "bad value"),
+        "no cursor in the reply": ok(),
+    }[first]
+    retried = first in ("network error", "NotWritablePrimary")
+    steps = [("find", answer)]
+    if retried:
+        steps.append(("find", cursor_reply([{"_id": 1}])))
+    requests, outcome, _ = await _like_sync(fw, mockup, steps)
+    assert len(requests) == len(steps)
+    if retried:
+        assert outcome == ("returned", {"_id": 1})
+        assert requests[0]["lsid"] == requests[1]["lsid"]
+    else:
+        assert outcome[0] == "raised"
+
+
+def test_pymongo_internals_for_find_one() -> None:
+    assert green_find.check_pymongo_internals() == []
+
+
+def test_internals_check_reports_a_changed_query(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pymongo.message
+
+    class Changed:
+        def __init__(self, flags: int, db: str, collation: Any, coll: str) -> None:
+            pass
+
+    monkeypatch.setattr(pymongo.message._Query, "__init__", Changed.__init__)
+    assert green_find.check_pymongo_internals() == ["pymongo.message._Query's parameters changed"]
