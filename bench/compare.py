@@ -1539,16 +1539,18 @@ def check_targets(summary: dict[str, dict[str, dict[str, Any]]] | None) -> list[
         if gap is None:
             checks.append(Check(name, None, "not measured"))
         else:
-            stall = max(0.0, gap - 1.0)  # the ticker sleeps 1 ms between wake-ups
-            top = value("c100", key, "longest_tick_gap_ms_max") or gap
+            # The ticker sleeps 1 ms between wake-ups.  The bound holds for the worst of
+            # the probe runs, not their median.
+            stall = max(0.0, gap - 1.0)
+            worst = max(0.0, (value("c100", key, "longest_tick_gap_ms_max") or gap) - 1.0)
             on_cpu = value("c100", key, "longest_tick_gap_cpu_ms")
             cpu_text = "" if on_cpu is None else f"; the loop thread ran {on_cpu:.2f} ms of it"
             checks.append(
                 Check(
-                    name,
-                    stall <= 2.0,
-                    f"{stall:.2f} ms (longest gap {gap:.2f} ms minus the 1 ms tick{cpu_text}; "
-                    f"worst probe run {top - 1.0:.2f} ms)",
+                    name + " (worst probe run)",
+                    worst <= 2.0,
+                    f"worst probe run {worst:.2f} ms; median {stall:.2f} ms (longest gap "
+                    f"{gap:.2f} ms minus the 1 ms tick{cpu_text})",
                 )
             )
     return checks
