@@ -1967,7 +1967,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 notes.append("FerretDB skipped: no server (see --ferretdb-uri)")
             else:
                 run_target(ferretdb)
-                if not target.run_pending:
+                if not ferretdb.run_pending:
                     notes.append("FerretDB: the 10k pending workload is skipped in --quick mode")
 
     env["loadavg_end"] = list(os.getloadavg())
