@@ -315,7 +315,14 @@ async def test_a_cursor_left_open_is_killed(fw: Framework, mockup: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "first", ["network error", "NotWritablePrimary", "BadValue", "no cursor in the reply"]
+    "first",
+    [
+        "network error",
+        "NotWritablePrimary",
+        "BadValue",
+        "no cursor in the reply",
+        "an open cursor without a batch",
+    ],
 )
 async def test_retries_and_errors_are_pymongo_s(fw: Framework, mockup: Any, first: str) -> None:
     answer = {
@@ -323,18 +330,21 @@ async def test_retries_and_errors_are_pymongo_s(fw: Framework, mockup: Any, firs
         "NotWritablePrimary": fail(10107, "not primary"),
         "BadValue": fail(2, "bad value"),
         "no cursor in the reply": ok(),
+        "an open cursor without a batch": ok(cursor={"id": 123, "ns": "db.coll"}),
     }[first]
     retried = first in ("network error", "NotWritablePrimary")
     steps = [("find", answer)]
     if retried:
         steps.append(("find", cursor_reply([{"_id": 1}])))
-    requests, outcome, _ = await _like_sync(fw, mockup, steps)
+    requests, outcome, names = await _like_sync(fw, mockup, steps)
     assert len(requests) == len(steps)
     if retried:
         assert outcome == ("returned", {"_id": 1})
         assert requests[0]["lsid"] == requests[1]["lsid"]
     else:
         assert outcome[0] == "raised"
+    # The cursor id the reply gave is killed (PyMongo: when its cursor is collected).
+    assert ("killCursors" in names) == (first == "an open cursor without a batch")
 
 
 def test_pymongo_internals_for_find_one() -> None:

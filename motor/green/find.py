@@ -3,7 +3,7 @@
 PyMongo's ``Collection.find_one(filter)`` makes a ``Cursor`` (about 30 attributes, option
 validation, a deque), sets ``limit(-1)``, iterates it once and lets it be collected; the
 cursor's machinery costs about a sixth of the client CPU of a small ``find_one`` against
-a fast server (17 µs of 99 µs per operation at 100 concurrent operations, measured with
+a fast server (16 µs of 101 µs per operation at 100 concurrent operations, measured with
 ``bench/compare.py``'s canned server).
 
 :func:`find_one` sends the same ``find`` command through the same PyMongo functions the
@@ -116,17 +116,21 @@ def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
     except BaseException:
         client._cleanup_cursor_lock(0, None, None, session)
         raise
+    cursor_id = 0
+    namespace = self.full_name
     try:
         cursor = response.docs[0]["cursor"]
         cursor_id = cursor["id"]
         documents = cursor["firstBatch"]
-        namespace = self.full_name
         ns = cursor.get("ns")
         if ns:
             db_name, coll_name = ns.split(".", 1)
             namespace = f"{db_name}.{coll_name}"
     except BaseException:
-        client._cleanup_cursor_lock(0, None, None, session)
+        # A malformed reply: PyMongo's cursor raises the same, and kills the cursor id it
+        # has read, if any, when it is collected.
+        address = _CursorAddress(response.address, namespace) if cursor_id else None
+        client._cleanup_cursor_lock(cursor_id, address, None, session)
         raise
     # The cursor closes itself after its first batch: with limit -1 it is done.
     address = _CursorAddress(response.address, namespace) if cursor_id else None
