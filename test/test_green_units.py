@@ -768,3 +768,38 @@ async def test_cancel_reads_between_the_check_and_the_registration(
     monkeypatch.setattr(the_hub, "watch_readable", watch_after_a_cancel)
     with pytest.raises(TimeoutError, match="timed out"):
         await asyncio.wait_for(the_hub.spawn(green.recv_into, bytearray(1)), 5)
+
+
+def test_a_connection_reset_before_the_handshake_leaves_no_socket_open() -> None:
+    # ssl.SSLSocket._create takes the descriptor over, then finds the connection reset
+    # (recv(1) raises): the half-made SSL socket must not stay open until collected.
+    import struct
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    accepted, _ = listener.accept()
+    accepted.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    accepted.close()  # an RST
+    listener.close()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            client.getpeername()  # still connected: the RST has not arrived yet
+        except OSError:
+            break
+        assert time.monotonic() < deadline, "the reset never arrived"
+        time.sleep(0.01)
+    with pytest.raises(ConnectionResetError) as raised:
+        tls_handshake(client, context, None, None, 1.0)
+    half_made = []
+    tb = raised.value.__traceback__
+    while tb is not None:
+        candidate = tb.tb_frame.f_locals.get("self")
+        if isinstance(candidate, ssl.SSLSocket):
+            half_made.append(candidate)
+        tb = tb.tb_next
+    assert half_made, "the failure did not come from ssl.SSLSocket._create"
+    assert [s.fileno() for s in half_made] == [-1] * len(half_made)

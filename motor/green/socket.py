@@ -508,6 +508,24 @@ def create_connection(address: tuple[str, int], options: Any) -> socket.socket:
     raise OSError("getaddrinfo failed")
 
 
+_SSL_SOCKET_CREATE = ssl.SSLSocket._create.__func__.__code__  # type: ignore[attr-defined]
+
+
+def _close_half_made_ssl_socket(exc: BaseException) -> None:
+    # ssl.SSLSocket._create takes the socket's file descriptor over (sock.detach()) before
+    # it checks whether the socket is connected; when that check fails (getpeername() or
+    # recv(1) on a connection the peer reset), the new SSLSocket is left open, reachable
+    # only from the traceback.  Close it there.
+    tb = exc.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code is _SSL_SOCKET_CREATE:
+            half_made = frame.f_locals.get("self")
+            if isinstance(half_made, ssl.SSLSocket):
+                half_made.close()
+        tb = tb.tb_next
+
+
 def tls_handshake(
     sock: socket.socket,
     context: Any,
@@ -528,12 +546,16 @@ def tls_handshake(
             "with pymongo[ocsp]); uninstall pyOpenSSL to use TLS with Motor"
         )
     sock.setblocking(False)
-    ssl_sock = context.wrap_socket(
-        sock,
-        server_hostname=server_hostname,
-        session=session,
-        do_handshake_on_connect=False,
-    )
+    try:
+        ssl_sock = context.wrap_socket(
+            sock,
+            server_hostname=server_hostname,
+            session=session,
+            do_handshake_on_connect=False,
+        )
+    except BaseException as exc:
+        _close_half_made_ssl_socket(exc)
+        raise
     try:
         fd = ssl_sock.fileno()
         deadline = None if timeout is None else time.monotonic() + timeout
