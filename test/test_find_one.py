@@ -25,8 +25,10 @@ from pymongo.synchronous.cursor import Cursor
 import motor
 from motor.green import find as green_find
 from test.framework import Framework
+from test.oracle import CommandRecorder
 from test.scripted import (
     MAX_BUSY,
+    Commands,
     cursor_reply,
     fail,
     hang_up,
@@ -183,29 +185,18 @@ async def test_find_one_sends_and_returns_what_pymongo_does(
 
 
 async def test_find_one_in_a_bound_session(fw: Framework, server: Any) -> None:
-    events = _Events()
-    lsids: list[Any] = []
-
-    class Sessions(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            lsids.append(event.command.get("lsid"))
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-            pass
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None:
-            pass
-
-    client = fw.client(server.uri, event_listeners=[events, Sessions()])
+    recorder = CommandRecorder()
+    client = fw.client(server.uri, event_listeners=[recorder])
     coll = client[f"find_one_bound_{fw.name}"].c
     await coll.drop()
     await coll.insert_one({"_id": 1})
     async with await client.start_session() as session:
         async with session.bind(end_session=False):
-            lsids.clear()
+            recorder.events.clear()
             ours = await coll.find_one({"_id": 1})
             theirs = await motor.run_green(Collection.find_one, coll.delegate, {"_id": 1})
         assert ours == theirs == {"_id": 1}
+        lsids = [event.command.get("lsid") for event in recorder.events]
         assert lsids == [session.session_id, session.session_id]
     other = fw.client(server.uri)
     async with await other.start_session() as foreign:
@@ -255,24 +246,10 @@ async def _like_sync(
     """find_one({"_id": 1}) with Motor and with sync PyMongo against ``steps``: the same
     requests, commands started and outcome, and as many server sessions in the pool
     afterwards (PyMongo discards one that saw a connection error).  Returns Motor's."""
-    names: list[str] = []
-    sync_names: list[str] = []
-
-    def listener(into: list[str]) -> monitoring.CommandListener:
-        class Names(monitoring.CommandListener):
-            def started(self, event: monitoring.CommandStartedEvent) -> None:
-                into.append(event.command_name)
-
-            def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-                pass
-
-            def failed(self, event: monitoring.CommandFailedEvent) -> None:
-                pass
-
-        return Names()
+    commands, sync_commands = Commands(), Commands()
 
     server = replica_set_member(mockup)
-    client = fw.client(server.uri, event_listeners=[listener(names)])
+    client = fw.client(server.uri, event_listeners=[commands])
     await fw.probe.settle()
     requests, outcome = await run_script(server, steps, _find_one(client))
     assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
@@ -293,12 +270,13 @@ async def _like_sync(
         return result
 
     sync_requests, sync_outcome = await in_thread(
-        sync_script, oracle, steps, find_one_and_count, event_listeners=[listener(sync_names)]
+        sync_script, oracle, steps, find_one_and_count, event_listeners=[sync_commands]
     )
     assert [_pooled_sessions(client)] == sync_pooled
     assert summary(outcome) == summary(sync_outcome)
     # The oracle's client has been closed (endSessions); Motor's is still open.
-    assert names == [name for name in sync_names if name != "endSessions"]
+    names = commands.names
+    assert names == [name for name in sync_commands.names if name != "endSessions"]
     for ours, theirs in zip(requests, sync_requests):
         assert {k: v for k, v in ours.doc.items() if k != "lsid"} == {
             k: v for k, v in theirs.doc.items() if k != "lsid"
