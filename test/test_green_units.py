@@ -356,6 +356,107 @@ async def _one_per_iteration(target: Any) -> None:
         b.close()
 
 
+async def test_the_budget_counts_the_children_s_time_not_the_application_s(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Application callbacks that make an iteration long do not spend the work budget:
+    an operation started after them in the same iteration starts at once."""
+    # Thread CPU time, as in test_one_operation_per_iteration_is_never_queued: the
+    # machine's load cannot close the budget.
+    monkeypatch.setattr(hub_module, "_perf_counter", time.thread_time)
+    target = hub()
+    loop = asyncio.get_running_loop()
+    queued: list[Any] = []
+    original_defer = target._defer
+    monkeypatch.setattr(
+        target,
+        "_defer",
+        lambda entry: (queued.append(entry), original_defer(entry)),  # type: ignore[func-returns-value]
+    )
+    started: list[int] = []
+    iteration = _iteration_counter()
+
+    def application_work_then_a_start() -> None:
+        # One loop callback: a child's work, then application work worth ten budgets,
+        # then a start.  All in one iteration.
+        first = target.spawn(started.append, iteration[0])
+        busy_until = time.thread_time() + 10 * hub_module.WORK_BUDGET
+        while time.thread_time() < busy_until:
+            pass
+        second = target.spawn(started.append, iteration[0])
+        done.set_result((first, second))
+
+    done: asyncio.Future[Any] = loop.create_future()
+    loop.call_soon(application_work_then_a_start)
+    first, second = await done
+    await asyncio.gather(first, second)
+    assert queued == []
+    assert started[0] == started[1]
+
+
+async def test_queued_starts_run_before_a_later_start(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Starts queued because an iteration's budget was spent run, oldest first, as soon
+    as a later iteration starts another operation: before it, and without waiting for
+    the hub's drain callback."""
+    target = hub()
+    order: list[str] = []
+    # One start per iteration: the first sees nothing spent, the next ones the first.
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 1e-12)
+    monkeypatch.setattr(target, "_drain_soon", lambda: None)  # no drain callback
+    futures = [target.spawn(order.append, name) for name in ("a", "b", "c")]
+    assert order == ["a"] and len(target._queue) == 2  # b and c wait
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 10.0)
+    await asyncio.sleep(0)  # a later iteration
+    assert order == ["a"]
+    futures.append(target.spawn(order.append, "d"))
+    assert order == ["a", "b", "c", "d"] and not target._queue
+    await asyncio.gather(*futures)
+
+
+async def test_replies_reported_together_resume_before_the_starts_they_lead_to(
+    fw: Framework,
+) -> None:
+    """When one poll reports several replies, every reply is resumed before any of the
+    operations their tasks start next: those wait in the queue, and start in the same
+    iteration."""
+    pairs = [socket.socketpair() for _ in range(5)]
+    events: list[tuple[str, int]] = []
+    clock = hub()._clock  # the loop's iterations, as the hub counts them
+    try:
+        greens = [GreenSocket(a, timeout=5) for a, _ in pairs]
+
+        def read(green: GreenSocket) -> bytes:
+            buf = bytearray(1)
+            n = green.recv_into(buf)
+            return bytes(buf[:n])
+
+        def record_start(n: int) -> int:
+            events.append(("start", n))
+            return int(clock.iteration)
+
+        async def one(n: int) -> tuple[int, int]:
+            assert await hub().spawn(read, greens[n]) == b"!"
+            events.append(("resumed", n))
+            resumed_at = clock.iteration
+            return resumed_at, await hub().spawn(record_start, n)
+
+        tasks = [asyncio.ensure_future(one(n)) for n in range(len(pairs))]
+        while any(g._read_waiter is None or g._read_waiter._child is None for g in greens):
+            await asyncio.sleep(0.001)
+        for _, b in pairs:  # all readable before the loop polls again
+            b.sendall(b"!")
+        results = await asyncio.gather(*tasks)
+        kinds = [kind for kind, _ in events]
+        assert kinds == ["resumed"] * len(pairs) + ["start"] * len(pairs), events
+        assert len({at for pair in results for at in pair}) == 1, results
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
+
+
 def _parked_call(result: Any = "result") -> tuple[Waiter, Any]:
     """Start a child that parks on a waiter and then returns (or raises) ``result``."""
     waiter = Waiter(hub())

@@ -43,7 +43,7 @@ class _CountingHub:
     def pause(self) -> None:
         self.pauses += 1
 
-    def _window_open(self) -> bool:
+    def _child_window_open(self) -> bool:
         return True
 
 

@@ -32,7 +32,8 @@ Invariants, enforced here and relied on everywhere else:
 
 Costs kept off the hot path: children are reused (a finished child parks in the hub's
 idle list); the hub greenlet runs children (starts and resumes alike) for at most
-:data:`WORK_BUDGET` per loop iteration, and further work waits in queues (plain
+:data:`WORK_BUDGET` per loop iteration (the children's own time: the application's
+callbacks in the iteration do not count), and further work waits in queues (plain
 tuples, no greenlet yet for a start) for later iterations, so neither a burst of calls
 nor a burst of replies can stall the loop; timed waits share one loop timer, set for
 the earliest deadline, rather than a timer each.  When a child finishes, its future's
@@ -257,8 +258,11 @@ class Waiter:
             return
         self._child = None
         child.waiter = None
-        child.switch(value)
+        # The child's time is charged to the iteration's work budget (Hub._window_open).
         hub = self._hub
+        hub._entered = started = _perf_counter()
+        child.switch(value)
+        hub._clock.spent += _perf_counter() - started
         if hub._done is not None:
             hub._run_finished()
 
@@ -272,9 +276,12 @@ class Waiter:
             return
         self._child = None
         child.waiter = None
+        hub = self._hub
+        hub._entered = started = _perf_counter()
         child.throw(exc)
-        if self._hub._done is not None:
-            self._hub._run_finished()
+        hub._clock.spent += _perf_counter() - started
+        if hub._done is not None:
+            hub._run_finished()
 
     def switch_threadsafe(self, value: Any = None) -> None:
         """Resume the child from any thread, on the next loop iteration.
@@ -299,7 +306,9 @@ class Waiter:
         take.  Runs on the hub greenlet.
         """
         hub = self._hub
-        if self._child is not None and (hub._resumes or not hub._window_open()):
+        if self._child is not None and not (
+            (not hub._resumes or hub._catch_up(False)) and hub._window_open()
+        ):
             hub.resume_later(self.switch, value)
         else:
             self.switch(value)
@@ -364,12 +373,16 @@ WORK_BUDGET = 0.00035
 
 
 class _LoopClock:
-    """A count of an event loop's iterations."""
+    """A count of an event loop's iterations, and whether the green readers of a poll
+    that reported several are running (see :meth:`Hub.submit`)."""
 
-    __slots__ = ("iteration",)
+    __slots__ = ("dispatching", "iteration", "spent")
 
     def __init__(self) -> None:
         self.iteration = 0
+        # The time children ran in this iteration (seconds): see Hub._window_open.
+        self.spent = 0.0
+        self.dispatching = False
 
 
 class _GreenReader(asyncio.Handle):
@@ -435,7 +448,8 @@ class _LoopHook:
     """Installed once per selector event loop as the loop's ``_process_events``.
 
     The loop calls it once per iteration, with what its poll reported, before it runs
-    the iteration's callbacks.  It counts the iteration, hands the loop's own events
+    the iteration's callbacks.  It counts the iteration (and gives it a fresh work
+    budget: :meth:`Hub._window_open`), hands the loop's own events
     to the loop's ``_process_events`` (which queues their callbacks), and then runs
     the callbacks of ready green readers (:meth:`Hub.watch_readable`) at once: no
     handle is queued and run for them, the loop's cost per reply.
@@ -453,7 +467,9 @@ class _LoopHook:
             selector.select = select
 
     def process_events(self, event_list: list[tuple[Any, int]]) -> None:
-        self.clock.iteration += 1
+        clock = self.clock
+        clock.iteration += 1
+        clock.spent = 0.0
         if len(event_list) == 1:  # the common case: one descriptor is ready
             reader, writer = event_list[0][0].data
             if reader.__class__ is _GreenReader and writer is None:
@@ -471,9 +487,15 @@ class _LoopHook:
                 others.append(event)
         if others:
             self._loop_process_events(others)
-        for reader in readers:
-            if not reader._cancelled:  # unless removed by an earlier callback
-                self._run(reader)
+        # Until every ready reader has run, the starts their callbacks make (the next
+        # operation of a task its reply woke) wait in the hub's queue: replies first.
+        clock.dispatching = True
+        try:
+            for reader in readers:
+                if not reader._cancelled:  # unless removed by an earlier callback
+                    self._run(reader)
+        finally:
+            clock.dispatching = False
 
     def _run(self, reader: _GreenReader) -> None:
         try:
@@ -497,15 +519,17 @@ class Hub:
     resuming one (a reply arrived, a connection came free) runs it until the next.  So
     that a burst (``gather`` of hundreds of operations, or replies to them all arriving
     together) cannot stall the loop, the hub runs children only within
-    :data:`WORK_BUDGET` per loop iteration; further work waits in two FIFO queues that
-    :meth:`_drain` works through at the start of later iterations, one budget each:
-    resumes first (they finish operations and free connections), then starts (plain
-    tuples, no greenlet yet).
+    :data:`WORK_BUDGET` per loop iteration, counting the time the children run (each
+    switch to a child is timed) and not the application's callbacks; further work
+    waits in two FIFO queues, resumes first (they finish operations and free
+    connections), then starts (plain tuples, no greenlet yet).  :meth:`_drain` works
+    through them at the start of later iterations, one budget each, and the hub's next
+    start or resume runs them first while the budget lasts (:meth:`_catch_up`).
 
     The budget belongs to a loop iteration, so the hub counts iterations: on asyncio's
     selector event loops (which Tornado uses too) a hook in the loop's event processing
     counts them (:class:`_LoopHook`); on other loops the hub schedules a marker callback
-    for the next iteration whenever work starts in one.
+    for the next iteration whenever it checks the budget and none is pending.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -514,13 +538,14 @@ class Hub:
         # Work waiting for a later iteration: resumes, then starts.
         self._resumes: deque[tuple[Any, ...]] = deque()
         self._queue: deque[tuple[Any, ...]] = deque()
-        # The loop's iterations (counted by its _LoopHook, or by marker callbacks), and
-        # the one whose work window ends at _window_end.
+        # The loop's iterations (counted by its _LoopHook, or by marker callbacks), with
+        # the time children ran in the current one (_window_open); when the hub last
+        # switched to a child (_child_window_open).
         self._selector: Any = None
         self._clock = self._hook_loop()
         self._marks_iterations = self._selector is None
-        self._window_iteration = -1
-        self._window_end = 0.0
+        self._marker_pending = False
+        self._entered = 0.0
         self._draining = False
         self._idle: list[Child] = []
         # Where children's reads of replies land first (motor.green.pool).
@@ -569,13 +594,21 @@ class Hub:
         the call is cancelled while queued.
 
         The child starts at once if the hub greenlet may start it now: while this loop
-        iteration's work window lasts, and no work is queued; otherwise it is queued
-        (first in, first out; resumes first) for later iterations.
+        iteration's work budget lasts, after any queued work (resumes, then starts,
+        oldest first), which runs first while the budget lasts; otherwise it is queued
+        (first in, first out) for later iterations.  While the loop runs the callbacks
+        of several replies that one poll reported, starts are queued until every reply
+        is resumed: replies first.
         """
         if DETECTOR is not None:
             DETECTOR.note_call(future, fn)
         current = _getcurrent()
-        if isinstance(current, Child) or self._queue or self._resumes or not self._window_open():
+        if (
+            isinstance(current, Child)
+            or self._clock.dispatching
+            or ((self._resumes or self._queue) and not self._catch_up(True))
+            or not self._window_open()
+        ):
             self._defer((self._start_queued, fn, args, kwargs, future, context, release))
         else:
             self._start(current, fn, args, kwargs, future, context, release)
@@ -619,21 +652,49 @@ class Hub:
         self._drain_soon()
 
     def _window_open(self) -> bool:
-        # Does this loop iteration's work window last?  The first work of an iteration
-        # opens it.
-        clock = self._clock
-        if clock.iteration == self._window_iteration:
-            return _perf_counter() < self._window_end
-        self._window_iteration = clock.iteration
-        self._window_end = _perf_counter() + WORK_BUDGET
-        if self._marks_iterations:
+        # On the hub greenlet: may children run more in this loop iteration?  Yes while
+        # the time they ran in it is under WORK_BUDGET.  Only the children's time counts
+        # (charged on every switch from the hub to a child), not the application's
+        # callbacks (a web framework's request handling, the tasks the hub wakes):
+        # deferring the driver's work behind the application's own makes more, shorter
+        # loop iterations, which cost CPU and throughput, and shortens no stall of the
+        # driver's.
+        if self._marks_iterations and not self._marker_pending:
+            self._marker_pending = True
             self.loop.call_soon(self._next_iteration)
+        return self._clock.spent < WORK_BUDGET
+
+    def _catch_up(self, starts: bool) -> bool:
+        # On the hub greenlet, about to start (``starts``) or resume a child while work
+        # queued from an earlier iteration waits: that work goes first, and runs now,
+        # oldest first (resumes, then starts if ``starts``), while this iteration's
+        # budget lasts.  True if none of it is left.  Queued starts wait for a resume:
+        # finishing operations frees their connections.  Leaving queued starts to
+        # _drain would put every later start behind them too, and under steady load
+        # (a web server's requests) the queue would never empty: every operation would
+        # wait a loop iteration before it starts.
+        resumes = self._resumes
+        queue = self._queue
+        while resumes or (starts and queue):
+            if not self._window_open():
+                return False
+            entry = resumes.popleft() if resumes else queue.popleft()
+            entry[0](*entry[1:])
         return True
 
+    def _child_window_open(self) -> bool:
+        # On a child: may it go on in this iteration, counting the time since the hub
+        # switched to it?
+        return _perf_counter() - self._entered + self._clock.spent < WORK_BUDGET
+
     def _next_iteration(self) -> None:
-        # A loop callback scheduled from the previous iteration: runs before the
-        # callbacks of this iteration's I/O events.
-        self._clock.iteration += 1
+        # A loop callback scheduled from the previous iteration (by _window_open, on
+        # loops without a _LoopHook): runs before the callbacks of this iteration's I/O
+        # events.
+        clock = self._clock
+        clock.iteration += 1
+        clock.spent = 0.0
+        self._marker_pending = False
 
     def _hook_loop(self) -> _LoopClock:
         # On an asyncio selector event loop (Tornado's too), install the loop's
@@ -765,7 +826,7 @@ class Hub:
         while resumes or queue:
             entry = resumes.popleft() if resumes else queue.popleft()
             entry[0](*entry[1:])
-            if _perf_counter() >= self._window_end:
+            if not self._window_open():
                 break
         if resumes or queue:
             self.loop.call_soon(self._drain)
@@ -810,7 +871,10 @@ class Hub:
         child.gr_context = context
         child.future = future
         future._motor_child = child
+        # The child's time is charged to the iteration's work budget (_window_open).
+        self._entered = started = _perf_counter()
         child.switch(fn, args, kwargs, future, release)
+        self._clock.spent += _perf_counter() - started
         if self._done is not None:
             self._run_finished()
 

@@ -611,7 +611,7 @@ def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
     # its cursor batch a slice at a time, with the loop running between two slices.
     # The BSON is walked in place: no large value is copied or inflated.  Decoding starts
     # on a loop iteration of its own when reading the reply spent this one's budget.
-    if not hub._window_open():
+    if not hub._child_window_open():
         hub.pause()
     view, base = _buffer_of(payload)
     document = codec_options.document_class()

@@ -82,7 +82,7 @@ def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
 def _pause_if_spent() -> None:
     """In a child whose loop iteration has spent its work budget, wait for a later one."""
     current = _getcurrent()
-    if isinstance(current, Child) and not current.hub._window_open():
+    if isinstance(current, Child) and not current.hub._child_window_open():
         current.hub.pause()
 
 
@@ -208,7 +208,7 @@ class GreenSocket:
         if waiter is None or waiter._child is None:
             return
         hub = waiter._hub
-        if not hub._resumes and hub._window_open():
+        if (not hub._resumes or hub._catch_up(False)) and hub._window_open():
             waiter.switch(False)
         else:
             hub.resume_later(self._switch_parked_read, False)
@@ -259,7 +259,8 @@ class GreenSocket:
         if self._read_queued:
             return  # still readable (level-triggered): the resume is already queued
         hub = waiter._hub
-        if not hub._resumes and hub._window_open():  # no resume is queued before this one
+        # Queued resumes first, while the budget lasts.
+        if (not hub._resumes or hub._catch_up(False)) and hub._window_open():
             waiter.switch(True)
         else:
             # This iteration's work budget is spent: resume on a later one.  The
