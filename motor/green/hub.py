@@ -818,16 +818,16 @@ class Hub:
 
     def _drain(self) -> None:
         # Runs on the hub greenlet, early in an iteration (scheduled by the previous
-        # one): the queued work opens this iteration's window, and makes progress
-        # even if earlier callbacks of the iteration spent it.
+        # one): the oldest queued entry runs even if earlier callbacks of the iteration
+        # spent the budget (progress), the others while it lasts.  (_window_open first:
+        # on loops without a _LoopHook it marks the iteration.)
         self._window_open()
         resumes = self._resumes
         queue = self._queue
-        while resumes or queue:
+        if resumes or queue:
             entry = resumes.popleft() if resumes else queue.popleft()
             entry[0](*entry[1:])
-            if not self._window_open():
-                break
+            self._catch_up(True)
         if resumes or queue:
             self.loop.call_soon(self._drain)
         else:
