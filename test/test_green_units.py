@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import math
 import os
 import socket
 import ssl
@@ -461,6 +462,106 @@ async def test_replies_reported_together_resume_before_the_starts_they_lead_to(
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def _spin(seconds: float) -> None:
+    """Busy the thread for ``seconds`` of wall-clock time."""
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def _record_and_spin(record: list[int], clock: Any) -> None:
+    """A piece of work: note the loop iteration it ran in, then 1 ms of busy time."""
+    record.append(clock.iteration)
+    _spin(0.001)
+
+
+@contextlib.asynccontextmanager
+async def _no_other_timers(fw: Framework) -> Any:
+    """Stop the loop-stall probe (a 1 ms timer: due at the start of nearly every loop
+    iteration) for the block: the test's timer is the loop's only one."""
+    await fw.probe.stop()
+    try:
+        yield
+    finally:
+        fw.probe.start()
+
+
+# The three tests below: a budget of 8 ms and pieces of work of 1 ms, so that a window
+# holds 8 pieces, and a timer due in 3 ms (or due at once).  A busier machine only ends
+# windows sooner (the pieces are wall-clock time), so each bound holds under load.
+
+
+async def test_children_stop_when_the_loop_s_next_timer_comes_due(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Children stop running in an iteration when the loop's next timer comes due,
+    though budget is left: its callback (an ``asyncio.sleep`` ending) is not kept
+    waiting for the budget's worth of queued work."""
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.008)
+    clock = hub()._clock
+    loop = asyncio.get_running_loop()
+    async with _no_other_timers(fw):
+        loop.call_later(0.003, lambda: None)
+        await asyncio.sleep(0)  # an iteration whose start saw the timer pending
+        assert clock.deadline < math.inf
+        iteration = clock.iteration
+        started: list[int] = []
+        futures = [hub().spawn(_record_and_spin, started, clock) for _ in range(30)]
+        await asyncio.gather(*futures)
+    # About 3 (the one running when the timer comes due finishes); without the
+    # deadline, 8.
+    assert 1 <= started.count(iteration) <= 4, started
+
+
+async def test_an_iteration_starting_with_a_timer_due_has_a_smaller_budget(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a loop iteration that starts with a timer due, children get a quarter of the
+    work budget: the timer's callback runs after the iteration's I/O callbacks."""
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.008)
+    clock = hub()._clock
+    loop = asyncio.get_running_loop()
+    async with _no_other_timers(fw):
+        fired: list[int] = []
+        loop.call_later(0, lambda: fired.append(clock.iteration))
+        await asyncio.sleep(0)  # an iteration that starts with the timer due
+        iteration = clock.iteration
+        started: list[int] = []
+        futures = [hub().spawn(_record_and_spin, started, clock) for _ in range(30)]
+        await asyncio.gather(*futures)
+    assert fired == [iteration]
+    # 2 ms of budget: about 2, or 3 with the one running when it is spent; with the
+    # whole budget, 8.
+    assert 1 <= started.count(iteration) <= 4, started
+
+
+async def test_a_child_s_long_work_pauses_when_the_loop_s_next_timer_comes_due(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child doing long work in pieces (checking the budget between them, as sliced
+    decoding does) pauses when the loop's next timer comes due, though budget is left."""
+    from motor.green.socket import _pause_if_spent
+
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.008)
+    clock = hub()._clock
+    loop = asyncio.get_running_loop()
+    pieces: list[int] = []
+
+    def long_work() -> None:
+        for _ in range(30):
+            _spin(0.001)
+            pieces.append(clock.iteration)
+            _pause_if_spent()
+
+    async with _no_other_timers(fw):
+        loop.call_later(0.003, lambda: None)
+        await asyncio.sleep(0)
+        iteration = clock.iteration
+        await hub().spawn(long_work)
+    # About 3; without the deadline, 8.
+    assert 1 <= pieces.count(iteration) <= 4, pieces
 
 
 def _parked_call(result: Any = "result") -> tuple[Waiter, Any]:

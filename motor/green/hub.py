@@ -262,7 +262,9 @@ class Waiter:
         hub = self._hub
         hub._entered = started = _perf_counter()
         child.switch(value)
-        hub._clock.spent += _perf_counter() - started
+        clock = hub._clock
+        clock.last = ended = _perf_counter()
+        clock.spent += ended - started
         if hub._done is not None:
             hub._run_finished()
 
@@ -279,7 +281,9 @@ class Waiter:
         hub = self._hub
         hub._entered = started = _perf_counter()
         child.throw(exc)
-        hub._clock.spent += _perf_counter() - started
+        clock = hub._clock
+        clock.last = ended = _perf_counter()
+        clock.spent += ended - started
         if hub._done is not None:
             hub._run_finished()
 
@@ -371,17 +375,34 @@ MAX_IDLE = 256
 # loop stall of a burst.
 WORK_BUDGET = 0.00035
 
+# The share of WORK_BUDGET left to an iteration that starts with a loop timer due: the
+# timer's callback (an ``asyncio.sleep`` ending, a ``call_later``) runs after the
+# iteration's I/O callbacks, the children's work among them.
+DUE_TIMER_SHARE = 0.25
+
+# Whether time.perf_counter() (the hub's clock) and time.monotonic() (asyncio's loop
+# time) read the same clock, so that loop timers' deadlines compare with the hub's.
+_SAME_CLOCK = (
+    time.get_clock_info("perf_counter").implementation
+    == time.get_clock_info("monotonic").implementation
+)
+
 
 class _LoopClock:
     """A count of an event loop's iterations, and whether the green readers of a poll
     that reported several are running (see :meth:`Hub.submit`)."""
 
-    __slots__ = ("dispatching", "iteration", "spent")
+    __slots__ = ("deadline", "dispatching", "iteration", "last", "spent")
 
     def __init__(self) -> None:
         self.iteration = 0
         # The time children ran in this iteration (seconds): see Hub._window_open.
         self.spent = 0.0
+        # When the loop's next timer is due (the hub's clock, time.perf_counter()), if
+        # it is not due yet at the start of the iteration: children may not run past it
+        # (Hub._window_open).  When the last switch to a child returned.
+        self.deadline = math.inf
+        self.last = 0.0
         self.dispatching = False
 
 
@@ -455,12 +476,20 @@ class _LoopHook:
     handle is queued and run for them, the loop's cost per reply.
     """
 
-    __slots__ = ("_loop", "_loop_process_events", "clock")
+    __slots__ = ("_loop", "_loop_process_events", "_timed", "clock")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, process_events: Callable[..., Any]):
         self._loop = loop
         self._loop_process_events = process_events
         self.clock = _LoopClock()
+        # Whether the loop's timers (the heap of TimerHandles in loop._scheduled) are
+        # due on the hub's clock: asyncio's own time(), and perf_counter() reads the
+        # same clock.
+        self._timed = (
+            _SAME_CLOCK
+            and type(loop).time is asyncio.BaseEventLoop.time
+            and isinstance(getattr(loop, "_scheduled", None), list)
+        )
         selector = loop._selector  # type: ignore[attr-defined]
         select = _epoll_select(selector)
         if select is not None:
@@ -469,7 +498,20 @@ class _LoopHook:
     def process_events(self, event_list: list[tuple[Any, int]]) -> None:
         clock = self.clock
         clock.iteration += 1
-        clock.spent = 0.0
+        timers = self._loop._scheduled if self._timed else None  # type: ignore[attr-defined]
+        if timers:
+            # The loop runs the timers due now after this iteration's I/O callbacks:
+            # children may run a smaller budget before them, or until the next is due.
+            when = timers[0]._when
+            if when <= _perf_counter():
+                clock.spent = WORK_BUDGET * (1.0 - DUE_TIMER_SHARE)
+                clock.deadline = math.inf
+            else:
+                clock.spent = 0.0
+                clock.deadline = when
+        else:
+            clock.spent = 0.0
+            clock.deadline = math.inf
         if len(event_list) == 1:  # the common case: one descriptor is ready
             reader, writer = event_list[0][0].data
             if reader.__class__ is _GreenReader and writer is None:
@@ -662,7 +704,8 @@ class Hub:
         if self._marks_iterations and not self._marker_pending:
             self._marker_pending = True
             self.loop.call_soon(self._next_iteration)
-        return self._clock.spent < WORK_BUDGET
+        clock = self._clock
+        return clock.spent < WORK_BUDGET and clock.last < clock.deadline
 
     def _catch_up(self, starts: bool) -> bool:
         # On the hub greenlet, about to start (``starts``) or resume a child while work
@@ -685,7 +728,9 @@ class Hub:
     def _child_window_open(self) -> bool:
         # On a child: may it go on in this iteration, counting the time since the hub
         # switched to it?
-        return _perf_counter() - self._entered + self._clock.spent < WORK_BUDGET
+        now = _perf_counter()
+        clock = self._clock
+        return now - self._entered + clock.spent < WORK_BUDGET and now < clock.deadline
 
     def _next_iteration(self) -> None:
         # A loop callback scheduled from the previous iteration (by _window_open, on
@@ -874,7 +919,9 @@ class Hub:
         # The child's time is charged to the iteration's work budget (_window_open).
         self._entered = started = _perf_counter()
         child.switch(fn, args, kwargs, future, release)
-        self._clock.spent += _perf_counter() - started
+        clock = self._clock
+        clock.last = ended = _perf_counter()
+        clock.spent += ended - started
         if self._done is not None:
             self._run_finished()
 
