@@ -16,8 +16,8 @@ peer, and Debian's ``wrk`` loads it over 50 keep-alive connections.  The peers:
                       ``venv-mongojet``, with this PyMongo and this Tornado)
 ====================  ================================================================
 
-Every client has ``maxPoolSize=100`` (in the URI; mongojet's Rust driver would default to
-10).  Each handler runs against two servers: the canned-reply Go server
+Every client has ``maxPoolSize=100`` (``--pool-size``; in the URI; mongojet's Rust driver
+would default to 10).  Each handler runs against two servers: the canned-reply Go server
 (``bench/cannedserver``, started with ``-docs 100 -docsize 100`` so that ``/list`` gets
 100 documents; it ignores filters, so ``/find_one`` always gets the same document, and
 answers ``insert`` at once: every handler is served) and FerretDB (``--ferretdb-uri``,
@@ -139,6 +139,7 @@ WEB_DB = "motor_bench_web"
 IDS = 100
 DOC_SIZE = 100
 LIST_DOCS = 100
+#: ``maxPoolSize`` of every client (``--pool-size``): the driver's default.
 POOL_SIZE = 100
 #: The body ``POST /write`` sends.
 WRITE_BODY = '{"name": "web", "n": 1, "tags": ["a", "b"]}'
@@ -995,7 +996,7 @@ def format_table(
     title = (
         f"{target.name} · {handler.label} · wrk -t{plan.threads} -c{plan.connections} "
         f"-d{plan.duration[handler.key]}s (after {plan.warmup[handler.key]} s warm-up), "
-        f"median of {plan.reps}"
+        f"median of {plan.reps}, maxPoolSize={POOL_SIZE}"
     )
     header = [
         "peer",
@@ -1180,6 +1181,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=50, help="wrk -c (50)")
     parser.add_argument("--threads", type=int, default=2, help="wrk -t (2)")
     parser.add_argument(
+        "--pool-size",
+        type=int,
+        default=POOL_SIZE,
+        help=f"maxPoolSize of every client ({POOL_SIZE})",
+    )
+    parser.add_argument(
         "--pin",
         action="store_true",
         help="app on the first CPU; wrk, the server and this script on the second",
@@ -1206,6 +1213,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile-seconds", type=int, default=10)
     parser.add_argument("--profile-top", type=int, default=25)
     args = parser.parse_args(argv)
+    if args.pool_size < 1:
+        parser.error("--pool-size must be at least 1")
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     if not set(servers) <= {"canned", "ferretdb"}:
         parser.error("--servers takes canned and/or ferretdb")
@@ -1249,6 +1258,8 @@ def _main(args: argparse.Namespace) -> int:
         sys.stdout.reconfigure(errors="replace")
     started = time.monotonic()
     plan = make_plan(args)
+    global POOL_SIZE
+    POOL_SIZE = args.pool_size
     peers = _select(args.profile_peers if args.profile else args.peers, PEER_BY_KEY, "peer")
     handlers = _select(args.handlers, HANDLER_BY_KEY, "handler")
     if not args.handlers:
