@@ -375,9 +375,10 @@ MAX_IDLE = 256
 # loop stall of a burst.
 WORK_BUDGET = 0.00035
 
-# The share of WORK_BUDGET left to an iteration that starts with a loop timer due: the
-# timer's callback (an ``asyncio.sleep`` ending, a ``call_later``) runs after the
-# iteration's I/O callbacks, the children's work among them.
+# The share of WORK_BUDGET left to an iteration that starts with a loop timer due, and
+# to the next one: the timer's callback (a ``call_later``, an ``asyncio.sleep``
+# ending) runs after the iteration's I/O callbacks, the children's work among them,
+# and what it schedules (the sleeping task's wake-up) after the next iteration's.
 DUE_TIMER_SHARE = 0.25
 
 # Whether time.perf_counter() (the hub's clock) and time.monotonic() (asyncio's loop
@@ -392,7 +393,7 @@ class _LoopClock:
     """A count of an event loop's iterations, and whether the green readers of a poll
     that reported several are running (see :meth:`Hub.submit`)."""
 
-    __slots__ = ("deadline", "dispatching", "iteration", "last", "spent")
+    __slots__ = ("deadline", "dispatching", "iteration", "last", "spent", "timer_ran")
 
     def __init__(self) -> None:
         self.iteration = 0
@@ -400,9 +401,11 @@ class _LoopClock:
         self.spent = 0.0
         # When the loop's next timer is due (the hub's clock, time.perf_counter()), if
         # it is not due yet at the start of the iteration: children may not run past it
-        # (Hub._window_open).  When the last switch to a child returned.
+        # (Hub._window_open).  When the last switch to a child returned.  Whether the
+        # iteration started with a timer due (DUE_TIMER_SHARE).
         self.deadline = math.inf
         self.last = 0.0
+        self.timer_ran = False
         self.dispatching = False
 
 
@@ -470,7 +473,8 @@ class _LoopHook:
 
     The loop calls it once per iteration, with what its poll reported, before it runs
     the iteration's callbacks.  It counts the iteration (and gives it a fresh work
-    budget: :meth:`Hub._window_open`), hands the loop's own events
+    budget, a smaller one around a loop timer that is due, and the time until the next
+    timer is due: :meth:`Hub._window_open`), hands the loop's own events
     to the loop's ``_process_events`` (which queues their callbacks), and then runs
     the callbacks of ready green readers (:meth:`Hub.watch_readable`) at once: no
     handle is queued and run for them, the loop's cost per reply.
@@ -498,20 +502,21 @@ class _LoopHook:
     def process_events(self, event_list: list[tuple[Any, int]]) -> None:
         clock = self.clock
         clock.iteration += 1
+        # A fresh budget, unless a loop timer is due (or was at the start of the last
+        # iteration: DUE_TIMER_SHARE); children may run until the next timer is due.
         timers = self._loop._scheduled if self._timed else None  # type: ignore[attr-defined]
+        due = False
+        clock.spent = 0.0
+        clock.deadline = math.inf
         if timers:
-            # The loop runs the timers due now after this iteration's I/O callbacks:
-            # children may run a smaller budget before them, or until the next is due.
             when = timers[0]._when
             if when <= _perf_counter():
-                clock.spent = WORK_BUDGET * (1.0 - DUE_TIMER_SHARE)
-                clock.deadline = math.inf
+                due = True
             else:
-                clock.spent = 0.0
                 clock.deadline = when
-        else:
-            clock.spent = 0.0
-            clock.deadline = math.inf
+        if due or clock.timer_ran:
+            clock.spent = WORK_BUDGET * (1.0 - DUE_TIMER_SHARE)
+        clock.timer_ran = due
         if len(event_list) == 1:  # the common case: one descriptor is ready
             reader, writer = event_list[0][0].data
             if reader.__class__ is _GreenReader and writer is None:
@@ -700,7 +705,9 @@ class Hub:
         # callbacks (a web framework's request handling, the tasks the hub wakes):
         # deferring the driver's work behind the application's own makes more, shorter
         # loop iterations, which cost CPU and throughput, and shortens no stall of the
-        # driver's.
+        # driver's.  And until the loop's next timer comes due (the last switch to a
+        # child returned past it): its callback, an ``asyncio.sleep`` ending, waits for
+        # the iteration to end.
         if self._marks_iterations and not self._marker_pending:
             self._marker_pending = True
             self.loop.call_soon(self._next_iteration)
