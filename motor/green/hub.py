@@ -567,7 +567,8 @@ class Hub:
     that a burst (``gather`` of hundreds of operations, or replies to them all arriving
     together) cannot stall the loop, the hub runs children only within
     :data:`WORK_BUDGET` per loop iteration, counting the time the children run (each
-    switch to a child is timed) and not the application's callbacks; further work
+    switch to a child is timed) and not the application's callbacks, and no further
+    than the loop's next timer (:data:`DUE_TIMER_SHARE`); further work
     waits in two FIFO queues, resumes first (they finish operations and free
     connections), then starts (plain tuples, no greenlet yet).  :meth:`_drain` works
     through them at the start of later iterations, one budget each, and the hub's next
