@@ -888,6 +888,32 @@ async def test_a_lock_wake_up_survives_a_cancelled_waiter(fw: Framework) -> None
     assert not lock.locked()
 
 
+def test_loop_timers_count_only_on_asyncio_s_own_clock() -> None:
+    """Loop timers shorten the hub's window only on a loop whose timers are due on the
+    hub's clock: one with a time() of its own (a test's virtual clock, say) keeps the
+    budget alone, with no deadline and no timer seen as due."""
+
+    class FrozenClockLoop(asyncio.SelectorEventLoop):
+        def time(self) -> float:
+            return 1.0  # every timer's deadline is far below perf_counter()'s
+
+    for loop, timed in ((asyncio.SelectorEventLoop(), True), (FrozenClockLoop(), False)):
+        try:
+
+            async def look(loop: asyncio.AbstractEventLoop = loop) -> tuple[float, float]:
+                clock = get_hub(loop)._clock
+                loop.call_later(3600, lambda: None)
+                await asyncio.sleep(0)  # an iteration whose start saw the timer
+                return clock.deadline, clock.spent
+
+            deadline, spent = loop.run_until_complete(look())
+            assert loop._motor_hook._timed is timed  # type: ignore[attr-defined]
+            assert (deadline < math.inf) is timed
+            assert spent == 0.0  # not due: a whole budget
+        finally:
+            loop.close()
+
+
 def test_a_socket_closed_from_a_thread_while_its_loop_is_stopped(
     socket_pair: tuple[socket.socket, socket.socket],
 ) -> None:
