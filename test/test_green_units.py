@@ -397,6 +397,31 @@ async def test_the_budget_counts_the_children_s_time_not_the_application_s(
     assert started[0] == started[1]
 
 
+async def test_queued_work_runs_on_after_an_entry_that_raised(fw: Framework) -> None:
+    """An entry of the hub's queue that raises is reported as a loop callback's error,
+    and the entries queued after it still run."""
+    target = hub()
+    loop = asyncio.get_running_loop()
+    errors: list[Any] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: errors.append(context.get("exception")))
+    ran: list[str] = []
+
+    def fail() -> None:
+        raise RuntimeError("entry failed")
+
+    try:
+        target._defer((fail,))
+        target._defer((ran.append, "next"))
+        for _ in range(3):  # the drain's iteration, and the one it was rescheduled for
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(previous)
+    assert ran == ["next"]
+    assert [type(e) for e in errors] == [RuntimeError]
+    assert not target._queue and not target._draining
+
+
 async def test_queued_starts_run_before_a_later_start(
     fw: Framework, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -877,14 +877,17 @@ class Hub:
         self._window_open()
         resumes = self._resumes
         queue = self._queue
-        if resumes or queue:
-            entry = resumes.popleft() if resumes else queue.popleft()
-            entry[0](*entry[1:])
-            self._catch_up(True)
-        if resumes or queue:
-            self.loop.call_soon(self._drain)
-        else:
-            self._draining = False
+        try:
+            if resumes or queue:
+                entry = resumes.popleft() if resumes else queue.popleft()
+                entry[0](*entry[1:])
+                self._catch_up(True)
+        finally:
+            # Even if an entry raised (the loop reports it): the rest stay drained.
+            if resumes or queue:
+                self.loop.call_soon(self._drain)
+            else:
+                self._draining = False
 
     def _start_queued(
         self,
