@@ -471,12 +471,19 @@ async def fds_back_to(fds: set[int], servers: list[MockupDB]) -> None:
     while leaked() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     # Described only when something is left: reading /proc/net costs milliseconds of CPU.
+    # A descriptor closed between the listing and its description (a transient one of
+    # another thread) is not left.
     left = {fd: _describe_fd(fd) for fd in leaked()}
+    left = {fd: what for fd, what in left.items() if what != CLOSED_MEANWHILE}
     # A server's end of a connection the client closed (CLOSE_WAIT) is the server's to
     # close, when its handler thread next reads; only the client's side is the driver's.
     ports = {server.port for server in servers}
     left = {fd: what for fd, what in left.items() if _local_port(what) not in ports}
     assert not left, (left, _socket_objects(set(left)))
+
+
+#: What :func:`_describe_fd` says of a descriptor that is no longer open.
+CLOSED_MEANWHILE = "closed meanwhile"
 
 
 def _local_port(description: str) -> int | None:
@@ -489,7 +496,7 @@ def _describe_fd(fd: int) -> str:
     try:
         return _describe_socket(os.readlink(f"/proc/self/fd/{fd}"))
     except OSError:
-        return "closed meanwhile"
+        return CLOSED_MEANWHILE
 
 
 def _socket_objects(fds: set[int]) -> list[str]:
