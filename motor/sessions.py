@@ -24,6 +24,7 @@ from pymongo.errors import PyMongoError
 from pymongo.synchronous.client_session import ClientSession
 
 from motor.core import AgnosticBase, AgnosticClient
+from motor.green.pool import session_ends_without_io
 from motor.metaprogramming import Async, Delegate, ReadOnly
 
 if TYPE_CHECKING:
@@ -92,8 +93,15 @@ class _BoundSession:
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         self._context.__exit__(exc_type, exc_val, exc_tb)
         if self._end_session:
-            # Ending may abort a transaction (I/O): it runs in a child, not awaited.
-            self._session.end_session()
+            session = self._session
+            if session_ends_without_io(session.delegate):
+                # Returning the server session to the client's pool: no I/O, so the
+                # session has ended when the block exits, as PyMongo's has.
+                session.delegate.end_session()
+            else:
+                # Aborting a transaction or releasing a pinned connection is I/O: it
+                # runs in a child, not awaited.
+                session.end_session()
 
 
 class AgnosticClientSession(AgnosticBase):
@@ -234,6 +242,10 @@ class AgnosticClientSession(AgnosticBase):
                 await collection.insert_one(doc)   # session=session implicitly
 
         With ``end_session`` (the default) the session ends when the context exits.
+        A plain ``with`` block cannot wait: outside a transaction the session has
+        ended when the block exits (as PyMongo's does); in a transaction the abort
+        that ending needs runs in the background, and ``has_ended`` turns true when
+        it is over.
         Tasks created inside the context inherit the binding, as with any
         :mod:`contextvars` value.
         """

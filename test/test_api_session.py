@@ -24,6 +24,7 @@ from pymongo.client_session import ClientSession
 from pymongo.client_session_shared import SessionOptions
 from pymongo.errors import InvalidOperation
 
+from motor.green import pool as green_pool
 from test.framework import Framework
 
 MAX_BUSY = 0.010
@@ -275,3 +276,20 @@ async def test_session_of_another_client_is_refused(fw: Framework, server: Any) 
     assert recorder.since(mark) == []
     assert not s.has_ended
     await s.end_session()
+
+
+def test_pymongo_internals_for_ending_a_bound_session() -> None:
+    assert green_pool.check_pymongo_internals() == []
+
+
+def test_internals_check_reports_io_in_session_ending(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymongo.synchronous.client_session import _Transaction
+
+    def unpin(self: Any) -> None:
+        self.conn_mgr.close()
+        self.send_something_first()
+
+    monkeypatch.setattr(_Transaction, "unpin", unpin)
+    assert green_pool.check_pymongo_internals() == [
+        "_Transaction.unpin changed (ending a session may do I/O)"
+    ]

@@ -32,6 +32,7 @@ from pymongo.errors import (
     WTimeoutError,
 )
 
+from motor.green import hub as hub_module
 from test.framework import Framework
 from test.scripted import (
     MAX_BUSY,
@@ -252,6 +253,53 @@ async def test_session_context_managers(fw: Framework, mockup: Any) -> None:
     assert not plain.has_ended
     await plain.end_session()
     assert plain.has_ended
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
+async def test_bound_session_ends_on_exit(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Outside a transaction, ending only returns the server session to the pool: it
+    # has ended when the block exits, as PyMongo's has.  In a transaction, ending
+    # aborts it (I/O): the abort runs in a child that the exit does not wait for.
+    # Without a work budget no child starts at once, so an ending done by a child
+    # would not be over at the exit.
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    server = replica_set_member(mockup)
+    client = fw.client(server.uri)
+    coll = client.db.coll
+    await fw.probe.settle()
+
+    session = await client.start_session()
+    with session.bind():
+        op = start(coll.insert_one({"_id": 1}))  # the task inherits the binding
+        insert = await receive(server, "insert", op)
+        assert insert["lsid"] == session.session_id
+        insert.ok(n=1)
+        await asyncio.wait_for(op, OP_TIMEOUT)
+    assert session.has_ended
+
+    session = await client.start_session()
+    session.start_transaction()
+    with session.bind():
+        op = start(coll.insert_one({"_id": 2}))
+        insert = await receive(server, "insert", op)
+        assert (insert["lsid"], insert["startTransaction"]) == (session.session_id, True)
+        insert.ok(n=1)
+        await asyncio.wait_for(op, OP_TIMEOUT)
+    assert not session.has_ended  # its abort waits for a reply
+    abort = await receive(server, "abortTransaction")
+    # The first session's server session was pooled on exit: this one reuses it.
+    assert (abort["lsid"], abort["txnNumber"]) == (session.session_id, insert["txnNumber"])
+    assert insert["txnNumber"] == 2
+    abort.ok()
+
+    async def ended() -> None:
+        while not session.has_ended:
+            await asyncio.sleep(0.001)
+
+    await asyncio.wait_for(ended(), OP_TIMEOUT)
+    assert not session.in_transaction
     assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
 
 

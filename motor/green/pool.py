@@ -90,6 +90,7 @@ import pymongo.synchronous.encryption
 import pymongo.synchronous.mongo_client
 import pymongo.synchronous.pool
 import pymongo.synchronous.srv_resolver
+import pymongo.synchronous.topology
 from bson.codec_options import _raw_document_class
 from pymongo.common import MAX_MESSAGE_SIZE
 from pymongo.compression_support import decompress
@@ -122,6 +123,7 @@ __all__ = [
     "client_hooks",
     "close_client",
     "install",
+    "session_ends_without_io",
 ]
 
 TESTED_PYMONGO = (4, 20)
@@ -1331,7 +1333,59 @@ def check_pymongo_internals() -> list[str]:
         ),
         "pymongo.synchronous.client_session._SESSION is missing",
     )
+    # motor.sessions: a bound session ends on the loop thread when that needs no I/O
+    # (session_ends_without_io).  Each function on the way from end_session() to the
+    # session pool, with every name its code may use: anything new may be I/O.
+    session_cls = pymongo.synchronous.client_session.ClientSession
+    ending_path: tuple[tuple[str, Any, set[str]], ...] = (
+        (
+            "ClientSession._end_session",
+            session_cls._end_session,
+            {
+                "_server_session",
+                "in_transaction",
+                "abort_transaction",
+                "_unpin",
+                "_client",
+                "_return_server_session",
+            },
+        ),
+        ("ClientSession._unpin", session_cls._unpin, {"_transaction", "unpin"}),
+        (
+            "_Transaction.unpin",
+            pymongo.synchronous.client_session._Transaction.unpin,
+            {"pinned_address", "conn_mgr", "close"},
+        ),
+        (
+            "MongoClient._return_server_session",
+            pymongo.synchronous.mongo_client.MongoClient._return_server_session,
+            {"isinstance", "_EmptyServerSession", "_topology", "return_server_session"},
+        ),
+        (
+            "Topology.return_server_session",
+            pymongo.synchronous.topology.Topology.return_server_session,
+            {"_session_pool", "return_server_session"},
+        ),
+        (
+            "_ServerSessionPool.return_server_session",
+            shared._ServerSessionPool.return_server_session,
+            {"generation", "dirty", "appendleft"},
+        ),
+    )
+    for where, step, allowed in ending_path:
+        code = getattr(step, "__code__", None)
+        need(
+            code is not None and set(code.co_names) <= allowed,
+            f"{where} changed (ending a session may do I/O)",
+        )
     return problems
+
+
+def session_ends_without_io(session: Any) -> bool:
+    """Would PyMongo's ``session.end_session()`` do no I/O?  True outside a transaction
+    with no connection pinned: ending then only returns the server session to the
+    client's pool (no lock, no socket), so it may run on the loop thread."""
+    return not session.in_transaction and session._transaction.conn_mgr is None
 
 
 _installed = False
