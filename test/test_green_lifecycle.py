@@ -75,19 +75,26 @@ def test_closed_loops_are_freed(server: Any, cycle: Any) -> None:
         cycle(server.uri, loops)
     gc.collect()
     tracemalloc.start()
+    grown: list[int] = []
     try:
-        before = tracemalloc.get_traced_memory()[0]
-        for _ in range(CYCLES):
-            cycle(server.uri, loops)
-        gc.collect()
-        grown = tracemalloc.get_traced_memory()[0] - before
+        # Two halves: a leak grows both alike, while a registry's hash table doubling
+        # (PyMongo keeps weak sets of its locks, executors and monitors, which grow
+        # in steps of tens of KB) lands in one of them.
+        for _ in range(2):
+            before = tracemalloc.get_traced_memory()[0]
+            for _ in range(CYCLES // 2):
+                cycle(server.uri, loops)
+            gc.collect()
+            grown.append(tracemalloc.get_traced_memory()[0] - before)
     finally:
         tracemalloc.stop()
     alive = [ref for ref in loops if ref() is not None]
     assert not alive, f"{len(alive)} of {len(loops)} closed loops are still alive"
     # Flat: a leaked loop costs hundreds of KB a cycle; what remains here is this
     # test's list of weak references and PyMongo's registries settling.
-    assert grown < CYCLES * 2048, f"traced memory grew {grown} bytes over {CYCLES} cycles"
+    assert min(grown) < CYCLES // 2 * 2048, (
+        f"traced memory grew {grown} bytes over two runs of {CYCLES // 2} cycles"
+    )
 
 
 def test_closing_a_loop_ends_its_parked_operations() -> None:

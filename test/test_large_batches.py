@@ -493,10 +493,30 @@ def _frames(exc: BaseException) -> list[str]:
 
 
 async def test_a_cancelled_threaded_insert_many_still_completes(fw: Framework, server: Any) -> None:
-    coll = fw.client(server.uri).motor_test[f"bulk_thread_cancel_{fw.name}"]
+    sending = threading.Event()
+
+    class Inserts(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "insert":
+                sending.set()
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            pass
+
+    client = fw.client(server.uri, event_listeners=[Inserts()])
+    coll = client.motor_test[f"bulk_thread_cancel_{fw.name}"]
     await coll.drop()
     future = asyncio.ensure_future(coll.insert_many([{"i": i} for i in range(3000)]))
-    await asyncio.sleep(0)
+    # Cancelled once the worker thread sends (a call cancelled before it starts never
+    # runs, and whether it starts within one loop iteration depends on the hub's window).
+    for _ in range(5000):
+        if sending.is_set():
+            break
+        await asyncio.sleep(0.001)
+    assert sending.is_set() and not future.done()
     future.cancel()
     with pytest.raises(asyncio.CancelledError):
         await future
