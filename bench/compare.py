@@ -1571,11 +1571,12 @@ def check_big(
     workloads: Sequence[Workload],
     clients: Sequence[Client],
 ) -> list[Check]:
-    """The big-data targets, from FerretDB's runs (median of the runs; worst shown).
+    """The big-data targets, from FerretDB's runs (stalls: median of the runs, worst
+    shown).
 
     For every GC mode measured: this asyncio's stall at most ``BIG_STALL_BOUND_MS`` for
     ``BIG_BOUNDED``, at most the best peer's for ``BIG_VS_PEERS``, and its end-to-end time
-    at most ``BASELINE_TOLERANCE`` × the ``--baseline`` commit's.
+    (best run) at most ``BASELINE_TOLERANCE`` × the ``--baseline`` commit's.
     """
     big = [w for w in workloads if w.kind == "big"]
     if not big:
@@ -1655,17 +1656,23 @@ def check_big(
             checks.append(Check(name, None, "no --baseline commit measured"))
             continue
         base = summary.get(w.key, {}).get("base_asyncio")
-        if this is None or base is None or this["value"] is None or not base["value"]:
+        if this is None or base is None or this["min"] is None or not base["min"]:
             checks.append(Check(name, None, "not measured"))
             continue
-        ratio = this["value"] / base["value"]
+        # The best run of each: one big operation's time on FerretDB is mostly the
+        # server's own work, which varies from run to run far more than the client's
+        # (a 15 MB insert: 0.13-0.30 s of server CPU, 10 ms of the client's), and only
+        # adds; the best run is the one it disturbed least.  Medians are shown too.
+        ratio = this["min"] / base["min"]
         checks.append(
             Check(
                 name,
                 ratio <= BASELINE_TOLERANCE,
-                f"{ratio:.3f}× ({_fmt_value(this['value'], 'ms')} vs "
-                f"{_fmt_value(base['value'], 'ms')} ms for {baseline.label}, medians; "
-                f"worst {_fmt_value(this['max'], 'ms')} vs {_fmt_value(base['max'], 'ms')} ms)",
+                f"{ratio:.3f}× (best {_fmt_value(this['min'], 'ms')} vs "
+                f"{_fmt_value(base['min'], 'ms')} ms for {baseline.label}; medians "
+                f"{_fmt_value(this['value'], 'ms')} vs {_fmt_value(base['value'], 'ms')}, "
+                f"client CPU {this['cpu_us_per_op'] / 1e3:.1f} vs "
+                f"{base['cpu_us_per_op'] / 1e3:.1f} ms)",
             )
         )
     return checks
