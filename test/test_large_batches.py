@@ -208,7 +208,7 @@ def test_a_large_document_is_decoded_in_pieces(case: str, codecs: str) -> None:
 
 
 async def test_a_large_batch_is_decoded_in_slices(
-    fw: Framework, server: Any, pauses: list[int]
+    fw: Framework, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"large_batch_{fw.name}"]
     await coll.drop()
@@ -221,10 +221,21 @@ async def test_a_large_batch_is_decoded_in_slices(
     assert pauses[0] >= 9, pauses[0]
     assert turns[0] >= pauses[0]
 
-    # Small batches take PyMongo's path unchanged.
-    pauses[0] = 0
+    # Small batches take PyMongo's path unchanged: no reply is decoded in slices.  (The
+    # loop may still get a turn between two reads of a reply, when an iteration's work
+    # budget is spent: that is the socket's pause, not the decoder's.)
+    sliced = [0]
+    original = green_pool._decode_in_slices
+
+    def counting(payload: Any, codec_options: Any, hub: Any) -> Any:
+        sliced[0] += 1
+        return original(payload, codec_options, hub)
+
+    monkeypatch.setattr(green_pool, "_decode_in_slices", counting)
     assert len(await coll.find().batch_size(500).to_list(None)) == 6000
-    assert pauses[0] == 0
+    assert sliced[0] == 0
+    assert len(await coll.find().batch_size(6000).to_list(None)) == 6000
+    assert sliced[0] == 1
 
 
 async def test_a_large_batch_is_handed_over_in_pieces(
