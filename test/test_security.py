@@ -850,6 +850,7 @@ class Impostor:
         self.address = self._listener.getsockname()
         self.handshakes: list[str] = []  # "ok", or the server's error
         self.received = b""
+        self.served = threading.Event()  # set once a connection has been dealt with
         self._stopped = False
         self._thread = threading.Thread(target=self._serve, daemon=True)
         self._thread.start()
@@ -871,6 +872,7 @@ class Impostor:
                 self.handshakes.append(str(exc))
             finally:
                 raw.close()
+                self.served.set()
 
     def stop(self) -> None:
         self._stopped = True
@@ -919,6 +921,10 @@ async def mitm_ping(
                 return None
 
             error = await in_thread(ping)
+        # The client gives up as soon as its own side of the handshake fails; the
+        # impostor's thread records its side when it gets to it (later, on a busy
+        # machine).  A connection that never came leaves the lists empty.
+        await in_thread(functools.partial(impostor.served.wait, 10))
     finally:
         tap.stop()
     return error, list(impostor.handshakes), impostor.received
