@@ -58,13 +58,16 @@ def _load_crypto_callbacks() -> None:
         from pymongocrypt.binding import ffi  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - ClientEncryption needs both
         return
-    default_backend()
-    ffi.typeof("char*")  # pymongocrypt.binary._to_bytes's cast
-    # The first AES-256-CBC and HMAC-SHA-512 contexts (what data keys and the AEAD
-    # algorithms use) set up OpenSSL's cipher and digest tables.
-    key = bytes(32)
-    Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor().finalize()
-    HMAC(key, SHA512()).finalize()
+    try:
+        default_backend()
+        ffi.typeof("char*")  # pymongocrypt.binary._to_bytes's cast
+        # The first AES-256-CBC and HMAC-SHA-512 contexts (what data keys and the AEAD
+        # algorithms use) set up OpenSSL's cipher and digest tables.
+        key = bytes(32)
+        Cipher(algorithms.AES(key), modes.CBC(bytes(16))).encryptor().finalize()
+        HMAC(key, SHA512()).finalize()
+    except Exception:  # only a head start: the callbacks do it when they run
+        pass
 
 
 class AgnosticClientEncryption(AgnosticBase, Generic[_DocumentType]):
