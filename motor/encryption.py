@@ -56,9 +56,7 @@ def _load_crypto_callbacks() -> None:
         from cryptography.hazmat.primitives.hashes import SHA512
         from cryptography.hazmat.primitives.hmac import HMAC
         from pymongocrypt.binding import ffi  # type: ignore[import-untyped]
-    except ImportError:  # pragma: no cover - ClientEncryption needs both
-        return
-    try:
+
         default_backend()
         ffi.typeof("char*")  # pymongocrypt.binary._to_bytes's cast
         # The first AES-256-CBC and HMAC-SHA-512 contexts (what data keys and the AEAD
