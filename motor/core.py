@@ -27,11 +27,16 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, cast
 
 import pymongo.synchronous.client_session
 from bson.typings import _DocumentType
+from gridfs.synchronous.grid_file import GridOutCursor
 from pymongo import MongoClient
 from pymongo.driver_info import DriverInfo
 from pymongo.operations import _Op
 from pymongo.server_selectors import any_server_selector
+from pymongo.synchronous.change_stream import ChangeStream
+from pymongo.synchronous.client_session import ClientSession
 from pymongo.synchronous.collection import Collection
+from pymongo.synchronous.command_cursor import CommandCursor, RawBatchCommandCursor
+from pymongo.synchronous.cursor import Cursor, RawBatchCursor
 from pymongo.synchronous.database import Database
 
 from motor._version import __version__
@@ -407,6 +412,25 @@ class AgnosticBase:
         cls = self._framework.classes[agnostic_name]
         return cls._from_delegate(obj, self)
 
+    def _wrap_pymongo(self, obj: Any) -> Any:
+        """``wrap()`` of a client, database or collection (see :meth:`AgnosticClient.wrap`)."""
+        if isinstance(obj, Cursor) and not isinstance(obj, GridOutCursor):
+            # A cursor's parent is the Motor collection of its PyMongo collection.
+            parent: AgnosticBase = self
+            if not (isinstance(self, AgnosticCollection) and self.delegate == obj.collection):
+                parent = self._client._wrap("Collection", obj.collection)
+            name = "RawBatchCursor" if isinstance(obj, RawBatchCursor) else "Cursor"
+            return parent._wrap(name, obj)
+        return self._wrap_first(obj, _WRAPPED)
+
+    def _wrap_first(self, obj: Any, kinds: tuple[tuple[type, str], ...]) -> Any:
+        """``obj`` wrapped in the Motor class of the first of ``kinds`` (PyMongo class,
+        Motor class name) it is an instance of; else ``obj`` itself."""
+        for pymongo_class, name in kinds:
+            if isinstance(obj, pymongo_class):
+                return self._wrap(name, obj)
+        return obj
+
     def _motor_class(self, agnostic_name: str) -> Any:
         """This framework's Motor class ``agnostic_name``."""
         assert self._framework is not None
@@ -439,6 +463,28 @@ class AgnosticBase:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.delegate!r})"
+
+
+#: What ``wrap()`` turns into Motor objects, besides cursors: PyMongo class,
+#: framework-neutral Motor class name (subclasses first).
+_WRAPPED: tuple[tuple[type, str], ...] = (
+    (Database, "Database"),
+    (Collection, "Collection"),
+    (RawBatchCommandCursor, "RawBatchCommandCursor"),
+    (CommandCursor, "CommandCursor"),
+    (ChangeStream, "ChangeStream"),
+    (ClientSession, "ClientSession"),
+)
+
+_WRAP_DOC = """The Motor object, of this {owner}'s framework and client, for ``obj``, a
+        PyMongo object of this client: a ``Database``, ``Collection``, cursor, command
+        cursor, change stream or ``ClientSession`` ({example}).  Anything else is
+        returned unchanged.  Makes no I/O.
+
+        As in Motor 3.7.1.  A cursor's ``collection`` is the Motor collection of its
+        PyMongo collection.  PyMongo calls that do I/O (``list_collections()``,
+        ``watch()``, ``start_session()``) run in :func:`~motor.sync_code.run_green`.
+        """
 
 
 def _unknown_name(obj: object, name: str, what: str) -> AttributeError:
@@ -557,6 +603,13 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
             assert self._framework is not None and binding.loop is not None
             io_loop = self._io_loop = self._framework.io_loop_for(binding.loop)
         return io_loop
+
+    def wrap(self, obj: Any) -> Any:
+        return self._wrap_pymongo(obj)
+
+    wrap.__doc__ = _WRAP_DOC.format(
+        owner="client", example="``client.wrap(client.delegate.db)`` is ``client.db``"
+    )
 
     def __getattr__(self, name: str) -> AgnosticDatabase[_DocumentType]:
         if name.startswith("_"):
@@ -689,6 +742,13 @@ class AgnosticDatabase(AgnosticBase, Generic[_DocumentType]):
         """The Motor client this database belongs to."""
         return cast("AgnosticClient[_DocumentType]", self._client)
 
+    def wrap(self, obj: Any) -> Any:
+        return self._wrap_pymongo(obj)
+
+    wrap.__doc__ = _WRAP_DOC.format(
+        owner="database", example="``db.wrap(db.delegate.coll)`` is ``db.coll``"
+    )
+
     def __getattr__(self, name: str) -> AgnosticCollection[_DocumentType]:
         if name.startswith("_"):
             raise _unknown_name(self, name, "collection")
@@ -798,6 +858,14 @@ class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
     def database(self) -> AgnosticDatabase[_DocumentType]:
         """The Motor database this collection belongs to."""
         return self._database
+
+    def wrap(self, obj: Any) -> Any:
+        return self._wrap_pymongo(obj)
+
+    wrap.__doc__ = _WRAP_DOC.format(
+        owner="collection",
+        example="``collection.wrap(collection.delegate.find())`` is a Motor cursor",
+    )
 
     def __getattr__(self, name: str) -> AgnosticCollection[_DocumentType]:
         if name.startswith("_"):

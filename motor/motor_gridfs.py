@@ -487,11 +487,21 @@ class AgnosticGridIn(AgnosticBase):
             raise AttributeError(name)
         return getattr(self.delegate, name)
 
+    def _init_from_parent(self, parent: AgnosticBase) -> None:
+        # From a bucket: open_upload_stream() (batched already), or wrap() of a GridIn.
+        if type(self.delegate) is GridIn:
+            self.delegate = _batched_in(self.delegate)
+
     async def __aenter__(self) -> Any:
         return self
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         await self._binding.call(self.delegate.__exit__, (exc_type, exc_val, exc_tb), {})
+
+
+#: What ``AgnosticGridFSBucket.wrap()`` turns into Motor objects: PyMongo class, Motor
+#: class name (subclasses first: a GridOutCursor is a Cursor).
+_WRAPPED = ((GridOutCursor, "GridOutCursor"), (GridOut, "GridOut"), (GridIn, "GridIn"))
 
 
 class AgnosticGridFSBucket(AgnosticBase):
@@ -553,3 +563,12 @@ class AgnosticGridFSBucket(AgnosticBase):
         self.collection = database.get_collection(
             bucket_name, write_concern=write_concern, read_preference=read_preference
         )
+
+    def wrap(self, obj: Any) -> Any:
+        """The Motor object, of this bucket's framework and client, for ``obj``: a
+        PyMongo ``GridIn``, ``GridOut`` or ``GridOutCursor`` of a bucket with this
+        bucket's root collection.  Anything else is returned unchanged.  Makes no I/O.
+
+        As in Motor 3.7.1 (which returned ``None`` for anything else).
+        """
+        return self._wrap_first(obj, _WRAPPED)

@@ -27,6 +27,7 @@ from bson import Timestamp
 from mockupdb import MockupDB, OpMsg, Request
 from pymongo.errors import OperationFailure
 
+import motor
 from test.framework import Framework, parked_children
 
 SET_NAME = "rs0"
@@ -537,4 +538,35 @@ async def test_cancelled_next_leaves_no_parked_greenlet(fw: Framework, mockup: A
     # Cancelling is not an error to resume from.
     assert len(member.sent("aggregate")) == 1
     assert len(member.sent("getMore")) == 1
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
+@pytest.mark.parametrize("owner", ["client", "database", "collection"])
+async def test_wrap_of_a_pymongo_change_stream(fw: Framework, mockup: Any, owner: str) -> None:
+    member = ReplicaSetMember(mockup)
+    client = await connected_client(fw, member)
+    coll = client.db.coll
+    # PyMongo's watch() runs its aggregate at once: in a child, as an application would.
+    opening = motor.run_green(coll.delegate.watch)
+    (await member.receive("aggregate", "coll")).reply(first_batch(42, [change("c1")], "p1"))
+    pymongo_stream = await opening
+
+    stream = {"client": client, "database": client.db, "collection": coll}[owner].wrap(
+        pymongo_stream
+    )
+    assert type(stream) is change_stream_class(fw)
+    assert stream.delegate is pymongo_stream
+    assert stream.alive
+    assert await stream.next() == change("c1")
+    assert stream.resume_token == token("p1")
+    fetch = asyncio.ensure_future(stream.try_next())
+    (await member.receive("getMore", 42)).reply(next_batch(42, [change("c2")], "p2"))
+    assert await fetch == change("c2")
+
+    await stream.close()
+    assert not stream.alive
+    assert [doc["cursors"] for doc in member.sent("killCursors")] == [[42]]
+    with pytest.raises(StopAsyncIteration):
+        await stream.next()
+    assert len(member.sent("aggregate")) == 1
     assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy

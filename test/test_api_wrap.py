@@ -1,0 +1,120 @@
+"""``wrap()``: Motor 3.7.1's way to turn a PyMongo object into the Motor one.
+
+A client, database or collection wraps a PyMongo ``Database``, ``Collection``, cursor,
+command cursor or ``ClientSession`` of its client; a GridFS bucket wraps a ``GridIn``,
+``GridOut`` or ``GridOutCursor``.  The Motor object shares the wrapping object's client
+(its loop and pools) and works as the one Motor's own methods return.  Anything else is
+returned unchanged.  Change streams are in :mod:`test.test_change_streams` (FerretDB has
+none).  PyMongo calls that do I/O (``list_collections``, ``start_session``,
+``GridOut.open``) run through :func:`motor.run_green`, as an application would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gridfs
+from bson import decode_all
+from bson.raw_bson import RawBSONDocument
+
+import motor
+import motor.motor_asyncio
+import motor.motor_tornado
+from test.framework import Framework
+from test.oracle import MAX_BUSY, Twin, assert_motor_class, motor_class
+
+DOCS = [{"_id": i, "n": i} for i in range(1, 6)]
+
+
+async def test_client_database_and_collection_wrap_pymongo_objects(
+    fw: Framework, server: Any
+) -> None:
+    async with Twin(fw, server, "wrap") as tw:
+        client, db, coll = tw.client, tw.db, tw.coll
+        await tw.seed(DOCS)
+
+        for owner in (client, db, coll):
+            database = owner.wrap(db.delegate)
+            assert_motor_class(fw, database, "Database")
+            assert database == db and database.client is client
+            collection = owner.wrap(coll.delegate)
+            assert_motor_class(fw, collection, "Collection")
+            assert collection == coll and collection.database == db
+            assert collection.database.client is client
+            assert await collection.find_one({"_id": 2}) == {"_id": 2, "n": 2}
+
+            # A cursor's collection is the Motor one of its PyMongo collection, whoever
+            # wraps it; it runs (its find) when awaited, on the loop.
+            cursor = owner.wrap(coll.delegate.find({"n": {"$gt": 2}}, sort=[("_id", 1)]))
+            assert_motor_class(fw, cursor, "Cursor")
+            assert cursor.collection == coll
+            assert_motor_class(fw, cursor.collection, "Collection")
+            assert await cursor.to_list() == DOCS[2:]
+            raw = owner.wrap(coll.delegate.find_raw_batches({}, sort=[("_id", 1)]))
+            assert_motor_class(fw, raw, "RawBatchCursor")
+            assert [d for batch in await raw.to_list() for d in decode_all(batch)] == DOCS
+
+            # Objects PyMongo makes with I/O, made in a child as an application would.
+            command_cursor = owner.wrap(await motor.run_green(db.delegate.list_collections))
+            assert_motor_class(fw, command_cursor, "CommandCursor")
+            assert [c["name"] for c in await command_cursor.to_list()] == ["c"]
+            session = owner.wrap(await motor.run_green(client.delegate.start_session))
+            assert_motor_class(fw, session, "ClientSession")
+            assert session.client is client
+            found = await coll.find_one({"_id": 1}, session=session)
+            assert found == {"_id": 1, "n": 1}
+            await session.end_session()
+            assert session.has_ended
+
+        # A cursor on another collection: its collection, not the wrapping one.
+        other = coll.wrap(db.delegate.other.find())
+        assert other.collection == db.other and other.collection != coll
+        assert await other.to_list() == []
+
+        # Anything else comes back as it is; wrapping does no I/O.
+        for obj in (None, 1, "c", DOCS[0], RawBSONDocument(b"\x05\x00\x00\x00\x00")):
+            for owner in (client, db, coll):
+                assert owner.wrap(obj) is obj
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
+async def test_a_bucket_wraps_pymongo_gridfs_objects(fw: Framework, server: Any) -> None:
+    async with Twin(fw, server, "wrap_gridfs") as tw:
+        db = tw.db
+        module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+        bucket = getattr(module, motor_class(fw, "GridFSBucket"))(db, chunk_size_bytes=4)
+        sync_bucket = gridfs.GridFSBucket(db.delegate, chunk_size_bytes=4)
+
+        # A PyMongo GridIn (no I/O until written to): written and closed through Motor.
+        pymongo_grid_in = sync_bucket.open_upload_stream("f")
+        grid_in = bucket.wrap(pymongo_grid_in)
+        assert_motor_class(fw, grid_in, "GridIn")
+        # Sending its chunks in batches, as the GridIns Motor makes do.
+        assert grid_in.delegate is pymongo_grid_in
+        assert type(pymongo_grid_in) is type(bucket.open_upload_stream("g").delegate)
+        await grid_in.write(b"hello, wrap")
+        await grid_in.close()
+        file_id = grid_in._id
+
+        # A PyMongo GridOut (opened with I/O, in a child): read through Motor.
+        grid_out = bucket.wrap(await motor.run_green(sync_bucket.open_download_stream, file_id))
+        assert_motor_class(fw, grid_out, "GridOut")
+        assert grid_out.filename == "f" and grid_out.length == 11
+        assert await grid_out.read() == b"hello, wrap"
+
+        # A PyMongo GridOutCursor: yields Motor GridOuts.
+        cursor = bucket.wrap(sync_bucket.find({"filename": "f"}))
+        assert_motor_class(fw, cursor, "GridOutCursor")
+        files = await cursor.to_list()
+        assert len(files) == 1
+        assert_motor_class(fw, files[0], "GridOut")
+        assert await files[0].read() == b"hello, wrap"
+
+        # Anything else comes back as it is (Motor 3.7.1 returned None); GridFS objects
+        # are a bucket's to wrap.
+        assert bucket.wrap(db.delegate) is db.delegate
+        assert bucket.wrap(None) is None
+        files_cursor = sync_bucket.find()
+        for owner in (tw.client, db, tw.coll):
+            assert owner.wrap(files_cursor) is files_cursor
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
