@@ -17,6 +17,7 @@ still open to PyMongo's background thread instead of killing it on the loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 import warnings
 from collections.abc import AsyncIterator
@@ -108,6 +109,23 @@ def _detach_chunk_cursor(grid_out: GridOut) -> None:
         chunk_iter._cursor = None
 
 
+_SET_DOC = """Set a field of the file document. Asynchronous.
+
+Stored when the file is closed; once it is closed, the file document on the server is
+updated at once.  As in Motor 3.7.1, this is PyMongo's attribute assignment
+(``grid_in.name = value``): the name of one of GridIn's properties sets that property
+(``set("content_type", "text/html")`` sets the ``contentType`` field, and a read-only one
+such as ``length`` raises :class:`AttributeError`); any other name is stored as given, as
+PyMongo's ``GridIn.set`` does.  Other fields appear as attributes of the ``GridOut``
+objects read from the file.
+"""
+
+
+def _set_field(grid_in: GridIn, name: str, value: Any) -> None:
+    # Runs on a child: PyMongo's __setattr__, which updates a closed file's document.
+    setattr(grid_in, name, value)
+
+
 class _BatchedGridIn(GridIn):
     """PyMongo's GridIn, sending its chunks about every :data:`CHUNK_BATCH_BYTES`.
 
@@ -115,6 +133,15 @@ class _BatchedGridIn(GridIn):
     encoding that many bytes at once holds the loop for milliseconds per megabyte.
     Between two chunks, the loop runs once its iteration's work budget is spent.
     """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # PyMongo's GridIn.__setattr__ tells its own attributes and properties
+        # (content_type: the contentType field) from other fields of the file document
+        # by looking in the instance's and its class's __dict__: GridIn's, not this one's.
+        if name in GridIn.__dict__ and name not in self.__dict__:
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
 
     def _flush_data(self, data: Any, force: bool = False) -> None:
         # Called once per chunk: a write of many chunks is a Python loop with no I/O
@@ -124,6 +151,10 @@ class _BatchedGridIn(GridIn):
         if self._buffered_docs_size + len(data) >= CHUNK_BATCH_BYTES:
             force = True
         super()._flush_data(data, force)
+
+
+# PyMongo's messages name the class ("property 'length' of 'GridIn' object has no setter").
+_BatchedGridIn.__name__ = _BatchedGridIn.__qualname__ = GridIn.__name__
 
 
 def _batched_in(grid_in: GridIn) -> GridIn:
@@ -204,7 +235,17 @@ def _to_list_of_files(cursor: AgnosticGridOutCursor, length: int | None) -> list
 AgnosticGridOutCursor._to_list_child = staticmethod(_to_list_of_files)  # type: ignore[arg-type]
 
 
-class AgnosticGridOut(AgnosticBase):
+class _WithIOLoop(AgnosticBase):
+    """GridFS classes have Motor 3.7.1's ``io_loop`` attribute."""
+
+    @property
+    def io_loop(self) -> Any:
+        """The framework's event loop this object's client is bound to (as
+        :meth:`get_io_loop`)."""
+        return self.get_io_loop()
+
+
+class AgnosticGridOut(_WithIOLoop):
     """A GridFS file being read: ``await bucket.open_download_stream(file_id)``.
 
     Its properties (``filename``, ``length``, ``metadata``, ...) need the file's
@@ -392,12 +433,16 @@ class AgnosticGridOut(AgnosticBase):
     ) -> None:
         """Write the file (or the bytes ``[start, end)`` of it) to a Tornado
         ``RequestHandler``, flushing after each chunk, so that no more than a chunk
-        is held at once.  Set the headers first."""
+        is held at once.  Set the headers first.  Tornado's ``flush()`` returns a future,
+        which is awaited (the next chunk waits until this one is sent); a handler whose
+        ``flush()`` returns something else, as Motor 3.7.1 allowed, works too."""
         chunks = self.read_chunks(start, end)
         try:
             async for data in chunks:
                 request_handler.write(data)
-                await request_handler.flush()
+                flushed = request_handler.flush()
+                if inspect.isawaitable(flushed):
+                    await flushed
         finally:
             # Closes the chunk cursor now if the client went away mid-file.
             await chunks.aclose()  # type: ignore[attr-defined]
@@ -432,7 +477,7 @@ def _open(grid_out: AgnosticGridOut) -> AgnosticGridOut:
     return grid_out
 
 
-class AgnosticGridIn(AgnosticBase):
+class AgnosticGridIn(_WithIOLoop):
     """A GridFS file being written: ``bucket.open_upload_stream(filename)``.
 
     ``await write(data)`` (bytes or a file-like object), ``await close()`` to finish
@@ -460,7 +505,7 @@ class AgnosticGridIn(AgnosticBase):
     writelines = Async()
     close = Async()
     abort = Async()
-    set = Async()
+    set = Async(call=_set_field, doc=_SET_DOC)
 
     def __init__(
         self,
@@ -504,7 +549,7 @@ class AgnosticGridIn(AgnosticBase):
 _WRAPPED = ((GridOutCursor, "GridOutCursor"), (GridOut, "GridOut"), (GridIn, "GridIn"))
 
 
-class AgnosticGridFSBucket(AgnosticBase):
+class AgnosticGridFSBucket(_WithIOLoop):
     """A GridFS bucket in a database: ``MotorGridFSBucket(db, bucket_name="fs")``.
 
     Takes the arguments of :class:`gridfs.GridFSBucket`, with a Motor database.

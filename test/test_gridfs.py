@@ -31,6 +31,7 @@ import os
 import random
 import threading
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -1713,4 +1714,108 @@ async def test_bucket_collection_argument_is_a_deprecated_alias(fw: Framework, s
             legacy = env.cls("GridFSBucket")(env.db, collection="photos")
         assert legacy.collection.name == "photos"
         assert await (await legacy.open_download_stream_by_name("p")).read() == b"1234567"
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
+async def test_set_is_motor_3_7_1_s_attribute_assignment(fw: Framework, server: Any) -> None:
+    # Motor 3.7.1's GridIn.set(name, value) is PyMongo's grid_in.name = value: the name of a
+    # GridIn property sets the property (content_type: the contentType field), a read-only
+    # one raises, any other name is a field as given (PyMongo's GridIn.set).
+    async with gridfs_env(fw, server) as env:
+        bucket = env.bucket()
+
+        async def motor_scenario() -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            grid_in = bucket.open_upload_stream_with_id("set-1", "a.txt")
+            with pytest.warns(DeprecationWarning):
+                await grid_in.set("content_type", "text/html")
+            await grid_in.set(name="filename", value="b.txt")
+            seen["length"] = await motor_outcome(lambda: grid_in.set("length", 5))
+            await grid_in.set("colour", "red")
+            await grid_in.write(b"abc")
+            await grid_in.close()
+            # Closed: the file document is updated at once.
+            with pytest.warns(DeprecationWarning):
+                await grid_in.set("content_type", "text/plain")
+            seen["doc"] = await bucket.collection.files.find_one(
+                {"_id": "set-1"}, {"uploadDate": 0}
+            )
+            return seen
+
+        def sync_scenario(db: Any) -> dict[str, Any]:
+            seen: dict[str, Any] = {}
+            sync_bucket = gridfs.GridFSBucket(db, bucket_name="s")
+            grid_in = sync_bucket.open_upload_stream_with_id("set-1", "a.txt")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                grid_in.content_type = "text/html"
+            grid_in.filename = "b.txt"
+
+            def set_length() -> None:
+                grid_in.length = 5
+
+            seen["length"] = sync_outcome(set_length)
+            grid_in.colour = "red"
+            grid_in.write(b"abc")
+            grid_in.close()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                grid_in.content_type = "text/plain"
+            seen["doc"] = db.s.files.find_one({"_id": "set-1"}, {"uploadDate": 0})
+            return seen
+
+        seen = await motor_scenario()
+        assert seen == await env.sync(sync_scenario)
+        assert kind(seen["length"]) == ("raised", AttributeError)
+        doc = seen["doc"]
+        assert (doc["contentType"], doc["filename"], doc["colour"]) == (
+            "text/plain",
+            "b.txt",
+            "red",
+        )
+        assert "content_type" not in doc and doc["length"] == 3
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
+class _Handler:
+    """What ``stream_to_handler`` needs of a Tornado ``RequestHandler``."""
+
+    def __init__(self, flush_returns_future: bool) -> None:
+        self.pieces: list[bytes] = []
+        self.flushed = 0
+        self.flush_returns_future = flush_returns_future
+
+    def write(self, data: bytes) -> None:
+        self.pieces.append(data)
+
+    def flush(self) -> Any:
+        self.flushed += 1
+        if not self.flush_returns_future:
+            return None  # Motor 3.7.1 never awaited flush()
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+@pytest.mark.parametrize("flush_returns_future", [True, False])
+async def test_stream_to_handler(fw: Framework, server: Any, flush_returns_future: bool) -> None:
+    async with gridfs_env(fw, server) as env:
+        bucket = env.bucket(chunk_size_bytes=1000)
+        data = await make_data(5500)
+        await bucket.upload_from_stream_with_id("s", "s.bin", data)
+        grid_out = await bucket.open_download_stream("s")
+        handler = _Handler(flush_returns_future)
+        await grid_out.stream_to_handler(handler)
+        assert b"".join(handler.pieces) == data
+        assert handler.flushed == len(handler.pieces) >= 1
+        # A range of the file.
+        grid_out = await bucket.open_download_stream("s")
+        handler = _Handler(flush_returns_future)
+        await grid_out.stream_to_handler(handler, 1500, 4100)
+        assert b"".join(handler.pieces) == data[1500:4100]
+        # Motor 3.7.1's io_loop attribute of the GridFS objects.
+        loop = env.client.io_loop
+        grid_in = bucket.open_upload_stream("t")
+        assert bucket.io_loop is grid_out.io_loop is grid_in.io_loop is loop
+        await grid_in.abort()
     assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
