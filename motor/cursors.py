@@ -167,6 +167,8 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
 
     # Set by close(); each() stops when its callback closed the cursor.
     _closed = False
+    # Set by the first fetch; cleared by rewind().
+    _started = False
     # Runs to_list on a child (a GridFS cursor converts what PyMongo returns).
     _to_list_child = staticmethod(_to_list)
 
@@ -192,7 +194,24 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
         delegate = self.delegate
         return _NO_DATA if delegate is None else delegate._data
 
+    @property
+    def started(self) -> bool:
+        """Has the cursor fetched, or begun to fetch, its first batch?  False again after
+        ``rewind()``.  (Motor 3.7.1's attribute.)"""
+        return self._started
+
+    @property
+    def closed(self) -> bool:
+        """Has ``close()`` been called?  (Motor 3.7.1's attribute; ``alive`` says whether
+        the cursor may return more documents.)"""
+        return self._closed
+
     def _fetch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(self, *args)``, a fetch, in a child (see :meth:`_run`)."""
+        self._started = True
+        return self._run(fn, *args)
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(self, *args)`` in a child; pinned cursors skip the admission queue."""
         if _pinned(self.delegate):
             return self._binding.call_unqueued(fn, (self, *args), {})
@@ -317,7 +336,7 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
         self._closed = True
         if self.delegate is None:
             return self._completed(None)
-        return self._fetch(_close)
+        return self._run(_close)
 
     async def __aenter__(self) -> Self:
         return self
@@ -393,6 +412,7 @@ class AgnosticCursor(_AgnosticCursorBase[_DocumentType]):
         cursor._sock_mgr = None
         cursor.rewind()
         self._closed = False
+        self._started = False
         return self
 
     def __copy__(self) -> Self:

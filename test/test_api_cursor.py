@@ -900,3 +900,37 @@ async def test_raw_batch_cursors(fw: Framework, server: Any) -> None:
         assert [doc for batch in batches for doc in bson.decode_all(batch)] == expected
         assert len(recorder.started_commands("aggregate")) == 1
     assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
+async def test_started_and_closed(fw: Framework, server: Any) -> None:
+    # Motor 3.7.1's cursor attributes: started (a fetch was asked for; rewind() clears it)
+    # and closed (close() was called).
+    client = fw.client(server.uri)
+    async with scratch_db(client) as db:
+        await seed(db.c, 4)
+        cursor = db.c.find().sort("_id", 1).batch_size(2)
+        assert (cursor.started, cursor.closed) == (False, False)
+        fetching = cursor.next()
+        assert (cursor.started, cursor.closed) == (False, False)  # a coroutine, not awaited
+        assert (await fetching)["_id"] == 0
+        assert (cursor.started, cursor.closed) == (True, False)
+        await cursor.close()
+        assert (cursor.started, cursor.closed) == (True, True)
+        cursor.rewind()
+        assert (cursor.started, cursor.closed) == (False, False)
+        assert ids(await cursor.to_list()) == [0, 1, 2, 3]
+        assert cursor.started and not cursor.alive and not cursor.closed
+
+        # Closing a cursor that never fetched does not start it.
+        unstarted = db.c.find()
+        await unstarted.close()
+        assert (unstarted.started, unstarted.closed) == (False, True)
+
+        # Latent command cursors start on their first fetch.
+        for command_cursor in (db.c.aggregate([]), db.c.list_indexes()):
+            assert (command_cursor.started, command_cursor.closed) == (False, False)
+            assert await command_cursor.to_list()
+            assert (command_cursor.started, command_cursor.closed) == (True, False)
+            await command_cursor.close()
+            assert command_cursor.closed
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
