@@ -838,9 +838,42 @@ class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
     with_options = Delegate(wrap="Collection")
 
     def __init__(
-        self, database: AgnosticDatabase[_DocumentType], name: str, *args: Any, **kwargs: Any
+        self,
+        database: AgnosticDatabase[_DocumentType],
+        name: str,
+        codec_options: Any = None,
+        read_preference: Any = None,
+        write_concern: Any = None,
+        read_concern: Any = None,
+        **kwargs: Any,
     ) -> None:
-        self.delegate = Collection(database.delegate, name, *args, **kwargs)
+        """A collection of ``database`` (a Motor database), as Motor 3.7.1 makes it.
+
+        ``database[name]``, ``database.get_collection(name, ...)`` and
+        ``database.create_collection(name, ...)`` are the usual ways.  The options are
+        PyMongo's; PyMongo's ``create`` and collection options (``capped=True``, ...) are
+        refused with :class:`TypeError`, as in Motor 3.7.1: they create the collection,
+        which is I/O (``await database.create_collection(name, ...)`` does it).
+        """
+        if not isinstance(database, AgnosticDatabase):
+            raise TypeError(
+                f"First argument to {type(self).__name__} must be a Motor database, "
+                f"not {database!r}"
+            )
+        if kwargs:
+            raise TypeError(
+                f"{type(self).__name__}() got unexpected keyword arguments "
+                f"{', '.join(sorted(kwargs))}: to create a collection with options, "
+                "await database.create_collection(name, ...)"
+            )
+        self.delegate = Collection(
+            database.delegate,
+            name,
+            codec_options=codec_options,
+            read_preference=read_preference,
+            write_concern=write_concern,
+            read_concern=read_concern,
+        )
         self._binding = database._binding
         self._client = database._client
         self._database = database

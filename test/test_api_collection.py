@@ -625,3 +625,33 @@ async def test_rename_drop_options(fw: Framework, server: Any) -> None:
         await session.end_session()
         await tw.same(lambda c: c.database.list_collection_names(), fix=sorted)
     assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
+async def test_collection_constructor(fw: Framework, server: Any) -> None:
+    # Motor 3.7.1's MotorCollection(database, name, codec_options, read_preference,
+    # write_concern, read_concern): no I/O, so nothing that creates the collection.
+    async with Twin(fw, server, "coll_constructor") as tw:
+        cls = type(tw.coll)
+        options = CodecOptions(document_class=SON)
+        coll = cls(tw.db, "c", options)  # the third argument is the codec options
+        assert_motor_class(fw, coll, "Collection")
+        assert coll == tw.coll and coll.database is tw.db and coll.codec_options == options
+        secondary = ReadPreference.SECONDARY_PREFERRED
+        write_concern, read_concern = WriteConcern(w=1), ReadConcern("local")
+        coll = cls(tw.db, "c", None, secondary, write_concern, read_concern)
+        assert (coll.read_preference, coll.write_concern, coll.read_concern) == (
+            secondary,
+            write_concern,
+            read_concern,
+        )
+        await tw.seed([{"_id": 1}])
+        assert isinstance(await cls(tw.db, "c", codec_options=options).find_one(), SON)
+
+        with pytest.raises(TypeError, match="create_collection"):
+            cls(tw.db, "new", capped=True, size=1024)
+        with pytest.raises(TypeError, match="create_collection"):
+            cls(tw.db, "new", create=True)
+        with pytest.raises(TypeError, match="must be a Motor database"):
+            cls(tw.db.delegate, "c")
+        assert await tw.db.list_collection_names() == ["c"]
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
