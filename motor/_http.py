@@ -45,10 +45,6 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import bson
-from bson.binary import UuidRepresentation
-from bson.codec_options import CodecOptions
-from bson.errors import InvalidDocument
 from pymongo.errors import InvalidOperation
 
 __all__ = ["FileInfo", "RangeNotSatisfiable", "Reply", "describe", "parse_range", "respond", "send"]
@@ -57,12 +53,14 @@ _UTC = datetime.timezone.utc
 
 # The parts of an entity-tag list: optional weakness, then the quoted opaque tag.
 _ENTITY_TAG = re.compile(r'(W/)?("[\x21\x23-\x7e\x80-\xff]*")')
+# A whole entity-tag list ("x", W/"y"): anything else is malformed.
+_ENTITY_TAG_LIST = re.compile(
+    r'\s*(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"\s*(?:,\s*(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"\s*)*'
+)
 # One range-spec of a "bytes" Range: int-range ("0-99", "100-") or suffix-range ("-500").
 _RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
 # A header value we are willing to send as given: visible ASCII and spaces.
 _SAFE_VALUE = re.compile(r"[\x20-\x7e]+")
-# Encodes the ETag's inputs; UUID _ids decode to uuid.UUID under "standard".
-_ETAG_CODEC: CodecOptions[Any] = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
 
 
 @dataclass(frozen=True)
@@ -233,10 +231,10 @@ async def send(
 def _not_modified(request_headers: Mapping[str, str], file: FileInfo) -> bool:
     """Whether the client's copy is current (RFC 9110 §13.2.2, steps 3 and 4)."""
     if_none_match = request_headers.get("If-None-Match")
-    if if_none_match is not None:
-        # Weak comparison; "*" matches any current representation.
-        if if_none_match.strip() == "*":
-            return True
+    if if_none_match is not None and if_none_match.strip() == "*":
+        return True  # any current representation
+    if if_none_match is not None and _ENTITY_TAG_LIST.fullmatch(if_none_match):
+        # Weak comparison.  A malformed list is ignored, as if absent.
         return any(tag == file.etag for _, tag in _ENTITY_TAG.findall(if_none_match))
     if_modified_since = _parse_http_date(request_headers.get("If-Modified-Since"))
     return if_modified_since is not None and file.modified <= if_modified_since
@@ -261,14 +259,13 @@ def _caching_headers(cache_time: float, now: datetime.datetime | None) -> list[t
 
 
 def _entity_tag(file_id: Any, length: int, upload_date: Any) -> str:
-    """A strong validator from what identifies a file's content."""
-    fields = {"_id": file_id, "length": length, "uploadDate": upload_date}
-    try:
-        encoded = bson.encode(fields, codec_options=_ETAG_CODEC)
-    except (InvalidDocument, TypeError, ValueError):
-        # An _id decoded into an application type that has no encoder.
-        encoded = repr(fields).encode()
-    return '"' + hashlib.sha256(encoded).hexdigest()[:32] + '"'
+    """A strong validator from what identifies a file's content: Motor 3.7.1's (a
+    SHA-256 of the three values' ``str()``), so that a cache holding a tag from a Motor
+    3.7.1 application revalidates with this one."""
+    digest = hashlib.sha256(str(file_id).encode("utf8"))
+    digest.update(str(length).encode("utf8"))
+    digest.update(str(upload_date).encode("utf8"))
+    return '"' + digest.hexdigest() + '"'
 
 
 def _content_type(grid_out: Any, path: str) -> str:
