@@ -566,7 +566,7 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
                 f"Incorrect type for `driver` {type(user_driver)}; expected value of type "
                 "pymongo.driver_info.DriverInfo"
             )
-        kwargs.update(client_hooks())
+        kwargs.update(client_hooks(user_driver))
         self.delegate = MongoClient(
             *args, driver=DriverInfo("Motor", __version__, framework.name), **kwargs
         )

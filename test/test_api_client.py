@@ -417,6 +417,38 @@ async def test_append_metadata(fw: Framework, server: Any) -> None:
     assert (await client.admin.command("ping"))["ok"] == 1
 
 
+async def test_driver_info_goes_into_every_handshake(fw: Framework, mockup: Any) -> None:
+    # MotorClient(driver=...): the application's DriverInfo follows Motor's in the
+    # handshake of every connection, the monitors' too (MongoClient(driver=...) does so
+    # for every connection of PyMongo's).
+    server = mockup()
+    handshakes: list[dict[str, Any]] = []
+
+    def record(request: Any) -> bool:
+        if "client" in request.doc:
+            handshakes.append(dict(request.doc["client"]))
+        return False  # answered by the next responder
+
+    server.autoresponds("ping")
+    server.autoresponds(record)
+    client = fw.client(server.uri, driver=DriverInfo("Foo", "1.1.1", "FooPlat"))
+    assert (await client.admin.command("ping"))["ok"] == 1
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    # The monitor's connection and the application's.
+    while len(handshakes) < 2 and loop.time() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(handshakes) >= 2, handshakes
+    for handshake in handshakes:
+        assert handshake["driver"]["name"].endswith("|Motor|Foo"), handshake
+        assert handshake["driver"]["version"].endswith(f"|{motor.version}|1.1.1"), handshake
+        assert handshake["platform"].endswith("|FooPlat"), handshake
+        assert fw.name.lower() in handshake["platform"].lower(), handshake
+    with pytest.raises(TypeError, match="DriverInfo"):
+        fw.client(server.uri, driver=("Foo", "1.1.1"))
+    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+
+
 def _stable_build_info(info: dict[str, Any]) -> dict[str, Any]:
     """buildInfo with FerretDB's "ferretdbFeatures" lists sorted: their order varies."""
     features = info.get("ferretdbFeatures")

@@ -81,6 +81,7 @@ import pymongo.client_session_shared
 import pymongo.cursor_shared
 import pymongo.message
 import pymongo.network_layer
+import pymongo.pool_options
 import pymongo.pool_shared
 import pymongo.synchronous.client_session
 import pymongo.synchronous.command_cursor
@@ -1231,6 +1232,20 @@ def check_pymongo_internals() -> list[str]:
         and {"cancel", "active_contexts"} <= set(pool_cls._reset.__code__.co_names),
         "Pool no longer cancels connections through conn.cancel_context and Pool.active_contexts",
     )
+    monitor_pool = getattr(pymongo.synchronous.topology.Topology, "_create_pool_for_monitor", None)
+    monitor_code = getattr(monitor_pool, "__code__", None)
+    monitor_names: set[str] = set()
+    if monitor_code is not None:
+        monitor_names.update(monitor_code.co_names)
+        for const in monitor_code.co_consts:  # keyword names of calls
+            if isinstance(const, tuple):
+                monitor_names.update(c for c in const if isinstance(c, str))
+    need(
+        callable(getattr(pymongo.pool_options.PoolOptions, "_update_metadata", None))
+        and {"PoolOptions", "driver", "pool_class", "is_sdam"} <= monitor_names,
+        "PyMongo's monitor pools no longer take is_sdam=True and PoolOptions(driver=...), "
+        "or PoolOptions._update_metadata is gone (MotorClient(driver=...))",
+    )
     reset_code = pool_cls._reset.__code__
     need(
         {"close", "interrupt_connections"} <= set(reset_code.co_varnames),
@@ -1425,7 +1440,26 @@ def install() -> None:
     _installed = True
 
 
-def client_hooks() -> dict[str, Any]:
-    """The private ``MongoClient`` keyword arguments that make a client green."""
+def client_hooks(driver: Any = None) -> dict[str, Any]:
+    """The private ``MongoClient`` keyword arguments that make a client green.
+
+    ``driver``, the application's ``DriverInfo`` (``MotorClient(driver=...)``), goes
+    into the handshake of the client's monitoring connections too: the client is made
+    with Motor's own ``DriverInfo`` and appends the application's (``append_metadata``),
+    which PyMongo's monitors, made from the first alone, would not send.
+    """
     install()
-    return {"_pool_class": GreenPool, "_condition_class": GreenCondition}
+    pool_class = GreenPool if driver is None else _pool_class_appending(driver)
+    return {"_pool_class": pool_class, "_condition_class": GreenCondition}
+
+
+def _pool_class_appending(driver: Any) -> type[GreenPool]:
+    class AppendingPool(GreenPool):
+        def __init__(self, address: Any, options: Any, *args: Any, **kwargs: Any) -> None:
+            if kwargs.get("is_sdam"):
+                # A monitor's own options (Topology._create_pool_for_monitor).
+                options._update_metadata(driver)
+            super().__init__(address, options, *args, **kwargs)
+
+    AppendingPool.__name__ = AppendingPool.__qualname__ = GreenPool.__name__
+    return AppendingPool
