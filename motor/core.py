@@ -20,12 +20,13 @@ import os
 import warnings
 import weakref
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from contextvars import copy_context as _copy_context
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, cast
 
 import pymongo.synchronous.client_session
+from bson.codec_options import TypeRegistry
 from bson.typings import _DocumentType
 from gridfs.synchronous.grid_file import GridOutCursor
 from pymongo import MongoClient
@@ -551,7 +552,23 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
     drop_database = Async()
     bulk_write = Async(bulk="models")
 
-    def __init__(self, *args: Any, io_loop: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        host: str | Sequence[str] | None = None,
+        port: int | None = None,
+        document_class: type[_DocumentType] | None = None,
+        tz_aware: bool | None = None,
+        connect: bool | None = None,
+        type_registry: TypeRegistry | None = None,
+        *,
+        io_loop: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        """PyMongo's ``MongoClient`` arguments, and ``io_loop``: the framework's loop to
+        bind to (by default the one running at the first operation).  Unlike PyMongo's,
+        the client does not connect until its first operation (or ``aconnect()``) unless
+        ``connect=True``; with ``document_class=...`` type checkers infer the client's
+        document type, as with PyMongo's."""
         framework = self._framework
         if framework is None:
             raise TypeError(
@@ -559,7 +576,6 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
             )
         loop = None if io_loop is None else framework.loop_from_io_loop(io_loop)
         self._io_loop = io_loop
-        kwargs.setdefault("connect", False)
         user_driver = kwargs.pop("driver", None)
         if user_driver is not None and not isinstance(user_driver, DriverInfo):
             raise TypeError(
@@ -568,7 +584,14 @@ class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
             )
         kwargs.update(client_hooks(user_driver))
         self.delegate = MongoClient(
-            *args, driver=DriverInfo("Motor", __version__, framework.name), **kwargs
+            host,
+            port,
+            document_class,
+            tz_aware,
+            False if connect is None else connect,
+            type_registry,
+            driver=DriverInfo("Motor", __version__, framework.name),
+            **kwargs,
         )
         if user_driver is not None:
             self.delegate.append_metadata(user_driver)

@@ -17,7 +17,7 @@ from uuid import UUID
 
 from bson.binary import Binary
 from bson.code import Code
-from bson.codec_options import CodecOptions
+from bson.codec_options import CodecOptions, TypeRegistry
 from bson.dbref import DBRef
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
@@ -96,7 +96,18 @@ class MotorChangeStream(Generic[_DocumentType]):
     async def try_next(self) -> _DocumentType | None: ...
 
 class MotorClient(Generic[_DocumentType]):
-    def __init__(self, *args: Any, io_loop: Any = ..., **kwargs: Any) -> None: ...
+    def __init__(
+        self,
+        host: str | Sequence[str] | None = ...,
+        port: int | None = ...,
+        document_class: type[_DocumentType] | None = ...,
+        tz_aware: bool | None = ...,
+        connect: bool | None = ...,
+        type_registry: TypeRegistry | None = ...,
+        *,
+        io_loop: Any = ...,
+        **kwargs: Any,
+    ) -> None: ...
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __eq__(self, other: object) -> bool: ...

@@ -66,6 +66,16 @@ async def crud(client: AsyncIOMotorClient[Movie]) -> None:
     print(raw_doc)
 
 
+async def inferred_document_class() -> None:
+    # As with PyMongo's MongoClient (and Motor 3.7.1): document_class sets the client's
+    # document type, no annotation needed.
+    client = AsyncIOMotorClient(document_class=RawBSONDocument, connect=False)
+    raw: RawBSONDocument | None = await client.db.coll.find_one()
+    if raw is not None:
+        print(len(raw.raw))
+    client.close()
+
+
 async def cursors(movies: AsyncIOMotorCollection[Movie]) -> None:
     # find() makes a cursor without I/O; chaining returns the same Motor cursor.
     cursor: AsyncIOMotorCursor[Movie] = movies.find({"year": {"$lt": 2000}}).sort("year").limit(5)

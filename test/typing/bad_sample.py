@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from bson.raw_bson import RawBSONDocument
 from tornado import gen
 
 from motor.motor_asyncio import (
@@ -66,6 +67,14 @@ async def sessions(client: AsyncIOMotorClient[Movie]) -> None:
 
     async with await client.start_session() as s:
         await s.with_transaction(callback)  # E: arg-type
+
+
+async def raw_client() -> None:
+    client = AsyncIOMotorClient(document_class=RawBSONDocument)
+    await client.db.coll.insert_one({"my": "doc"})  # E: arg-type
+    raw = await client.db.coll.find_one()
+    if raw is not None:
+        raw["foo"] = "bar"  # E: index
 
 
 @gen.coroutine
