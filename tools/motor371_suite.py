@@ -7,14 +7,18 @@ A compatibility oracle: ``python tools/motor371_suite.py [--uri URI]``.
    and ``test/tornado_tests``.  Nothing of them is copied into this repository.
 2. They run twice against the same server, with ``DB_IP``/``DB_PORT`` set from the URI:
    with Motor 3.7.1 (a virtualenv of its own, ``<cache>/venv-motor371-suite``, made on
-   first use with this PyMongo's and this Tornado's versions, pytest, MockupDB and
-   aiohttp), and with this project's virtualenv, whose ``motor`` is this checkout.  Two
+   first use with this PyMongo's and this Tornado's versions, pytest, MockupDB, aiohttp
+   and mypy), and with this project's virtualenv, whose ``motor`` is this checkout.  Two
    test modules import Motor 3.7.1 internals (``motor.motor_gridfs._hash_gridout``,
    ``motor.frameworks.asyncio.max_workers``); this Motor's copy of them gets the same
    values inline instead.
 3. Every test that passes with Motor 3.7.1 and not with this Motor is listed.  The ones
    in :data:`EXPECTED` (Motor 3.7.1 internals, attribute lists that this Motor exceeds)
    are listed with their reason; any other one fails the run (exit status 1).
+4. mypy (this project's version, Motor 3.7.1's settings) checks Motor 3.7.1's
+   ``test/test_typing.py`` against each driver's type stubs; any difference in the errors
+   (class names aside) fails the run too: code that type-checks with Motor 3.7.1 must
+   type-check here, and the misuse its stubs reject must be rejected.
 
 Without ``--uri`` (or ``MOTOR_TEST_URI``) a server is started with ``test/server.py`` and
 stopped at the end.  Tests that the server cannot run (FerretDB lacks fail points, some
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -68,6 +73,18 @@ EXPECTED = {
     ),
 }
 
+# Motor 3.7.1's mypy settings (its pyproject.toml), for its test/test_typing.py; Python 3.11
+# because Tornado's sources need 3.10+.
+MYPY_INI = """[mypy]
+python_version = 3.11
+strict = True
+show_error_codes = True
+warn_redundant_casts = True
+warn_unreachable = True
+disable_error_code = type-arg
+enable_error_code = ignore-without-code, redundant-expr, truthy-bool
+"""
+
 PYTEST_INI = """[pytest]
 testpaths = test
 filterwarnings =
@@ -99,6 +116,7 @@ INTERNALS = {
 
 def motor371_python(cache: Path) -> Path:
     """The Python of a virtualenv with Motor 3.7.1 and what its tests need."""
+    import mypy.version
     import pymongo
     import tornado
 
@@ -111,6 +129,7 @@ def motor371_python(cache: Path) -> Path:
         "pytest",
         "mockupdb",
         "aiohttp",
+        f"mypy=={mypy.version.__version__}",
     ]
     stamp = venv / "motor-suite-requirements.txt"
     if python.exists() and stamp.is_file() and stamp.read_text() == "\n".join(wanted):
@@ -137,6 +156,7 @@ def extract_tests(sdist: Path, into: Path, patch_internals: bool) -> None:
             assert source is not None
             target.write_bytes(source.read())
     (into / "pytest.ini").write_text(PYTEST_INI)
+    (into / "mypy.ini").write_text(MYPY_INI)
     if patch_internals:
         for path in (into / "test").rglob("*.py"):
             text = path.read_text()
@@ -175,6 +195,23 @@ def run_suite(python: Path, root: Path, uri: str, report: Path) -> str:
     return lines[-1] if lines else done.stderr.strip()[-500:]
 
 
+def mypy_errors(python: Path, root: Path) -> list[str]:
+    """mypy's errors on Motor 3.7.1's ``test/test_typing.py`` (type checking only), with
+    the Motor class names left out: ``file:line: error: message [code]`` lines."""
+    done = subprocess.run(
+        [str(python), "-m", "mypy", "test/test_typing.py"],
+        cwd=root,
+        env={**os.environ, "SKIP_ENV_SETUP": "1", "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    errors = [line for line in done.stdout.splitlines() if ": error: " in line]
+    return [
+        re.sub(r'"(AsyncIOMotor|Motor|Agnostic)[A-Za-z]*"', '"<Motor class>"', e) for e in errors
+    ]
+
+
 def outcomes(report: Path) -> dict[str, str]:
     """Test id -> "pass", "fail" or "skip", from a JUnit XML report."""
     result = {}
@@ -211,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory() as scratch:
             results = {}
+            typing_errors: dict[str, list[str]] = {}
             for name, python, patch in (
                 ("Motor 3.7.1", theirs, False),
                 ("this Motor", Path(sys.executable), True),
@@ -220,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
                 report = root / "report.xml"
                 print(f"{name}: {run_suite(python, root, uri, report)}", flush=True)
                 results[name] = outcomes(report)
+                typing_errors[name] = mypy_errors(python, root)
     finally:
         if started is not None:
             subprocess.run([sys.executable, "-m", "test.server", "stop"], cwd=REPO, check=False)
@@ -235,7 +274,19 @@ def main(argv: list[str] | None = None) -> int:
         f"passed by both: {both}; only by Motor 3.7.1: {len(lost)} ({len(unexpected)} "
         f"unexpected); only by this Motor: {gained}"
     )
-    return 1 if unexpected else 0
+    # Type checking: code that Motor 3.7.1's stubs accept must be accepted, and misuse
+    # they reject rejected, the same way.
+    theirs_errors, our_errors = typing_errors["Motor 3.7.1"], typing_errors["this Motor"]
+    typing_diff = sorted(set(theirs_errors) ^ set(our_errors))
+    for line in typing_diff:
+        print(
+            f"  mypy, only with {'Motor 3.7.1' if line in theirs_errors else 'this Motor'}: {line}"
+        )
+    print(
+        f"mypy on test/test_typing.py: {len(theirs_errors)} errors with Motor 3.7.1, "
+        f"{len(our_errors)} with this Motor, {len(typing_diff)} different"
+    )
+    return 1 if unexpected or typing_diff else 0
 
 
 if __name__ == "__main__":
