@@ -1,5 +1,10 @@
 """Misuse that the stubs must reject: ``test/test_typing.py`` runs ``mypy --strict`` on
-this file and expects an error on exactly the lines marked ``# E: <error code>``."""
+this file and expects an error on exactly the lines marked ``# E: <error code>``.
+
+With mypy's ``unused-awaitable`` check on (``doc/compatibility.rst`` recommends it), a
+forgotten ``await`` is an error too."""
+
+# mypy: enable-error-code="unused-awaitable"
 
 from __future__ import annotations
 
@@ -35,6 +40,11 @@ async def wrong_documents(movies: AsyncIOMotorCollection[Movie]) -> None:
         print(movie["title"])  # E: typeddict-item
     _people: list[Person] = await movies.find().to_list(None)  # E: assignment
     _year: str = (await movies.find().next())["year"]  # E: assignment
+
+
+async def forgotten_await(movies: AsyncIOMotorCollection[Movie]) -> None:
+    movies.insert_one({"name": "Jaws", "year": 1975})  # E: unused-awaitable
+    movies.find().to_list()  # E: unused-awaitable
 
 
 async def not_awaitable(movies: AsyncIOMotorCollection[Movie]) -> None:
