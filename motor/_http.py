@@ -51,12 +51,11 @@ __all__ = ["FileInfo", "RangeNotSatisfiable", "Reply", "describe", "parse_range"
 
 _UTC = datetime.timezone.utc
 
-# The parts of an entity-tag list: optional weakness, then the quoted opaque tag.
-_ENTITY_TAG = re.compile(r'(W/)?("[\x21\x23-\x7e\x80-\xff]*")')
+# An entity tag: optional weakness, then the quoted opaque tag.
+_TAG = r'(W/)?("[\x21\x23-\x7e\x80-\xff]*")'
+_ENTITY_TAG = re.compile(_TAG)
 # A whole entity-tag list ("x", W/"y"): anything else is malformed.
-_ENTITY_TAG_LIST = re.compile(
-    r'\s*(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"\s*(?:,\s*(?:W/)?"[\x21\x23-\x7e\x80-\xff]*"\s*)*'
-)
+_ENTITY_TAG_LIST = re.compile(rf"\s*{_TAG}\s*(?:,\s*{_TAG}\s*)*")
 # One range-spec of a "bytes" Range: int-range ("0-99", "100-") or suffix-range ("-500").
 _RANGE_SPEC = re.compile(r"([0-9]*)-([0-9]*)", re.ASCII)
 # A header value we are willing to send as given: visible ASCII and spaces.
