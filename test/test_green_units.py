@@ -16,9 +16,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+import pymongo.pool_shared
 import pymongo.synchronous.pool
 import pytest
-from pymongo.errors import ConfigurationError
+from pymongo.errors import AutoReconnect, ConfigurationError
 
 from motor.errors import WouldBlockError
 from motor.green import hub as hub_module
@@ -1035,9 +1036,9 @@ async def test_cancel_reads_between_the_check_and_the_registration(
         await asyncio.wait_for(the_hub.spawn(green.recv_into, bytearray(1)), 5)
 
 
-def test_a_connection_reset_before_the_handshake_leaves_no_socket_open() -> None:
-    # ssl.SSLSocket._create takes the descriptor over, then finds the connection reset
-    # (recv(1) raises): the half-made SSL socket must not stay open until collected.
+def _reset_connection() -> tuple[socket.socket, ssl.SSLContext]:
+    """A client socket whose peer has reset the connection (the RST has arrived), and a
+    TLS context that would accept any server."""
     import struct
 
     listener = socket.create_server(("127.0.0.1", 0))
@@ -1057,14 +1058,55 @@ def test_a_connection_reset_before_the_handshake_leaves_no_socket_open() -> None
             break
         assert time.monotonic() < deadline, "the reset never arrived"
         time.sleep(0.01)
+    return client, context
+
+
+def _half_made_ssl_sockets(error: BaseException) -> list[ssl.SSLSocket]:
+    """The SSL sockets in the frames of ``error``'s traceback and of its causes'."""
+    found = []
+    current: BaseException | None = error
+    while current is not None:
+        tb = current.__traceback__
+        while tb is not None:
+            candidate = tb.tb_frame.f_locals.get("self")
+            if isinstance(candidate, ssl.SSLSocket):
+                found.append(candidate)
+            tb = tb.tb_next
+        current = current.__cause__
+    return found
+
+
+def test_a_connection_reset_before_the_handshake_leaves_no_socket_open() -> None:
+    # ssl.SSLSocket._create takes the descriptor over, then finds the connection reset
+    # (recv(1) raises): the half-made SSL socket must not stay open until collected.
+    client, context = _reset_connection()
     with pytest.raises(ConnectionResetError) as raised:
         tls_handshake(client, context, None, None, 1.0)
-    half_made = []
-    tb = raised.value.__traceback__
-    while tb is not None:
-        candidate = tb.tb_frame.f_locals.get("self")
-        if isinstance(candidate, ssl.SSLSocket):
-            half_made.append(candidate)
-        tb = tb.tb_next
+    half_made = _half_made_ssl_sockets(raised.value)
+    assert half_made, "the failure did not come from ssl.SSLSocket._create"
+    assert [s.fileno() for s in half_made] == [-1] * len(half_made)
+
+
+def test_a_reset_before_a_threaded_handshake_leaves_no_socket_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The same in PyMongo's own path (its monitor threads), where PyMongo re-raises the
+    # OSError as AutoReconnect("SSL handshake failed: ..."): the half-made socket is in
+    # the cause's traceback.  Left open, it is reported (ResourceWarning) whenever the
+    # monitor drops the error, in whichever test runs then.
+    client, context = _reset_connection()
+    address = ("127.0.0.1", 1)
+
+    def pymongo_path(address: Any, options: Any, ssl_session_cache: Any = None) -> Any:
+        # PyMongo's _configured_socket_interface, from its wrap_socket on.
+        try:
+            return context.wrap_socket(client)
+        except OSError as exc:
+            pymongo.pool_shared._raise_connection_failure(address, exc, "SSL handshake failed: ")
+
+    monkeypatch.setattr(green_pool, "_original_socket_interface", pymongo_path)
+    with pytest.raises(AutoReconnect, match="SSL handshake failed") as raised:
+        green_pool._socket_interface_dispatch(address, None)
+    half_made = _half_made_ssl_sockets(raised.value)
     assert half_made, "the failure did not come from ssl.SSLSocket._create"
     assert [s.fileno() for s in half_made] == [-1] * len(half_made)

@@ -108,6 +108,7 @@ from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
 from motor.green.hub import Child, _getcurrent, refuse_to_block
 from motor.green.socket import (
     GreenSocket,
+    _close_half_made_ssl_socket,
     _pause_if_spent,
     connect_timeout,
     create_connection,
@@ -298,7 +299,12 @@ def _socket_interface_dispatch(
 ) -> NetworkingInterface:
     if _green_connect.get():
         return _green_socket_interface(address, options, ssl_session_cache)
-    return _original_socket_interface(address, options, ssl_session_cache)  # type: ignore[no-any-return]
+    try:
+        return _original_socket_interface(address, options, ssl_session_cache)  # type: ignore[no-any-return]
+    except BaseException as exc:
+        # PyMongo's own path, in its threads (monitors): ssl.SSLSocket leaks there too.
+        _close_half_made_ssl_socket(exc)
+        raise
 
 
 _socket_interface_dispatch.motor_green = True  # type: ignore[attr-defined]

@@ -516,15 +516,25 @@ def _close_half_made_ssl_socket(exc: BaseException) -> None:
     # ssl.SSLSocket._create takes the socket's file descriptor over (sock.detach()) before
     # it checks whether the socket is connected; when that check fails (getpeername() or
     # recv(1) on a connection the peer reset), the new SSLSocket is left open, reachable
-    # only from the traceback.  Close it there.
-    tb = exc.__traceback__
-    while tb is not None:
-        frame = tb.tb_frame
-        if frame.f_code is _SSL_SOCKET_CREATE:
-            half_made = frame.f_locals.get("self")
-            if isinstance(half_made, ssl.SSLSocket):
-                half_made.close()
-        tb = tb.tb_next
+    # only from the traceback.  Close it there, also when the error was re-raised as
+    # another (PyMongo's AutoReconnect "SSL handshake failed", from the OSError).
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo and len(seen) < 8:
+        current = todo.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        tb = current.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code is _SSL_SOCKET_CREATE:
+                half_made = frame.f_locals.get("self")
+                if isinstance(half_made, ssl.SSLSocket):
+                    half_made.close()
+            tb = tb.tb_next
+        todo.append(current.__cause__)
+        todo.append(current.__context__)
 
 
 def tls_handshake(
