@@ -15,9 +15,13 @@ exactly the file descriptors it had before.  With ``maxPoolSize=5`` most operati
 in admission when they are cancelled.  :func:`test_burst_of_cancellations_of_parked_reads`
 cancels 200 operations waiting for a MockupDB reply in one go and checks the same.
 
-Loop stalls are measured as the loop thread's CPU between two 1 ms ticks of the probe
-(``max_busy``), never as wall-clock time, and must stay under ``MAX_BUSY`` during the
-storm and after it.  As in the fault suite, the cyclic garbage collector is off while
+Loop stalls are measured as the loop thread's CPU between two 1 ms ticks of the probe,
+never as wall-clock time, and must stay under ``MAX_BUSY`` during the storm and after
+it: the CPU the driver's children ran in one gap (``max_driver``), and the whole gap's,
+the application's task steps included, in every gap but the busiest (``second_busy``:
+over the storm's thousands of gaps, one that the virtual machine's host stretched once
+is the machine's, not the driver's; see :class:`~test.framework.LoopProbe`).  As in the
+fault suite, the cyclic garbage collector is off while
 measuring (its pauses are the interpreter's and land in whichever gap allocates last;
 their cost is printed), and the application's own share of a gap is kept small: the
 canceller cancels at most ``MAX_PER_TICK`` operations per tick and the launcher starts
@@ -134,6 +138,10 @@ class Storm:
     not_cancelled_ok: int = 0
     cancelled: int = 0
     busy_during_storm: float = 0.0
+    # The second most loop-thread CPU in one gap, and the most the driver's children ran
+    # in one (see LoopProbe).
+    second_busy_during_storm: float = 0.0
+    driver_during_storm: float = 0.0
     gap_during_storm: float = 0.0
     largest_burst: int = 0
     # The loop-thread CPU of the canceller's busiest tick (the test's own share of a gap).
@@ -146,6 +154,8 @@ class Storm:
             f"seed={self.seed} ops={len(self.kinds)} cancelled={self.cancelled} "
             f"completed={self.not_cancelled_ok} largest_burst={self.largest_burst} "
             f"busy={self.busy_during_storm * 1000:.2f} ms "
+            f"(second {self.second_busy_during_storm * 1000:.2f} ms, "
+            f"the driver's children {self.driver_during_storm * 1000:.2f} ms) "
             f"(canceller's own busiest tick {self.canceller_max_tick * 1000:.2f} ms) "
             f"connections_closed={self.connections_closed} "
             f"ferretdb_cursor_losses={self.ferretdb_cursor_losses} "
@@ -370,6 +380,8 @@ async def storm(fw: Framework, client: Any, ops: Ops, seed: int, ferretdb: bool 
     _, pending = await asyncio.wait(launched, timeout=STORM_TIMEOUT)
     await asyncio.wait_for(cancelling, STORM_TIMEOUT)
     result.busy_during_storm = fw.probe.max_busy
+    result.second_busy_during_storm = fw.probe.second_busy
+    result.driver_during_storm = fw.probe.max_driver
     result.gap_during_storm = fw.probe.max_gap
     assert not pending, f"{len(pending)} operations never ended ({result.summary()})"
 
@@ -442,9 +454,10 @@ def collect(fw: Framework) -> tuple[float, int]:
 
 
 def stop_measuring(fw: Framework) -> tuple[float, tuple[float, int]]:
-    """The longest stall since the probe's last reset, and what collecting then cost;
-    the collector is back on."""
-    busy = fw.probe.max_busy
+    """The second longest stall since the probe's last reset (see ``second_busy`` in
+    :class:`~test.framework.LoopProbe`), and what collecting then cost; the collector
+    is back on."""
+    busy = fw.probe.second_busy
     gc.enable()
     return busy, collect(fw)
 
@@ -537,8 +550,11 @@ async def test_cancellation_storm(fw: Framework, server: Any, max_pool_size: int
     # The session's stall summary reports this test's worst gap, the storm's included.
     fw.probe.max_busy = max(fw.probe.max_busy, result.busy_during_storm)
     fw.probe.max_gap = max(fw.probe.max_gap, result.gap_during_storm)
-    assert result.busy_during_storm < MAX_BUSY, context
+    fw.probe.max_driver = max(fw.probe.max_driver, result.driver_during_storm)
+    assert result.second_busy_during_storm < MAX_BUSY, context
+    assert result.driver_during_storm < MAX_BUSY, context
     assert busy_after < MAX_BUSY, busy_after
+    assert fw.probe.max_driver < MAX_BUSY, fw.probe.max_driver
 
 
 # Operations parked on a read that one call cancels together.
@@ -585,8 +601,12 @@ async def test_burst_of_cancellations_of_parked_reads(fw: Framework, mockup: Any
         future.cancel()
     await asyncio.wait_for(asyncio.wait(futures), SETTLE_TIMEOUT)
     counters = await settled(client)
+    most, driver = fw.probe.max_busy, fw.probe.max_driver
     busy, _ = stop_measuring(fw)
-    print(f"\n{fw.name}: {BURST} parked reads cancelled at once, busiest gap {busy * 1000:.2f} ms")
+    print(
+        f"\n{fw.name}: {BURST} parked reads cancelled at once, busiest gap {most * 1000:.2f} ms "
+        f"(second {busy * 1000:.2f} ms, the driver's children {driver * 1000:.2f} ms)"
+    )
 
     assert all(future.cancelled() for future in futures)
     assert counters == {"requests": 0, "active_sockets": 0, "pending": 0, "operation_count": 0}
@@ -602,3 +622,4 @@ async def test_burst_of_cancellations_of_parked_reads(fw: Framework, mockup: Any
     leaked = await fds_back_to(fds)
     assert not leaked, leaked
     assert busy < MAX_BUSY, busy
+    assert driver < MAX_BUSY, driver

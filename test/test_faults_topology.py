@@ -46,7 +46,7 @@ from mockupdb import MockupDB
 from pymongo.errors import PyMongoError
 from pymongo.read_preferences import SecondaryPreferred
 
-from test.framework import Framework, open_fds, pool_counters
+from test.framework import Framework, lasting, open_fds, pool_counters
 from test.scripted import MAX_BUSY, in_thread
 
 # Concurrent writers in the workload, and inserts each of them makes one after another.
@@ -470,10 +470,19 @@ async def fds_back_to(fds: set[int], servers: list[MockupDB]) -> None:
     deadline = time.monotonic() + 5
     while leaked() and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    # Described only when something is left: reading /proc/net costs milliseconds of CPU.
-    # A descriptor closed between the listing and its description (a transient one of
-    # another thread) is not left.
-    left = {fd: _describe_fd(fd) for fd in leaked()}
+
+    def links() -> dict[int, str]:
+        found = {}
+        for fd in leaked():
+            try:
+                found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+            except OSError:
+                pass  # closed meanwhile
+        return found
+
+    # Only what stays open (a transient descriptor of another thread is not left), and
+    # described only then: reading /proc/net costs milliseconds of CPU.
+    left = {fd: _describe_fd(fd) for fd in await lasting(links)}
     left = {fd: what for fd, what in left.items() if what != CLOSED_MEANWHILE}
     # A server's end of a connection the client closed (CLOSE_WAIT) is the server's to
     # close, when its handler thread next reads; only the client's side is the driver's.
@@ -520,7 +529,7 @@ def _describe_socket(link: str) -> str:
     if not link.startswith("socket:["):
         return link
     inode = link[len("socket:[") : -1]
-    for table in ("tcp", "tcp6", "udp", "unix"):
+    for table in ("tcp", "tcp6", "udp", "udp6", "unix", "netlink"):
         try:
             with open(f"/proc/net/{table}") as rows:
                 lines = rows.readlines()[1:]
@@ -530,6 +539,10 @@ def _describe_socket(link: str) -> str:
             fields = line.split()
             if table == "unix" and len(fields) >= 7 and fields[6] == inode:
                 return f"{link} unix {fields[7] if len(fields) > 7 else ''}"
+            if table == "netlink":
+                if fields and fields[-1] == inode:
+                    return f"{link} netlink protocol {fields[1]} port {fields[2]}"
+                continue
             if table != "unix" and len(fields) > 9 and fields[9] == inode:
                 local, remote = (int(f.split(":")[-1], 16) for f in fields[1:3])
                 return f"{link} {table} :{local} -> :{remote} state {fields[3]}"

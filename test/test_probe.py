@@ -6,6 +6,7 @@ import asyncio
 import gc
 import time
 
+from motor import run_green
 from test.framework import Framework
 
 
@@ -62,3 +63,27 @@ async def test_uncounted_blocks_are_left_out_of_the_gap_they_fall_in(fw: Framewo
     assert probe.max_busy >= 0.003, (probe.max_busy, collected)
     del junk
     probe.reset()
+
+
+async def test_the_driver_s_share_is_what_its_children_ran(fw: Framework) -> None:
+    """A child's run counts as the driver's share of its gap (``max_driver``, and
+    ``max_slice`` for one run); the application's own work between two ticks does not."""
+    probe = fw.probe
+    await probe.settle()
+    _spin(0.02)  # the application's work, in the same gap as the child's
+    await run_green(_spin, 0.004)
+    await asyncio.sleep(0.005)
+    assert probe.max_busy >= 0.024, probe.max_busy
+    assert 0.004 <= probe.max_driver < 0.015, probe.max_driver
+    assert 0.004 <= probe.max_slice <= probe.max_driver, (probe.max_slice, probe.max_driver)
+
+    # The second busiest gap: one gap that stands alone is left out.
+    probe.reset()
+    _spin(0.02)
+    await asyncio.sleep(0.005)
+    _spin(0.006)
+    await asyncio.sleep(0.005)
+    assert probe.max_busy >= 0.02, probe.max_busy
+    assert 0.006 <= probe.second_busy < 0.015, probe.second_busy
+    assert probe.max_driver < 0.004, probe.max_driver
+    probe.reset()  # the spins above are this test's, not stalls to report
