@@ -12,11 +12,13 @@ import socket
 import ssl
 import threading
 import time
+import types
 import warnings
 from collections.abc import Iterator
 from typing import Any
 
 import pymongo.pool_shared
+import pymongo.synchronous.auth
 import pymongo.synchronous.pool
 import pytest
 from pymongo.errors import AutoReconnect, ConfigurationError
@@ -806,11 +808,13 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
         return conn.conn.recv_into(bytearray(length))  # no cancellation any more
 
     monkeypatch.setattr(pymongo.network_layer, "receive_data", receive_data)
+    monkeypatch.setattr(pymongo.synchronous.auth, "hashlib", types.SimpleNamespace())
     problems = green_pool.check_pymongo_internals()
     assert any("_configured_socket_interface is missing" in p for p in problems), problems
     assert any("tested with 4.20.x" in p for p in problems), problems
     assert any("_csot.TIMEOUT" in p for p in problems), problems
     assert any("network_layer.receive_data changed" in p for p in problems), problems
+    assert any("hashlib.pbkdf2_hmac" in p for p in problems), problems
 
 
 def test_seam_is_installed() -> None:

@@ -29,6 +29,11 @@ What it changes, and nothing else:
   child, which parks meanwhile; so do client-side encryption's KMS requests and
   mongocryptd commands (``_EncryptionIO.kms_request`` and ``mark_command``), which use
   sockets of their own.
+* ``hashlib`` in ``pymongo.synchronous.auth`` is :data:`_GREEN_HASHLIB`, whose
+  ``pbkdf2_hmac`` (SCRAM's salted password: 15,000 rounds of SHA-256 or 10,000 of SHA-1,
+  5-7 ms of CPU in one C call, made whenever a client first authenticates and on every
+  attempt with a wrong password) runs in the loop's default executor when called from a
+  child, which parks meanwhile; ``hashlib`` releases the GIL while it derives the key.
 
 * A reply of more than :data:`SLICED_DECODE_BYTES` received by a child is a
   :class:`_SlicedOpMsg`, an ``_OpMsg`` whose ``unpack_response`` decodes a cursor's
@@ -62,6 +67,7 @@ import collections
 import contextvars
 import errno
 import functools
+import hashlib
 import itertools
 import mmap
 import operator
@@ -83,6 +89,7 @@ import pymongo.message
 import pymongo.network_layer
 import pymongo.pool_options
 import pymongo.pool_shared
+import pymongo.synchronous.auth
 import pymongo.synchronous.client_session
 import pymongo.synchronous.command_cursor
 import pymongo.synchronous.cursor
@@ -338,6 +345,8 @@ REUSED_BUFFER_SHRINK = 32
 # mongocryptd's plain client) and sleep between KMS retries.
 _encryption_io: Any = pymongo.synchronous.encryption._EncryptionIO
 _ENCRYPTION_IO_OFF_THE_LOOP = ("kms_request", "mark_command")
+# Authentication: SCRAM derives its salted password with hashlib.pbkdf2_hmac.
+_auth: Any = pymongo.synchronous.auth
 _original_receive_message: Any = None
 
 # PyMongo's reply reading: header layout, reply parsers, cancellation slice.
@@ -1018,6 +1027,25 @@ def _off_the_loop(function: Any, refuse: str = "") -> Any:
     return wrapper
 
 
+def _pbkdf2_hmac(*args: Any, **kwargs: Any) -> bytes:
+    # Looked up on every call, so that a test may watch hashlib's function.
+    return hashlib.pbkdf2_hmac(*args, **kwargs)
+
+
+class _GreenHashlib(types.ModuleType):
+    """``hashlib`` as ``pymongo.synchronous.auth`` sees it: ``pbkdf2_hmac`` leaves the
+    loop's thread when a child calls it (:func:`_off_the_loop`); every other name is
+    hashlib's own."""
+
+    pbkdf2_hmac = staticmethod(_off_the_loop(_pbkdf2_hmac))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(hashlib, name)
+
+
+_GREEN_HASHLIB = _GreenHashlib("hashlib")
+
+
 def _green_sendall(sock: Any, buf: Any) -> None:
     """``sendall`` in ``pymongo.synchronous.pool`` (how a connection sends a message):
     a green socket sends a :class:`~motor.green.splice.SplicedMessage` piece by piece;
@@ -1303,6 +1331,14 @@ def check_pymongo_internals() -> list[str]:
             callable(getattr(_encryption_io, name, None)),
             f"pymongo.synchronous.encryption._EncryptionIO.{name} is missing",
         )
+    scram = getattr(_auth, "_authenticate_scram", None)
+    need(
+        getattr(_auth, "hashlib", None) in (hashlib, _GREEN_HASHLIB)
+        and scram is not None
+        and {"hashlib", "pbkdf2_hmac"} <= set(scram.__code__.co_names),
+        "pymongo.synchronous.auth._authenticate_scram no longer derives the salted password "
+        "with hashlib.pbkdf2_hmac",
+    )
     for cls in (
         pymongo.synchronous.cursor.Cursor,
         pymongo.synchronous.command_cursor.CommandCursor,
@@ -1432,6 +1468,7 @@ def install() -> None:
         method = getattr(_encryption_io, name)
         if not getattr(method, "motor_green", False):
             setattr(_encryption_io, name, _off_the_loop(method))
+    _auth.hashlib = _GREEN_HASHLIB
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
