@@ -16,6 +16,13 @@ each reply to the request it answers (``responseTo``)::
         proxy.accept()                            # listen again, on the same port
         proxy.clear()                             # no more faults (an open gate is released)
 
+With ``FaultProxy(upstream, compression=True)`` the proxy also speaks wire compression (zlib)
+to its clients, for servers that do not (FerretDB): it adds ``compression: ["zlib"]`` to the
+handshake reply of a client that offers zlib, decompresses the client's ``OP_COMPRESSED``
+requests before forwarding them, and compresses the replies to those requests, as a server
+does.  :attr:`FaultProxy.compressed` counts both directions' compressed messages and their
+uncompressed bytes.
+
 Every method may be called from any thread.  A fault rule matches requests by command name
 (``command=``, case-insensitive; ``None`` matches any), by proxy connection (``conn=``, an id
 from :attr:`FaultProxy.connections`) and by a predicate on the :class:`Request`
@@ -41,13 +48,20 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+from zlib import compress as _zlib_compress
+from zlib import decompress as _zlib_decompress
 
 import bson
 
-__all__ = ["Conn", "FaultProxy", "Gate", "Reply", "Request", "Rule"]
+__all__ = ["Compressed", "Conn", "FaultProxy", "Gate", "Reply", "Request", "Rule"]
 
 _OP_MSG = 2013
 _OP_QUERY = 2004
+_OP_REPLY = 1
+_OP_COMPRESSED = 2012
+# OP_COMPRESSED after its header: original opcode, uncompressed size, compressor id.
+_COMPRESSION = struct.Struct("<iiB")
+_ZLIB = 2
 _HEADER = struct.Struct("<iiii")
 _MAX_MESSAGE = 64 * 1024 * 1024
 
@@ -155,13 +169,35 @@ class Conn:
     _pending: dict[int, tuple[Request, list[Rule]]] = dataclasses.field(
         default_factory=dict, repr=False
     )
+    # Requests that came compressed: their replies go back compressed.
+    _compressed: set[int] = dataclasses.field(default_factory=set, repr=False)
+
+
+@dataclasses.dataclass
+class Compressed:
+    """What a compressing proxy (de)compressed: messages, and their uncompressed bytes."""
+
+    requests: int = 0
+    request_bytes: int = 0
+    replies: int = 0
+    reply_bytes: int = 0
+    largest_request: int = 0
+    largest_reply: int = 0
 
 
 class FaultProxy:
     """Forward ``127.0.0.1:port`` to ``upstream``; inject faults on command."""
 
-    def __init__(self, upstream: tuple[str, int], host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        upstream: tuple[str, int],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        compression: bool = False,
+    ) -> None:
         self.upstream = upstream
+        self.compression = compression
+        self.compressed = Compressed()
         self.host = host
         self.port = port
         self.requests: list[Request] = []
@@ -407,6 +443,26 @@ class FaultProxy:
         finally:
             self._close(conn)
 
+    def _compressing(
+        self, conn: Conn, request: Request, header: bytes, body: bytes
+    ) -> tuple[bytes, bytes]:
+        # A reply as a zlib-speaking server sends it: the handshake reply announces zlib
+        # to a client that offers it, and a compressed request's reply is compressed.
+        _, request_id, response_to, opcode = _HEADER.unpack(header)
+        if request.command in ("hello", "ismaster") and "zlib" in request.doc.get(
+            "compression", []
+        ):
+            body = _with_zlib(opcode, body)
+        if response_to in conn._compressed:
+            conn._compressed.discard(response_to)
+            packed = _zlib_compress(body)
+            self.compressed.replies += 1
+            self.compressed.reply_bytes += len(body)
+            self.compressed.largest_reply = max(self.compressed.largest_reply, len(body))
+            body = _COMPRESSION.pack(opcode, len(body), _ZLIB) + packed
+            opcode = _OP_COMPRESSED
+        return _HEADER.pack(16 + len(body), request_id, response_to, opcode), body
+
     async def _read_message(self, reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
         header = await reader.readexactly(16)
         length = _HEADER.unpack(header)[0]
@@ -419,7 +475,19 @@ class FaultProxy:
     ) -> None:
         while True:
             header, body = await self._read_message(reader)
-            _, request_id, _, opcode = _HEADER.unpack(header)
+            _, request_id, response_to, opcode = _HEADER.unpack(header)
+            if opcode == _OP_COMPRESSED and self.compression:
+                opcode, size, compressor = _COMPRESSION.unpack_from(body)
+                if compressor != _ZLIB:
+                    raise ValueError(f"compressor {compressor} is not zlib")
+                body = _zlib_decompress(body[_COMPRESSION.size :])
+                if len(body) != size:
+                    raise ValueError(f"decompressed {len(body)} bytes, announced {size}")
+                header = _HEADER.pack(16 + size, request_id, response_to, opcode)
+                conn._compressed.add(request_id)
+                self.compressed.requests += 1
+                self.compressed.request_bytes += size
+                self.compressed.largest_request = max(self.compressed.largest_request, size)
             request = Request(conn.id, request_id, opcode, _command_name(opcode, body), body)
             self.requests.append(request)
             conn.requests += 1
@@ -452,6 +520,8 @@ class FaultProxy:
                         cut = rule
                 if self._blackhole:
                     continue
+                if self.compression and request is not None:
+                    header, body = self._compressing(conn, request, header, body)
                 data = header + body
                 if cut is not None:
                     data = data[: cut.after_bytes]
@@ -467,3 +537,18 @@ class FaultProxy:
             pass
         finally:
             self._close(conn)
+
+
+def _with_zlib(opcode: int, body: bytes) -> bytes:
+    """A handshake reply (OP_REPLY or OP_MSG) with ``compression: ["zlib"]`` added."""
+    if opcode == _OP_REPLY:
+        # responseFlags, cursorID, startingFrom, numberReturned, then the document.
+        start = 20
+    elif opcode == _OP_MSG:
+        start = 5  # flagBits, section kind 0
+    else:
+        return body
+    length = struct.unpack_from("<i", body, start)[0]
+    doc = bson.decode(body[start : start + length])
+    doc["compression"] = ["zlib"]
+    return body[:start] + bson.encode(doc) + body[start + length :]

@@ -14,8 +14,11 @@ import copy
 import datetime
 import mmap
 import pickle
+import random
+import string
 import threading
 import uuid
+import zlib
 from collections import deque
 from typing import Any
 
@@ -33,6 +36,7 @@ from motor.green import bulk as green_bulk
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
 from motor.green.socket import GreenSocket
+from test.faultproxy import FaultProxy
 from test.framework import Framework, loop_turns
 
 
@@ -552,3 +556,70 @@ async def test_a_cancelled_threaded_insert_many_still_completes(fw: Framework, s
         await asyncio.sleep(0.01)
     assert await coll.count_documents({}) == 3000
     assert len(await coll.distinct("i")) == 3000
+
+
+async def test_wire_compression_of_large_messages_leaves_the_loop_s_thread(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ``compressors="zlib"`` (through a proxy that speaks zlib to the client, for
+    servers that do not), a message of at least ``COMPRESS_OFF_LOOP_BYTES`` is compressed
+    in a worker thread, and a reply of at least ``DECOMPRESS_OFF_LOOP_BYTES`` decompressed
+    there: zlib takes about 30 ms of CPU to compress this 1 MB document, in one C call.
+    Small messages stay on the loop's thread.  The results are PyMongo's."""
+    compressed_on: list[tuple[int, int]] = []  # (thread, uncompressed bytes)
+    decompressed_on: list[tuple[int, int]] = []
+    real_compress, real_decompressobj = zlib.compress, zlib.decompressobj
+
+    def compress(data: Any, *args: Any) -> bytes:
+        compressed_on.append((threading.get_ident(), len(data)))
+        return real_compress(data, *args)
+
+    class Decompressor:
+        def __init__(self, *args: Any) -> None:
+            self._real = real_decompressobj(*args)
+
+        def decompress(self, data: Any, max_length: int = 0) -> bytes:
+            out = self._real.decompress(data, max_length)
+            decompressed_on.append((threading.get_ident(), len(out)))
+            return out
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._real, name)
+
+    monkeypatch.setattr(zlib, "compress", compress)
+    monkeypatch.setattr(zlib, "decompressobj", Decompressor)
+    rng = random.Random(20261202)
+    document = {"_id": 1, "text": "".join(rng.choices(string.ascii_letters, k=1_000_000))}
+    loop_thread = threading.get_ident()
+    with FaultProxy((server.host, server.port), compression=True) as proxy:
+        client = fw.client(proxy.uri, compressors="zlib")
+        coll = client.motor_test[f"compressed_{fw.name}"]
+        await coll.drop()
+        await fw.probe.settle()
+        await coll.insert_one(document)
+        found = await coll.find_one({"_id": 1})
+        driver, slice_ = fw.probe.max_driver, fw.probe.max_slice
+
+        def sync_find() -> Any:
+            with pymongo.MongoClient(proxy.uri, compressors="zlib") as sync:  # type: pymongo.MongoClient[Any]
+                return sync.motor_test[coll.name].find_one({"_id": 1})
+
+        sync_found = await asyncio.to_thread(sync_find)
+        await coll.drop()
+        counts = proxy.compressed
+    with fw.probe.uncounted():  # the test's comparison, not the driver's
+        assert found == sync_found == document
+    # Compression was on, both ways, for the large document.
+    assert counts.largest_request > 1_000_000 and counts.largest_reply > 1_000_000, counts
+    large = green_pool.COMPRESS_OFF_LOOP_BYTES
+    assert any(size > 1_000_000 for _, size in compressed_on), compressed_on
+    assert all(thread != loop_thread for thread, size in compressed_on if size >= large)
+    assert any(thread == loop_thread for thread, size in compressed_on if size < large)
+    assert any(size > 1_000_000 for _, size in decompressed_on), decompressed_on
+    assert all(
+        thread != loop_thread
+        for thread, size in decompressed_on
+        if size >= green_pool.DECOMPRESS_OFF_LOOP_BYTES
+    ), decompressed_on
+    # The child's longest run: encoding and decoding the document, not compressing it.
+    assert driver < 0.010, (driver, slice_)
