@@ -20,6 +20,7 @@ from typing import Any
 import pymongo.message
 import pymongo.pool_shared
 import pymongo.synchronous.auth
+import pymongo.synchronous.auth_oidc
 import pymongo.synchronous.pool
 import pytest
 from pymongo.errors import AutoReconnect, ConfigurationError
@@ -811,6 +812,9 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(pymongo.network_layer, "receive_data", receive_data)
     monkeypatch.setattr(pymongo.synchronous.auth, "hashlib", types.SimpleNamespace())
     monkeypatch.setattr(pymongo.message, "_op_msg_compressed", lambda *args: None)
+    monkeypatch.setattr(
+        pymongo.synchronous.auth_oidc._OIDCAuthenticator, "_get_access_token", lambda self: None
+    )
     problems = green_pool.check_pymongo_internals()
     assert any("_configured_socket_interface is missing" in p for p in problems), problems
     assert any("tested with 4.20.x" in p for p in problems), problems
@@ -818,6 +822,7 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
     assert any("network_layer.receive_data changed" in p for p in problems), problems
     assert any("hashlib.pbkdf2_hmac" in p for p in problems), problems
     assert any("_compress(operation, data, ctx)" in p for p in problems), problems
+    assert any("_get_access_token" in p for p in problems), problems
 
 
 def test_seam_is_installed() -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import dataclasses
 import functools
 import hashlib
@@ -43,6 +44,7 @@ import socket
 import ssl
 import struct
 import threading
+import time
 import traceback
 import urllib.parse
 import uuid
@@ -50,9 +52,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import bson
 import pymongo
 import pytest
 from bson.errors import InvalidDocument
+from pymongo.auth_oidc import OIDCCallback, OIDCCallbackContext, OIDCCallbackResult
 from pymongo.errors import (
     AutoReconnect,
     ConfigurationError,
@@ -1198,6 +1202,80 @@ async def test_scram_derives_the_salted_password_off_the_loop_s_thread(
 
     assert await in_thread(sync_find) == derived_on[-1]
     assert len(derived_on) == 3
+    assert fw.probe.max_driver < MAX_STALL, fw.probe.max_driver
+
+
+class TokenCallback(OIDCCallback):
+    """A MONGODB-OIDC token callback that blocks for a while, as an HTTP request for a token
+    does, and records the threads it ran on."""
+
+    def __init__(self) -> None:
+        self.threads: list[int] = []
+
+    def fetch(self, context: OIDCCallbackContext) -> OIDCCallbackResult:
+        self.threads.append(threading.get_ident())
+        time.sleep(0.05)
+        return OIDCCallbackResult(access_token=f"token-{len(self.threads)}")
+
+
+def oidc_server(mockup: Callable[..., Any]) -> tuple[Any, list[tuple[str, Any]]]:
+    """A MockupDB server that accepts any MONGODB-OIDC token, and the commands it got
+    (name, and the decoded payload of a saslStart) other than handshakes."""
+    server = mockup()
+    commands: list[tuple[str, Any]] = []
+
+    def respond(request: Any) -> bool:
+        name = request.command_name
+        if name == "saslStart":
+            commands.append((name, bson.decode(request.doc["payload"])))
+            return bool(request.ok(done=True, conversationId=1, payload=b""))
+        if name == "find":
+            commands.append((name, None))
+            cursor = {"id": 0, "ns": "db.coll", "firstBatch": [{"_id": 1}]}
+            return bool(request.ok(cursor=cursor))
+        return False
+
+    server.autoresponds(respond)
+    return server, commands
+
+
+async def test_oidc_token_callback_runs_off_the_loop_s_thread(
+    fw: Framework, mockup: Callable[..., Any]
+) -> None:
+    """MONGODB-OIDC: the token callback (an HTTP request for the built-in Azure and GCP
+    environments, and usually for an application's own) runs in a worker thread while the
+    operations wait, as ``AsyncMongoClient`` runs it, and so does PyMongo's wait between
+    two callback calls.  Operations starting together on new connections get one call;
+    the conversation is sync PyMongo's."""
+    server, commands = oidc_server(mockup)
+    callback = TokenCallback()
+    options: dict[str, Any] = {
+        "authMechanism": "MONGODB-OIDC",
+        "authMechanismProperties": {"OIDC_CALLBACK": callback},
+    }
+    client = fw.client(server.uri, **options)
+    docs = await asyncio.gather(*(client.db.coll.find_one() for _ in range(4)))
+    assert docs == [{"_id": 1}] * 4
+    assert len(callback.threads) == 1, callback.threads
+    assert threading.get_ident() not in callback.threads
+
+    sync_server, sync_commands = oidc_server(mockup)
+    sync_callback = TokenCallback()
+
+    def sync_side() -> list[Any]:
+        sync_options = {**options, "authMechanismProperties": {"OIDC_CALLBACK": sync_callback}}
+        with pymongo.MongoClient(sync_server.uri, **sync_options) as sync_client:  # type: pymongo.MongoClient[Any]
+            with concurrent.futures.ThreadPoolExecutor(4) as pool:
+                return list(pool.map(lambda _: sync_client.db.coll.find_one(), range(4)))
+
+    assert await in_thread(sync_side) == docs
+    assert len(sync_callback.threads) == 1
+    # Each new connection authenticated with the one token (how many connections the
+    # four operations opened depends on timing, for both drivers).
+    expected = [("saslStart", {"jwt": "token-1"}), ("find", None)]
+    for recorded in (commands, sync_commands):
+        assert expected[0] in recorded and all(entry in expected for entry in recorded)
+        assert recorded.count(expected[1]) == 4, recorded
     assert fw.probe.max_driver < MAX_STALL, fw.probe.max_driver
 
 

@@ -34,6 +34,12 @@ What it changes, and nothing else:
   5-7 ms of CPU in one C call, made whenever a client first authenticates and on every
   attempt with a wrong password) runs in the loop's default executor when called from a
   child, which parks meanwhile; ``hashlib`` releases the GIL while it derives the key.
+* ``_OIDCAuthenticator._get_access_token`` in ``pymongo.synchronous.auth_oidc`` (MONGODB-OIDC:
+  under the authenticator's lock, waits out the minimum time between two callback calls
+  with ``time.sleep`` and calls the application's or PyMongo's token callback, which
+  makes HTTP requests for the built-in Azure and GCP environments) runs in the loop's
+  default executor when a child calls it without a cached token, as
+  ``AsyncMongoClient`` runs the callback; with a token it returns it at once.
 * ``pymongo.message._compress`` (wire compression of every message sent on a compressed
   connection) is :func:`_green_compress`: in a child, a message of at least
   :data:`COMPRESS_OFF_LOOP_BYTES` is compressed in the loop's default executor; and
@@ -95,6 +101,7 @@ import pymongo.network_layer
 import pymongo.pool_options
 import pymongo.pool_shared
 import pymongo.synchronous.auth
+import pymongo.synchronous.auth_oidc
 import pymongo.synchronous.client_session
 import pymongo.synchronous.command_cursor
 import pymongo.synchronous.cursor
@@ -359,8 +366,10 @@ REUSED_BUFFER_SHRINK = 32
 # mongocryptd's plain client) and sleep between KMS retries.
 _encryption_io: Any = pymongo.synchronous.encryption._EncryptionIO
 _ENCRYPTION_IO_OFF_THE_LOOP = ("kms_request", "mark_command")
-# Authentication: SCRAM derives its salted password with hashlib.pbkdf2_hmac.
+# Authentication: SCRAM derives its salted password with hashlib.pbkdf2_hmac; MONGODB-OIDC
+# gets its token from a callback.
 _auth: Any = pymongo.synchronous.auth
+_oidc_authenticator: Any = pymongo.synchronous.auth_oidc._OIDCAuthenticator
 _original_receive_message: Any = None
 
 # PyMongo's reply reading: header layout, reply parsers, cancellation slice.
@@ -1066,6 +1075,22 @@ def _green_compress(operation: int, data: bytes, ctx: Any) -> tuple[int, bytes]:
     return _original_compress(operation, data, ctx)  # type: ignore[no-any-return]
 
 
+def _green_get_access_token(original: Any) -> Any:
+    """MONGODB-OIDC's ``_get_access_token``: with a cached token, PyMongo's method, which
+    returns it; otherwise PyMongo's method off the loop's thread (:func:`_off_the_loop`),
+    where its lock, its ``time.sleep`` and the token callback may block."""
+    off_the_loop = _off_the_loop(original)
+
+    @functools.wraps(original)
+    def get_access_token(self: Any) -> Any:
+        if self.access_token:
+            return original(self)
+        return off_the_loop(self)
+
+    get_access_token.motor_green = True  # type: ignore[attr-defined]
+    return get_access_token
+
+
 def _pbkdf2_hmac(*args: Any, **kwargs: Any) -> bytes:
     # Looked up on every call, so that a test may watch hashlib's function.
     return hashlib.pbkdf2_hmac(*args, **kwargs)
@@ -1387,6 +1412,14 @@ def check_pymongo_internals() -> list[str]:
         and all(step is not None and "_compress" in step.__code__.co_names for step in compressing),
         "pymongo.message no longer compresses messages with _compress(operation, data, ctx)",
     )
+    get_token = getattr(_oidc_authenticator, "_get_access_token", None)
+    get_token = getattr(get_token, "__wrapped__", get_token)
+    need(
+        get_token is not None
+        and {"fetch", "lock", "access_token"} <= set(get_token.__code__.co_names),
+        "pymongo.synchronous.auth_oidc._OIDCAuthenticator._get_access_token no longer calls "
+        "the token callback under its lock",
+    )
     scram = getattr(_auth, "_authenticate_scram", None)
     need(
         getattr(_auth, "hashlib", None) in (hashlib, _GREEN_HASHLIB)
@@ -1526,6 +1559,9 @@ def install() -> None:
         if not getattr(method, "motor_green", False):
             setattr(_encryption_io, name, _off_the_loop(method))
     _auth.hashlib = _GREEN_HASHLIB
+    current = _oidc_authenticator._get_access_token
+    if not getattr(current, "motor_green", False):
+        _oidc_authenticator._get_access_token = _green_get_access_token(current)
     current = pymongo.message._compress
     if current is not _green_compress:
         _original_compress = current
