@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import struct
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from bson import SON, Binary, ObjectId
 from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from bson.raw_bson import RawBSONDocument
+from pymongo.compression_support import ZlibContext
 from pymongo.errors import DocumentTooLarge
 
 from motor.green import hub as hub_module
@@ -199,6 +202,42 @@ def test_through_pymongo_s_op_msg(in_child: None) -> None:
         DEFAULT_CODEC_OPTIONS,
     )
     _same_message(got, expected)
+
+
+class _Reversing:
+    # A compression context of another compressor than zlib.
+    compressor_id = 3
+
+    @staticmethod
+    def compress(data: bytes) -> bytes:
+        return bytes(data)[::-1]
+
+
+@pytest.mark.parametrize(
+    "ctx",
+    [ZlibContext(-1), ZlibContext(1), _Reversing()],
+    ids=["zlib", "zlib level 1", "another compressor"],
+)
+@pytest.mark.parametrize("value", [ASCII, UNICODE, BLOB], ids=["ascii", "unicode", "bytes"])
+def test_a_spliced_message_compresses_to_pymongo_s(in_child: None, ctx: Any, value: Any) -> None:
+    # On a compressed connection: PyMongo's compressed message but for the request id,
+    # and, for zlib, the same message once decompressed (a stream compressed in pieces
+    # is not byte for byte the one-shot compression of the same bytes).
+    command = {"insert": "c", "ordered": True, "$db": "db"}
+    docs = [{"_id": 1, "pad": value, "n": 1}]
+    expected = splice._original_compressed(
+        0, command, "documents", docs, DEFAULT_CODEC_OPTIONS, ctx
+    )
+    spliced = splice._spliced(0, command, "documents", docs, DEFAULT_CODEC_OPTIONS, [(0, "pad")])
+    request_id, got = splice.compress_pieces(spliced[1], ctx)
+    assert got[4:8] == request_id.to_bytes(4, "little", signed=True)
+    assert got[8:25] == expected[1][8:25]  # header but its length, original opcode, size
+    if isinstance(ctx, ZlibContext):
+        assert zlib.decompress(got[25:]) == zlib.decompress(expected[1][25:])
+        assert struct.unpack_from("<i", got)[0] == len(got)
+    else:
+        assert got == expected[1][:4] + got[4:8] + expected[1][8:]
+    assert spliced[2:] == expected[2:]
 
 
 def test_an_ascii_string_is_encoded_as_it_is_sent(in_child: None) -> None:

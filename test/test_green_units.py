@@ -28,6 +28,7 @@ from pymongo.errors import AutoReconnect, ConfigurationError
 from motor.errors import WouldBlockError
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
+from motor.green import splice as green_splice
 from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
 from motor.green.sync import GreenCondition, GreenLock
@@ -811,7 +812,8 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(pymongo.network_layer, "receive_data", receive_data)
     monkeypatch.setattr(pymongo.synchronous.auth, "hashlib", types.SimpleNamespace())
-    monkeypatch.setattr(pymongo.message, "_op_msg_compressed", lambda *args: None)
+    monkeypatch.setattr(pymongo.message, "_batched_op_msg_compressed", lambda *args: None)
+    monkeypatch.setattr(green_splice, "_original_compressed", lambda *args: None)
     monkeypatch.setattr(
         pymongo.synchronous.auth_oidc._OIDCAuthenticator, "_get_access_token", lambda self: None
     )
@@ -822,6 +824,7 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
     assert any("network_layer.receive_data changed" in p for p in problems), problems
     assert any("hashlib.pbkdf2_hmac" in p for p in problems), problems
     assert any("_compress(operation, data, ctx)" in p for p in problems), problems
+    assert any("_op_msg_compressed's message changed" in p for p in problems), problems
     assert any("_get_access_token" in p for p in problems), problems
 
 

@@ -562,64 +562,86 @@ async def test_wire_compression_of_large_messages_leaves_the_loop_s_thread(
     fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With ``compressors="zlib"`` (through a proxy that speaks zlib to the client, for
-    servers that do not), a message of at least ``COMPRESS_OFF_LOOP_BYTES`` is compressed
-    in a worker thread, and a reply of at least ``DECOMPRESS_OFF_LOOP_BYTES`` decompressed
-    there: zlib takes about 30 ms of CPU to compress this 1 MB document, in one C call.
-    Small messages stay on the loop's thread.  The results are PyMongo's."""
+    servers that do not), large messages are compressed, and large replies decompressed,
+    in a worker thread: zlib takes about 30 ms of CPU to compress a 1 MB string of random
+    letters, in one C call.  An insert whose large string is spliced (see
+    ``motor.green.splice``) is compressed piece by piece (``zlib.compressobj``), without
+    being encoded on the loop's thread; any other message of at least
+    ``COMPRESS_OFF_LOOP_BYTES`` (an array of 50,000 integers) by PyMongo's compressor.
+    Small messages stay on the loop's thread.  The documents are PyMongo's."""
+    loop_thread = threading.get_ident()
     compressed_on: list[tuple[int, int]] = []  # (thread, uncompressed bytes)
+    streamed_on: list[tuple[int, int]] = []
     decompressed_on: list[tuple[int, int]] = []
-    real_compress, real_decompressobj = zlib.compress, zlib.decompressobj
+    real_compress, real_compressobj = zlib.compress, zlib.compressobj
+    real_decompressobj = zlib.decompressobj
 
     def compress(data: Any, *args: Any) -> bytes:
         compressed_on.append((threading.get_ident(), len(data)))
         return real_compress(data, *args)
 
-    class Decompressor:
-        def __init__(self, *args: Any) -> None:
-            self._real = real_decompressobj(*args)
+    class Watched:
+        def __init__(self, real: Any, calls: list[tuple[int, int]], decompress: bool) -> None:
+            self._real, self._calls, self._decompress = real, calls, decompress
+
+        def compress(self, data: Any) -> bytes:
+            self._calls.append((threading.get_ident(), len(data)))
+            return bytes(self._real.compress(data))
 
         def decompress(self, data: Any, max_length: int = 0) -> bytes:
             out = self._real.decompress(data, max_length)
-            decompressed_on.append((threading.get_ident(), len(out)))
-            return out
+            self._calls.append((threading.get_ident(), len(out)))
+            return bytes(out)
 
         def __getattr__(self, name: str) -> Any:
             return getattr(self._real, name)
 
-    monkeypatch.setattr(zlib, "compress", compress)
-    monkeypatch.setattr(zlib, "decompressobj", Decompressor)
     rng = random.Random(20261202)
-    document = {"_id": 1, "text": "".join(rng.choices(string.ascii_letters, k=1_000_000))}
-    loop_thread = threading.get_ident()
+    text = {"_id": 1, "text": "".join(rng.choices(string.ascii_letters, k=1_000_000))}
+    array = {"_id": 2, "a": list(range(50_000))}
     with FaultProxy((server.host, server.port), compression=True) as proxy:
         client = fw.client(proxy.uri, compressors="zlib")
         coll = client.motor_test[f"compressed_{fw.name}"]
         await coll.drop()
+        # Watched from here (the first client of a process checks PyMongo's compressor).
+        monkeypatch.setattr(zlib, "compress", compress)
+        monkeypatch.setattr(
+            zlib, "compressobj", lambda *a: Watched(real_compressobj(*a), streamed_on, False)
+        )
+        monkeypatch.setattr(
+            zlib,
+            "decompressobj",
+            lambda *a: Watched(real_decompressobj(*a), decompressed_on, True),
+        )
         await fw.probe.settle()
-        await coll.insert_one(document)
-        found = await coll.find_one({"_id": 1})
+        await coll.insert_one(text)
+        await coll.insert_one(array)
+        found = await coll.find({}, sort=[("_id", 1)]).to_list()
         driver, slice_ = fw.probe.max_driver, fw.probe.max_slice
 
         def sync_find() -> Any:
             with pymongo.MongoClient(proxy.uri, compressors="zlib") as sync:  # type: pymongo.MongoClient[Any]
-                return sync.motor_test[coll.name].find_one({"_id": 1})
+                return sync.motor_test[coll.name].find({}, sort=[("_id", 1)]).to_list()
 
         sync_found = await asyncio.to_thread(sync_find)
         await coll.drop()
         counts = proxy.compressed
     with fw.probe.uncounted():  # the test's comparison, not the driver's
-        assert found == sync_found == document
-    # Compression was on, both ways, for the large document.
+        assert found == sync_found == [text, array]
+    # Compression was on, both ways, for the large messages.
     assert counts.largest_request > 1_000_000 and counts.largest_reply > 1_000_000, counts
+
+    def off_loop(calls: list[tuple[int, int]], at_least: int) -> bool:
+        large = [thread for thread, size in calls if size >= at_least]
+        return bool(large) and loop_thread not in large
+
     large = green_pool.COMPRESS_OFF_LOOP_BYTES
-    assert any(size > 1_000_000 for _, size in compressed_on), compressed_on
-    assert all(thread != loop_thread for thread, size in compressed_on if size >= large)
+    # The spliced insert: its pieces, the string's among them, fed to zlib off the loop.
+    assert sum(size for thread, size in streamed_on if thread != loop_thread) > 1_000_000
+    assert all(thread != loop_thread for thread, _ in streamed_on), streamed_on
+    # The array's insert: PyMongo's compressor, off the loop; small commands on it.
+    assert off_loop(compressed_on, large), compressed_on
     assert any(thread == loop_thread for thread, size in compressed_on if size < large)
-    assert any(size > 1_000_000 for _, size in decompressed_on), decompressed_on
-    assert all(
-        thread != loop_thread
-        for thread, size in decompressed_on
-        if size >= green_pool.DECOMPRESS_OFF_LOOP_BYTES
-    ), decompressed_on
-    # The child's longest run: encoding and decoding the document, not compressing it.
+    assert off_loop(decompressed_on, green_pool.DECOMPRESS_OFF_LOOP_BYTES), decompressed_on
+    # The child's longest run: encoding and decoding the documents, not compressing them.
     assert driver < 0.010, (driver, slice_)

@@ -1395,13 +1395,10 @@ def check_pymongo_internals() -> list[str]:
             callable(getattr(_encryption_io, name, None)),
             f"pymongo.synchronous.encryption._EncryptionIO.{name} is missing",
         )
-    compressing = [
+    # (PyMongo's _op_msg_compressed: the splicer's replaces it, see motor.green.splice.)
+    compressing = [_splice._original_compressed] + [
         getattr(pymongo.message, name, None)
-        for name in (
-            "_op_msg_compressed",
-            "_batched_op_msg_compressed",
-            "_client_batched_op_msg_compressed",
-        )
+        for name in ("_batched_op_msg_compressed", "_client_batched_op_msg_compressed")
     ]
     compress = getattr(pymongo.message, "_compress", None)
     if compress is _green_compress:

@@ -24,8 +24,15 @@ value: in inserted documents (``insert_one``), and in an update's replacement do
 update operators or pipeline (``replace_one``, ``update_one`` with ``$set``), at the top
 level and in embedded documents and arrays (plain ``dict`` and ``list``), at most
 :data:`MAX_DEPTH` levels down and :data:`VISIT_LIMIT` values per document.  Anything else
-(values past those limits, compressed connections, a value PyMongo's encoder would refuse,
-PyMongo outside a child) is encoded by PyMongo as usual.
+(values past those limits, a value PyMongo's encoder would refuse, PyMongo outside a child,
+bulk writes on compressed connections) is encoded by PyMongo as usual.
+
+On a compressed connection (``compressors=``), PyMongo's ``_op_msg_compressed`` is
+:func:`green_op_msg_compressed`: in a child, a command with large values is spliced the
+same way, and its pieces are compressed in the loop's default executor, zlib's one at a
+time (:func:`compress_pieces`: ``zlib`` releases the GIL while it compresses, so the loop
+runs throughout), another compressor's joined first.  The server receives an
+``OP_COMPRESSED`` message whose content is PyMongo's message.
 
 Bulk writes (``insert_many``, ``bulk_write``) splice their commands' large values the same
 way, in a child or in a worker thread, through :func:`batch_command`, which
@@ -38,9 +45,11 @@ from __future__ import annotations
 
 import os
 import struct
+import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import pymongo.compression_support
 import pymongo.errors
 import pymongo.message
 import pymongo.synchronous.pool
@@ -57,7 +66,9 @@ __all__ = [
     "STR_SLICE",
     "SplicedMessage",
     "check_pymongo_internals",
+    "compress_pieces",
     "green_op_msg",
+    "green_op_msg_compressed",
     "install",
 ]
 
@@ -80,8 +91,10 @@ _PACK_INT32_INTO = _INT32.pack_into
 # OP_MSG: 16-byte header, 4 bytes of flags, then section kind 0 and the command document.
 _COMMAND_AT = 21
 
-# PyMongo's encoder (its C extension's when built).
+# PyMongo's encoder (its C extension's when built), and its compressed counterpart.
 _original: Any = pymongo.message._op_msg_uncompressed
+_original_compressed: Any = pymongo.message._op_msg_compressed
+_HEADER_BYTES = 16
 # The types of the values spliced in (the old binary subtype excepted).
 _VALUE_TYPES = frozenset((str, bytes, Binary))
 # The types of the embedded documents and arrays looked in.
@@ -183,31 +196,91 @@ def _large_paths(identifier: str, docs: Any) -> list[tuple[Any, ...]]:
 def green_op_msg(flags: int, command: Any, identifier: str, docs: Any, opts: Any) -> Any:
     """PyMongo's ``_op_msg_uncompressed``: a :class:`SplicedMessage` for a command
     with large values, sent by a child; PyMongo's encoding of anything else."""
-    if identifier:
-        if identifier == "documents":
-            # An insert's plain documents are checked here, at a few type checks a value:
-            # a large top-level value, or an embedded document or array to look in.
-            for document in docs:
-                if type(document) is dict:
-                    for value in document.values():
-                        kind = type(value)
-                        if kind in _CONTAINER_TYPES or (
-                            kind in _VALUE_TYPES and len(value) >= LARGE_VALUE_BYTES
-                        ):
-                            break
-                    else:
-                        continue
-                break
-            else:
-                return _original(flags, command, identifier, docs, opts)
-        if isinstance(_getcurrent(), Child):
+    if identifier and _may_splice(identifier, docs) and isinstance(_getcurrent(), Child):
+        paths = _large_paths(identifier, docs)
+        if paths:
+            try:
+                return _spliced(flags, command, identifier, docs, opts, paths)
+            except _NotSpliced:
+                pass
+    return _original(flags, command, identifier, docs, opts)
+
+
+def green_op_msg_compressed(
+    flags: int, command: Any, identifier: str, docs: Any, opts: Any, ctx: Any
+) -> Any:
+    """PyMongo's ``_op_msg_compressed``: for a command with large values sent by a child,
+    the spliced message compressed in the loop's default executor
+    (:func:`compress_pieces`); PyMongo's compressed message for anything else."""
+    if identifier and _may_splice(identifier, docs):
+        current = _getcurrent()
+        if isinstance(current, Child):
             paths = _large_paths(identifier, docs)
             if paths:
                 try:
-                    return _spliced(flags, command, identifier, docs, opts, paths)
+                    _, spliced, total_size, max_doc_size = _spliced(
+                        flags, command, identifier, docs, opts, paths
+                    )
                 except _NotSpliced:
                     pass
-    return _original(flags, command, identifier, docs, opts)
+                else:
+                    hub = current.hub
+                    request_id, message = hub.wait_future(
+                        hub.loop.run_in_executor(None, compress_pieces, spliced, ctx)
+                    )
+                    return request_id, message, total_size, max_doc_size
+    return _original_compressed(flags, command, identifier, docs, opts, ctx)
+
+
+def compress_pieces(message: SplicedMessage, ctx: Any) -> tuple[int, bytes]:
+    """``message`` (an OP_MSG) as an ``OP_COMPRESSED`` message compressed by ``ctx``, a
+    PyMongo compression context, with a new request id: what PyMongo's ``_compress``
+    makes of the joined message.  zlib compresses the pieces one at a time."""
+    size = len(message) - _HEADER_BYTES
+    if type(ctx) is pymongo.compression_support.ZlibContext:
+        compressor = zlib.compressobj(ctx.level)
+        out = []
+        skip = _HEADER_BYTES
+        for chunk in message.chunks():
+            if skip:
+                taken = min(skip, len(chunk))
+                skip -= taken
+                chunk = memoryview(chunk)[taken:]
+            out.append(compressor.compress(chunk))
+        out.append(compressor.flush())
+        compressed = b"".join(out)
+    else:
+        compressed = ctx.compress(bytes(message)[_HEADER_BYTES:])
+    request_id = pymongo.message._randint()
+    header = pymongo.message._pack_compression_header(
+        pymongo.message._COMPRESSION_HEADER_SIZE + len(compressed),
+        request_id,
+        0,
+        2012,
+        2013,
+        size,
+        ctx.compressor_id,
+    )
+    return request_id, header + compressed
+
+
+def _may_splice(identifier: str, docs: Any) -> bool:
+    # Whether a command's documents may hold large values, at a few type checks a value:
+    # for an insert's plain documents, a large top-level value, or an embedded document
+    # or array to look in; any update.
+    if identifier == "documents":
+        for document in docs:
+            if type(document) is dict:
+                for value in document.values():
+                    kind = type(value)
+                    if kind in _CONTAINER_TYPES or (
+                        kind in _VALUE_TYPES and len(value) >= LARGE_VALUE_BYTES
+                    ):
+                        return True
+            else:
+                return True
+        return False
+    return True
 
 
 def _placeholder(value: Any, number: int) -> tuple[Any, bytes]:
@@ -502,8 +575,18 @@ def check_pymongo_internals() -> list[str]:
     nothing): where ``_op_msg`` encodes and a connection sends, and the layout of the
     message, checked by splicing a small one."""
     problems: list[str] = []
-    if "_op_msg_uncompressed" not in pymongo.message._op_msg.__code__.co_names:
-        problems.append("pymongo.message._op_msg no longer encodes with _op_msg_uncompressed")
+    if not {"_op_msg_uncompressed", "_op_msg_compressed"} <= set(
+        pymongo.message._op_msg.__code__.co_names
+    ):
+        problems.append(
+            "pymongo.message._op_msg no longer encodes with _op_msg_uncompressed and "
+            "_op_msg_compressed"
+        )
+    if (
+        not {"_op_msg_no_header", "_compress"} <= set(_original_compressed.__code__.co_names)
+        or not _compresses_as_pymongo()
+    ):
+        problems.append("pymongo.message._op_msg_compressed's message changed")
     connection: Any = pymongo.synchronous.pool.Connection
     if "sendall" not in connection.send_message.__code__.co_names or not callable(
         getattr(pymongo.synchronous.pool, "sendall", None)
@@ -526,6 +609,28 @@ def check_pymongo_internals() -> list[str]:
     if not _bulk_splices(document):
         problems.append("pymongo.message._do_batched_op_msg's message or limits changed")
     return problems
+
+
+def _compresses_as_pymongo() -> bool:
+    # compress_pieces makes PyMongo's compressed message of a spliced message: the same
+    # header but for the request id, and the same content once decompressed.
+    document = {"_id": 1, "s": "spliced" * 10, "b": b"bytes"}
+    command = {"insert": "c", "ordered": True, "$db": "db"}
+    ctx = pymongo.compression_support.ZlibContext(-1)
+    try:
+        _, expected, _, _ = _original_compressed(
+            0, command, "documents", [document], DEFAULT_CODEC_OPTIONS, ctx
+        )
+        _, spliced, _, _ = _spliced(
+            0, command, "documents", [document], DEFAULT_CODEC_OPTIONS, [(0, "s"), (0, "b")]
+        )
+        _, got = compress_pieces(spliced, ctx)
+        return bool(
+            got[:4] + got[8:25] == expected[:4] + expected[8:25]
+            and zlib.decompress(got[25:]) == zlib.decompress(expected[25:])
+        )
+    except Exception:
+        return False
 
 
 _BULK_CONTEXT: Any = pymongo.message._BulkWriteContext
@@ -582,9 +687,14 @@ def _bulk_splices(document: dict[str, Any]) -> bool:
 
 
 def install(message_module: Any) -> None:
-    """Install :func:`green_op_msg` as ``message_module._op_msg_uncompressed``."""
-    global _original
+    """Install :func:`green_op_msg` as ``message_module._op_msg_uncompressed`` and
+    :func:`green_op_msg_compressed` as ``message_module._op_msg_compressed``."""
+    global _original, _original_compressed
     current = message_module._op_msg_uncompressed
     if current is not green_op_msg:
         _original = current
         message_module._op_msg_uncompressed = green_op_msg
+    current = message_module._op_msg_compressed
+    if current is not green_op_msg_compressed:
+        _original_compressed = current
+        message_module._op_msg_compressed = green_op_msg_compressed
