@@ -33,6 +33,11 @@ tell the driver's stalls from the interpreter's collections.
 
 Servers: the canned-reply Go server (``bench/cannedserver``) and FerretDB
 (``--ferretdb-uri``, ``MOTOR_BENCH_FERRETDB_URI``, or launched with ``test.server``).
+With ``--compressors zlib`` every client asks for wire compression, and FerretDB (which has
+none) is reached through the test suite's fault proxy speaking zlib to the clients
+(``test/faultproxy.py``, in a thread of this process): the big-data workloads then measure
+the stalls of compressing and decompressing large messages.  mongojet takes no
+``compressors`` option and is left out then.
 
 Repetitions are interleaved: every repetition runs every workload on every client,
 rotating the client order, so drift of the machine is shared.  The report is a table
@@ -45,6 +50,8 @@ Usage (from the repository root, with the project's virtualenv)::
     .venv/bin/python bench/compare.py --quick                 # about 10 minutes
     .venv/bin/python bench/compare.py --json compare.json     # about an hour
     .venv/bin/python bench/compare.py --profile               # cProfile of this asyncio
+    .venv/bin/python bench/compare.py --no-canned --compressors zlib \
+        --workloads big_insert_one,big_find_one                # compressed big documents
 
 See ``bench/README.rst`` and ``doc/performance.rst`` for the method.
 """
@@ -398,6 +405,8 @@ class Target:
     client_cpus: list[int] | None = None
     #: Switch the canned server to busy-poll mode for one-at-a-time workloads.
     busy_poll: bool = False
+    #: Every client's options on this server.
+    options: dict[str, Any] = field(default_factory=lambda: dict(CLIENT_OPTIONS))
     _admin: Any = field(default=None, repr=False)
     _busy: bool = field(default=False, repr=False)
 
@@ -523,7 +532,7 @@ class Worker:
             "db": target.db,
             # Only this project's clients import motor from the checkout.
             "repo": client.repo or (str(REPO) if client.env == "dev" else None),
-            "options": CLIENT_OPTIONS,
+            "options": target.options,
             "small": target.collections["small"],
             "insert": target.collections["insert"],
         }
@@ -1081,25 +1090,44 @@ def canned_target(gomaxprocs: int, pin: bool = True, busy_poll: bool = True) -> 
 
 @contextlib.contextmanager
 def ferretdb_target(
-    uri: str | None, mode: Mode, big: Sequence[Workload] = ()
+    uri: str | None, mode: Mode, big: Sequence[Workload] = (), compressors: str | None = None
 ) -> Iterator[Target | None]:
     """Find or launch FerretDB, seed it for the ``with`` block, drop the data after.
 
-    With ``big`` workloads, their collections are seeded too.
+    With ``big`` workloads, their collections are seeded too.  With ``compressors``, the
+    clients reach it through a proxy that speaks wire compression to them (see the module
+    docstring).
     """
     server, note = ferretdb_server(uri)
     if server is None:
         _progress(f"FerretDB {note}")
         yield None
         return
+    proxy: Any = None
     try:
         _progress(f"seeding FerretDB ({server.description}){' with big data' if big else ''}")
         version = seed_ferretdb(server.uri, big)
         quick = mode.name == "quick"
+        description = f"{server.description}; reports version {version}"
+        target_uri = server.uri
+        options: dict[str, Any] = dict(CLIENT_OPTIONS)
+        if compressors:
+            if str(REPO) not in sys.path:
+                sys.path.insert(0, str(REPO))
+            from pymongo.uri_parser import parse_uri
+
+            from test.faultproxy import FaultProxy
+
+            address = parse_uri(server.uri)["nodelist"][0]
+            proxy = FaultProxy(address, compression=True).start()
+            target_uri = proxy.uri
+            options["compressors"] = compressors
+            description += f"; through a proxy compressing with {compressors}"
         target = Target(
             name="ferretdb",
-            description=f"{server.description}; reports version {version}",
-            uri=server.uri,
+            description=description,
+            uri=target_uri,
+            options=options,
             db=FERRET_DB,
             collections={name: name for name in LOGICAL},
             scale=0.5,
@@ -1113,6 +1141,8 @@ def ferretdb_target(
             with contextlib.suppress(Exception):
                 drop_ferretdb(server.uri)
     finally:
+        if proxy is not None:
+            proxy.stop()
         server.stop()
 
 
@@ -1781,6 +1811,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-canned", action="store_true", help="skip the canned server")
     parser.add_argument("--no-ferretdb", action="store_true", help="skip FerretDB")
     parser.add_argument(
+        "--compressors",
+        choices=["zlib"],
+        help="every client asks for this wire compression; FerretDB, which has none, is "
+        "reached through a proxy that speaks it to the clients (mongojet is left out)",
+    )
+    parser.add_argument(
         "--clients",
         help="comma-separated subset of: " + ", ".join(c.key for c in CLIENTS),
     )
@@ -1900,6 +1936,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     clients = _select(args.clients, CLIENT_BY_KEY, "client")
     if args.baseline:
         clients += baseline_clients(args.baseline)
+    compressed_note = ""
+    if args.compressors:
+        clients = [c for c in clients if c.kind != "mongojet"]
+        compressed_note = (
+            f"--compressors {args.compressors}: every client compresses, FerretDB is reached "
+            "through a compressing proxy; mongojet (no compressors option) is left out"
+        )
     known = dict(WORKLOAD_BY_KEY)
     if args.big_doc_bytes or args.many_docs or args.insert_many_docs:
         sized = big_workloads(
@@ -1918,7 +1961,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     pythons = {"dev": sys.executable}
     worker_env = {} if args.default_malloc else dict(TUNED_MALLOC)
     env["worker_env"] = worker_env
-    notes: list[str] = []
+    notes: list[str] = [compressed_note] if compressed_note else []
     envs = {c.env for c in clients}
     if args.profile:
         envs = {CLIENT_BY_KEY[args.profile_client].env}
@@ -1979,7 +2022,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.no_ferretdb:
         notes.append("FerretDB skipped (--no-ferretdb)")
     else:
-        with ferretdb_target(args.ferretdb_uri, mode, big) as ferretdb:
+        with ferretdb_target(args.ferretdb_uri, mode, big, args.compressors) as ferretdb:
             if ferretdb is None:
                 notes.append("FerretDB skipped: no server (see --ferretdb-uri)")
             else:
