@@ -196,7 +196,7 @@ async def test_call_from_another_thread(fw: Framework, server: Any) -> None:
 
     error = await in_thread(from_thread)
     assert isinstance(error, WrongThreadError), error
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 @pytest.mark.parametrize("framework", ["asyncio", "tornado"])
@@ -310,7 +310,7 @@ async def test_topology_properties_after_an_operation(fw: Framework, server: Any
         assert description.topology_type == sync_description.topology_type
         assert set(description.server_descriptions()) == set(sync_description.server_descriptions())
         await asyncio.sleep(0.005)  # let the probe tick
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_topology_properties_would_block_before_any_operation(fw: Framework) -> None:
@@ -335,7 +335,7 @@ async def test_topology_properties_would_block_before_any_operation(fw: Framewor
 
     expected = await in_thread(sync_answers)
     assert {n: getattr(client, n) for n in expected} == expected
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_aconnect(fw: Framework, server: Any) -> None:
@@ -352,7 +352,7 @@ async def test_aconnect(fw: Framework, server: Any) -> None:
         # right away, before anything else gives the monitor time).
         assert {n: getattr(client, n) for n in names} == expected
         assert await client.aconnect() is None  # again: harmless
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_client_option_properties(fw: Framework, server: Any) -> None:
@@ -446,7 +446,7 @@ async def test_driver_info_goes_into_every_handshake(fw: Framework, mockup: Any)
         assert fw.name.lower() in handshake["platform"].lower(), handshake
     with pytest.raises(TypeError, match="DriverInfo"):
         fw.client(server.uri, driver=("Foo", "1.1.1"))
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 def _stable_build_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -471,7 +471,7 @@ async def test_server_info(fw: Framework, server: Any) -> None:
                 fix=_stable_build_info,
             )
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_list_databases(fw: Framework, server: Any) -> None:
@@ -501,7 +501,7 @@ async def test_list_databases(fw: Framework, server: Any) -> None:
         for s in (session, session.delegate):
             assert await client.list_database_names(session=s) == names
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_drop_database(fw: Framework, server: Any) -> None:
@@ -526,7 +526,7 @@ async def test_drop_database(fw: Framework, server: Any) -> None:
         # Bad arguments fail as in sync PyMongo.
         await tw.same(lambda c: c.drop_database(5), on="client")
         await tw.same(lambda c: c.drop_database("bad name"), on="client")
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_get_database(fw: Framework, server: Any) -> None:
@@ -564,7 +564,7 @@ async def test_get_database(fw: Framework, server: Any) -> None:
         assert db.read_preference == ReadPreference.NEAREST
         await db.c.insert_one({"_id": 1})
         assert await tw.coll.find_one() == {"_id": 1}
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_start_session(fw: Framework, server: Any) -> None:
@@ -583,7 +583,7 @@ async def test_start_session(fw: Framework, server: Any) -> None:
     async with client.start_session() as third:
         assert_motor_class(fw, third, "ClientSession")
     assert third.has_ended
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------------------------------- databases
@@ -661,7 +661,7 @@ async def test_create_collection(fw: Framework, server: Any) -> None:
             )
         await session.end_session()
         await tw.same(lambda d: d.list_collection_names(), on="db", fix=sorted)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_list_collections(fw: Framework, server: Any) -> None:
@@ -704,7 +704,7 @@ async def test_list_collections(fw: Framework, server: Any) -> None:
                 session=s,
             )
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_drop_collection(fw: Framework, server: Any) -> None:
@@ -730,7 +730,7 @@ async def test_drop_collection(fw: Framework, server: Any) -> None:
         await tw.same(lambda d: d.drop_collection("never_existed"), on="db")
         await tw.same(lambda d: d.drop_collection(5), on="db")
         await tw.same(lambda d: d.drop_collection("$bad"), on="db")
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_validate_collection(fw: Framework, server: Any) -> None:
@@ -753,7 +753,7 @@ async def test_validate_collection(fw: Framework, server: Any) -> None:
         for s in (session, session.delegate):
             await tw.same(lambda d, s: d.validate_collection("c", session=s), on="db", session=s)
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_command(fw: Framework, server: Any) -> None:
@@ -784,7 +784,7 @@ async def test_command(fw: Framework, server: Any) -> None:
         for s in (session, session.delegate):
             await tw.same(lambda d, s: d.command("count", "c", session=s), on="db", session=s)
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_cursor_command(fw: Framework, server: Any) -> None:
@@ -819,7 +819,7 @@ async def test_cursor_command(fw: Framework, server: Any) -> None:
                 expect_class="CommandCursor",
             )
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_dereference(fw: Framework, server: Any) -> None:
@@ -839,7 +839,7 @@ async def test_dereference(fw: Framework, server: Any) -> None:
         for s in (session, session.delegate):
             await tw.same(lambda d, s: d.dereference(DBRef("c", 2), session=s), on="db", session=s)
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_database_aggregate_is_latent(fw: Framework, server: Any) -> None:
@@ -878,4 +878,4 @@ async def test_database_aggregate_is_latent(fw: Framework, server: Any) -> None:
                 lambda d, s: d.aggregate(pipeline, session=s), on="db", session=s, call="cursor"
             )
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)

@@ -87,7 +87,7 @@ async def test_dotted_collection_names(fw: Framework, server: Any) -> None:
         coll = db.get_collection("fs", read_preference=secondary).files
         sync_coll = tw.sync_db.get_collection("fs", read_preference=secondary).files
         assert coll.read_preference == sync_coll.read_preference == secondary
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_collection_properties(fw: Framework, server: Any) -> None:
@@ -118,7 +118,7 @@ async def test_collection_properties(fw: Framework, server: Any) -> None:
             await tw.same(lambda c, bad=bad: c[bad], call="plain")
         with pytest.raises(InvalidName):
             coll["$x"]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------------------------------- CRUD
@@ -157,7 +157,7 @@ async def test_insert(fw: Framework, server: Any) -> None:
         await session.end_session()
         docs = await tw.same(lambda c: c.find({}, sort=[("_id", 1)]), call="cursor")
         assert len(docs) == 20
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_find_one(fw: Framework, server: Any) -> None:
@@ -179,7 +179,7 @@ async def test_find_one(fw: Framework, server: Any) -> None:
         for s in _sessions(session):
             await tw.same(lambda c, s: c.find_one({"n": 5}, session=s), session=s)
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_find(fw: Framework, server: Any) -> None:
@@ -208,7 +208,7 @@ async def test_find(fw: Framework, server: Any) -> None:
                 expect_class="Cursor",
             )
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_update_replace_delete(fw: Framework, server: Any) -> None:
@@ -255,7 +255,7 @@ async def test_update_replace_delete(fw: Framework, server: Any) -> None:
             await tw.same(lambda c, s: c.delete_many({"s": 99}, session=s), session=s)
         await session.end_session()
         await tw.same(lambda c: c.find({}, sort=[("_id", 1)]), call="cursor")
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_find_one_and_modify(fw: Framework, server: Any) -> None:
@@ -336,7 +336,7 @@ async def test_find_one_and_modify(fw: Framework, server: Any) -> None:
             )
         await session.end_session()
         await tw.same(lambda c: c.find({}, sort=[("_id", 1)]), call="cursor")
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_bulk_write(fw: Framework, server: Any) -> None:
@@ -390,7 +390,7 @@ async def test_bulk_write(fw: Framework, server: Any) -> None:
             )
         await session.end_session()
         await tw.same(lambda c: c.find({}, sort=[("_id", 1)]), call="cursor")
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_counts_and_distinct(fw: Framework, server: Any) -> None:
@@ -415,7 +415,7 @@ async def test_counts_and_distinct(fw: Framework, server: Any) -> None:
             await tw.same(lambda c, s: c.estimated_document_count(session=s), session=s)
             await tw.same(lambda c, s: c.distinct("k", session=s), session=s, fix=sorted)
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_aggregate(fw: Framework, server: Any) -> None:
@@ -465,7 +465,7 @@ async def test_aggregate(fw: Framework, server: Any) -> None:
                 expect_class="LatentCommandCursor",
             )
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 def _decoded(batches: list[bytes]) -> list[list[dict[str, Any]]]:
@@ -519,7 +519,7 @@ async def test_raw_batches(fw: Framework, server: Any) -> None:
                 fix=_decoded,
             )
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------------------------------- indexes
@@ -584,7 +584,7 @@ async def test_indexes(fw: Framework, server: Any) -> None:
             await tw.same(lambda c, s, i=i: c.drop_index(f"s{i}_1", session=s), session=s)
             await tw.same(lambda c, s: c.drop_indexes(session=s), session=s)
         await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------------------------------- the collection itself
@@ -624,7 +624,7 @@ async def test_rename_drop_options(fw: Framework, server: Any) -> None:
             await tw.same(lambda c, s, i=i: c.database[f"t{i}"].drop(session=s), session=s)
         await session.end_session()
         await tw.same(lambda c: c.database.list_collection_names(), fix=sorted)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_collection_constructor(fw: Framework, server: Any) -> None:
@@ -654,4 +654,4 @@ async def test_collection_constructor(fw: Framework, server: Any) -> None:
         with pytest.raises(TypeError, match="must be a Motor database"):
             cls(tw.db.delegate, "c")
         assert await tw.db.list_collection_names() == ["c"]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)

@@ -169,7 +169,7 @@ async def test_to_list_lengths_find_cursor(fw: Framework, server: Any) -> None:
         assert ids(await cursor.to_list(2)) == [2, 3]
         assert await cursor.to_list(2) == []
         assert not cursor.alive
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_to_list_lengths_command_cursors(fw: Framework, server: Any) -> None:
@@ -190,7 +190,7 @@ async def test_to_list_lengths_command_cursors(fw: Framework, server: Any) -> No
         assert ids(await cursor.to_list()) == [0, 1, 2, 3]
         cursor = await db.cursor_command("find", "c", sort={"_id": 1})
         assert ids(await cursor.to_list(None)) == [0, 1, 2, 3]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_to_list_argument_errors(fw: Framework, server: Any) -> None:
@@ -234,7 +234,7 @@ async def test_to_list_of_2000_documents_does_not_hold_the_loop(fw: Framework, s
         await fw.probe.settle()
         docs = await db.c.find().sort("_id", 1).to_list()
         assert ids(docs) == list(range(2000))
-        assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+        fw.probe.assert_below(MAX_BUSY)
 
 
 # ------------------------------------------------------------------------------- iteration
@@ -276,7 +276,7 @@ async def test_async_for_and_next(fw: Framework, server: Any) -> None:
         assert [doc async for doc in db.c.find({"_id": -1})] == []
         with pytest.raises(StopAsyncIteration):
             await db.c.find({"_id": -1}).next()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_fetch_next_and_next_object_are_deprecated(fw: Framework, server: Any) -> None:
@@ -310,7 +310,7 @@ async def test_fetch_next_and_next_object_are_deprecated(fw: Framework, server: 
         assert ids(docs) == [0, 1, 2, 3, 4]
         assert all(issubclass(w.category, DeprecationWarning) for w in record)
         assert len(record) == 2 * 5 + 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_each(fw: Framework, server: Any) -> None:
@@ -366,7 +366,7 @@ async def test_each(fw: Framework, server: Any) -> None:
         assert doc is None
         assert type(error) is expected[1]
         assert error.code == expected[2]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # ------------------------------------------------------------------------------- chaining
@@ -413,7 +413,7 @@ async def test_chaining_methods_return_the_cursor_and_apply(fw: Framework, serve
             server.uri, db.name, lambda d: d.c.find().add_option(2).next()
         )
         assert got == expected
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_min_max_with_hint(fw: Framework, server: Any) -> None:
@@ -492,7 +492,7 @@ async def test_explain_and_distinct(fw: Framework, server: Any) -> None:
         assert isinstance(plan, dict)
         assert "queryPlanner" in plan
         assert sorted(await db.c.find({"x": {"$gt": 5}}).distinct("x")) == [6, 7, 8, 9]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # ------------------------------------------------------------------ properties and lifetime
@@ -532,7 +532,7 @@ async def test_cursor_properties(fw: Framework, server: Any) -> None:
         assert command.address == (server.host, server.port)
         assert [c["name"] async for c in command] == ["c"]
         assert not command.alive
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy  # type: ignore[unreachable]
+    fw.probe.assert_below(MAX_BUSY)  # type: ignore[unreachable]
 
 
 async def test_close_kills_the_server_cursor(fw: Framework, server: Any) -> None:
@@ -565,7 +565,7 @@ async def test_close_kills_the_server_cursor(fw: Framework, server: Any) -> None
         await command.close()
         assert recorder.kill_of(command_id) is not None
         assert not command.alive
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_async_with_closes_the_cursor(fw: Framework, server: Any) -> None:
@@ -591,7 +591,7 @@ async def test_async_with_closes_the_cursor(fw: Framework, server: Any) -> None:
             assert latent_id
         assert recorder.kill_of(latent_id) is not None
         assert not latent.alive
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_clone_is_independent(fw: Framework, server: Any) -> None:
@@ -615,7 +615,7 @@ async def test_clone_is_independent(fw: Framework, server: Any) -> None:
         assert ids(await cursor.to_list()) == [1, 2, 3, 4]
         # A clone of an exhausted cursor starts over.
         assert ids(await cursor.clone().to_list()) == [0, 1, 2, 3, 4]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_rewind_does_no_io_and_reruns_the_query(fw: Framework, server: Any) -> None:
@@ -652,7 +652,7 @@ async def test_rewind_does_no_io_and_reruns_the_query(fw: Framework, server: Any
         assert fresh.rewind() is fresh
         assert [e for e in recorder.events[mark:] if e.thread == loop_thread] == []
         assert ids(await fresh.to_list()) == [3]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_abandoned_cursor_is_killed_in_the_background(fw: Framework, server: Any) -> None:
@@ -678,7 +678,7 @@ async def test_abandoned_cursor_is_killed_in_the_background(fw: Framework, serve
         kill = await wait_until(lambda: recorder.kill_of(cursor_id), f"killCursors {cursor_id}")
         assert kill.thread != loop_thread
         assert kill.doc["killCursors"] == "c"
-        assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+        fw.probe.assert_below(MAX_BUSY)
 
 
 # ------------------------------------------------------------------------------- tailable
@@ -746,7 +746,7 @@ async def test_tailable_await_cursor(fw: Framework, server: Any) -> None:
         await cursor.close()
         assert recorder.kill_of(cursor_id) is not None
         assert not cursor.alive
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_try_next_on_tailable_command_cursor(fw: Framework, server: Any) -> None:
@@ -774,7 +774,7 @@ async def test_try_next_on_tailable_command_cursor(fw: Framework, server: Any) -
         assert doc == {"_id": 5}
         assert cursor.alive
         await cursor.close()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_try_next_on_non_tailable_command_cursors(fw: Framework, server: Any) -> None:
@@ -794,7 +794,7 @@ async def test_try_next_on_non_tailable_command_cursors(fw: Framework, server: A
             assert got == [0, 1, 2, 3, 4]
             assert not cursor.alive
             assert await cursor.try_next() is None
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # ----------------------------------------------------------------- latent command cursors
@@ -813,7 +813,7 @@ async def test_aggregate_is_sent_on_first_fetch(fw: Framework, server: Any) -> N
         assert cursor.alive
         assert ids(await cursor.to_list()) == list(range(10))
         assert len(recorder.started_commands("aggregate")) == 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_aggregate_errors_surface_on_first_fetch(fw: Framework, server: Any) -> None:
@@ -839,7 +839,7 @@ async def test_aggregate_errors_surface_on_first_fetch(fw: Framework, server: An
         for fetch in fetches:
             cursor = db.c.aggregate(pipeline)  # no exception yet
             assert await motor_outcome(fetch(cursor)) == expected
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_latent_batch_size_applies(fw: Framework, server: Any) -> None:
@@ -855,7 +855,7 @@ async def test_latent_batch_size_applies(fw: Framework, server: Any) -> None:
         get_mores = recorder.started_commands("getMore")
         assert len(get_mores) >= 3
         assert all(g["batchSize"] == 3 for g in get_mores)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_list_indexes_is_latent(fw: Framework, server: Any) -> None:
@@ -871,7 +871,7 @@ async def test_list_indexes_is_latent(fw: Framework, server: Any) -> None:
         names = sorted([index["name"] async for index in cursor])
         assert names == ["_id_", "x_1"]
         assert len(recorder.started_commands("listIndexes")) == 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_raw_batch_cursors(fw: Framework, server: Any) -> None:
@@ -899,7 +899,7 @@ async def test_raw_batch_cursors(fw: Framework, server: Any) -> None:
         assert all(isinstance(batch, bytes) for batch in batches)
         assert [doc for batch in batches for doc in bson.decode_all(batch)] == expected
         assert len(recorder.started_commands("aggregate")) == 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_started_and_closed(fw: Framework, server: Any) -> None:
@@ -933,4 +933,4 @@ async def test_started_and_closed(fw: Framework, server: Any) -> None:
             assert (command_cursor.started, command_cursor.closed) == (True, False)
             await command_cursor.close()
             assert command_cursor.closed
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)

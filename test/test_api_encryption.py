@@ -119,7 +119,7 @@ async def test_encrypt_decrypt_round_trip(fw: Framework, server: Any) -> None:
     finally:
         await ce.close()
         await vault.drop()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_key_management(fw: Framework, server: Any) -> None:
@@ -179,7 +179,7 @@ async def test_key_management(fw: Framework, server: Any) -> None:
     finally:
         await ce.close()
         await vault.drop()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_rewrap_many_data_key(fw: Framework, server: Any) -> None:
@@ -213,7 +213,7 @@ async def test_rewrap_many_data_key(fw: Framework, server: Any) -> None:
     finally:
         await ce.close()
         await vault.drop()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_async_with_and_close(fw: Framework, server: Any) -> None:
@@ -240,7 +240,7 @@ async def test_async_with_and_close(fw: Framework, server: Any) -> None:
         assert await vault.keys.count_documents({}) == 1
     finally:
         await vault.drop()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 _FRESH_PROCESS = """

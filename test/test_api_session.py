@@ -89,7 +89,7 @@ async def test_start_session_gives_a_motor_session(fw: Framework, server: Any) -
     assert a.session_id != b.session_id
     await a.end_session()
     await b.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_async_with_ends_the_session(fw: Framework, server: Any) -> None:
@@ -112,7 +112,7 @@ async def test_async_with_ends_the_session(fw: Framework, server: Any) -> None:
         async with await client.start_session() as s3:
             1 / 0  # noqa: B018
     assert s3.has_ended
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_plain_with_is_refused(fw: Framework, server: Any) -> None:
@@ -164,7 +164,7 @@ async def test_operations_carry_the_session_id(fw: Framework, server: Any) -> No
         cursor = coll.find({}, session=s)
         assert getattr(cursor.session, "delegate", cursor.session) is s.delegate
         await s.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_session_properties_and_plain_methods(fw: Framework, server: Any) -> None:
@@ -208,7 +208,7 @@ async def test_session_properties_and_plain_methods(fw: Framework, server: Any) 
             ((_, lsid, find),) = recorder.since(mark)
             assert lsid == s2.session_id
             assert "readConcern" not in find
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_bind(fw: Framework, server: Any) -> None:
@@ -242,7 +242,7 @@ async def test_bind(fw: Framework, server: Any) -> None:
                 await other.motor_test.c.find_one()
         assert not s2.has_ended
         await s2.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_ended_session_is_refused(fw: Framework, server: Any) -> None:

@@ -75,7 +75,7 @@ async def test_client_database_and_collection_wrap_pymongo_objects(
         for obj in (None, 1, "c", DOCS[0], RawBSONDocument(b"\x05\x00\x00\x00\x00")):
             for owner in (client, db, coll):
                 assert owner.wrap(obj) is obj
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_a_bucket_wraps_pymongo_gridfs_objects(fw: Framework, server: Any) -> None:
@@ -117,4 +117,4 @@ async def test_a_bucket_wraps_pymongo_gridfs_objects(fw: Framework, server: Any)
         files_cursor = sync_bucket.find()
         for owner in (tw.client, db, tw.coll):
             assert owner.wrap(files_cursor) is files_cursor
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)

@@ -206,7 +206,7 @@ async def test_watch_is_lazy_and_aggregates_on_first_fetch(
     assert kills[0][1]["killCursors"] == kill_target
     assert kills[0][1]["cursors"] == [42]
     assert len(member.sent("aggregate")) == 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 OPTIONS: list[tuple[dict[str, Any], dict[str, Any]]] = [
@@ -249,7 +249,7 @@ async def test_watch_options_make_the_change_stream_stage(fw: Framework, mockup:
         await stream.close()
         assert member.sent("killCursors")[-1]["cursors"] == [cursor_id]
     assert len(member.sent("killCursors")) == len(OPTIONS)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_batch_size_max_await_time_and_comment(fw: Framework, mockup: Any) -> None:
@@ -274,7 +274,7 @@ async def test_batch_size_max_await_time_and_comment(fw: Framework, mockup: Any)
     assert await fetch is None
     assert stream.resume_token == token("p1")
     await stream.close()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_next_try_next_async_for_and_resume_token(fw: Framework, mockup: Any) -> None:
@@ -334,7 +334,7 @@ async def test_next_try_next_async_for_and_resume_token(fw: Framework, mockup: A
     assert [event async for event in stream] == []
     assert len(member.sent("getMore")) == 4
     assert len(member.sent("aggregate")) == 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_async_with_aggregates_on_entry_and_closes_on_exit(
@@ -370,7 +370,7 @@ async def test_async_with_aggregates_on_entry_and_closes_on_exit(
     with pytest.raises(KeyError):
         await task
     assert [doc["cursors"] for doc in member.sent("killCursors")] == [[42], [43]]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_plain_with_raises_runtime_error(fw: Framework, mockup: Any) -> None:
@@ -412,7 +412,7 @@ async def test_resume_after_network_error(fw: Framework, mockup: Any) -> None:
 
     await stream.close()
     assert [doc["cursors"] for doc in member.sent("killCursors")] == [[43]]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # PyMongo's rules (change_stream_shared._resumable): a network error (NotPrimaryError,
@@ -456,7 +456,7 @@ async def test_resume_after_resumable_server_error(
 
     await stream.close()
     assert member.sent("killCursors")[-1]["cursors"] == [43]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 NON_RESUMABLE = [
@@ -492,7 +492,7 @@ async def test_non_resumable_error_reaches_the_caller(
     assert len(member.sent("aggregate")) == 1
     with pytest.raises(StopAsyncIteration):
         await stream.next()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_aggregate_error_surfaces_on_first_fetch(fw: Framework, mockup: Any) -> None:
@@ -508,7 +508,7 @@ async def test_aggregate_error_surfaces_on_first_fetch(fw: Framework, mockup: An
         await fetch
     assert info.value.code == 40573
     assert len(member.sent("aggregate")) == 1  # not retried: 40573 is not retryable
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_cancelled_next_leaves_no_parked_greenlet(fw: Framework, mockup: Any) -> None:
@@ -538,7 +538,7 @@ async def test_cancelled_next_leaves_no_parked_greenlet(fw: Framework, mockup: A
     # Cancelling is not an error to resume from.
     assert len(member.sent("aggregate")) == 1
     assert len(member.sent("getMore")) == 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 @pytest.mark.parametrize("owner", ["client", "database", "collection"])
@@ -569,4 +569,4 @@ async def test_wrap_of_a_pymongo_change_stream(fw: Framework, mockup: Any, owner
     with pytest.raises(StopAsyncIteration):
         await stream.next()
     assert len(member.sent("aggregate")) == 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)

@@ -453,7 +453,7 @@ async def test_primary_steps_down_mid_workload(
     assert motor_outcome["step_down_write"] == ("retried" if retry_writes else "raised")
     if not retry_writes:
         assert workload.errors and sync_result.errors
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def fds_back_to(fds: set[int], servers: list[MockupDB]) -> None:
@@ -672,7 +672,7 @@ async def test_srv_seed_list_resolved_without_blocking(
     # The members' names were resolved off the loop too.
     assert {host for host, _ in stub.address_lookups} == set(SRV_NAMES)
     assert all(thread != loop_thread for _, thread in stub.address_lookups)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     print(f"\nprobe ticks during each lookup: {[lookup.ticks for lookup in stub.lookups]}")
 
     # The oracle: PyMongo's sync client resolves the same records to the same set.
@@ -687,4 +687,4 @@ async def test_srv_seed_list_resolved_without_blocking(
     assert motor == sync
     assert motor["nodes"] == sorted(f"{n}:{m.port}" for n, m in zip(SRV_NAMES, rs.members))
     assert motor["topology_type"] == "ReplicaSetWithPrimary" and motor["set_name"] == "rs"
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)

@@ -252,7 +252,7 @@ async def _like_sync(
     client = fw.client(server.uri, event_listeners=[commands])
     await fw.probe.settle()
     requests, outcome = await run_script(server, steps, _find_one(client))
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     oracle = replica_set_member(mockup)
     sync_pooled: list[int] = []
 

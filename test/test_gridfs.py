@@ -47,7 +47,7 @@ from pymongo.errors import InvalidOperation
 import motor.motor_asyncio
 import motor.motor_tornado
 from motor.motor_gridfs import CHUNK_BATCH_BYTES
-from test.framework import Framework
+from test.framework import Framework, assert_no_stall
 from test.oracle import MAX_BUSY, assert_motor_class, in_thread, motor_class
 
 # The chunk size of the small files: 0 B, 1 B, one chunk, one chunk + 1 B.
@@ -471,10 +471,11 @@ async def round_trip(
         sync_doc = await env.db["sync.files"].find_one({"_id": sync_id}, projection)
         assert motor_doc == sync_doc
         download_busy = fw.probe.max_busy
-        assert max(upload_busy, download_busy) < MAX_BUSY, {
-            "upload": upload_busy,
-            "download": download_busy,
-        }
+        assert_no_stall(
+            max(upload_busy, download_busy),
+            MAX_BUSY,
+            {"upload": upload_busy, "download": download_busy},
+        )
 
 
 @pytest.mark.parametrize("size", SMALL_SIZES, ids=[f"{s}B" for s in SMALL_SIZES])
@@ -562,7 +563,7 @@ async def test_grid_out_properties(fw: Framework, server: Any) -> None:
 
         assert await env.sync(sync_custom) == ("blue", 7, 12, None)
         assert await grid_out.read() == b"hello, world"
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_grid_out_made_directly_needs_open(fw: Framework, server: Any) -> None:
@@ -630,7 +631,7 @@ async def test_grid_out_made_directly_needs_open(fw: Framework, server: Any) -> 
             env.cls("GridIn")(env.sync_client[env.name].fs)
         with pytest.raises(TypeError):
             env.cls("GridFSBucket")(env.sync_client[env.name])
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_grid_in_properties_and_set(fw: Framework, server: Any) -> None:
@@ -740,7 +741,7 @@ async def test_grid_in_properties_and_set(fw: Framework, server: Any) -> None:
         assert local.replace(microsecond=local.microsecond // 1000 * 1000, tzinfo=None) == doc[
             "uploadDate"
         ].replace(tzinfo=None)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_custom_ids_and_file_exists(fw: Framework, server: Any) -> None:
@@ -771,7 +772,7 @@ async def test_custom_ids_and_file_exists(fw: Framework, server: Any) -> None:
             assert motor_result == await env.sync(sync_dup)
             assert motor_result[:2] == ("raised", FileExists)
         assert await (await bucket.open_download_stream(7)).read() == b"xyz"
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # ----------------------------------------------------------- revisions and NoFile
@@ -839,7 +840,7 @@ async def test_revisions_by_name(fw: Framework, server: Any) -> None:
                 NoFile,
                 f"no version {missing} for filename 'rev'",
             )
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_no_file(fw: Framework, server: Any) -> None:
@@ -879,7 +880,7 @@ async def test_no_file(fw: Framework, server: Any) -> None:
                 assert got == sync_result, name
         # Nothing was changed.
         assert [f.filename async for f in bucket.find()] == ["present"]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # ----------------------------------------------------- delete, rename, drop, find
@@ -960,7 +961,7 @@ async def test_delete_and_rename(fw: Framework, server: Any) -> None:
             ("b2", b"bbbbbbb", 3),
             ("orphan chunks", 0),
         ]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_drop_the_bucket_collections(fw: Framework, server: Any) -> None:
@@ -993,7 +994,7 @@ async def test_drop_the_bucket_collections(fw: Framework, server: Any) -> None:
         assert [("filename", 1), ("uploadDate", 1)] in files_keys
         unique = [i["key"] for i in chunks_info.values() if i.get("unique")]
         assert [("files_id", 1), ("n", 1)] in unique
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def store_find_files(bucket: Any) -> None:
@@ -1096,7 +1097,7 @@ async def test_find(fw: Framework, server: Any) -> None:
             ("f1", b"B"),
             ("f0", b"A" * 5),
         ]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------- abort and the context manager
@@ -1166,7 +1167,7 @@ async def test_abort(fw: Framework, server: Any) -> None:
         assert seen[2] == ("closed", (1, 3))
         assert seen[3] == ("after close", True, (0, 0))
         assert seen[4] == ("flushed", True, (0, 0))
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_async_with_upload_stream(fw: Framework, server: Any) -> None:
@@ -1215,7 +1216,7 @@ async def test_async_with_upload_stream(fw: Framework, server: Any) -> None:
         got = await motor_failing()
         assert got == await env.sync(sync_failing)
         assert got[:2] == (True, (0, 0))
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy  # type: ignore[unreachable]
+    fw.probe.assert_below(MAX_BUSY)  # type: ignore[unreachable]
 
 
 # ----------------------------------------------------------------------- sessions
@@ -1292,7 +1293,7 @@ async def test_session_accepted_everywhere(fw: Framework, server: Any) -> None:
             ("e", b"eeeee", 1),
             ("orphan chunks", 0),
         ]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # ----------------------------------------------------------------- seek and close
@@ -1444,7 +1445,7 @@ async def test_seek_does_no_io_and_reads_the_right_bytes(fw: Framework, server: 
         assert grid_out.seek(3) == 3
         assert await grid_out.read(2) == data[3:5]
         assert grid_out.seek(-1, os.SEEK_END) == SEEK_LENGTH - 1
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_close_with_open_chunk_cursor_does_no_io(fw: Framework, server: Any) -> None:
@@ -1480,7 +1481,7 @@ async def test_close_with_open_chunk_cursor_does_no_io(fw: Framework, server: An
         grid_out = await bucket.open_download_stream(file_id)
         await grid_out.close()
         assert grid_out.closed is True
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # -------------------------------------------------------------------- read_chunks
@@ -1528,7 +1529,7 @@ async def test_read_chunks_fetches_only_the_covering_chunks(fw: Framework, serve
         # A GridOut made directly is opened by read_chunks.
         grid_out = env.cls("GridOut")(bucket.collection, file_id)
         assert b"".join([p async for p in grid_out.read_chunks(999, 1002)]) == data[999:1002]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # The corrupt files: 18 bytes in chunks of 4 (n = 0..4, the last one 2 bytes), tampered.
@@ -1609,7 +1610,7 @@ async def test_corrupt_files_raise_like_pymongo(
             ):
                 mismatches.append(((start, end), got, expected[(start, end)]))
         assert mismatches == [], corruption
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # ------------------------------------------------------------------------- memory
@@ -1661,7 +1662,7 @@ async def test_reading_10mb_fetches_about_1mib_per_batch(fw: Framework, server: 
         batches = recorder.chunk_batches(mark)
         assert sum(b.docs for b in batches) == 8
         assert all(b.data_bytes <= CHUNK_BATCH_BYTES for b in batches), batch_report(batches)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_download_to_stream_10mb_fetches_about_1mib_per_batch(
@@ -1703,7 +1704,7 @@ async def test_bucket_options(fw: Framework, server: Any) -> None:
         file_id = await bucket.upload_from_stream("q", b"1234567", chunk_size_bytes=5)
         assert (await bucket.open_download_stream(file_id)).chunk_size == 5
         assert await env.db["photos.chunks"].count_documents({"files_id": file_id}) == 2
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_bucket_collection_argument_is_a_deprecated_alias(fw: Framework, server: Any) -> None:
@@ -1714,7 +1715,7 @@ async def test_bucket_collection_argument_is_a_deprecated_alias(fw: Framework, s
             legacy = env.cls("GridFSBucket")(env.db, collection="photos")
         assert legacy.collection.name == "photos"
         assert await (await legacy.open_download_stream_by_name("p")).read() == b"1234567"
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_set_is_motor_3_7_1_s_attribute_assignment(fw: Framework, server: Any) -> None:
@@ -1774,7 +1775,7 @@ async def test_set_is_motor_3_7_1_s_attribute_assignment(fw: Framework, server: 
             "red",
         )
         assert "content_type" not in doc and doc["length"] == 3
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 class _Handler:
@@ -1818,4 +1819,4 @@ async def test_stream_to_handler(fw: Framework, server: Any, flush_returns_futur
         grid_in = bucket.open_upload_stream("t")
         assert bucket.io_loop is grid_out.io_loop is grid_in.io_loop is loop
         await grid_in.abort()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)

@@ -422,3 +422,64 @@ def test_session_fails_when_motor_test_uri_is_unreachable(tmp_path: Path) -> Non
         holder.stdin.close()
     assert run.returncode == 6, run.stdout + run.stderr
     assert "does not answer ping" in run.stderr + run.stdout
+
+
+STALL_RERUN_TESTS = """
+from pathlib import Path
+
+from test.framework import assert_no_stall
+
+HERE = Path(__file__).parent
+
+
+def run_number(name: str) -> int:
+    count = HERE / name
+    runs = int(count.read_text()) + 1 if count.exists() else 1
+    count.write_text(str(runs))
+    return runs
+
+
+def test_stall_once() -> None:  # a machine's glitch: the rerun passes
+    assert_no_stall(0.020 if run_number("once") == 1 else 0.001, 0.010)
+
+
+def test_stall_every_time() -> None:  # the driver's stall: fails twice
+    run_number("every")
+    assert_no_stall(0.020, 0.010)
+
+
+def test_other_failure() -> None:  # never rerun
+    run_number("other")
+    assert False, "not a stall"
+"""
+
+
+def test_only_a_stall_bound_is_rerun_and_a_second_stall_fails(tmp_path: Path) -> None:
+    """The session's configuration (pyproject.toml): a test that fails a loop-stall bound
+    runs once more and fails if it exceeds it again; any other failure is final."""
+    (tmp_path / "test_stalls.py").write_text(STALL_RERUN_TESTS)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(REPO / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_stalls.py"),
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = run.stdout + run.stderr
+    assert run.returncode == 1, output
+    assert "2 failed, 1 passed, 2 rerun" in output, output
+    runs = {name: int((tmp_path / name).read_text()) for name in ("once", "every", "other")}
+    assert runs == {"once": 2, "every": 2, "other": 1}, (runs, output)

@@ -98,7 +98,7 @@ async def insert_like_sync(
 
     await fw.probe.settle()
     requests, outcome = await run_script(server, steps, insert())
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     oracle = replica_set_member(mockup)
     sync_requests, sync_outcome = await in_thread(
         sync_script,
@@ -186,7 +186,7 @@ async def test_client_bulk_write(fw: Framework, mockup: Any, verbose: bool) -> N
         server, steps, client.bulk_write(MODELS, verbose_results=verbose)
     )
     assert error is None, error
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     (request,) = requests
     assert request["bulkWrite"] == 1
     assert request["$db"] == "admin"
@@ -224,7 +224,7 @@ async def test_client_bulk_write_needs_server_8(fw: Framework, mockup: Any) -> N
     await fw.probe.settle()
     with pytest.raises(PyMongoError) as info:
         await asyncio.wait_for(client.bulk_write(MODELS), OP_TIMEOUT)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     assert type(info.value) is InvalidOperation, info.value
     assert "8.0" in str(info.value)
     assert commands.names == []
@@ -278,7 +278,7 @@ async def test_search_index_commands(fw: Framework, mockup: Any) -> None:
     assert (request["updateSearchIndex"], request["name"]) == ("coll", "b")
     assert request["definition"] == definition
     assert result is None
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_list_search_indexes_is_latent(fw: Framework, mockup: Any) -> None:
@@ -315,7 +315,7 @@ async def test_list_search_indexes_is_latent(fw: Framework, mockup: Any) -> None
     assert (get_more["getMore"], get_more["collection"]) == (9, "coll")
     get_more.ok(cursor={"id": 0, "ns": "db.coll", "nextBatch": [{**index, "name": "c"}]})
     assert await asyncio.wait_for(op, OP_TIMEOUT) == [index, {**index, "name": "c"}]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------------------------------- aggregate, cursors
@@ -347,7 +347,7 @@ async def test_database_aggregate_is_latent(fw: Framework, mockup: Any) -> None:
     assert request["aggregate"] == 1 and request["$db"] == "admin"
     assert request["pipeline"] == [{"$currentOp": {}}]
     assert docs == [{"opid": 7}]
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_cursor_command(fw: Framework, mockup: Any) -> None:
@@ -368,7 +368,7 @@ async def test_cursor_command(fw: Framework, mockup: Any) -> None:
     assert (request["getMore"], request["collection"], request["$db"]) == (42, "coll", "db")
     assert docs == [{"_id": 1}, {"_id": 2}]
     assert not cursor.alive
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------------------------------- topology properties
@@ -414,7 +414,7 @@ async def test_topology_properties_on_a_fresh_client(fw: Framework, deployment: 
             assert isinstance(info.value, InvalidOperation)
         fresh = {name: getattr(clients[name], name) for name in NON_SELECTING}
         await next_tick(fw)
-        assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+        fw.probe.assert_below(MAX_BUSY)
         assert fresh == await in_thread(sync_properties, server.uri, connect=False)
         assert fresh == {"primary": None, "secondaries": set(), "arbiters": set()}
     finally:
@@ -434,6 +434,6 @@ async def test_topology_properties_once_connected(
     await fw.probe.settle()
     answers = {name: getattr(client, name) for name in PROPERTIES}
     await next_tick(fw)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     assert answers == await in_thread(sync_properties, server.uri, connect=True)
     assert answers["address"] == (server.host, server.port)

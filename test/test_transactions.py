@@ -148,7 +148,7 @@ async def test_transaction_context_commits_on_exit(fw: Framework, mockup: Any) -
     assert not session.has_ended
     await session.end_session()
     assert session.has_ended
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_transaction_context_aborts_on_exception(fw: Framework, mockup: Any) -> None:
@@ -183,7 +183,7 @@ async def test_transaction_context_aborts_on_exception(fw: Framework, mockup: An
     assert info.value is boom
     assert not session.in_transaction
     await session.end_session()
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_explicit_commit_and_abort(fw: Framework, mockup: Any) -> None:
@@ -223,7 +223,7 @@ async def test_explicit_commit_and_abort(fw: Framework, mockup: Any) -> None:
     assert not session.in_transaction
     await session.end_session()
     assert session.has_ended
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_session_context_managers(fw: Framework, mockup: Any) -> None:
@@ -253,7 +253,7 @@ async def test_session_context_managers(fw: Framework, mockup: Any) -> None:
     assert not plain.has_ended
     await plain.end_session()
     assert plain.has_ended
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_bound_session_ends_on_exit(
@@ -300,7 +300,7 @@ async def test_bound_session_ends_on_exit(
 
     await asyncio.wait_for(ended(), OP_TIMEOUT)
     assert not session.in_transaction
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 # --------------------------------------------------------------------------- with_transaction
@@ -330,7 +330,7 @@ async def with_transaction_like_sync(
 
     await fw.probe.settle()
     requests, outcome = await run_script(server, steps, session.with_transaction(counted))
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     assert all(r["lsid"] == session.session_id for r in requests)
     assert all(s is session for s in calls), calls
 
@@ -545,7 +545,7 @@ async def test_with_transaction_time_limit_reraises_last_callback_error(
     await fw.probe.settle()
     with pytest.raises(PyMongoError) as info:
         await asyncio.wait_for(session.with_transaction(callback), 3 * OP_TIMEOUT)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     assert len(errors) == 3
     assert info.value is errors[-1], info.value
     # info.value is errors[-1], an OperationFailure, which mypy deems never a NetworkTimeout.
@@ -587,7 +587,7 @@ async def test_with_transaction_time_limit_reraises_last_commit_error(
     await fw.probe.settle()
     with pytest.raises(PyMongoError) as info:
         await asyncio.wait_for(session.with_transaction(callback), 3 * OP_TIMEOUT)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     assert isinstance(info.value, WTimeoutError), info.value
     assert "commit 2 timed out" in str(info.value)  # the last error, unconverted
     assert info.value.has_error_label(UNKNOWN_COMMIT)
@@ -629,7 +629,7 @@ async def test_with_transaction_backoff_lets_the_loop_run(
     # About 0.85 s of backoff (5 ms * 1.5**n for n = 1..10): hundreds of 1 ms ticks when
     # the waits are asyncio sleeps (fewer on a loaded machine), a handful if they blocked.
     assert fw.probe.ticks - ticks >= 50, (fw.probe.ticks - ticks, ticks_at_call)
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
     await session.end_session()
 
 
@@ -713,7 +713,7 @@ async def test_load_balanced_transaction_pins_the_only_connection(
         assert await asyncio.wait_for(waiting, DEADLOCK_TIMEOUT) == [{"_id": i} for i in range(5)]
     finally:
         cancel_all([txn, *finds])
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_load_balanced_cursor_pins_the_only_connection(fw: Framework, mockup: Any) -> None:
@@ -751,7 +751,7 @@ async def test_load_balanced_cursor_pins_the_only_connection(fw: Framework, mock
         assert await asyncio.wait_for(waiting, DEADLOCK_TIMEOUT) == [{"_id": i} for i in range(5)]
     finally:
         cancel_all([fetch, *finds, *([rest] if rest is not None else [])])
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
 
 
 async def test_exhaust_cursor_holding_the_only_connection(fw: Framework, mockup: Any) -> None:
@@ -797,4 +797,4 @@ async def test_exhaust_cursor_holding_the_only_connection(fw: Framework, mockup:
         assert await asyncio.wait_for(waiting, DEADLOCK_TIMEOUT) == [{"_id": 10}, {"_id": 11}]
     finally:
         cancel_all([fetch, *finds, *([rest] if rest is not None else [])])
-    assert fw.probe.max_busy < MAX_BUSY, fw.probe.max_busy
+    fw.probe.assert_below(MAX_BUSY)
