@@ -53,6 +53,7 @@ from pymongo.errors import (
 from test import server as test_server
 from test.faultproxy import FaultProxy
 from test.framework import (
+    MAX_RUNS_PER_ITERATION,
     ClosedConnections,
     Framework,
     assert_no_stall,
@@ -960,7 +961,7 @@ async def test_1000_waiters_served_in_order(fw: Framework, proxy: FaultProxy) ->
     # A thousand operations end over a few hundred loop iterations, each waking the
     # tasks and callbacks of its replies: the driver's share of a gap, and every gap
     # but the busiest, are asserted on (see LoopProbe; the busiest is reported).
-    second, driver = fw.probe.second_busy, fw.probe.max_driver
+    second, driver, runs = fw.probe.second_busy, fw.probe.max_driver, fw.probe.max_runs
     busy = stop_measuring(fw)
     # Decoding thousands of logged requests is the test's work, not the driver's.
     sent, answered = await in_thread(fifo_orders, proxy, *since)
@@ -1009,6 +1010,7 @@ async def test_1000_waiters_served_in_order(fw: Framework, proxy: FaultProxy) ->
     assert each_in_order
     for order in (answered, listener.order, sync_sent, sync_answered, sync_done):
         assert sorted(order) == expected
+    assert runs <= MAX_RUNS_PER_ITERATION, runs
     assert_no_stall(second, MAX_STALL, busy)
     assert_no_stall(driver, MAX_STALL, busy)
     await assert_no_leaks(fds, proxy)

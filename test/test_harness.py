@@ -383,6 +383,19 @@ def test_no_go_and_no_binary_fails_with_instructions(
     assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
+def run_pytest(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """A pytest session of its own (no cache), in ``cwd``, with ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def test_session_fails_when_motor_test_uri_is_unreachable(tmp_path: Path) -> None:
     with subprocess.Popen(
         [
@@ -401,24 +414,7 @@ def test_session_fails_when_motor_test_uri_is_unreachable(tmp_path: Path) -> Non
             os.environ,
             MOTOR_TEST_URI=f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300",
         )
-        run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pytest",
-                "-p",
-                "no:cacheprovider",
-                "test/test_harness.py",
-                "-k",
-                "test_version_metadata",
-            ],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        run = run_pytest(["test/test_harness.py", "-k", "test_version_metadata"], REPO, env)
         holder.stdin.close()
     assert run.returncode == 6, run.stdout + run.stderr
     assert "does not answer ping" in run.stderr + run.stdout
@@ -458,25 +454,10 @@ def test_only_a_stall_bound_is_rerun_and_a_second_stall_fails(tmp_path: Path) ->
     """The session's configuration (pyproject.toml): a test that fails a loop-stall bound
     runs once more and fails if it exceeds it again; any other failure is final."""
     (tmp_path / "test_stalls.py").write_text(STALL_RERUN_TESTS)
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-p",
-            "no:cacheprovider",
-            "-c",
-            str(REPO / "pyproject.toml"),
-            "--rootdir",
-            str(tmp_path),
-            str(tmp_path / "test_stalls.py"),
-        ],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(REPO)),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    run = run_pytest(
+        ["-c", str(REPO / "pyproject.toml"), "--rootdir", str(tmp_path), "test_stalls.py"],
+        tmp_path,
+        dict(os.environ, PYTHONPATH=str(REPO)),
     )
     output = run.stdout + run.stderr
     assert run.returncode == 1, output
