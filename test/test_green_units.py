@@ -812,6 +812,11 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(pymongo.network_layer, "receive_data", receive_data)
     monkeypatch.setattr(pymongo.synchronous.auth, "hashlib", types.SimpleNamespace())
+    monkeypatch.setitem(
+        pymongo.synchronous.auth._AUTH_MAP,
+        "MONGODB-AWS",
+        lambda credentials, conn: None,
+    )
     monkeypatch.setattr(pymongo.message, "_batched_op_msg_compressed", lambda *args: None)
     monkeypatch.setattr(green_splice, "_original_compressed", lambda *args: None)
     monkeypatch.setattr(
@@ -823,6 +828,7 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
     assert any("_csot.TIMEOUT" in p for p in problems), problems
     assert any("network_layer.receive_data changed" in p for p in problems), problems
     assert any("hashlib.pbkdf2_hmac" in p for p in problems), problems
+    assert any("MONGODB-AWS" in p for p in problems), problems
     assert any("_compress(operation, data, ctx)" in p for p in problems), problems
     assert any("_op_msg_compressed's message changed" in p for p in problems), problems
     assert any("_get_access_token" in p for p in problems), problems

@@ -43,6 +43,7 @@ import re
 import socket
 import ssl
 import struct
+import sys
 import threading
 import time
 import traceback
@@ -1277,6 +1278,128 @@ async def test_oidc_token_callback_runs_off_the_loop_s_thread(
         assert expected[0] in recorded and all(entry in expected for entry in recorded)
         assert recorded.count(expected[1]) == 4, recorded
     assert_no_stall(fw.probe.max_driver, MAX_STALL)
+
+
+FAKE_AWS_INIT = """
+import threading
+
+from pymongo_auth_aws.auth import AwsCredential, AwsSaslContext, PyMongoAuthAwsError
+
+__version__ = "0+test"
+IMPORTED_ON = threading.get_ident()
+"""
+
+FAKE_AWS_AUTH = """
+# What PyMongo uses of pymongo-auth-aws; aws_temp_credentials stands for boto3's lookup.
+import threading
+import time
+
+FETCHED_ON = []
+
+
+class PyMongoAuthAwsError(Exception):
+    pass
+
+
+class AwsCredential:
+    def __init__(self, username, password, token, expiration=None):
+        self.username, self.password, self.token = username, password, token
+
+
+def set_use_cached_credentials(value):
+    pass
+
+
+def set_cached_credentials(value):
+    pass
+
+
+def aws_temp_credentials():
+    FETCHED_ON.append(threading.get_ident())
+    time.sleep(0.05)  # an HTTP request to the instance metadata endpoint
+    return AwsCredential("AKIDEXAMPLE", "secret", None)
+
+
+class AwsSaslContext:
+    def __init__(self, credentials):
+        self._credentials = credentials
+        self._steps = 0
+
+    def step(self, server_payload):
+        if self._credentials.username is None:
+            self._credentials = aws_temp_credentials()
+        self._steps += 1
+        return self.binary_type()(self.bson_encode({"step": self._steps}))
+"""
+
+
+def aws_server(mockup: Callable[..., Any]) -> tuple[Any, list[str]]:
+    """A MockupDB server that completes any MONGODB-AWS conversation in two steps, and the
+    names of the commands it got other than handshakes."""
+    server = mockup()
+    commands: list[str] = []
+
+    def respond(request: Any) -> bool:
+        name = request.command_name
+        if name in ("saslStart", "saslContinue", "find"):
+            commands.append(name)
+        if name == "saslStart":
+            return bool(request.ok(conversationId=1, done=False, payload=b"server first"))
+        if name == "saslContinue":
+            return bool(request.ok(conversationId=1, done=True, payload=b""))
+        if name == "find":
+            cursor = {"id": 0, "ns": "db.coll", "firstBatch": [{"_id": 1}]}
+            return bool(request.ok(cursor=cursor))
+        return False
+
+    server.autoresponds(respond)
+    return server, commands
+
+
+async def test_aws_library_import_and_credential_lookup_run_off_the_loop_s_thread(
+    fw: Framework, mockup: Callable[..., Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MONGODB-AWS: the first authentication imports pymongo-auth-aws (and boto3, hundreds
+    of ms of Python) in a worker thread, and boto3's credential lookup (HTTP requests to
+    AWS's metadata endpoints) runs there too, while the operation waits.  Checked with a
+    stand-in for pymongo-auth-aws of the shape PyMongo uses; the conversation is sync
+    PyMongo's."""
+    package = tmp_path / "pymongo_auth_aws"
+    package.mkdir()
+    (package / "__init__.py").write_text(FAKE_AWS_INIT)
+    (package / "auth.py").write_text(FAKE_AWS_AUTH)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("pymongo_auth_aws", "pymongo_auth_aws.auth"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    try:
+        server, commands = aws_server(mockup)
+        client = fw.client(server.uri, authMechanism="MONGODB-AWS")
+        docs = await asyncio.gather(*(client.db.coll.find_one() for _ in range(3)))
+        assert docs == [{"_id": 1}] * 3
+        fake = sys.modules["pymongo_auth_aws"]
+        fetched_on = sys.modules["pymongo_auth_aws.auth"].FETCHED_ON
+        loop_thread = threading.get_ident()
+        assert fake.IMPORTED_ON != loop_thread
+        assert fetched_on and loop_thread not in fetched_on, fetched_on
+
+        sync_server, sync_commands = aws_server(mockup)
+
+        def sync_side() -> tuple[Any, int]:
+            with pymongo.MongoClient(sync_server.uri, authMechanism="MONGODB-AWS") as sync:  # type: pymongo.MongoClient[Any]
+                return sync.db.coll.find_one(), threading.get_ident()
+
+        sync_doc, sync_thread = await in_thread(sync_side)
+        assert sync_doc == docs[0]
+        assert fetched_on[-1] == sync_thread  # sync PyMongo: on its calling thread
+        # Each connection: saslStart, saslContinue; then the finds.
+        for recorded, finds in ((commands, 3), (sync_commands, 1)):
+            connections = recorded.count("saslStart")
+            assert connections >= 1 and recorded.count("saslContinue") == connections
+            assert recorded.count("find") == finds, recorded
+        assert_no_stall(fw.probe.max_driver, MAX_STALL)
+    finally:
+        for name in ("pymongo_auth_aws", "pymongo_auth_aws.auth"):
+            sys.modules.pop(name, None)
 
 
 async def motor_wrong_password(

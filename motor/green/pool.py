@@ -40,6 +40,11 @@ What it changes, and nothing else:
   makes HTTP requests for the built-in Azure and GCP environments) runs in the loop's
   default executor when a child calls it without a cached token, as
   ``AsyncMongoClient`` runs the callback; with a token it returns it at once.
+* ``_AUTH_MAP["MONGODB-AWS"]`` in ``pymongo.synchronous.auth`` is
+  :func:`_green_authenticate_aws`: in a child, the first authentication imports
+  ``pymongo_auth_aws`` (and boto3: hundreds of ms of Python) in the loop's default
+  executor, and ``pymongo_auth_aws.auth.aws_temp_credentials`` (boto3's credential lookup,
+  HTTP requests to AWS's metadata endpoints on EC2, ECS or Lambda) runs there too.
 * ``pymongo.message._compress`` (wire compression of every message sent on a compressed
   connection) is :func:`_green_compress`: in a child, a message of at least
   :data:`COMPRESS_OFF_LOOP_BYTES` is compressed in the loop's default executor; and
@@ -79,6 +84,7 @@ import contextvars
 import errno
 import functools
 import hashlib
+import importlib
 import itertools
 import mmap
 import operator
@@ -86,6 +92,7 @@ import os as _os
 import re
 import ssl
 import struct
+import sys
 import time as _time
 import types
 import weakref
@@ -1091,6 +1098,34 @@ def _green_get_access_token(original: Any) -> Any:
     return get_access_token
 
 
+def _green_authenticate_aws(original: Any) -> Any:
+    """PyMongo's MONGODB-AWS authentication, with its library's import and credential
+    lookup off the loop's thread when a child authenticates (see the module docstring)."""
+
+    @functools.wraps(original)
+    def authenticate_aws(credentials: Any, conn: Any) -> None:
+        current = _getcurrent()
+        if type(current) is Child:
+            module = sys.modules.get(_AWS_MODULE)
+            if module is None:
+                try:
+                    _in_executor(current, importlib.import_module, _AWS_MODULE)
+                except ImportError:
+                    pass  # PyMongo raises its ConfigurationError, naming the extra
+                module = sys.modules.get(_AWS_MODULE)
+            fetch = getattr(module, "aws_temp_credentials", None)
+            if fetch is not None and not getattr(fetch, "motor_green", False):
+                module.aws_temp_credentials = _off_the_loop(fetch)  # type: ignore[union-attr]
+        original(credentials, conn)
+
+    authenticate_aws.motor_green = True  # type: ignore[attr-defined]
+    return authenticate_aws
+
+
+# The module of pymongo-auth-aws (PyMongo's "aws" extra) that looks credentials up.
+_AWS_MODULE = "pymongo_auth_aws.auth"
+
+
 def _pbkdf2_hmac(*args: Any, **kwargs: Any) -> bytes:
     # Looked up on every call, so that a test may watch hashlib's function.
     return hashlib.pbkdf2_hmac(*args, **kwargs)
@@ -1417,6 +1452,15 @@ def check_pymongo_internals() -> list[str]:
         "pymongo.synchronous.auth_oidc._OIDCAuthenticator._get_access_token no longer calls "
         "the token callback under its lock",
     )
+    aws = getattr(_auth, "_AUTH_MAP", {}).get("MONGODB-AWS")
+    aws = getattr(aws, "__wrapped__", aws)
+    need(
+        aws is not None
+        and "_AUTH_MAP" in _auth.authenticate.__code__.co_names
+        and {"pymongo_auth_aws", "step"} <= set(aws.__code__.co_names),
+        "pymongo.synchronous.auth no longer authenticates MONGODB-AWS with pymongo_auth_aws "
+        "through _AUTH_MAP",
+    )
     scram = getattr(_auth, "_authenticate_scram", None)
     need(
         getattr(_auth, "hashlib", None) in (hashlib, _GREEN_HASHLIB)
@@ -1559,6 +1603,9 @@ def install() -> None:
     current = _oidc_authenticator._get_access_token
     if not getattr(current, "motor_green", False):
         _oidc_authenticator._get_access_token = _green_get_access_token(current)
+    current = _auth._AUTH_MAP["MONGODB-AWS"]
+    if not getattr(current, "motor_green", False):
+        _auth._AUTH_MAP["MONGODB-AWS"] = _green_authenticate_aws(current)
     current = pymongo.message._compress
     if current is not _green_compress:
         _original_compress = current
