@@ -25,7 +25,6 @@ collection) are replaced by their PyMongo delegates before PyMongo sees them.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Sized
@@ -216,9 +215,7 @@ def _in_a_thread(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str
 
     child = current_child()
     assert child is not None
-    hub = child.hub
-    run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-    return hub.wait_future(hub.loop.run_in_executor(None, run))
+    return child.hub.run_in_thread(fn, *args, **kwargs)
 
 
 class Async(ManifestEntry):

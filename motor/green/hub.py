@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import math
 import os
 import select
@@ -1047,6 +1048,13 @@ class Hub:
                 future.cancel()
                 raise TimeoutError("timed out")
         return future.result()
+
+    def run_in_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn(*args, **kwargs)`` in the loop's default executor, with a copy of the
+        calling child's context, and park until it is done; return its result (runs on
+        a child).  For blocking calls and long C calls that release the GIL."""
+        run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return self.wait_future(self.loop.run_in_executor(None, run))
 
     def sleep(self, seconds: float) -> None:
         """Park for ``seconds``."""

@@ -465,8 +465,8 @@ def _green_receive_message(
             )
         compressed, got = _take(conn, sock, got, length - 25, deadline, poll_slice)
         if size >= DECOMPRESS_OFF_LOOP_BYTES and type(current) is Child:
-            data: Any = _in_executor(
-                current, decompress, compressed, compressor_id, max_message_size - 16
+            data: Any = current.hub.run_in_thread(
+                decompress, compressed, compressor_id, max_message_size - 16
             )
         else:
             data = decompress(compressed, compressor_id, max_message_size - 16)
@@ -1048,24 +1048,13 @@ def _off_the_loop(function: Any, refuse: str = "") -> Any:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         current = _getcurrent()
         if isinstance(current, Child):
-            hub = current.hub
-            context = contextvars.copy_context()
-            future = hub.loop.run_in_executor(
-                None, functools.partial(context.run, function, *args, **kwargs)
-            )
-            return hub.wait_future(future)
+            return current.hub.run_in_thread(function, *args, **kwargs)
         if refuse:
             refuse_to_block(refuse)
         return function(*args, **kwargs)
 
     wrapper.motor_green = True  # type: ignore[attr-defined]
     return wrapper
-
-
-def _in_executor(child: Child, function: Any, *args: Any) -> Any:
-    # On ``child``: ``function(*args)`` in the loop's default executor, the child parked.
-    hub = child.hub
-    return hub.wait_future(hub.loop.run_in_executor(None, function, *args))
 
 
 def _green_compress(operation: int, data: bytes, ctx: Any) -> tuple[int, bytes]:
@@ -1075,8 +1064,8 @@ def _green_compress(operation: int, data: bytes, ctx: Any) -> tuple[int, bytes]:
     if len(data) >= COMPRESS_OFF_LOOP_BYTES:
         current = _getcurrent()
         if type(current) is Child:
-            result: tuple[int, bytes] = _in_executor(
-                current, _original_compress, operation, data, ctx
+            result: tuple[int, bytes] = current.hub.run_in_thread(
+                _original_compress, operation, data, ctx
             )
             return result
     return _original_compress(operation, data, ctx)  # type: ignore[no-any-return]
@@ -1109,7 +1098,7 @@ def _green_authenticate_aws(original: Any) -> Any:
             module = sys.modules.get(_AWS_MODULE)
             if module is None:
                 try:
-                    _in_executor(current, importlib.import_module, _AWS_MODULE)
+                    current.hub.run_in_thread(importlib.import_module, _AWS_MODULE)
                 except ImportError:
                     pass  # PyMongo raises its ConfigurationError, naming the extra
                 module = sys.modules.get(_AWS_MODULE)

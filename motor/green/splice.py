@@ -224,10 +224,7 @@ def green_op_msg_compressed(
                 except _NotSpliced:
                     pass
                 else:
-                    hub = current.hub
-                    request_id, message = hub.wait_future(
-                        hub.loop.run_in_executor(None, compress_pieces, spliced, ctx)
-                    )
+                    request_id, message = current.hub.run_in_thread(compress_pieces, spliced, ctx)
                     return request_id, message, total_size, max_doc_size
     return _original_compressed(flags, command, identifier, docs, opts, ctx)
 
