@@ -55,9 +55,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AgnosticBase",
+    "AgnosticBaseCursor",
+    "AgnosticBaseProperties",
+    "AgnosticChangeStream",
     "AgnosticClient",
+    "AgnosticClientEncryption",
+    "AgnosticClientSession",
     "AgnosticCollection",
+    "AgnosticCommandCursor",
+    "AgnosticCursor",
     "AgnosticDatabase",
+    "AgnosticLatentCommandCursor",
+    "AgnosticRawBatchCommandCursor",
+    "AgnosticRawBatchCursor",
     "Binding",
     "Framework",
     "current_loop",
@@ -514,7 +524,14 @@ class _Completed:
 _COMPLETED = _Completed()
 
 
-class AgnosticClient(AgnosticBase, Generic[_DocumentType]):
+class AgnosticBaseProperties(AgnosticBase):
+    """The base of :class:`AgnosticClient`, :class:`AgnosticDatabase` and
+    :class:`AgnosticCollection`: the objects with ``codec_options``, ``read_preference``,
+    ``read_concern`` and ``write_concern``, as in Motor 3.x (for ``isinstance`` checks).
+    """
+
+
+class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
     """A client for one MongoDB deployment, bound to one event loop.
 
     Takes :class:`~pymongo.mongo_client.MongoClient`'s arguments, plus ``io_loop``
@@ -732,7 +749,7 @@ class _SessionFuture(asyncio.Future["AgnosticClientSession"]):
         await self.result().__aexit__(*exc)
 
 
-class AgnosticDatabase(AgnosticBase, Generic[_DocumentType]):
+class AgnosticDatabase(AgnosticBaseProperties, Generic[_DocumentType]):
     """A MongoDB database: ``client[name]`` or ``client.name``."""
 
     __pymongo_class__ = Database
@@ -816,7 +833,7 @@ class AgnosticDatabase(AgnosticBase, Generic[_DocumentType]):
         return self._motor_class("ChangeStream")(self, args, kwargs)
 
 
-class AgnosticCollection(AgnosticBase, Generic[_DocumentType]):
+class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
     """A MongoDB collection: ``db[name]`` or ``db.name``."""
 
     __pymongo_class__ = Collection
@@ -1006,3 +1023,20 @@ def bind_arguments(
 
 
 _signatures: dict[Callable[..., Any], inspect.Signature] = {}
+
+
+# Motor 3.x's motor.core also held the cursor, session and encryption classes, and code
+# imports them from here (``from motor.core import AgnosticCommandCursor``).  Their
+# modules import this one, which motor/__init__.py imports first; so they are imported at
+# the end, once every name they take from here is defined.
+from motor.cursors import (  # noqa: E402
+    AgnosticBaseCursor,
+    AgnosticChangeStream,
+    AgnosticCommandCursor,
+    AgnosticCursor,
+    AgnosticLatentCommandCursor,
+    AgnosticRawBatchCommandCursor,
+    AgnosticRawBatchCursor,
+)
+from motor.encryption import AgnosticClientEncryption  # noqa: E402
+from motor.sessions import AgnosticClientSession  # noqa: E402

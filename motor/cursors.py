@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
 __all__ = [
+    "AgnosticBaseCursor",
     "AgnosticChangeStream",
     "AgnosticCommandCursor",
     "AgnosticCursor",
@@ -56,7 +57,7 @@ _TAILABLE = _QUERY_OPTIONS["tailable_cursor"]
 _NO_DATA: deque[Any] = deque()
 
 
-def _next_or_stop(cursor: _AgnosticCursorBase[Any]) -> Any:
+def _next_or_stop(cursor: AgnosticBaseCursor[Any]) -> Any:
     # Runs on a child greenlet.
     delegate = cursor._started_delegate()
     if delegate is None:
@@ -67,7 +68,7 @@ def _next_or_stop(cursor: _AgnosticCursorBase[Any]) -> Any:
         return _STOP
 
 
-def _to_list(cursor: _AgnosticCursorBase[Any], length: int | None) -> list[Any]:
+def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
     # Runs on a child greenlet: PyMongo's to_list, whose _next_batch hands a large
     # batch over to the list in pieces.
     delegate = cursor._started_delegate()
@@ -121,7 +122,7 @@ def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub:
         hub.pause()
 
 
-def _refresh(cursor: _AgnosticCursorBase[Any]) -> int:
+def _refresh(cursor: AgnosticBaseCursor[Any]) -> int:
     # Runs on a child greenlet: fetch a batch unless documents are buffered; how many
     # are buffered now.
     delegate = cursor._started_delegate()
@@ -131,7 +132,7 @@ def _refresh(cursor: _AgnosticCursorBase[Any]) -> int:
     return count
 
 
-def _try_next(cursor: _AgnosticCursorBase[Any]) -> Any:
+def _try_next(cursor: AgnosticBaseCursor[Any]) -> Any:
     # Runs on a child greenlet.
     delegate = cursor._started_delegate()
     if delegate is None:
@@ -139,7 +140,7 @@ def _try_next(cursor: _AgnosticCursorBase[Any]) -> Any:
     return delegate.try_next()
 
 
-def _close(cursor: _AgnosticCursorBase[Any]) -> None:
+def _close(cursor: AgnosticBaseCursor[Any]) -> None:
     # Runs on a child greenlet.
     delegate = cursor.delegate
     if delegate is not None:
@@ -152,8 +153,12 @@ def _pinned(delegate: Any) -> bool:
     return getattr(delegate, "_sock_mgr", None) is not None
 
 
-class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
-    """What every Motor cursor shares: iteration, ``to_list``, ``each``, closing."""
+class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
+    """What every Motor cursor shares: iteration, ``to_list``, ``each``, closing.
+
+    The base of :class:`AgnosticCursor` and :class:`AgnosticCommandCursor`, as in Motor 3.x
+    (``motor.core.AgnosticBaseCursor``).
+    """
 
     # Both PyMongo cursor classes have these properties; their docstrings are Cursor's.
     __pymongo_class__: ClassVar[type | None] = Cursor
@@ -178,7 +183,7 @@ class _AgnosticCursorBase(AgnosticBase, Generic[_DocumentType]):
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
         # A clone's parent is the cursor it was cloned from: keep its collection.
-        self._parent = parent._parent if isinstance(parent, _AgnosticCursorBase) else parent
+        self._parent = parent._parent if isinstance(parent, AgnosticBaseCursor) else parent
 
     @property
     def collection(self) -> Any:
@@ -370,7 +375,7 @@ def _chain(
     return target
 
 
-class AgnosticCursor(_AgnosticCursorBase[_DocumentType]):
+class AgnosticCursor(AgnosticBaseCursor[_DocumentType]):
     """A cursor over ``find()`` results; created without I/O, fetched on demand."""
 
     __pymongo_class__: ClassVar[type | None] = Cursor
@@ -431,7 +436,7 @@ class AgnosticRawBatchCursor(AgnosticCursor[_DocumentType]):
     clone = Delegate(wrap="RawBatchCursor")
 
 
-class AgnosticCommandCursor(_AgnosticCursorBase[_DocumentType]):
+class AgnosticCommandCursor(AgnosticBaseCursor[_DocumentType]):
     """A cursor over a command's results (``list_databases``, ``aggregate``, ...)."""
 
     __pymongo_class__: ClassVar[type | None] = CommandCursor

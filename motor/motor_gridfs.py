@@ -23,6 +23,7 @@ import warnings
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from gridfs import DEFAULT_CHUNK_SIZE
 from gridfs.errors import CorruptGridFile
 from gridfs.synchronous.grid_file import GridFSBucket, GridIn, GridOut, GridOutCursor
 from pymongo.errors import InvalidOperation
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHUNK_BATCH_BYTES",
+    "DEFAULT_CHUNK_SIZE",
     "AgnosticGridFSBucket",
     "AgnosticGridIn",
     "AgnosticGridOut",

@@ -239,3 +239,87 @@ def test_signatures_are_pymongo_s() -> None:
     assert "full_document" in watch.parameters
     assert watch.return_annotation == "ChangeStream"
     assert "Insert an iterable of documents" in (coll.insert_many.__doc__ or "")
+
+
+# Motor 3.7.1's framework-neutral classes, by the module it exported them from (its
+# motor.core held the cursors, the session and explicit encryption too; libraries import
+# them from there, for instance ``from motor.core import AgnosticCommandCursor``), with
+# the base each one has there.
+MOTOR_371_AGNOSTIC: dict[str, dict[str, str | None]] = {
+    "motor.core": {
+        "AgnosticBase": None,
+        "AgnosticBaseProperties": "AgnosticBase",
+        "AgnosticClient": "AgnosticBaseProperties",
+        "AgnosticDatabase": "AgnosticBaseProperties",
+        "AgnosticCollection": "AgnosticBaseProperties",
+        "AgnosticClientSession": "AgnosticBase",
+        "AgnosticBaseCursor": "AgnosticBase",
+        "AgnosticCursor": "AgnosticBaseCursor",
+        "AgnosticRawBatchCursor": "AgnosticCursor",
+        "AgnosticCommandCursor": "AgnosticBaseCursor",
+        "AgnosticRawBatchCommandCursor": "AgnosticCommandCursor",
+        "AgnosticLatentCommandCursor": "AgnosticCommandCursor",
+        "AgnosticChangeStream": "AgnosticBase",
+        "AgnosticClientEncryption": "AgnosticBase",
+    },
+    "motor.motor_gridfs": {
+        "AgnosticGridFSBucket": None,
+        "AgnosticGridIn": None,
+        "AgnosticGridOut": None,
+        "AgnosticGridOutCursor": "AgnosticCursor",
+    },
+}
+
+
+def test_motor_3_7_1_s_agnostic_classes_are_where_it_had_them() -> None:
+    import importlib
+
+    from motor import core, motor_gridfs
+
+    for module_name, classes in MOTOR_371_AGNOSTIC.items():
+        module = importlib.import_module(module_name)
+        for name, base in classes.items():
+            cls = getattr(module, name)
+            assert name in getattr(module, "__all__", ()), (module_name, name)
+            if base is not None:
+                assert issubclass(cls, getattr(core, base)), (name, base)
+    # Each framework class derives from the class of the same name in motor.core.
+    for prefix, module in (("AsyncIOMotor", motor_asyncio), ("Motor", motor_tornado)):
+        for export in module.__all__:
+            agnostic = "Agnostic" + export.removeprefix(prefix)
+            owner = core if hasattr(core, agnostic) else motor_gridfs
+            assert issubclass(getattr(module, export), getattr(owner, agnostic)), export
+    assert motor_gridfs.DEFAULT_CHUNK_SIZE == 255 * 1024
+
+
+_MODULES = [
+    "motor.core",
+    "motor.cursors",
+    "motor.sessions",
+    "motor.encryption",
+    "motor.motor_gridfs",
+    "motor.motor_asyncio",
+    "motor.motor_tornado",
+    "motor.web",
+    "motor.aiohttp",
+    "motor.sync_code",
+]
+_NEED_TORNADO = {"motor.motor_tornado", "motor.web"}
+
+
+@pytest.mark.parametrize(
+    ("module", "tornado"),
+    [(m, True) for m in _MODULES] + [(m, False) for m in _MODULES if m not in _NEED_TORNADO],
+    ids=lambda value: value if isinstance(value, str) else ("", "without-tornado")[not value],
+)
+def test_any_module_can_be_imported_first(module: str, tornado: bool) -> None:
+    # motor.core and the cursor, session and encryption modules import each other; a
+    # fresh interpreter must import any of them first, also where Tornado is missing
+    # (motor/__init__.py then imports no framework module).
+    import subprocess
+    import sys
+
+    hide = "" if tornado else "import sys; sys.modules['tornado'] = None; "
+    code = f"{hide}import {module}; import motor.core as c; c.AgnosticCursor"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
