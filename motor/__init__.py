@@ -29,7 +29,7 @@ version = __version__
 
 
 def _version_tuple(text: str) -> tuple[int | str, ...]:
-    # "3.7.1" -> (3, 7, 1); "0.1.0.dev0" -> (0, 1, 0, ".dev0"), as Motor 3.x splits it.
+    # "3.7.1" -> (3, 7, 1); "3.8.0.dev0" -> (3, 8, 0, ".dev0"), as Motor 3.x splits it.
     match = re.match(r"(\d+)\.(\d+)\.(\d+)(.*)", text)
     if match is None:
         return tuple(int(part) for part in text.split("."))
@@ -38,7 +38,7 @@ def _version_tuple(text: str) -> tuple[int | str, ...]:
     return (*parts, rest) if rest else tuple(parts)
 
 
-#: The version as a tuple, for instance ``(0, 1, 0, ".dev0")``.
+#: The version as a tuple, for instance ``(3, 8, 0, ".dev0")``.
 version_tuple = _version_tuple(__version__)
 
 

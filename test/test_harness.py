@@ -57,7 +57,10 @@ def _wait_until(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
 def test_version_metadata() -> None:
     from motor._version import __version__
 
-    assert __version__ == "0.1.0.dev0"
+    assert __version__ == "3.8.0.dev0"
+    # Above Motor 3.7.1 and within 3.x: pip keeps this Motor for a library that requires
+    # Motor 3 (Beanie: motor>=2.5.0,<4.0.0) and for ``pip install -U motor``.
+    assert (3, 7, 1) < motor.version_tuple[:3] < (4,)
     assert importlib.metadata.version("motor") == __version__
     requires = importlib.metadata.requires("motor") or []
     assert any(r.replace(" ", "").startswith("pymongo<4.21,>=4.20") for r in requires), requires
