@@ -69,7 +69,7 @@ TUTORIAL_PORT = 27017
 
 
 class FetchError(RuntimeError):
-    """The Motor 3.7.1 sdist could not be had."""
+    """An sdist (Motor 3.7.1's) could not be had."""
 
 
 # --------------------------------------------------------------------------- fetching
@@ -89,13 +89,20 @@ def motor_sdist(cache: Path, timeout: float = 90.0) -> Path:
     Raises :class:`FetchError` (with pip's output) if it cannot be downloaded or if its sha256
     is not the pinned one.
     """
+    return pypi_sdist(cache, "motor", MOTOR_VERSION, SDIST_SHA256, timeout)
+
+
+def pypi_sdist(cache: Path, project: str, version: str, sha256: str, timeout: float = 90.0) -> Path:
+    """The sdist of ``project`` ``version`` in ``cache``, downloaded from PyPI on first use
+    and checked against ``sha256``; :class:`FetchError` if it cannot be had or differs."""
     import fcntl
 
     cache.mkdir(parents=True, exist_ok=True)
-    target = cache / SDIST_NAME
+    name = f"{project}-{version}.tar.gz"
+    target = cache / name
     with open(cache / ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if target.is_file() and _sha256(target) == SDIST_SHA256:
+        if target.is_file() and _sha256(target) == sha256:
             return target
         with tempfile.TemporaryDirectory(dir=cache) as scratch:
             command = [
@@ -109,7 +116,7 @@ def motor_sdist(cache: Path, timeout: float = 90.0) -> Path:
                 "--disable-pip-version-check",
                 "--dest",
                 scratch,
-                f"motor=={MOTOR_VERSION}",
+                f"{project}=={version}",
             ]
             try:
                 done = subprocess.run(
@@ -123,17 +130,17 @@ def motor_sdist(cache: Path, timeout: float = 90.0) -> Path:
                 raise FetchError(
                     f"`{' '.join(command)}` did not finish within {timeout:.0f} s"
                 ) from exc
-            downloaded = Path(scratch) / SDIST_NAME
+            downloaded = Path(scratch) / name
             if done.returncode != 0 or not downloaded.is_file():
                 raise FetchError(
                     f"`{' '.join(command)}` exited with {done.returncode}.\n"
                     f"stdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
                 )
             actual = _sha256(downloaded)
-            if actual != SDIST_SHA256:
+            if actual != sha256:
                 raise FetchError(
-                    f"{SDIST_NAME} from PyPI has sha256 {actual}, expected the pinned "
-                    f"{SDIST_SHA256}; refusing to run its code"
+                    f"{name} from PyPI has sha256 {actual}, expected the pinned "
+                    f"{sha256}; refusing to run its code"
                 )
             os.replace(downloaded, target)
     return target

@@ -29,6 +29,7 @@ About 4 minutes against FerretDB, the first time more (the virtualenv).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ import sys
 import tarfile
 import tempfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -227,6 +229,40 @@ def outcomes(report: Path) -> dict[str, str]:
     return result
 
 
+@contextlib.contextmanager
+def server_uri(uri: str | None) -> Iterator[str]:
+    """``uri``; without one, a server started with ``test/server.py`` for the block."""
+    if uri:
+        yield uri
+        return
+    started = subprocess.run(
+        [sys.executable, "-m", "test.server", "start"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    try:
+        yield started.stdout.splitlines()[0].strip()
+    finally:
+        subprocess.run([sys.executable, "-m", "test.server", "stop"], cwd=REPO, check=False)
+
+
+def diff_outcomes(
+    reference: dict[str, str], ours: dict[str, str], expected: dict[str, str]
+) -> tuple[int, int, int, int]:
+    """Print every test that passes with Motor 3.7.1 (``reference``) and not with this Motor,
+    with its reason in ``expected``; return how many pass with both, with Motor 3.7.1 only,
+    unexpectedly so, and with this Motor only."""
+    lost = sorted(t for t, s in reference.items() if s == "pass" and ours.get(t) != "pass")
+    unexpected = [t for t in lost if t not in expected]
+    for test in lost:
+        print(f"  {ours.get(test, 'missing')}: {test}  ({expected.get(test, 'UNEXPECTED')})")
+    gained = sum(1 for t, status in ours.items() if status == "pass" and reference.get(t) != "pass")
+    both = sum(1 for t, status in ours.items() if status == "pass" and reference.get(t) == "pass")
+    return both, len(lost), len(unexpected), gained
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--uri", default=os.environ.get("MOTOR_TEST_URI"))
@@ -234,44 +270,24 @@ def main(argv: list[str] | None = None) -> int:
     cache = test_server.cache_dir()
     sdist = tutorial_doctest.motor_sdist(cache / "motor-sdist")
     theirs = motor371_python(cache)
-    started = None
-    uri = args.uri
-    if not uri:
-        started = subprocess.run(
-            [sys.executable, "-m", "test.server", "start"],
-            cwd=REPO,
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        uri = started.stdout.splitlines()[0].strip()
-    try:
-        with tempfile.TemporaryDirectory() as scratch:
-            results = {}
-            typing_errors: dict[str, list[str]] = {}
-            for name, python, patch in (
-                ("Motor 3.7.1", theirs, False),
-                ("this Motor", Path(sys.executable), True),
-            ):
-                root = Path(scratch) / name.replace(" ", "_")
-                extract_tests(sdist, root, patch_internals=patch)
-                report = root / "report.xml"
-                print(f"{name}: {run_suite(python, root, uri, report)}", flush=True)
-                results[name] = outcomes(report)
-                typing_errors[name] = mypy_errors(python, root)
-    finally:
-        if started is not None:
-            subprocess.run([sys.executable, "-m", "test.server", "stop"], cwd=REPO, check=False)
-    reference, ours = results["Motor 3.7.1"], results["this Motor"]
-    lost = sorted(t for t, s in reference.items() if s == "pass" and ours.get(t) != "pass")
-    unexpected = [t for t in lost if t not in EXPECTED]
-    for test in lost:
-        reason = EXPECTED.get(test, "UNEXPECTED")
-        print(f"  {ours.get(test, 'missing')}: {test}  ({reason})")
-    gained = sum(1 for t, status in ours.items() if status == "pass" and reference.get(t) != "pass")
-    both = sum(1 for t, status in ours.items() if status == "pass" and reference.get(t) == "pass")
+    with server_uri(args.uri) as uri, tempfile.TemporaryDirectory() as scratch:
+        results = {}
+        typing_errors: dict[str, list[str]] = {}
+        for name, python, patch in (
+            ("Motor 3.7.1", theirs, False),
+            ("this Motor", Path(sys.executable), True),
+        ):
+            root = Path(scratch) / name.replace(" ", "_")
+            extract_tests(sdist, root, patch_internals=patch)
+            report = root / "report.xml"
+            print(f"{name}: {run_suite(python, root, uri, report)}", flush=True)
+            results[name] = outcomes(report)
+            typing_errors[name] = mypy_errors(python, root)
+    both, lost, unexpected, gained = diff_outcomes(
+        results["Motor 3.7.1"], results["this Motor"], EXPECTED
+    )
     print(
-        f"passed by both: {both}; only by Motor 3.7.1: {len(lost)} ({len(unexpected)} "
+        f"passed by both: {both}; only by Motor 3.7.1: {lost} ({unexpected} "
         f"unexpected); only by this Motor: {gained}"
     )
     # Type checking: code that Motor 3.7.1's stubs accept must be accepted, and misuse
