@@ -1,0 +1,298 @@
+"""Run the test suites of ODMs built on Motor 3.x on this Motor and on Motor 3.7.1; diff.
+
+A compatibility oracle for the libraries most applications on Motor 3.x use:
+``python tools/odm_suites.py [--uri URI] [--suite beanie|umongo ...]``.
+
+=========  =======  ======================================================================
+Beanie     1.30.0   its whole test suite (``tests``)
+umongo     4.0.0    its tests of the Motor framework (``tests/frameworks/test_motor_asyncio.py``)
+=========  =======  ======================================================================
+
+1. Each project's sdist (downloaded from PyPI and checked against a pinned sha256, as Motor
+   3.7.1's is for ``test/test_tutorials.py``) holds its tests.  Nothing of them is copied
+   into this repository.
+2. One virtualenv (``<cache>/venv-odm-suites``, made on first use) has the projects
+   (without their Motor requirement), their dependencies and test dependencies, and this
+   project's PyMongo, Tornado and greenlet versions; Motor 3.7.1 is installed beside it in
+   a directory of its own.  Each suite runs twice against the same server, once with
+   Motor 3.7.1 and once with this checkout first on ``PYTHONPATH``; each run checks first
+   which ``motor`` it imports.
+3. Every test that passes with Motor 3.7.1 and not with this Motor is listed, and fails
+   the run (exit status 1) unless :data:`EXPECTED` explains it.
+
+A pytest plugin per suite, the same for both runs, points the tests at the server (umongo's
+connect to ``localhost:27017``).  FerretDB has no text indexes and no views, and it drops
+the connection on some of Beanie's index specifications; against it Beanie's models are set
+up without their indexes and views, and the tests that need them fail for both drivers.
+Without ``--uri`` (or ``MOTOR_TEST_URI``) a server is started with ``test/server.py`` and
+stopped at the end.  About 5 minutes against FerretDB, the first time more (the virtualenv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tools"))
+
+from motor371_suite import diff_outcomes, outcomes, server_uri  # noqa: E402
+
+from test import server as test_server  # noqa: E402
+from test import tutorial_doctest  # noqa: E402
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A project's test suite: where to get it, what it needs, how to point it at a server."""
+
+    project: str
+    version: str
+    #: The sha256 of the project's sdist as PyPI serves it.
+    sha256: str
+    #: Its requirements other than Motor, and those of its tests.
+    requirements: tuple[str, ...]
+    #: Test paths inside the sdist.
+    tests: tuple[str, ...]
+    #: Source of the pytest plugin loaded for both runs.
+    plugin: str
+    #: Tests that pass with Motor 3.7.1 and not with this Motor, on purpose: id -> why.
+    expected: dict[str, str]
+
+    def environment(self, uri: str, ferretdb: bool) -> dict[str, str]:
+        """The environment variables the tests and the plugin read."""
+        parts = urlsplit(uri)
+        return {
+            "MONGODB_DSN": urlunsplit((parts.scheme, parts.netloc, "/beanie_db", parts.query, "")),
+            "MONGODB_DB_NAME": "beanie_db",
+            "ODM_SUITE_HOST": parts.hostname or "localhost",
+            "ODM_SUITE_PORT": str(parts.port or 27017),
+            "ODM_SUITE_FERRETDB": "1" if ferretdb else "",
+        }
+
+
+BEANIE = Suite(
+    project="beanie",
+    version="1.30.0",
+    sha256="33ead17ff2742144c510b4b24e188f6b316dd1b614d86b57a3cfe20bc7b768c9",
+    requirements=(
+        "pydantic>=1.10.18,<3.0",
+        "click>=7",
+        "lazy-model==0.2.0",
+        "typing-extensions>=4.7",
+        "pytest>=8.3.3",
+        "pytest-asyncio>=0.24.0",
+        "asgi-lifespan>=1.0.1",
+        "httpx>=0.23.0",
+        "fastapi>=0.100",
+        "pydantic-settings>=2",
+        "pydantic-extra-types>=2",
+        "pydantic[email]",
+        "dnspython>=2.1.0",
+    ),
+    tests=("tests",),
+    # Beanie's tests read MONGODB_DSN.  On FerretDB 1.24 its models get no indexes (no text
+    # indexes; some specifications make FerretDB drop the connection) and its views no
+    # server view.
+    plugin="""\
+import os
+
+if os.environ.get("ODM_SUITE_FERRETDB"):
+    import beanie.odm.utils.init as init
+    from pymongo.errors import OperationFailure
+
+    _init_view = init.Initializer.init_view
+
+    async def init_indexes(self, cls, allow_index_dropping=False):
+        return None
+
+    async def init_view(self, cls):
+        try:
+            await _init_view(self, cls)
+        except OperationFailure as exc:
+            if "viewOn" not in str(exc):
+                raise
+
+    init.Initializer.init_indexes = init_indexes
+    init.Initializer.init_view = init_view
+""",
+    expected={},
+)
+
+UMONGO = Suite(
+    project="umongo",
+    version="4.0.0",
+    sha256="6c9e9d0795924397658f5b013cb0bac96b8e2f562358e40ba10de1143bbe79be",
+    requirements=("marshmallow>=4.0.1,<5.0", "pytest"),
+    tests=("tests/frameworks/test_motor_asyncio.py",),
+    # umongo's tests make AsyncIOMotorClient() of localhost:27017: PyMongo's defaults.
+    plugin="""\
+import os
+
+from pymongo.synchronous.mongo_client import MongoClient
+
+MongoClient.HOST = os.environ["ODM_SUITE_HOST"]
+MongoClient.PORT = int(os.environ["ODM_SUITE_PORT"])
+""",
+    expected={},
+)
+
+SUITES = {suite.project: suite for suite in (BEANIE, UMONGO)}
+
+
+def suite_python(cache: Path) -> tuple[Path, Path]:
+    """The Python of the suites' virtualenv, and the directory holding Motor 3.7.1."""
+    import greenlet
+    import pymongo
+    import tornado
+
+    venv = cache / "venv-odm-suites"
+    python = venv / "bin" / "python"
+    motor371 = venv / "motor-3.7.1"
+    wanted = [
+        *(r for suite in SUITES.values() for r in suite.requirements),
+        f"pymongo=={pymongo.version}",
+        f"tornado=={tornado.version}",
+        f"greenlet=={greenlet.__version__}",
+    ]
+    projects = [f"{suite.project}=={suite.version}" for suite in SUITES.values()]
+    motor = f"motor=={tutorial_doctest.MOTOR_VERSION}"
+    stamp = venv / "odm-suites-requirements.txt"
+    record = "\n".join([*wanted, *projects, motor])
+    if python.exists() and stamp.is_file() and stamp.read_text() == record:
+        return python, motor371
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    subprocess.run([*pip, *wanted], check=True)
+    subprocess.run([*pip, "--no-deps", *projects], check=True)
+    subprocess.run([*pip, "--no-deps", "--target", str(motor371), motor], check=True)
+    stamp.write_text(record)
+    return python, motor371
+
+
+def extract_tests(suite: Suite, sdist: Path, into: Path) -> None:
+    """The suite's ``tests`` package and its ``pyproject.toml`` (pytest's settings)."""
+    prefix = f"{suite.project}-{suite.version}/"
+    with tarfile.open(sdist) as tar:
+        for member in tar.getmembers():
+            name = member.name[len(prefix) :]
+            if member.isfile() and (name.startswith("tests/") or name == "pyproject.toml"):
+                target = into / name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None
+                target.write_bytes(source.read())
+    (into / "plugins").mkdir()
+    (into / "plugins" / "odm_suite_plugin.py").write_text(suite.plugin)
+
+
+def is_ferretdb(uri: str) -> bool:
+    import pymongo
+
+    client: pymongo.MongoClient[dict[str, object]]
+    with pymongo.MongoClient(uri, serverSelectionTimeoutMS=10000) as client:
+        return "ferretdbVersion" in client.admin.command("buildInfo")
+
+
+def run_suite(
+    suite: Suite, python: Path, motor_path: Path, root: Path, uri: str, ferretdb: bool
+) -> str:
+    """Run ``suite`` in ``root`` with ``motor_path`` first on the path; the summary."""
+    env = {
+        **os.environ,
+        **suite.environment(uri, ferretdb),
+        "PYTHONPATH": os.pathsep.join([str(motor_path), str(root / "plugins")]),
+    }
+    imported = subprocess.run(
+        [str(python), "-c", "import motor; print(motor.__file__)"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(imported).resolve().is_relative_to(motor_path.resolve()):
+        raise SystemExit(f"expected motor from {motor_path}, imported {imported}")
+    done = subprocess.run(
+        [
+            str(python),
+            "-m",
+            "pytest",
+            "-q",
+            "-o",
+            "addopts=",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "odm_suite_plugin",
+            "--junitxml=report.xml",
+            *suite.tests,
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    lines = done.stdout.strip().splitlines()
+    return lines[-1] if lines else done.stderr.strip()[-500:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--uri", default=os.environ.get("MOTOR_TEST_URI"))
+    parser.add_argument(
+        "--suite", action="append", choices=sorted(SUITES), help="only these (default: all)"
+    )
+    args = parser.parse_args(argv)
+    suites = [SUITES[name] for name in args.suite or SUITES]
+    cache = test_server.cache_dir()
+    sdists = {
+        suite.project: tutorial_doctest.pypi_sdist(
+            cache / "odm-sdists", suite.project, suite.version, suite.sha256
+        )
+        for suite in suites
+    }
+    python, motor371 = suite_python(cache)
+    failed = False
+    with server_uri(args.uri) as uri, tempfile.TemporaryDirectory() as scratch:
+        ferretdb = is_ferretdb(uri)
+        for suite in suites:
+            results = {}
+            for name, motor_path in (("Motor 3.7.1", motor371), ("this Motor", REPO)):
+                root = Path(scratch) / suite.project / name.replace(" ", "_")
+                extract_tests(suite, sdists[suite.project], root)
+                summary = run_suite(suite, python, motor_path, root, uri, ferretdb)
+                print(f"{suite.project} {suite.version}, {name}: {summary}", flush=True)
+                report = root / "report.xml"
+                if report.is_file():
+                    results[name] = outcomes(report)
+            if len(results) < 2:
+                # pytest stopped before it ran a test (an import error): the summary says why.
+                print(f"{suite.project} {suite.version}: a run made no report", flush=True)
+                failed = True
+                continue
+            both, lost, unexpected, gained = diff_outcomes(
+                results["Motor 3.7.1"], results["this Motor"], suite.expected
+            )
+            print(
+                f"{suite.project} {suite.version}: passed by both: {both}; only by Motor "
+                f"3.7.1: {lost} ({unexpected} unexpected); only by this Motor: {gained}",
+                flush=True,
+            )
+            failed = failed or bool(unexpected) or not both
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
