@@ -20,7 +20,7 @@ import re
 
 # motor.core first: it imports the cursor, session and encryption modules at its end,
 # which import it (see the end of motor/core.py).
-import motor.core  # noqa: F401
+from motor import core  # noqa: F401
 from motor._version import __version__
 from motor.detector import detect_stalls, stop_detecting_stalls
 from motor.sync_code import GreenMongoClient, green_coroutine, run_green

@@ -309,8 +309,12 @@ _NEED_TORNADO = {"motor.motor_tornado", "motor.web"}
 
 @pytest.mark.parametrize(
     ("module", "tornado"),
-    [(m, True) for m in _MODULES] + [(m, False) for m in _MODULES if m not in _NEED_TORNADO],
-    ids=lambda value: value if isinstance(value, str) else ("", "without-tornado")[not value],
+    [pytest.param(m, True, id=m) for m in _MODULES]
+    + [
+        pytest.param(m, False, id=f"{m}-without-tornado")
+        for m in _MODULES
+        if m not in _NEED_TORNADO
+    ],
 )
 def test_any_module_can_be_imported_first(module: str, tornado: bool) -> None:
     # motor.core and the cursor, session and encryption modules import each other; a
