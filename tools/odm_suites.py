@@ -72,10 +72,10 @@ class Suite:
         """The environment variables the tests and the plugin read."""
         parts = urlsplit(uri)
         return {
+            # Beanie's settings: the URI with its database.
             "MONGODB_DSN": urlunsplit((parts.scheme, parts.netloc, "/beanie_db", parts.query, "")),
             "MONGODB_DB_NAME": "beanie_db",
-            "ODM_SUITE_HOST": parts.hostname or "localhost",
-            "ODM_SUITE_PORT": str(parts.port or 27017),
+            "ODM_SUITE_URI": uri,
             "ODM_SUITE_FERRETDB": "1" if ferretdb else "",
         }
 
@@ -98,6 +98,7 @@ BEANIE = Suite(
         "pydantic-extra-types>=2",
         "pydantic[email]",
         "dnspython>=2.1.0",
+        "tomli>=2.2.1,<3.0.0; python_version < '3.11'",
     ),
     tests=("tests",),
     # Beanie's tests read MONGODB_DSN.  On FerretDB 1.24 its models get no indexes (no text
@@ -134,14 +135,14 @@ UMONGO = Suite(
     sha256="6c9e9d0795924397658f5b013cb0bac96b8e2f562358e40ba10de1143bbe79be",
     requirements=("marshmallow>=4.0.1,<5.0", "pytest"),
     tests=("tests/frameworks/test_motor_asyncio.py",),
-    # umongo's tests make AsyncIOMotorClient() of localhost:27017: PyMongo's defaults.
+    # umongo's tests make AsyncIOMotorClient() of localhost:27017: PyMongo's default host,
+    # which may be a whole URI.
     plugin="""\
 import os
 
 from pymongo.synchronous.mongo_client import MongoClient
 
-MongoClient.HOST = os.environ["ODM_SUITE_HOST"]
-MongoClient.PORT = int(os.environ["ODM_SUITE_PORT"])
+MongoClient.HOST = os.environ["ODM_SUITE_URI"]
 """,
     expected={},
 )
@@ -213,37 +214,38 @@ def run_suite(
         **suite.environment(uri, ferretdb),
         "PYTHONPATH": os.pathsep.join([str(motor_path), str(root / "plugins")]),
     }
-    imported = subprocess.run(
+    check = subprocess.run(
         [str(python), "-c", "import motor; print(motor.__file__)"],
         cwd=root,
         env=env,
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout.strip()
+    )
+    if check.returncode != 0:
+        return f"import motor failed:\n{check.stderr.strip()[-2000:]}"
+    imported = check.stdout.strip()
     if not Path(imported).resolve().is_relative_to(motor_path.resolve()):
         raise SystemExit(f"expected motor from {motor_path}, imported {imported}")
-    done = subprocess.run(
-        [
-            str(python),
-            "-m",
-            "pytest",
-            "-q",
-            "-o",
-            "addopts=",
-            "-p",
-            "no:cacheprovider",
-            "-p",
-            "odm_suite_plugin",
-            "--junitxml=report.xml",
-            *suite.tests,
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
+    command = [
+        str(python),
+        "-m",
+        "pytest",
+        "-q",
+        "-o",
+        "addopts=",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "odm_suite_plugin",
+        "--junitxml=report.xml",
+        *suite.tests,
+    ]
+    try:
+        done = subprocess.run(
+            command, cwd=root, env=env, capture_output=True, text=True, timeout=1800
+        )
+    except subprocess.TimeoutExpired:
+        return "pytest did not finish within 30 minutes"
     lines = done.stdout.strip().splitlines()
     return lines[-1] if lines else done.stderr.strip()[-500:]
 
