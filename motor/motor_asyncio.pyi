@@ -12,7 +12,7 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from typing import Any, Generic, NoReturn, overload, type_check_only
+from typing import Any, NoReturn, overload, type_check_only
 from uuid import UUID
 
 from bson.binary import Binary
@@ -51,8 +51,26 @@ from pymongo.typings import ClusterTime, _Address, _CollationIn, _Pipeline
 from pymongo.write_concern import WriteConcern
 from typing_extensions import Self
 
-from motor.core import AgnosticBase
-from motor.sessions import _T
+from motor.core import AgnosticBase, AgnosticClient, AgnosticCollection, AgnosticDatabase
+from motor.core import _SessionFuture as _core_SessionFuture
+from motor.cursors import (
+    AgnosticChangeStream,
+    AgnosticCommandCursor,
+    AgnosticCursor,
+    AgnosticLatentCommandCursor,
+    AgnosticRawBatchCommandCursor,
+    AgnosticRawBatchCursor,
+)
+from motor.encryption import AgnosticClientEncryption
+from motor.motor_gridfs import (
+    AgnosticGridFSBucket,
+    AgnosticGridIn,
+    AgnosticGridOut,
+    AgnosticGridOutCursor,
+)
+from motor.sessions import _T, AgnosticClientSession
+from motor.sessions import _BoundSession as _sessions_BoundSession
+from motor.sessions import _TransactionContext as _sessions_TransactionContext
 
 __all__ = [
     "AsyncIOMotorChangeStream",
@@ -72,7 +90,7 @@ __all__ = [
     "AsyncIOMotorRawBatchCursor",
 ]
 
-class AsyncIOMotorChangeStream(Generic[_DocumentType]):
+class AsyncIOMotorChangeStream(AgnosticChangeStream[_DocumentType]):
     def __init__(
         self, target: AgnosticBase, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None: ...
@@ -95,7 +113,7 @@ class AsyncIOMotorChangeStream(Generic[_DocumentType]):
     def resume_token(self) -> Mapping[str, Any] | None: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class AsyncIOMotorClient(Generic[_DocumentType]):
+class AsyncIOMotorClient(AgnosticClient[_DocumentType]):
     def __init__(
         self,
         host: str | Sequence[str] | None = ...,
@@ -224,7 +242,7 @@ class AsyncIOMotorClient(Generic[_DocumentType]):
     @property
     def write_concern(self) -> WriteConcern: ...
 
-class AsyncIOMotorClientEncryption(Generic[_DocumentType]):
+class AsyncIOMotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
     def __init__(
         self,
         kms_providers: Any,
@@ -299,7 +317,7 @@ class AsyncIOMotorClientEncryption(Generic[_DocumentType]):
         master_key: Mapping[str, Any] | None = ...,
     ) -> Future[RewrapManyDataKeyResult]: ...
 
-class AsyncIOMotorClientSession:
+class AsyncIOMotorClientSession(AgnosticClientSession):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __enter__(self) -> NoReturn: ...
@@ -345,7 +363,7 @@ class AsyncIOMotorClientSession:
         max_commit_time_ms: int | None = ...,
     ) -> _T: ...
 
-class AsyncIOMotorCollection(Generic[_DocumentType]):
+class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
     def __init__(
         self,
         database: AsyncIOMotorDatabase[_DocumentType],
@@ -665,7 +683,7 @@ class AsyncIOMotorCollection(Generic[_DocumentType]):
     @property
     def write_concern(self) -> WriteConcern: ...
 
-class AsyncIOMotorCommandCursor(Generic[_DocumentType]):
+class AsyncIOMotorCommandCursor(AgnosticCommandCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -701,7 +719,7 @@ class AsyncIOMotorCommandCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class AsyncIOMotorCursor(Generic[_DocumentType]):
+class AsyncIOMotorCursor(AgnosticCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -759,7 +777,7 @@ class AsyncIOMotorCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     def where(self, code: str | Code) -> Self: ...
 
-class AsyncIOMotorDatabase(Generic[_DocumentType]):
+class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
     def __init__(
         self, client: AsyncIOMotorClient[_DocumentType], name: str, **kwargs: Any
     ) -> None: ...
@@ -921,7 +939,7 @@ class AsyncIOMotorDatabase(Generic[_DocumentType]):
     @property
     def write_concern(self) -> WriteConcern: ...
 
-class AsyncIOMotorGridFSBucket:
+class AsyncIOMotorGridFSBucket(AgnosticGridFSBucket):
     def __init__(
         self,
         database: AsyncIOMotorDatabase[Any],
@@ -1013,7 +1031,7 @@ class AsyncIOMotorGridFSBucket:
     ) -> Future[None]: ...
     def wrap(self, obj: Any) -> Any: ...
 
-class AsyncIOMotorGridIn:
+class AsyncIOMotorGridIn(AgnosticGridIn):
     def __init__(
         self,
         root_collection: AsyncIOMotorCollection[Any],
@@ -1057,7 +1075,7 @@ class AsyncIOMotorGridIn:
     def writeable(self) -> bool: ...
     def writelines(self, sequence: Iterable[Any]) -> Future[None]: ...
 
-class AsyncIOMotorGridOut:
+class AsyncIOMotorGridOut(AgnosticGridOut):
     def __init__(
         self,
         root_collection: AsyncIOMotorCollection[Any],
@@ -1120,7 +1138,7 @@ class AsyncIOMotorGridOut:
     def write(self, value: Any) -> NoReturn: ...
     def writelines(self, lines: Any) -> NoReturn: ...
 
-class AsyncIOMotorGridOutCursor:
+class AsyncIOMotorGridOutCursor(AgnosticGridOutCursor):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -1178,7 +1196,7 @@ class AsyncIOMotorGridOutCursor:
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     def where(self, code: str | Code) -> Self: ...
 
-class AsyncIOMotorLatentCommandCursor(Generic[_DocumentType]):
+class AsyncIOMotorLatentCommandCursor(AgnosticLatentCommandCursor[_DocumentType]):
     def __init__(
         self, parent: AgnosticBase, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None: ...
@@ -1217,7 +1235,7 @@ class AsyncIOMotorLatentCommandCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class AsyncIOMotorRawBatchCommandCursor(Generic[_DocumentType]):
+class AsyncIOMotorRawBatchCommandCursor(AgnosticRawBatchCommandCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -1253,7 +1271,7 @@ class AsyncIOMotorRawBatchCommandCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class AsyncIOMotorRawBatchCursor(Generic[_DocumentType]):
+class AsyncIOMotorRawBatchCursor(AgnosticRawBatchCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -1312,12 +1330,14 @@ class AsyncIOMotorRawBatchCursor(Generic[_DocumentType]):
     def where(self, code: str | Code) -> Self: ...
 
 @type_check_only
-class _SessionFuture(Future[AsyncIOMotorClientSession]):
+class _SessionFuture(_core_SessionFuture):
+    def __await__(self) -> Generator[Any, None, AsyncIOMotorClientSession]: ...
+    def result(self) -> AsyncIOMotorClientSession: ...
     async def __aenter__(self) -> AsyncIOMotorClientSession: ...
     async def __aexit__(self, *exc: Any) -> None: ...
 
 @type_check_only
-class _BoundSession:
+class _BoundSession(_sessions_BoundSession):
     def __init__(self, session: AsyncIOMotorClientSession, end_session: bool) -> None: ...
     async def __aenter__(self) -> AsyncIOMotorClientSession: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
@@ -1325,7 +1345,7 @@ class _BoundSession:
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
 
 @type_check_only
-class _TransactionContext:
+class _TransactionContext(_sessions_TransactionContext):
     def __init__(self, session: AsyncIOMotorClientSession) -> None: ...
     async def __aenter__(self) -> _TransactionContext: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...

@@ -12,7 +12,7 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from typing import Any, Generic, NoReturn, overload, type_check_only
+from typing import Any, NoReturn, overload, type_check_only
 from uuid import UUID
 
 from bson.binary import Binary
@@ -51,8 +51,26 @@ from pymongo.typings import ClusterTime, _Address, _CollationIn, _Pipeline
 from pymongo.write_concern import WriteConcern
 from typing_extensions import Self
 
-from motor.core import AgnosticBase
-from motor.sessions import _T
+from motor.core import AgnosticBase, AgnosticClient, AgnosticCollection, AgnosticDatabase
+from motor.core import _SessionFuture as _core_SessionFuture
+from motor.cursors import (
+    AgnosticChangeStream,
+    AgnosticCommandCursor,
+    AgnosticCursor,
+    AgnosticLatentCommandCursor,
+    AgnosticRawBatchCommandCursor,
+    AgnosticRawBatchCursor,
+)
+from motor.encryption import AgnosticClientEncryption
+from motor.motor_gridfs import (
+    AgnosticGridFSBucket,
+    AgnosticGridIn,
+    AgnosticGridOut,
+    AgnosticGridOutCursor,
+)
+from motor.sessions import _T, AgnosticClientSession
+from motor.sessions import _BoundSession as _sessions_BoundSession
+from motor.sessions import _TransactionContext as _sessions_TransactionContext
 
 __all__ = [
     "MotorChangeStream",
@@ -72,7 +90,7 @@ __all__ = [
     "MotorRawBatchCursor",
 ]
 
-class MotorChangeStream(Generic[_DocumentType]):
+class MotorChangeStream(AgnosticChangeStream[_DocumentType]):
     def __init__(
         self, target: AgnosticBase, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None: ...
@@ -95,7 +113,7 @@ class MotorChangeStream(Generic[_DocumentType]):
     def resume_token(self) -> Mapping[str, Any] | None: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class MotorClient(Generic[_DocumentType]):
+class MotorClient(AgnosticClient[_DocumentType]):
     def __init__(
         self,
         host: str | Sequence[str] | None = ...,
@@ -222,7 +240,7 @@ class MotorClient(Generic[_DocumentType]):
     @property
     def write_concern(self) -> WriteConcern: ...
 
-class MotorClientEncryption(Generic[_DocumentType]):
+class MotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
     def __init__(
         self,
         kms_providers: Any,
@@ -297,7 +315,7 @@ class MotorClientEncryption(Generic[_DocumentType]):
         master_key: Mapping[str, Any] | None = ...,
     ) -> Future[RewrapManyDataKeyResult]: ...
 
-class MotorClientSession:
+class MotorClientSession(AgnosticClientSession):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __enter__(self) -> NoReturn: ...
@@ -343,7 +361,7 @@ class MotorClientSession:
         max_commit_time_ms: int | None = ...,
     ) -> _T: ...
 
-class MotorCollection(Generic[_DocumentType]):
+class MotorCollection(AgnosticCollection[_DocumentType]):
     def __init__(
         self,
         database: MotorDatabase[_DocumentType],
@@ -655,7 +673,7 @@ class MotorCollection(Generic[_DocumentType]):
     @property
     def write_concern(self) -> WriteConcern: ...
 
-class MotorCommandCursor(Generic[_DocumentType]):
+class MotorCommandCursor(AgnosticCommandCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -691,7 +709,7 @@ class MotorCommandCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class MotorCursor(Generic[_DocumentType]):
+class MotorCursor(AgnosticCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -749,7 +767,7 @@ class MotorCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     def where(self, code: str | Code) -> Self: ...
 
-class MotorDatabase(Generic[_DocumentType]):
+class MotorDatabase(AgnosticDatabase[_DocumentType]):
     def __init__(self, client: MotorClient[_DocumentType], name: str, **kwargs: Any) -> None: ...
     def __bool__(self) -> NoReturn: ...
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn: ...
@@ -905,7 +923,7 @@ class MotorDatabase(Generic[_DocumentType]):
     @property
     def write_concern(self) -> WriteConcern: ...
 
-class MotorGridFSBucket:
+class MotorGridFSBucket(AgnosticGridFSBucket):
     def __init__(
         self,
         database: MotorDatabase[Any],
@@ -997,7 +1015,7 @@ class MotorGridFSBucket:
     ) -> Future[None]: ...
     def wrap(self, obj: Any) -> Any: ...
 
-class MotorGridIn:
+class MotorGridIn(AgnosticGridIn):
     def __init__(
         self,
         root_collection: MotorCollection[Any],
@@ -1041,7 +1059,7 @@ class MotorGridIn:
     def writeable(self) -> bool: ...
     def writelines(self, sequence: Iterable[Any]) -> Future[None]: ...
 
-class MotorGridOut:
+class MotorGridOut(AgnosticGridOut):
     def __init__(
         self,
         root_collection: MotorCollection[Any],
@@ -1104,7 +1122,7 @@ class MotorGridOut:
     def write(self, value: Any) -> NoReturn: ...
     def writelines(self, lines: Any) -> NoReturn: ...
 
-class MotorGridOutCursor:
+class MotorGridOutCursor(AgnosticGridOutCursor):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -1162,7 +1180,7 @@ class MotorGridOutCursor:
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     def where(self, code: str | Code) -> Self: ...
 
-class MotorLatentCommandCursor(Generic[_DocumentType]):
+class MotorLatentCommandCursor(AgnosticLatentCommandCursor[_DocumentType]):
     def __init__(
         self, parent: AgnosticBase, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None: ...
@@ -1201,7 +1219,7 @@ class MotorLatentCommandCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class MotorRawBatchCommandCursor(Generic[_DocumentType]):
+class MotorRawBatchCommandCursor(AgnosticRawBatchCommandCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -1237,7 +1255,7 @@ class MotorRawBatchCommandCursor(Generic[_DocumentType]):
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
     async def try_next(self) -> _DocumentType | None: ...
 
-class MotorRawBatchCursor(Generic[_DocumentType]):
+class MotorRawBatchCursor(AgnosticRawBatchCursor[_DocumentType]):
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __aiter__(self) -> Self: ...
@@ -1296,12 +1314,14 @@ class MotorRawBatchCursor(Generic[_DocumentType]):
     def where(self, code: str | Code) -> Self: ...
 
 @type_check_only
-class _SessionFuture(Future[MotorClientSession]):
+class _SessionFuture(_core_SessionFuture):
+    def __await__(self) -> Generator[Any, None, MotorClientSession]: ...
+    def result(self) -> MotorClientSession: ...
     async def __aenter__(self) -> MotorClientSession: ...
     async def __aexit__(self, *exc: Any) -> None: ...
 
 @type_check_only
-class _BoundSession:
+class _BoundSession(_sessions_BoundSession):
     def __init__(self, session: MotorClientSession, end_session: bool) -> None: ...
     async def __aenter__(self) -> MotorClientSession: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
@@ -1309,7 +1329,7 @@ class _BoundSession:
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
 
 @type_check_only
-class _TransactionContext:
+class _TransactionContext(_sessions_TransactionContext):
     def __init__(self, session: MotorClientSession) -> None: ...
     async def __aenter__(self) -> _TransactionContext: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...

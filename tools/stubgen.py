@@ -402,15 +402,22 @@ class Stub:
         return "\n".join(lines) + "\n"
 
     def class_stub(self, name: str, cls: Any) -> str:
-        generic = self.is_generic(cls)
-        if generic:
+        # Each class derives from its framework-neutral class (motor.core.AgnosticCollection,
+        # ...), as at run time and as in Motor 3.x's stubs: code annotated with the neutral
+        # classes type-checks.
+        neutral = cls.__bases__[0]
+        base = self.use(Ref(neutral.__module__, neutral.__name__))
+        if self.is_generic(cls):
             params = ", ".join(
                 self.use(Ref(tv.__module__, tv.__name__))
                 for tv in cls.__pymongo_class__.__parameters__
             )
-            header = f"class {name}({self.use(Ref('typing', 'Generic'))}[{params}]):"
+            if self.is_generic(neutral):
+                header = f"class {name}({base}[{params}]):"
+            else:
+                header = f"class {name}({base}, {self.use(Ref('typing', 'Generic'))}[{params}]):"
         else:
-            header = f"class {name}:"
+            header = f"class {name}({base}):"
         lines = [header]
         for member, owner, value in members(cls):
             lines.extend("    " + line for line in self.member_stub(member, owner, value))
@@ -418,23 +425,33 @@ class Stub:
 
     def helper_stub(self, cls: type) -> str:
         name = self.helpers[cls]
-        bases = self.helper_bases(cls)
+        # The helper derives from the runtime class it describes, so that its methods may
+        # override the neutral classes' methods that return it (start_session(), ...); its
+        # members give this framework's classes.
+        base = self.use(Ref(cls.__module__, cls.__name__))
         # Not in the framework module at run time (stubtest --strict-type-check-only).
-        lines = [f"@{self.use(Ref('typing', 'type_check_only'))}", f"class {name}{bases}:"]
+        lines = [f"@{self.use(Ref('typing', 'type_check_only'))}", f"class {name}({base}):"]
         count = len(lines)
+        result = self.future_result(cls)
+        if result is not None:
+            generator = self.use(Ref("collections.abc", "Generator"))
+            anything = self.use(Ref("typing", "Any"))
+            lines.append(f"    def __await__(self) -> {generator}[{anything}, None, {result}]: ...")
+            lines.append(f"    def result(self) -> {result}: ...")
         for member, owner, value in members(cls):
             lines.extend("    " + line for line in self.member_stub(member, owner, value))
         if len(lines) == count:
             lines.append("    pass")
         return "\n".join(lines)
 
-    def helper_bases(self, cls: type) -> str:
-        module = cls.__module__
-        node = _class_node(cls)
-        bases = node.bases
-        rendered = [self.render(base, module, Mode.SOURCE, bare_generic=True) for base in bases]
-        rendered = [r for r in rendered if r != "object"]
-        return f"({', '.join(rendered)})" if rendered else ""
+    def future_result(self, cls: type) -> str | None:
+        """For a helper that is an ``asyncio.Future[T]``: ``T`` in this framework's names."""
+        for node in _class_node(cls).bases:
+            rendered = self.render(node, cls.__module__, Mode.SOURCE, bare_generic=True)
+            future = self.use(Ref("asyncio", "Future"))
+            if rendered.startswith(f"{future}[") and rendered.endswith("]"):
+                return rendered[len(future) + 1 : -1]
+        return None
 
     # -- members ------------------------------------------------------------------------
 

@@ -16,6 +16,14 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
 from pymongo.results import InsertManyResult, InsertOneResult, UpdateResult
 
+from motor.core import (
+    AgnosticBaseProperties,
+    AgnosticClient,
+    AgnosticClientSession,
+    AgnosticCollection,
+    AgnosticCommandCursor,
+    AgnosticCursor,
+)
 from motor.motor_asyncio import (
     AsyncIOMotorChangeStream,
     AsyncIOMotorClient,
@@ -141,6 +149,26 @@ async def change_streams(client: AsyncIOMotorClient[Movie]) -> None:
         break
 
 
+def framework_neutral(client: AgnosticClient[Movie], movies: AgnosticCollection[Movie]) -> None:
+    print(client, movies)
+
+
+async def neutral_classes(client: AsyncIOMotorClient[Movie]) -> None:
+    # Code annotated with Motor 3.x's framework-neutral classes (motor.core's, as Beanie
+    # annotates) takes the asyncio classes, which derive from them.
+    movies = client.test.movies
+    framework_neutral(client, movies)
+    cursor: AgnosticCursor[Movie] = movies.find()
+    print(cursor)
+    pipeline: AgnosticCommandCursor[Movie] = movies.aggregate([])
+    print(pipeline)
+    properties: AgnosticBaseProperties = movies
+    print(properties)
+    async with await client.start_session() as session:
+        neutral_session: AgnosticClientSession = session
+        print(neutral_session)
+
+
 async def main() -> None:
     client: AsyncIOMotorClient[Movie] = AsyncIOMotorClient("mongodb://127.0.0.1:27017")
     loop = asyncio.get_running_loop()
@@ -150,6 +178,7 @@ async def main() -> None:
         await cursors(client.test.movies)
         await sessions(client)
         await change_streams(client)
+        await neutral_classes(client)
         info: dict[str, Any] = await plain.admin.command("ping")
         print(info)
     finally:

@@ -14,6 +14,7 @@ from pymongo.results import InsertOneResult
 from tornado import gen, web
 from tornado.ioloop import IOLoop
 
+from motor.core import AgnosticCollection, AgnosticLatentCommandCursor
 from motor.motor_tornado import (
     MotorChangeStream,
     MotorClient,
@@ -73,6 +74,16 @@ def each_movie(movies: MotorCollection[Movie]) -> Generator[Any, Any, int]:
         if movie is not None:
             seen += 1
     return seen
+
+
+def count_later(movies: AgnosticCollection[Movie], year: int) -> None:
+    # Annotated with Motor 3.x's framework-neutral classes: takes the Tornado classes too.
+    print(movies, year)
+
+
+def neutral(movies: MotorCollection[Movie]) -> AgnosticLatentCommandCursor[Movie]:
+    count_later(movies, 2000)
+    return movies.aggregate([{"$sort": {"year": -1}}])
 
 
 async def in_transaction(client: MotorClient[Movie]) -> None:
