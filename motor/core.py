@@ -15,8 +15,10 @@ All I/O first checks the calling thread and loop (:meth:`Binding.hub_for_call`;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
+import threading
 import warnings
 import weakref
 from collections import deque
@@ -41,7 +43,13 @@ from pymongo.synchronous.cursor import Cursor, RawBatchCursor
 from pymongo.synchronous.database import Database
 
 from motor._version import __version__
-from motor.errors import ClientClosedError, ForkedClientError, WrongLoopError, WrongThreadError
+from motor.errors import (
+    ClientClosedError,
+    ForkedClientError,
+    MotorMisuseError,
+    WrongLoopError,
+    WrongThreadError,
+)
 from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
 from motor.green.hub import Hub, OpFuture, get_hub
@@ -129,6 +137,11 @@ class Binding:
     Bound at construction with ``io_loop=``, otherwise to the loop running the first
     operation (or, for a call made while no loop runs, the thread's current loop).
     Databases, collections and cursors share their client's binding.
+
+    The binding follows the application to another loop (:meth:`_refusal`): once its
+    loop is closed, or, on the thread that bound it, while that loop is not running and
+    has nothing in flight (a loop per test, a session-wide fixture on a loop of its
+    own).  PyMongo's pools, monitors and sessions belong to no loop, so they carry over.
     """
 
     __slots__ = (
@@ -141,12 +154,18 @@ class Binding:
         "forked",
         "hub",
         "loop",
+        "pinned",
+        "thread",
     )
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop | None, admission: Admission | None = None
     ) -> None:
         self.loop = loop
+        # Bound by io_loop=: stays on that loop while it is open.
+        self.pinned = loop is not None
+        # The thread that bound the binding (or moved it) to its loop.
+        self.thread = threading.get_ident()
         self.hub: Hub | None = None if loop is None else get_hub(loop)
         # The loop calls may come from: None until bound, and once closed or forked.
         self._usable_loop = loop
@@ -245,10 +264,19 @@ class Binding:
         waiting = self._waiting
         while waiting:
             fn, args, kwargs, future, context = waiting.popleft()
-            if not future.done():  # not cancelled while waiting
-                assert self.hub is not None
-                self.hub.submit(future, context, fn, args, kwargs, self._admit_next)
-                return
+            if future.done():  # cancelled while waiting
+                continue
+            # The hub of the loop the call was made on: the binding may have moved
+            # since.  A call whose loop is gone never starts (its future stays pending,
+            # like every future of a closed loop).
+            loop = future.get_loop()
+            hub = self.hub if loop is self.loop else get_hub(loop)
+            if hub is None or hub._closed or loop.is_closed() or hub.pid != os.getpid():
+                continue
+            # Started by the hub, on its loop: this may run on a child of another
+            # hub (a finished operation), or as another loop closes.
+            hub.submit_later(future, context, fn, args, kwargs, self._admit_next)
+            return
         self._active -= 1
 
     def hub_for_call(self) -> Hub:
@@ -260,11 +288,13 @@ class Binding:
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Bind to ``loop`` (an unbound binding only)."""
-        if self.loop is None:
-            self.loop = loop
-            self.hub = get_hub(loop)
-            if not (self.closed or self.forked):
-                self._usable_loop = loop
+        with _binding_lock:
+            if self.loop is None:
+                self.loop = loop
+                self.hub = get_hub(loop)
+                self.thread = threading.get_ident()
+                if not (self.closed or self.forked):
+                    self._usable_loop = loop
 
     def close(self) -> None:
         self.closed = True
@@ -275,27 +305,70 @@ class Binding:
         self._usable_loop = None
 
     def _check(self, loop: asyncio.AbstractEventLoop | None) -> Hub:
-        if self.forked:
-            raise ForkedClientError(
-                "This Motor client was created before fork(); create a new client in "
-                "the child process"
-            )
-        if self.closed:
-            raise ClientClosedError("Cannot use a Motor client after close()")
-        if loop is None:
-            return self._check_not_running()
-        if self.loop is None:
-            self.bind(loop)
-            return self.hub  # type: ignore[return-value]
-        raise WrongLoopError(
-            f"This Motor client is bound to {self.loop!r} but was used from {loop!r}; "
-            "create one client per event loop"
-        )
+        # The calls' slow path: the binding's loop is not the running one.  Under a
+        # lock, so that two threads starting loops at once cannot both take a client
+        # whose loop was closed.
+        with _binding_lock:
+            if self.forked:
+                raise ForkedClientError(
+                    "This Motor client was created before fork(); create a new client "
+                    "in the child process"
+                )
+            if self.closed:
+                raise ClientClosedError("Cannot use a Motor client after close()")
+            if loop is None:
+                return self._check_not_running()
+            if self.loop is None or self.loop is loop:
+                self.bind(loop)
+                return self.hub  # type: ignore[return-value]
+            refusal = self._refusal()
+            if refusal:
+                raise WrongLoopError(
+                    f"This Motor client is bound to {self.loop!r} but was used from "
+                    f'{loop!r}; it cannot move: {refusal} (see the "Event loops" '
+                    "section of Motor's documentation)"
+                )
+            return self._move(loop)
+
+    def _refusal(self) -> str:
+        """Why the binding may not leave its loop for the calling thread's ("" if it
+        may): it moves once its loop is closed.  It moves from an open loop only on the
+        thread that bound it (asyncio runs one loop per thread at a time), while that
+        loop is not running and has nothing in flight, and unless ``io_loop=`` named
+        it.  Operations parked on that loop could hold what the new loop's operations
+        wait for (the client's admission turns, connections), and would only resume
+        when it runs again: a deadlock on this thread."""
+        old = self.loop
+        hub = self.hub
+        assert old is not None and hub is not None
+        if old.is_closed():
+            return ""
+        if self.pinned:
+            return "io_loop= named that loop, which is open"
+        if old.is_running() or self.thread != threading.get_ident():
+            return "that loop is open in another thread"
+        if self._active or self._waiting or not hub.idle():
+            return "that loop is open and has operations in flight"
+        return ""
+
+    def _move(self, loop: asyncio.AbstractEventLoop) -> Hub:
+        self.loop = loop
+        self.hub = hub = get_hub(loop)
+        self.thread = threading.get_ident()
+        self._usable_loop = loop
+        self.pinned = False
+        return hub
 
     def _check_not_running(self) -> Hub:
         # Called where no event loop runs: allowed on the thread of the client's loop
         # while that loop is not running yet (the call runs when it does).
         target = self.loop
+        if target is not None and target.is_closed():
+            # Follow the application to the thread's current loop, if it has another.
+            current = current_loop()
+            if current is not None and not current.is_closed() and not current.is_running():
+                self._move(current)
+                target = current
         if target is None:
             target = current_loop()
             if target is None:
@@ -313,6 +386,11 @@ class Binding:
             )
         self.bind(target)
         return self.hub  # type: ignore[return-value]
+
+
+# Serializes the bindings' slow path (binding, moving): never taken by a call on the
+# binding's own loop.
+_binding_lock = threading.RLock()
 
 
 def _in_transaction(kwargs: dict[str, Any]) -> bool:
@@ -593,6 +671,8 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
             )
         loop = None if io_loop is None else framework.loop_from_io_loop(io_loop)
         self._io_loop = io_loop
+        # The asyncio loop _io_loop stands for (the binding may move to another).
+        self._io_loop_of = loop
         user_driver = kwargs.pop("driver", None)
         if user_driver is not None and not isinstance(user_driver, DriverInfo):
             raise TypeError(
@@ -631,17 +711,23 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
         ``MotorClient``, an asyncio loop for ``AsyncIOMotorClient``.
 
         An unbound client (no ``io_loop=`` and no operation yet) binds to the loop
-        running now, else to the thread's current loop, as Motor 3.7.1 did.
+        running now, else to the thread's current loop, as Motor 3.7.1 did.  A client
+        that moved to another loop (see :ref:`event-loops`) reports that one.
         """
+        binding = self._binding
+        if binding.loop is None:
+            loop = current_loop(create=True)
+            assert loop is not None
+            binding.bind(loop)
+        elif binding.loop is not _get_running_loop() or binding.loop.is_closed():
+            # Called from another loop: move to it now if the next operation would.
+            with contextlib.suppress(MotorMisuseError):
+                binding.hub_for_call()
         io_loop = self._io_loop
-        if io_loop is None:
-            binding = self._binding
-            if binding.loop is None:
-                loop = current_loop(create=True)
-                assert loop is not None
-                binding.bind(loop)
+        if io_loop is None or self._io_loop_of is not binding.loop:
             assert self._framework is not None and binding.loop is not None
             io_loop = self._io_loop = self._framework.io_loop_for(binding.loop)
+            self._io_loop_of = binding.loop
         return io_loop
 
     def wrap(self, obj: Any) -> Any:

@@ -31,7 +31,9 @@ class WrongThreadError(MotorMisuseError):
 
 
 class WrongLoopError(MotorMisuseError):
-    """A Motor object bound to one event loop was used from another."""
+    """A Motor object bound to one event loop was used from another that it cannot move
+    to (its own loop is open: in another thread, with operations in flight, or named by
+    ``io_loop=``), or, where no loop runs, its loop is closed."""
 
 
 class ClientClosedError(InvalidOperation, MotorMisuseError):

@@ -35,7 +35,7 @@ from pymongo.write_concern import WriteConcern
 import motor
 import motor.motor_asyncio
 import motor.motor_tornado
-from motor.errors import ClientClosedError, WrongLoopError, WrongThreadError
+from motor.errors import ClientClosedError, WrongThreadError
 from test.framework import Framework
 from test.oracle import (
     MAX_BUSY,
@@ -197,38 +197,6 @@ async def test_call_from_another_thread(fw: Framework, server: Any) -> None:
     error = await in_thread(from_thread)
     assert isinstance(error, WrongThreadError), error
     fw.probe.assert_below(MAX_BUSY)
-
-
-@pytest.mark.parametrize("framework", ["asyncio", "tornado"])
-def test_call_from_another_running_loop(server: Any, framework: str) -> None:
-    from tornado.ioloop import IOLoop
-
-    from motor.motor_asyncio import AsyncIOMotorClient
-    from motor.motor_tornado import MotorClient
-
-    io_loop = IOLoop(make_current=False)
-    loop_b = asyncio.new_event_loop()
-    try:
-        loop_a: asyncio.AbstractEventLoop = io_loop.asyncio_loop  # type: ignore[attr-defined]
-        if framework == "asyncio":
-            client: Any = AsyncIOMotorClient(server.uri)  # bound by its first operation
-        else:
-            client = MotorClient(server.uri, io_loop=io_loop)
-
-        async def ping() -> Any:
-            return await client.admin.command("ping")
-
-        assert loop_a.run_until_complete(ping())["ok"] == 1
-        with pytest.raises(WrongLoopError):
-            loop_b.run_until_complete(ping())
-
-        async def close() -> None:
-            await client.close()
-
-        loop_a.run_until_complete(close())
-    finally:
-        io_loop.close(all_fds=False)
-        loop_b.close()
 
 
 async def test_calls_after_close(fw: Framework, server: Any) -> None:

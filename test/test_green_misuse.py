@@ -17,7 +17,6 @@ from motor.errors import (
     ClientClosedError,
     ForkedClientError,
     WouldBlockError,
-    WrongLoopError,
     WrongThreadError,
 )
 from test.framework import Framework
@@ -82,30 +81,6 @@ def test_call_from_a_thread_without_a_loop(server: Any) -> None:
     client.close()  # no loop: closes synchronously
     with pytest.raises(ClientClosedError):
         client.admin.command("ping")
-
-
-def test_one_client_two_loops(server: Any) -> None:
-    from motor.motor_asyncio import AsyncIOMotorClient
-
-    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(server.uri)
-
-    async def ping() -> Any:
-        return await client.admin.command("ping")
-
-    loop_a = asyncio.new_event_loop()
-    loop_b = asyncio.new_event_loop()
-    try:
-        assert loop_a.run_until_complete(ping())["ok"] == 1
-        with pytest.raises(WrongLoopError, match="bound to"):
-            loop_b.run_until_complete(ping())
-
-        async def close() -> None:
-            await client.close()
-
-        loop_a.run_until_complete(close())
-    finally:
-        loop_a.close()
-        loop_b.close()
 
 
 def test_io_loop_argument_is_checked() -> None:

@@ -796,12 +796,17 @@ class Hub:
             self._sweeper.cancel()
             self._sweeper = None
         self._deadlines.clear()
+        releases = []
         for entry in [*self._queue, *self._resumes]:
-            future = entry[4] if entry[0] == self._start_queued else None
-            if future is not None:
-                future.cancel()
+            if entry[0] == self._start_queued:
+                entry[4].cancel()
+                if entry[6] is not None:
+                    releases.append(entry[6])
         self._queue.clear()
         self._resumes.clear()
+        for release in releases:
+            # A queued call never starts: give back its client's admission slot.
+            release()
         current = _getcurrent()
         idle = list(self._idle)
         self._idle.clear()
@@ -824,6 +829,17 @@ class Hub:
             except greenlet.error:
                 pass
         self._done = None
+
+    @property
+    def closed(self) -> bool:
+        """True once the hub's loop has been closed (see :meth:`close`)."""
+        return self._closed
+
+    def idle(self) -> bool:
+        """True when no call is running on a child, queued or waiting to resume."""
+        if self._queue or self._resumes:
+            return False
+        return all(child.future is None for child in self._children)
 
     @property
     def thread_id(self) -> int:

@@ -227,8 +227,12 @@ class GreenSocket:
         if self._reads_cancelled:
             return False
         if self._reader_hub is not hub:
-            if self._reader_hub is not None:
-                return hub.wait_fd(self._fd, False, timeout)
+            previous = self._reader_hub
+            if previous is not None:
+                if not previous.closed and previous.loop.is_running():
+                    return hub.wait_fd(self._fd, False, timeout)
+                # The client moved to this loop (motor.core.Binding): watch here now.
+                self._unwatch()
             hub.watch_readable(self._fd, self._on_readable)
             self._reader_hub = hub
             # cancel_reads() from another thread may have run after the check above but

@@ -1,0 +1,478 @@
+"""A client follows the application from one event loop to the next.
+
+Test suites run a loop per test, scripts call ``asyncio.run`` more than once, and a
+session-wide fixture runs on a loop of its own: one client serves them all.  It moves
+to the loop of the calling thread once its loop is closed, or, on the thread that ran
+that loop, while it is not running; PyMongo's pools carry over.  It never moves away
+from an open loop to another thread, nor from the open loop ``io_loop=`` named.
+
+Each test body runs under asyncio and under Tornado.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+from pymongo import monitoring
+
+from motor.errors import WrongLoopError
+from motor.green.hub import get_hub
+from motor.motor_asyncio import AsyncIOMotorClient
+from motor.motor_tornado import MotorClient
+from test.framework import parked_children, pool_counters
+from test.wire import WireServer
+
+FRAMEWORKS = ["asyncio", "tornado"]
+
+
+class Loops:
+    """Event loops of one framework, made, run and closed by the test itself."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def new(self) -> Any:
+        """A new loop: an asyncio loop, or a Tornado ``IOLoop`` (not made current)."""
+        if self.name == "asyncio":
+            return asyncio.new_event_loop()
+        from tornado.ioloop import IOLoop
+
+        return IOLoop(make_current=False)
+
+    def asyncio_loop(self, loop: Any) -> asyncio.AbstractEventLoop:
+        if self.name == "asyncio":
+            return loop  # type: ignore[no-any-return]
+        return loop.asyncio_loop  # type: ignore[no-any-return]
+
+    def run(self, loop: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``fn()`` on ``loop`` until it is done; return its result."""
+        if self.name == "asyncio":
+            return loop.run_until_complete(fn())
+        return loop.run_sync(fn)
+
+    def close(self, loop: Any) -> None:
+        if self.name == "asyncio":
+            loop.close()
+        else:
+            loop.close(all_fds=False)
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        if self.name == "asyncio":
+            return AsyncIOMotorClient(*args, **kwargs)
+        return MotorClient(*args, **kwargs)
+
+
+class PoolEvents(monitoring.ConnectionPoolListener):
+    """Connections created and closed, in order."""
+
+    def __init__(self) -> None:
+        self.created = 0
+        self.closed = 0
+
+    def connection_created(self, event: monitoring.ConnectionCreatedEvent) -> None:
+        self.created += 1
+
+    def connection_closed(self, event: monitoring.ConnectionClosedEvent) -> None:
+        self.closed += 1
+
+    def __getattr__(self, name: str) -> Any:
+        # The other events of the listener's interface.
+        if name.startswith(("pool_", "connection_")):
+            return lambda event: None
+        raise AttributeError(name)
+
+
+def watched_by(client: Any) -> set[Any]:
+    """The hubs whose loops watch the pooled connections' sockets (None: not watched)."""
+    hubs = set()
+    for server in client.delegate._topology._servers.values():
+        for connection in server.pool.conns:
+            hubs.add(connection.conn.conn._reader_hub)
+    return hubs
+
+
+def close_client(loops: Loops, client: Any, loop: Any = None) -> None:
+    """Close ``client`` on ``loop``, else on a new loop of its own."""
+
+    async def close() -> None:
+        await client.close()
+
+    if loop is not None:
+        loops.run(loop, close)
+        return
+    loop = loops.new()
+    try:
+        loops.run(loop, close)
+    finally:
+        loops.close(loop)
+
+
+def pings_on_a_new_loop(loops: Loops, client: Any) -> list[Any]:
+    """The ``ok`` of ten concurrent pings on a new loop (which a client that lost its
+    admission turns would never run: they time out)."""
+    loop = loops.new()
+
+    async def pings() -> list[Any]:
+        return await asyncio.wait_for(
+            asyncio.gather(*[client.admin.command("ping") for _ in range(10)]), 20
+        )
+
+    try:
+        return [reply["ok"] for reply in loops.run(loop, pings)]
+    finally:
+        loops.close(loop)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_client_follows_the_application_to_its_next_loop(server: Any, framework: str) -> None:
+    loops = Loops(framework)
+    events = PoolEvents()
+    # One connection: the first loop opens it, the later ones must reuse it.
+    client = loops.client(server.uri, maxPoolSize=1, event_listeners=[events])
+    coll = client.motor_test.event_loops
+    created_by_first_loop = 0
+    try:
+        for turn in range(3):
+            loop = loops.new()
+
+            async def work(turn: int = turn, loop: Any = loop) -> None:
+                # Before any operation: the loop the next operation will run on.
+                assert client.io_loop is loop
+                if turn == 0:
+                    await coll.delete_many({})
+                await coll.insert_one({"turn": turn})
+                found = await coll.find({}, {"_id": 0}).sort("turn", 1).to_list()
+                assert found == [{"turn": t} for t in range(turn + 1)]
+                counts = await asyncio.gather(*[coll.count_documents({}) for _ in range(10)])
+                assert counts == [turn + 1] * 10
+                # This loop watches the sockets of the pooled connections now.
+                assert watched_by(client) <= {None, get_hub(loops.asyncio_loop(loop))}
+
+            loops.run(loop, work)
+            if turn == 0:
+                created_by_first_loop = events.created
+            loops.close(loop)
+        # The pool carried over: no connection was closed or opened after the first loop.
+        assert created_by_first_loop == 1
+        assert (events.created, events.closed) == (1, 0)
+    finally:
+        close_client(loops, client)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_client_alternates_between_open_loops_of_one_thread(server: Any, framework: str) -> None:
+    # A session-wide fixture on a loop of its own, and a loop per test.
+    loops = Loops(framework)
+    session_loop, test_loop = loops.new(), loops.new()
+    client = loops.client(server.uri)
+    coll = client.motor_test.event_loops_alternate
+    try:
+
+        async def start() -> Any:
+            await coll.delete_many({})
+            await coll.insert_many([{"n": n} for n in range(5)])
+            cursor = coll.find({}, {"_id": 0}).sort("n", 1).batch_size(2)
+            assert await cursor.next() == {"n": 0}
+            return cursor
+
+        cursor = loops.run(session_loop, start)
+        assert client.io_loop is session_loop
+
+        async def finish() -> list[Any]:
+            # The cursor's getMore runs on this loop, which now watches the sockets.
+            rest: list[Any] = await cursor.to_list()
+            assert client.io_loop is test_loop
+            assert watched_by(client) <= {None, get_hub(loops.asyncio_loop(test_loop))}
+            return rest
+
+        assert loops.run(test_loop, finish) == [{"n": n} for n in range(1, 5)]
+
+        async def count() -> int:
+            return await coll.count_documents({})  # type: ignore[no-any-return]
+
+        assert loops.run(session_loop, count) == 5
+        assert client.io_loop is session_loop
+        assert watched_by(client) <= {None, get_hub(loops.asyncio_loop(session_loop))}
+
+        close_client(loops, client, session_loop)
+    finally:
+        loops.close(session_loop)
+        loops.close(test_loop)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_io_loop_pins_a_client_while_that_loop_is_open(server: Any, framework: str) -> None:
+    loops = Loops(framework)
+    pinned, other = loops.new(), loops.new()
+    client = loops.client(server.uri, io_loop=pinned)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    try:
+        assert loops.run(pinned, ping)["ok"] == 1
+        with pytest.raises(WrongLoopError, match="bound to"):
+            loops.run(other, ping)
+        loops.close(pinned)
+        # Its loop is gone: the client follows.
+        assert loops.run(other, ping)["ok"] == 1
+        assert client.io_loop is other
+
+        close_client(loops, client, other)
+    finally:
+        if not loops.asyncio_loop(pinned).is_closed():
+            loops.close(pinned)
+        loops.close(other)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_another_thread_takes_a_client_only_once_its_loop_is_closed(
+    server: Any, framework: str
+) -> None:
+    loops = Loops(framework)
+    first = loops.new()
+    client = loops.client(server.uri)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    def from_thread() -> Any:
+        results: list[Any] = []
+
+        def run() -> None:
+            loop = loops.new()
+            try:
+                results.append(loops.run(loop, ping))
+            except BaseException as exc:
+                results.append(exc)
+            finally:
+                loops.close(loop)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
+        return results[0]
+
+    try:
+        assert loops.run(first, ping)["ok"] == 1
+        # The first loop is open, not running: its thread could run it again at any
+        # time, so another thread may not take the client.
+        error = from_thread()
+        assert isinstance(error, WrongLoopError), error
+        loops.close(first)
+        assert from_thread()["ok"] == 1
+    finally:
+        if not loops.asyncio_loop(first).is_closed():
+            loops.close(first)
+        close_client(loops, client)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loop_running_in_another_thread_keeps_its_client(server: Any, framework: str) -> None:
+    loops = Loops(framework)
+    running = loops.new()
+    client = loops.client(server.uri)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    started = threading.Event()
+
+    def serve() -> None:
+        async def bind_and_serve() -> None:
+            await ping()
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+
+        loops.run(running, bind_and_serve)
+
+    stop = threading.Event()
+    thread = threading.Thread(target=serve)
+    thread.start()
+    other = loops.new()
+    try:
+        assert started.wait(30)
+        with pytest.raises(WrongLoopError, match="open in another thread"):
+            loops.run(other, ping)
+    finally:
+        stop.set()
+        thread.join(30)
+        loops.close(running)
+    try:
+        # Its loop is closed: the client follows.
+        assert loops.run(other, ping)["ok"] == 1
+
+        close_client(loops, client, other)
+    finally:
+        loops.close(other)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_client_stays_on_an_open_loop_with_operations_in_flight(framework: str) -> None:
+    # Moving would leave the find parked on the first loop, holding the only
+    # connection, until that loop runs again: the second loop's operations would wait
+    # for it on this very thread.
+    loops = Loops(framework)
+    wire = WireServer(stall_on="find")
+    client = loops.client(wire.uri, maxPoolSize=1)
+    first, second = loops.new(), loops.new()
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    try:
+
+        async def start() -> Any:
+            future = client.db.coll.find_one({})
+            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+            return future
+
+        future = loops.run(first, start)
+        assert wire.stalled.is_set() and not future.done()
+        with pytest.raises(WrongLoopError, match="operations in flight"):
+            loops.run(second, ping)
+        loops.close(first)
+        assert future.cancelled()
+        assert loops.run(second, ping)["ok"] == 1
+    finally:
+        if not loops.asyncio_loop(first).is_closed():
+            loops.close(first)
+        loops.close(second)
+        close_client(loops, client)
+        wire.stop()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_call_before_the_next_loop_runs_follows_the_application(
+    server: Any, framework: str
+) -> None:
+    # Module-level setup before the loop starts, with the loop of an earlier run
+    # closed: the call runs on the thread's current loop when it runs.  (In a thread
+    # of its own, whose current loop the test may set.)
+    loops = Loops(framework)
+    client = loops.client(server.uri)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    def body() -> None:
+        first = loops.new()
+        assert loops.run(first, ping)["ok"] == 1
+        loops.close(first)
+        second = loops.new()
+        asyncio.set_event_loop(loops.asyncio_loop(second))
+        try:
+            future = client.admin.command("ping")  # no loop runs
+            assert future.get_loop() is loops.asyncio_loop(second)
+            assert client.io_loop is second
+
+            async def wait() -> Any:
+                return await future
+
+            assert loops.run(second, wait)["ok"] == 1
+
+            close_client(loops, client, second)
+        finally:
+            asyncio.set_event_loop(None)
+            loops.close(second)
+
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            body()
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive()
+    if errors:
+        raise errors[0]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_operations_cut_off_by_a_closing_loop_give_back_their_turns(framework: str) -> None:
+    # One connection, so all but two operations wait for their turn in the client's
+    # admission queue; the find that got the connection stalls at the server.
+    loops = Loops(framework)
+    wire = WireServer(stall_on="find")
+    client = loops.client(wire.uri, maxPoolSize=1)
+    binding = client._binding
+    first = loops.new()
+    try:
+
+        async def start() -> list[Any]:
+            futures = [client.db.coll.find_one({}) for _ in range(20)]
+            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+            return futures
+
+        futures = loops.run(first, start)
+        assert wire.stalled.is_set()
+        assert binding._waiting
+        loops.close(first)
+        # The two admitted (one on the connection, one waiting for it) are cancelled;
+        # the queued ones never start.
+        assert [future.cancelled() for future in futures[:2]] == [True, True]
+        assert parked_children() == []
+        assert binding._active == 0 and not binding._waiting
+        assert pool_counters(client)["active_sockets"] == 0
+        assert pings_on_a_new_loop(loops, client) == [1] * 10
+        assert binding._active == 0
+    finally:
+        if not loops.asyncio_loop(first).is_closed():
+            loops.close(first)
+        close_client(loops, client)
+        wire.stop()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_calls_for_a_loop_that_closed_before_running_give_back_their_turns(
+    framework: str,
+) -> None:
+    loops = Loops(framework)
+    wire = WireServer()
+    first = loops.new()
+    client = loops.client(wire.uri, maxPoolSize=1, io_loop=first)
+    binding = client._binding
+    try:
+        # Calls made before the loop runs: queued on its hub, to start when it runs.
+        futures = [client.admin.command("ping") for _ in range(6)]
+        assert binding._active > 0
+        loops.close(first)
+        assert all(future.cancelled() for future in futures[: binding.admission.limit])
+        assert binding._active == 0 and not binding._waiting
+        assert pings_on_a_new_loop(loops, client) == [1] * 10
+    finally:
+        if not loops.asyncio_loop(first).is_closed():
+            loops.close(first)
+        close_client(loops, client)
+        wire.stop()
+
+
+def test_motor_3_code_that_rebinds_get_io_loop_runs(server: Any) -> None:
+    # A workaround applications and libraries (limits' MongoDB storage) applied to
+    # Motor 3.x to use one client from successive loops: harmless here.
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(server.uri)
+    client.get_io_loop = asyncio.get_running_loop  # type: ignore[method-assign]
+    coll = client.motor_test.event_loops_get_io_loop
+
+    async def turn(n: int) -> int:
+        if n == 0:
+            await coll.delete_many({})
+        await coll.insert_one({"n": n})
+        return await coll.count_documents({})
+
+    async def close() -> None:
+        await client.close()
+
+    try:
+        assert [asyncio.run(turn(n)) for n in range(3)] == [1, 2, 3]
+    finally:
+        asyncio.run(close())
