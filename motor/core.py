@@ -311,8 +311,8 @@ class Binding:
         with _binding_lock:
             if self.forked:
                 raise ForkedClientError(
-                    "This Motor client was created before fork(); create a new client "
-                    "in the child process"
+                    "This Motor client was used before fork(), on an event loop of the "
+                    "parent process; create a new client in the child process"
                 )
             if self.closed:
                 raise ClientClosedError("Cannot use a Motor client after close()")
@@ -453,8 +453,14 @@ _bindings: weakref.WeakSet[Binding] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
+    # A client bound to a loop before fork() is unusable in the child: its loop's
+    # selector (an epoll instance the parent shares) and its hub belong to the parent.
+    # A client never bound (made during module-level setup before a pre-forking server
+    # forks its workers, and first used in each of them) has no loop state to lose, and
+    # PyMongo opens its topology in the child, as with Motor 3.7.1.
     for binding in list(_bindings):
-        binding.mark_forked()
+        if binding.loop is not None:
+            binding.mark_forked()
 
 
 if hasattr(os, "register_at_fork"):

@@ -41,7 +41,7 @@ class ClientClosedError(InvalidOperation, MotorMisuseError):
 
 
 class ForkedClientError(InvalidOperation, MotorMisuseError):
-    """A client created before ``fork()`` was used in the child process."""
+    """A client bound to an event loop before ``fork()`` was used in the child process."""
 
 
 class WouldBlockError(InvalidOperation, MotorMisuseError):

@@ -20,6 +20,7 @@ from motor.errors import (
     WrongThreadError,
 )
 from test.framework import Framework
+from test.test_event_loops import Loops, close_client
 
 request_tag: contextvars.ContextVar[str] = contextvars.ContextVar("request_tag", default="")
 
@@ -135,6 +136,41 @@ async def test_used_after_fork(fw: Framework, server: Any) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     # The parent's client is unaffected.
     assert (await client.admin.command("ping"))["ok"] == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("framework", ["asyncio", "tornado"])
+def test_a_client_only_created_before_fork_works_in_the_child(server: Any, framework: str) -> None:
+    # Module-level setup of a pre-forking server (gunicorn --preload, Celery's prefork
+    # pool): the client is made in the parent and first used in each worker.
+    loops = Loops(framework)
+    client = loops.client(server.uri)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    pid = os.fork()
+    if pid == 0:  # the child: report the outcome through the exit status
+        code = 3
+        try:
+            loop = loops.new()
+            try:
+                code = 0 if loops.run(loop, ping)["ok"] == 1 else 4
+                close_client(loops, client, loop)
+            finally:
+                loops.close(loop)
+        except BaseException:
+            code = 2
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    # The parent's client is unaffected.
+    loop = loops.new()
+    try:
+        assert loops.run(loop, ping)["ok"] == 1
+        close_client(loops, client, loop)
+    finally:
+        loops.close(loop)
 
 
 class TagRecorder(monitoring.CommandListener):
