@@ -311,8 +311,8 @@ class Binding:
         with _binding_lock:
             if self.forked:
                 raise ForkedClientError(
-                    "This Motor client was used before fork(), on an event loop of the "
-                    "parent process; create a new client in the child process"
+                    "This Motor client was bound to an event loop of the parent process "
+                    "before fork(); create a new client in the child process"
                 )
             if self.closed:
                 raise ClientClosedError("Cannot use a Motor client after close()")
@@ -453,13 +453,17 @@ _bindings: weakref.WeakSet[Binding] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    # A client bound to a loop before fork() is unusable in the child: its loop's
-    # selector (an epoll instance the parent shares) and its hub belong to the parent.
-    # A client never bound (made during module-level setup before a pre-forking server
-    # forks its workers, and first used in each of them) has no loop state to lose, and
-    # PyMongo opens its topology in the child, as with Motor 3.7.1.
+    # A client bound to an open loop before fork() is unusable in the child: the
+    # loop's selector (an epoll instance the parent shares), its hub and the
+    # operations parked there belong to the parent.  A client never bound, or bound to
+    # a loop closed before fork() (module-level setup of a pre-forking server, perhaps
+    # with an asyncio.run() of its own, then a first use in each worker), has no open
+    # loop state to lose: it binds (or moves) to the child's loop, and PyMongo gives it
+    # a new topology in the child.
+    global _binding_lock
+    _binding_lock = threading.RLock()  # another thread may have held it at fork()
     for binding in list(_bindings):
-        if binding.loop is not None:
+        if binding.loop is not None and not binding.loop.is_closed():
             binding.mark_forked()
 
 

@@ -41,7 +41,8 @@ class ClientClosedError(InvalidOperation, MotorMisuseError):
 
 
 class ForkedClientError(InvalidOperation, MotorMisuseError):
-    """A client bound to an event loop before ``fork()`` was used in the child process."""
+    """A client bound to an event loop that was still open at ``fork()`` was used in the
+    child process."""
 
 
 class WouldBlockError(InvalidOperation, MotorMisuseError):

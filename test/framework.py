@@ -25,6 +25,7 @@ import json
 import os
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, cast
 
@@ -291,6 +292,97 @@ def timed_children(probe: LoopProbe) -> Iterator[None]:
     finally:
         delattr(Child, "switch")
         delattr(Child, "throw")
+
+
+class Loops:
+    """Event loops of one framework, made, run and closed by the test itself."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def new(self) -> Any:
+        """A new loop: an asyncio loop, or a Tornado ``IOLoop`` (not made current)."""
+        if self.name == "asyncio":
+            return asyncio.new_event_loop()
+        from tornado.ioloop import IOLoop
+
+        return IOLoop(make_current=False)
+
+    def asyncio_loop(self, loop: Any) -> asyncio.AbstractEventLoop:
+        if self.name == "asyncio":
+            return loop  # type: ignore[no-any-return]
+        return loop.asyncio_loop  # type: ignore[no-any-return]
+
+    def run(self, loop: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Run ``fn()`` on ``loop`` until it is done; return its result."""
+        if self.name == "asyncio":
+            return loop.run_until_complete(fn())
+        return loop.run_sync(fn)
+
+    def close(self, loop: Any) -> None:
+        if self.name == "asyncio":
+            loop.close()
+        else:
+            loop.close(all_fds=False)
+
+    def client(self, *args: Any, **kwargs: Any) -> Any:
+        """A client of this framework, unbound unless ``io_loop=`` is given."""
+        if self.name == "asyncio":
+            from motor.motor_asyncio import AsyncIOMotorClient
+
+            return AsyncIOMotorClient(*args, **kwargs)
+        from motor.motor_tornado import MotorClient
+
+        return MotorClient(*args, **kwargs)
+
+
+def close_client(loops: Loops, client: Any, loop: Any = None) -> None:
+    """Close ``client`` on ``loop``, else on a new loop of its own."""
+
+    async def close() -> None:
+        await client.close()
+
+    if loop is not None:
+        loops.run(loop, close)
+        return
+    loop = loops.new()
+    try:
+        loops.run(loop, close)
+    finally:
+        loops.close(loop)
+
+
+def run_in_child(body: Callable[[], None], timeout: float = 60) -> None:
+    """Run ``body()`` in a forked child process; raise AssertionError with the child's
+    traceback if it raises, and kill it if it runs longer than ``timeout`` seconds."""
+    import signal
+    import traceback
+
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork() with threads running
+        pid = os.fork()
+    if pid == 0:  # the child: report through the pipe and the exit status
+        os.close(read)
+        code = 0
+        try:
+            signal.alarm(int(timeout))  # the default action ends the child
+            body()
+        except BaseException:
+            os.write(write, traceback.format_exc().encode())
+            code = 1
+        finally:
+            os._exit(code)
+    os.close(write)
+    try:
+        chunks = []
+        while chunk := os.read(read, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(read)
+        _, status = os.waitpid(pid, 0)
+    report = b"".join(chunks).decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, report or f"child exit status {status}"
 
 
 class Framework:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -22,48 +21,10 @@ from pymongo import monitoring
 from motor.errors import WrongLoopError
 from motor.green.hub import get_hub
 from motor.motor_asyncio import AsyncIOMotorClient
-from motor.motor_tornado import MotorClient
-from test.framework import parked_children, pool_counters
+from test.framework import Loops, close_client, parked_children, pool_counters
 from test.wire import WireServer
 
 FRAMEWORKS = ["asyncio", "tornado"]
-
-
-class Loops:
-    """Event loops of one framework, made, run and closed by the test itself."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def new(self) -> Any:
-        """A new loop: an asyncio loop, or a Tornado ``IOLoop`` (not made current)."""
-        if self.name == "asyncio":
-            return asyncio.new_event_loop()
-        from tornado.ioloop import IOLoop
-
-        return IOLoop(make_current=False)
-
-    def asyncio_loop(self, loop: Any) -> asyncio.AbstractEventLoop:
-        if self.name == "asyncio":
-            return loop  # type: ignore[no-any-return]
-        return loop.asyncio_loop  # type: ignore[no-any-return]
-
-    def run(self, loop: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
-        """Run ``fn()`` on ``loop`` until it is done; return its result."""
-        if self.name == "asyncio":
-            return loop.run_until_complete(fn())
-        return loop.run_sync(fn)
-
-    def close(self, loop: Any) -> None:
-        if self.name == "asyncio":
-            loop.close()
-        else:
-            loop.close(all_fds=False)
-
-    def client(self, *args: Any, **kwargs: Any) -> Any:
-        if self.name == "asyncio":
-            return AsyncIOMotorClient(*args, **kwargs)
-        return MotorClient(*args, **kwargs)
 
 
 class PoolEvents(monitoring.ConnectionPoolListener):
@@ -93,22 +54,6 @@ def watched_by(client: Any) -> set[Any]:
         for connection in server.pool.conns:
             hubs.add(connection.conn.conn._reader_hub)
     return hubs
-
-
-def close_client(loops: Loops, client: Any, loop: Any = None) -> None:
-    """Close ``client`` on ``loop``, else on a new loop of its own."""
-
-    async def close() -> None:
-        await client.close()
-
-    if loop is not None:
-        loops.run(loop, close)
-        return
-    loop = loops.new()
-    try:
-        loops.run(loop, close)
-    finally:
-        loops.close(loop)
 
 
 def pings_on_a_new_loop(loops: Loops, client: Any) -> list[Any]:

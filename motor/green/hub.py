@@ -1080,6 +1080,16 @@ class Hub:
 _hubs_lock = threading.Lock()
 
 
+def _after_fork_in_child() -> None:
+    # Another thread may have held the lock at fork(); the child's hubs are new ones.
+    global _hubs_lock
+    _hubs_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def get_hub(loop: asyncio.AbstractEventLoop) -> Hub:
     """Return the hub of ``loop``, creating it on first use."""
     hub: Hub | None = getattr(loop, "_motor_hub", None)
