@@ -807,7 +807,12 @@ class Hub:
         for release in releases:
             # A queued call never starts: give back its client's admission slot.
             release()
-        current = _getcurrent()
+        try:
+            current = _getcurrent()
+        except RuntimeError:
+            # "greenlet is being finalized": an unclosed loop collected at interpreter
+            # exit (BaseEventLoop.__del__).  No greenlet can be switched to any more.
+            return
         idle = list(self._idle)
         self._idle.clear()
         busy = [child for child in self._children if child.future is not None]
