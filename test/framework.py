@@ -23,6 +23,8 @@ import gc
 import inspect
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -350,6 +352,16 @@ def close_client(loops: Loops, client: Any, loop: Any = None) -> None:
         loops.run(loop, close)
     finally:
         loops.close(loop)
+
+
+def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` with ``args`` in a fresh interpreter (this one's executable); assert
+    that it exits with status 0 (its stderr is the message); return the process."""
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout
+    )
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def run_in_child(body: Callable[[], None], timeout: float = 60) -> None:

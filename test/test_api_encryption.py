@@ -10,8 +10,6 @@ that does I/O is awaited (Motor 3.7.1), ``get_keys`` gives a Motor cursor.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import uuid
 from typing import Any
 
@@ -21,7 +19,7 @@ from bson.codec_options import CodecOptions
 from pymongo.encryption_shared import Algorithm
 from pymongo.errors import InvalidOperation, OperationFailure
 
-from test.framework import Framework
+from test.framework import Framework, run_python
 
 MAX_BUSY = 0.010
 DETERMINISTIC = Algorithm.AEAD_AES_256_CBC_HMAC_SHA_512_Deterministic
@@ -277,11 +275,5 @@ def test_the_constructor_loads_what_the_crypto_callbacks_need(module: str) -> No
     # encrypt and decrypt, import cryptography's OpenSSL backend and have cffi parse the
     # C type they cast to on their first call: 5-15 ms of CPU in one stretch on the
     # loop's thread.  In a fresh process, the constructor has loaded both.
-    result = subprocess.run(
-        [sys.executable, "-c", _FRESH_PROCESS, module],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(_FRESH_PROCESS, module)
     assert result.stdout.split("\n")[0] == "[False, False] [True, True]", result.stdout

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,6 +26,7 @@ from test.framework import (
     open_fds,
     parked_children,
     pool_counters,
+    run_python,
 )
 from test.wire import WireServer
 
@@ -148,13 +147,7 @@ def test_cancelled_calls_leave_no_garbage_cycles() -> None:
     about 4,500 objects), and a burst of cancellations a long collection later.
 
     Run in a fresh interpreter: under pytest the same calls leave no cycle to find."""
-    result = subprocess.run(
-        [sys.executable, "-c", _CYCLES_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(_CYCLES_SCRIPT)
     collected = int(result.stdout.split()[-1])
     assert collected < 100, collected
 

@@ -12,8 +12,6 @@ import asyncio
 import collections
 import contextlib
 import gc
-import subprocess
-import sys
 import threading
 import time
 import tracemalloc
@@ -34,6 +32,7 @@ from test.framework import (
     open_fds,
     parked_children,
     pool_counters,
+    run_python,
 )
 from test.wire import WireServer
 
@@ -318,12 +317,6 @@ except ValueError:
 def test_a_loop_left_open_at_interpreter_exit_closes_quietly(framework: str) -> None:
     # The loop is collected at interpreter exit, and its close() runs the hub's close
     # while greenlet is being finalized.
-    result = subprocess.run(
-        [sys.executable, "-c", _UNCLOSED_AT_EXIT, framework],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
+    result = run_python(_UNCLOSED_AT_EXIT, framework)
     assert result.stdout.strip() == "refused"
     assert "Exception ignored" not in result.stderr, result.stderr
