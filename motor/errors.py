@@ -27,7 +27,8 @@ class MotorMisuseError(RuntimeError):
 
 
 class WrongThreadError(MotorMisuseError):
-    """A Motor method was called from a thread that is not running an event loop."""
+    """A Motor method was called from a thread that is not running the client's event
+    loop; or an operation was in flight when its loop moved to another thread."""
 
 
 class WrongLoopError(MotorMisuseError):

@@ -564,7 +564,13 @@ def parked_children() -> list[Child]:
     Scanning the heap blocks the loop; the running probe does not count that gap.
     """
     gc.collect()
-    found = [o for o in gc.get_objects() if type(o) is Child and o and o.future is not None]
+    # getattr: a child dropped by a thread that has exited may linger with its slots
+    # cleared (greenlet cannot end it there); it runs nothing.
+    found = [
+        o
+        for o in gc.get_objects()
+        if type(o) is Child and o and getattr(o, "future", None) is not None
+    ]
     if _active_probe is not None:
         _active_probe.skip_gap()
     return found

@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 from pymongo import monitoring
+from pymongo.errors import ServerSelectionTimeoutError
 
-from motor.errors import WrongLoopError
+from motor.errors import WrongLoopError, WrongThreadError
 from motor.green.hub import get_hub
 from motor.motor_asyncio import AsyncIOMotorClient
 from test.framework import Loops, close_client, parked_children, pool_counters
@@ -214,6 +215,80 @@ def test_another_thread_takes_a_client_only_once_its_loop_is_closed(
         if not loops.asyncio_loop(first).is_closed():
             loops.close(first)
         close_client(loops, client)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loop_served_by_another_thread_keeps_its_client(server: Any, framework: str) -> None:
+    """Set up on one thread, then served by ``run_forever()`` in another (and back):
+    greenlets never change threads, so the hub makes new children on the new thread."""
+    loops = Loops(framework)
+    loop = loops.new()
+    aloop = loops.asyncio_loop(loop)
+    client = loops.client(server.uri)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    try:
+        for _ in range(3):  # idle children, parked on this thread
+            assert loops.run(loop, ping)["ok"] == 1
+        thread = threading.Thread(target=aloop.run_forever)
+        thread.start()
+        try:
+            for _ in range(3):
+                assert asyncio.run_coroutine_threadsafe(ping(), aloop).result(30)["ok"] == 1
+        finally:
+            aloop.call_soon_threadsafe(aloop.stop)
+            thread.join(30)
+        assert loops.run(loop, ping)["ok"] == 1  # back on this thread
+    finally:
+        close_client(loops, client, loop)
+        loops.close(loop)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_operation_parked_when_its_loop_changes_threads_fails(framework: str) -> None:
+    """An operation in flight when its loop stops, and then runs in another thread,
+    cannot continue there: it fails with WrongThreadError instead of waiting forever."""
+    loops = Loops(framework)
+    loop = loops.new()
+    aloop = loops.asyncio_loop(loop)
+    # Nothing listens on port 1: server selection parks the find until it times out.
+    client = loops.client("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=3000")
+
+    async def start() -> Any:
+        future = client.db.coll.find_one({})
+        await asyncio.sleep(0.05)
+        assert not future.done()
+        return future
+
+    try:
+        parked = loops.run(loop, start)
+        outcomes: list[BaseException] = []
+
+        def serve() -> None:
+            async def wait() -> None:
+                for awaitable in (parked, client.db.coll.find_one({})):
+                    try:
+                        await awaitable
+                    except BaseException as exc:
+                        outcomes.append(exc)
+
+            aloop.run_until_complete(wait())
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        thread.join(30)
+        assert len(outcomes) == 2, outcomes
+        assert isinstance(outcomes[0], WrongThreadError), outcomes
+        assert "another thread ran its event loop" in str(outcomes[0])
+        # The loop's new thread runs the client's next operation to its own end.
+        assert isinstance(outcomes[1], ServerSelectionTimeoutError), outcomes
+        # Back on this thread, the loop ends the stranded greenlet: nothing stays parked.
+        close_client(loops, client, loop)
+        assert parked_children() == []
+    finally:
+        loops.close(loop)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -176,6 +176,12 @@ def _serve() -> None:
             result = _CANCELLED
             _drop_frames(cancelled)
             del cancelled
+        except greenlet.GreenletExit:
+            # greenlet ends a stranded child (Hub._strand) on its own thread: its
+            # future has failed already.
+            child.future = None
+            future._motor_child = None
+            return
         except BaseException as exc:
             result = None
             error = exc
@@ -262,7 +268,10 @@ class Waiter:
         # The child's time is charged to the iteration's work budget (Hub._window_open).
         hub = self._hub
         hub._entered = started = _perf_counter()
-        child.switch(value)
+        try:
+            child.switch(value)
+        except greenlet.error:  # parked by a thread that no longer runs the loop
+            hub._strand(child)
         clock = hub._clock
         clock.last = ended = _perf_counter()
         clock.spent += ended - started
@@ -281,7 +290,10 @@ class Waiter:
         child.waiter = None
         hub = self._hub
         hub._entered = started = _perf_counter()
-        child.throw(exc)
+        try:
+            child.throw(exc)
+        except greenlet.error:  # parked by a thread that no longer runs the loop
+            hub._strand(child)
         clock = hub._clock
         clock.last = ended = _perf_counter()
         clock.spent += ended - started
@@ -612,6 +624,9 @@ class Hub:
         self._sweep_at = math.inf
         # Every live child (for close(); added when made, gone when it ends).
         self._children: weakref.WeakSet[Child] = weakref.WeakSet()
+        # Children whose call failed because they parked on a thread that no longer
+        # runs the loop (_strand): ended once their thread runs it again, or closes it.
+        self._stranded: list[Child] = []
         self._closed = False
         self._hook_close()
 
@@ -833,6 +848,8 @@ class Hub:
                 child.throw()
             except greenlet.error:
                 pass
+        if self._stranded:
+            self._end_stranded()
         self._done = None
 
     @property
@@ -926,6 +943,66 @@ class Hub:
         elif release is not None:  # cancelled while queued: never runs
             release()
 
+    def _strand(self, child: Child) -> None:
+        """Fail the operation of ``child``, parked while another thread ran the loop.
+
+        A greenlet cannot be resumed from another thread: the loop now runs in a thread
+        other than the one the operation started on.  The child, and what it holds (a
+        pooled connection, say), waits until its own thread runs or closes the loop
+        again (:meth:`_end_stranded`).
+        """
+        from motor.errors import WrongThreadError
+
+        self._children.discard(child)
+        self._stranded.append(child)
+        future = child.future
+        if future is not None and not future.done():
+            future.set_exception(
+                WrongThreadError(
+                    "This operation started while another thread ran its event loop, and "
+                    "cannot continue in the thread that runs the loop now (a greenlet never "
+                    "changes threads): let operations finish before a loop moves to "
+                    "another thread"
+                )
+            )
+
+    def _end_stranded(self) -> None:
+        """End the stranded children that the calling thread can switch to: PyMongo's
+        cleanup runs (their connections are closed) as ``GreenletExit`` unwinds them."""
+        stranded = self._stranded
+        self._stranded = []
+        for child in stranded:
+            try:
+                child.throw()
+            except greenlet.error:  # still another thread's
+                self._stranded.append(child)
+                continue
+            if child:  # parked again by its cleanup: an ordinary busy child now
+                self._children.add(child)
+
+    def _adopt(self, child: Child, parent: greenlet.greenlet) -> Child:
+        """An idle child that ``parent`` (the greenlet running the loop now) can run:
+        ``child``, or a new one if ``child`` belongs to another thread.
+
+        A loop may run in one thread, then in another (set up on the main thread, then
+        served by ``run_forever()`` in a thread of its own); a greenlet never changes
+        threads, so the first thread's idle children are dropped (greenlet ends them on
+        their thread) and the stranded ones of this thread ended.
+        """
+        try:
+            child.parent = parent
+            return child
+        except ValueError:  # "parent cannot be on a different thread"
+            pass
+        self._children.discard(child)
+        self._idle.clear()  # parked on the same thread as ``child``
+        if self._stranded:
+            self._end_stranded()
+        child = Child(self, parent)
+        self._children.add(child)
+        child.switch()  # starts _serve, which parks at once for its first call
+        return child
+
     def _start(
         self,
         parent: greenlet.greenlet,
@@ -941,7 +1018,7 @@ class Hub:
         if idle:
             child = idle.pop()
             if child.parent is not parent:
-                child.parent = parent
+                child = self._adopt(child, parent)
         else:
             child = Child(self, parent)
             self._children.add(child)
