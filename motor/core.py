@@ -384,6 +384,18 @@ class Binding:
                 "loop, inside a coroutine or callback of that loop; this thread is another "
                 "one (asyncio.run_coroutine_threadsafe gets a coroutine there)"
             )
+        if (
+            target is self.loop
+            and self.thread != threading.get_ident()
+            and current_loop() is not target
+        ):
+            # Queued here, the call would start whenever that thread runs its loop, and
+            # would race with it over the loop's queues.
+            raise WrongThreadError(
+                "Motor methods must be called from the thread of the client's event loop; "
+                f"{target!r} is not running, and it is another thread's (the thread that "
+                "bound the client, or one whose current loop it is, may call before it runs)"
+            )
         self.bind(target)
         return self.hub  # type: ignore[return-value]
 

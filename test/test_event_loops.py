@@ -218,6 +218,59 @@ def test_another_thread_takes_a_client_only_once_its_loop_is_closed(
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_call_from_another_thread_is_refused_while_the_loop_is_open(
+    server: Any, framework: str
+) -> None:
+    """Where no loop runs, a call is queued for the client's loop on the thread that
+    bound it, or on one that made that loop its current loop; any other thread gets
+    WrongThreadError, instead of a call that would start whenever the loop's thread
+    runs it again."""
+    loops = Loops(framework)
+    first = loops.new()
+    client = loops.client(server.uri)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    def in_thread(body: Any) -> Any:
+        results: list[Any] = []
+
+        def run() -> None:
+            try:
+                results.append(body())
+            except BaseException as exc:
+                results.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
+        return results[0]
+
+    def handed_over() -> Any:
+        # The loop, idle, handed to this thread, which makes it current and runs it.
+        loop = loops.asyncio_loop(first)
+        asyncio.set_event_loop(loop)
+        try:
+            future = client.admin.command("ping")
+            return loop.run_until_complete(future)
+        finally:
+            asyncio.set_event_loop(None)
+
+    try:
+        assert loops.run(first, ping)["ok"] == 1
+        error = in_thread(lambda: client.admin.command("ping"))
+        assert isinstance(error, WrongThreadError), error
+        assert "is another thread's" in str(error)
+        assert in_thread(handed_over)["ok"] == 1
+        # Still the client's loop, for the thread that bound it.
+        future = client.admin.command("ping")
+        assert loops.asyncio_loop(first).run_until_complete(future)["ok"] == 1
+    finally:
+        close_client(loops, client, first)
+        loops.close(first)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_loop_served_by_another_thread_keeps_its_client(server: Any, framework: str) -> None:
     """Set up on one thread, then served by ``run_forever()`` in another (and back):
     greenlets never change threads, so the hub makes new children on the new thread."""
