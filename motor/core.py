@@ -359,6 +359,20 @@ class Binding:
         self.pinned = False
         return hub
 
+    def _may_queue(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """May the calling thread queue a call for ``loop``, the binding's loop, while
+        it is not running?  Yes if the loop has not run yet, if this thread ran it
+        last, or if it is this thread's current loop (handed over to run here)."""
+        hub = self.hub
+        assert hub is not None
+        clock = hub._clock
+        if clock.iteration == 0 or clock.thread == threading.get_ident():
+            return True
+        # The thread's current loop, without making one (as get_event_loop() would
+        # on the main thread).
+        local = getattr(asyncio.get_event_loop_policy(), "_local", None)
+        return getattr(local, "_loop", None) is loop
+
     def _check_not_running(self) -> Hub:
         # Called where no event loop runs: allowed on the thread of the client's loop
         # while that loop is not running yet (the call runs when it does).
@@ -384,17 +398,13 @@ class Binding:
                 "loop, inside a coroutine or callback of that loop; this thread is another "
                 "one (asyncio.run_coroutine_threadsafe gets a coroutine there)"
             )
-        if (
-            target is self.loop
-            and self.thread != threading.get_ident()
-            and current_loop() is not target
-        ):
+        if target is self.loop and not self._may_queue(target):
             # Queued here, the call would start whenever that thread runs its loop, and
             # would race with it over the loop's queues.
             raise WrongThreadError(
                 "Motor methods must be called from the thread of the client's event loop; "
-                f"{target!r} is not running, and it is another thread's (the thread that "
-                "bound the client, or one whose current loop it is, may call before it runs)"
+                f"{target!r} is not running, and another thread ran it last (that thread, "
+                "or one whose current loop it is, may call before it runs again)"
             )
         self.bind(target)
         return self.hub  # type: ignore[return-value]

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from pymongo import monitoring
-from pymongo.errors import ServerSelectionTimeoutError
 
 from motor.errors import WrongLoopError, WrongThreadError
 from motor.green.hub import get_hub
@@ -217,54 +217,61 @@ def test_another_thread_takes_a_client_only_once_its_loop_is_closed(
         close_client(loops, client)
 
 
+def in_thread(body: Callable[[], Any]) -> Any:
+    """Run ``body()`` in a new thread; its result, or the exception it raised."""
+    results: list[Any] = []
+
+    def run() -> None:
+        try:
+            results.append(body())
+        except BaseException as exc:
+            results.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    return results[0]
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_call_from_another_thread_is_refused_while_the_loop_is_open(
-    server: Any, framework: str
-) -> None:
-    """Where no loop runs, a call is queued for the client's loop on the thread that
-    bound it, or on one that made that loop its current loop; any other thread gets
+def test_calls_before_the_loop_runs_come_from_its_thread(server: Any, framework: str) -> None:
+    """Where no loop runs, a call is queued for the client's loop, to start when that
+    loop runs, from the thread that ran the loop last, from one whose current loop it
+    is, or from any thread before the loop has run; any other thread gets
     WrongThreadError, instead of a call that would start whenever the loop's thread
     runs it again."""
     loops = Loops(framework)
     first = loops.new()
-    client = loops.client(server.uri)
+    aloop = loops.asyncio_loop(first)
+    client = loops.client(server.uri, io_loop=first)
 
     async def ping() -> Any:
         return await client.admin.command("ping")
 
-    def in_thread(body: Any) -> Any:
-        results: list[Any] = []
-
-        def run() -> None:
-            try:
-                results.append(body())
-            except BaseException as exc:
-                results.append(exc)
-
-        thread = threading.Thread(target=run)
-        thread.start()
-        thread.join(30)
-        return results[0]
+    def queued_ping() -> Any:
+        return aloop.run_until_complete(client.admin.command("ping"))
 
     def handed_over() -> Any:
-        # The loop, idle, handed to this thread, which makes it current and runs it.
-        loop = loops.asyncio_loop(first)
-        asyncio.set_event_loop(loop)
+        asyncio.set_event_loop(aloop)
         try:
-            future = client.admin.command("ping")
-            return loop.run_until_complete(future)
+            return queued_ping()
         finally:
             asyncio.set_event_loop(None)
 
     try:
-        assert loops.run(first, ping)["ok"] == 1
+        # Not run yet: a worker thread may queue and run (io_loop= named the loop).
+        assert in_thread(queued_ping)["ok"] == 1
+        assert loops.run(first, ping)["ok"] == 1  # this thread ran it last
+        assert queued_ping()["ok"] == 1
         error = in_thread(lambda: client.admin.command("ping"))
         assert isinstance(error, WrongThreadError), error
-        assert "is another thread's" in str(error)
+        assert "another thread ran it last" in str(error)
+        # A thread that makes the loop its current loop may: it is handed over.
         assert in_thread(handed_over)["ok"] == 1
-        # Still the client's loop, for the thread that bound it.
-        future = client.admin.command("ping")
-        assert loops.asyncio_loop(first).run_until_complete(future)["ok"] == 1
+        # Now this thread is the other one.
+        with pytest.raises(WrongThreadError, match="another thread ran it last"):
+            client.admin.command("ping")
+        assert loops.run(first, ping)["ok"] == 1
     finally:
         close_client(loops, client, first)
         loops.close(first)
@@ -300,48 +307,58 @@ def test_a_loop_served_by_another_thread_keeps_its_client(server: Any, framework
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_an_operation_parked_when_its_loop_changes_threads_fails(framework: str) -> None:
+def test_an_operation_in_flight_when_its_loop_changes_threads_fails(framework: str) -> None:
     """An operation in flight when its loop stops, and then runs in another thread,
-    cannot continue there: it fails with WrongThreadError instead of waiting forever."""
+    cannot continue there (a greenlet never changes threads): it fails with
+    WrongThreadError at the new thread's first iteration, even with no reply or timer
+    to come, and gives back its admission turn.  The first thread, running the loop
+    again, ends its greenlet: PyMongo closes the connection it was reading from."""
     loops = Loops(framework)
+    wire = WireServer(stall_on="find")
+    # One connection: the stranded find holds it until its greenlet ends.
+    client = loops.client(wire.uri, maxPoolSize=1)
+    binding = client._binding
     loop = loops.new()
     aloop = loops.asyncio_loop(loop)
-    # Nothing listens on port 1: server selection parks the find until it times out.
-    client = loops.client("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=3000")
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
 
     async def start() -> Any:
         future = client.db.coll.find_one({})
-        await asyncio.sleep(0.05)
-        assert not future.done()
+        await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
         return future
 
     try:
-        parked = loops.run(loop, start)
+        assert loops.run(loop, ping)["ok"] == 1  # idle children of this thread
+        stalled = loops.run(loop, start)
+        assert wire.stalled.is_set() and not stalled.done()
         outcomes: list[BaseException] = []
 
         def serve() -> None:
             async def wait() -> None:
-                for awaitable in (parked, client.db.coll.find_one({})):
-                    try:
-                        await awaitable
-                    except BaseException as exc:
-                        outcomes.append(exc)
+                try:
+                    await asyncio.wait_for(stalled, 20)
+                except BaseException as exc:
+                    outcomes.append(exc)
 
             aloop.run_until_complete(wait())
 
         thread = threading.Thread(target=serve)
         thread.start()
         thread.join(30)
-        assert len(outcomes) == 2, outcomes
-        assert isinstance(outcomes[0], WrongThreadError), outcomes
+        assert len(outcomes) == 1 and isinstance(outcomes[0], WrongThreadError), outcomes
         assert "another thread ran its event loop" in str(outcomes[0])
-        # The loop's new thread runs the client's next operation to its own end.
-        assert isinstance(outcomes[1], ServerSelectionTimeoutError), outcomes
-        # Back on this thread, the loop ends the stranded greenlet: nothing stays parked.
-        close_client(loops, client, loop)
+        assert binding._active == 0
+        assert pool_counters(client)["active_sockets"] == 1
+        # Back on this thread: the stranded greenlet ends, and its connection closes.
+        assert loops.run(loop, ping)["ok"] == 1
         assert parked_children() == []
+        assert pool_counters(client)["active_sockets"] == 0
     finally:
+        close_client(loops, client, loop)
         loops.close(loop)
+        wire.stop()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -136,7 +136,7 @@ class Child(greenlet.greenlet):
     than switching into one.
     """
 
-    __slots__ = ("future", "hub", "waiter")
+    __slots__ = ("future", "hub", "release", "thread", "waiter")
 
     def __init__(self, hub: Hub, parent: greenlet.greenlet) -> None:
         # The run function is a plain function, not a bound method: greenlet keeps its
@@ -148,6 +148,11 @@ class Child(greenlet.greenlet):
         self.future: asyncio.Future[Any] | None = None
         # The waiter the child is parked on, or None while it runs.
         self.waiter: Waiter | None = None
+        # What gives back the call's admission turn (None: nothing to give back, or
+        # given back already: Hub._strand).
+        self.release: Callable[[], None] | None = None
+        # The thread the greenlet belongs to: it never runs on another.
+        self.thread = threading.get_ident()
 
 
 def _serve() -> None:
@@ -170,15 +175,19 @@ def _serve() -> None:
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
             finally:
+                release = child.release
                 if release is not None:
+                    child.release = None
                     release()
         except Cancelled as cancelled:
             result = _CANCELLED
             _drop_frames(cancelled)
             del cancelled
-        except greenlet.GreenletExit:
-            # greenlet ends a stranded child (Hub._strand) on its own thread: its
-            # future has failed already.
+        except greenlet.GreenletExit as exit:
+            # Ended by greenlet: a stranded child (Hub._strand, its future failed
+            # already), ended on its own thread.
+            if not future.done():
+                future.set_exception(exit)
             child.future = None
             future._motor_child = None
             return
@@ -406,10 +415,13 @@ class _LoopClock:
     """A count of an event loop's iterations, and whether the green readers of a poll
     that reported several are running (see :meth:`Hub.submit`)."""
 
-    __slots__ = ("deadline", "dispatching", "iteration", "last", "spent", "timer_ran")
+    __slots__ = ("deadline", "dispatching", "iteration", "last", "spent", "thread", "timer_ran")
 
     def __init__(self) -> None:
         self.iteration = 0
+        # The thread that ran the loop's last iteration, as far as the hub knows: its
+        # children are greenlets of that thread (Hub._thread_changed).
+        self.thread = threading.get_ident()
         # The time children ran in this iteration (seconds): see Hub._window_open.
         self.spent = 0.0
         # When the loop's next timer is due (the hub's clock, time.perf_counter()), if
@@ -515,6 +527,10 @@ class _LoopHook:
     def process_events(self, event_list: list[tuple[Any, int]]) -> None:
         clock = self.clock
         clock.iteration += 1
+        if self._loop._thread_id != clock.thread:  # type: ignore[attr-defined]
+            hub = getattr(self._loop, "_motor_hub", None)
+            if hub is not None:
+                hub._thread_changed()
         # A fresh budget, unless a loop timer is due (or was at the start of the last
         # iteration: DUE_TIMER_SHARE); children may run until the next timer is due.
         timers = self._loop._scheduled if self._timed else None  # type: ignore[attr-defined]
@@ -943,18 +959,49 @@ class Hub:
         elif release is not None:  # cancelled while queued: never runs
             release()
 
-    def _strand(self, child: Child) -> None:
-        """Fail the operation of ``child``, parked while another thread ran the loop.
+    def _thread_changed(self) -> None:
+        """The loop runs in another thread than the one its children belong to.
 
-        A greenlet cannot be resumed from another thread: the loop now runs in a thread
-        other than the one the operation started on.  The child, and what it holds (a
-        pooled connection, say), waits until its own thread runs or closes the loop
-        again (:meth:`_end_stranded`).
+        A loop may run in one thread, then in another: set up on the main thread, then
+        served by ``run_forever()`` in a thread of its own, and back.  A greenlet never
+        changes threads.  So the other threads' idle children are dropped (greenlet
+        ends them on their thread), their busy ones stranded (:meth:`_strand`), and the
+        stranded children of this thread, back again, ended.  Runs on the loop's
+        thread, from the first iteration there (:class:`_LoopHook`) or the first start
+        (:meth:`_adopt`, on loops without the hook).
+        """
+        me = threading.get_ident()
+        self._clock.thread = me
+        self._idle[:] = [child for child in self._idle if child.thread == me]
+        for child in list(self._children):
+            # getattr: a child that greenlet could not end on its exited thread may
+            # linger with its slots cleared; it runs nothing.
+            if getattr(child, "future", None) is not None and child.thread != me:
+                self._strand(child)
+        if self._stranded:
+            self._end_stranded()
+
+    def _strand(self, child: Child) -> None:
+        """Fail the operation of ``child``, a greenlet of a thread that no longer runs
+        the loop, and give back its admission turn.
+
+        The child cannot be resumed from this thread.  It keeps what it holds (a pooled
+        connection, say) until its own thread runs or closes the loop again
+        (:meth:`_end_stranded`), for good if that thread has exited.
         """
         from motor.errors import WrongThreadError
 
+        waiter = child.waiter
+        if waiter is not None:  # nothing may resume it here any more
+            waiter._child = None
+            child.waiter = None
+            self._deadlines.pop(waiter, None)
         self._children.discard(child)
         self._stranded.append(child)
+        release = child.release
+        if release is not None:
+            child.release = None
+            release()
         future = child.future
         if future is not None and not future.done():
             future.set_exception(
@@ -968,36 +1015,32 @@ class Hub:
 
     def _end_stranded(self) -> None:
         """End the stranded children that the calling thread can switch to: PyMongo's
-        cleanup runs (their connections are closed) as ``GreenletExit`` unwinds them."""
+        cleanup runs (a connection it was reading from is closed) as ``GreenletExit``
+        unwinds them."""
         stranded = self._stranded
         self._stranded = []
+        me = threading.get_ident()
         for child in stranded:
+            if child.thread != me:
+                self._stranded.append(child)
+                continue
             try:
                 child.throw()
-            except greenlet.error:  # still another thread's
-                self._stranded.append(child)
+            except greenlet.error:
                 continue
             if child:  # parked again by its cleanup: an ordinary busy child now
                 self._children.add(child)
 
     def _adopt(self, child: Child, parent: greenlet.greenlet) -> Child:
         """An idle child that ``parent`` (the greenlet running the loop now) can run:
-        ``child``, or a new one if ``child`` belongs to another thread.
-
-        A loop may run in one thread, then in another (set up on the main thread, then
-        served by ``run_forever()`` in a thread of its own); a greenlet never changes
-        threads, so the first thread's idle children are dropped (greenlet ends them on
-        their thread) and the stranded ones of this thread ended.
-        """
+        ``child``, or a new one if ``child`` belongs to another thread."""
         try:
             child.parent = parent
             return child
         except ValueError:  # "parent cannot be on a different thread"
             pass
         self._children.discard(child)
-        self._idle.clear()  # parked on the same thread as ``child``
-        if self._stranded:
-            self._end_stranded()
+        self._thread_changed()
         child = Child(self, parent)
         self._children.add(child)
         child.switch()  # starts _serve, which parks at once for its first call
@@ -1025,6 +1068,7 @@ class Hub:
             child.switch()  # starts _serve, which parks at once for its first call
         child.gr_context = context
         child.future = future
+        child.release = release
         future._motor_child = child
         # The child's time is charged to the iteration's work budget (_window_open).
         self._entered = started = _perf_counter()
