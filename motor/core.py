@@ -362,11 +362,16 @@ class Binding:
     def _may_queue(self, loop: asyncio.AbstractEventLoop) -> bool:
         """May the calling thread queue a call for ``loop``, the binding's loop, while
         it is not running?  Yes if the loop has not run yet, if this thread ran it
-        last, or if it is this thread's current loop (handed over to run here)."""
+        last, or if it is this thread's current loop (handed over to run here); on a
+        loop without the hub's hook, always."""
         hub = self.hub
         assert hub is not None
+        if hub._marks_iterations:
+            # A loop without the hub's hook (uvloop, say): which thread ran it last is
+            # not known; any thread may.
+            return True
         clock = hub._clock
-        if clock.iteration == 0 or clock.thread == threading.get_ident():
+        if clock.iteration == 0 or clock.thread is threading.current_thread():
             return True
         # The thread's current loop, without making one (as get_event_loop() would
         # on the main thread).

@@ -362,6 +362,96 @@ def test_an_operation_in_flight_when_its_loop_changes_threads_fails(framework: s
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loop_moved_from_an_exited_thread_strands_its_operations(framework: str) -> None:
+    """A worker thread starts two operations, one holding the only connection, one
+    waiting for it (no reply, no timer to come), and exits; the next worker (often
+    given the same thread ident) runs the loop: both fail at once, and give back their
+    admission turns."""
+    loops = Loops(framework)
+    wire = WireServer(stall_on="find")
+    client = loops.client(wire.uri, maxPoolSize=1)
+    binding = client._binding
+    loop = loops.new()
+    aloop = loops.asyncio_loop(loop)
+
+    def first() -> list[Any]:
+        async def start() -> list[Any]:
+            await client.admin.command("ping")
+            stalled = client.db.coll.find_one({})
+            await aloop.run_in_executor(None, wire.stalled.wait, 10)
+            waiting = client.db.coll.find_one({})
+            await asyncio.sleep(0.05)
+            return [stalled, waiting]
+
+        return aloop.run_until_complete(start())
+
+    def second(futures: list[Any]) -> list[Any]:
+        async def outcomes() -> list[Any]:
+            return await asyncio.gather(
+                *(asyncio.wait_for(future, 20) for future in futures), return_exceptions=True
+            )
+
+        return aloop.run_until_complete(outcomes())
+
+    try:
+        futures = in_thread(first)
+        assert not any(future.done() for future in futures)
+        results = in_thread(lambda: second(futures))
+        assert [type(result) for result in results] == [WrongThreadError] * 2, results
+        assert binding._active == 0
+    finally:
+        close_client(loops, client, loop)
+        loops.close(loop)
+        wire.stop()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_stranded_waiter_passes_its_wake_up_on(framework: str) -> None:
+    """Operations stranded while waiting for a pooled connection leave the pool's
+    queue to the live ones: back on the first thread, the connection its own stranded
+    greenlet gives back goes to that thread's new operations."""
+    loops = Loops(framework)
+    wire = WireServer(stall_on="find")
+    client = loops.client(wire.uri, maxPoolSize=1)
+    loop = loops.new()
+    aloop = loops.asyncio_loop(loop)
+
+    async def start() -> Any:
+        await client.admin.command("ping")
+        stalled = client.db.coll.find_one({})
+        await aloop.run_in_executor(None, wire.stalled.wait, 10)
+        return stalled
+
+    def other_thread(stalled: Any) -> list[Any]:
+        async def wait_there() -> list[Any]:
+            with pytest.raises(WrongThreadError):
+                await stalled
+            # Queued for the connection that the stranded find holds.
+            waiting = [client.admin.command("ping") for _ in range(2)]
+            await asyncio.sleep(0.05)
+            return waiting
+
+        return aloop.run_until_complete(wait_there())
+
+    async def pings() -> list[Any]:
+        return await asyncio.wait_for(
+            asyncio.gather(*(client.admin.command("ping") for _ in range(2))), 20
+        )
+
+    try:
+        stalled = loops.run(loop, start)
+        waiting = in_thread(lambda: other_thread(stalled))
+        assert not isinstance(waiting, BaseException), waiting
+        assert not any(future.done() for future in waiting)
+        assert [reply["ok"] for reply in aloop.run_until_complete(pings())] == [1, 1]
+        assert all(isinstance(future.exception(), WrongThreadError) for future in waiting)
+    finally:
+        close_client(loops, client, loop)
+        loops.close(loop)
+        wire.stop()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_loop_running_in_another_thread_keeps_its_client(server: Any, framework: str) -> None:
     loops = Loops(framework)
     running = loops.new()

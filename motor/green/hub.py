@@ -151,8 +151,9 @@ class Child(greenlet.greenlet):
         # What gives back the call's admission turn (None: nothing to give back, or
         # given back already: Hub._strand).
         self.release: Callable[[], None] | None = None
-        # The thread the greenlet belongs to: it never runs on another.
-        self.thread = threading.get_ident()
+        # The thread the greenlet belongs to: it never runs on another.  (The Thread
+        # object: a new thread may get an exited one's ident.)
+        self.thread = threading.current_thread()
 
 
 def _serve() -> None:
@@ -254,7 +255,7 @@ class Waiter:
     any thread.
     """
 
-    __slots__ = ("_child", "_exc", "_has_value", "_hub", "_value")
+    __slots__ = ("_child", "_exc", "_has_value", "_hub", "_value", "abandoned")
 
     def __init__(self, hub: Hub) -> None:
         self._hub = hub
@@ -262,6 +263,9 @@ class Waiter:
         self._has_value = False
         self._value: Any = None
         self._exc: BaseException | None = None
+        # Its child was stranded (Hub._strand): nothing will wait on it again, and a
+        # condition's notification must go to another waiter.
+        self.abandoned = False
 
     def switch(self, value: Any = None) -> None:
         """Resume the parked child with ``value`` (runs on the hub greenlet)."""
@@ -415,13 +419,24 @@ class _LoopClock:
     """A count of an event loop's iterations, and whether the green readers of a poll
     that reported several are running (see :meth:`Hub.submit`)."""
 
-    __slots__ = ("deadline", "dispatching", "iteration", "last", "spent", "thread", "timer_ran")
+    __slots__ = (
+        "deadline",
+        "dispatching",
+        "iteration",
+        "last",
+        "runner",
+        "spent",
+        "thread",
+        "timer_ran",
+    )
 
     def __init__(self) -> None:
         self.iteration = 0
-        # The thread that ran the loop's last iteration, as far as the hub knows: its
-        # children are greenlets of that thread (Hub._thread_changed).
-        self.thread = threading.get_ident()
+        # The thread that ran the loop's last iteration, as far as the hub knows (its
+        # children are greenlets of that thread: Hub._thread_changed), and the greenlet
+        # that ran it (a thread's own, unlike its ident, is never another thread's).
+        self.thread = threading.current_thread()
+        self.runner: greenlet.greenlet | None = None
         # The time children ran in this iteration (seconds): see Hub._window_open.
         self.spent = 0.0
         # When the loop's next timer is due (the hub's clock, time.perf_counter()), if
@@ -527,10 +542,8 @@ class _LoopHook:
     def process_events(self, event_list: list[tuple[Any, int]]) -> None:
         clock = self.clock
         clock.iteration += 1
-        if self._loop._thread_id != clock.thread:  # type: ignore[attr-defined]
-            hub = getattr(self._loop, "_motor_hub", None)
-            if hub is not None:
-                hub._thread_changed()
+        if _getcurrent() is not clock.runner:
+            self._runner_changed()
         # A fresh budget, unless a loop timer is due (or was at the start of the last
         # iteration: DUE_TIMER_SHARE); children may run until the next timer is due.
         timers = self._loop._scheduled if self._timed else None  # type: ignore[attr-defined]
@@ -572,6 +585,17 @@ class _LoopHook:
                     self._run(reader)
         finally:
             clock.dispatching = False
+
+    def _runner_changed(self) -> None:
+        # Another greenlet runs the loop: another thread's, after a move.
+        clock = self.clock
+        clock.runner = _getcurrent()
+        if clock.thread is not threading.current_thread():
+            hub = getattr(self._loop, "_motor_hub", None)
+            if hub is not None:
+                hub._thread_changed()
+            else:
+                clock.thread = threading.current_thread()
 
     def _run(self, reader: _GreenReader) -> None:
         try:
@@ -970,13 +994,13 @@ class Hub:
         thread, from the first iteration there (:class:`_LoopHook`) or the first start
         (:meth:`_adopt`, on loops without the hook).
         """
-        me = threading.get_ident()
+        me = threading.current_thread()
         self._clock.thread = me
-        self._idle[:] = [child for child in self._idle if child.thread == me]
+        self._idle[:] = [child for child in self._idle if child.thread is me]
         for child in list(self._children):
             # getattr: a child that greenlet could not end on its exited thread may
             # linger with its slots cleared; it runs nothing.
-            if getattr(child, "future", None) is not None and child.thread != me:
+            if getattr(child, "future", None) is not None and child.thread is not me:
                 self._strand(child)
         if self._stranded:
             self._end_stranded()
@@ -993,6 +1017,7 @@ class Hub:
 
         waiter = child.waiter
         if waiter is not None:  # nothing may resume it here any more
+            waiter.abandoned = True
             waiter._child = None
             child.waiter = None
             self._deadlines.pop(waiter, None)
@@ -1003,6 +1028,9 @@ class Hub:
             child.release = None
             release()
         future = child.future
+        child.future = None  # runs nothing any more (see _serve)
+        if future is not None:
+            future._motor_child = None  # type: ignore[attr-defined]
         if future is not None and not future.done():
             future.set_exception(
                 WrongThreadError(
@@ -1019,9 +1047,9 @@ class Hub:
         unwinds them."""
         stranded = self._stranded
         self._stranded = []
-        me = threading.get_ident()
+        me = threading.current_thread()
         for child in stranded:
-            if child.thread != me:
+            if child.thread is not me:
                 self._stranded.append(child)
                 continue
             try:

@@ -33,8 +33,9 @@ class _ThreadWaiter:
         self.lock = threading.Lock()
         self.lock.acquire()
 
-    def wake(self) -> None:
+    def wake(self) -> bool:
         self.lock.release()
+        return True
 
 
 class _GreenWaiter:
@@ -46,7 +47,10 @@ class _GreenWaiter:
         self.waiter = waiter
         self.thread_id = thread_id
 
-    def wake(self) -> None:
+    def wake(self) -> bool:
+        """Resume the child; False if it was stranded (the wake-up is not taken)."""
+        if self.waiter.abandoned:
+            return False
         if threading.get_ident() == self.thread_id:
             # On the loop thread (a child or a loop callback): resume on a later
             # iteration's work budget, never by switching from here (we may be
@@ -54,6 +58,7 @@ class _GreenWaiter:
             self.waiter._hub.resume_later(self.waiter.switch, True)
         else:
             self.waiter.switch_threadsafe(True)
+        return True
 
 
 class GreenCondition:
@@ -117,9 +122,10 @@ class GreenCondition:
         try:
             notified: bool = waiter.get(None if timeout is None else max(timeout, 0))
         except BaseException:
-            # Cancelled: a notification that reached this waiter belongs to the next.
+            # Cancelled: a notification that reached this waiter belongs to the next
+            # (one that skipped it as stranded went to the next already).
             self._lock.acquire()
-            if self._forget(entry):
+            if self._forget(entry) and not waiter.abandoned:
                 self.notify(1)
             raise
         # Other holders are threads or children that never park with the lock held,
@@ -176,8 +182,8 @@ class GreenCondition:
         """Wake up to ``n`` waiters (the caller holds the lock)."""
         waiters = self._waiters
         while n > 0 and waiters:
-            waiters.popleft().wake()
-            n -= 1
+            if waiters.popleft().wake():
+                n -= 1
 
     def notify_all(self) -> None:
         """Wake every waiter."""
@@ -221,8 +227,9 @@ class GreenLock:
                 waiter.get(remaining)
             except BaseException:
                 # Cancelled.  A release() that woke this waiter meanwhile meant the
-                # lock for it: hand the wake-up to the next waiter.
-                if not self._discard(entry):
+                # lock for it: hand the wake-up to the next waiter (one that skipped it
+                # as stranded went to the next already).
+                if not self._discard(entry) and not waiter.abandoned:
                     self._pass_wake()
                 raise
             woken = not self._discard(entry)
@@ -244,21 +251,24 @@ class GreenLock:
     def _pass_wake(self) -> None:
         # A woken waiter gives up: wake the next one, unless the lock is taken (its
         # release will).
-        if self._waiters and not self._lock.locked():
+        if not self._lock.locked():
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        # The first waiter that takes the wake-up (stranded ones do not).
+        waiters = self._waiters
+        while waiters:
             try:
-                entry = self._waiters.popleft()
+                entry = waiters.popleft()
             except IndexError:
                 return
-            entry.wake()
+            if entry.wake():
+                return
 
     def release(self) -> None:
         self._lock.release()
         if self._waiters:
-            try:
-                entry = self._waiters.popleft()
-            except IndexError:
-                return
-            entry.wake()
+            self._wake_next()
 
     def locked(self) -> bool:
         return self._lock.locked()
