@@ -52,7 +52,7 @@ from motor.errors import (
 )
 from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
-from motor.green.hub import Hub, OpFuture, get_hub
+from motor.green.hub import Hub, OpFuture, get_hub, thread_token
 from motor.green.pool import TIMEOUT, client_hooks, close_client
 from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, mirror
 
@@ -371,7 +371,7 @@ class Binding:
             # not known; any thread may.
             return True
         clock = hub._clock
-        if clock.iteration == 0 or clock.thread is threading.current_thread():
+        if clock.iteration == 0 or clock.thread is thread_token():
             return True
         # The thread's current loop, without making one (as get_event_loop() would
         # on the main thread).

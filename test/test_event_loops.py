@@ -11,8 +11,10 @@ Each test body runs under asyncio and under Tornado.
 
 from __future__ import annotations
 
+import _thread
 import asyncio
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -217,19 +219,31 @@ def test_another_thread_takes_a_client_only_once_its_loop_is_closed(
         close_client(loops, client)
 
 
-def in_thread(body: Callable[[], Any]) -> Any:
-    """Run ``body()`` in a new thread; its result, or the exception it raised."""
+def in_thread(body: Callable[[], Any], foreign: bool = False) -> Any:
+    """Run ``body()`` in a new thread; its result, or the exception it raised.
+
+    ``foreign``: a thread that :mod:`threading` did not start (as C code starts them),
+    which it knows by a ``_DummyThread`` that the next such thread may get too.
+    """
     results: list[Any] = []
+    done = threading.Event()
 
     def run() -> None:
         try:
             results.append(body())
         except BaseException as exc:
             results.append(exc)
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=run)
-    thread.start()
-    thread.join(30)
+    if foreign:
+        _thread.start_new_thread(run, ())
+        assert done.wait(30)
+        time.sleep(0.05)  # let the thread exit, so the next one may get its ident
+    else:
+        thread = threading.Thread(target=run)
+        thread.start()
+        thread.join(30)
     return results[0]
 
 
@@ -361,8 +375,11 @@ def test_an_operation_in_flight_when_its_loop_changes_threads_fails(framework: s
         wire.stop()
 
 
+@pytest.mark.parametrize("foreign", [False, True], ids=["threading", "foreign"])
 @pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_loop_moved_from_an_exited_thread_strands_its_operations(framework: str) -> None:
+def test_a_loop_moved_from_an_exited_thread_strands_its_operations(
+    framework: str, foreign: bool
+) -> None:
     """A worker thread starts two operations, one holding the only connection, one
     waiting for it (no reply, no timer to come), and exits; the next worker (often
     given the same thread ident) runs the loop: both fail at once, and give back their
@@ -394,9 +411,9 @@ def test_a_loop_moved_from_an_exited_thread_strands_its_operations(framework: st
         return aloop.run_until_complete(outcomes())
 
     try:
-        futures = in_thread(first)
+        futures = in_thread(first, foreign)
         assert not any(future.done() for future in futures)
-        results = in_thread(lambda: second(futures))
+        results = in_thread(lambda: second(futures), foreign)
         assert [type(result) for result in results] == [WrongThreadError] * 2, results
         assert binding._active == 0
     finally:

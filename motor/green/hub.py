@@ -70,6 +70,7 @@ __all__ = [
     "get_hub",
     "in_child",
     "refuse_to_block",
+    "thread_token",
 ]
 
 T = TypeVar("T")
@@ -93,6 +94,21 @@ def _current_task_lookup() -> Callable[[asyncio.AbstractEventLoop], Any]:
 _current_task = _current_task_lookup()
 _perf_counter = time.perf_counter
 _monotonic = time.monotonic
+
+
+def thread_token() -> greenlet.greenlet:
+    """The calling thread's main greenlet: what tells threads apart for the hub.
+
+    A new thread often gets an exited thread's ident, and a thread that
+    :mod:`threading` did not start may get its ``_DummyThread`` too; a main greenlet
+    held here stays that thread's alone.
+    """
+    current = _getcurrent()
+    parent = current.parent
+    while parent is not None:
+        current = parent
+        parent = current.parent
+    return current
 
 
 class Cancelled(BaseException):
@@ -151,9 +167,8 @@ class Child(greenlet.greenlet):
         # What gives back the call's admission turn (None: nothing to give back, or
         # given back already: Hub._strand).
         self.release: Callable[[], None] | None = None
-        # The thread the greenlet belongs to: it never runs on another.  (The Thread
-        # object: a new thread may get an exited one's ident.)
-        self.thread = threading.current_thread()
+        # The thread the greenlet belongs to (thread_token()): it never runs on another.
+        self.thread = thread_token()
 
 
 def _serve() -> None:
@@ -435,7 +450,7 @@ class _LoopClock:
         # The thread that ran the loop's last iteration, as far as the hub knows (its
         # children are greenlets of that thread: Hub._thread_changed), and the greenlet
         # that ran it (a thread's own, unlike its ident, is never another thread's).
-        self.thread = threading.current_thread()
+        self.thread = thread_token()
         self.runner: greenlet.greenlet | None = None
         # The time children ran in this iteration (seconds): see Hub._window_open.
         self.spent = 0.0
@@ -590,12 +605,12 @@ class _LoopHook:
         # Another greenlet runs the loop: another thread's, after a move.
         clock = self.clock
         clock.runner = _getcurrent()
-        if clock.thread is not threading.current_thread():
+        if clock.thread is not thread_token():
             hub = getattr(self._loop, "_motor_hub", None)
             if hub is not None:
                 hub._thread_changed()
             else:
-                clock.thread = threading.current_thread()
+                clock.thread = thread_token()
 
     def _run(self, reader: _GreenReader) -> None:
         try:
@@ -994,7 +1009,7 @@ class Hub:
         thread, from the first iteration there (:class:`_LoopHook`) or the first start
         (:meth:`_adopt`, on loops without the hook).
         """
-        me = threading.current_thread()
+        me = thread_token()
         self._clock.thread = me
         self._idle[:] = [child for child in self._idle if child.thread is me]
         for child in list(self._children):
@@ -1047,7 +1062,7 @@ class Hub:
         unwinds them."""
         stranded = self._stranded
         self._stranded = []
-        me = threading.current_thread()
+        me = thread_token()
         for child in stranded:
             if child.thread is not me:
                 self._stranded.append(child)
@@ -1056,8 +1071,8 @@ class Hub:
                 child.throw()
             except greenlet.error:
                 continue
-            if child:  # parked again by its cleanup: an ordinary busy child now
-                self._children.add(child)
+            if child:  # parked again by its cleanup: ended by close() at the latest
+                self._stranded.append(child)
 
     def _adopt(self, child: Child, parent: greenlet.greenlet) -> Child:
         """An idle child that ``parent`` (the greenlet running the loop now) can run:
