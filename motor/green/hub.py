@@ -181,7 +181,7 @@ def _serve() -> None:
     # the loop (a loop per asyncio.run(), say).  So the child starts without
     # arguments (greenlet keeps those of its first switch until it ends) and receives
     # each call, the first one too, at the switch it parks on.
-    fn, args, kwargs, future, release = _getcurrent().parent.switch()  # type: ignore[union-attr]
+    fn, args, kwargs, future = _getcurrent().parent.switch()  # type: ignore[union-attr]
     child: Any = _getcurrent()
     hub: Any = child.hub
     idle: Any = hub._idle
@@ -233,7 +233,7 @@ def _serve() -> None:
         idle.append(child)
         child = hub = idle = None
         # Park until the hub hands over the next call (see Hub._start).
-        fn, args, kwargs, future, release = _getcurrent().parent.switch()  # type: ignore[union-attr]
+        fn, args, kwargs, future = _getcurrent().parent.switch()  # type: ignore[union-attr]
         child = _getcurrent()
         hub = child.hub
         idle = hub._idle
@@ -1115,7 +1115,7 @@ class Hub:
         future._motor_child = child
         # The child's time is charged to the iteration's work budget (_window_open).
         self._entered = started = _perf_counter()
-        child.switch(fn, args, kwargs, future, release)
+        child.switch(fn, args, kwargs, future)  # the release is child.release
         clock = self._clock
         clock.last = ended = _perf_counter()
         clock.spent += ended - started
