@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import _thread
 import asyncio
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -320,6 +322,40 @@ def test_a_loop_served_by_another_thread_keeps_its_client(server: Any, framework
         loops.close(loop)
 
 
+@dataclass
+class Stalling:
+    """A client with one connection, to a server that never answers a find."""
+
+    loops: Loops
+    wire: WireServer
+    client: Any
+    loop: Any
+    aloop: asyncio.AbstractEventLoop
+
+    async def ping(self) -> Any:
+        return await self.client.admin.command("ping")
+
+    async def stalled_find(self) -> Any:
+        """Start a find that takes the connection and stalls; its future."""
+        future = self.client.db.coll.find_one({})
+        await asyncio.get_running_loop().run_in_executor(None, self.wire.stalled.wait, 10)
+        return future
+
+
+@contextlib.contextmanager
+def stalling(framework: str) -> Iterator[Stalling]:
+    loops = Loops(framework)
+    wire = WireServer(stall_on="find")
+    client = loops.client(wire.uri, maxPoolSize=1)
+    loop = loops.new()
+    try:
+        yield Stalling(loops, wire, client, loop, loops.asyncio_loop(loop))
+    finally:
+        close_client(loops, client, loop)
+        loops.close(loop)
+        wire.stop()
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_an_operation_in_flight_when_its_loop_changes_threads_fails(framework: str) -> None:
     """An operation in flight when its loop stops, and then runs in another thread,
@@ -327,26 +363,12 @@ def test_an_operation_in_flight_when_its_loop_changes_threads_fails(framework: s
     WrongThreadError at the new thread's first iteration, even with no reply or timer
     to come, and gives back its admission turn.  The first thread, running the loop
     again, ends its greenlet: PyMongo closes the connection it was reading from."""
-    loops = Loops(framework)
-    wire = WireServer(stall_on="find")
-    # One connection: the stranded find holds it until its greenlet ends.
-    client = loops.client(wire.uri, maxPoolSize=1)
-    binding = client._binding
-    loop = loops.new()
-    aloop = loops.asyncio_loop(loop)
-
-    async def ping() -> Any:
-        return await client.admin.command("ping")
-
-    async def start() -> Any:
-        future = client.db.coll.find_one({})
-        await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
-        return future
-
-    try:
-        assert loops.run(loop, ping)["ok"] == 1  # idle children of this thread
-        stalled = loops.run(loop, start)
-        assert wire.stalled.is_set() and not stalled.done()
+    with stalling(framework) as st:
+        client, loop = st.client, st.loop
+        assert st.loops.run(loop, st.ping)["ok"] == 1  # idle children of this thread
+        # The stranded find holds the one connection until its greenlet ends.
+        stalled = st.loops.run(loop, st.stalled_find)
+        assert st.wire.stalled.is_set() and not stalled.done()
         outcomes: list[BaseException] = []
 
         def serve() -> None:
@@ -356,23 +378,19 @@ def test_an_operation_in_flight_when_its_loop_changes_threads_fails(framework: s
                 except BaseException as exc:
                     outcomes.append(exc)
 
-            aloop.run_until_complete(wait())
+            st.aloop.run_until_complete(wait())
 
         thread = threading.Thread(target=serve)
         thread.start()
         thread.join(30)
         assert len(outcomes) == 1 and isinstance(outcomes[0], WrongThreadError), outcomes
         assert "another thread ran its event loop" in str(outcomes[0])
-        assert binding._active == 0
+        assert client._binding._active == 0
         assert pool_counters(client)["active_sockets"] == 1
         # Back on this thread: the stranded greenlet ends, and its connection closes.
-        assert loops.run(loop, ping)["ok"] == 1
+        assert st.loops.run(loop, st.ping)["ok"] == 1
         assert parked_children() == []
         assert pool_counters(client)["active_sockets"] == 0
-    finally:
-        close_client(loops, client, loop)
-        loops.close(loop)
-        wire.stop()
 
 
 @pytest.mark.parametrize("foreign", [False, True], ids=["threading", "foreign"])
@@ -384,42 +402,32 @@ def test_a_loop_moved_from_an_exited_thread_strands_its_operations(
     waiting for it (no reply, no timer to come), and exits; the next worker (often
     given the same thread ident) runs the loop: both fail at once, and give back their
     admission turns."""
-    loops = Loops(framework)
-    wire = WireServer(stall_on="find")
-    client = loops.client(wire.uri, maxPoolSize=1)
-    binding = client._binding
-    loop = loops.new()
-    aloop = loops.asyncio_loop(loop)
+    with stalling(framework) as st:
 
-    def first() -> list[Any]:
-        async def start() -> list[Any]:
-            await client.admin.command("ping")
-            stalled = client.db.coll.find_one({})
-            await aloop.run_in_executor(None, wire.stalled.wait, 10)
-            waiting = client.db.coll.find_one({})
-            await asyncio.sleep(0.05)
-            return [stalled, waiting]
+        def first() -> list[Any]:
+            async def start() -> list[Any]:
+                await st.ping()
+                stalled = await st.stalled_find()
+                waiting = st.client.db.coll.find_one({})
+                await asyncio.sleep(0.05)
+                return [stalled, waiting]
 
-        return aloop.run_until_complete(start())
+            return st.aloop.run_until_complete(start())
 
-    def second(futures: list[Any]) -> list[Any]:
-        async def outcomes() -> list[Any]:
-            return await asyncio.gather(
-                *(asyncio.wait_for(future, 20) for future in futures), return_exceptions=True
-            )
+        def second(futures: list[Any]) -> list[Any]:
+            async def outcomes() -> list[Any]:
+                return await asyncio.gather(
+                    *(asyncio.wait_for(future, 20) for future in futures),
+                    return_exceptions=True,
+                )
 
-        return aloop.run_until_complete(outcomes())
+            return st.aloop.run_until_complete(outcomes())
 
-    try:
         futures = in_thread(first, foreign)
         assert not any(future.done() for future in futures)
         results = in_thread(lambda: second(futures), foreign)
         assert [type(result) for result in results] == [WrongThreadError] * 2, results
-        assert binding._active == 0
-    finally:
-        close_client(loops, client, loop)
-        loops.close(loop)
-        wire.stop()
+        assert st.client._binding._active == 0
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -427,45 +435,35 @@ def test_a_stranded_waiter_passes_its_wake_up_on(framework: str) -> None:
     """Operations stranded while waiting for a pooled connection leave the pool's
     queue to the live ones: back on the first thread, the connection its own stranded
     greenlet gives back goes to that thread's new operations."""
-    loops = Loops(framework)
-    wire = WireServer(stall_on="find")
-    client = loops.client(wire.uri, maxPoolSize=1)
-    loop = loops.new()
-    aloop = loops.asyncio_loop(loop)
+    with stalling(framework) as st:
+        client = st.client
 
-    async def start() -> Any:
-        await client.admin.command("ping")
-        stalled = client.db.coll.find_one({})
-        await aloop.run_in_executor(None, wire.stalled.wait, 10)
-        return stalled
+        async def start() -> Any:
+            await st.ping()
+            return await st.stalled_find()
 
-    def other_thread(stalled: Any) -> list[Any]:
-        async def wait_there() -> list[Any]:
-            with pytest.raises(WrongThreadError):
-                await stalled
-            # Queued for the connection that the stranded find holds.
-            waiting = [client.admin.command("ping") for _ in range(2)]
-            await asyncio.sleep(0.05)
-            return waiting
+        def other_thread(stalled: Any) -> list[Any]:
+            async def wait_there() -> list[Any]:
+                with pytest.raises(WrongThreadError):
+                    await stalled
+                # Queued for the connection that the stranded find holds.
+                waiting = [client.admin.command("ping") for _ in range(2)]
+                await asyncio.sleep(0.05)
+                return waiting
 
-        return aloop.run_until_complete(wait_there())
+            return st.aloop.run_until_complete(wait_there())
 
-    async def pings() -> list[Any]:
-        return await asyncio.wait_for(
-            asyncio.gather(*(client.admin.command("ping") for _ in range(2))), 20
-        )
+        async def pings() -> list[Any]:
+            return await asyncio.wait_for(
+                asyncio.gather(*(client.admin.command("ping") for _ in range(2))), 20
+            )
 
-    try:
-        stalled = loops.run(loop, start)
+        stalled = st.loops.run(st.loop, start)
         waiting = in_thread(lambda: other_thread(stalled))
         assert not isinstance(waiting, BaseException), waiting
         assert not any(future.done() for future in waiting)
-        assert [reply["ok"] for reply in aloop.run_until_complete(pings())] == [1, 1]
+        assert [reply["ok"] for reply in st.aloop.run_until_complete(pings())] == [1, 1]
         assert all(isinstance(future.exception(), WrongThreadError) for future in waiting)
-    finally:
-        close_client(loops, client, loop)
-        loops.close(loop)
-        wire.stop()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
