@@ -437,7 +437,7 @@ async def round_trip(
             filename = f"{how}.bin"
             file_ids[how] = await upload(bucket, how, filename, data, piece)
             await check_stored_file(bucket, file_ids[how], size, effective_chunk)
-        upload_busy = fw.probe.max_busy
+        upload_busy = fw.probe.held
         fw.probe.reset()
 
         for number, (how, bucket) in enumerate(buckets.items()):
@@ -470,7 +470,7 @@ async def round_trip(
         motor_doc = await env.db["up0.files"].find_one({"_id": file_ids[UPLOADS[0]]}, projection)
         sync_doc = await env.db["sync.files"].find_one({"_id": sync_id}, projection)
         assert motor_doc == sync_doc
-        download_busy = fw.probe.max_busy
+        download_busy = fw.probe.held
         assert_no_stall(
             max(upload_busy, download_busy),
             MAX_BUSY,

@@ -6,8 +6,10 @@ import asyncio
 import gc
 import time
 
+import pytest
+
 from motor import run_green
-from test.framework import Framework
+from test.framework import Framework, LoopStalled
 
 
 async def test_the_probe_counts_the_loop_s_work_but_not_the_collector_s(fw: Framework) -> None:
@@ -86,4 +88,35 @@ async def test_the_driver_s_share_is_what_its_children_ran(fw: Framework) -> Non
     assert probe.max_busy >= 0.02, probe.max_busy
     assert 0.006 <= probe.second_busy < 0.015, probe.second_busy
     assert probe.max_driver < 0.004, probe.max_driver
+    probe.reset()  # the spins above are this test's, not stalls to report
+
+
+async def test_a_stall_bound_holds_the_driver_s_gaps_and_any_stall_that_recurs(
+    fw: Framework,
+) -> None:
+    """``assert_below``: the driver's children within the bound in every gap, and the
+    loop's thread within it in all gaps but one, whoever's work it was."""
+    probe = fw.probe
+    await probe.settle()
+    _spin(0.02)  # one busy gap of the application's (or one the machine stretched)
+    await asyncio.sleep(0.005)
+    await run_green(_spin, 0.002)
+    await asyncio.sleep(0.005)
+    probe.assert_below(0.01)
+
+    # The driver's children over the bound in one gap.
+    probe.reset()
+    await run_green(_spin, 0.012)
+    await asyncio.sleep(0.005)
+    with pytest.raises(LoopStalled, match="the driver's children:"):
+        probe.assert_below(0.01)
+
+    # Any code over the bound in two gaps.
+    probe.reset()
+    for _ in range(2):
+        _spin(0.012)
+        await asyncio.sleep(0.005)
+    assert probe.max_driver < 0.01, probe.max_driver
+    with pytest.raises(LoopStalled, match="a recurring stall:"):
+        probe.assert_below(0.01)
     probe.reset()  # the spins above are this test's, not stalls to report

@@ -418,7 +418,7 @@ class WiredPair:
         except Exception as exc:
             error, message = type(exc), _normalized(exc)
         await asyncio.sleep(0.005)  # the probe records a gap at its next tick
-        busy = self.fw.probe.max_busy
+        busy = self.fw.probe.held
         try:
             await self.coll.insert_one({"case": label, "by": "motor"})
         except Exception as exc:
@@ -540,7 +540,7 @@ async def motor_ping(fw: Framework, server: Any, host: str, listen: str, **optio
         except Exception as exc:
             error = exc
         await asyncio.sleep(0.005)  # the probe records a gap at its next tick
-        busy = fw.probe.max_busy
+        busy = fw.probe.held
         info = _tls_info(client) if error is None else None
         await client.close()
     finally:
@@ -1160,7 +1160,7 @@ async def test_scram_right_password(
         "works",
         "works",
         "no password on the wire",
-        fw.probe.max_busy,
+        fw.probe.held,
     )
 
 
@@ -1417,7 +1417,7 @@ async def motor_wrong_password(
     else:
         raise AssertionError("Motor authenticated with a wrong password")
     await asyncio.sleep(0.005)  # the probe records a gap at its next tick
-    busy = fw.probe.max_busy
+    busy = fw.probe.held
     texts.update(client_texts(client, client.delegate, recorder))
     await client.close()
     return error, texts, busy
