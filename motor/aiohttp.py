@@ -72,7 +72,8 @@ def get_cache_time(filename: str, modified: datetime.datetime, mime_type: str) -
 
     :Parameters:
       - `filename`: a string, the URL's ``{filename}``
-      - `modified`: the file's upload date (a UTC datetime, to the second)
+      - `modified`: the file's upload date, as the client decodes it (a naive UTC
+        datetime unless the client is ``tz_aware``)
       - `mime_type`: the ``Content-Type`` it is served with, like ``"image/png"``
     """
     return 0
@@ -173,7 +174,7 @@ class AIOHTTPGridFS:
             file = await _http.describe(grid_out, filename)  # may open the file: NoFile
         except NoFile:
             raise aiohttp.web.HTTPNotFound(text=request.path) from None
-        cache_time = self._get_cache_time(filename, file.modified, file.content_type)
+        cache_time = self._get_cache_time(filename, file.upload_date, file.content_type)
         reply = _http.respond(request.method, request.headers, file, cache_time)
         response = aiohttp.web.StreamResponse(status=reply.status)
         for name, value in reply.headers:

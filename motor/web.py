@@ -94,7 +94,9 @@ class GridFSHandler(tornado.web.RequestHandler):
             file = await _http.describe(grid_out, path)  # may open the file: NoFile
         except NoFile:
             raise tornado.web.HTTPError(404) from None
-        cache_time = self.get_cache_time(path, file.modified, file.content_type)
+        # The upload date as the client decodes it, to the second, as Motor 3.7.1 passed it.
+        modified = file.upload_date.replace(microsecond=0)
+        cache_time = self.get_cache_time(path, modified, file.content_type)
         method = (self.request.method or "GET") if include_body else "HEAD"
         reply = _http.respond(method, self.request.headers, file, cache_time)
         self.set_status(reply.status)
@@ -117,7 +119,8 @@ class GridFSHandler(tornado.web.RequestHandler):
 
         Return a number of seconds for ``Cache-Control: max-age=<seconds>`` and an
         ``Expires`` that far ahead, or 0 (the default) for ``Cache-Control: public``
-        only.  ``modified`` is the file's upload date (UTC, to the second) and
+        only.  ``modified`` is the file's upload date, to the second, as the client
+        decodes it (a naive UTC datetime unless the client is ``tz_aware``), and
         ``mime_type`` the ``Content-Type`` it is served with.
         """
         return 0
