@@ -49,6 +49,10 @@ __all__ = [
 #: About how many bytes of chunks a GridOut's chunk cursor fetches per batch.
 CHUNK_BATCH_BYTES = 1024 * 1024
 
+# The attribute in which CPython's io.IOBase keeps its "closed" flag (Modules/_io/iobase.c).
+# test_gridfs.py's test of a GridOut closed before it was opened fails if it changes.
+_IOBASE_CLOSED = "__IOBase_closed"
+
 
 def _batch_for(chunk_size: int) -> int:
     return max(1, CHUNK_BATCH_BYTES // max(1, chunk_size))
@@ -303,7 +307,8 @@ class AgnosticGridOut(_WithIOLoop):
         else:
             self._root_collection = parent.collection  # type: ignore[attr-defined]
 
-    def _file(self, what: str) -> Any:
+    def _opened(self, what: str) -> Any:
+        # The file document; InvalidOperation before open(), as Motor 3.7.1.
         file = self.delegate._file
         if not file:
             raise InvalidOperation(
@@ -313,7 +318,7 @@ class AgnosticGridOut(_WithIOLoop):
 
     def _property(name: str) -> Any:  # type: ignore[misc]
         def fget(self: AgnosticGridOut) -> Any:
-            self._file(name)
+            self._opened(name)
             return getattr(self.delegate, name)
 
         fget.__name__ = name
@@ -333,11 +338,23 @@ class AgnosticGridOut(_WithIOLoop):
     del _property
 
     def __getattr__(self, name: str) -> Any:
-        # A field of the file document (PyMongo's GridOut.__getattr__).
-        if name.startswith("_"):
+        # An attribute of PyMongo's GridOut (``_file``, the file document, as in Motor
+        # 3.7.1), or, once the file is open, a field of its document (PyMongo's
+        # GridOut.__getattr__, which would open the file first).  Before open(), a
+        # public name raises InvalidOperation, as in Motor 3.7.1, and a private one is
+        # missing (for getattr(obj, name, default)).
+        if name.startswith("__") or name == "delegate":
             raise AttributeError(name)
-        self._file(name)
-        return getattr(self.delegate, name)
+        delegate = self.delegate
+        if name.startswith("_"):
+            try:
+                return object.__getattribute__(delegate, name)
+            except AttributeError:
+                if not delegate._file:
+                    raise
+        else:
+            self._opened(name)
+        return getattr(delegate, name)
 
     def open(self) -> asyncio.Future[Any]:
         """Fetch this file's document from the server (once). Asynchronous: resolves
@@ -348,7 +365,7 @@ class AgnosticGridOut(_WithIOLoop):
         """Set the position in the file (no I/O); returns the new position."""
         delegate = self.delegate
         if whence == 2:
-            self._file("length")
+            self._opened("length")
             target = int(delegate.length) + pos
         else:
             target = pos + (delegate._position if whence == 1 else 0)
@@ -360,14 +377,25 @@ class AgnosticGridOut(_WithIOLoop):
     def close(self) -> Awaitable[None]:
         """Close this file (no I/O: a chunk cursor still open is killed in the
         background).  Returns an awaitable that is already done."""
-        _detach_chunk_cursor(self.delegate)
-        self.delegate.close()
+        delegate = self.delegate
+        _detach_chunk_cursor(delegate)
+        if delegate._file:
+            delegate.close()
+        else:
+            # io.IOBase.close() first asks for the flag below, and PyMongo's GridOut,
+            # which lacks it until closed, opens the file (I/O) in __getattr__ to answer.
+            vars(delegate)[_IOBASE_CLOSED] = True
         return _COMPLETED
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
-        return bool(self.delegate.closed)
+        delegate = self.delegate
+        if not delegate._file and _IOBASE_CLOSED not in vars(delegate):
+            # PyMongo's GridOut would open the file (I/O) to answer: as for the file's
+            # other properties, InvalidOperation until open(), as in Motor 3.7.1.
+            self._opened("closed")
+        return bool(delegate.closed)
 
     def __aiter__(self) -> Any:
         return self
@@ -529,8 +557,9 @@ class AgnosticGridIn(_WithIOLoop):
         self._client = root_collection._client
 
     def __getattr__(self, name: str) -> Any:
-        # A field of the file document (PyMongo's GridIn.__getattr__).
-        if name.startswith("_"):
+        # A field of the file document (PyMongo's GridIn.__getattr__), or an attribute
+        # of PyMongo's GridIn, as in Motor 3.7.1.
+        if name.startswith("__") or name == "delegate":
             raise AttributeError(name)
         return getattr(self.delegate, name)
 

@@ -527,12 +527,16 @@ async def test_grid_out_properties(fw: Framework, server: Any) -> None:
             grid_out.no_such_field  # noqa: B018
         with pytest.raises(AttributeError):
             grid_out._no_such_private_attribute  # noqa: B018
+        # PyMongo's GridOut's own attributes, as in Motor 3.7.1: _file, the file document.
+        file_document = grid_out._file
+        assert file_document["metadata"] == metadata
         assert await grid_out.read() == data
 
-        def sync_fields(db: Any) -> dict[str, Any]:
-            return grid_out_fields(gridfs.GridFSBucket(db).open_download_stream("my-id"))
+        def sync_fields(db: Any) -> tuple[dict[str, Any], Any]:
+            sync_out = gridfs.GridFSBucket(db).open_download_stream("my-id")
+            return grid_out_fields(sync_out), sync_out._file
 
-        assert await env.sync(sync_fields) == fields
+        assert await env.sync(sync_fields) == (fields, file_document)
 
         # Custom top-level fields and a content type: a GridIn made directly.
         grid_in = env.cls("GridIn")(
@@ -579,10 +583,14 @@ async def test_grid_out_made_directly_needs_open(fw: Framework, server: Any) -> 
         mark = recorder.mark()
         grid_out = GridOut(bucket.collection, file_id)
         assert_motor_class(fw, grid_out, "GridOut")
-        names = [*expected, "content_type", "aliases", "md5", "colour"]
+        names = [*expected, "content_type", "aliases", "md5", "colour", "closed"]
         for name in names:
             with pytest.raises(InvalidOperation, match=r"open\(\)"):
                 getattr(grid_out, name)
+        # PyMongo's own attributes are there (_file: None until open()); a private name
+        # that is neither is missing, not a reason to open the file.
+        assert grid_out._file is None
+        assert getattr(grid_out, "_no_such_private_attribute", "missing") == "missing"
         # Neither making it nor the refused properties did any I/O.
         assert recorder.since(mark) == []
 
@@ -591,11 +599,21 @@ async def test_grid_out_made_directly_needs_open(fw: Framework, server: Any) -> 
         assert await opening is grid_out
         assert grid_out_fields(grid_out) == expected
         assert grid_out.colour == "red"
+        document: Any = grid_out._file  # (mypy keeps the "is None" above)
+        assert document["colour"] == "red"
+        assert grid_out.closed is False
         # open() fetches the file document once.
         mark = recorder.mark()
         assert await grid_out.open() is grid_out
         assert recorder.started_since(mark) == []
         assert await grid_out.read() == data
+
+        # Closed before it was opened: closed, without I/O.
+        grid_out = GridOut(bucket.collection, file_id)
+        mark = recorder.mark()
+        await grid_out.close()
+        assert grid_out.closed is True
+        assert recorder.since(mark) == []
 
         # read() opens the file itself, as PyMongo's does.
         grid_out = GridOut(bucket.collection, file_id=file_id)
@@ -665,6 +683,8 @@ async def test_grid_in_properties_and_set(fw: Framework, server: Any) -> None:
             await grid_in.write(b"0123456789ab")
             await grid_in.close()
             seen["after"] = (grid_in.closed, grid_in.length, type(grid_in.upload_date))
+            # PyMongo's GridIn's own attributes: _file, the file document.
+            seen["_file"] = (sorted(grid_in._file), grid_in._file["filename"])
             # After close, set() updates the file document at once.
             await grid_in.set("size", "L")
             seen["size"] = grid_in.size
@@ -706,6 +726,8 @@ async def test_grid_in_properties_and_set(fw: Framework, server: Any) -> None:
             grid_in.write(b"0123456789ab")
             grid_in.close()
             seen["after"] = (grid_in.closed, grid_in.length, type(grid_in.upload_date))
+            # PyMongo's GridIn's own attributes: _file, the file document.
+            seen["_file"] = (sorted(grid_in._file), grid_in._file["filename"])
             grid_in.set("size", "L")
             seen["size"] = grid_in.size
             seen["doc"] = db.s.files.find_one({"_id": "in-1"}, {"uploadDate": 0})
@@ -724,6 +746,7 @@ async def test_grid_in_properties_and_set(fw: Framework, server: Any) -> None:
         seen = await motor_scenario()
         assert seen == await env.sync(sync_scenario)
         assert seen["before"] == ("in-1", "in.bin", "in.bin", 5, False, {"k": 1})
+        assert seen["_file"][1] == "in.bin"
         assert seen["stored before close"] is None
         assert seen["doc"]["colour"] == "red"
         assert seen["doc"]["size"] == "L"
