@@ -32,7 +32,7 @@ from motor.green import splice as green_splice
 from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
 from motor.green.sync import GreenCondition, GreenLock
-from test.framework import Framework
+from test.framework import Framework, Loops
 from test.wire import WireServer
 
 
@@ -665,6 +665,48 @@ async def test_done_callback_errors_are_reported(fw: Framework) -> None:
         assert reported[0]["future"] is future
     finally:
         loop.set_exception_handler(previous)
+
+
+@pytest.mark.parametrize("framework", ["asyncio", "tornado"])
+@pytest.mark.parametrize("leaving", [KeyboardInterrupt, SystemExit])
+def test_a_done_callback_that_leaves_the_loop_leaves_the_others_to_run(
+    framework: str, leaving: type[BaseException]
+) -> None:
+    """A done callback that raises ``KeyboardInterrupt`` or ``SystemExit`` leaves the
+    loop, as from any loop callback; the callbacks after it (the awaiting task's
+    wake-up) still run once the loop runs again, as asyncio runs each on its own."""
+    loops = Loops(framework)
+    loop = loops.new()
+    state: dict[str, Any] = {}
+
+    def leave(_: Any) -> None:
+        raise leaving("from a done callback")
+
+    async def awaiter(future: Any) -> Any:
+        return await future
+
+    async def first() -> None:
+        state["first"] = asyncio.current_task()
+        waiter, future = _parked_call()
+        future.add_done_callback(leave)
+        state["awaiter"] = asyncio.ensure_future(awaiter(future))
+        await asyncio.sleep(0)  # the awaiting task's wake-up is the second callback
+        asyncio.get_running_loop().call_soon(waiter.switch, None)
+        await asyncio.sleep(30)  # left by the callback's exception
+
+    async def second() -> Any:
+        state["first"].cancel()
+        # Not wait_for(): cancelling a task whose wake-up was lost would hang too.
+        await asyncio.wait([state["awaiter"]], timeout=10)
+        assert state["awaiter"].done(), "the task awaiting the operation was never woken"
+        return state["awaiter"].result()
+
+    try:
+        with pytest.raises(leaving, match="from a done callback"):
+            loops.run(loop, first)
+        assert loops.run(loop, second) == "result"
+    finally:
+        loops.close(loop)
 
 
 async def test_done_callbacks_resumed_from_a_task_are_scheduled(fw: Framework) -> None:

@@ -1139,10 +1139,15 @@ class Hub:
             for fn, context in callbacks:
                 loop.call_soon(fn, future, context=context)
             return
-        for fn, context in callbacks:
+        for index, (fn, context) in enumerate(callbacks):
             try:
                 context.run(fn, future)
             except (SystemExit, KeyboardInterrupt):
+                # It leaves the loop, as from a loop callback; the callbacks after it
+                # (the awaiting task's wake-up among them) run as asyncio would run
+                # them, each on its own, or the task would never learn its result.
+                for later, later_context in callbacks[index + 1 :]:
+                    loop.call_soon(later, future, context=later_context)
                 raise
             except BaseException as exc:
                 loop.call_exception_handler(
