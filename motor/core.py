@@ -131,6 +131,20 @@ def current_loop(create: bool = False) -> asyncio.AbstractEventLoop | None:
     return loop
 
 
+def _failed_on(loop: asyncio.AbstractEventLoop | None, exc: BaseException) -> asyncio.Future[Any]:
+    """A future of ``loop`` that failed with ``exc``; ``exc`` itself where no loop runs.
+
+    Misuse that the call itself reveals (the client was closed) fails its future, as
+    Motor 3.7.1's did, so that ``asyncio.gather(..., return_exceptions=True)`` and
+    ``create_task()`` see it where they see any other error of the operation.
+    """
+    if loop is None:
+        raise exc
+    future: asyncio.Future[Any] = loop.create_future()
+    future.set_exception(exc)
+    return future
+
+
 class Binding:
     """The event loop a client (and everything made from it) is bound to.
 
@@ -198,7 +212,10 @@ class Binding:
         if loop is not None and loop is self._usable_loop:
             hub: Hub = self.hub  # type: ignore[assignment]
         else:
-            hub = self._check(loop)
+            try:
+                hub = self._check(loop)
+            except ClientClosedError as exc:
+                return _failed_on(loop, exc)
             if loop is None:
                 return self._call_later(hub, fn, args, kwargs)
         future = OpFuture(loop=hub.loop)
@@ -232,7 +249,10 @@ class Binding:
         if loop is not None and loop is self._usable_loop:
             hub: Hub = self.hub  # type: ignore[assignment]
         else:
-            hub = self._check(loop)
+            try:
+                hub = self._check(loop)
+            except ClientClosedError as exc:
+                return _failed_on(loop, exc)
         future = OpFuture(loop=hub.loop)
         context = _copy_context()
         if loop is None:
