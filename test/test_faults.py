@@ -1140,6 +1140,36 @@ async def test_close_with_hundreds_of_operations_in_flight(
     report(fw, busy, "close() with 450 operations in flight", motor=motor_result, sync=sync_result)
 
 
+async def test_close_interrupts_a_write_waiting_for_its_reply(
+    fw: Framework, proxy: FaultProxy, server: Any
+) -> None:
+    """A write sent before close() and still waiting for its reply is interrupted.  Where
+    the server takes retryable writes it is retried and ends with PyMongo's
+    InvalidOperation for a closed client; elsewhere (a standalone server) with PyMongo's
+    error for an interrupted operation, an AutoReconnect: the server may have applied
+    it, and here it has."""
+    client = fw.client(proxy.uri, maxPoolSize=1)
+    coll = client.motor_test.faults_close_write
+    await coll.delete_many({})
+    (description,) = client.delegate.topology_description.server_descriptions().values()
+    gate = proxy.hold(command="insert")
+    inserts = len(proxy.commands("insert"))
+    inserting = coll.insert_one({"_id": "in flight"})
+    await wait_until(lambda: len(proxy.commands("insert")) > inserts, "the insert sent")
+    await client.close()
+    (outcome,) = await asyncio.wait_for(asyncio.gather(inserting, return_exceptions=True), BOUND)
+    gate.release()
+    if description.retryable_writes_supported:
+        assert isinstance(outcome, InvalidOperation), repr(outcome)
+        assert "after close" in str(outcome)
+    else:
+        assert isinstance(outcome, AutoReconnect), repr(outcome)
+        assert not isinstance(outcome, InvalidOperation)
+        assert "operation cancelled" in str(outcome)
+    checker = fw.client(server.uri)
+    assert await checker.motor_test.faults_close_write.find_one() == {"_id": "in flight"}
+
+
 # --------------------------------------------------------------------------- interpreter shutdown
 
 SHUTDOWN_SCRIPT = """

@@ -192,8 +192,9 @@ class GreenPool(pymongo.synchronous.pool.Pool):
         PyMongo's ``Pool.close`` leaves them be: an operation waiting for a reply that
         never comes (a server gone silent, no ``socketTimeoutMS``) then waits for ever.
         Interrupting the connections wakes their reads at once (see
-        :class:`_WakingCancellation`); the operations end with PyMongo's error for a
-        closed client.
+        :class:`_WakingCancellation`).  An interrupted operation raises PyMongo's
+        ``_OperationCancelled`` (an ``AutoReconnect``); a retryable one is retried and
+        ends with PyMongo's error for a closed client (``InvalidOperation``).
         """
         self._reset(close=True, interrupt_connections=True)
 
