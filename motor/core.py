@@ -556,6 +556,11 @@ class AgnosticBase:
             return None
         assert self._framework is not None
         cls = self._framework.classes[agnostic_name]
+        own = type(self)
+        if own is not cls and issubclass(own, cls):
+            # An application's subclass wraps its own kind in itself (with_options(),
+            # clone(), wrap()), as Motor 3.7.1's self.__class__ did.
+            return own._remake(obj, self)
         return cls._from_delegate(obj, self)
 
     def _wrap_pymongo(self, obj: Any) -> Any:
@@ -590,6 +595,12 @@ class AgnosticBase:
         obj._client = parent._client
         obj._init_from_parent(parent)
         return obj
+
+    @classmethod
+    def _remake(cls, delegate: Any, parent: AgnosticBase) -> Any:
+        """``delegate`` in ``cls``, an application's subclass of the class of ``parent``
+        (see :meth:`_wrap`); classes with a constructor call it, as Motor 3.7.1 did."""
+        return cls._from_delegate(delegate, parent)
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
         """Hook: set references to the parent Motor object."""
@@ -915,10 +926,24 @@ class AgnosticDatabase(AgnosticBaseProperties, Generic[_DocumentType]):
     get_collection = Delegate(wrap="Collection")
     with_options = Delegate(wrap="Database")
 
-    def __init__(self, client: AgnosticClient[_DocumentType], name: str, **kwargs: Any) -> None:
-        self.delegate = Database(client.delegate, name, **kwargs)
+    def __init__(
+        self,
+        client: AgnosticClient[_DocumentType],
+        name: str,
+        *,
+        _delegate: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        # _delegate: the PyMongo database to wrap, as in Motor 3.7.1 (see _remake).
+        self.delegate = (
+            _delegate if _delegate is not None else Database(client.delegate, name, **kwargs)
+        )
         self._binding = client._binding
         self._client = client
+
+    @classmethod
+    def _remake(cls, delegate: Any, parent: AgnosticBase) -> Any:
+        return cls(parent._client, delegate.name, _delegate=delegate)
 
     @property
     def client(self) -> AgnosticClient[_DocumentType]:
@@ -1028,6 +1053,8 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
         read_preference: Any = None,
         write_concern: Any = None,
         read_concern: Any = None,
+        *,
+        _delegate: Any = None,
         **kwargs: Any,
     ) -> None:
         """A collection of ``database`` (a Motor database), as Motor 3.7.1 makes it.
@@ -1049,17 +1076,27 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
                 f"{', '.join(sorted(kwargs))}: to create a collection with options, "
                 "await database.create_collection(name, ...)"
             )
-        self.delegate = Collection(
-            database.delegate,
-            name,
-            codec_options=codec_options,
-            read_preference=read_preference,
-            write_concern=write_concern,
-            read_concern=read_concern,
+        # _delegate: the PyMongo collection to wrap, as in Motor 3.7.1 (see _remake).
+        self.delegate = (
+            _delegate
+            if _delegate is not None
+            else Collection(
+                database.delegate,
+                name,
+                codec_options=codec_options,
+                read_preference=read_preference,
+                write_concern=write_concern,
+                read_concern=read_concern,
+            )
         )
         self._binding = database._binding
         self._client = database._client
         self._database = database
+
+    @classmethod
+    def _remake(cls, delegate: Any, parent: AgnosticBase) -> Any:
+        made = cls._from_delegate(delegate, parent)  # finds the Motor database
+        return cls(made._database, delegate.name, _delegate=delegate)
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
         db_name = self.delegate.database.name
@@ -1093,8 +1130,10 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
         return self[name]
 
     def __getitem__(self, name: str) -> AgnosticCollection[_DocumentType]:
+        # The framework's class even in a subclass of the application's, as in Motor 3.7.1.
         return cast(
-            "AgnosticCollection[_DocumentType]", self._wrap("Collection", self.delegate[name])
+            "AgnosticCollection[_DocumentType]",
+            self._motor_class("Collection")._from_delegate(self.delegate[name], self),
         )
 
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn:

@@ -372,6 +372,8 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         read_preference: Any = ...,
         write_concern: Any = ...,
         read_concern: Any = ...,
+        *,
+        _delegate: Any = ...,
         **kwargs: Any,
     ) -> None: ...
     def __bool__(self) -> NoReturn: ...
@@ -779,7 +781,12 @@ class AsyncIOMotorCursor(AgnosticCursor[_DocumentType]):
 
 class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
     def __init__(
-        self, client: AsyncIOMotorClient[_DocumentType], name: str, **kwargs: Any
+        self,
+        client: AsyncIOMotorClient[_DocumentType],
+        name: str,
+        *,
+        _delegate: Any = ...,
+        **kwargs: Any,
     ) -> None: ...
     def __bool__(self) -> NoReturn: ...
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn: ...

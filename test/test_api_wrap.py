@@ -16,6 +16,7 @@ from typing import Any
 import gridfs
 from bson import decode_all
 from bson.raw_bson import RawBSONDocument
+from pymongo import WriteConcern
 
 import motor
 import motor.motor_asyncio
@@ -117,4 +118,53 @@ async def test_a_bucket_wraps_pymongo_gridfs_objects(fw: Framework, server: Any)
         files_cursor = sync_bucket.find()
         for owner in (tw.client, db, tw.coll):
             assert owner.wrap(files_cursor) is files_cursor
+    fw.probe.assert_below(MAX_BUSY)
+
+
+async def test_an_application_s_subclasses_keep_their_class(fw: Framework, server: Any) -> None:
+    """``with_options()`` and ``wrap()`` of a database or collection of an application's
+    subclass make that class, through its constructor, as Motor 3.7.1's
+    ``self.__class__(...)`` did; a database's collections and a collection's
+    sub-collections are the framework's class, as there."""
+    module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+    database_class = getattr(module, motor_class(fw, "Database"))
+    collection_class = getattr(module, motor_class(fw, "Collection"))
+    made: list[str] = []
+
+    class MyDatabase(database_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append("database")
+
+    class MyCollection(collection_class):  # type: ignore[misc, valid-type]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append("collection")
+
+        async def count_all(self) -> int:
+            return int(await self.count_documents({}))
+
+    async with Twin(fw, server, "subclass") as tw:
+        await tw.seed(DOCS)
+        db = MyDatabase(tw.client, tw.name)
+        coll = MyCollection(db, "c")
+        assert made == ["database", "collection"]
+
+        acknowledged = coll.with_options(write_concern=WriteConcern(w=1))
+        assert type(acknowledged) is MyCollection
+        assert acknowledged.write_concern == WriteConcern(w=1)
+        assert acknowledged.database is db
+        assert await acknowledged.count_all() == len(DOCS)
+        assert type(coll.wrap(coll.delegate)) is MyCollection
+        assert made == ["database", "collection", "collection", "collection"]
+
+        primary = db.with_options(write_concern=WriteConcern(w=1))
+        assert type(primary) is MyDatabase
+        assert primary.write_concern == WriteConcern(w=1)
+        assert type(db.wrap(db.delegate)) is MyDatabase
+        assert made[-2:] == ["database", "database"]
+
+        assert type(db.c) is collection_class
+        assert type(coll.sub) is collection_class
+        assert type(coll.wrap(coll.delegate.database)) is database_class
     fw.probe.assert_below(MAX_BUSY)
