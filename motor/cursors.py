@@ -252,8 +252,10 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         """Fetch the documents into a list. Asynchronous.
 
         ``length`` is the most documents to return (all when None); documents beyond
-        it stay in the cursor for the next call.  ``to_list(0)`` returns ``[]``.  As in
-        Motor 3.7.1, a tailable cursor refuses (it has no end to wait for).
+        it stay in the cursor for the next call.  ``to_list(0)`` returns ``[]`` after
+        fetching a batch if none is buffered (the query, on a cursor not yet started),
+        as in Motor 3.7.1, whose errors it raises.  As in Motor 3.7.1, a tailable cursor
+        refuses (it has no end to wait for).
         """
         if length is not None:
             if not isinstance(length, int):
@@ -262,8 +264,12 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
                 raise ValueError("length must be non-negative")
         if self._tailable():
             raise InvalidOperation("Can't call to_list on tailable cursor")
-        if length == 0 or not self.alive:
+        if not self.alive:
             return self._completed([])
+        if length == 0:
+            if self._buffer():
+                return self._completed([])
+            return _chain(self._fetch(_refresh), _no_documents, self._binding.hub_for_call().loop)
         return self._fetch(self._to_list_child, length)
 
     @property
@@ -348,6 +354,10 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+def _no_documents(_: Any) -> list[Any]:
+    return []
 
 
 def _chain(

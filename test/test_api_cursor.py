@@ -158,10 +158,18 @@ async def test_to_list_lengths_find_cursor(fw: Framework, server: Any) -> None:
         assert ids(await db.c.find().sort("_id", 1).to_list(None)) == [0, 1, 2, 3]
         assert ids(await db.c.find().sort("_id", 1).to_list(100)) == [0, 1, 2, 3]
 
-        # to_list(0) gives [] and consumes nothing.
+        # to_list(0) gives [] and consumes nothing; as in Motor 3.7.1, it runs the query
+        # (a batch fetched if none is buffered), whose errors it raises.
         cursor = db.c.find().sort("_id", 1)
         assert await cursor.to_list(0) == []
+        assert cursor.started and cursor.cursor_id is not None
+        with pytest.raises(InvalidOperation):
+            cursor.sort("_id", -1)
         assert ids(await cursor.to_list()) == [0, 1, 2, 3]
+        with pytest.raises(OperationFailure):
+            await db.c.find({"$bad": 1}).to_list(0)
+        with pytest.raises(OperationFailure):
+            await db.c.aggregate([{"$bad": 1}]).to_list(0)
 
         # The rest of a batch stays for the next call, across getMores too.
         cursor = db.c.find().sort("_id", 1).batch_size(3)
