@@ -177,6 +177,21 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
     # Runs to_list on a child (a GridFS cursor converts what PyMongo returns).
     _to_list_child = staticmethod(_to_list)
 
+    def __init__(self, cursor: Any, collection: Any) -> None:
+        """Motor 3.7.1's constructor: PyMongo's ``cursor`` of ``collection``, a Motor
+        collection (a database or client for a command cursor).  The methods that
+        return cursors (``find()``, ...) and ``collection.wrap(cursor)`` are the usual
+        ways to get one."""
+        if not isinstance(collection, AgnosticBase):
+            raise TypeError(
+                f"Second argument to {type(self).__name__} must be a Motor collection, "
+                f"not {collection!r}"
+            )
+        self.delegate = cursor
+        self._binding = collection._binding
+        self._client = collection._client
+        self._init_from_parent(collection)
+
     def _document(self, document: Any) -> Any:
         """What the cursor yields for a document of its buffer (the document)."""
         return document

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import gridfs
+import pytest
 from bson import decode_all
 from bson.raw_bson import RawBSONDocument
 from pymongo import WriteConcern
@@ -167,4 +168,24 @@ async def test_an_application_s_subclasses_keep_their_class(fw: Framework, serve
         assert type(db.c) is collection_class
         assert type(coll.sub) is collection_class
         assert type(coll.wrap(coll.delegate.database)) is database_class
+    fw.probe.assert_below(MAX_BUSY)
+
+
+async def test_motor_3_7_1_s_cursor_constructors(fw: Framework, server: Any) -> None:
+    """``MotorCursor(pymongo_cursor, motor_collection)`` and the command cursor's, as in
+    Motor 3.7.1: the same cursor ``wrap()`` makes."""
+    module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+    cursor_class = getattr(module, motor_class(fw, "Cursor"))
+    command_cursor_class = getattr(module, motor_class(fw, "CommandCursor"))
+    async with Twin(fw, server, "constructors") as tw:
+        await tw.seed(DOCS)
+        cursor = cursor_class(tw.coll.delegate.find(sort=[("_id", 1)]), tw.coll)
+        assert cursor.collection is tw.coll
+        assert await cursor.to_list() == DOCS
+        command_cursor = command_cursor_class(
+            await motor.run_green(tw.db.delegate.list_collections), tw.db
+        )
+        assert [c["name"] for c in await command_cursor.to_list()] == ["c"]
+        with pytest.raises(TypeError, match="Motor collection"):
+            cursor_class(tw.coll.delegate.find(), tw.coll.delegate)
     fw.probe.assert_below(MAX_BUSY)
