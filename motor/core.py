@@ -145,6 +145,17 @@ def _failed_on(loop: asyncio.AbstractEventLoop | None, exc: BaseException) -> as
     return future
 
 
+def _database_of(collection: Any, parent: Any) -> Any:
+    """The Motor database of PyMongo's ``collection``, wrapped by Motor's ``parent``: the
+    parent's own (a database, or a collection's) if it is that database."""
+    name = collection.database.name
+    if isinstance(parent, AgnosticDatabase) and parent.delegate.name == name:
+        return parent
+    if isinstance(parent, AgnosticCollection) and parent.delegate.database.name == name:
+        return parent._database
+    return parent._client._wrap("Database", collection.database)
+
+
 class Binding:
     """The event loop a client (and everything made from it) is bound to.
 
@@ -319,6 +330,16 @@ class Binding:
     def close(self) -> None:
         self.closed = True
         self._usable_loop = None
+
+    def result_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop of a future whose value is known without I/O: the client's, as for
+        a call; once the client is closed, the running loop's (what a closed client's
+        objects know, they still answer, as in Motor 3.7.1)."""
+        if self.closed:
+            loop = _get_running_loop()
+            if loop is not None:
+                return loop
+        return self.hub_for_call().loop
 
     def mark_forked(self) -> None:
         self.forked = True
@@ -832,8 +853,7 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
 
         Takes the arguments of :meth:`pymongo.mongo_client.MongoClient.start_session`.
         """
-        hub = self._binding.hub_for_call()
-        future: _SessionFuture = _SessionFuture(loop=hub.loop)
+        future: _SessionFuture = _SessionFuture(loop=self._binding.result_loop())
         try:
             # PyMongo makes the session without I/O: the server session is taken from
             # the pool on the first operation.
@@ -1095,17 +1115,10 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
 
     @classmethod
     def _remake(cls, delegate: Any, parent: AgnosticBase) -> Any:
-        made = cls._from_delegate(delegate, parent)  # finds the Motor database
-        return cls(made._database, delegate.name, _delegate=delegate)
+        return cls(_database_of(delegate, parent), delegate.name, _delegate=delegate)
 
     def _init_from_parent(self, parent: AgnosticBase) -> None:
-        db_name = self.delegate.database.name
-        if isinstance(parent, AgnosticDatabase) and parent.delegate.name == db_name:
-            self._database = parent
-        elif isinstance(parent, AgnosticCollection) and parent.delegate.database.name == db_name:
-            self._database = parent._database
-        else:
-            self._database = self._client._wrap("Database", self.delegate.database)
+        self._database = _database_of(self.delegate, parent)
 
     @property
     def database(self) -> AgnosticDatabase[_DocumentType]:

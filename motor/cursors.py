@@ -192,6 +192,15 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         self._client = collection._client
         self._init_from_parent(collection)
 
+    @classmethod
+    def _remake(cls, delegate: Any, parent: AgnosticBase) -> Any:
+        # An application's subclass: through its constructor, as Motor 3.7.1's clone()
+        # (a latent cursor's constructor runs a command instead: none of that here).
+        if issubclass(cls, AgnosticLatentCommandCursor):
+            return cls._from_delegate(delegate, parent)
+        collection = parent._parent if isinstance(parent, AgnosticBaseCursor) else parent
+        return cls(delegate, collection)
+
     def _document(self, document: Any) -> Any:
         """What the cursor yields for a document of its buffer (the document)."""
         return document
@@ -238,7 +247,7 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         return self._binding.call(fn, (self, *args), {})
 
     def _completed(self, value: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self._binding.hub_for_call().loop.create_future()
+        future: asyncio.Future[Any] = self._binding.result_loop().create_future()
         future.set_result(value)
         return future
 
@@ -284,7 +293,8 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         if length == 0:
             if self._buffer():
                 return self._completed([])
-            return _chain(self._fetch(_refresh), _no_documents, self._binding.hub_for_call().loop)
+            fetched = self._fetch(_refresh)
+            return _chain(fetched, _no_documents, fetched.get_loop())
         return self._fetch(self._to_list_child, length)
 
     @property
@@ -307,7 +317,7 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         if not self.alive:
             return self._completed(False)
         future: asyncio.Future[Any] = self._fetch(_refresh)
-        return _chain(future, bool, self._binding.hub_for_call().loop)
+        return _chain(future, bool, future.get_loop())
 
     def next_object(self) -> _DocumentType | None:
         """**Deprecated**: use ``async for``. The next document of the batch
@@ -330,7 +340,7 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         """
         if not callable(callback):
             raise TypeError("callback must be a callable")
-        loop = self._binding.hub_for_call().loop
+        loop = self._binding.result_loop()
         self._each_step(callback, loop, None)
 
     def _each_step(
@@ -358,9 +368,10 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
             loop.call_soon(callback, None, None)
 
     def close(self) -> asyncio.Future[None]:
-        """Close the cursor and kill it on the server. Asynchronous."""
+        """Close the cursor and kill it on the server. Asynchronous.  After the client's
+        ``close()``, as with PyMongo, there is nothing left to do."""
         self._closed = True
-        if self.delegate is None:
+        if self.delegate is None or self._binding.closed:
             return self._completed(None)
         return self._run(_close)
 
@@ -647,8 +658,8 @@ class AgnosticChangeStream(AgnosticBase, Generic[_DocumentType]):
     def close(self) -> asyncio.Future[None]:
         """Close the change stream (kill its server cursor). Asynchronous."""
         self._closed = True
-        if self.delegate is None:
-            future: asyncio.Future[None] = self._binding.hub_for_call().loop.create_future()
+        if self.delegate is None or self._binding.closed:
+            future: asyncio.Future[None] = self._binding.result_loop().create_future()
             future.set_result(None)
             return future
         return self._fetch(_stream_close)

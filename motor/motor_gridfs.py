@@ -557,8 +557,8 @@ class AgnosticGridIn(_WithIOLoop):
         self._client = root_collection._client
 
     def __getattr__(self, name: str) -> Any:
-        # A field of the file document (PyMongo's GridIn.__getattr__), or an attribute
-        # of PyMongo's GridIn, as in Motor 3.7.1.
+        # A field of the file document (PyMongo's GridIn.__getattr__), as in Motor 3.7.1,
+        # or an attribute of PyMongo's GridIn (``_file``, which Motor 3.7.1 refused).
         if name.startswith("__") or name == "delegate":
             raise AttributeError(name)
         return getattr(self.delegate, name)

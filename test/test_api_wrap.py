@@ -11,6 +11,7 @@ none).  PyMongo calls that do I/O (``list_collections``, ``start_session``,
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gridfs
@@ -188,4 +189,16 @@ async def test_motor_3_7_1_s_cursor_constructors(fw: Framework, server: Any) -> 
         assert [c["name"] for c in await command_cursor.to_list()] == ["c"]
         with pytest.raises(TypeError, match="Motor collection"):
             cursor_class(tw.coll.delegate.find(), tw.coll.delegate)
+
+        # An application's subclass: clone() and copy() go through its constructor.
+        class MyCursor(cursor_class):  # type: ignore[misc, valid-type]
+            def __init__(self, *args: Any) -> None:
+                super().__init__(*args)
+                self.tag = "mine"
+
+        mine = MyCursor(tw.coll.delegate.find(sort=[("_id", 1)]), tw.coll)
+        for again in (mine.clone(), copy.copy(mine)):
+            assert type(again) is MyCursor and again.tag == "mine"
+            assert again.collection is tw.coll
+            assert await again.to_list() == DOCS
     fw.probe.assert_below(MAX_BUSY)

@@ -114,6 +114,16 @@ async def test_closed_client(fw: Framework, server: Any) -> None:
         coll.insert_one({}), client.admin.command("ping"), return_exceptions=True
     )
     assert [type(outcome) for outcome in outcomes] == [ClientClosedError] * 2
+    # Fetches fail their futures too; what needs no I/O still answers, as in Motor
+    # 3.7.1 and PyMongo: closing a cursor, starting a session.
+    with pytest.raises(ClientClosedError):
+        await coll.find().to_list(0)
+    with pytest.warns(DeprecationWarning):
+        fetching = coll.find().fetch_next
+    with pytest.raises(ClientClosedError):
+        await fetching
+    assert await coll.find().close() is None
+    assert (await client.start_session()).client is client
     await client.close()  # closing twice is harmless
 
 
