@@ -1148,16 +1148,19 @@ async def test_close_interrupts_a_write_waiting_for_its_reply(
     InvalidOperation for a closed client; elsewhere (a standalone server) with PyMongo's
     error for an interrupted operation, an AutoReconnect: the server may have applied
     it, and here it has."""
+    fds = open_fds()
     client = fw.client(proxy.uri, maxPoolSize=1)
     coll = client.motor_test.faults_close_write
     await coll.delete_many({})
     (description,) = client.delegate.topology_description.server_descriptions().values()
     gate = proxy.hold(command="insert")
     inserts = len(proxy.commands("insert"))
+    await start_measuring(fw)
     inserting = coll.insert_one({"_id": "in flight"})
     await wait_until(lambda: len(proxy.commands("insert")) > inserts, "the insert sent")
     await client.close()
     (outcome,) = await asyncio.wait_for(asyncio.gather(inserting, return_exceptions=True), BOUND)
+    busy = stop_measuring(fw)
     gate.release()
     if description.retryable_writes_supported:
         assert isinstance(outcome, InvalidOperation), repr(outcome)
@@ -1166,8 +1169,24 @@ async def test_close_interrupts_a_write_waiting_for_its_reply(
         assert isinstance(outcome, AutoReconnect), repr(outcome)
         assert not isinstance(outcome, InvalidOperation)
         assert "operation cancelled" in str(outcome)
-    checker = fw.client(server.uri)
-    assert await checker.motor_test.faults_close_write.find_one() == {"_id": "in flight"}
+    assert pool_counters(client) == IDLE
+    # The server applied it (its reply was held, not its request).
+    checking = fw.client(server.uri)
+    checker = checking.motor_test.faults_close_write
+    found: list[Any] = []
+
+    async def applied() -> bool:
+        found[:] = await checker.find().to_list()
+        return bool(found)
+
+    deadline = time.monotonic() + BOUND
+    while not await applied() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert found == [{"_id": "in flight"}]
+    await checking.close()
+    assert_no_stall(busy, MAX_STALL)
+    await assert_no_leaks(fds, proxy)
+    report(fw, busy, "close() with a write in flight", motor=error_name(outcome))
 
 
 # --------------------------------------------------------------------------- interpreter shutdown
