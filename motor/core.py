@@ -92,8 +92,11 @@ _BOUND_SESSION: ContextVar[Any] | None = getattr(
 class Framework:
     """What differs between Tornado and asyncio; one instance per framework module."""
 
-    #: "asyncio" or "Tornado", reported to the server in the handshake.
+    #: "asyncio" or "Tornado".
     name: str = ""
+    #: The platform reported to the server in the handshake's driver information, as
+    #: Motor 3.7.1 reported it: "asyncio", or "Tornado" and its version.
+    platform: str = ""
 
     def __init__(self) -> None:
         self.classes: dict[str, type[AgnosticBase]] = {}
@@ -776,7 +779,7 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
             tz_aware,
             False if connect is None else connect,
             type_registry,
-            driver=DriverInfo("Motor", __version__, framework.name),
+            driver=DriverInfo("Motor", __version__, framework.platform),
             **kwargs,
         )
         if user_driver is not None:

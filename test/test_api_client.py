@@ -24,6 +24,7 @@ from typing import Any
 
 import pymongo
 import pytest
+import tornado
 from bson import SON, DBRef
 from bson.codec_options import CodecOptions
 from pymongo import ReadPreference, results
@@ -367,6 +368,8 @@ async def test_append_metadata(fw: Framework, server: Any) -> None:
     assert before["name"].split("|")[-1] == "Motor", before
     assert before["version"].split("|")[-1] == motor.version, before
     assert fw.name.lower() in metadata["platform"].lower(), metadata["platform"]
+    if fw.name == "tornado":  # with its version, as Motor 3.7.1 reported it
+        assert metadata["platform"].endswith(f"|Tornado {tornado.version}"), metadata
     extra = DriverInfo("MyApp", "1.2", "MyPlatform")
     assert client.append_metadata(extra) is None  # no I/O: a plain call
 

@@ -12,6 +12,7 @@ __all__ = ["framework"]
 
 class AsyncIOFramework(Framework):
     name = "asyncio"
+    platform = "asyncio"
 
     def loop_from_io_loop(self, io_loop: Any) -> asyncio.AbstractEventLoop:
         if not isinstance(io_loop, asyncio.AbstractEventLoop):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import tornado
 from tornado.ioloop import IOLoop
 from tornado.platform.asyncio import AsyncIOLoop
 
@@ -20,6 +21,7 @@ __all__ = ["framework"]
 
 class TornadoFramework(Framework):
     name = "Tornado"
+    platform = f"Tornado {tornado.version}"
 
     def loop_from_io_loop(self, io_loop: Any) -> asyncio.AbstractEventLoop:
         if not isinstance(io_loop, IOLoop):
