@@ -25,7 +25,7 @@ from pymongo.synchronous.client_session import ClientSession
 
 from motor.core import AgnosticBase, AgnosticClient
 from motor.green.pool import session_ends_without_io
-from motor.metaprogramming import Async, Delegate, ReadOnly
+from motor.metaprogramming import Async, Delegate, ReadOnly, mirror
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -129,7 +129,19 @@ class AgnosticClientSession(AgnosticBase):
     # operations admitted before these may be waiting for it: never queued.
     commit_transaction = Async(unqueued=True)
     abort_transaction = Async(unqueued=True)
-    end_session = Async(unqueued=True)
+
+    @mirror(ClientSession.end_session, returns="Future[None]")
+    def end_session(self) -> asyncio.Future[None]:
+        """End the session (abort its transaction if one is in progress). Asynchronous:
+        returns an awaitable future.  After the client's ``close()`` a session outside a
+        transaction still ends, as in Motor 3.7.1 and PyMongo (it needs no I/O)."""
+        binding = self._binding
+        if binding.closed and session_ends_without_io(self.delegate):
+            self.delegate.end_session()
+            future: asyncio.Future[None] = binding.result_loop().create_future()
+            future.set_result(None)
+            return future
+        return binding.call_unqueued(self.delegate.end_session, (), {})
 
     @property
     def client(self) -> AgnosticClient[Any]:

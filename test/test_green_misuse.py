@@ -123,7 +123,13 @@ async def test_closed_client(fw: Framework, server: Any) -> None:
     with pytest.raises(ClientClosedError):
         await fetching
     assert await coll.find().close() is None
-    assert (await client.start_session()).client is client
+    session = await client.start_session()
+    assert session.client is client
+    await session.end_session()  # outside a transaction: no I/O
+    assert session.has_ended
+    async with await client.start_session() as session:
+        pass
+    assert session.has_ended
     await client.close()  # closing twice is harmless
 
 
