@@ -734,7 +734,7 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
     append_metadata = Delegate()
     eq_props = Delegate()
     list_database_names = Async()
-    list_databases = Async(wrap="CommandCursor")
+    list_databases = Async(wrap="CommandCursor", coroutine=True)
     server_info = Async()
     drop_database = Async()
     bulk_write = Async(bulk="models")
@@ -916,7 +916,20 @@ def _connect(client: MongoClient[Any]) -> None:
 
 
 class _SessionFuture(asyncio.Future["AgnosticClientSession"]):
-    """The future of a session (``start_session()``), also an async context manager."""
+    """The future of a session (``start_session()``), also an async context manager.
+
+    Done when returned (PyMongo makes a session without I/O), and a coroutine to
+    ``asyncio.create_task()``, as Motor 3.7.1's ``start_session()`` returned one.
+    """
+
+    def send(self, value: Any) -> Any:
+        raise StopIteration(self.result())
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise typ if val is None else val
+
+    def close(self) -> None:
+        pass
 
     async def __aenter__(self) -> AgnosticClientSession:
         session = await self
@@ -939,10 +952,10 @@ class AgnosticDatabase(AgnosticBaseProperties, Generic[_DocumentType]):
     write_concern = ReadOnly()
 
     command = Async()
-    cursor_command = Async(wrap="CommandCursor")
+    cursor_command = Async(wrap="CommandCursor", coroutine=True)
     list_collection_names = Async()
-    list_collections = Async(wrap="CommandCursor")
-    create_collection = Async(wrap="Collection")
+    list_collections = Async(wrap="CommandCursor", coroutine=True)
+    create_collection = Async(wrap="Collection", coroutine=True)
     drop_collection = Async()
     validate_collection = Async()
     dereference = Async()

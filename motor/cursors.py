@@ -367,13 +367,14 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         else:
             loop.call_soon(callback, None, None)
 
-    def close(self) -> asyncio.Future[None]:
-        """Close the cursor and kill it on the server. Asynchronous.  After the client's
-        ``close()``, as with PyMongo, there is nothing left to do."""
+    async def close(self) -> None:
+        """Close the cursor and kill it on the server. Asynchronous (a coroutine
+        function, as in Motor 3.7.1).  After the client's ``close()``, as with PyMongo,
+        there is nothing left to do."""
         self._closed = True
         if self.delegate is None or self._binding.closed:
-            return self._completed(None)
-        return self._run(_close)
+            return
+        await self._run(_close)
 
     async def __aenter__(self) -> Self:
         return self
@@ -655,14 +656,13 @@ class AgnosticChangeStream(AgnosticBase, Generic[_DocumentType]):
         Asynchronous."""
         return cast("_DocumentType | None", await self._fetch(_stream_try_next))
 
-    def close(self) -> asyncio.Future[None]:
-        """Close the change stream (kill its server cursor). Asynchronous."""
+    async def close(self) -> None:
+        """Close the change stream (kill its server cursor). Asynchronous (a coroutine
+        function, as in Motor 3.7.1)."""
         self._closed = True
         if self.delegate is None or self._binding.closed:
-            future: asyncio.Future[None] = self._binding.result_loop().create_future()
-            future.set_result(None)
-            return future
-        return self._fetch(_stream_close)
+            return
+        await self._fetch(_stream_close)
 
     async def __aenter__(self) -> Self:
         await self._fetch(_stream_start)

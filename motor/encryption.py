@@ -135,14 +135,17 @@ class AgnosticClientEncryption(AgnosticBase, Generic[_DocumentType]):
             "AgnosticCursor[RawBSONDocument]", key_vault._wrap("Cursor", self.delegate.get_keys())
         )
 
-    @mirror(ClientEncryption.create_encrypted_collection, returns="Future[tuple[Collection, Any]]")
-    def create_encrypted_collection(self, database: Any, *args: Any, **kwargs: Any) -> Any:
+    @mirror(ClientEncryption.create_encrypted_collection, returns="tuple[Collection, Any]")
+    async def create_encrypted_collection(self, database: Any, *args: Any, **kwargs: Any) -> Any:
         """Create a collection with encrypted fields (Queryable Encryption), making data
-        keys for them. Asynchronous: resolves to ``(motor_collection, encrypted_fields)``.
+        keys for them. Asynchronous (a coroutine function, as in Motor 3.7.1): returns
+        ``(motor_collection, encrypted_fields)``.
         """
         if not isinstance(database, AgnosticDatabase):
             raise TypeError(f"database must be a Motor database, not {type(database)!r}")
-        return self._binding.call(_create_encrypted_collection, (self, database, args, kwargs), {})
+        return await self._binding.call(
+            _create_encrypted_collection, (self, database, args, kwargs), {}
+        )
 
     async def __aenter__(self) -> Self:
         return self

@@ -50,8 +50,9 @@ class ManifestEntry:
     """
 
     #: What the built method returns, for the generated type stubs: "future" (an
-    #: awaitable of PyMongo's result), "same" (PyMongo's result), "self" (the Motor
-    #: object, for chaining) or "property".
+    #: awaitable of PyMongo's result), "coroutine" (the method is a coroutine function
+    #: of PyMongo's result), "same" (PyMongo's result), "self" (the Motor object, for
+    #: chaining) or "property".
     returns = "same"
 
     def __init__(self, wrap: str | None = None, doc: str | None = None, attr: str = "") -> None:
@@ -236,6 +237,11 @@ class Async(ManifestEntry):
     ``call``, a function taking the PyMongo object first, runs instead of PyMongo's method
     (which it must mirror: same parameters, results, errors); not with ``wrap`` or
     ``unqueued``.
+
+    With ``coroutine=True`` the method is a coroutine function, as Motor 3.7.1's was for
+    a few methods (``list_collections``, ``create_collection``, ...): the call starts
+    when the coroutine first runs, and ``asyncio.create_task()`` takes it.  The others
+    return a future, as Motor 3.7.1's did (``asyncio.wait()`` takes those).
     """
 
     returns = "future"
@@ -248,10 +254,14 @@ class Async(ManifestEntry):
         unqueued: bool = False,
         bulk: str = "",
         call: Callable[..., Any] | None = None,
+        coroutine: bool = False,
     ) -> None:
         super().__init__(wrap, doc, attr)
         self.unqueued = unqueued
         self.bulk = bulk
+        self.coroutine = coroutine
+        if coroutine:
+            self.returns = "coroutine"
         if call is not None and (wrap is not None or unqueued):
             raise ValueError("Async(call=...) does not wrap results and is always queued")
         self.call = call
@@ -309,13 +319,18 @@ class Async(ManifestEntry):
                 args, kwargs = unwrap_args(args, kwargs)
                 return self._binding.call(call_and_wrap, (self, args, kwargs), {})
 
-        self._document(
-            method,
-            owner,
-            name,
-            "Asynchronous: returns an awaitable future (yieldable in Tornado coroutines).",
-        )
-        return method
+        built: Callable[..., Any] = method
+        what = "Asynchronous: returns an awaitable future (yieldable in Tornado coroutines)."
+        if self.coroutine:
+            returning_a_future = method
+
+            async def coroutine(self: Any, *args: Any, **kwargs: Any) -> Any:
+                return await returning_a_future(self, *args, **kwargs)
+
+            built = coroutine
+            what = "Asynchronous: a coroutine function (yieldable in Tornado coroutines)."
+        self._document(built, owner, name, what)
+        return built
 
 
 class Delegate(ManifestEntry):

@@ -48,6 +48,7 @@ from test.oracle import (
     _renamed,
     assert_motor_class,
     in_thread,
+    motor_class,
     plain,
     uri_with_database,
 )
@@ -849,4 +850,56 @@ async def test_database_aggregate_is_latent(fw: Framework, server: Any) -> None:
                 lambda d, s: d.aggregate(pipeline, session=s), on="db", session=s, call="cursor"
             )
         await session.end_session()
+    fw.probe.assert_below(MAX_BUSY)
+
+
+#: The methods that Motor 3.7.1 made coroutine functions (its others returned futures).
+COROUTINE_FUNCTIONS = {
+    "Client": ["list_databases"],
+    "Database": ["create_collection", "cursor_command", "list_collections"],
+    "Cursor": ["close", "next"],
+    "CommandCursor": ["close", "next", "try_next"],
+    "LatentCommandCursor": ["close", "next", "try_next"],
+    "ChangeStream": ["close", "next", "try_next"],
+    "GridFSBucket": ["open_download_stream", "open_download_stream_by_name"],
+    "GridOut": ["stream_to_handler"],
+    "ClientSession": ["with_transaction"],
+    "ClientEncryption": ["create_encrypted_collection", "get_keys"],
+}
+
+
+async def test_motor_3_7_1_s_coroutine_functions_and_futures(fw: Framework, server: Any) -> None:
+    """Where Motor 3.7.1 had a coroutine function, so does Motor, and nowhere else: what
+    it returns goes to ``asyncio.create_task()`` (a future does not), and futures go to
+    ``asyncio.wait()`` (a coroutine does not).  ``start_session()`` returns a session
+    future that ``create_task()`` takes too, as Motor 3.7.1's coroutine."""
+    module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+    for agnostic_name, names in COROUTINE_FUNCTIONS.items():
+        cls = getattr(module, motor_class(fw, agnostic_name))
+        coroutine_functions = {
+            name
+            for name in dir(cls)
+            if not name.startswith("_") and inspect.iscoroutinefunction(getattr(cls, name))
+        }
+        assert coroutine_functions == set(names), agnostic_name
+
+    client = fw.client(server.uri)
+    db = client[f"motor_test_coroutines_{uuid.uuid4().hex[:8]}"]
+    try:
+        created = await asyncio.create_task(db.create_collection("made"))
+        assert_motor_class(fw, created, "Collection")
+        listed = await asyncio.create_task(db.list_collections())
+        assert [c["name"] for c in await listed.to_list()] == ["made"]
+        databases = await asyncio.create_task(client.list_databases())
+        assert db.name in [d["name"] for d in await databases.to_list()]
+        session = await asyncio.create_task(client.start_session())
+        assert_motor_class(fw, session, "ClientSession")
+        await session.end_session()
+        cursor = created.find()
+        await asyncio.create_task(cursor.close())
+        assert cursor.closed
+        done, _ = await asyncio.wait([created.find_one(), created.count_documents({})])
+        assert sorted(str(f.result()) for f in done) == ["0", "None"]
+    finally:
+        await client.drop_database(db)
     fw.probe.assert_below(MAX_BUSY)

@@ -162,7 +162,7 @@ def motor_kind(cls: type, name: str) -> str:
         return "property"
     entry = getattr(attr, "_motor_entry", None)
     if entry is not None:
-        return "await" if entry.returns == "future" else "sync"
+        return "await" if entry.returns in ("future", "coroutine") else "sync"
     if getattr(attr, "_motor_returns", None) in ("LatentCommandCursor", "ChangeStream"):
         return "latent"
     if inspect.iscoroutinefunction(attr) or _returns_awaitable(attr):

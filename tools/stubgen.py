@@ -512,7 +512,8 @@ class Stub:
                     result = f"{self.use(Ref('asyncio', 'Future'))}[{result}]"
             if len(variants) > 1:
                 lines.append(f"@{self.use(Ref('typing', 'overload'))}")
-            lines.append(f"def {name}({params}) -> {result}: ...")
+            prefix = "async def" if entry.returns == "coroutine" else "def"
+            lines.append(f"{prefix} {name}({params}) -> {result}: ...")
         return lines
 
     def mirror_stub(self, name: str, fn: Any, target: Callable[..., Any]) -> list[str]:
@@ -520,7 +521,8 @@ class Stub:
         params = self.render_params(sig, Mode.PARAM)
         expression = ast.parse(fn._motor_returns, mode="eval").body
         result = self.render_mirrored(expression, fn.__module__, sig.returns, sig.module)
-        return [f"def {name}({params}) -> {result}: ..."]
+        prefix = "async def" if inspect.iscoroutinefunction(fn) else "def"
+        return [f"{prefix} {name}({params}) -> {result}: ..."]
 
     def own_signature(self, fn: Callable[..., Any]) -> Signature:
         return _signature(fn)
