@@ -926,10 +926,17 @@ class _SessionFuture(asyncio.Future["AgnosticClientSession"]):
         raise StopIteration(self.result())
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        self._retrieved()
         raise typ if val is None else val
 
     def close(self) -> None:
-        pass
+        self._retrieved()
+
+    def _retrieved(self) -> None:
+        # A task cancelled before its first step leaves a failed start_session() unseen,
+        # as a coroutine closed before it ran: no "exception was never retrieved".
+        if self.done() and not self.cancelled():
+            self.exception()
 
     async def __aenter__(self) -> AgnosticClientSession:
         session = await self

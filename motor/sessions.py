@@ -63,6 +63,16 @@ class _TransactionContext:
                 await session.abort_transaction()
 
 
+def _ends_without_io(session: ClientSession) -> bool:
+    """Would PyMongo's ``session.end_session()`` do no I/O?  Outside a transaction (see
+    :func:`~motor.green.pool.session_ends_without_io`), or in one that has sent nothing
+    yet: its abort only changes the transaction's state."""
+    if session_ends_without_io(session):
+        return True
+    transaction = session._transaction
+    return transaction.state is _shared._TxnState.STARTING and transaction.conn_mgr is None
+
+
 class _BoundSession:
     """What :meth:`AgnosticClientSession.bind` returns: while entered, operations in
     this context (and tasks it starts) use the session implicitly."""
@@ -134,9 +144,10 @@ class AgnosticClientSession(AgnosticBase):
     def end_session(self) -> asyncio.Future[None]:
         """End the session (abort its transaction if one is in progress). Asynchronous:
         returns an awaitable future.  After the client's ``close()`` a session outside a
-        transaction still ends, as in Motor 3.7.1 and PyMongo (it needs no I/O)."""
+        transaction, or in one that has sent nothing, still ends, as in Motor 3.7.1 and
+        PyMongo (it needs no I/O)."""
         binding = self._binding
-        if binding.closed and session_ends_without_io(self.delegate):
+        if binding.closed and _ends_without_io(self.delegate):
             self.delegate.end_session()
             future: asyncio.Future[None] = binding.result_loop().create_future()
             future.set_result(None)

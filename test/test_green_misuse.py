@@ -133,6 +133,23 @@ async def test_closed_client(fw: Framework, server: Any) -> None:
     await client.close()  # closing twice is harmless
 
 
+async def test_sessions_end_after_close(fw: Framework, server: Any) -> None:
+    """A session outside a transaction, or in one that has sent nothing, ends after the
+    client's close() (no I/O there), as in Motor 3.7.1 and PyMongo."""
+    client = fw.client(server.uri)
+    await client.admin.command("ping")
+    plain = await client.start_session()
+    starting = await client.start_session()
+    starting.start_transaction()
+    await client.close()
+    for session in (plain, starting):
+        await session.end_session()
+        assert session.has_ended
+    async with await client.start_session() as session:
+        session.start_transaction()
+    assert session.has_ended
+
+
 async def test_async_with_closes(fw: Framework, server: Any) -> None:
     async with fw.client(server.uri) as client:
         assert (await client.admin.command("ping"))["ok"] == 1
