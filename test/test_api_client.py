@@ -15,6 +15,7 @@ tested with MockupDB elsewhere.
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import re
 import socket
@@ -895,6 +896,26 @@ async def test_motor_3_7_1_s_coroutine_functions_and_futures(fw: Framework, serv
         session = await asyncio.create_task(client.start_session())
         assert_motor_class(fw, session, "ClientSession")
         await session.end_session()
+        # A failed start_session() reaches its task; a task cancelled before its first
+        # step leaves no "exception was never retrieved", as a coroutine closed unrun.
+        with pytest.raises(ConfigurationError):
+            await asyncio.create_task(client.start_session(causal_consistency=True, snapshot=True))
+        reported: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        try:
+            unstarted = asyncio.create_task(
+                client.start_session(causal_consistency=True, snapshot=True)
+            )
+            unstarted.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await unstarted
+            del unstarted
+            gc.collect()
+        finally:
+            loop.set_exception_handler(previous)
+        assert reported == []
         cursor = created.find()
         await asyncio.create_task(cursor.close())
         assert cursor.closed
