@@ -57,7 +57,15 @@ class _TransactionContext:
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         session = self._session
         if session.in_transaction:
-            if exc_val is None:
+            delegate = session.delegate
+            if session._binding.closed and _sent_nothing(delegate):
+                # After the client's close(): PyMongo only changes the transaction's
+                # state (no I/O), and an exception of the block goes on unhidden.
+                if exc_val is None:
+                    delegate.commit_transaction()
+                else:
+                    delegate.abort_transaction()
+            elif exc_val is None:
                 await session.commit_transaction()
             else:
                 await session.abort_transaction()
@@ -67,8 +75,12 @@ def _ends_without_io(session: ClientSession) -> bool:
     """Would PyMongo's ``session.end_session()`` do no I/O?  Outside a transaction (see
     :func:`~motor.green.pool.session_ends_without_io`), or in one that has sent nothing
     yet: its abort only changes the transaction's state."""
-    if session_ends_without_io(session):
-        return True
+    return session_ends_without_io(session) or _sent_nothing(session)
+
+
+def _sent_nothing(session: ClientSession) -> bool:
+    """Is ``session`` in a transaction that has sent nothing yet?  Committing or aborting
+    it then only changes its state."""
     transaction = session._transaction
     return transaction.state is _shared._TxnState.STARTING and transaction.conn_mgr is None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import os
 import threading
@@ -148,6 +149,15 @@ async def test_sessions_end_after_close(fw: Framework, server: Any) -> None:
     async with await client.start_session() as session:
         session.start_transaction()
     assert session.has_ended
+    # A transaction that sent nothing ends by its block after close(), without hiding
+    # the block's exception (PyMongo only changes its state).
+    for failing in (False, True):
+        async with await client.start_session() as session:
+            with pytest.raises(KeyError) if failing else contextlib.nullcontext():
+                async with session.start_transaction():
+                    if failing:
+                        raise KeyError("the block's")
+            assert not session.in_transaction
 
 
 async def test_async_with_closes(fw: Framework, server: Any) -> None:
