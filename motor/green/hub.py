@@ -1139,13 +1139,15 @@ class Hub:
             for fn, context in callbacks:
                 loop.call_soon(fn, future, context=context)
             return
-        for index, (fn, context) in enumerate(callbacks):
+        for fn, context in callbacks:
             try:
                 context.run(fn, future)
             except (SystemExit, KeyboardInterrupt):
                 # It leaves the loop, as from a loop callback; the callbacks after it
                 # (the awaiting task's wake-up among them) run as asyncio would run
                 # them, each on its own, or the task would never learn its result.
+                # (Found again here rather than counted: this loop runs per operation.)
+                index = next(i for i, (f, c) in enumerate(callbacks) if f is fn and c is context)
                 for later, later_context in callbacks[index + 1 :]:
                     loop.call_soon(later, future, context=later_context)
                 raise
