@@ -12,7 +12,8 @@ A handler serves one GridFS file per ``GET`` or ``HEAD`` in five steps.  Only st
 3. ``reply = respond(method, request_headers, file, cache_time)``: the status, the
    response headers and the byte range to send, after the request's conditional
    headers (RFC 9110 §13) and its ``Range`` (§14);
-4. set ``reply.status`` and ``reply.headers``, then the application's extra headers;
+4. set ``reply.status`` and ``reply.leading_headers``, then the application's extra
+   headers, then ``reply.content_length``;
 5. if ``reply.body`` is not None, ``await send(grid_out, reply.body, write)``: the
    bytes ``[start, end)``, piece by piece from
    :meth:`~motor.motor_gridfs.AgnosticGridOut.read_chunks`, each written and flushed
@@ -89,6 +90,21 @@ class Reply:
     headers: list[tuple[str, str]]
     #: The file's bytes ``(start, end)`` to send as the body, or None for no body.
     body: tuple[int, int] | None
+
+    @property
+    def leading_headers(self) -> list[tuple[str, str]]:
+        """The headers to set before the application's extra ones: all but
+        ``Content-Length``, which goes after them (:attr:`content_length`), as Motor
+        3.7.1 set it, so that the body is always as long as it says."""
+        return [(name, value) for name, value in self.headers if name != "Content-Length"]
+
+    @property
+    def content_length(self) -> str | None:
+        """The ``Content-Length`` to set last, if the reply has one."""
+        for name, value in self.headers:
+            if name == "Content-Length":
+                return value
+        return None
 
 
 class RangeNotSatisfiable(ValueError):

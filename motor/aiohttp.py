@@ -177,15 +177,11 @@ class AIOHTTPGridFS:
         cache_time = self._get_cache_time(filename, file.upload_date, file.content_type)
         reply = _http.respond(request.method, request.headers, file, cache_time)
         response = aiohttp.web.StreamResponse(status=reply.status)
-        length = None
-        for name, value in reply.headers:
-            if name == "Content-Length":
-                length = value
-            else:
-                response.headers[name] = value
+        for name, value in reply.leading_headers:
+            response.headers[name] = value
         self._set_extra_headers(response, grid_out)
+        length = reply.content_length
         if length is not None:
-            # After the application's headers, as in Motor 3.7.1: the body is this long.
             response.headers["Content-Length"] = length
         if reply.body is None:
             return response  # aiohttp sends the headers

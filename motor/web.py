@@ -100,15 +100,11 @@ class GridFSHandler(tornado.web.RequestHandler):
         method = (self.request.method or "GET") if include_body else "HEAD"
         reply = _http.respond(method, self.request.headers, file, cache_time)
         self.set_status(reply.status)
-        length = None
-        for name, value in reply.headers:
-            if name == "Content-Length":
-                length = value
-            else:
-                self.set_header(name, value)
+        for name, value in reply.leading_headers:
+            self.set_header(name, value)
         self.set_extra_headers(path, grid_out)
+        length = reply.content_length
         if length is not None:
-            # After the application's headers, as in Motor 3.7.1: the body is this long.
             self.set_header("Content-Length", length)
         if reply.body is None:
             return  # Tornado finishes the response
