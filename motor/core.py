@@ -344,6 +344,12 @@ class Binding:
                 return loop
         return self.hub_for_call().loop
 
+    def completed(self, value: Any) -> asyncio.Future[Any]:
+        """A future of :meth:`result_loop` whose result is ``value`` already."""
+        future: asyncio.Future[Any] = self.result_loop().create_future()
+        future.set_result(value)
+        return future
+
     def mark_forked(self) -> None:
         self.forked = True
         self._usable_loop = None

@@ -247,9 +247,7 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         return self._binding.call(fn, (self, *args), {})
 
     def _completed(self, value: Any) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = self._binding.result_loop().create_future()
-        future.set_result(value)
-        return future
+        return self._binding.completed(value)
 
     def _tailable(self) -> bool:
         return False

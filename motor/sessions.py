@@ -161,9 +161,7 @@ class AgnosticClientSession(AgnosticBase):
         binding = self._binding
         if binding.closed and _ends_without_io(self.delegate):
             self.delegate.end_session()
-            future: asyncio.Future[None] = binding.result_loop().create_future()
-            future.set_result(None)
-            return future
+            return binding.completed(None)
         return binding.call_unqueued(self.delegate.end_session, (), {})
 
     @property
