@@ -350,6 +350,12 @@ class Binding:
         future.set_result(value)
         return future
 
+    def failed(self, exc: BaseException) -> asyncio.Future[Any]:
+        """A future of :meth:`result_loop` that failed with ``exc`` already."""
+        future: asyncio.Future[Any] = self.result_loop().create_future()
+        future.set_exception(exc)
+        return future
+
     def mark_forked(self) -> None:
         self.forked = True
         self._usable_loop = None

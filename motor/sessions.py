@@ -25,7 +25,7 @@ from pymongo.synchronous.client_session import ClientSession
 
 from motor.core import AgnosticBase, AgnosticClient
 from motor.green.pool import session_ends_without_io
-from motor.metaprogramming import Async, Delegate, ReadOnly, mirror
+from motor.metaprogramming import Delegate, ReadOnly, mirror
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -57,18 +57,19 @@ class _TransactionContext:
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
         session = self._session
         if session.in_transaction:
-            delegate = session.delegate
-            if session._binding.closed and _sent_nothing(delegate):
-                # After the client's close(): PyMongo only changes the transaction's
-                # state (no I/O), and an exception of the block goes on unhidden.
-                if exc_val is None:
-                    delegate.commit_transaction()
-                else:
-                    delegate.abort_transaction()
-            elif exc_val is None:
+            # After the client's close(), a transaction that has sent nothing ends
+            # without I/O, so an exception of the block goes on unhidden.
+            if exc_val is None:
                 await session.commit_transaction()
             else:
                 await session.abort_transaction()
+
+
+#: The transaction states in which PyMongo's ``commit_transaction()`` and
+#: ``abort_transaction()`` send a command; in the others they only change the state or
+#: raise ``InvalidOperation``.
+_COMMIT_SENDS = frozenset({_shared._TxnState.IN_PROGRESS, _shared._TxnState.COMMITTED})
+_ABORT_SENDS = frozenset({_shared._TxnState.IN_PROGRESS})
 
 
 def _ends_without_io(session: ClientSession) -> bool:
@@ -147,10 +148,39 @@ class AgnosticClientSession(AgnosticBase):
     session_id = ReadOnly()
     advance_cluster_time = Delegate()
     advance_operation_time = Delegate()
+
     # A transaction may hold a connection (load-balanced mode) until it ends, and the
     # operations admitted before these may be waiting for it: never queued.
-    commit_transaction = Async(unqueued=True)
-    abort_transaction = Async(unqueued=True)
+    @mirror(ClientSession.commit_transaction, returns="Future[None]")
+    def commit_transaction(self) -> asyncio.Future[None]:
+        """Commit the transaction. Asynchronous: returns an awaitable future.  After the
+        client's ``close()``, what PyMongo answers without I/O is still answered, as in
+        Motor 3.7.1: a transaction that has sent nothing commits, and misuse (no
+        transaction, an aborted one) raises PyMongo's ``InvalidOperation``."""
+        return self._end_transaction(self.delegate.commit_transaction, _COMMIT_SENDS)
+
+    @mirror(ClientSession.abort_transaction, returns="Future[None]")
+    def abort_transaction(self) -> asyncio.Future[None]:
+        """Abort the transaction. Asynchronous: returns an awaitable future.  After the
+        client's ``close()``, what PyMongo answers without I/O is still answered, as in
+        Motor 3.7.1: a transaction that has sent nothing aborts, and misuse (no
+        transaction, an aborted or committed one) raises PyMongo's
+        ``InvalidOperation``."""
+        return self._end_transaction(self.delegate.abort_transaction, _ABORT_SENDS)
+
+    def _end_transaction(
+        self, end: Callable[[], None], sends: frozenset[int]
+    ) -> asyncio.Future[None]:
+        binding = self._binding
+        delegate = self.delegate
+        if binding.closed and (delegate.has_ended or delegate._transaction.state not in sends):
+            # PyMongo changes the transaction's state or raises, without I/O.
+            try:
+                end()
+            except PyMongoError as exc:
+                return binding.failed(exc)
+            return binding.completed(None)
+        return binding.call_unqueued(end, (), {})
 
     @mirror(ClientSession.end_session, returns="Future[None]")
     def end_session(self) -> asyncio.Future[None]:

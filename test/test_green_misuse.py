@@ -158,6 +158,17 @@ async def test_sessions_end_after_close(fw: Framework, server: Any) -> None:
                     if failing:
                         raise KeyError("the block's")
             assert not session.in_transaction
+    # Ended explicitly, too: PyMongo commits or aborts such a transaction without I/O,
+    # and answers misuse with its own errors, as Motor 3.7.1 did.
+    for end, other in (("commit", "abort"), ("abort", "commit")):
+        async with await client.start_session() as session:
+            with pytest.raises(InvalidOperation, match="No transaction started"):
+                await getattr(session, f"{end}_transaction")()
+            session.start_transaction()
+            assert await getattr(session, f"{end}_transaction")() is None
+            assert not session.in_transaction
+            with pytest.raises(InvalidOperation, match=f"Cannot call {other}Transaction after"):
+                await getattr(session, f"{other}_transaction")()
 
 
 async def test_async_with_closes(fw: Framework, server: Any) -> None:
