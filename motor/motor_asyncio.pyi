@@ -6,6 +6,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Generator,
     Iterable,
     Mapping,
@@ -1342,7 +1343,7 @@ class AsyncIOMotorRawBatchCursor(AgnosticRawBatchCursor[_DocumentType]):
     def where(self, code: str | Code) -> Self: ...
 
 @type_check_only
-class _SessionFuture(_core_SessionFuture):
+class _SessionFuture(_core_SessionFuture, Coroutine[Any, Any, AsyncIOMotorClientSession]):
     def __await__(self) -> Generator[Any, None, AsyncIOMotorClientSession]: ...
     def result(self) -> AsyncIOMotorClientSession: ...
     async def __aenter__(self) -> AsyncIOMotorClientSession: ...

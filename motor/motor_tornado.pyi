@@ -6,6 +6,7 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Generator,
     Iterable,
     Mapping,
@@ -1323,7 +1324,7 @@ class MotorRawBatchCursor(AgnosticRawBatchCursor[_DocumentType]):
     def where(self, code: str | Code) -> Self: ...
 
 @type_check_only
-class _SessionFuture(_core_SessionFuture):
+class _SessionFuture(_core_SessionFuture, Coroutine[Any, Any, MotorClientSession]):
     def __await__(self) -> Generator[Any, None, MotorClientSession]: ...
     def result(self) -> MotorClientSession: ...
     async def __aenter__(self) -> MotorClientSession: ...

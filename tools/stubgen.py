@@ -429,10 +429,16 @@ class Stub:
         # override the neutral classes' methods that return it (start_session(), ...); its
         # members give this framework's classes.
         base = self.use(Ref(cls.__module__, cls.__name__))
+        result = self.future_result(cls)
+        if result is not None and all(hasattr(cls, m) for m in ("send", "throw", "close")):
+            # A future that also speaks the coroutine protocol (start_session()'s): a
+            # Coroutine to type checkers too, for asyncio.create_task().
+            coroutine = self.use(Ref("collections.abc", "Coroutine"))
+            anything = self.use(Ref("typing", "Any"))
+            base += f", {coroutine}[{anything}, {anything}, {result}]"
         # Not in the framework module at run time (stubtest --strict-type-check-only).
         lines = [f"@{self.use(Ref('typing', 'type_check_only'))}", f"class {name}({base}):"]
         count = len(lines)
-        result = self.future_result(cls)
         if result is not None:
             generator = self.use(Ref("collections.abc", "Generator"))
             anything = self.use(Ref("typing", "Any"))

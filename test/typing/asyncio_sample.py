@@ -126,6 +126,10 @@ async def sessions(client: AsyncIOMotorClient[Movie]) -> None:
     # start_session() is also an async context manager without the await.
     async with client.start_session() as session:
         await movies.find_one({}, session=session)
+    # And a coroutine to asyncio.create_task(), as Motor 3.7.1's was.
+    starting: asyncio.Task[AsyncIOMotorClientSession] = asyncio.create_task(client.start_session())
+    async with await starting as session:
+        await movies.find_one({}, session=session)
 
     async def transfer(session: AsyncIOMotorClientSession) -> ObjectId:
         result = await movies.insert_one({"name": "Big", "year": 1988}, session=session)

@@ -7,6 +7,7 @@ yieldable in ``tornado.gen.coroutine`` generators (where ``yield`` gives ``Any``
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Generator
 from typing import Any, TypedDict
 
@@ -94,6 +95,9 @@ async def in_transaction(client: MotorClient[Movie]) -> None:
 
     async with await client.start_session() as session:
         await session.with_transaction(insert)
+    starting: asyncio.Task[MotorClientSession] = asyncio.create_task(client.start_session())
+    async with await starting as session:
+        await movies.find_one({}, session=session)
         async with session.start_transaction():
             await movies.delete_one({"name": "Up"}, session=session)
 
