@@ -17,7 +17,7 @@ With ``--opcodes`` it also counts the Python bytecodes each layer executes per o
 per function (deterministic, unlike time; from two run lengths, so warm-up and setup
 cancel out), and prints the functions where ``motor`` differs from ``sync``.
 
-    .venv/bin/python bench/hotpath.py [--op insert_one] [--ops N] [--opcodes]
+    .venv/bin/python bench/hotpath.py [--op insert_one] [--ops N] [--opcodes [--top N]]
 """
 
 from __future__ import annotations
@@ -187,6 +187,9 @@ def main() -> None:
     parser.add_argument("--op", choices=("find_one", "insert_one"), default="find_one")
     parser.add_argument("--ops", type=int, default=20_000)
     parser.add_argument("--opcodes", action="store_true", help="count bytecodes per operation")
+    parser.add_argument(
+        "--top", type=int, default=0, help="with --opcodes: also list motor's N costliest functions"
+    )
     parser.add_argument("--layer", help=argparse.SUPPRESS)
     parser.add_argument("--uri", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -235,6 +238,10 @@ def main() -> None:
     for diff, name in rows:
         if abs(diff) >= 5:
             print(f"  {diff:+7.1f}  {name}")
+    if args.top:
+        print(f"motor, the {args.top} functions that execute the most bytecodes per operation:")
+        for name, count in sorted(motor.items(), key=lambda item: -item[1])[: args.top]:
+            print(f"  {count:7.1f}  {name}")
 
 
 if __name__ == "__main__":
