@@ -54,7 +54,7 @@ from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
 from motor.green.hub import Hub, OpFuture, get_hub, thread_token
 from motor.green.pool import TIMEOUT, client_hooks, close_client
-from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, mirror
+from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, coroutine_like, mirror
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -852,6 +852,7 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
     def __iter__(self) -> NoReturn:
         raise _not_iterable(self)
 
+    @coroutine_like
     def start_session(
         self,
         causal_consistency: bool | None = None,

@@ -25,10 +25,11 @@ collection) are replaced by their PyMongo delegates before PyMongo sees them.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Sized
-from typing import Any
+from typing import Any, TypeVar, cast
 
 __all__ = [
     "Async",
@@ -36,10 +37,13 @@ __all__ = [
     "Delegate",
     "ManifestEntry",
     "ReadOnly",
+    "coroutine_like",
     "mirror",
     "motor_signature",
     "unwrap_args",
 ]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 
 class ManifestEntry:
@@ -155,6 +159,20 @@ def mirror(
         return method
 
     return decorate
+
+
+def coroutine_like(fn: _F) -> _F:
+    """Mark ``fn``, which returns an object that speaks the coroutine protocol (``send``,
+    ``throw``, ``close``, ``__await__``), as a coroutine function for introspection:
+    :func:`inspect.iscoroutinefunction` (Python 3.12+), :func:`asyncio.iscoroutinefunction`
+    and so :func:`unittest.mock.create_autospec`, which then mocks it with an
+    ``AsyncMock`` as it did the ``async def`` of Motor 3.7.1."""
+    mark = getattr(inspect, "markcoroutinefunction", None)
+    if mark is not None:  # Python 3.12+
+        return cast(_F, mark(fn))
+    # Python 3.11 and earlier: asyncio.iscoroutinefunction's own marker.
+    fn._is_coroutine = asyncio.coroutines._is_coroutine  # type: ignore[attr-defined]
+    return fn
 
 
 def _set_signature(fn: Callable[..., Any], signature: inspect.Signature) -> None:

@@ -19,9 +19,11 @@ import gc
 import inspect
 import re
 import socket
+import sys
 import uuid
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import pymongo
 import pytest
@@ -855,8 +857,10 @@ async def test_database_aggregate_is_latent(fw: Framework, server: Any) -> None:
 
 
 #: The methods that Motor 3.7.1 made coroutine functions (its others returned futures).
+#: ``start_session`` returns a session future that speaks the coroutine protocol and is
+#: marked as a coroutine function.
 COROUTINE_FUNCTIONS = {
-    "Client": ["list_databases"],
+    "Client": ["list_databases", "start_session"],
     "Database": ["create_collection", "cursor_command", "list_collections"],
     "Cursor": ["close", "next"],
     "CommandCursor": ["close", "next", "try_next"],
@@ -875,14 +879,22 @@ async def test_motor_3_7_1_s_coroutine_functions_and_futures(fw: Framework, serv
     ``asyncio.wait()`` (a coroutine does not).  ``start_session()`` returns a session
     future that ``create_task()`` takes too, as Motor 3.7.1's coroutine."""
     module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+    # What unittest.mock asks (asyncio's test on Python 3.11, inspect's on 3.12+).
+    is_coroutine_function = (
+        inspect.iscoroutinefunction if sys.version_info >= (3, 12) else asyncio.iscoroutinefunction
+    )
     for agnostic_name, names in COROUTINE_FUNCTIONS.items():
         cls = getattr(module, motor_class(fw, agnostic_name))
         coroutine_functions = {
             name
             for name in dir(cls)
-            if not name.startswith("_") and inspect.iscoroutinefunction(getattr(cls, name))
+            if not name.startswith("_") and is_coroutine_function(getattr(cls, name))
         }
         assert coroutine_functions == set(names), agnostic_name
+    # So a test double made with create_autospec() awaits them, as with Motor 3.7.1.
+    double = mock.create_autospec(getattr(module, motor_class(fw, "Client")), instance=True)
+    assert isinstance(await double.start_session(), mock.AsyncMock)
+    assert isinstance(await double.list_databases(), mock.AsyncMock)
 
     client = fw.client(server.uri)
     db = client[f"motor_test_coroutines_{uuid.uuid4().hex[:8]}"]
