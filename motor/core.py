@@ -562,6 +562,10 @@ class AgnosticBase:
     """
 
     __pymongo_class__: ClassVar[type | None] = None
+    #: The same, under Motor 3.7.1's name.
+    __delegate_class__: ClassVar[type | None] = None
+    #: Motor 3.7.1's framework-neutral name of the class ("MotorCollection", ...).
+    __motor_class_name__: ClassVar[str] = ""
     #: Framework-neutral name used by ``wrap=`` ("Client", "Database", ...).
     _agnostic_name: ClassVar[str] = ""
     _framework: ClassVar[Framework | None] = None
@@ -572,6 +576,10 @@ class AgnosticBase:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        # Motor 3.7.1's names for the wrapped class and the Motor class, which code that
+        # inspects Motor's classes reads.
+        cls.__delegate_class__ = cls.__pymongo_class__
+        cls.__motor_class_name__ = f"Motor{cls._agnostic_name}"
         for name, value in list(vars(cls).items()):
             if isinstance(value, ManifestEntry):
                 setattr(cls, name, value.build(cls, name))

@@ -292,6 +292,16 @@ def test_motor_3_7_1_s_agnostic_classes_are_where_it_had_them() -> None:
     assert motor_gridfs.DEFAULT_CHUNK_SIZE == 255 * 1024
 
 
+@pytest.mark.parametrize("prefix", list(FRAMEWORKS))
+@pytest.mark.parametrize("name", list(PAIRS))
+def test_motor_3_7_1_s_class_attributes(prefix: str, name: str) -> None:
+    # The wrapped class and the framework-neutral name, as Motor 3.7.1's classes had them.
+    motor_cls = getattr(FRAMEWORKS[prefix], prefix + name)
+    assert motor_cls.__delegate_class__ is PAIRS[name][0]
+    assert motor_cls.__delegate_class__ is motor_cls.__pymongo_class__
+    assert motor_cls.__motor_class_name__ == "Motor" + name
+
+
 _MODULES = [
     "motor.core",
     "motor.cursors",
