@@ -904,7 +904,11 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
         Returns an awaitable; awaiting it is optional (Motor 3.7.1 code calls
         ``client.close()`` without ``await``).  On the client's loop closing starts at
         once and the awaitable completes when the client is closed; cancelling it
-        does not stop the closing.  Called where no
+        does not stop the closing.  If the loop is closed first (``close()`` last in
+        the coroutine given to ``asyncio.run()``), what is left of the closing runs
+        then, blocking, as Motor 3.7.1's synchronous ``close()`` did; for a loop that
+        is stopped but never closed (``IOLoop.run_sync()``), at interpreter exit.
+        Called where no
         event loop runs (after the loop stopped, say) it closes synchronously.  Every
         later operation raises :class:`~motor.errors.ClientClosedError`.
         """
@@ -918,10 +922,16 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
             return _COMPLETED
         hub = binding.hub_for_call()
         binding.close()
+        delegate = self.delegate
+        closing = hub.spawn(close_client, delegate)
+        # Motor 3.7.1's close() was synchronous, so applications do not await it: if
+        # the loop closes (or the interpreter exits) first, what is left of the
+        # closing runs then, blocking, instead of leaving the client open.
+        hub.finish_on_close(closing, delegate.close)
         # Shielded: cancelling the awaitable (a timeout around it) leaves the closing
         # to finish, as Motor 3.7.1's synchronous close() always did; interrupted, it
         # would leave sockets open and sessions not ended.
-        return asyncio.shield(hub.spawn(close_client, self.delegate))
+        return asyncio.shield(closing)
 
     async def __aenter__(self) -> Self:
         return self

@@ -26,7 +26,7 @@ from pymongo import monitoring
 from motor.errors import WrongLoopError, WrongThreadError
 from motor.green.hub import get_hub
 from motor.motor_asyncio import AsyncIOMotorClient
-from test.framework import Loops, close_client, parked_children, pool_counters
+from test.framework import Loops, close_client, parked_children, pool_counters, run_python
 from test.wire import WireServer
 
 FRAMEWORKS = ["asyncio", "tornado"]
@@ -649,6 +649,67 @@ def test_calls_for_a_loop_that_closed_before_running_give_back_their_turns(
             loops.close(first)
         close_client(loops, client)
         wire.stop()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_close_not_awaited_finishes_when_its_loop_closes(framework: str) -> None:
+    # Motor 3.7.1 code calls client.close() without await, often last before the loop
+    # closes (asyncio.run(), Tornado's AsyncTestCase).  Here the server never answers
+    # the close's endSessions, so the closing is still waiting when the loop closes.
+    loops = Loops(framework)
+    wire = WireServer(stall_on="endSessions")
+    client = loops.client(wire.uri)
+    loop = loops.new()
+    try:
+
+        async def ping_then_close() -> None:
+            await client.admin.command("ping")  # a server session for close() to end
+            client.close()
+            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+
+        loops.run(loop, ping_then_close)
+        assert wire.stalled.is_set()
+        assert not client.delegate._closed
+        loops.close(loop)
+        # What was left of the closing ran as the loop closed: PyMongo's client is
+        # closed (its monitors stopped, its pools closed), no call is left parked.
+        assert client.delegate._closed
+        assert not client.delegate._topology._opened
+        assert parked_children() == []
+    finally:
+        if not loops.asyncio_loop(loop).is_closed():
+            loops.close(loop)
+        wire.stop()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_close_not_awaited_finishes_at_exit_when_its_loop_stays_open(framework: str) -> None:
+    # IOLoop.current().run_sync(main) and loop.run_until_complete(main()) leave the
+    # loop open: the closing that main() started ends at interpreter exit.
+    wire = WireServer(stall_on="endSessions")
+    code = f"""
+import atexit, sys, warnings
+warnings.simplefilter("error", ResourceWarning)
+state = {{}}
+# Registered first, so it runs after Motor's exit handler.
+atexit.register(lambda: print("closed:", state["client"].delegate._closed))
+from test.framework import Loops
+loops = Loops({framework!r})
+state["client"] = client = loops.client({wire.uri!r})
+async def main():
+    await client.admin.command("ping")
+    client.close()  # the server never answers its endSessions
+loop = loops.new()
+loops.run(loop, main)
+print("stopped:", client.delegate._closed)
+"""
+    try:
+        result = run_python(code)
+    finally:
+        wire.stop()
+    assert wire.stalled.is_set()
+    assert result.stdout.split() == ["stopped:", "False", "closed:", "True"], result.stderr
+    assert "Unclosed" not in result.stderr
 
 
 def test_motor_3_code_that_rebinds_get_io_loop_runs(server: Any) -> None:

@@ -44,6 +44,7 @@ in the loop iteration that finished the operation, rather than in the next one.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import functools
 import math
@@ -682,6 +683,8 @@ class Hub:
         # Children whose call failed because they parked on a thread that no longer
         # runs the loop (_strand): ended once their thread runs it again, or closes it.
         self._stranded: list[Child] = []
+        # Calls that must complete even if the loop closes first (finish_on_close).
+        self._finishers: dict[asyncio.Future[Any], Callable[[], None]] = {}
         self._closed = False
         self._hook_close()
 
@@ -696,6 +699,34 @@ class Hub:
         future = OpFuture(loop=self.loop)
         self.submit(future, contextvars.copy_context(), fn, args, kwargs)
         return future
+
+    def finish_on_close(self, future: asyncio.Future[Any], finish: Callable[[], None]) -> None:
+        """Run ``finish()`` if the hub closes before ``future``, a call of one of its
+        children, is done: for work that must complete although nobody awaits it (a
+        client's ``close()``, which Motor 3.7.1 ran synchronously).
+
+        The hub closes when its loop is closed (``asyncio.run()`` returning, Tornado's
+        ``AsyncTestCase`` tearing down), or at interpreter exit while the loop is
+        stopped but open (``IOLoop.run_sync()``).  The call is cancelled where it waits,
+        as every call is, and then ``finish()`` runs on the loop's thread, outside any
+        child, with the loop stopped, so its I/O blocks, as PyMongo's does.
+        """
+        finishers = self._finishers
+        finishers[future] = finish
+        future.add_done_callback(lambda done: finishers.pop(done, None))
+        _finishing_hubs.add(self)
+
+    def _run_finishers(self) -> None:
+        # On close(), once every call was cancelled where it waited.
+        pending = [finish for future, finish in self._finishers.items() if future.cancelled()]
+        self._finishers.clear()
+        for finish in pending:
+            try:
+                finish()
+            except Exception as exc:  # reported, not raised from loop.close()
+                self.loop.call_exception_handler(
+                    {"message": f"Motor: {finish!r} failed as its loop closed", "exception": exc}
+                )
 
     def submit(
         self,
@@ -888,6 +919,7 @@ class Hub:
         busy = [child for child in self._children if child.future is not None]
         if isinstance(current, Child):
             return  # closed from inside a child: the others cannot be switched to here
+        ended = True
         for child in busy:
             future = child.future
             if future is not None and not future.done():
@@ -897,7 +929,11 @@ class Hub:
                 try:
                     waiter.throw(Cancelled())
                 except greenlet.error:  # another thread: leave it to greenlet's cleanup
-                    pass
+                    ended = False
+        if self._finishers and ended:
+            # Not where a call is still parked on another thread: it may hold what
+            # finishing needs.
+            self._run_finishers()
         for child in idle:
             try:
                 child.throw()
@@ -1254,6 +1290,26 @@ class Hub:
 
 
 _hubs_lock = threading.Lock()
+#: Hubs that had calls to finish on close (Hub.finish_on_close).
+_finishing_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
+
+
+@atexit.register
+def _finish_at_exit() -> None:
+    # A loop stopped but never closed (IOLoop.run_sync(), loop.run_until_complete()):
+    # the calls that must complete end as they would when it closed.  Only on the
+    # loop's thread; PyMongo's own exit handler, registered first, runs after this.
+    for hub in list(_finishing_hubs):
+        loop = hub.loop
+        if (
+            hub._finishers
+            and not hub._closed
+            and not loop.is_closed()
+            and not loop.is_running()
+            and hub.pid == os.getpid()
+            and hub.thread_id == threading.get_ident()
+        ):
+            hub.close()
 
 
 def _after_fork_in_child() -> None:
