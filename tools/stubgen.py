@@ -499,7 +499,7 @@ class Stub:
         sig = self.own_signature(fn)
         params = self.render_params(sig, Mode.SOURCE)
         result = self.render(sig.returns, sig.module, Mode.SOURCE)
-        prefix = "async def" if inspect.iscoroutinefunction(fn) else "def"
+        prefix = "async def" if _is_async_def(fn) else "def"
         return [f"{prefix} {name}({params}) -> {result}: ..."]
 
     def manifest_stub(self, name: str, entry: Any, target: Callable[..., Any]) -> list[str]:
@@ -527,7 +527,7 @@ class Stub:
         params = self.render_params(sig, Mode.PARAM)
         expression = ast.parse(fn._motor_returns, mode="eval").body
         result = self.render_mirrored(expression, fn.__module__, sig.returns, sig.module)
-        prefix = "async def" if inspect.iscoroutinefunction(fn) else "def"
+        prefix = "async def" if _is_async_def(fn) else "def"
         return [f"{prefix} {name}({params}) -> {result}: ..."]
 
     def own_signature(self, fn: Callable[..., Any]) -> Signature:
@@ -778,6 +778,15 @@ def _annotation(value: Any, where: str) -> ast.expr | None:
     if not isinstance(value, str):
         raise TypeError(f"{where}: annotation {value!r} is not a string")
     return _parse(value)
+
+
+def _is_async_def(fn: Any) -> bool:
+    """Is ``fn`` an ``async def``?  Its code's flag, not :func:`inspect.iscoroutinefunction`,
+    which on Python 3.12+ also says so of a ``def`` marked with
+    :func:`inspect.markcoroutinefunction` (``start_session``, whose stub returns its
+    session future)."""
+    code = getattr(inspect.unwrap(fn), "__code__", None)
+    return code is not None and bool(code.co_flags & inspect.CO_COROUTINE)
 
 
 def _signature(fn: Callable[..., Any]) -> Signature:

@@ -95,11 +95,11 @@ async def in_transaction(client: MotorClient[Movie]) -> None:
 
     async with await client.start_session() as session:
         await session.with_transaction(insert)
+        async with session.start_transaction():
+            await movies.delete_one({"name": "Up"}, session=session)
     starting: asyncio.Task[MotorClientSession] = asyncio.create_task(client.start_session())
     async with await starting as session:
         await movies.find_one({}, session=session)
-        async with session.start_transaction():
-            await movies.delete_one({"name": "Up"}, session=session)
 
 
 async def changes(db: MotorDatabase[Movie]) -> None:
