@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import os
 import threading
@@ -53,7 +54,7 @@ from motor.errors import (
 from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
 from motor.green.hub import Hub, OpFuture, get_hub, thread_token
-from motor.green.pool import TIMEOUT, client_hooks, close_client
+from motor.green.pool import TIMEOUT, client_hooks, close_client, finish_closing
 from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, coroutine_like, mirror
 
 if TYPE_CHECKING:
@@ -577,9 +578,12 @@ class AgnosticBase:
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Motor 3.7.1's names for the wrapped class and the Motor class, which code that
-        # inspects Motor's classes reads.
-        cls.__delegate_class__ = cls.__pymongo_class__
-        cls.__motor_class_name__ = f"Motor{cls._agnostic_name}"
+        # inspects Motor's classes reads.  A subclass may name its own client class
+        # (a MongoClient subclass), which AgnosticClient makes, as Motor 3.7.1 did.
+        if "__delegate_class__" not in vars(cls):
+            cls.__delegate_class__ = cls.__pymongo_class__
+        if cls._agnostic_name:
+            cls.__motor_class_name__ = f"Motor{cls._agnostic_name}"
         for name, value in list(vars(cls).items()):
             if isinstance(value, ManifestEntry):
                 setattr(cls, name, value.build(cls, name))
@@ -792,7 +796,10 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
                 "pymongo.driver_info.DriverInfo"
             )
         kwargs.update(client_hooks(user_driver))
-        self.delegate = MongoClient(
+        delegate_class = type(self).__delegate_class__
+        if not (isinstance(delegate_class, type) and issubclass(delegate_class, MongoClient)):
+            delegate_class = MongoClient
+        self.delegate = delegate_class(
             host,
             port,
             document_class,
@@ -906,8 +913,9 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
         once and the awaitable completes when the client is closed; cancelling it
         does not stop the closing.  If the loop is closed first (``close()`` last in
         the coroutine given to ``asyncio.run()``), what is left of the closing runs
-        then, blocking, as Motor 3.7.1's synchronous ``close()`` did; for a loop that
-        is stopped but never closed (``IOLoop.run_sync()``), at interpreter exit.
+        then, blocking, as Motor 3.7.1's synchronous ``close()`` did (waiting at most
+        5 seconds for the server); for a loop that is stopped but never closed
+        (``IOLoop.run_sync()``), at interpreter exit.
         Called where no
         event loop runs (after the loop stopped, say) it closes synchronously.  Every
         later operation raises :class:`~motor.errors.ClientClosedError`.
@@ -927,7 +935,7 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
         # Motor 3.7.1's close() was synchronous, so applications do not await it: if
         # the loop closes (or the interpreter exits) first, what is left of the
         # closing runs then, blocking, instead of leaving the client open.
-        hub.finish_on_close(closing, delegate.close)
+        hub.finish_on_close(closing, functools.partial(finish_closing, delegate))
         # Shielded: cancelling the awaitable (a timeout around it) leaves the closing
         # to finish, as Motor 3.7.1's synchronous close() always did; interrupted, it
         # would leave sockets open and sessions not ended.

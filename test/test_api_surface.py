@@ -302,6 +302,23 @@ def test_motor_3_7_1_s_class_attributes(prefix: str, name: str) -> None:
     assert motor_cls.__motor_class_name__ == "Motor" + name
 
 
+@pytest.mark.parametrize("prefix", list(FRAMEWORKS))
+def test_a_client_subclass_names_its_pymongo_client_class(prefix: str) -> None:
+    # Motor 3.7.1 made the client's delegate with __delegate_class__.
+    class AuditedMongoClient(MongoClient):  # type: ignore[type-arg]
+        pass
+
+    class AuditedClient(getattr(FRAMEWORKS[prefix], prefix + "Client")):  # type: ignore[misc]
+        __delegate_class__ = AuditedMongoClient
+
+    client = AuditedClient("mongodb://127.0.0.1:1", connect=False)
+    try:
+        assert type(client.delegate) is AuditedMongoClient
+        assert AuditedClient.__motor_class_name__ == "MotorClient"
+    finally:
+        client.delegate.close()
+
+
 _MODULES = [
     "motor.core",
     "motor.cursors",

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from pymongo import monitoring
 
+import motor.green.pool
 from motor.errors import WrongLoopError, WrongThreadError
 from motor.green.hub import get_hub
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -710,6 +711,48 @@ print("stopped:", client.delegate._closed)
     assert wire.stalled.is_set()
     assert result.stdout.split() == ["stopped:", "False", "closed:", "True"], result.stderr
     assert "Unclosed" not in result.stderr
+
+
+def test_what_is_left_of_a_close_waits_a_bounded_time(monkeypatch: Any) -> None:
+    # Run as a loop closes, it blocks loop.close(): a server that stopped answering
+    # (here, the endSessions) must not hang it.
+    monkeypatch.setattr(motor.green.pool, "FINISH_CLOSE_TIMEOUT", 0.2)
+    loops = Loops("asyncio")
+    wire = WireServer(stall_on="endSessions")
+    client = loops.client(wire.uri)
+    loop = loops.new()
+    try:
+
+        async def ping() -> Any:
+            return await client.admin.command("ping")  # a server session to end
+
+        assert loops.run(loop, ping)["ok"] == 1
+        motor.green.pool.finish_closing(client.delegate)
+        assert wire.stalled.is_set()
+        assert client.delegate._closed
+    finally:
+        loops.close(loop)
+        wire.stop()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_closing_a_running_loop_leaves_its_calls_alone(server: Any, framework: str) -> None:
+    # asyncio refuses to close a running loop: the calls in flight go on.
+    loops = Loops(framework)
+    client = loops.client(server.uri)
+    loop = loops.new()
+    try:
+
+        async def close_while_running() -> Any:
+            pinging = client.admin.command("ping")
+            with pytest.raises(RuntimeError, match="running"):
+                asyncio.get_running_loop().close()
+            return (await pinging)["ok"], (await client.admin.command("ping"))["ok"]
+
+        assert loops.run(loop, close_while_running) == (1, 1)
+        close_client(loops, client, loop)
+    finally:
+        loops.close(loop)
 
 
 def test_motor_3_code_that_rebinds_get_io_loop_runs(server: Any) -> None:

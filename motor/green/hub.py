@@ -714,7 +714,8 @@ class Hub:
         finishers = self._finishers
         finishers[future] = finish
         future.add_done_callback(lambda done: finishers.pop(done, None))
-        _finishing_hubs.add(self)
+        with _hubs_lock:
+            _finishing_hubs.add(self)
 
     def _run_finishers(self) -> None:
         # On close(), once every call was cancelled where it waited.
@@ -877,8 +878,13 @@ class Hub:
         loop_close = loop.close
 
         def close() -> None:
-            self.close()
-            loop_close()
+            if loop.is_running():
+                loop_close()  # asyncio refuses: the hub stays as it is
+                return
+            try:
+                self.close()
+            finally:
+                loop_close()
 
         loop.close = close  # type: ignore[method-assign]
 
@@ -919,7 +925,11 @@ class Hub:
         busy = [child for child in self._children if child.future is not None]
         if isinstance(current, Child):
             return  # closed from inside a child: the others cannot be switched to here
-        ended = True
+        # Are the parked calls all this thread's, so that they end here?  Not after
+        # fork(), nor when the loop last ran on another thread, which may still run
+        # them: what is left of a close then is not this process's or thread's to do.
+        me = thread_token()
+        ended = self.pid == os.getpid() and all(child.thread is me for child in busy)
         for child in busy:
             future = child.future
             if future is not None and not future.done():
@@ -930,10 +940,11 @@ class Hub:
                     waiter.throw(Cancelled())
                 except greenlet.error:  # another thread: leave it to greenlet's cleanup
                     ended = False
-        if self._finishers and ended:
-            # Not where a call is still parked on another thread: it may hold what
-            # finishing needs.
-            self._run_finishers()
+        if self._finishers:
+            if ended:
+                self._run_finishers()
+            else:
+                self._finishers.clear()
         for child in idle:
             try:
                 child.throw()
@@ -1299,7 +1310,9 @@ def _finish_at_exit() -> None:
     # A loop stopped but never closed (IOLoop.run_sync(), loop.run_until_complete()):
     # the calls that must complete end as they would when it closed.  Only on the
     # loop's thread; PyMongo's own exit handler, registered first, runs after this.
-    for hub in list(_finishing_hubs):
+    with _hubs_lock:
+        hubs = list(_finishing_hubs)
+    for hub in hubs:
         loop = hub.loop
         if (
             hub._finishers

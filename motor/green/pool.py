@@ -1172,6 +1172,24 @@ def close_client(client: Any) -> None:
     client.close()
 
 
+#: How long what is left of a ``close()`` cut off by its loop's closing may wait for
+#: the server (seconds): it blocks ``loop.close()``, so a server that stopped answering
+#: must not hang it.
+FINISH_CLOSE_TIMEOUT = 5.0
+
+
+def finish_closing(client: Any) -> None:
+    """What is left of :func:`close_client` once the loop that ran it has stopped for
+    good: PyMongo's ``client.close()``, outside any child, so its I/O blocks (the
+    ``killCursors`` of cursors not killed yet; an ``endSessions`` the server had not
+    answered is not sent again: those sessions expire on the server).  Its waits for
+    the server are bounded by ``pymongo.timeout(FINISH_CLOSE_TIMEOUT)``; PyMongo's
+    ``close()`` ignores their failures and closes the client regardless.
+    """
+    with pymongo.timeout(FINISH_CLOSE_TIMEOUT):
+        client.close()
+
+
 def _green_create_lock() -> GreenLock:
     return GreenLock()
 
