@@ -1276,7 +1276,11 @@ def bind_arguments(
     signature = _signatures.get(function)
     if signature is None:
         signature = _signatures[function] = inspect.signature(function)
-    return signature.bind(None, *args, **kwargs)
+    try:
+        return signature.bind(None, *args, **kwargs)
+    except TypeError as exc:
+        # Signature.bind's message does not name the method; Python's call would.
+        raise TypeError(f"{function.__qualname__}() {exc}") from None
 
 
 _signatures: dict[Callable[..., Any], inspect.Signature] = {}

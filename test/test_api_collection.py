@@ -555,6 +555,11 @@ async def test_indexes(fw: Framework, server: Any) -> None:
         indexes = await cursor.to_list()
         assert sorted(index["name"] for index in indexes) == sorted(info)
         await tw.same(lambda c: c.list_indexes(), call="cursor", expect_class="LatentCommandCursor")
+        # Wrong arguments: a TypeError at the call, naming the method as PyMongo's does.
+        with pytest.raises(TypeError, match=r"^Collection\.list_indexes\(\) got an unexpected"):
+            tw.coll.list_indexes(foo=1)
+        with pytest.raises(TypeError, match=r"^Collection\.watch\(\) got an unexpected"):
+            tw.coll.watch(foo=1)
         await tw.same(lambda c: c.database.missing.list_indexes(), call="cursor")
         await tw.same(lambda c: c.database.missing.index_information())
         assert await tw.same(lambda c: c.drop_index("kn")) is None
