@@ -57,7 +57,7 @@ from tornado.httpclient import HTTPResponse
 import motor
 from motor.detector import _BlockingCommands
 from motor.errors import WouldBlockError
-from motor.green.hub import Cancelled
+from motor.green.hub import Cancelled, get_hub
 from test.framework import Framework, parked_children, serve_on_loopback
 from test.wire import HELLO, WireServer, op_msg_reply, read_message
 
@@ -504,6 +504,23 @@ async def test_exceptions_propagate_unchanged(fw: Framework, server: Any) -> Non
         await motor.run_green(fails)
     assert caught.value is problem
     assert "fails" in [entry.name for entry in caught.traceback]
+
+    # next() on an empty cursor raises StopIteration, which a future cannot carry: the
+    # caller gets a RuntimeError caused by it, as from a coroutine (PEP 479), whether
+    # the function raises it before its first wait or after one.
+    def first_of(client: pymongo.MongoClient[Any], name: str, wait: bool) -> Any:
+        if wait:
+            client.admin.command("ping")
+        return next(client[name].items.find({"missing": True}))
+
+    async with green_client(server.uri) as client:
+        for wait in (False, True):
+            with pytest.raises(RuntimeError, match="StopIteration") as stopped:
+                await motor.run_green(first_of, client, db_name(), wait)
+            assert type(stopped.value.__cause__) is StopIteration
+        # The loop's next call is unaffected.
+        assert (await motor.run_green(client.admin.command, "ping"))["ok"] == 1
+        assert get_hub(asyncio.get_running_loop())._done is None
 
     def insert_twice(client: pymongo.MongoClient[Any], name: str) -> None:
         client[name].items.insert_one({"_id": 1})

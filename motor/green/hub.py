@@ -210,7 +210,7 @@ def _serve() -> None:
             return
         except BaseException as exc:
             result = None
-            error = exc
+            error = exc if not isinstance(exc, StopIteration) else _stop_iteration(exc)
             del exc
         if result is not _CANCELLED and not future.done():
             # Take the done callbacks (the awaiting task's wake-up, typically): the hub
@@ -242,6 +242,16 @@ def _serve() -> None:
 
 # The outcome of a call stopped by cancellation (its future is already done).
 _CANCELLED = object()
+
+
+def _stop_iteration(exc: StopIteration) -> RuntimeError:
+    # A future cannot carry a StopIteration (asyncio refuses it: it would end the
+    # awaiting coroutine as a return), so the call's caller gets a RuntimeError caused by
+    # it, as a generator or coroutine raising StopIteration gives (PEP 479).  The
+    # synchronous idiom next(cursor) on an empty result raises one.
+    error = RuntimeError(f"the call raised StopIteration: {exc!r}")
+    error.__cause__ = exc
+    return error
 
 
 def _drop_frames(exc: BaseException) -> None:
