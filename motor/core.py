@@ -580,7 +580,7 @@ class AgnosticBase:
         # Motor 3.7.1's names for the wrapped class and the Motor class, which code that
         # inspects Motor's classes reads.  A subclass may name its own client class
         # (a MongoClient subclass), which AgnosticClient makes, as Motor 3.7.1 did.
-        if "__delegate_class__" not in vars(cls):
+        if "__pymongo_class__" in vars(cls) and "__delegate_class__" not in vars(cls):
             cls.__delegate_class__ = cls.__pymongo_class__
         if cls._agnostic_name:
             cls.__motor_class_name__ = f"Motor{cls._agnostic_name}"
@@ -798,7 +798,10 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
         kwargs.update(client_hooks(user_driver))
         delegate_class = type(self).__delegate_class__
         if not (isinstance(delegate_class, type) and issubclass(delegate_class, MongoClient)):
-            delegate_class = MongoClient
+            raise TypeError(
+                f"{type(self).__name__}.__delegate_class__ must be MongoClient or a "
+                f"subclass of it, not {delegate_class!r}"
+            )
         self.delegate = delegate_class(
             host,
             port,

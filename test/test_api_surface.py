@@ -311,12 +311,22 @@ def test_a_client_subclass_names_its_pymongo_client_class(prefix: str) -> None:
     class AuditedClient(getattr(FRAMEWORKS[prefix], prefix + "Client")):  # type: ignore[misc]
         __delegate_class__ = AuditedMongoClient
 
-    client = AuditedClient("mongodb://127.0.0.1:1", connect=False)
-    try:
-        assert type(client.delegate) is AuditedMongoClient
-        assert AuditedClient.__motor_class_name__ == "MotorClient"
-    finally:
-        client.delegate.close()
+    class SubAuditedClient(AuditedClient):
+        pass
+
+    for cls in (AuditedClient, SubAuditedClient):
+        client = cls("mongodb://127.0.0.1:1", connect=False)
+        try:
+            assert type(client.delegate) is AuditedMongoClient
+            assert cls.__motor_class_name__ == "MotorClient"
+        finally:
+            client.delegate.close()
+
+    class Misnamed(getattr(FRAMEWORKS[prefix], prefix + "Client")):  # type: ignore[misc]
+        __delegate_class__ = dict
+
+    with pytest.raises(TypeError, match="__delegate_class__ must be MongoClient"):
+        Misnamed("mongodb://127.0.0.1:1", connect=False)
 
 
 _MODULES = [

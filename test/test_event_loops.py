@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 from pymongo import monitoring
+from pymongo.message import _CursorAddress
 
 import motor.green.pool
 from motor.errors import WrongLoopError, WrongThreadError
@@ -713,25 +714,41 @@ print("stopped:", client.delegate._closed)
     assert "Unclosed" not in result.stderr
 
 
-def test_what_is_left_of_a_close_waits_a_bounded_time(monkeypatch: Any) -> None:
-    # Run as a loop closes, it blocks loop.close(): a server that stopped answering
-    # (here, the endSessions) must not hang it.
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_what_is_left_of_a_close_waits_a_bounded_time(monkeypatch: Any, framework: str) -> None:
+    # What is left runs as the loop closes and blocks loop.close(): a server that
+    # stopped answering must not hang it.  Here the closing is parked on its endSessions
+    # with a cursor still to kill, and the server answers neither.  The loop runs and
+    # closes on a thread of its own, so that a hang shows as that thread still alive.
     monkeypatch.setattr(motor.green.pool, "FINISH_CLOSE_TIMEOUT", 0.2)
-    loops = Loops("asyncio")
-    wire = WireServer(stall_on="endSessions")
+    loops = Loops(framework)
+    wire = WireServer(stall_on=("endSessions", "killCursors"))
     client = loops.client(wire.uri)
-    loop = loops.new()
-    try:
+    seen: dict[str, Any] = {}
 
-        async def ping() -> Any:
-            return await client.admin.command("ping")  # a server session to end
+    def application() -> None:
+        loop = loops.new()
 
-        assert loops.run(loop, ping)["ok"] == 1
-        motor.green.pool.finish_closing(client.delegate)
-        assert wire.stalled.is_set()
-        assert client.delegate._closed
-    finally:
+        async def ping_then_close() -> None:
+            await client.admin.command("ping")  # a server session to end
+            host, port = wire.host.split(":")
+            client.delegate._close_cursor_soon(42, _CursorAddress((host, int(port)), "db.c"))
+            client.close()
+            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+
+        loops.run(loop, ping_then_close)
+        seen["queued"] = len(client.delegate._kill_cursors_queue)
         loops.close(loop)
+        seen["closed"] = client.delegate._closed
+
+    thread = threading.Thread(target=application, daemon=True)
+    try:
+        thread.start()
+        thread.join(30)  # a liveness bound, far above the 0.2 s the waits may take
+        assert not thread.is_alive(), "loop.close() hangs on a server that does not answer"
+        assert seen == {"queued": 1, "closed": True}
+        assert not client.delegate._kill_cursors_queue
+    finally:
         wire.stop()
 
 

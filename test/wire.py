@@ -93,10 +93,12 @@ HELLO = {
 
 
 class WireServer:
-    """Serve hello and ``{ok: 1}``; stop reading at a ``stall_on`` command."""
+    """Serve hello and ``{ok: 1}``; stop reading at a ``stall_on`` command (a name or a
+    tuple of names)."""
 
-    def __init__(self, unix: bool = False, stall_on: str | None = None) -> None:
-        self.stall_on = stall_on.encode() if stall_on else None
+    def __init__(self, unix: bool = False, stall_on: str | tuple[str, ...] | None = None) -> None:
+        names = (stall_on,) if isinstance(stall_on, str) else stall_on or ()
+        self.stall_on = frozenset(name.encode() for name in names)
         self.stalled = threading.Event()
         self._tmpdir: str | None = None
         if unix:
@@ -136,7 +138,7 @@ class WireServer:
         try:
             while True:
                 start, name = peek_command_name(conn)
-                if name and name == self.stall_on:
+                if name and name in self.stall_on:
                     self.stalled.set()
                     return  # the socket stays open, unread
                 request_id, opcode, cmd = read_message(conn, start)
