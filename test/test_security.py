@@ -1294,6 +1294,10 @@ FAKE_AWS_AUTH = """
 import threading
 import time
 
+# boto3's import takes a while, during which other connections authenticate and find the
+# module in sys.modules, half made.
+time.sleep(0.1)
+
 FETCHED_ON = []
 
 

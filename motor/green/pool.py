@@ -1097,13 +1097,17 @@ def _green_authenticate_aws(original: Any) -> Any:
         current = _getcurrent()
         if type(current) is Child:
             module = sys.modules.get(_AWS_MODULE)
-            if module is None:
+            fetch = getattr(module, "aws_temp_credentials", None)
+            if fetch is None:
+                # Not imported, or being imported by another child's worker thread (the
+                # module is in sys.modules half made): importing, or waiting for that
+                # import to finish, happens off the loop's thread.
                 try:
                     current.hub.run_in_thread(importlib.import_module, _AWS_MODULE)
                 except ImportError:
                     pass  # PyMongo raises its ConfigurationError, naming the extra
                 module = sys.modules.get(_AWS_MODULE)
-            fetch = getattr(module, "aws_temp_credentials", None)
+                fetch = getattr(module, "aws_temp_credentials", None)
             if fetch is not None and not getattr(fetch, "motor_green", False):
                 module.aws_temp_credentials = _off_the_loop(fetch)  # type: ignore[union-attr]
         original(credentials, conn)
