@@ -147,6 +147,9 @@ async def test_insert(fw: Framework, server: Any) -> None:
         assert isinstance(error, BulkWriteError) and error.details["nInserted"] == 2
         await tw.same(lambda c: c.insert_many([]))
         await tw.same(lambda c: c.insert_many({"_id": 40}))
+        # Wrong arguments: PyMongo's TypeError, naming Collection.insert_many.
+        await tw.same(lambda c: c.insert_many())
+        await tw.same(lambda c: c.insert_many([{"_id": 41}], foo=1))
         session = await tw.motor_session()
         for i, s in enumerate(_sessions(session)):
             await tw.same(lambda c, s, i=i: c.insert_one({"_id": 50 + i}, session=s), session=s)

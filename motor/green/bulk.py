@@ -279,6 +279,12 @@ def insert_many(
     return InsertManyResult(inserted_ids, write_concern.acknowledged)
 
 
+# Python's errors for wrong arguments name the function as PyMongo's method's do
+# ("Collection.insert_many() missing 1 required positional argument: 'documents'").
+insert_many.__qualname__ = "Collection.insert_many"
+insert_many.__wrapped__.__qualname__ = "Collection.insert_many"  # type: ignore[attr-defined]
+
+
 def check_pymongo_internals() -> list[str]:
     """What changed in PyMongo's bulk writer that this module relies on (empty: nothing)."""
     problems: list[str] = []
