@@ -353,9 +353,7 @@ class Binding:
 
     def failed(self, exc: BaseException) -> asyncio.Future[Any]:
         """A future of :meth:`result_loop` that failed with ``exc`` already."""
-        future: asyncio.Future[Any] = self.result_loop().create_future()
-        future.set_exception(exc)
-        return future
+        return _failed_on(self.result_loop(), exc)
 
     def mark_forked(self) -> None:
         self.forked = True
@@ -918,10 +916,9 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
         the coroutine given to ``asyncio.run()``), what is left of the closing runs
         then, blocking, as Motor 3.7.1's synchronous ``close()`` did (waiting at most
         5 seconds for the server); for a loop that is stopped but never closed
-        (``IOLoop.run_sync()``), at interpreter exit.
-        Called where no
-        event loop runs (after the loop stopped, say) it closes synchronously.  Every
-        later operation raises :class:`~motor.errors.ClientClosedError`.
+        (``IOLoop.run_sync()``), at interpreter exit.  Called where no event loop
+        runs (after the loop stopped, say) it closes synchronously.  Every later
+        operation raises :class:`~motor.errors.ClientClosedError`.
         """
         binding = self._binding
         if binding.closed:

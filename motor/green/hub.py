@@ -949,7 +949,7 @@ class Hub:
                 try:
                     waiter.throw(Cancelled())
                 except greenlet.error:  # another thread: leave it to greenlet's cleanup
-                    ended = False
+                    pass
         if self._finishers:
             if ended:
                 self._run_finishers()
