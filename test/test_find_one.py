@@ -297,6 +297,7 @@ async def test_a_cursor_left_open_is_killed(fw: Framework, mockup: Any) -> None:
     [
         "network error",
         "NotWritablePrimary",
+        "ReauthenticationRequired",
         "BadValue",
         "no cursor in the reply",
         "an open cursor without a batch",
@@ -306,11 +307,12 @@ async def test_retries_and_errors_are_pymongo_s(fw: Framework, mockup: Any, firs
     answer = {
         "network error": hang_up,
         "NotWritablePrimary": fail(10107, "not primary"),
+        "ReauthenticationRequired": fail(391, "reauthentication required"),
         "BadValue": fail(2, "bad value"),
         "no cursor in the reply": ok(),
         "an open cursor without a batch": ok(cursor={"id": 123, "ns": "db.coll"}),
     }[first]
-    retried = first in ("network error", "NotWritablePrimary")
+    retried = first in ("network error", "NotWritablePrimary", "ReauthenticationRequired")
     steps = [("find", answer)]
     if retried:
         steps.append(("find", cursor_reply([{"_id": 1}])))

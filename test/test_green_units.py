@@ -21,13 +21,17 @@ import pymongo.message
 import pymongo.pool_shared
 import pymongo.synchronous.auth
 import pymongo.synchronous.auth_oidc
+import pymongo.synchronous.cursor_base
 import pymongo.synchronous.pool
 import pytest
-from pymongo.errors import AutoReconnect, ConfigurationError
+from pymongo.errors import AutoReconnect, ConfigurationError, OperationFailure
+from pymongo.message import _BulkWriteContext
+from pymongo.synchronous.helpers import _handle_reauth
 
 from motor.errors import WouldBlockError
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
+from motor.green import reauth as green_reauth
 from motor.green import splice as green_splice
 from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
@@ -1173,3 +1177,92 @@ def test_a_reset_before_a_threaded_handshake_leaves_no_socket_open(
     half_made = _half_made_ssl_sockets(raised.value)
     assert half_made, "the failure did not come from ssl.SSLSocket._create"
     assert [s.fileno() for s in half_made] == [-1] * len(half_made)
+
+
+def _reauth_scenarios() -> list[tuple[str, tuple[Any, ...], dict[str, Any], list[Any]]]:
+    """(name, arguments, keyword arguments, what the wrapped function does call by call):
+    an exception to raise or a value to return."""
+
+    def connection() -> Any:
+        return pymongo.synchronous.pool.Connection.__new__(pymongo.synchronous.pool.Connection)
+
+    def context(conn: Any) -> Any:
+        bwc = _BulkWriteContext.__new__(_BulkWriteContext)
+        bwc.conn = conn
+        return bwc
+
+    def reauth() -> OperationFailure:
+        return OperationFailure("reauthenticate", 391)
+
+    other = OperationFailure("bad value", 2)
+    return [
+        ("returns", (connection(),), {}, ["value"]),
+        ("391 on a connection", ("self", connection()), {}, [reauth(), "retried"]),
+        ("391 on a bulk context", ("self", context(connection())), {"x": 1}, [reauth(), "ok"]),
+        ("391 twice", (connection(),), {}, [reauth(), reauth()]),
+        ("391, then another error", (connection(),), {}, [reauth(), other]),
+        ("391 without a connection", ("self", 1), {}, [reauth(), "never"]),
+        ("391 with no_reauth", (connection(),), {"no_reauth": True}, [reauth(), "never"]),
+        ("another code", (connection(),), {}, [other, "never"]),
+        ("another exception", (connection(),), {}, [KeyError("k"), "never"]),
+    ]
+
+
+@pytest.mark.parametrize("scenario", [s[0] for s in _reauth_scenarios()])
+def test_reauthentication_retry_is_pymongo_s(
+    monkeypatch: pytest.MonkeyPatch, scenario: str
+) -> None:
+    # motor.green.reauth's wrapper against PyMongo's _handle_reauth, the oracle: the same
+    # calls, the same connection authenticated again, the same result or exception.
+    def run(wrap: Any) -> tuple[Any, ...]:
+        _, args, kwargs, script = next(s for s in _reauth_scenarios() if s[0] == scenario)
+        steps = iter(script)
+        calls: list[Any] = []
+        reauthenticated: list[Any] = []
+
+        def authenticate(self: Any, reauthenticate: bool = False) -> None:
+            reauthenticated.append((args.index(self) if self in args else "bwc", reauthenticate))
+
+        monkeypatch.setattr(pymongo.synchronous.pool.Connection, "authenticate", authenticate)
+
+        def func(*a: Any, **k: Any) -> Any:
+            calls.append((a == args, k))
+            step = next(steps)
+            if isinstance(step, BaseException):
+                raise step
+            return step
+
+        try:
+            outcome: Any = ("returned", wrap(func)(*args, **dict(kwargs)))
+        except BaseException as exc:
+            outcome = ("raised", type(exc), str(exc), type(exc.__context__))
+        return outcome, calls, reauthenticated
+
+    assert run(green_reauth.reauthenticating) == run(_handle_reauth)
+
+
+def test_reauthentication_wrappers_are_installed() -> None:
+    reauth = green_reauth
+    green_pool.install()
+    assert reauth.check_pymongo_internals() == []
+    for cls, name in reauth.WRAPPED:
+        method = vars(cls)[name]
+        assert getattr(method, "motor_green", False), (cls, name)
+        assert method.__wrapped__.__qualname__ == f"{cls.__name__}.{name}"
+    # The same wrapper is PyMongo's cursors' and find_one's.
+    assert vars(pymongo.synchronous.cursor_base._CursorBase)["_run_with_conn"] is (
+        reauth.run_with_conn
+    )
+
+
+def test_reauthentication_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    reauth = green_reauth
+    monkeypatch.setattr(reauth, "_REAUTHENTICATION_REQUIRED", 18)
+    monkeypatch.setattr(reauth, "_PYMONGO_WRAPPER_NAMES", frozenset({"pop"}))
+    monkeypatch.setattr(pymongo.synchronous.pool.Connection, "command", lambda self: None)
+    problems = reauth.check_pymongo_internals()
+    assert problems == [
+        "ReauthenticationRequired is no longer error 391",
+        "pymongo.synchronous.helpers._handle_reauth changed",
+        "Connection.command is no longer wrapped in _handle_reauth",
+    ]

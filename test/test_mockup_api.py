@@ -114,9 +114,14 @@ async def insert_like_sync(
     return requests, outcome
 
 
-@pytest.mark.parametrize("failure", ["ShutdownInProgress", "network error"])
+@pytest.mark.parametrize("failure", ["ShutdownInProgress", "network error", "reauthentication"])
 async def test_retryable_write_retried_once(fw: Framework, mockup: Any, failure: str) -> None:
-    first = fail(91, "ShutdownInProgress", RETRYABLE) if failure != "network error" else hang_up
+    first = {
+        "ShutdownInProgress": fail(91, "ShutdownInProgress", RETRYABLE),
+        "network error": hang_up,
+        # ReauthenticationRequired: the connection authenticates again and sends it again.
+        "reauthentication": fail(391, "ReauthenticationRequired"),
+    }[failure]
     steps = [("insert", first), ("insert", ok(n=1))]
     requests, outcome = await insert_like_sync(fw, mockup, steps)
     assert outcome == (1, None)

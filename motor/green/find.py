@@ -20,7 +20,7 @@ a client with automatic encryption take PyMongo's own ``Collection.find_one``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import pymongo.synchronous.collection
 import pymongo.synchronous.cursor
@@ -28,6 +28,8 @@ import pymongo.synchronous.mongo_client
 from pymongo import helpers_shared
 from pymongo.message import _CursorAddress, _Query
 from pymongo.synchronous.cursor_base import _CursorBase
+
+from motor.green import reauth as _reauth
 
 __all__ = ["check_pymongo_internals", "find_one"]
 
@@ -57,9 +59,9 @@ class _FindOne:
         )
         return docs
 
-    # The cursor's own method (with its reauthentication wrapper), not a copy; it uses
-    # only _collection and _unpack_response of its cursor.
-    _run_with_conn = cast(Any, _CursorBase._run_with_conn)
+    # The cursor's own method, with the reauthentication wrapper motor.green.reauth puts
+    # on it; it uses only _collection and _unpack_response of its cursor.
+    _run_with_conn = _reauth.run_with_conn
 
 
 def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:

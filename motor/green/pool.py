@@ -68,6 +68,10 @@ What it changes, and nothing else:
   server's, 100,000 documents), so that encoding one message stays short.  Green
   connections' other batched writes carry at most
   :data:`~motor.green.bulk.GREEN_WRITE_BATCH` documents per command.
+* ``Connection.command``, the cursors' ``_run_with_conn`` and the bulk writers'
+  ``write_command`` are wrapped in :func:`motor.green.reauth.reauthenticating` instead of
+  PyMongo's ``_handle_reauth``: the same retry after ``ReauthenticationRequired``, without
+  the two imports PyMongo's wrapper makes on every call (about 1.2 µs per operation).
 
 It also exports ``pymongo._csot.TIMEOUT`` (read, not changed) as :data:`TIMEOUT`: Motor
 reads it on every call to keep operations under :func:`pymongo.timeout` out of its
@@ -129,6 +133,7 @@ from pymongo.socket_checker import _errno_from_exception
 
 from motor.green import bulk as _bulk
 from motor.green import find as _find
+from motor.green import reauth as _reauth
 from motor.green import splice as _splice
 from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
 from motor.green.hub import Child, _getcurrent, refuse_to_block
@@ -1432,6 +1437,7 @@ def check_pymongo_internals() -> list[str]:
     )
     problems.extend(_bulk.check_pymongo_internals())
     problems.extend(_find.check_pymongo_internals())
+    problems.extend(_reauth.check_pymongo_internals())
     problems.extend(_splice.check_pymongo_internals())
     need(
         callable(getattr(_srv_resolver, "_resolve", None)),
@@ -1626,6 +1632,7 @@ def install() -> None:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
     _bulk.install()
+    _reauth.install()
     _splice.install(pymongo.message)
     if _pymongo_pool.sendall is not _green_sendall:
         _pymongo_pool.sendall = _green_sendall
