@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import functools
 import math
 import os
 import socket
@@ -1179,63 +1180,81 @@ def test_a_reset_before_a_threaded_handshake_leaves_no_socket_open(
     assert [s.fileno() for s in half_made] == [-1] * len(half_made)
 
 
-def _reauth_scenarios() -> list[tuple[str, tuple[Any, ...], dict[str, Any], list[Any]]]:
-    """(name, arguments, keyword arguments, what the wrapped function does call by call):
-    an exception to raise or a value to return."""
+def _reauth_scenarios() -> list[tuple[str, Any]]:
+    """(name, function of two connections giving the arguments, the keyword arguments and
+    what the wrapped function does call by call: an exception to raise or a value to
+    return)."""
 
-    def connection() -> Any:
-        return pymongo.synchronous.pool.Connection.__new__(pymongo.synchronous.pool.Connection)
-
-    def context(conn: Any) -> Any:
-        bwc = _BulkWriteContext.__new__(_BulkWriteContext)
-        bwc.conn = conn
-        return bwc
+    def bwc(conn: Any) -> Any:
+        context = _BulkWriteContext.__new__(_BulkWriteContext)
+        context.conn = conn
+        return context
 
     def reauth() -> OperationFailure:
         return OperationFailure("reauthenticate", 391)
 
-    other = OperationFailure("bad value", 2)
+    def other() -> OperationFailure:
+        return OperationFailure("bad value", 2)
+
     return [
-        ("returns", (connection(),), {}, ["value"]),
-        ("391 on a connection", ("self", connection()), {}, [reauth(), "retried"]),
-        ("391 on a bulk context", ("self", context(connection())), {"x": 1}, [reauth(), "ok"]),
-        ("391 twice", (connection(),), {}, [reauth(), reauth()]),
-        ("391, then another error", (connection(),), {}, [reauth(), other]),
-        ("391 without a connection", ("self", 1), {}, [reauth(), "never"]),
-        ("391 with no_reauth", (connection(),), {"no_reauth": True}, [reauth(), "never"]),
-        ("another code", (connection(),), {}, [other, "never"]),
-        ("another exception", (connection(),), {}, [KeyError("k"), "never"]),
+        ("returns", lambda a, b: ((a,), {}, ["value"])),
+        ("391 on a connection", lambda a, b: (("self", a), {}, [reauth(), "retried"])),
+        ("391 on a bulk context", lambda a, b: (("self", bwc(a)), {"x": 1}, [reauth(), "ok"])),
+        ("391, two connections", lambda a, b: ((b, a), {}, [reauth(), "retried"])),
+        ("391, context first", lambda a, b: ((bwc(b), a), {}, [reauth(), "retried"])),
+        ("391, empty context first", lambda a, b: ((bwc(None), b), {}, [reauth(), "never"])),
+        ("391 twice", lambda a, b: ((a,), {}, [reauth(), reauth()])),
+        ("391, then another error", lambda a, b: ((a,), {}, [reauth(), other()])),
+        ("391 without a connection", lambda a, b: (("self", 1), {}, [reauth(), "never"])),
+        ("391, no_reauth", lambda a, b: ((a,), {"no_reauth": True}, [reauth(), "never"])),
+        ("391, no_reauth=False", lambda a, b: ((a,), {"no_reauth": False}, [reauth(), "ok"])),
+        ("another code", lambda a, b: ((a,), {}, [other(), "never"])),
+        ("another exception", lambda a, b: ((a,), {}, [KeyError("k"), "never"])),
     ]
 
 
-@pytest.mark.parametrize("scenario", [s[0] for s in _reauth_scenarios()])
+@pytest.mark.parametrize("scenario", [name for name, _ in _reauth_scenarios()])
 def test_reauthentication_retry_is_pymongo_s(
     monkeypatch: pytest.MonkeyPatch, scenario: str
 ) -> None:
     # motor.green.reauth's wrapper against PyMongo's _handle_reauth, the oracle: the same
-    # calls, the same connection authenticated again, the same result or exception.
+    # calls, the same connection authenticated again outside the operation's id, the same
+    # result or exception.
+    from pymongo._op_id import OP_ID
+
     def run(wrap: Any) -> tuple[Any, ...]:
-        _, args, kwargs, script = next(s for s in _reauth_scenarios() if s[0] == scenario)
+        connection_class = pymongo.synchronous.pool.Connection
+        conns = [connection_class.__new__(connection_class) for _ in range(2)]
+        make = dict(_reauth_scenarios())[scenario]
+        args, kwargs, script = make(*conns)
         steps = iter(script)
         calls: list[Any] = []
         reauthenticated: list[Any] = []
 
         def authenticate(self: Any, reauthenticate: bool = False) -> None:
-            reauthenticated.append((args.index(self) if self in args else "bwc", reauthenticate))
+            reauthenticated.append((conns.index(self), reauthenticate, OP_ID.get()))
 
-        monkeypatch.setattr(pymongo.synchronous.pool.Connection, "authenticate", authenticate)
+        monkeypatch.setattr(connection_class, "authenticate", authenticate)
 
         def func(*a: Any, **k: Any) -> Any:
-            calls.append((a == args, k))
+            calls.append((a == args, k, OP_ID.get()))
             step = next(steps)
             if isinstance(step, BaseException):
                 raise step
             return step
 
+        token = OP_ID.set(42)
         try:
             outcome: Any = ("returned", wrap(func)(*args, **dict(kwargs)))
         except BaseException as exc:
-            outcome = ("raised", type(exc), str(exc), type(exc.__context__))
+            raised = [s for s in script if isinstance(s, BaseException)]
+            outcome = (
+                "raised",
+                [exc is s for s in raised],
+                [exc.__context__ is s for s in raised],
+            )
+        finally:
+            OP_ID.reset(token)
         return outcome, calls, reauthenticated
 
     assert run(green_reauth.reauthenticating) == run(_handle_reauth)
@@ -1255,14 +1274,54 @@ def test_reauthentication_wrappers_are_installed() -> None:
     )
 
 
+def test_reauthentication_shortcut_leaves_other_wrappers_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only PyMongo's own wrapper is replaced: one wrapped again (functools.wraps) or a proxy
+    # that forwards __code__ and __wrapped__ stays, with PyMongo's wrapper inside it.
+    def method(self: Any) -> str:
+        return "sent"
+
+    pymongo_wrapper = _handle_reauth(method)
+
+    @functools.wraps(pymongo_wrapper)
+    def instrumented(*args: Any, **kwargs: Any) -> Any:
+        return pymongo_wrapper(*args, **kwargs)
+
+    class Proxy:
+        def __init__(self, wrapped: Any) -> None:
+            self.__wrapped__ = wrapped
+            self.__code__ = wrapped.__code__
+
+        def __call__(self, *args: Any) -> Any:
+            return self.__wrapped__(*args)
+
+    proxy = Proxy(pymongo_wrapper)
+    classes = [
+        type(f"C{i}", (), {"m": m}) for i, m in enumerate([pymongo_wrapper, instrumented, proxy])
+    ]
+    monkeypatch.setattr(green_reauth, "WRAPPED", tuple((cls, "m") for cls in classes))
+    green_reauth.install()
+    replaced, kept, kept_proxy = (vars(cls)["m"] for cls in classes)
+    assert getattr(replaced, "motor_green", False) and replaced.__wrapped__ is method
+    assert kept is instrumented
+    assert kept_proxy is proxy
+    # PyMongo's wrapper changed: nothing is replaced.
+    classes[0].m = pymongo_wrapper  # type: ignore[attr-defined]
+    monkeypatch.setattr(green_reauth, "_PYMONGO_WRAPPER_NAMES", frozenset({"pop"}))
+    green_reauth.install()
+    assert vars(classes[0])["m"] is pymongo_wrapper
+
+
 def test_reauthentication_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     reauth = green_reauth
-    monkeypatch.setattr(reauth, "_REAUTHENTICATION_REQUIRED", 18)
-    monkeypatch.setattr(reauth, "_PYMONGO_WRAPPER_NAMES", frozenset({"pop"}))
+    monkeypatch.setattr(reauth, "_PYMONGO_WRAPPER_CONSTANTS", frozenset({None}))
     monkeypatch.setattr(pymongo.synchronous.pool.Connection, "command", lambda self: None)
-    problems = reauth.check_pymongo_internals()
-    assert problems == [
-        "ReauthenticationRequired is no longer error 391",
+    assert reauth.check_pymongo_internals() == [
         "pymongo.synchronous.helpers._handle_reauth changed",
         "Connection.command is no longer wrapped in _handle_reauth",
     ]
+    monkeypatch.setattr(reauth, "_REAUTHENTICATION_REQUIRED", 18)
+    assert reauth.check_pymongo_internals()[0] == (
+        "ReauthenticationRequired is no longer error 391"
+    )

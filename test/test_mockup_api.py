@@ -131,6 +131,43 @@ async def test_retryable_write_retried_once(fw: Framework, mockup: Any, failure:
     assert attempt["documents"] == retry["documents"] == [{"_id": 1}]
 
 
+@pytest.mark.parametrize("operation", ["find_one", "insert_one"])
+async def test_reauthentication_required_authenticates_the_connection_again(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, operation: str
+) -> None:
+    # Error 391: the connection that got it is authenticated again (reauthenticate=True,
+    # outside the operation's id) and the command is sent once more.
+    from pymongo._op_id import OP_ID
+    from pymongo.synchronous.pool import Connection
+
+    reauthenticated: list[tuple[Any, Any]] = []
+    authenticate = Connection.authenticate
+
+    def spy(self: Any, reauthenticate: bool = False) -> None:
+        if reauthenticate:
+            reauthenticated.append((self, OP_ID.get()))
+        authenticate(self, reauthenticate)
+
+    monkeypatch.setattr(Connection, "authenticate", spy)
+    server = replica_set_member(mockup)
+    client = fw.client(server.uri)
+    coll = client.db.coll
+    if operation == "find_one":
+        name, answer, op = "find", cursor_reply([{"_id": 1}]), coll.find_one({"_id": 1})
+    else:
+        name, answer, op = "insert", ok(n=1), coll.insert_one({"_id": 1})
+    await fw.probe.settle()
+    requests, (result, error) = await run_script(
+        server, [(name, fail(391, "ReauthenticationRequired")), (name, answer)], op
+    )
+    fw.probe.assert_below(MAX_BUSY)
+    assert error is None and result is not None
+    assert requests[0].doc == requests[1].doc
+    pool = next(iter(client.delegate._topology._servers.values())).pool
+    assert [(conn, op_id) for conn, op_id in reauthenticated] == [(pool.conns[0], None)]
+    assert len(pool.conns) == 1
+
+
 @pytest.mark.parametrize("reply", ["command error", "write error"])
 async def test_non_retryable_error_raised(fw: Framework, mockup: Any, reply: str) -> None:
     if reply == "command error":

@@ -1437,7 +1437,6 @@ def check_pymongo_internals() -> list[str]:
     )
     problems.extend(_bulk.check_pymongo_internals())
     problems.extend(_find.check_pymongo_internals())
-    problems.extend(_reauth.check_pymongo_internals())
     problems.extend(_splice.check_pymongo_internals())
     need(
         callable(getattr(_srv_resolver, "_resolve", None)),

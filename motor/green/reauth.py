@@ -18,13 +18,21 @@ argument is taken out and turns the retry off; on ``OperationFailure`` with code
 first argument that is a ``Connection``, or a ``_BulkWriteContext``'s connection, is
 authenticated again (``Connection.authenticate(reauthenticate=True)``, outside the
 operation's id, as PyMongo does) and the call is made once more; any other exception, or
-code 391 with no connection among the arguments, is raised unchanged.
-:func:`check_pymongo_internals` fails if PyMongo's wrapper changes.
+code 391 with no connection among the arguments, is raised unchanged.  (The client-level
+``bulk_write``'s ``write_command`` gets a context of another class, so neither wrapper
+retries it; both only take ``no_reauth`` out.)  The functions are PyMongo's classes', so a
+plain ``pymongo.MongoClient`` in the same process uses this wrapper too.
+
+It is only a shortcut: a function that is not PyMongo's wrapper when :func:`install` runs
+(wrapped again by an instrumentation library, say) is left as it is, and so is every
+function when :func:`check_pymongo_internals` finds that PyMongo's wrapper changed, which
+the tests report.
 """
 
 from __future__ import annotations
 
 import functools
+import types
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -53,7 +61,7 @@ WRAPPED: tuple[tuple[type, str], ...] = (
     (pymongo.synchronous.client_bulk._ClientBulk, "write_command"),
 )
 
-#: The names PyMongo 4.20's wrapper uses; another set means the wrapper changed.
+#: The names and constants PyMongo 4.20's wrapper uses; others mean the wrapper changed.
 _PYMONGO_WRAPPER_NAMES = frozenset(
     {
         "pop",
@@ -71,8 +79,39 @@ _PYMONGO_WRAPPER_NAMES = frozenset(
         "authenticate",
     }
 )
+_PYMONGO_WRAPPER_CONSTANTS = frozenset(
+    {
+        None,
+        "no_reauth",
+        False,  # and 0, which equals False
+        True,
+        ("_BulkWriteContext",),
+        ("Connection",),
+        ("reauthenticate",),
+    }
+)
 
 _pymongo_wrapper_code = pymongo.synchronous.helpers._handle_reauth(lambda: None).__code__
+
+
+def _wrapper_unchanged() -> bool:
+    """Whether PyMongo's wrapper is the one of PyMongo 4.20: the same names and constants,
+    and error 391."""
+    code = _pymongo_wrapper_code
+    return (
+        set(code.co_names) == _PYMONGO_WRAPPER_NAMES
+        and set(code.co_consts) == _PYMONGO_WRAPPER_CONSTANTS
+        and _REAUTHENTICATION_REQUIRED == 391
+    )
+
+
+def _is_pymongo_wrapper(method: Any) -> bool:
+    """Whether ``method`` is PyMongo's ``_handle_reauth`` wrapper itself."""
+    return (
+        type(method) is types.FunctionType
+        and method.__code__ is _pymongo_wrapper_code
+        and callable(getattr(method, "__wrapped__", None))
+    )
 
 
 def _connection_in(args: tuple[Any, ...]) -> Any:
@@ -109,14 +148,14 @@ def reauthenticating(func: F) -> F:
     return call  # type: ignore[return-value]
 
 
-def _unwrapped(cls: type, name: str) -> Any:
-    """PyMongo's function under its wrapper (ours or PyMongo's), or None."""
-    return getattr(vars(cls).get(name), "__wrapped__", None)
+_pymongo_run_with_conn = vars(pymongo.synchronous.cursor_base._CursorBase)["_run_with_conn"]
 
-
-#: ``Cursor._run_with_conn`` with :func:`reauthenticating`, for :mod:`motor.green.find`.
-run_with_conn: Any = reauthenticating(
-    _unwrapped(pymongo.synchronous.cursor_base._CursorBase, "_run_with_conn")
+#: ``Cursor._run_with_conn`` with :func:`reauthenticating` (PyMongo's own, if it is not
+#: PyMongo's wrapper), for :mod:`motor.green.find`.
+run_with_conn: Any = (
+    reauthenticating(_pymongo_run_with_conn.__wrapped__)
+    if _wrapper_unchanged() and _is_pymongo_wrapper(_pymongo_run_with_conn)
+    else _pymongo_run_with_conn
 )
 
 
@@ -125,27 +164,26 @@ def check_pymongo_internals() -> list[str]:
     problems = []
     if _REAUTHENTICATION_REQUIRED != 391:
         problems.append("ReauthenticationRequired is no longer error 391")
-    if set(_pymongo_wrapper_code.co_names) != _PYMONGO_WRAPPER_NAMES:
+    elif not _wrapper_unchanged():
         problems.append("pymongo.synchronous.helpers._handle_reauth changed")
     for cls, name in WRAPPED:
         method = vars(cls).get(name)
-        if getattr(method, "motor_green", False):
-            continue
-        if getattr(method, "__code__", None) is not _pymongo_wrapper_code or not callable(
-            getattr(method, "__wrapped__", None)
-        ):
+        if not (getattr(method, "motor_green", False) or _is_pymongo_wrapper(method)):
             problems.append(f"{cls.__name__}.{name} is no longer wrapped in _handle_reauth")
     return problems
 
 
 def install() -> None:
     """Replace PyMongo's wrapper on :data:`WRAPPED` with :func:`reauthenticating`
-    (idempotent; :func:`check_pymongo_internals` must be empty)."""
+    (idempotent); nothing if :func:`check_pymongo_internals` finds a change, and no
+    function that is not PyMongo's wrapper."""
+    if not _wrapper_unchanged():
+        return
     for cls, name in WRAPPED:
-        method = vars(cls)[name]
-        if getattr(method, "motor_green", False):
+        method: Any = vars(cls).get(name)
+        if not _is_pymongo_wrapper(method):
             continue
-        if cls is pymongo.synchronous.cursor_base._CursorBase:
+        if method is _pymongo_run_with_conn:
             setattr(cls, name, run_with_conn)
         else:
             setattr(cls, name, reauthenticating(method.__wrapped__))
