@@ -690,10 +690,23 @@ _WRAP_DOC = """The Motor object, of this {owner}'s framework and client, for ``o
         """
 
 
+def _check_first_argument(obj: AgnosticBase, argument: object, kind: str) -> None:
+    """TypeError unless ``argument`` is an instance of ``obj``'s framework's Motor class
+    ``kind`` (an asyncio collection needs an asyncio database), as in Motor 3.7.1."""
+    expected = obj._motor_class(kind)
+    if not isinstance(argument, expected):
+        raise TypeError(
+            f"First argument to {type(obj).__name__} must be {expected.__name__}, not {argument!r}"
+        )
+
+
 def _unknown_name(obj: object, name: str, what: str) -> AttributeError:
+    # PyMongo's message: "use client[...]" for a database, "use database[...]" for a
+    # collection.
+    owner = "client" if what == "database" else "database"
     return AttributeError(
         f"{type(obj).__name__} has no attribute {name!r}. To access the {name} "
-        f"{what}, use obj[{name!r}]."
+        f"{what}, use {owner}[{name!r}]."
     )
 
 
@@ -1147,11 +1160,7 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
         refused with :class:`TypeError`, as in Motor 3.7.1: they create the collection,
         which is I/O (``await database.create_collection(name, ...)`` does it).
         """
-        if not isinstance(database, AgnosticDatabase):
-            raise TypeError(
-                f"First argument to {type(self).__name__} must be a Motor database, "
-                f"not {database!r}"
-            )
+        _check_first_argument(self, database, "Database")
         if kwargs:
             raise TypeError(
                 f"{type(self).__name__}() got unexpected keyword arguments "

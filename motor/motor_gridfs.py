@@ -29,7 +29,13 @@ from gridfs.synchronous.grid_file import GridFSBucket, GridIn, GridOut, GridOutC
 from pymongo.errors import InvalidOperation
 from pymongo.synchronous.cursor import Cursor
 
-from motor.core import _COMPLETED, AgnosticBase, AgnosticCollection, AgnosticDatabase
+from motor.core import (
+    _COMPLETED,
+    AgnosticBase,
+    AgnosticCollection,
+    AgnosticDatabase,
+    _check_first_argument,
+)
 from motor.cursors import _STOP, AgnosticCursor, _next_or_stop
 from motor.green.socket import _pause_if_spent
 from motor.metaprogramming import Async, Delegate, ReadOnly
@@ -286,11 +292,7 @@ class AgnosticGridOut(_WithIOLoop):
         delegate: Any = None,
         session: Any = None,
     ) -> None:
-        if not isinstance(root_collection, AgnosticCollection):
-            raise TypeError(
-                f"First argument to {type(self).__name__} must be a Motor collection, "
-                f"not {root_collection!r}"
-            )
+        _check_first_argument(self, root_collection, "Collection")
         if delegate is None:
             session = getattr(session, "_motor_delegate", session)
             delegate = GridOut(root_collection.delegate, file_id, file_document, session=session)
@@ -544,11 +546,7 @@ class AgnosticGridIn(_WithIOLoop):
         session: Any = None,
         **kwargs: Any,
     ) -> None:
-        if not isinstance(root_collection, AgnosticCollection):
-            raise TypeError(
-                f"First argument to {type(self).__name__} must be a Motor collection, "
-                f"not {root_collection!r}"
-            )
+        _check_first_argument(self, root_collection, "Collection")
         if delegate is None:
             session = getattr(session, "_motor_delegate", session)
             delegate = GridIn(root_collection.delegate, session=session, **kwargs)
@@ -612,11 +610,7 @@ class AgnosticGridFSBucket(_WithIOLoop):
         read_preference: Any = None,
         collection: str | None = None,
     ) -> None:
-        if not isinstance(database, AgnosticDatabase):
-            raise TypeError(
-                f"First argument to {type(self).__name__} must be a Motor database, "
-                f"not {database!r}"
-            )
+        _check_first_argument(self, database, "Database")
         if collection is not None:
             warnings.warn(
                 "the collection parameter is deprecated, use bucket_name instead",

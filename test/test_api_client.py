@@ -258,6 +258,18 @@ async def test_private_names_raise_attribute_error(fw: Framework, server: Any) -
         with pytest.raises(AttributeError):
             obj._private  # noqa: B018
         assert not hasattr(obj, "_private")
+    # PyMongo's messages, with the Motor class's name: "use client[...]", "use database[...]".
+    plain: pymongo.MongoClient[Any] = pymongo.MongoClient(server.uri, connect=False)
+    try:
+        for ours, theirs in ((client, plain), (db, plain.motor_test)):
+            with pytest.raises(AttributeError) as info:
+                ours._private  # noqa: B018
+            with pytest.raises(AttributeError) as expected:
+                theirs._private  # noqa: B018
+            name = type(theirs).__name__
+            assert str(info.value) == str(expected.value).replace(name, type(ours).__name__, 1)
+    finally:
+        plain.close()
     # Item access is for any name.
     assert db["_private"].name == "_private"
 

@@ -9,6 +9,7 @@ Documents always carry an explicit ``_id`` so both databases hold the same value
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import bson
@@ -39,7 +40,7 @@ from pymongo.errors import (
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from test.framework import Framework
+from test.framework import Framework, Loops
 from test.oracle import CommandRecorder, Twin, assert_motor_class
 
 MAX_BUSY = 0.010
@@ -659,7 +660,26 @@ async def test_collection_constructor(fw: Framework, server: Any) -> None:
             cls(tw.db, "new", capped=True, size=1024)
         with pytest.raises(TypeError, match="create_collection"):
             cls(tw.db, "new", create=True)
-        with pytest.raises(TypeError, match="must be a Motor database"):
+        db_name = type(tw.db).__name__
+        with pytest.raises(TypeError, match=f"must be {db_name}, not Database"):
             cls(tw.db.delegate, "c")
+        # The other framework's database or collection is refused too, as in Motor 3.7.1.
+        other_client = Loops("tornado" if fw.name == "asyncio" else "asyncio").client(
+            server.uri, connect=False
+        )
+        try:
+            other_db = other_client.motor_test
+            refused = f"must be {db_name}, not {type(other_db).__name__}"
+            with pytest.raises(TypeError, match=refused):
+                cls(other_db, "c")
+            module = sys.modules[cls.__module__]
+            prefix = cls.__name__[: -len("Collection")]
+            with pytest.raises(TypeError, match=refused):
+                getattr(module, f"{prefix}GridFSBucket")(other_db)
+            refused = f"must be {cls.__name__}, not {type(other_db.fs).__name__}"
+            with pytest.raises(TypeError, match=refused):
+                getattr(module, f"{prefix}GridIn")(other_db.fs)
+        finally:
+            other_client.close()
         assert await tw.db.list_collection_names() == ["c"]
     fw.probe.assert_below(MAX_BUSY)
