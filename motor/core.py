@@ -1288,11 +1288,51 @@ def bind_arguments(
     try:
         return signature.bind(None, *args, **kwargs)
     except TypeError as exc:
-        # Signature.bind's message does not name the method; Python's call would.
-        raise TypeError(f"{function.__qualname__}() {exc}") from None
+        message = f"{function.__qualname__}() {exc}"
+    # Python's own message for the call ("Collection.list_indexes() takes from 1 to 3
+    # positional arguments but 4 were given"), from a function with the same parameters
+    # and an empty body.
+    try:
+        _parameters_of(function)(None, *args, **kwargs)
+    except TypeError as exc:
+        message = str(exc)
+    raise TypeError(message)
 
 
 _signatures: dict[Callable[..., Any], inspect.Signature] = {}
+
+
+@functools.cache
+def _parameters_of(function: Callable[..., Any]) -> Callable[..., None]:
+    """A function that does nothing, with ``function``'s parameters, defaults and name
+    (``function`` unwrapped: a PyMongo method)."""
+    code = inspect.unwrap(function).__code__
+    names = list(code.co_varnames)
+    positional = code.co_posonlyargcount
+    count = code.co_argcount
+    keyword_only = code.co_kwonlyargcount
+    params = names[:positional]
+    if positional:
+        params.append("/")
+    params += names[positional:count]
+    rest = count + keyword_only
+    if code.co_flags & inspect.CO_VARARGS:
+        params.append("*" + names[rest])
+        rest += 1
+    elif keyword_only:
+        params.append("*")
+    params += names[count : count + keyword_only]
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        params.append("**" + names[rest])
+    namespace: dict[str, Any] = {}
+    exec(f"def stub({', '.join(params)}):\n    pass\n", namespace)
+    stub: Any = namespace["stub"]
+    unwrapped: Any = inspect.unwrap(function)
+    stub.__defaults__ = unwrapped.__defaults__
+    stub.__kwdefaults__ = unwrapped.__kwdefaults__
+    stub.__name__ = unwrapped.__name__
+    stub.__qualname__ = unwrapped.__qualname__
+    return stub  # type: ignore[no-any-return]
 
 
 # Motor 3.x's motor.core also held the cursor, session and encryption classes, and code

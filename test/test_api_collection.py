@@ -10,6 +10,7 @@ Documents always carry an explicit ``_id`` so both databases hold the same value
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import bson
@@ -564,6 +565,19 @@ async def test_indexes(fw: Framework, server: Any) -> None:
             tw.coll.list_indexes(foo=1)
         with pytest.raises(TypeError, match=r"^Collection\.watch\(\) got an unexpected"):
             tw.coll.watch(foo=1)
+        # Python's own message for the call, as PyMongo's method raises it.
+        calls: list[Callable[[Any], Any]] = [
+            lambda c: c.list_indexes(None, None, None),
+            lambda c: c.watch(*range(13)),
+            lambda c: c.aggregate([], None, None, None, None),
+        ]
+        for call in calls:
+            with pytest.raises(TypeError) as ours:
+                call(tw.coll)
+            with pytest.raises(TypeError) as pymongo_s:
+                call(tw.coll.delegate)
+            assert str(ours.value) == str(pymongo_s.value)
+            assert "positional arguments but" in str(ours.value)
         await tw.same(lambda c: c.database.missing.list_indexes(), call="cursor")
         await tw.same(lambda c: c.database.missing.index_information())
         assert await tw.same(lambda c: c.drop_index("kn")) is None
