@@ -8,6 +8,7 @@ arrive, the errors (PyMongo's), and that the loop ran while a large value was se
 from __future__ import annotations
 
 import asyncio
+import collections
 import socket
 import struct
 import threading
@@ -68,6 +69,31 @@ def _nest(levels: int, value: Any) -> Any:
     return value
 
 
+class _Computed(dict):  # type: ignore[type-arg]
+    """A dict subclass whose methods disagree with its entries, as PyMongo's C encoder
+    ignores them: reversed keys, upper-cased values."""
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(list(dict.keys(self))[::-1])
+
+    def keys(self) -> Any:
+        return list(self)
+
+    def __getitem__(self, key: Any) -> Any:
+        value = dict.__getitem__(self, key)
+        return value.upper() if isinstance(value, str) else value
+
+    def items(self) -> Any:
+        return [(key, self[key]) for key in self]
+
+
+def _moved(pairs: list[tuple[str, Any]], last: str) -> collections.OrderedDict[str, Any]:
+    """An OrderedDict whose order (move_to_end) is not its dict's order."""
+    document = collections.OrderedDict(pairs)
+    document.move_to_end(last)
+    return document
+
+
 INSERTS: dict[str, list[Any]] = {
     "ascii": [{"_id": 1, "name": "big", "pad": ASCII}],
     "unicode": [{"_id": 1, "pad": UNICODE, "n": 1}],
@@ -84,6 +110,8 @@ INSERTS: dict[str, list[Any]] = {
     "deep": [{"a": {"b": [{"c": {"d": [0, UNICODE]}}, {"e": Binary(BLOB, 4)}]}, "_id": 7}],
     "embedded-son-top": [SON([("_id", 1), ("meta", {"pad": ASCII, "x": [1, {"y": BLOB}]})])],
     "deepest": [{"_id": 1, "a": _nest(splice.MAX_DEPTH, ASCII)}],
+    "ordered-dict-moved": [_moved([("_id", 1), ("a", 1), ("s", ASCII), ("b", 2)], "a")],
+    "dict-subclass": [_Computed([("_id", 1), ("a", "q"), ("s", "x" * LARGE), ("b", BLOB)])],
     "embedded-several": [
         {"_id": 1, "a": {"x": 1}, "b": [], "c": {}},
         {"_id": 2, "a": {"x": ASCII}, "b": [{"y": ASCII}, {"z": BLOB}], "c": ASCII},
@@ -469,6 +497,14 @@ def test_a_bulk_command_is_pymongo_s_message_with_values_spliced() -> None:
     context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
     got = splice.batch_command(context, dict(cmd), iter(docs), 48 * MB)
     assert type(got[1]) is splice.SplicedMessage and got[3] < 64 * 1024
+    _same_batch(got, _pymongo_batch(pymongo.message._INSERT, cmd, docs, 48 * MB))
+    # Dict subclasses are read as PyMongo's encoder reads them: their own entries.
+    docs = [
+        _moved([("_id", 1), ("a", 1), ("s", ASCII), ("b", 2)], "a"),
+        _Computed([("_id", 2), ("a", "q"), ("s", "x" * LARGE)]),
+    ]
+    got = splice.batch_command(context, dict(cmd), iter(docs), 48 * MB)
+    assert type(got[1]) is splice.SplicedMessage
     _same_batch(got, _pymongo_batch(pymongo.message._INSERT, cmd, docs, 48 * MB))
     # Updates: replacements and operators.
     statements = [

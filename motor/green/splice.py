@@ -23,8 +23,10 @@ It looks for large values where applications put them, at a cost of a few type c
 value: in inserted documents (``insert_one``), and in an update's replacement document,
 update operators or pipeline (``replace_one``, ``update_one`` with ``$set``), at the top
 level and in embedded documents and arrays (plain ``dict`` and ``list``), at most
-:data:`MAX_DEPTH` levels down and :data:`VISIT_LIMIT` values per document.  Anything else
-(values past those limits, a value PyMongo's encoder would refuse, PyMongo outside a child,
+:data:`MAX_DEPTH` levels down and :data:`VISIT_LIMIT` values per document.  A document is
+a ``dict`` or a subclass of it (``SON``, ``OrderedDict``), read as PyMongo's C encoder
+reads it: its own entries in their order, not through methods a subclass overrides.
+Anything else (another mapping, values past those limits, a value PyMongo's encoder would refuse, PyMongo outside a child,
 bulk writes on compressed connections) is encoded by PyMongo as usual.
 
 On a compressed connection (``compressors=``), PyMongo's ``_op_msg_compressed`` is
@@ -55,7 +57,6 @@ import pymongo.message
 import pymongo.synchronous.pool
 from bson.binary import Binary
 from bson.codec_options import DEFAULT_CODEC_OPTIONS
-from bson.raw_bson import RawBSONDocument
 from pymongo.errors import DocumentTooLarge
 
 from motor.green.hub import Child, _getcurrent
@@ -97,6 +98,15 @@ _original_compressed: Any = pymongo.message._op_msg_compressed
 _HEADER_BYTES = 16
 # The types of the values spliced in (the old binary subtype excepted).
 _VALUE_TYPES = frozenset((str, bytes, Binary))
+# A dict's own entries and values, whatever a subclass overrides (OrderedDict's order after
+# move_to_end, a __getitem__ that computes): what PyMongo's C encoder reads (PyDict_Next).
+_dict_getitem = dict.__getitem__
+
+
+def _dict_items(mapping: Any) -> Any:
+    return dict.items(mapping) if isinstance(mapping, dict) else mapping.items()
+
+
 # The types of the embedded documents and arrays looked in.
 _CONTAINER_TYPES = frozenset((dict, list))
 # The field of a bulk write command's documents, by PyMongo's operation number.
@@ -150,7 +160,9 @@ def _collect(
     """Add the paths of the large values in ``container`` (a document or an array) and
     in its embedded documents and arrays, at most :data:`MAX_DEPTH` levels down; how
     many more values may be looked at (negative: the walk stopped there)."""
-    items = container.items() if type(container) is not list else enumerate(container)
+    # A dict (a subclass at the top level) is read as PyMongo's encoder reads it: its own
+    # entries, in their order, not through methods a subclass may override.
+    items = _dict_items(container) if type(container) is not list else enumerate(container)
     for key, value in items:
         budget -= 1
         if budget < 0:
@@ -167,13 +179,11 @@ def _collect(
 
 
 def _document_paths(document: Any, prefix: tuple[Any, ...], paths: list[tuple[Any, ...]]) -> None:
-    # The paths of a document's large values (any mapping but a raw one at the top
-    # level; plain dicts and lists below it), looking at VISIT_LIMIT values at most.
-    if type(document) is not dict and (
-        not isinstance(document, Mapping) or isinstance(document, RawBSONDocument)
-    ):
-        return
-    _collect(document, prefix, paths, 0, VISIT_LIMIT)
+    # The paths of a document's large values (a dict or a dict subclass such as SON at
+    # the top level, plain dicts and lists below it), looking at VISIT_LIMIT values at
+    # most.  Other mappings, raw documents among them, are PyMongo's to encode.
+    if isinstance(document, dict):
+        _collect(document, prefix, paths, 0, VISIT_LIMIT)
 
 
 def _large_paths(identifier: str, docs: Any) -> list[tuple[Any, ...]]:
@@ -306,12 +316,15 @@ def _skeleton(docs: Any, paths: list[tuple[Any, ...]]) -> tuple[list[Any], list[
             copy = copies.get(prefix)
             if copy is None:
                 if depth == 1:
-                    copy = dict(docs[path[0]])
+                    copy = dict(_dict_items(docs[path[0]]))
                     skeleton[path[0]] = copy
                 else:
                     parent = copies[path[: depth - 1]]
                     original = parent[path[depth - 1]]
-                    copy = original.copy() if type(original) is list else dict(original)
+                    if type(original) is list:
+                        copy = original.copy()
+                    else:
+                        copy = dict(_dict_items(original))
                     parent[path[depth - 1]] = copy
                 copies[prefix] = copy
             container = copy
@@ -563,7 +576,7 @@ def _values_within(
 def _value_at(docs: list[Any], path: tuple[Any, ...]) -> Any:
     value = docs[path[0]]
     for key in path[1:]:
-        value = value[key]
+        value = _dict_getitem(value, key) if isinstance(value, dict) else value[key]
     return value
 
 
