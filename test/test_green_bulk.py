@@ -27,6 +27,7 @@ from motor.green import bulk as green_bulk
 from motor.green import pool as green_pool
 from motor.green.bulk import GreenBulk, next_batch_size
 from test.framework import Framework
+from test.scripted import in_thread, standing_replies
 
 
 class _Clock:
@@ -296,6 +297,111 @@ async def test_insert_many_results_and_errors_are_pymongo_s(
             )
     finally:
         sync.close()
+
+
+class _Unencodable:
+    """A value no encoder takes (its repr is the same in every run)."""
+
+    def __repr__(self) -> str:
+        return "<unencodable>"
+
+
+@pytest.mark.parametrize("count", [3, 1500, 30_000], ids=["on-the-loop", "in-a-thread", "30k"])
+@pytest.mark.parametrize("write", ["ordered", "unordered", "bulk_write", "unacknowledged"])
+async def test_a_document_the_encoder_refuses_stops_the_write_before_anything_is_sent(
+    fw: Framework, server: Any, count: int, write: str
+) -> None:
+    # PyMongo encodes a whole command (up to maxWriteBatchSize documents) before it sends
+    # it, so a document its encoder refuses leaves nothing written.  Motor's commands are
+    # smaller: the documents after its first one are checked before it is sent.
+    client = fw.client(server.uri)
+    sync: pymongo.MongoClient[Any] = pymongo.MongoClient(server.uri)
+    try:
+        coll = client.motor_test[f"bulk_refused_{fw.name}"]
+        sync_coll = sync.motor_test[f"bulk_refused_{fw.name}_sync"]
+
+        def make() -> list[Any]:
+            documents: list[Any] = [{"_id": i, "s": "x" * 20} for i in range(count)]
+            documents.insert(count - 1, {"_id": "bad", "v": _Unencodable()})
+            return documents
+
+        def write_to(target: Any) -> Any:
+            if write == "bulk_write":
+                return target.bulk_write([InsertOne(d) for d in make()])
+            if write == "unacknowledged":
+                target = target.with_options(write_concern=WriteConcern(w=0))
+            return target.insert_many(make(), ordered=write != "unordered")
+
+        await coll.drop()
+        await asyncio.to_thread(sync_coll.drop)
+        ours = await _outcome(lambda: write_to(coll))
+        theirs = await _outcome(lambda: asyncio.to_thread(write_to, sync_coll))
+        assert ours == theirs
+        assert ours[0] == "InvalidDocument"
+        if write == "unacknowledged":
+            # Time for an unacknowledged command, had one been sent, to be applied.
+            await asyncio.sleep(0.2)
+        assert await coll.count_documents({}) == 0
+        assert await asyncio.to_thread(sync_coll.count_documents, {}) == 0
+        # The client goes on.
+        assert (await coll.insert_many([{"_id": "after"}])).inserted_ids == ["after"]
+    finally:
+        sync.close()
+
+
+async def test_a_refused_document_after_pymongo_s_command_lets_that_command_go(
+    fw: Framework, mockup: Any
+) -> None:
+    # With maxWriteBatchSize 1200, PyMongo sends documents 0-1199 in its first command and
+    # then refuses document 1500 as it encodes its second: Motor sends the same 1200
+    # documents (in commands of its own), and raises the same error.
+
+    def server_receiving(received: list[int]) -> Any:
+        server = mockup(auto_ismaster=None)
+        hello = {
+            "ismaster": True,
+            "isWritablePrimary": True,
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "maxWriteBatchSize": 1200,
+        }
+        standing = standing_replies(hello)
+
+        def respond(request: Any) -> bool:
+            if request.command_name == "insert":
+                documents = request.doc["documents"]
+                received.extend(d["_id"] for d in documents)
+                return bool(request.ok(n=len(documents)))
+            return standing(request)
+
+        server.autoresponds(respond)
+        return server
+
+    def make() -> list[Any]:
+        documents: list[Any] = [{"_id": i} for i in range(2000)]
+        documents[1500] = {"_id": 1500, "v": _Unencodable()}
+        return documents
+
+    ours: list[int] = []
+    server = server_receiving(ours)
+    coll = fw.client(server.uri).db.coll
+    outcome = await _outcome(lambda: coll.insert_many(make()))
+    theirs: list[int] = []
+    oracle = server_receiving(theirs)
+
+    def sync_insert() -> tuple[str, str]:
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(oracle.uri)
+        try:
+            client.db.coll.insert_many(make())
+        except Exception as exc:
+            return type(exc).__name__, str(exc)
+        finally:
+            client.close()
+        return "returned", ""
+
+    assert outcome == await in_thread(sync_insert)
+    assert outcome[0] == "InvalidDocument"
+    assert ours == theirs == list(range(1200))
 
 
 async def test_insert_many_gives_ids_as_pymongo_does(fw: Framework, server: Any) -> None:

@@ -26,8 +26,9 @@ level and in embedded documents and arrays (plain ``dict`` and ``list``), at mos
 :data:`MAX_DEPTH` levels down and :data:`VISIT_LIMIT` values per document.  A document is
 a ``dict`` or a subclass of it (``SON``, ``OrderedDict``), read as PyMongo's C encoder
 reads it: its own entries in their order, not through methods a subclass overrides.
-Anything else (another mapping, values past those limits, a value PyMongo's encoder would refuse, PyMongo outside a child,
-bulk writes on compressed connections) is encoded by PyMongo as usual.
+Anything else (another mapping, values past those limits, a value PyMongo's encoder would
+refuse, PyMongo outside a child, bulk writes on compressed connections) is encoded by
+PyMongo as usual.
 
 On a compressed connection (``compressors=``), PyMongo's ``_op_msg_compressed`` is
 :func:`green_op_msg_compressed`: in a child, a command with large values is spliced the
