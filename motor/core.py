@@ -55,7 +55,15 @@ from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
 from motor.green.hub import Hub, OpFuture, get_hub, thread_token
 from motor.green.pool import TIMEOUT, client_hooks, close_client, finish_closing
-from motor.metaprogramming import Async, Delegate, ManifestEntry, ReadOnly, coroutine_like, mirror
+from motor.metaprogramming import (
+    Async,
+    Delegate,
+    ManifestEntry,
+    ReadOnly,
+    coroutine_like,
+    mirror,
+    with_parameters_of,
+)
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -1011,7 +1019,7 @@ class AgnosticDatabase(AgnosticBaseProperties, Generic[_DocumentType]):
     write_concern = ReadOnly()
 
     command = Async()
-    cursor_command = Async(wrap="CommandCursor", coroutine=True)
+    cursor_command = Async(wrap="CommandCursor", coroutine=True, bind_at_call=True)
     list_collection_names = Async()
     list_collections = Async(wrap="CommandCursor", coroutine=True)
     create_collection = Async(wrap="Collection", coroutine=True)
@@ -1306,33 +1314,7 @@ _signatures: dict[Callable[..., Any], inspect.Signature] = {}
 def _parameters_of(function: Callable[..., Any]) -> Callable[..., None]:
     """A function that does nothing, with ``function``'s parameters, defaults and name
     (``function`` unwrapped: a PyMongo method)."""
-    code = inspect.unwrap(function).__code__
-    names = list(code.co_varnames)
-    positional = code.co_posonlyargcount
-    count = code.co_argcount
-    keyword_only = code.co_kwonlyargcount
-    params = names[:positional]
-    if positional:
-        params.append("/")
-    params += names[positional:count]
-    rest = count + keyword_only
-    if code.co_flags & inspect.CO_VARARGS:
-        params.append("*" + names[rest])
-        rest += 1
-    elif keyword_only:
-        params.append("*")
-    params += names[count : count + keyword_only]
-    if code.co_flags & inspect.CO_VARKEYWORDS:
-        params.append("**" + names[rest])
-    namespace: dict[str, Any] = {}
-    exec(f"def stub({', '.join(params)}):\n    pass\n", namespace)
-    stub: Any = namespace["stub"]
-    unwrapped: Any = inspect.unwrap(function)
-    stub.__defaults__ = unwrapped.__defaults__
-    stub.__kwdefaults__ = unwrapped.__kwdefaults__
-    stub.__name__ = unwrapped.__name__
-    stub.__qualname__ = unwrapped.__qualname__
-    return stub  # type: ignore[no-any-return]
+    return with_parameters_of(function)
 
 
 # Motor 3.x's motor.core also held the cursor, session and encryption classes, and code

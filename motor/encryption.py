@@ -7,6 +7,7 @@ Needs PyMongo's ``encryption`` extra (``pymongocrypt``); install ``motor[encrypt
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast
 
 from bson.raw_bson import RawBSONDocument
@@ -136,13 +137,23 @@ class AgnosticClientEncryption(AgnosticBase, Generic[_DocumentType]):
         )
 
     @mirror(ClientEncryption.create_encrypted_collection, returns="tuple[Collection, Any]")
-    async def create_encrypted_collection(self, database: Any, *args: Any, **kwargs: Any) -> Any:
+    async def create_encrypted_collection(
+        self,
+        database: Any,
+        name: str,
+        encrypted_fields: Mapping[str, Any],
+        kms_provider: str | None = None,
+        master_key: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Create a collection with encrypted fields (Queryable Encryption), making data
-        keys for them. Asynchronous (a coroutine function, as in Motor 3.7.1): returns
+        keys for them. Asynchronous (a coroutine function, as in Motor 3.7.1, whose
+        parameters it has: wrong arguments raise at the call): returns
         ``(motor_collection, encrypted_fields)``.
         """
         if not isinstance(database, AgnosticDatabase):
             raise TypeError(f"database must be a Motor database, not {type(database)!r}")
+        args = (name, encrypted_fields, kms_provider, master_key)
         return await self._binding.call(
             _create_encrypted_collection, (self, database, args, kwargs), {}
         )

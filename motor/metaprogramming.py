@@ -259,7 +259,9 @@ class Async(ManifestEntry):
     With ``coroutine=True`` the method is a coroutine function, as Motor 3.7.1's was for
     a few methods (``list_collections``, ``create_collection``, ...): the call starts
     when the coroutine first runs, and ``asyncio.create_task()`` takes it.  The others
-    return a future, as Motor 3.7.1's did (``asyncio.wait()`` takes those).
+    return a future, as Motor 3.7.1's did (``asyncio.wait()`` takes those).  With
+    ``bind_at_call=True`` too, the coroutine function has PyMongo's parameters, so wrong
+    arguments raise at the call, as Motor 3.7.1's hand-written ``cursor_command`` did.
     """
 
     returns = "future"
@@ -273,11 +275,13 @@ class Async(ManifestEntry):
         bulk: str = "",
         call: Callable[..., Any] | None = None,
         coroutine: bool = False,
+        bind_at_call: bool = False,
     ) -> None:
         super().__init__(wrap, doc, attr)
         self.unqueued = unqueued
         self.bulk = bulk
         self.coroutine = coroutine
+        self.bind_at_call = bind_at_call
         if coroutine:
             self.returns = "coroutine"
         if call is not None and (wrap is not None or unqueued):
@@ -339,7 +343,12 @@ class Async(ManifestEntry):
 
         built: Callable[..., Any] = method
         what = "Asynchronous: returns an awaitable future (yieldable in Tornado coroutines)."
-        if self.coroutine:
+        if self.coroutine and self.bind_at_call:
+            # PyMongo's parameters: wrong arguments raise at the call, not at the await.
+            function = self.target(owner, name)
+            built = with_parameters_of(function, method)
+            what = "Asynchronous: a coroutine function (yieldable in Tornado coroutines)."
+        elif self.coroutine:
             returning_a_future = method
 
             async def coroutine(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -349,6 +358,53 @@ class Async(ManifestEntry):
             what = "Asynchronous: a coroutine function (yieldable in Tornado coroutines)."
         self._document(built, owner, name, what)
         return built
+
+
+def with_parameters_of(
+    function: Callable[..., Any], call: Callable[..., Any] | None = None
+) -> Callable[..., Any]:
+    """A function with the parameters and defaults of ``function`` (unwrapped), so that a
+    call with wrong arguments raises Python's own ``TypeError`` before anything runs.
+
+    Without ``call``, it does nothing and is named as ``function``.  With ``call``, it is
+    an ``async def`` returning ``await call(...)`` of the arguments (the defaults given
+    explicitly), as Motor 3.7.1's hand-written coroutine methods were.
+    """
+    unwrapped: Any = inspect.unwrap(function)
+    code = unwrapped.__code__
+    names = list(code.co_varnames)
+    positional = code.co_posonlyargcount
+    count = code.co_argcount
+    keyword_only = code.co_kwonlyargcount
+    params = names[:positional] + (["/"] if positional else []) + names[positional:count]
+    forward = names[:count]
+    rest = count + keyword_only
+    if code.co_flags & inspect.CO_VARARGS:
+        params.append("*" + names[rest])
+        forward.append("*" + names[rest])
+        rest += 1
+    elif keyword_only:
+        params.append("*")
+    params += names[count : count + keyword_only]
+    forward += [f"{name}={name}" for name in names[count : count + keyword_only]]
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        params.append("**" + names[rest])
+        forward.append("**" + names[rest])
+    if call is None:
+        source = f"def function({', '.join(params)}):\n    pass\n"
+    else:
+        source = (
+            f"async def function({', '.join(params)}):\n"
+            f"    return await __motor_call__({', '.join(forward)})\n"
+        )
+    namespace: dict[str, Any] = {"__motor_call__": call}
+    exec(source, namespace)
+    built: Any = namespace["function"]
+    built.__defaults__ = unwrapped.__defaults__
+    built.__kwdefaults__ = unwrapped.__kwdefaults__
+    built.__name__ = unwrapped.__name__
+    built.__qualname__ = unwrapped.__qualname__
+    return built  # type: ignore[no-any-return]
 
 
 class Delegate(ManifestEntry):

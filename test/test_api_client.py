@@ -943,6 +943,17 @@ async def test_motor_3_7_1_s_coroutine_functions_and_futures(fw: Framework, serv
         cursor = created.find()
         await asyncio.create_task(cursor.close())
         assert cursor.closed
+        # Motor 3.7.1's hand-written coroutine functions had PyMongo's parameters: wrong
+        # arguments raise at the call, with Python's message.
+        with pytest.raises(TypeError) as raised:
+            db.cursor_command()
+        assert str(raised.value) == (
+            "AgnosticDatabase.cursor_command() missing 1 required positional argument: 'command'"
+        )
+        with pytest.raises(TypeError, match="takes from 2 to 8 positional arguments but 10"):
+            db.cursor_command(*range(9))
+        listed = await asyncio.create_task(db.cursor_command("listCollections"))
+        assert [c["name"] for c in await listed.to_list()] == ["made"]
         done, _ = await asyncio.wait([created.find_one(), created.count_documents({})])
         assert sorted(str(f.result()) for f in done) == ["0", "None"]
     finally:

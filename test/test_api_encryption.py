@@ -220,6 +220,9 @@ async def test_async_with_and_close(fw: Framework, server: Any) -> None:
     try:
         async with vault.encryption() as ce:
             assert type(ce).__name__ == motor_name(fw, "ClientEncryption")
+            # Motor 3.7.1's parameters: wrong arguments raise at the call.
+            with pytest.raises(TypeError, match=r"missing 2 required positional arguments"):
+                ce.create_encrypted_collection(client.motor_test)
             key_id = await ce.create_data_key("local")
             ciphertext = await ce.encrypt(1, DETERMINISTIC, key_id=key_id)
         # Closed on exit.
