@@ -17,8 +17,11 @@ import bson
 import pymongo
 import pytest
 from bson import ObjectId
+from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from bson.raw_bson import RawBSONDocument
 from pymongo import InsertOne, monitoring
+from pymongo.bulk_shared import _Run
+from pymongo.compression_support import ZlibContext
 from pymongo.errors import BulkWriteError, DocumentTooLarge
 from pymongo.write_concern import WriteConcern
 
@@ -349,59 +352,122 @@ async def test_a_document_the_encoder_refuses_stops_the_write_before_anything_is
         sync.close()
 
 
+@pytest.mark.parametrize("bound", ["maxWriteBatchSize", "maxMessageSizeBytes"])
 async def test_a_refused_document_after_pymongo_s_command_lets_that_command_go(
-    fw: Framework, mockup: Any
+    fw: Framework, mockup: Any, bound: str
 ) -> None:
-    # With maxWriteBatchSize 1200, PyMongo sends documents 0-1199 in its first command and
-    # then refuses document 1500 as it encodes its second: Motor sends the same 1200
-    # documents (in commands of its own), and raises the same error.
-
-    def server_receiving(received: list[int]) -> Any:
+    # With a server limit of 1,200 documents or 3,000,000 bytes per command, PyMongo sends
+    # its first command and then refuses a document as it encodes its second: Motor sends
+    # the same documents (in commands of its own), and raises the same error; with the
+    # refused document in PyMongo's first command, neither sends anything.
+    def server_receiving(received: list[list[int]]) -> Any:
         server = mockup(auto_ismaster=None)
         hello = {
             "ismaster": True,
             "isWritablePrimary": True,
             "minWireVersion": 0,
             "maxWireVersion": 21,
-            "maxWriteBatchSize": 1200,
+            bound: 1200 if bound == "maxWriteBatchSize" else 3_000_000,
         }
         standing = standing_replies(hello)
 
         def respond(request: Any) -> bool:
             if request.command_name == "insert":
                 documents = request.doc["documents"]
-                received.extend(d["_id"] for d in documents)
+                received.append([d["_id"] for d in documents])
                 return bool(request.ok(n=len(documents)))
             return standing(request)
 
         server.autoresponds(respond)
         return server
 
-    def make() -> list[Any]:
-        documents: list[Any] = [{"_id": i} for i in range(2000)]
-        documents[1500] = {"_id": 1500, "v": _Unencodable()}
+    def make(refused: int | None) -> list[Any]:
+        documents: list[Any] = [{"_id": i, "s": "x" * 1000} for i in range(6000)]
+        if refused is not None:
+            documents[refused] = {"_id": refused, "v": _Unencodable()}
         return documents
 
-    ours: list[int] = []
-    server = server_receiving(ours)
-    coll = fw.client(server.uri).db.coll
-    outcome = await _outcome(lambda: coll.insert_many(make()))
-    theirs: list[int] = []
-    oracle = server_receiving(theirs)
-
-    def sync_insert() -> tuple[str, str]:
-        client: pymongo.MongoClient[Any] = pymongo.MongoClient(oracle.uri)
+    def sync_insert(uri: str, refused: int | None) -> tuple[str, str]:
+        client: pymongo.MongoClient[Any] = pymongo.MongoClient(uri)
         try:
-            client.db.coll.insert_many(make())
+            client.db.coll.insert_many(make(refused))
         except Exception as exc:
             return type(exc).__name__, str(exc)
         finally:
             client.close()
         return "returned", ""
 
-    assert outcome == await in_thread(sync_insert)
-    assert outcome[0] == "InvalidDocument"
-    assert ours == theirs == list(range(1200))
+    # Where PyMongo's first command ends.
+    commands: list[list[int]] = []
+    await in_thread(sync_insert, server_receiving(commands).uri, None)
+    first = len(commands[0])
+    assert first == 1200 or 2000 < first < 3000
+    for refused in (first - 1, first, first + 1):
+        ours: list[list[int]] = []
+        coll = fw.client(server_receiving(ours).uri).db.coll
+        outcome = await _outcome(lambda c=coll, r=refused: c.insert_many(make(r)))
+        theirs: list[list[int]] = []
+        assert outcome == await in_thread(sync_insert, server_receiving(theirs).uri, refused)
+        assert outcome[0] == "InvalidDocument"
+        sent = [i for command in ours for i in command]
+        assert sent == [i for command in theirs for i in command]
+        # PyMongo encodes the document after its command's last to measure it: refused
+        # there, it too stops the command (not when the document count ends it).
+        next_one = first + (1 if bound == "maxMessageSizeBytes" else 0)
+        assert sent == (list(range(first)) if refused >= next_one else []), (refused, first, len(sent))
+
+
+class _LimitedConnection:
+    """What PyMongo's bulk write context reads of a connection: its limits, compression."""
+
+    def __init__(self, max_message_size: int, compression: Any) -> None:
+        self.max_message_size = max_message_size
+        self.max_bson_size = 16 * 1024 * 1024
+        self.max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
+        self.compression_context = compression
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "compressed"])
+@pytest.mark.parametrize("kind", ["small inserts", "large values", "updates", "deletes"])
+def test_documents_are_checked_up_to_where_pymongo_s_command_ends(
+    kind: str, compressed: bool
+) -> None:
+    # maxMessageSize binds: the documents checked ahead end where PyMongo's first command
+    # would (its uncompressed size, its limit less 16 bytes on a compressed connection),
+    # whether their large values are spliced or not.
+    op_type = {"updates": pymongo.message._UPDATE, "deletes": pymongo.message._DELETE}.get(
+        kind, pymongo.message._INSERT
+    )
+    docs: list[Any]
+    if kind == "large values":
+        limit, docs = 20_000_000, [{"_id": i, "s": "y" * (300 * 1024)} for i in range(200)]
+    elif kind == "updates":
+        limit = 3_000_000
+        docs = [{"q": {"_id": i}, "u": {"$set": {"s": "x" * 1000}}} for i in range(6000)]
+    elif kind == "deletes":
+        limit, docs = 3_000_000, [{"q": {"s": "x" * 1000}, "limit": 0} for _ in range(6000)]
+    else:
+        limit, docs = 3_000_000, [{"_id": i, "s": "x" * 1000} for i in range(6000)]
+    name = {pymongo.message._UPDATE: "update", pymongo.message._DELETE: "delete"}
+    command = {name.get(op_type, "insert"): "c", "ordered": True}
+    conn = _LimitedConnection(limit, ZlibContext(-1) if compressed else None)
+    context: Any = pymongo.message._BulkWriteContext
+    bwc = context("db", "insert", conn, None, None, None, op_type, DEFAULT_CODEC_OPTIONS)
+    conn.max_write_batch_size = 100_000
+    expected = len(bwc.batch_command(dict(command), docs)[2])
+    conn.max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
+    assert expected < len(docs)
+
+    writer = GreenBulk.__new__(GreenBulk)
+    run = _Run(op_type)
+    for index, document in enumerate(docs):
+        run.add(index, document)
+    writer.current_run = run  # type: ignore[assignment]
+    encoded = writer._green_encode(bwc, dict(command), iter(docs), 100_000)
+    assert len(encoded[2]) < expected
+    writer._green_check_ahead(bwc, dict(command), encoded, 100_000, True)
+    assert writer._green_checked == (run, expected)
+    assert conn.compression_context is not None or not compressed
 
 
 async def test_insert_many_gives_ids_as_pymongo_does(fw: Framework, server: Any) -> None:

@@ -519,6 +519,33 @@ def test_a_bulk_command_is_pymongo_s_message_with_values_spliced() -> None:
     _same_batch(got, _pymongo_batch(pymongo.message._UPDATE, cmd, statements, 48 * MB))
 
 
+def test_a_refused_document_among_large_values_is_found_one_document_at_a_time() -> None:
+    # PyMongo's error for a document its encoder refuses, without encoding the documents'
+    # large values together in one call.
+    class Bad:
+        pass
+
+    docs: list[Any] = [{"_id": i, "pad": ASCII} for i in range(6)]
+    docs.insert(4, {"_id": "bad", "pad": ASCII, "v": Bad()})
+    context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
+    calls: list[int] = []
+    encode = context.batch_command
+
+    def counting(cmd: Any, batch: Any) -> Any:
+        batch = list(batch)
+        calls.append(sum(1 for d in batch if any(d is doc for doc in docs)))
+        return encode(cmd, batch)
+
+    context.batch_command = counting  # type: ignore[method-assign,assignment]
+    with pytest.raises(bson.errors.InvalidDocument) as ours:
+        splice.batch_command(context, {"insert": "c", "ordered": True}, iter(docs), 48 * MB)
+    with pytest.raises(bson.errors.InvalidDocument) as theirs:
+        _pymongo_batch(pymongo.message._INSERT, {"insert": "c", "ordered": True}, docs, 48 * MB)
+    assert str(ours.value) == str(theirs.value)
+    # The skeleton (no original document), then the originals one at a time up to it.
+    assert max(calls) == 1 and calls.count(1) == 5
+
+
 def test_a_bulk_command_counts_the_values_bytes_against_the_message_limit() -> None:
     # 16 MiB documents: three fit in 48 MiB by PyMongo's count of the placeholders, two by
     # their real size (values at most maxMessageSize - maxBsonSize per command).

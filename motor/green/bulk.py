@@ -116,6 +116,8 @@ _collection_module: Any = pymongo.synchronous.collection
 # in which mypy analyses PyMongo's import cycles, and it then rejects PyMongo's _WriteOp).
 _INSERT_OPERATION = _collection_module._Op.INSERT
 _INSERT = message._INSERT
+# The bytes of an empty document, {}.
+_EMPTY_DOCUMENT_BYTES = 5
 
 
 def next_batch_size(sent: int, spent: float, target: float, limit: int) -> int:
@@ -195,13 +197,12 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         refuses it before it sends its command.
 
         PyMongo's command would carry the run's documents from the first of this one, up
-        to the server's ``maxWriteBatchSize`` documents and ``maxMessageSize`` bytes.  They
-        are checked once, when the first command that carries some of them is about to
-        go, in pieces encoded and sized as the commands are (large values spliced, not
-        copied; the loop runs between two pieces).  The last piece may go a few documents
-        past PyMongo's ``maxMessageSize``; a document there that PyMongo's encoder refuses
-        is then refused before anything is sent, where PyMongo would first send the
-        documents before it.
+        to the server's ``maxWriteBatchSize`` documents and ``maxMessageSize`` bytes (of the
+        uncompressed message).  They are checked once, when the first command that carries
+        some of them is about to go, in pieces encoded and sized as the commands are, but
+        not compressed (large values spliced, not copied; the loop runs between two
+        pieces).  In the piece where PyMongo's command would end, the documents are
+        measured one at a time to find its last one.
         """
         run: Any = self.current_run
         if run is None:
@@ -214,24 +215,86 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         ops = run.ops
         position = start + len(to_send)
         stop = min(len(ops), start + limit)
-        room = bwc.conn.max_message_size - len(msg)
+        if position < stop:
+            conn = bwc.conn
+            compression = conn.compression_context
+            conn.compression_context = None
+            try:
+                if compression is None:
+                    first = len(msg)
+                else:  # the first command's size before compression
+                    sizes = (len(to_send), conn.max_message_size, True)
+                    first = len(_encode_sized(bwc, cmd, iter(to_send), limit, sizes)[0][1])
+                position = self._green_check(bwc, cmd, ops, position, stop, limit, ack, first)
+            finally:
+                conn.compression_context = compression
+        self._green_checked = (run, position)
+
+    def _green_check(
+        self,
+        bwc: Any,
+        cmd: Any,
+        ops: Any,
+        position: int,
+        stop: int,
+        limit: int,
+        ack: bool,
+        first: int,
+    ) -> int:
+        # _green_check_ahead's pieces (uncompressed), after a first command of ``first``
+        # bytes; where the checked documents end.
         child = in_child()
+        own = bwc.conn.max_message_size
+        # The bytes of a command without its documents: the same for every piece.
+        header = len(bwc.batch_command(cmd, [{}])[1]) - _EMPTY_DOCUMENT_BYTES
+        room = bwc.max_message_size - first
+
+        def one_at_a_time(documents: list[Any]) -> bool:
+            # As PyMongo's encoder goes: each document encoded (a refused one raises), then
+            # measured; False at the first that does not fit, where PyMongo's command ends.
+            nonlocal position, room
+            for document in documents:
+                if child:
+                    _pause_if_spent()
+                try:
+                    (_, alone, _), _ = _encode_sized(bwc, cmd, iter([document]), 1, (1, own, True))
+                except DocumentTooLarge:
+                    if not ack:
+                        raise
+                    return False
+                size = len(alone) - header
+                if size > room:
+                    return False
+                position += 1
+                room -= size
+            return True
+
         while position < stop and room > 0:
             if child:
                 _pause_if_spent()
-            count = self._green_check_sizes[0]
-            pieces = iter(ops[position : min(stop, position + count)])
+            chunk = ops[position : min(stop, position + self._green_check_sizes[0])]
             try:
                 (_, piece, done), self._green_check_sizes = _encode_sized(
-                    bwc, cmd, pieces, limit, self._green_check_sizes
+                    bwc, cmd, iter(chunk), limit, self._green_check_sizes
                 )
             except DocumentTooLarge:
                 if not ack:
                     raise  # PyMongo's unacknowledged writes check every document they reach
                 break  # a document over maxMessageSize starts PyMongo's next command
-            position += len(done)
-            room -= len(piece)
-        self._green_checked = (run, position)
+            except Exception:
+                # A refused document: PyMongo raises if its command reaches it.
+                if one_at_a_time(chunk):
+                    raise
+                break
+            size = len(piece) - header
+            if size <= room:
+                position += len(done)
+                room -= size
+                continue
+            # PyMongo's command ends in this piece, after the last document that fits.
+            one_at_a_time(done)
+            break
+        return position
 
     def _green_batch(self, bwc: Any, cmd: Any, ops: Any, ack: bool = True) -> Any:
         # The next command, encoded and sized here; None where PyMongo's own path applies.

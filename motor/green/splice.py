@@ -521,6 +521,7 @@ def batch_command(
         if not chosen:
             raise
         conn.max_message_size = own
+        _raise_first_refused(bwc, cmd, batch[:count])
         request_id, message, to_send = bwc.batch_command(cmd, batch)
         return request_id, message, to_send, len(message)
     finally:
@@ -541,6 +542,19 @@ def batch_command(
         request_id, message, to_send = bwc.batch_command(cmd, batch)
         return request_id, message, to_send, len(message)
     return request_id, spliced, batch[:sent], len(message)
+
+
+def _raise_first_refused(bwc: Any, cmd: Any, documents: list[Any]) -> None:
+    """PyMongo's error for the first of ``documents`` its encoder refuses, if one is: each
+    encoded alone, the loop running between two (encoding them together, large values
+    copied, would be one long call).  Returns if none is refused alone (a document over
+    the message size is refused only first in a command: PyMongo's to judge)."""
+    for index in range(len(documents)):
+        _pause_if_spent()
+        try:
+            bwc.batch_command(cmd, documents[index : index + 1])
+        except DocumentTooLarge:
+            return
 
 
 def _values_within(
