@@ -1304,6 +1304,8 @@ def bind_arguments(
         _parameters_of(function)(None, *args, **kwargs)
     except TypeError as exc:
         message = str(exc)
+    except Exception:  # not a plain function: Signature.bind's message stays
+        pass
     raise TypeError(message)
 
 

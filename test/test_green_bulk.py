@@ -414,7 +414,11 @@ async def test_a_refused_document_after_pymongo_s_command_lets_that_command_go(
         # PyMongo encodes the document after its command's last to measure it: refused
         # there, it too stops the command (not when the document count ends it).
         next_one = first + (1 if bound == "maxMessageSizeBytes" else 0)
-        assert sent == (list(range(first)) if refused >= next_one else []), (refused, first, len(sent))
+        assert sent == (list(range(first)) if refused >= next_one else []), (
+            refused,
+            first,
+            len(sent),
+        )
 
 
 class _LimitedConnection:

@@ -12,6 +12,7 @@ import collections
 import socket
 import struct
 import threading
+import types
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -161,6 +162,8 @@ PYMONGO_S = {
     "old binary": ("documents", [{"_id": 1, "pad": Binary(BLOB, 2)}]),
     "embedded son": ("documents", [{"_id": 1, "sub": SON([("pad", ASCII)])}]),
     "tuple": ("documents", [{"_id": 1, "t": (ASCII,)}]),
+    "mapping": ("documents", [types.MappingProxyType({"_id": 1, "pad": ASCII})]),
+    "mapping update": ("updates", [{"q": {}, "u": types.MappingProxyType({"pad": ASCII})}]),
     "too deep": ("documents", [{"_id": 1, "a": _nest(splice.MAX_DEPTH + 1, ASCII)}]),
     "too many values": (
         "documents",

@@ -52,6 +52,7 @@ import zlib
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+import bson
 import pymongo.compression_support
 import pymongo.errors
 import pymongo.message
@@ -101,11 +102,18 @@ _HEADER_BYTES = 16
 _VALUE_TYPES = frozenset((str, bytes, Binary))
 # A dict's own entries and values, whatever a subclass overrides (OrderedDict's order after
 # move_to_end, a __getitem__ that computes): what PyMongo's C encoder reads (PyDict_Next).
-_dict_getitem = dict.__getitem__
+# Without the C extension, PyMongo's Python encoder reads mapping.items().
+_C_ENCODER = bson.has_c()
+
+
+def _dict_getitem(mapping: Any, key: Any) -> Any:
+    return dict.__getitem__(mapping, key) if _C_ENCODER else mapping[key]
 
 
 def _dict_items(mapping: Any) -> Any:
-    return dict.items(mapping) if isinstance(mapping, dict) else mapping.items()
+    if _C_ENCODER and isinstance(mapping, dict):
+        return dict.items(mapping)
+    return mapping.items()
 
 
 # The types of the embedded documents and arrays looked in.
