@@ -474,6 +474,92 @@ def test_documents_are_checked_up_to_where_pymongo_s_command_ends(
     assert conn.compression_context is not None or not compressed
 
 
+def _first_command(
+    docs: list[Any], limit: int, compressed: bool, ack: bool, max_bson_size: int
+) -> tuple[Any, Any]:
+    """(PyMongo's first command of ``docs``: its document count or its error; the same
+    from Motor's first command and check ahead: where the checked documents end)."""
+
+    def outcome(call: Any) -> Any:
+        try:
+            return "sent", call()
+        except Exception as exc:  # the outcome, raised or returned, is what is compared
+            return type(exc).__name__, str(exc)
+
+    command: dict[str, Any] = {"insert": "c", "ordered": True}
+    if not ack:
+        command["writeConcern"] = {"w": 0}
+    conn = _LimitedConnection(limit, ZlibContext(-1) if compressed else None)
+    conn.max_bson_size = max_bson_size
+    context: Any = pymongo.message._BulkWriteContext
+    bwc = context("db", "insert", conn, None, None, None, 0, DEFAULT_CODEC_OPTIONS)
+    conn.max_write_batch_size = 100_000
+    theirs = outcome(lambda: len(bwc.batch_command(dict(command), list(docs))[2]))
+    conn.max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
+    writer = GreenBulk.__new__(GreenBulk)
+    run = _Run(pymongo.message._INSERT)
+    for index, document in enumerate(docs):
+        run.add(index, document)
+    writer.current_run = run  # type: ignore[assignment]
+
+    def ours() -> int:
+        encoded = writer._green_encode(bwc, dict(command), iter(docs), 100_000)
+        writer._green_check_ahead(bwc, dict(command), encoded, 100_000, ack)
+        assert writer._green_checked is not None
+        return writer._green_checked[1]
+
+    mine = outcome(ours)
+    assert (conn.max_message_size, conn.max_write_batch_size) == (
+        limit,
+        green_bulk.GREEN_WRITE_BATCH,
+    )
+    assert (conn.compression_context is not None) == compressed and bwc.compress == compressed
+    return theirs, mine
+
+
+@pytest.mark.parametrize("case", ["compressed", "exactly full", "unacknowledged"])
+def test_a_refused_document_near_the_end_of_pymongo_s_command(case: str) -> None:
+    # PyMongo's encoder encodes a document, raises if it refuses it, then ends its command
+    # if it does not fit (it measures the one after the last); unacknowledged, it refuses
+    # a document over maxBsonSize wherever its command reaches.  Motor's check raises or
+    # not as PyMongo's encoder does, for a document refused just before, at and after
+    # the end of PyMongo's first command.
+    class Refused:
+        def __repr__(self) -> str:
+            return "<refused>"
+
+    def documents(refused: int | None) -> list[Any]:
+        docs: list[Any] = [{"_id": i, "s": "x" * 1000} for i in range(4000)]
+        if refused is not None:
+            if case == "unacknowledged":
+                docs[refused] = {"_id": refused, "s": "x" * 6000}  # over maxBsonSize
+            else:
+                docs[refused] = {"_id": refused, "v": Refused()}
+        return docs
+
+    ack = case != "unacknowledged"
+    max_bson_size = 5000 if case == "unacknowledged" else 16 * 1024 * 1024
+    if case == "exactly full":
+        # The first command's 1,000 documents fill maxMessageSize to the byte.
+        conn = _LimitedConnection(48_000_000, None)
+        context: Any = pymongo.message._BulkWriteContext
+        bwc = context("db", "insert", conn, None, None, None, 0, DEFAULT_CODEC_OPTIONS)
+        full = bwc.batch_command({"insert": "c", "ordered": True}, documents(None)[:1000])
+        limits = [len(full[1])]
+    elif case == "compressed":
+        limits = [3_000_000 + 97 * step for step in range(12)]
+    else:
+        limits = [3_000_000]
+    for limit in limits:
+        compressed = case == "compressed"
+        theirs, ours = _first_command(documents(None), limit, compressed, ack, max_bson_size)
+        assert theirs == ours
+        end = theirs[1]
+        for refused in (end - 1, end, end + 1, end + 2):
+            theirs, ours = _first_command(documents(refused), limit, compressed, ack, max_bson_size)
+            assert theirs == ours, (limit, refused)
+
+
 async def test_insert_many_gives_ids_as_pymongo_does(fw: Framework, server: Any) -> None:
     coll = fw.client(server.uri).motor_test[f"bulk_ids_{fw.name}"]
     await coll.drop()

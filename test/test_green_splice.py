@@ -531,12 +531,12 @@ def test_a_refused_document_among_large_values_is_found_one_document_at_a_time()
     docs: list[Any] = [{"_id": i, "pad": ASCII} for i in range(6)]
     docs.insert(4, {"_id": "bad", "pad": ASCII, "v": Bad()})
     context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
-    calls: list[int] = []
+    calls: list[tuple[int, int]] = []
     encode = context.batch_command
 
     def counting(cmd: Any, batch: Any) -> Any:
         batch = list(batch)
-        calls.append(sum(1 for d in batch if any(d is doc for doc in docs)))
+        calls.append((len(batch), sum(1 for d in batch if any(d is doc for doc in docs))))
         return encode(cmd, batch)
 
     context.batch_command = counting  # type: ignore[method-assign,assignment]
@@ -545,8 +545,9 @@ def test_a_refused_document_among_large_values_is_found_one_document_at_a_time()
     with pytest.raises(bson.errors.InvalidDocument) as theirs:
         _pymongo_batch(pymongo.message._INSERT, {"insert": "c", "ordered": True}, docs, 48 * MB)
     assert str(ours.value) == str(theirs.value)
-    # The skeleton (no original document), then the originals one at a time up to it.
-    assert max(calls) == 1 and calls.count(1) == 5
+    # The skeleton (large values replaced), then its documents one at a time up to the
+    # refused one: no original document, whose large values would be copied.
+    assert calls == [(len(docs), 0)] + [(1, 0)] * 5
 
 
 def test_a_bulk_command_counts_the_values_bytes_against_the_message_limit() -> None:

@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import bson
 import pymongo.synchronous.bulk
 import pymongo.synchronous.collection
 from bson.objectid import ObjectId
@@ -133,6 +134,13 @@ def next_batch_size(sent: int, spent: float, target: float, limit: int) -> int:
     return max(1, min(most, int(sent * target / spent)))
 
 
+def _document_bytes(document: Any, codec_options: Any) -> int:
+    """The size of ``document`` encoded (rarely needed: it encodes it)."""
+    if isinstance(document, RawBSONDocument):
+        return len(document.raw)
+    return len(bson.encode(document, codec_options=codec_options))
+
+
 def _encode_sized(
     bwc: Any, cmd: Any, ops: Any, limit: int, sizes: tuple[int, int, bool]
 ) -> tuple[tuple[int, Any, list[Any]], tuple[int, int, bool]]:
@@ -217,8 +225,11 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         stop = min(len(ops), start + limit)
         if position < stop:
             conn = bwc.conn
-            compression = conn.compression_context
+            # Uncompressed, with PyMongo's limit on the uncompressed message (the context's
+            # compress flag takes 16 bytes off it for the compression header).
+            compression, compress = conn.compression_context, bwc.compress
             conn.compression_context = None
+            bwc.compress = False
             try:
                 if compression is None:
                     first = len(msg)
@@ -228,6 +239,7 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                 position = self._green_check(bwc, cmd, ops, position, stop, limit, ack, first)
             finally:
                 conn.compression_context = compression
+                bwc.compress = compress
         self._green_checked = (run, position)
 
     def _green_check(
@@ -259,7 +271,9 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                 try:
                     (_, alone, _), _ = _encode_sized(bwc, cmd, iter([document]), 1, (1, own, True))
                 except DocumentTooLarge:
-                    if not ack:
+                    # Over maxMessageSize, it does not fit; unacknowledged writes refuse a
+                    # document over maxBsonSize wherever it is.
+                    if not ack and _document_bytes(document, bwc.codec) > bwc.max_bson_size:
                         raise
                     return False
                 size = len(alone) - header
@@ -269,7 +283,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                 room -= size
             return True
 
-        while position < stop and room > 0:
+        # PyMongo encodes the next document even when its command is full, to measure it.
+        while position < stop and room >= 0:
             if child:
                 _pause_if_spent()
             chunk = ops[position : min(stop, position + self._green_check_sizes[0])]
@@ -278,9 +293,13 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                     bwc, cmd, iter(chunk), limit, self._green_check_sizes
                 )
             except DocumentTooLarge:
-                if not ack:
-                    raise  # PyMongo's unacknowledged writes check every document they reach
-                break  # a document over maxMessageSize starts PyMongo's next command
+                if ack:
+                    break  # a document over maxMessageSize starts PyMongo's next command
+                # Unacknowledged: PyMongo raises if its command reaches a document over
+                # maxBsonSize.
+                if one_at_a_time(chunk):
+                    raise
+                break
             except Exception:
                 # A refused document: PyMongo raises if its command reaches it.
                 if one_at_a_time(chunk):

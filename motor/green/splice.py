@@ -529,7 +529,7 @@ def batch_command(
         if not chosen:
             raise
         conn.max_message_size = own
-        _raise_first_refused(bwc, cmd, batch[:count])
+        _raise_first_refused(bwc, cmd, skeleton)
         request_id, message, to_send = bwc.batch_command(cmd, batch)
         return request_id, message, to_send, len(message)
     finally:
@@ -553,10 +553,11 @@ def batch_command(
 
 
 def _raise_first_refused(bwc: Any, cmd: Any, documents: list[Any]) -> None:
-    """PyMongo's error for the first of ``documents`` its encoder refuses, if one is: each
-    encoded alone, the loop running between two (encoding them together, large values
-    copied, would be one long call).  Returns if none is refused alone (a document over
-    the message size is refused only first in a command: PyMongo's to judge)."""
+    """PyMongo's error for the first of ``documents`` (the skeleton: large values replaced
+    by placeholders, which PyMongo's encoder refuses when it refuses the originals) its
+    encoder refuses, if one is: each encoded alone, the loop running between two.
+    Returns if none is refused alone (a document over the message size is refused only
+    first in a command: PyMongo's to judge, on the originals)."""
     for index in range(len(documents)):
         _pause_if_spent()
         try:
