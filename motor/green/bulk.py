@@ -207,7 +207,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         PyMongo's command would carry the run's documents from the first of this one, up
         to the server's ``maxWriteBatchSize`` documents and ``maxMessageSize`` bytes (of the
         uncompressed message).  They are checked once, when the first command that carries
-        some of them is about to go, in pieces encoded and sized as the commands are, but
+        some of them is about to go (:meth:`_green_batch` calls this for a command that
+        starts past the documents checked), in pieces encoded and sized as the commands are, but
         not compressed (large values spliced, not copied; the loop runs between two
         pieces).  In the piece where PyMongo's command would end, the documents are
         measured one at a time to find its last one.
@@ -216,9 +217,6 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         if run is None:
             return
         start = run.idx_offset
-        checked = self._green_checked
-        if checked is not None and checked[0] is run and start < checked[1]:
-            return
         _, msg, to_send = encoded
         ops = run.ops
         position = start + len(to_send)
@@ -292,16 +290,11 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                 (_, piece, done), self._green_check_sizes = _encode_sized(
                     bwc, cmd, iter(chunk), limit, self._green_check_sizes
                 )
-            except DocumentTooLarge:
-                if ack:
+            except Exception as refused:
+                if ack and isinstance(refused, DocumentTooLarge):
                     break  # a document over maxMessageSize starts PyMongo's next command
-                # Unacknowledged: PyMongo raises if its command reaches a document over
-                # maxBsonSize.
-                if one_at_a_time(chunk):
-                    raise
-                break
-            except Exception:
-                # A refused document: PyMongo raises if its command reaches it.
+                # A refused document (unacknowledged: also one over maxBsonSize): PyMongo
+                # raises if its command reaches it.
                 if one_at_a_time(chunk):
                     raise
                 break
@@ -324,7 +317,9 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         checked = self._green_checked
         if checked is not None and checked[0] is run and run.idx_offset < checked[1]:
             # Within documents checked ahead: the command ends where PyMongo's would.
-            ops = itertools.islice(ops, checked[1] - run.idx_offset)
+            return self._green_encode(
+                bwc, cmd, itertools.islice(ops, checked[1] - run.idx_offset), limit
+            )
         encoded = self._green_encode(bwc, cmd, ops, limit)
         self._green_check_ahead(bwc, cmd, encoded, limit, ack)
         return encoded
