@@ -1,29 +1,35 @@
 """Run the test suites of ODMs built on Motor 3.x on this Motor and on Motor 3.7.1; diff.
 
 A compatibility oracle for the libraries most applications on Motor 3.x use:
-``python tools/odm_suites.py [--uri URI] [--suite beanie|umongo ...]``.
+``python tools/odm_suites.py [--uri URI] [--suite beanie|odmantic|umongo ...]``.
 
 =========  =======  ======================================================================
 Beanie     1.30.0   its whole test suite (``tests``)
 umongo     4.0.0    its tests of the Motor framework (``tests/frameworks/test_motor_asyncio.py``)
+ODMantic   1.0.2    its whole test suite (``tests``); the last sdist with tests (1.0.3 and
+                    1.1.0 ship the package only)
 =========  =======  ======================================================================
 
 1. Each project's sdist (downloaded from PyPI and checked against a pinned sha256, as Motor
    3.7.1's is for ``test/test_tutorials.py``) holds its tests.  Nothing of them is copied
    into this repository.
-2. One virtualenv (``<cache>/venv-odm-suites``, made on first use) has the projects
-   (without their Motor requirement), their dependencies and test dependencies, and this
-   project's PyMongo, Tornado and greenlet versions; Motor 3.7.1 is installed beside it in
-   a directory of its own.  Each suite runs twice against the same server, once with
-   Motor 3.7.1 and once with this checkout first on ``PYTHONPATH``; each run checks first
-   which ``motor`` it imports.
+2. A virtualenv (``<cache>/venv-odm-suites``, made on first use) has the projects (without
+   their Motor requirement), their dependencies and test dependencies, and this project's
+   PyMongo, Tornado and greenlet versions; Motor 3.7.1 is installed beside it in a
+   directory of its own.  ODMantic's tests need an older pytest-asyncio (they override its
+   ``event_loop`` fixture) and get one of their own, ``<cache>/venv-odmantic``.  Each suite
+   runs twice against the same server, once with Motor 3.7.1 and once with this checkout
+   first on ``PYTHONPATH``; each run checks first which ``motor`` it imports.
 3. Every test that passes with Motor 3.7.1 and not with this Motor is listed, and fails
    the run (exit status 1) unless :data:`EXPECTED` explains it.
 
 A pytest plugin per suite, the same for both runs, points the tests at the server (umongo's
-connect to ``localhost:27017``).  FerretDB has no text indexes and no views, and it drops
-the connection on some of Beanie's index specifications; against it Beanie's models are set
-up without their indexes and views, and the tests that need them fail for both drivers.
+connect to ``localhost:27017``; ODMantic's read ``TEST_MONGO_URI``, and
+``TEST_MONGO_MODE=replicaSet`` lets its tests of sessions run, those of transactions
+failing for both drivers on a standalone server).  FerretDB has no text indexes and
+no views, and it drops the connection on some of Beanie's index specifications; against it
+Beanie's models are set up without their indexes and views, and the tests that need them
+fail for both drivers.
 Without ``--uri`` (or ``MOTOR_TEST_URI``) a server is started with ``test/server.py`` and
 stopped at the end.  About 5 minutes against FerretDB, the first time more (the virtualenv).
 """
@@ -67,6 +73,13 @@ class Suite:
     plugin: str
     #: Tests that pass with Motor 3.7.1 and not with this Motor, on purpose: id -> why.
     expected: dict[str, str]
+    #: The virtualenv (in the cache) it runs in: suites whose requirements conflict get
+    #: one each.
+    venv: str = "venv-odm-suites"
+    #: What of the sdist it needs besides ``pyproject.toml``: path prefixes.
+    sources: tuple[str, ...] = ("tests/",)
+    #: Further pytest options.
+    options: tuple[str, ...] = ()
 
     def environment(self, uri: str, ferretdb: bool) -> dict[str, str]:
         """The environment variables the tests and the plugin read."""
@@ -75,6 +88,10 @@ class Suite:
             # Beanie's settings: the URI with its database.
             "MONGODB_DSN": urlunsplit((parts.scheme, parts.netloc, "/beanie_db", parts.query, "")),
             "MONGODB_DB_NAME": "beanie_db",
+            # ODMantic's; its tests of sessions run only on a replica set (or a sharded
+            # cluster): those of transactions fail for both drivers on a standalone server.
+            "TEST_MONGO_URI": uri,
+            "TEST_MONGO_MODE": "replicaSet",
             "ODM_SUITE_URI": uri,
             "ODM_SUITE_FERRETDB": "1" if ferretdb else "",
         }
@@ -147,25 +164,61 @@ MongoClient.HOST = os.environ["ODM_SUITE_URI"]
     expected={},
 )
 
-SUITES = {suite.project: suite for suite in (BEANIE, UMONGO)}
+ODMANTIC = Suite(
+    project="odmantic",
+    version="1.0.2",
+    sha256="bbd0d46bc920e0e6d966d9f3add7396bc92377d2c73860d071d5ca8102f57235",
+    # Its test requirements, less coverage, linters and pytest plugins it does not use;
+    # pytest-asyncio 0.21 (it asks for 0.16) still lets its conftest override
+    # ``event_loop``, which its Motor client is bound to; pydantic and FastAPI of its time.
+    requirements=(
+        "pydantic>=2.5.2,<2.8",
+        "pytest>=8,<8.4",
+        "pytest-asyncio==0.21.2",
+        "pytest-benchmark>=4.0.0",
+        "inline-snapshot>=0.6.0,<0.7",
+        # inline-snapshot 0.6 makes click.testing.CliRunner(mix_stderr=False).
+        "click<8.2",
+        "async-asgi-testclient>=1.4.11",
+        "pytz>=2023.3",
+        "uvicorn>=0.17.0",
+        "fastapi>=0.104.0,<0.109",
+        "requests>=2.24",
+        "httpx>=0.24.1,<0.28",
+    ),
+    tests=("tests",),
+    # ODMantic's tests read TEST_MONGO_URI and TEST_MONGO_MODE (Suite.environment).
+    plugin="",
+    expected={},
+    venv="venv-odmantic",
+    # Its FastAPI tests import its documentation's example application.
+    sources=("tests/", "docs/__init__.py", "docs/examples_src/"),
+    # Its async fixtures are plain pytest fixtures (pytest-asyncio's auto mode), and its
+    # benchmarks run once each.
+    options=("-o", "asyncio_mode=auto", "--benchmark-disable"),
+)
+
+SUITES = {suite.project: suite for suite in (BEANIE, UMONGO, ODMANTIC)}
 
 
-def suite_python(cache: Path) -> tuple[Path, Path]:
-    """The Python of the suites' virtualenv, and the directory holding Motor 3.7.1."""
+def suite_python(cache: Path, name: str) -> tuple[Path, Path]:
+    """The Python of the virtualenv ``name`` of the suites, and the directory holding
+    Motor 3.7.1 there."""
     import greenlet
     import pymongo
     import tornado
 
-    venv = cache / "venv-odm-suites"
+    venv = cache / name
     python = venv / "bin" / "python"
     motor371 = venv / "motor-3.7.1"
+    suites = [suite for suite in SUITES.values() if suite.venv == name]
     wanted = [
-        *(r for suite in SUITES.values() for r in suite.requirements),
+        *(r for suite in suites for r in suite.requirements),
         f"pymongo=={pymongo.version}",
         f"tornado=={tornado.version}",
         f"greenlet=={greenlet.__version__}",
     ]
-    projects = [f"{suite.project}=={suite.version}" for suite in SUITES.values()]
+    projects = [f"{suite.project}=={suite.version}" for suite in suites]
     motor = f"motor=={tutorial_doctest.MOTOR_VERSION}"
     stamp = venv / "odm-suites-requirements.txt"
     record = "\n".join([*wanted, *projects, motor])
@@ -182,12 +235,13 @@ def suite_python(cache: Path) -> tuple[Path, Path]:
 
 
 def extract_tests(suite: Suite, sdist: Path, into: Path) -> None:
-    """The suite's ``tests`` package and its ``pyproject.toml`` (pytest's settings)."""
+    """The suite's :attr:`~Suite.sources` (its ``tests`` package) and its
+    ``pyproject.toml`` (pytest's settings)."""
     prefix = f"{suite.project}-{suite.version}/"
     with tarfile.open(sdist) as tar:
         for member in tar.getmembers():
             name = member.name[len(prefix) :]
-            if member.isfile() and (name.startswith("tests/") or name == "pyproject.toml"):
+            if member.isfile() and (name.startswith(suite.sources) or name == "pyproject.toml"):
                 target = into / name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
@@ -238,6 +292,7 @@ def run_suite(
         "-p",
         "odm_suite_plugin",
         "--junitxml=report.xml",
+        *suite.options,
         *suite.tests,
     ]
     try:
@@ -265,11 +320,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         for suite in suites
     }
-    python, motor371 = suite_python(cache)
+    pythons = {suite.venv: suite_python(cache, suite.venv) for suite in suites}
     failed = False
     with server_uri(args.uri) as uri, tempfile.TemporaryDirectory() as scratch:
         ferretdb = is_ferretdb(uri)
         for suite in suites:
+            python, motor371 = pythons[suite.venv]
             results = {}
             for name, motor_path in (("Motor 3.7.1", motor371), ("this Motor", REPO)):
                 root = Path(scratch) / suite.project / name.replace(" ", "_")
