@@ -24,8 +24,8 @@ import mimetypes
 import os
 import re
 import secrets
-from collections.abc import Generator
-from typing import Any, Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 import tornado.web
 from bson import json_util

@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 python="${PYTHON:-python3}"
 venv=.venv
 
-if ! "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 9)' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     echo "demo: creating virtualenv $venv with $("$python" --version 2>&1)"
     rm -rf "$venv"
     "$python" -m venv "$venv"

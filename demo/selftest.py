@@ -14,8 +14,9 @@ import json
 import time
 import urllib.parse
 import uuid
+from collections.abc import Callable
 from http.cookies import SimpleCookie
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 from tornado.httpclient import AsyncHTTPClient, HTTPResponse
 

@@ -50,7 +50,7 @@ from pymongo.errors import InvalidOperation
 
 __all__ = ["FileInfo", "RangeNotSatisfiable", "Reply", "describe", "parse_range", "respond", "send"]
 
-_UTC = datetime.timezone.utc
+_UTC = datetime.UTC
 
 # An entity tag: optional weakness, then the quoted opaque tag.
 _TAG = r'(W/)?("[\x21\x23-\x7e\x80-\xff]*")'

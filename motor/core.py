@@ -66,7 +66,7 @@ from motor.metaprogramming import (
 )
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
     from motor.sessions import AgnosticClientSession
 

@@ -38,8 +38,7 @@ from motor.metaprogramming import Async, Chain, Delegate, ReadOnly, unwrap_args
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
-
-    from typing_extensions import Self
+    from typing import Self
 
 __all__ = [
     "AgnosticBaseCursor",

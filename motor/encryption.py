@@ -19,7 +19,7 @@ from motor.cursors import AgnosticCursor
 from motor.metaprogramming import Async, mirror
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 __all__ = ["AgnosticClientEncryption"]
 

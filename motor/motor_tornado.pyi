@@ -13,7 +13,7 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from typing import Any, NoReturn, overload, type_check_only
+from typing import Any, NoReturn, Self, overload, type_check_only
 from uuid import UUID
 
 from bson.binary import Binary
@@ -50,7 +50,6 @@ from pymongo.synchronous.mongo_client import _WriteOp
 from pymongo.topology_description import TopologyDescription
 from pymongo.typings import ClusterTime, _Address, _CollationIn, _Pipeline
 from pymongo.write_concern import WriteConcern
-from typing_extensions import Self
 
 from motor.core import AgnosticBase, AgnosticClient, AgnosticCollection, AgnosticDatabase
 from motor.core import _SessionFuture as _core_SessionFuture

@@ -28,7 +28,7 @@ from motor.green.pool import session_ends_without_io
 from motor.metaprogramming import Delegate, ReadOnly, mirror
 
 if TYPE_CHECKING:
-    from typing_extensions import Self
+    from typing import Self
 
 __all__ = ["AgnosticClientSession"]
 

@@ -12,8 +12,8 @@ import atexit
 import gc
 import os
 import socket
-from collections.abc import Iterator
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from mockupdb import MockupDB

@@ -14,7 +14,7 @@ import concurrent.futures
 import functools
 import threading
 from collections.abc import Awaitable, Callable
-from typing import Any, Optional
+from typing import Any
 
 import pymongo
 from mockupdb import MockupDB
@@ -49,7 +49,7 @@ Reply = Callable[[Any], object]
 Step = tuple[str, Reply]
 
 
-Outcome = tuple[Any, Optional[BaseException]]  # (returned value, raised exception)
+Outcome = tuple[Any, BaseException | None]  # (returned value, raised exception)
 
 
 def standing_replies(
@@ -193,7 +193,7 @@ async def run_script(
         if not played.done():
             try:
                 await asyncio.wait_for(asyncio.shield(played), 2.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise AssertionError(
                     f"the operation ended ({describe(op)}) after {len(requests)} of "
                     f"{len(steps)} scripted exchanges: {[r.command_name for r in requests]}"

@@ -91,9 +91,9 @@ import tempfile
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 FERRETDB_VERSION = "1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
@@ -544,7 +544,7 @@ def make_certificates(directory: Path) -> TLSFiles:
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
 
     def name(common_name: str) -> x509.Name:
         return x509.Name(

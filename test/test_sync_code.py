@@ -36,9 +36,9 @@ import textwrap
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, cast
+from typing import Any, cast
 
 import gridfs
 import mongoengine as me

@@ -704,7 +704,7 @@ async def test_load_balanced_transaction_pins_the_only_connection(
         # when the session ends (so that a commit can be retried on it).
         try:
             await asyncio.wait_for(session.end_session(), DEADLOCK_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"deadlock: end_session() did not end while {blocked}") from None
         assert session.has_ended
         waiting = asyncio.ensure_future(asyncio.gather(*finds))

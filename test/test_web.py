@@ -38,9 +38,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import aiohttp
 import aiohttp.web
@@ -255,7 +255,7 @@ def sha(data: bytes) -> str:
 
 
 def http_date(moment: datetime.datetime) -> str:
-    return email.utils.format_datetime(moment.astimezone(datetime.timezone.utc), usegmt=True)
+    return email.utils.format_datetime(moment.astimezone(datetime.UTC), usegmt=True)
 
 
 def last_modified(response: Response) -> datetime.datetime:
@@ -267,7 +267,7 @@ def last_modified(response: Response) -> datetime.datetime:
 
 async def test_get_whole_file(fw: Framework, server: Any) -> None:
     async with files_served(fw, server) as site:
-        started = datetime.datetime.now(datetime.timezone.utc)
+        started = datetime.datetime.now(datetime.UTC)
         response = await site.fetch("fs/story.txt")
         latest = await site.db.fs.files.find_one(
             {"filename": "story.txt"}, sort=[("uploadDate", -1)]
@@ -594,9 +594,9 @@ async def test_cache_time_and_extra_headers(fw: Framework, server: Any) -> None:
 
     hooks = Hooks(cache_time=cache_time, extra_headers=extra_headers)
     async with files_served(fw, server, hooks) as site:
-        before = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+        before = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         text = await site.fetch("fs/story.txt")
-        after = datetime.datetime.now(datetime.timezone.utc)
+        after = datetime.datetime.now(datetime.UTC)
         binary = await site.fetch("fs/meta")
         not_modified = await site.fetch("fs/story.txt", {"If-None-Match": text.headers["ETag"]})
         ranged = await site.fetch("fs/story.txt", {"Range": "bytes=0-9"})
@@ -623,7 +623,7 @@ async def test_cache_time_and_extra_headers(fw: Framework, server: Any) -> None:
         assert response.headers["X-Name"] == "story.txt"
     assert binary.headers["X-Name"] == "meta"
     assert cache_calls[0] == ("story.txt", modified, "text/plain")
-    assert modified.replace(microsecond=0, tzinfo=datetime.timezone.utc) == last_modified(text)
+    assert modified.replace(microsecond=0, tzinfo=datetime.UTC) == last_modified(text)
     assert cache_calls[1][::2] == ("meta", "application/x-motor-test")
 
     # A tz_aware client's: aware.
@@ -838,7 +838,7 @@ class Child:
             self._writer.close()
         try:
             await asyncio.wait_for(self.process.wait(), 10)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.process.kill()
             await self.process.wait()
 

@@ -47,9 +47,9 @@ import tempfile
 import textwrap
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 REPO = Path(__file__).resolve().parent.parent
 

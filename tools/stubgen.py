@@ -105,7 +105,7 @@ EXTRA_NAMES = {
     "Any": "typing",
     "Callable": "collections.abc",
     "Mapping": "collections.abc",
-    "Self": "typing_extensions",
+    "Self": "typing",
     "RawBSONDocument": "bson.raw_bson",
     "_DocumentType": "bson.typings",
     "Future": "asyncio",
@@ -279,9 +279,6 @@ def resolve_dotted(module: str, dotted: list[str]) -> Ref | ModuleRef:
         if not isinstance(found, ModuleRef):
             raise LookupError(f"{module}: {'.'.join(dotted)!r} is an attribute of a non-module")
         found = resolve(found.module, attr) or Ref(found.module, attr)
-    if found == Ref("typing", "Self"):
-        # typing.Self is new in Python 3.11; the stubs serve older versions too.
-        found = Ref("typing_extensions", "Self")
     return found
 
 
@@ -511,7 +508,7 @@ class Stub:
             sig = _signature(variant)
             params = self.render_params(sig, Mode.PARAM)
             if entry.returns == "self":
-                result = self.use(Ref("typing_extensions", "Self"))
+                result = self.use(Ref("typing", "Self"))
             else:
                 result = self.render_return(sig.returns, sig.module, entry.wrap)
                 if entry.returns == "future":
@@ -886,9 +883,6 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="do not write; exit 1 with a diff if stale"
     )
     args = parser.parse_args(argv)
-    if sys.version_info < (3, 11):
-        # typing.get_overloads, which finds PyMongo's @overload variants, is 3.11+.
-        raise SystemExit("tools/stubgen.py needs Python 3.11+")
     stale = 0
     for path, text in generate().items():
         current = path.read_text(encoding="utf-8") if path.exists() else ""
