@@ -26,7 +26,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Generator, Mapping, Sequence
 from contextvars import ContextVar
 from contextvars import copy_context as _copy_context
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 import pymongo.synchronous.client_session
 from bson.codec_options import TypeRegistry
@@ -58,6 +58,7 @@ from motor.green.pool import TIMEOUT, client_hooks, close_client, finish_closing
 from motor.metaprogramming import (
     Async,
     Delegate,
+    GenericDocuments,
     ManifestEntry,
     ReadOnly,
     coroutine_like,
@@ -744,7 +745,7 @@ class AgnosticBaseProperties(AgnosticBase):
     """
 
 
-class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
+class AgnosticClient(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
     """A client for one MongoDB deployment, bound to one event loop.
 
     Takes :class:`~pymongo.mongo_client.MongoClient`'s arguments, plus ``io_loop``
@@ -1006,7 +1007,7 @@ class _SessionFuture(asyncio.Future["AgnosticClientSession"]):
         await self.result().__aexit__(*exc)
 
 
-class AgnosticDatabase(AgnosticBaseProperties, Generic[_DocumentType]):
+class AgnosticDatabase(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
     """A MongoDB database: ``client[name]`` or ``client.name``."""
 
     __pymongo_class__ = Database
@@ -1104,7 +1105,7 @@ class AgnosticDatabase(AgnosticBaseProperties, Generic[_DocumentType]):
         return self._motor_class("ChangeStream")(self, args, kwargs)
 
 
-class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
+class AgnosticCollection(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
     """A MongoDB collection: ``db[name]`` or ``db.name``."""
 
     __pymongo_class__ = Collection
@@ -1156,7 +1157,6 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
         read_preference: Any = None,
         write_concern: Any = None,
         read_concern: Any = None,
-        *,
         _delegate: Any = None,
         **kwargs: Any,
     ) -> None:
@@ -1203,6 +1203,12 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
     def database(self) -> AgnosticDatabase[_DocumentType]:
         """The Motor database this collection belongs to."""
         return self._database
+
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+
+        @database.setter
+        def database(self, database: AgnosticDatabase[_DocumentType]) -> None:
+            self._database = database
 
     def wrap(self, obj: Any) -> Any:
         return self._wrap_pymongo(obj)

@@ -22,7 +22,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable
 from itertools import islice, repeat
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, NoReturn, cast
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn, cast
 
 from bson.typings import _DocumentType
 from pymongo.cursor_shared import _QUERY_OPTIONS
@@ -34,7 +34,7 @@ from pymongo.synchronous.cursor import Cursor, RawBatchCursor
 from motor.core import AgnosticBase, bind_arguments
 from motor.green import pool as _green_pool
 from motor.green.hub import current_child
-from motor.metaprogramming import Async, Chain, Delegate, ReadOnly, unwrap_args
+from motor.metaprogramming import Async, Chain, Delegate, GenericDocuments, ReadOnly, unwrap_args
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -152,7 +152,7 @@ def _pinned(delegate: Any) -> bool:
     return getattr(delegate, "_sock_mgr", None) is not None
 
 
-class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
+class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
     """What every Motor cursor shares: iteration, ``to_list``, ``each``, closing.
 
     The base of :class:`AgnosticCursor` and :class:`AgnosticCommandCursor`, as in Motor 3.x
@@ -214,6 +214,12 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         ``aggregate()``, the database or client for their command cursors."""
         return self._parent
 
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+
+        @collection.setter
+        def collection(self, value: Any) -> None:
+            self._parent = value
+
     def _started_delegate(self) -> Any:
         """The PyMongo cursor, or None if there is none (runs on a child)."""
         return self.delegate
@@ -228,11 +234,23 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
         ``rewind()``.  (Motor 3.7.1's attribute.)"""
         return self._started
 
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+
+        @started.setter
+        def started(self, value: bool) -> None:
+            self._started = value
+
     @property
     def closed(self) -> bool:
         """Has ``close()`` been called?  (Motor 3.7.1's attribute; ``alive`` says whether
         the cursor may return more documents.)"""
         return self._closed
+
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+
+        @closed.setter
+        def closed(self, value: bool) -> None:
+            self._closed = value
 
     def _fetch(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
         """Run ``fn(self, *args)``, a fetch, in a child (see :meth:`_run`)."""
@@ -503,6 +521,15 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
 
     _agnostic_name = "LatentCommandCursor"
 
+    # Equal to itself only, and hashed by identity: its delegate, which the other Motor
+    # objects compare and hash, is None until the first fetch (as Motor 3.7.1's
+    # placeholder made each latent cursor unequal to the others).
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
     def __init__(
         self, parent: AgnosticBase, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
@@ -585,7 +612,7 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
         return None if self.delegate is None else self.delegate.session
 
 
-class AgnosticChangeStream(AgnosticBase, Generic[_DocumentType]):
+class AgnosticChangeStream(AgnosticBase, GenericDocuments[_DocumentType]):
     """A change stream (``watch()``): returned without I/O; the ``aggregate`` with
     ``$changeStream`` runs on the first fetch (or on entering ``async with``).
 
@@ -594,6 +621,13 @@ class AgnosticChangeStream(AgnosticBase, Generic[_DocumentType]):
 
     __pymongo_class__ = ChangeStream
     _agnostic_name = "ChangeStream"
+
+    # Equal to itself only, hashed by identity (see AgnosticLatentCommandCursor).
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
 
     def __init__(self, target: AgnosticBase, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         bound = bind_arguments(type(target.delegate).watch, args, kwargs)

@@ -8,7 +8,7 @@ Needs PyMongo's ``encryption`` extra (``pymongocrypt``); install ``motor[encrypt
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Generic, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from bson.raw_bson import RawBSONDocument
 from bson.typings import _DocumentType
@@ -16,7 +16,7 @@ from pymongo.synchronous.encryption import ClientEncryption
 
 from motor.core import AgnosticBase, AgnosticClient, AgnosticDatabase
 from motor.cursors import AgnosticCursor
-from motor.metaprogramming import Async, mirror
+from motor.metaprogramming import Async, GenericDocuments, mirror
 
 if TYPE_CHECKING:
     from typing import Self
@@ -69,7 +69,7 @@ def _load_crypto_callbacks() -> None:
         pass
 
 
-class AgnosticClientEncryption(AgnosticBase, Generic[_DocumentType]):
+class AgnosticClientEncryption(AgnosticBase, GenericDocuments[_DocumentType]):
     """Explicit client-side field level encryption: data keys, ``encrypt`` and
     ``decrypt``, key management.
 

@@ -29,12 +29,13 @@ import asyncio
 import functools
 import inspect
 from collections.abc import Callable, Iterable, Sized
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 __all__ = [
     "Async",
     "Chain",
     "Delegate",
+    "GenericDocuments",
     "ManifestEntry",
     "ReadOnly",
     "coroutine_like",
@@ -44,6 +45,24 @@ __all__ = [
 ]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+if TYPE_CHECKING:
+    from typing import Generic as GenericDocuments
+else:
+
+    class GenericDocuments:
+        """``typing.Generic`` to type checkers; nothing at run time.
+
+        The Motor classes generic in their document type (``AgnosticCollection[dict]``)
+        subclass ``GenericDocuments[_DocumentType]``, which is ``object`` when the program
+        runs: ``typing.Generic`` in their bases would refuse an application's
+        ``class Repo(Generic[T], AsyncIOMotorCollection)`` (no consistent method
+        resolution order), which Motor 3.7.1's classes, without it, accepted.
+        Subscripting a Motor class returns the class (``AgnosticBase.__class_getitem__``).
+        """
+
+        def __class_getitem__(cls, item: Any) -> type:
+            return object
 
 
 class ManifestEntry:

@@ -140,6 +140,26 @@ class AgnosticClientSession(AgnosticBase):
     __pymongo_class__ = ClientSession
     _agnostic_name = "ClientSession"
 
+    def __init__(self, delegate: ClientSession, motor_client: AgnosticClient[Any]) -> None:
+        """Motor 3.7.1's constructor: PyMongo's session ``delegate`` of
+        ``motor_client``'s PyMongo client.  ``await client.start_session()`` is the usual
+        way to get one."""
+        if not isinstance(delegate, ClientSession):
+            raise TypeError(
+                f"First argument to {type(self).__name__} must be a PyMongo ClientSession, "
+                f"not {delegate!r}"
+            )
+        expected = self._motor_class("Client")
+        if not isinstance(motor_client, expected) or delegate.client is not motor_client.delegate:
+            raise TypeError(
+                f"Second argument to {type(self).__name__} must be the {expected.__name__} "
+                f"whose PyMongo client started the session, not {motor_client!r}"
+            )
+        self.delegate = delegate
+        self._binding = motor_client._binding
+        self._client = motor_client
+        self._init_from_parent(motor_client)
+
     cluster_time = ReadOnly()
     has_ended = ReadOnly()
     in_transaction = ReadOnly()

@@ -12,7 +12,8 @@ none).  PyMongo calls that do I/O (``list_collections``, ``start_session``,
 from __future__ import annotations
 
 import copy
-from typing import Any
+import typing
+from typing import Any, Generic, TypeVar
 
 import gridfs
 import pytest
@@ -201,4 +202,94 @@ async def test_motor_3_7_1_s_cursor_constructors(fw: Framework, server: Any) -> 
             assert type(again) is MyCursor and again.tag == "mine"
             assert again.collection is tw.coll
             assert await again.to_list() == DOCS
+    fw.probe.assert_below(MAX_BUSY)
+
+
+async def test_motor_3_7_1_s_subclass_and_constructor_forms(fw: Framework, server: Any) -> None:
+    """What applications' subclasses of Motor 3.7.1's classes did still works: a generic
+    base listed first, a collection constructor's seven arguments passed on positionally,
+    attributes that were plain in Motor 3.7.1 assigned, a session constructed from
+    PyMongo's."""
+    module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+    client_class = getattr(module, motor_class(fw, "Client"))
+    collection_class = getattr(module, motor_class(fw, "Collection"))
+    session_class = getattr(module, motor_class(fw, "ClientSession"))
+    T = TypeVar("T")
+
+    class Repo(Generic[T], collection_class):  # type: ignore[misc, valid-type]
+        def __init__(
+            self,
+            database: Any,
+            name: str,
+            codec_options: Any = None,
+            read_preference: Any = None,
+            write_concern: Any = None,
+            read_concern: Any = None,
+            _delegate: Any = None,
+        ) -> None:
+            options = (codec_options, read_preference, write_concern, read_concern)
+            super().__init__(database, name, *options, _delegate)
+            self.database = database
+
+    class Client(Generic[T], client_class):  # type: ignore[misc, valid-type]
+        pass
+
+    assert collection_class[dict] is collection_class  # subscripted: the class itself
+    assert typing.get_origin(Repo[int]) is Repo  # Generic's, first in the bases
+    async with Twin(fw, server, "forms") as tw:
+        await tw.seed(DOCS)
+        client: Any = Client(server.uri)
+        try:
+            db = client[tw.name]
+            repo: Any = Repo(db, "c")
+            assert repo.database is db
+            assert await repo.find_one({"_id": 1}) == DOCS[0]
+            acknowledged = repo.with_options(write_concern=WriteConcern(w=1))
+            assert type(acknowledged) is Repo
+            assert acknowledged.write_concern == WriteConcern(w=1)
+            assert await acknowledged.count_documents({}) == len(DOCS)
+        finally:
+            await client.close()
+
+        cursor = tw.coll.find()
+        sub = tw.coll.sub
+        cursor.collection = sub
+        assert cursor.collection is sub
+        cursor.started = True
+        assert cursor.started
+        cursor.closed = True
+        assert cursor.closed
+
+        pymongo_session = await motor.run_green(tw.client.delegate.start_session)
+        session = session_class(pymongo_session, tw.client)
+        assert session.delegate is pymongo_session and session.client is tw.client
+        assert await tw.coll.find_one({"_id": 2}, session=session) == DOCS[1]
+        await session.end_session()
+        with pytest.raises(TypeError, match="First argument"):
+            session_class(tw.client, pymongo_session)
+        with pytest.raises(TypeError, match="Second argument"):
+            session_class(pymongo_session, tw.db)
+    fw.probe.assert_below(MAX_BUSY)
+
+
+async def test_latent_cursors_are_equal_to_themselves_only(fw: Framework, server: Any) -> None:
+    """Cursors that run their command on the first fetch (``aggregate()``,
+    ``list_indexes()``) and change streams are equal to themselves only, and their hash
+    does not change when the first fetch starts them, as with Motor 3.7.1's placeholder."""
+    async with Twin(fw, server, "latent") as tw:
+        await tw.seed(DOCS)
+        first, second = tw.coll.aggregate([]), tw.coll.aggregate([])
+        indexes = tw.coll.list_indexes()
+        assert first != second and first != indexes and first == first
+        cursors = [first, second]
+        cursors.remove(second)
+        assert cursors[0] is first
+        streams = {tw.coll.watch(), tw.coll.watch()}
+        assert len(streams) == 2
+        by_cursor = {first: "first", second: "second"}
+        before = hash(first)
+        assert len(await first.to_list()) == len(DOCS)
+        assert hash(first) == before and by_cursor[first] == "first"
+        assert first != second and first == first
+        await second.close()
     fw.probe.assert_below(MAX_BUSY)

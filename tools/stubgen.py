@@ -484,6 +484,8 @@ class Stub:
         else:
             sig = self.own_signature(fget)
             result = self.render(sig.returns, sig.module, Mode.SOURCE)
+        # A setter (Motor 3.7.1's attributes that were assignable: collection.database,
+        # cursor.started, ...) is left out: type checkers keep them read-only.
         return ["@property", f"def {name}(self) -> {result}: ..."]
 
     def function_stub(self, name: str, fn: Callable[..., Any]) -> list[str]:
