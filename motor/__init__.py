@@ -23,6 +23,7 @@ import re
 from motor import core  # noqa: F401
 from motor._version import __version__
 from motor.detector import detect_stalls, stop_detecting_stalls
+from motor.detector import threshold_from_environment as _threshold_from_environment
 from motor.sync_code import GreenMongoClient, green_coroutine, run_green
 
 version = __version__
@@ -48,7 +49,7 @@ def get_version_string() -> str:
 
 
 if os.environ.get("MOTOR_DETECT_STALLS"):
-    detect_stalls(float(os.environ["MOTOR_DETECT_STALLS"]))
+    detect_stalls(_threshold_from_environment(os.environ["MOTOR_DETECT_STALLS"]))
 
 __all__ = [
     "GreenMongoClient",

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import sys
 import threading
@@ -169,6 +170,21 @@ class StallDetector:
         if getattr(self._local, "tracing", False):
             greenlet.settrace(self._local.previous)
             self._local.tracing = False
+
+
+def threshold_from_environment(value: str) -> float:
+    """``MOTOR_DETECT_STALLS``'s threshold in milliseconds; ``ValueError`` naming the
+    variable for anything but a finite number of at least 0."""
+    try:
+        threshold = float(value)
+    except ValueError:
+        threshold = math.nan
+    if not (0.0 <= threshold < math.inf):
+        raise ValueError(
+            "MOTOR_DETECT_STALLS must be a threshold in milliseconds, a number such as 20, "
+            f"not {value!r} (unset it to turn the stall detector off)"
+        )
+    return threshold
 
 
 def detect_stalls(threshold_ms: float = 10.0, log: logging.Logger | None = None) -> StallDetector:

@@ -55,7 +55,7 @@ from pymongo.errors import DuplicateKeyError, NetworkTimeout
 from tornado.httpclient import HTTPResponse
 
 import motor
-from motor.detector import _BlockingCommands
+from motor.detector import _BlockingCommands, threshold_from_environment
 from motor.errors import WouldBlockError
 from motor.green.hub import Cancelled, get_hub
 from test.framework import Framework, parked_children, serve_on_loopback
@@ -733,6 +733,32 @@ def test_detector_environment_variable(server: Any, tmp_path: Path) -> None:
     assert f"called at {script}:10 in main" in reported[0]
     assert reported[1].startswith("hog_then_ping held the event loop for ")
     assert f"called at {script}:11 in main" in reported[1]
+
+
+@pytest.mark.parametrize("setting", ["true", "-5", "nan", "inf", "20ms"])
+def test_detector_environment_variable_refuses_what_is_not_a_threshold(
+    setting: str, tmp_path: Path
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MOTOR_DETECT_STALLS": setting}
+    out = subprocess.run(
+        [sys.executable, "-c", "import motor"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert (
+        "ValueError: MOTOR_DETECT_STALLS must be a threshold in milliseconds, a number such "
+        f"as 20, not {setting!r}"
+    ) in out.stderr, out.stderr
+
+
+def test_detector_threshold_from_environment() -> None:
+    assert threshold_from_environment("20") == 20.0
+    assert threshold_from_environment(" 2.5 ") == 2.5
+    assert threshold_from_environment("0") == 0.0
 
 
 # -------------------------------------------------------------- other sync libraries
