@@ -331,6 +331,4 @@ def _parse_http_date(value: str | None) -> datetime.datetime | None:
         parsed = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if parsed is None:  # Python 3.9 returns None for some invalid dates
-        return None  # type: ignore[unreachable]
     return _utc(parsed)

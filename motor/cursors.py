@@ -539,6 +539,9 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
         self._binding = parent._binding
         self._client = parent._client
         self._parent = parent
+        # What runs the command: the parent when the cursor was made, whatever
+        # ``collection`` is set to later (as in Motor 3.7.1, where it ran at once).
+        self._target = parent
         self._method = method
         self._args = args
         self._kwargs = dict(kwargs)
@@ -584,7 +587,7 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
         batch_size = self._batch_size
         if batch_size is not None and self._method in ("aggregate", "aggregate_raw_batches"):
             kwargs = {**kwargs, "batchSize": batch_size}
-        delegate = getattr(self._parent.delegate, self._method)(*args, **kwargs)
+        delegate = getattr(self._target.delegate, self._method)(*args, **kwargs)
         if batch_size is not None:
             delegate.batch_size(batch_size)
         return delegate

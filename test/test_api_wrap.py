@@ -259,6 +259,12 @@ async def test_motor_3_7_1_s_subclass_and_constructor_forms(fw: Framework, serve
         assert cursor.started
         cursor.closed = True
         assert cursor.closed
+        # A latent cursor's command runs on the collection that made it, as in Motor
+        # 3.7.1, where it ran at once.
+        latent = tw.coll.aggregate([{"$match": {"_id": 1}}])
+        latent.collection = sub
+        assert latent.collection is sub
+        assert await latent.to_list() == [DOCS[0]]
 
         pymongo_session = await motor.run_green(tw.client.delegate.start_session)
         session = session_class(pymongo_session, tw.client)
