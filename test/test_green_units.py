@@ -849,6 +849,31 @@ def test_pymongo_internals_have_the_expected_shape() -> None:
     assert green_pool.check_pymongo_internals() == []
 
 
+def test_internals_check_sees_through_applications_wrappers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An application's or instrumentation's ``functools.wraps`` wrapper around one of
+    PyMongo's entry points hides no internals from the check (Motor 3.7.1 ran with it)."""
+
+    def wrapped(function: Any) -> Any:
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    client_class = pymongo.synchronous.mongo_client.MongoClient
+    for owner, name in (
+        (client_class, "__init__"),
+        (client_class, "close"),
+        (pymongo.synchronous.pool.Pool, "__init__"),
+        (pymongo.synchronous.pool.Pool, "connect"),
+        (pymongo.synchronous.pool.Pool, "_reset"),
+    ):
+        monkeypatch.setattr(owner, name, wrapped(getattr(owner, name)))
+    assert green_pool.check_pymongo_internals() == []
+
+
 def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(pymongo.synchronous.pool, "_configured_socket_interface")
     monkeypatch.setattr(pymongo, "version_tuple", (5, 0, 0))

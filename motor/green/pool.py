@@ -89,6 +89,7 @@ import errno
 import functools
 import hashlib
 import importlib
+import inspect
 import itertools
 import mmap
 import operator
@@ -1273,6 +1274,15 @@ def _next_batch_moves_nothing(cls: type) -> bool:
     )
 
 
+def _own_code(function: Any) -> Any:
+    """The code of PyMongo's ``function``, through wrappers that name it in
+    ``__wrapped__`` (``functools.wraps``, wrapt): applications, their tests and
+    instrumentation libraries wrap PyMongo's entry points (``MongoClient.__init__``,
+    ``Pool.connect``, ...), which none of PyMongo's own decorators wrap.  None if there
+    is no function."""
+    return getattr(inspect.unwrap(function), "__code__", None) if function else None
+
+
 def check_pymongo_internals() -> list[str]:
     """Return what changed in PyMongo's internals that the green core relies on.
 
@@ -1292,7 +1302,7 @@ def check_pymongo_internals() -> list[str]:
     )
     pool_cls = _pymongo_pool.Pool
     need(callable(getattr(pool_cls, "connect", None)), "Pool.connect() is missing")
-    connect_names = getattr(getattr(pool_cls, "connect", None), "__code__", None)
+    connect_names = _own_code(getattr(pool_cls, "connect", None))
     need(
         connect_names is not None and "_configured_socket_interface" in connect_names.co_names,
         "Pool.connect() no longer calls the module-level _configured_socket_interface",
@@ -1301,17 +1311,17 @@ def check_pymongo_internals() -> list[str]:
         hasattr(_pymongo_pool, "_configured_socket_interface"),
         "pymongo.synchronous.pool._configured_socket_interface is missing",
     )
-    client_close = pymongo.synchronous.mongo_client.MongoClient.close.__code__.co_names
+    client_close = _own_code(pymongo.synchronous.mongo_client.MongoClient.close).co_names
     for name in ("pop_all_sessions", "_end_sessions", "_kill_cursors_executor"):
         need(name in client_close, f"MongoClient.close() no longer uses {name}")
     need(
         "_process_kill_cursors" in client_close and "_closed" in client_close,
         "MongoClient.close() no longer calls _process_kill_cursors or sets _closed",
     )
-    init_code = pool_cls.__init__.__code__
+    init_code = _own_code(pool_cls.__init__)
     for name in ("size_cond", "_max_connecting_cond", "lock"):
         need(name in init_code.co_names, f"Pool.__init__ no longer sets self.{name}")
-    client_init = pymongo.synchronous.mongo_client.MongoClient.__init__.__code__
+    client_init = _own_code(pymongo.synchronous.mongo_client.MongoClient.__init__)
     for kwarg in ("_pool_class", "_condition_class"):
         need(kwarg in client_init.co_consts, f"MongoClient no longer accepts {kwarg}=")
     for name in (
@@ -1379,7 +1389,7 @@ def check_pymongo_internals() -> list[str]:
     need(
         connect_names is not None
         and {"cancel_context", "active_contexts"} <= set(connect_names.co_names)
-        and {"cancel", "active_contexts"} <= set(pool_cls._reset.__code__.co_names),
+        and {"cancel", "active_contexts"} <= set(_own_code(pool_cls._reset).co_names),
         "Pool no longer cancels connections through conn.cancel_context and Pool.active_contexts",
     )
     monitor_pool = getattr(pymongo.synchronous.topology.Topology, "_create_pool_for_monitor", None)
@@ -1396,7 +1406,7 @@ def check_pymongo_internals() -> list[str]:
         "PyMongo's monitor pools no longer take is_sdam=True and PoolOptions(driver=...), "
         "or PoolOptions._update_metadata is gone (MotorClient(driver=...))",
     )
-    reset_code = pool_cls._reset.__code__
+    reset_code = _own_code(pool_cls._reset)
     need(
         {"close", "interrupt_connections"} <= set(reset_code.co_varnames),
         "Pool._reset no longer takes close= and interrupt_connections= (GreenPool.close)",
