@@ -1,14 +1,23 @@
-"""Run the test suites of ODMs built on Motor 3.x on this Motor and on Motor 3.7.1; diff.
+"""Run the test suites of ODMs and other libraries on Motor 3.x on this Motor and on 3.7.1; diff.
 
 A compatibility oracle for the libraries most applications on Motor 3.x use:
-``python tools/odm_suites.py [--uri URI] [--suite beanie|odmantic|umongo ...]``.
+``python tools/odm_suites.py [--uri URI] [--suite NAME ...]``, ``NAME`` one of ``beanie``,
+``umongo``, ``odmantic``, ``aiogram`` and ``fastapi_pagination``.
 
-=========  =======  ======================================================================
-Beanie     1.30.0   its whole test suite (``tests``)
-umongo     4.0.0    its tests of the Motor framework (``tests/frameworks/test_motor_asyncio.py``)
-ODMantic   1.0.2    its whole test suite (``tests``); the last sdist with tests (1.0.3 and
-                    1.1.0 ship the package only)
-=========  =======  ======================================================================
+==================  =======  =============================================================
+Beanie              1.30.0   its whole test suite (``tests``)
+umongo              4.0.0    its tests of the Motor framework
+                             (``tests/frameworks/test_motor_asyncio.py``)
+ODMantic            1.0.2    its whole test suite (``tests``); the last sdist with tests
+                             (1.0.3 and 1.1.0 ship the package only)
+aiogram             3.31.0   its tests of FSM storages (``tests/test_fsm``): those of its
+                             ``MongoStorage`` (on Motor), of its ``PyMongoStorage`` and of
+                             the storages that need no server
+fastapi-pagination  0.15.16  its tests of the Motor and ODMantic extensions
+                             (``tests/ext/test_motor.py``, ``test_motor_aggregate.py``,
+                             ``test_odmantic.py``, with ODMantic 1.1.0); 0.16 removed the
+                             Motor extension
+==================  =======  =============================================================
 
 1. Each project's sdist (downloaded from PyPI and checked against a pinned sha256, as Motor
    3.7.1's is for ``test/test_tutorials.py``) holds its tests.  Nothing of them is copied
@@ -17,21 +26,28 @@ ODMantic   1.0.2    its whole test suite (``tests``); the last sdist with tests 
    their Motor requirement), their dependencies and test dependencies, and this project's
    PyMongo, Tornado and greenlet versions; Motor 3.7.1 is installed beside it in a
    directory of its own.  ODMantic's tests need an older pytest-asyncio (they override its
-   ``event_loop`` fixture) and get one of their own, ``<cache>/venv-odmantic``.  Each suite
-   runs twice against the same server, once with Motor 3.7.1 and once with this checkout
-   first on ``PYTHONPATH``; each run checks first which ``motor`` it imports.
+   ``event_loop`` fixture) and get one of their own, ``<cache>/venv-odmantic``; so do
+   aiogram's (``<cache>/venv-aiogram``: pinned pytest, pytest-aiohttp) and
+   fastapi-pagination's (``<cache>/venv-fastapi_pagination``: a newer FastAPI and
+   ODMantic 1.1.0 than ODMantic's tests run with), which would otherwise bring their pytest
+   plugins into the other suites' runs.  Each suite runs twice against the same server,
+   once with Motor 3.7.1 and once with this checkout first on ``PYTHONPATH``; each run
+   checks first which ``motor`` it imports.
 3. Every test that passes with Motor 3.7.1 and not with this Motor is listed, and fails
    the run (exit status 1) unless :data:`EXPECTED` explains it.
 
-A pytest plugin per suite, the same for both runs, points the tests at the server (umongo's
-connect to ``localhost:27017``; ODMantic's read ``TEST_MONGO_URI``, and
-``TEST_MONGO_MODE=replicaSet`` lets its tests of sessions run, those of transactions
-failing for both drivers on a standalone server).  FerretDB has no text indexes and
-no views, and it drops the connection on some of Beanie's index specifications; against it
-Beanie's models are set up without their indexes and views, and the tests that need them
-fail for both drivers.
+A pytest plugin, the environment or pytest options per suite, the same for both runs,
+point the tests at the server (umongo's connect to ``localhost:27017``; ODMantic's read
+``TEST_MONGO_URI``, and ``TEST_MONGO_MODE=replicaSet`` lets its tests of sessions run,
+those of transactions failing for both drivers on a standalone server; aiogram's take
+``--mongo URI``, fastapi-pagination's ``--mongodb-dsn URI``).  FerretDB has no text
+indexes and no views, and it drops the connection on some of Beanie's index
+specifications; against it Beanie's models are set up without their indexes and views, and
+the tests that need them fail for both drivers.  FerretDB 1.24 lacks ``findAndModify``'s
+``fields`` and ``$group``'s ``$first``: the tests of aiogram's storages that use them, and
+fastapi-pagination's of ``apaginate_aggregate``, fail for both drivers.
 Without ``--uri`` (or ``MOTOR_TEST_URI``) a server is started with ``test/server.py`` and
-stopped at the end.  About 5 minutes against FerretDB, the first time more (the virtualenv).
+stopped at the end.  About 6 minutes against FerretDB, the first time more (the virtualenvs).
 """
 
 from __future__ import annotations
@@ -78,8 +94,11 @@ class Suite:
     venv: str = "venv-odm-suites"
     #: What of the sdist it needs besides ``pyproject.toml``: path prefixes.
     sources: tuple[str, ...] = ("tests/",)
-    #: Further pytest options.
+    #: Further pytest options; ``{uri}`` in them is the server's URI.
     options: tuple[str, ...] = ()
+    #: Further projects its tests use, pinned (``name==version``), installed like it without
+    #: their requirements (which include Motor): those are in :attr:`requirements`.
+    companions: tuple[str, ...] = ()
 
     def environment(self, uri: str, ferretdb: bool) -> dict[str, str]:
         """The environment variables the tests and the plugin read."""
@@ -198,7 +217,84 @@ ODMANTIC = Suite(
     options=("-o", "asyncio_mode=auto", "--benchmark-disable"),
 )
 
-SUITES = {suite.project: suite for suite in (BEANIE, UMONGO, ODMANTIC)}
+AIOGRAM = Suite(
+    project="aiogram",
+    version="3.31.0",
+    sha256="f2c5064fe52d88898c86af62261c405440a014216e45dd99b2c6555a5602ce30",
+    # Its requirements, its ``redis`` extra (its tests' conftest imports redis) and its test
+    # requirements less pytest-mypy, pytest-cov and pytest-html.  Its ``mongo`` extra asks
+    # for PyMongo <4.18; the suites run this project's PyMongo.
+    requirements=(
+        "aiofiles>=23.2.1,<26.0",
+        "aiohttp>=3.9.0,<3.15",
+        "certifi>=2023.7.22",
+        "magic-filter>=1.0.12,<1.1",
+        "pydantic>=2.4.1,<2.14",
+        "typing-extensions>=4.7.0,<=5.0",
+        "redis[hiredis]>=6.2.0,<8",
+        "pytest==9.0.3",
+        "pytest-mock==3.15.1",
+        "pytest-aiohttp==1.1.0",
+        "aresponses==3.0.0",
+        "pytz>=2026,<2027",
+        "pycryptodomex==3.23.0",
+    ),
+    tests=("tests/test_fsm",),
+    plugin="",
+    expected={},
+    venv="venv-aiogram",
+    # Its tests of MongoStorage (and PyMongoStorage) run with ``--mongo``; those of its
+    # RedisStorage are skipped.
+    options=("--mongo", "{uri}"),
+)
+
+FASTAPI_PAGINATION = Suite(
+    # As its sdist is named (``fastapi_pagination-0.15.16.tar.gz``).
+    project="fastapi_pagination",
+    version="0.15.16",
+    sha256="739a4e904729dc01e03ce95e260ed9be050d48a3659be8463e5c4fcdd0cf25b0",
+    # Its requirements, those of ODMantic 1.1.0 but Motor, what its tests' conftest files
+    # import (drivers of the other databases: SQLite, PostgreSQL, Cassandra) and its test
+    # requirements less linters, coverage and documentation.
+    requirements=(
+        # FastAPI 0.165 (not 0.140) rejects its `Query` defaults in `Annotated`.
+        "fastapi>=0.93.0,<0.141",
+        "pydantic>=2.5.2",
+        "typing-extensions>=4.8.0",
+        "SQLAlchemy>=1.3.20",
+        "aiosqlite>=0.19.0",
+        "asyncpg>=0.24.0",
+        "scylla-driver>=3.25.6",
+        "pytest>=8.3.4",
+        "pytest-asyncio>=0.25.3",
+        "flaky>=3.8.1",
+        "Faker>=35.2",
+        "httpx>=0.28.1",
+        "asgi-lifespan>=2.1.0",
+        "requests>=2.32.2",
+        "dirty-equals>=0.9.0",
+    ),
+    tests=(
+        "tests/ext/test_motor.py",
+        "tests/ext/test_motor_aggregate.py",
+        "tests/ext/test_odmantic.py",
+    ),
+    plugin="",
+    expected={},
+    venv="venv-fastapi_pagination",
+    # pytest.ini: its session-scoped event loop.
+    sources=("tests/", "pytest.ini"),
+    # Its conftest requires a DSN per database; only MongoDB's is used by these tests.
+    options=(
+        "--mongodb-dsn={uri}",
+        "--postgres-dsn=postgresql://unused",
+        "--cassandra-dsn=unused",
+        "--firestore-dsn=unused",
+    ),
+    companions=("odmantic==1.1.0",),
+)
+
+SUITES = {suite.project: suite for suite in (BEANIE, UMONGO, ODMANTIC, AIOGRAM, FASTAPI_PAGINATION)}
 
 
 def suite_python(cache: Path, name: str) -> tuple[Path, Path]:
@@ -218,7 +314,10 @@ def suite_python(cache: Path, name: str) -> tuple[Path, Path]:
         f"tornado=={tornado.version}",
         f"greenlet=={greenlet.__version__}",
     ]
-    projects = [f"{suite.project}=={suite.version}" for suite in suites]
+    projects = [
+        *(f"{suite.project}=={suite.version}" for suite in suites),
+        *(companion for suite in suites for companion in suite.companions),
+    ]
     motor = f"motor=={tutorial_doctest.MOTOR_VERSION}"
     stamp = venv / "odm-suites-requirements.txt"
     record = "\n".join([*wanted, *projects, motor])
@@ -292,7 +391,7 @@ def run_suite(
         "-p",
         "odm_suite_plugin",
         "--junitxml=report.xml",
-        *suite.options,
+        *(option.format(uri=uri) for option in suite.options),
         *suite.tests,
     ]
     try:
