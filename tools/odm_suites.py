@@ -47,7 +47,7 @@ the tests that need them fail for both drivers.  FerretDB 1.24 lacks ``findAndMo
 ``fields`` and ``$group``'s ``$first``: the tests of aiogram's storages that use them, and
 fastapi-pagination's of ``apaginate_aggregate``, fail for both drivers.
 Without ``--uri`` (or ``MOTOR_TEST_URI``) a server is started with ``test/server.py`` and
-stopped at the end.  About 6 minutes against FerretDB, the first time more (the virtualenvs).
+stopped at the end.  About 7 minutes against FerretDB, the first time more (the virtualenvs).
 """
 
 from __future__ import annotations
