@@ -671,6 +671,16 @@ class Hub:
         self._selector: Any = None
         self._clock = self._hook_loop()
         self._marks_iterations = self._selector is None
+        # A loop whose poll runs I/O callbacks inside native code (uvloop: libuv's
+        # uv__io_poll) may keep pointers into that C stack frame while it calls them;
+        # libuv does (the events being dispatched, read again by every uv_poll_start and
+        # uv_poll_stop, which add_reader and remove_reader call).  A child resumed from
+        # such a callback runs on the same C stack, over that frame (its stack began
+        # where the hub first switched to it), and its add_reader or close() then reads
+        # the child's data as libuv's: a segmentation fault.  On such loops children run
+        # only from the loop's ready callbacks (call_soon), outside the poll: starts are
+        # queued, and readiness callbacks resume their children from call_soon.
+        self._native_poll = self._selector is None and not isinstance(loop, asyncio.BaseEventLoop)
         self._marker_pending = False
         self._entered = 0.0
         self._draining = False
@@ -767,6 +777,7 @@ class Hub:
         if (
             isinstance(current, Child)
             or self._clock.dispatching
+            or self._native_poll
             or ((self._resumes or self._queue) and not self._catch_up(True))
             or not self._window_open()
         ):
@@ -1007,7 +1018,11 @@ class Hub:
                 return
             except KeyError:  # registered already, for writing: the loop's own way
                 pass
-        self.loop.add_reader(fd, callback)
+        if self._native_poll:
+            # Resume from the ready queue, outside the native poll (see __init__).
+            self.loop.add_reader(fd, self.loop.call_soon, callback)
+        else:
+            self.loop.add_reader(fd, callback)
 
     def _defer(self, entry: tuple[Any, ...]) -> None:
         # Runs on the loop thread: queue a start for a later iteration.
@@ -1238,10 +1253,15 @@ class Hub:
         # budget, like a green reader (a hundred sends waiting for their sockets to drain
         # are resumed over several iterations, not in one).
         remove = loop.remove_writer if write else loop.remove_reader
+        native_poll = self._native_poll
 
         def on_ready() -> None:
             remove(fd)
-            waiter.switch_budgeted(True)
+            if native_poll:
+                # From the ready queue, outside the native poll (see __init__).
+                loop.call_soon(waiter.switch_budgeted, True)
+            else:
+                waiter.switch_budgeted(True)
 
         if write:
             loop.add_writer(fd, on_ready)
