@@ -15,6 +15,7 @@ All I/O first checks the calling thread and loop (:meth:`Binding.hub_for_call`;
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
@@ -939,8 +940,10 @@ class AgnosticClient(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
         then, blocking, as Motor 3.7.1's synchronous ``close()`` did (waiting at most
         5 seconds for the server); for a loop that is stopped but never closed
         (``IOLoop.run_sync()``), at interpreter exit.  Called where no event loop
-        runs (after the loop stopped, say) it closes synchronously.  Every later
-        operation raises :class:`~motor.errors.ClientClosedError`.
+        runs (after the loop stopped, say) it closes synchronously.  Called on a loop of
+        another thread while the client's loop runs in its own, it closes the client
+        on the client's loop, and the awaitable completes on the calling loop.  Every
+        later operation raises :class:`~motor.errors.ClientClosedError`.
         """
         binding = self._binding
         if binding.closed:
@@ -950,18 +953,49 @@ class AgnosticClient(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
             binding.close()
             self.delegate.close()
             return _COMPLETED
+        owner = binding.hub
+        if (
+            loop is not binding.loop
+            and owner is not None
+            and owner.loop.is_running()
+            and not owner.owns_loop_thread()
+        ):
+            # From a loop of another thread while the client's loop runs in its own:
+            # close there, and complete the awaitable on the calling loop.
+            binding.close()
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            try:
+                owner.loop.call_soon_threadsafe(self._close_on, owner, done)
+            except RuntimeError:  # closed meanwhile: what is left runs as it closed
+                return _COMPLETED
+            return asyncio.wrap_future(done, loop=loop)
         hub = binding.hub_for_call()
         binding.close()
+        return asyncio.shield(self._close_on(hub))
+
+    def _close_on(
+        self, hub: Hub, done: concurrent.futures.Future[None] | None = None
+    ) -> asyncio.Future[None]:
+        # On the loop's thread: close the delegate in a child of ``hub``.
         delegate = self.delegate
         closing = hub.spawn(close_client, delegate)
         # Motor 3.7.1's close() was synchronous, so applications do not await it: if
         # the loop closes (or the interpreter exits) first, what is left of the
         # closing runs then, blocking, instead of leaving the client open.
         hub.finish_on_close(closing, functools.partial(finish_closing, delegate))
-        # Shielded: cancelling the awaitable (a timeout around it) leaves the closing
-        # to finish, as Motor 3.7.1's synchronous close() always did; interrupted, it
-        # would leave sockets open and sessions not ended.
-        return asyncio.shield(closing)
+        if done is not None:
+
+            def report(future: asyncio.Future[None]) -> None:
+                if future.cancelled() or future.exception() is None:
+                    done.set_result(None)
+                else:
+                    done.set_exception(future.exception())
+
+            closing.add_done_callback(report)
+        # Shielded by the caller: cancelling the awaitable (a timeout around it) leaves
+        # the closing to finish, as Motor 3.7.1's synchronous close() always did;
+        # interrupted, it would leave sockets open and sessions not ended.
+        return closing
 
     async def __aenter__(self) -> Self:
         return self

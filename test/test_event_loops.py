@@ -510,6 +510,55 @@ def test_a_loop_running_in_another_thread_keeps_its_client(server: Any, framewor
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_close_from_another_thread_s_loop_closes_on_the_client_s(
+    server: Any, framework: str
+) -> None:
+    """``close()`` called on a loop of another thread while the client's loop runs in its
+    own closes the client there, as Motor 3.7.1's synchronous ``close()`` did, and its
+    awaitable completes on the calling loop."""
+    loops = Loops(framework)
+    running = loops.new()
+    client = loops.client(server.uri)
+    started = threading.Event()
+    stop = threading.Event()
+    after_close: list[BaseException] = []
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    def serve() -> None:
+        async def bind_and_serve() -> None:
+            await ping()
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+            try:
+                await ping()
+            except BaseException as exc:
+                after_close.append(exc)
+
+        loops.run(running, bind_and_serve)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    other = loops.new()
+    try:
+        assert started.wait(30)
+
+        async def close() -> None:
+            await asyncio.wait_for(client.close(), 20)
+
+        loops.run(other, close)
+        assert client.delegate._closed
+    finally:
+        stop.set()
+        thread.join(30)
+        loops.close(running)
+        loops.close(other)
+    assert [type(exc).__name__ for exc in after_close] == ["ClientClosedError"]
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_client_stays_on_an_open_loop_with_operations_in_flight(framework: str) -> None:
     # Moving would leave the find parked on the first loop, holding the only
     # connection, until that loop runs again: the second loop's operations would wait
