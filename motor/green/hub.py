@@ -6,7 +6,8 @@ A :class:`Hub` belongs to one asyncio event loop (Tornado 6 runs on asyncio, so 
 hub serves both frameworks).  :meth:`Hub.spawn` starts a *child* greenlet that runs a
 synchronous function, and returns an :class:`asyncio.Future` for its result.
 
-The child starts at once, inside the caller's stack, and runs until the function
+The child starts at once, inside the caller's stack (on loops whose poll is native
+code, uvloop's, from the hub's queue: see ``Hub._native_poll``), and runs until the function
 would block.  There it parks: it registers a wake-up with the loop (a socket becoming
 ready, a timer, a notification) and switches to its parent, the greenlet that runs the
 loop (the *hub greenlet*).  When the loop fires the wake-up, the callback (running on
@@ -678,8 +679,9 @@ class Hub:
         # such a callback runs on the same C stack, over that frame (its stack began
         # where the hub first switched to it), and its add_reader or close() then reads
         # the child's data as libuv's: a segmentation fault.  On such loops children run
-        # only from the loop's ready callbacks (call_soon), outside the poll: starts are
-        # queued, and readiness callbacks resume their children from call_soon.
+        # only from the loop's ready callbacks (call_soon), outside the poll and the
+        # timers: starts are queued, and readiness callbacks and the timer that expires
+        # timed waits resume their children from call_soon.
         self._native_poll = self._selector is None and not isinstance(loop, asyncio.BaseEventLoop)
         self._marker_pending = False
         self._entered = 0.0
@@ -769,7 +771,8 @@ class Hub:
         oldest first), which runs first while the budget lasts; otherwise it is queued
         (first in, first out) for later iterations.  While the loop runs the callbacks
         of several replies that one poll reported, starts are queued until every reply
-        is resumed: replies first.
+        is resumed: replies first.  On a loop whose poll is native code (uvloop) every
+        start is queued (see ``_native_poll``).
         """
         if DETECTOR is not None:
             DETECTOR.note_call(future, fn)
@@ -1278,7 +1281,12 @@ class Hub:
         if self._sweeper is not None:
             self._sweeper.cancel()
         self._sweep_at = deadline
-        self._sweeper = self.loop.call_later(max(deadline - _monotonic(), 0), self._sweep)
+        delay = max(deadline - _monotonic(), 0)
+        if self._native_poll:
+            # From the ready queue, as every resume on such a loop (see __init__).
+            self._sweeper = self.loop.call_later(delay, self.loop.call_soon, self._sweep)
+        else:
+            self._sweeper = self.loop.call_later(delay, self._sweep)
 
     def _sweep(self) -> None:
         # Runs on the hub greenlet when the earliest deadline falls due: expire the
