@@ -468,6 +468,40 @@ def test_a_stranded_waiter_passes_its_wake_up_on(framework: str) -> None:
         assert all(isinstance(future.exception(), WrongThreadError) for future in waiting)
 
 
+@contextlib.contextmanager
+def served_by_a_thread(
+    loops: Loops,
+    loop: Any,
+    ping: Callable[[], Any],
+    after_stop: Callable[[], Any] | None = None,
+) -> Iterator[None]:
+    """Run ``loop`` in a thread of its own for the block, its client bound there by
+    ``ping()``; then stop it, run ``after_stop()`` on it, and close it."""
+    started = threading.Event()
+    stop = threading.Event()
+
+    def serve() -> None:
+        async def bind_and_serve() -> None:
+            await ping()
+            started.set()
+            while not stop.is_set():
+                await asyncio.sleep(0.01)
+            if after_stop is not None:
+                await after_stop()
+
+        loops.run(loop, bind_and_serve)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        assert started.wait(30)
+        yield
+    finally:
+        stop.set()
+        thread.join(30)
+        loops.close(loop)
+
+
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_loop_running_in_another_thread_keeps_its_client(server: Any, framework: str) -> None:
     loops = Loops(framework)
@@ -477,29 +511,10 @@ def test_a_loop_running_in_another_thread_keeps_its_client(server: Any, framewor
     async def ping() -> Any:
         return await client.admin.command("ping")
 
-    started = threading.Event()
-
-    def serve() -> None:
-        async def bind_and_serve() -> None:
-            await ping()
-            started.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.01)
-
-        loops.run(running, bind_and_serve)
-
-    stop = threading.Event()
-    thread = threading.Thread(target=serve)
-    thread.start()
     other = loops.new()
-    try:
-        assert started.wait(30)
+    with served_by_a_thread(loops, running, ping):
         with pytest.raises(WrongLoopError, match="open in another thread"):
             loops.run(other, ping)
-    finally:
-        stop.set()
-        thread.join(30)
-        loops.close(running)
     try:
         # Its loop is closed: the client follows.
         assert loops.run(other, ping)["ok"] == 1
@@ -519,41 +534,26 @@ def test_close_from_another_thread_s_loop_closes_on_the_client_s(
     loops = Loops(framework)
     running = loops.new()
     client = loops.client(server.uri)
-    started = threading.Event()
-    stop = threading.Event()
     after_close: list[BaseException] = []
 
     async def ping() -> Any:
         return await client.admin.command("ping")
 
-    def serve() -> None:
-        async def bind_and_serve() -> None:
+    async def ping_after_close() -> None:
+        try:
             await ping()
-            started.set()
-            while not stop.is_set():
-                await asyncio.sleep(0.01)
-            try:
-                await ping()
-            except BaseException as exc:
-                after_close.append(exc)
+        except BaseException as exc:
+            after_close.append(exc)
 
-        loops.run(running, bind_and_serve)
+    async def close() -> None:
+        await asyncio.wait_for(client.close(), 20)
 
-    thread = threading.Thread(target=serve)
-    thread.start()
     other = loops.new()
     try:
-        assert started.wait(30)
-
-        async def close() -> None:
-            await asyncio.wait_for(client.close(), 20)
-
-        loops.run(other, close)
-        assert client.delegate._closed
+        with served_by_a_thread(loops, running, ping, ping_after_close):
+            loops.run(other, close)
+            assert client.delegate._closed
     finally:
-        stop.set()
-        thread.join(30)
-        loops.close(running)
         loops.close(other)
     assert [type(exc).__name__ for exc in after_close] == ["ClientClosedError"]
 
