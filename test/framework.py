@@ -322,33 +322,38 @@ class Loops:
         self.name = name
 
     def new(self) -> Any:
-        """A new loop: an asyncio loop, or a Tornado ``IOLoop`` (not made current)."""
+        """A new loop: an asyncio loop (uvloop's for "uvloop"), or a Tornado ``IOLoop``
+        (not made current)."""
         if self.name == "asyncio":
             return asyncio.new_event_loop()
+        if self.name == "uvloop":
+            import uvloop
+
+            return uvloop.new_event_loop()
         from tornado.ioloop import IOLoop
 
         return IOLoop(make_current=False)
 
     def asyncio_loop(self, loop: Any) -> asyncio.AbstractEventLoop:
-        if self.name == "asyncio":
+        if self.name != "tornado":
             return loop  # type: ignore[no-any-return]
         return loop.asyncio_loop  # type: ignore[no-any-return]
 
     def run(self, loop: Any, fn: Callable[[], Awaitable[Any]]) -> Any:
         """Run ``fn()`` on ``loop`` until it is done; return its result."""
-        if self.name == "asyncio":
+        if self.name != "tornado":
             return loop.run_until_complete(fn())
         return loop.run_sync(fn)
 
     def close(self, loop: Any) -> None:
-        if self.name == "asyncio":
+        if self.name != "tornado":
             loop.close()
         else:
             loop.close(all_fds=False)
 
     def client(self, *args: Any, **kwargs: Any) -> Any:
         """A client of this framework, unbound unless ``io_loop=`` is given."""
-        if self.name == "asyncio":
+        if self.name != "tornado":
             from motor.motor_asyncio import AsyncIOMotorClient
 
             return AsyncIOMotorClient(*args, **kwargs)

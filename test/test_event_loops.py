@@ -363,36 +363,94 @@ def test_an_operation_in_flight_when_its_loop_changes_threads_fails(framework: s
     """An operation in flight when its loop stops, and then runs in another thread,
     cannot continue there (a greenlet never changes threads): it fails with
     WrongThreadError at the new thread's first iteration, even with no reply or timer
-    to come, and gives back its admission turn.  The first thread, running the loop
-    again, ends its greenlet: PyMongo closes the connection it was reading from."""
+    to come, and gives back its admission turn and its connection (closed), the
+    pool's only one: the new thread's operations run.  Back on the first thread, its
+    greenlet ends, and the pool's counters stay right."""
     with stalling(framework) as st:
         client, loop = st.client, st.loop
         assert st.loops.run(loop, st.ping)["ok"] == 1  # idle children of this thread
-        # The stranded find holds the one connection until its greenlet ends.
         stalled = st.loops.run(loop, st.stalled_find)
         assert st.wire.stalled.is_set() and not stalled.done()
+        assert pool_counters(client)["active_sockets"] == 1
         outcomes: list[BaseException] = []
 
-        def serve() -> None:
-            async def wait() -> None:
+        def serve() -> Any:
+            async def wait() -> Any:
                 try:
                     await asyncio.wait_for(stalled, 20)
                 except BaseException as exc:
                     outcomes.append(exc)
+                assert pool_counters(client)["active_sockets"] == 0
+                return await asyncio.wait_for(st.ping(), 20)
 
-            st.aloop.run_until_complete(wait())
+            return st.aloop.run_until_complete(wait())
 
-        thread = threading.Thread(target=serve)
-        thread.start()
-        thread.join(30)
+        reply = in_thread(serve)
         assert len(outcomes) == 1 and isinstance(outcomes[0], WrongThreadError), outcomes
         assert "another thread ran its event loop" in str(outcomes[0])
+        assert not isinstance(reply, BaseException) and reply["ok"] == 1, reply
         assert client._binding._active == 0
-        assert pool_counters(client)["active_sockets"] == 1
-        # Back on this thread: the stranded greenlet ends, and its connection closes.
+        # Back on this thread: the stranded greenlet ends.
         assert st.loops.run(loop, st.ping)["ok"] == 1
         assert parked_children() == []
-        assert pool_counters(client)["active_sockets"] == 0
+        assert pool_counters(client) == dict.fromkeys(pool_counters(client), 0)
+
+
+@pytest.mark.parametrize("framework", [*FRAMEWORKS, "uvloop"])
+def test_operations_stranded_while_connecting_give_back_their_slots(framework: str) -> None:
+    """Two operations opening connections (PyMongo's maxConnecting is 2), whose
+    handshakes get no reply, and three waiting for them, are stranded when the loop
+    moves to another thread: the slots for opening connections go back to the pool,
+    and the new thread's operations open connections of their own.  Back on the first
+    thread, the stranded greenlets end and the counters stay right."""
+    loops = Loops(framework)
+    wire = WireServer(stall_on="hello", stalls=2)
+    client = loops.client(wire.uri)
+    loop = loops.new()
+    aloop = loops.asyncio_loop(loop)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    try:
+
+        async def start() -> list[Any]:
+            futures = [client.admin.command("ping") for _ in range(5)]
+            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+            await asyncio.sleep(0.05)
+            return futures
+
+        futures = loops.run(loop, start)
+        assert wire.stalled.is_set() and not any(future.done() for future in futures)
+        assert pool_counters(client)["pending"] == 2
+        # No idle child of this thread for the other thread's first start to find
+        # (which tells the hub of the move on loops without Motor's hook: uvloop).
+        get_hub(aloop)._idle.clear()
+
+        def there() -> Any:
+            async def run() -> Any:
+                # (On a loop without Motor's hook, uvloop's, the first start here tells
+                # the hub that the loop changed threads.)
+                pings = asyncio.gather(ping(), ping(), ping())
+                outcomes = await asyncio.gather(
+                    *(asyncio.wait_for(future, 20) for future in futures),
+                    return_exceptions=True,
+                )
+                assert [type(outcome) for outcome in outcomes] == [WrongThreadError] * 5
+                return await asyncio.wait_for(pings, 20)
+
+            return aloop.run_until_complete(run())
+
+        replies = in_thread(there)
+        assert not isinstance(replies, BaseException), replies
+        assert [reply["ok"] for reply in replies] == [1, 1, 1]
+        assert loops.run(loop, ping)["ok"] == 1  # back on this thread
+        assert parked_children() == []
+        assert pool_counters(client) == dict.fromkeys(pool_counters(client), 0)
+    finally:
+        close_client(loops, client, loop)
+        loops.close(loop)
+        wire.stop()
 
 
 @pytest.mark.parametrize("foreign", [False, True], ids=["threading", "foreign"])
@@ -432,40 +490,38 @@ def test_a_loop_moved_from_an_exited_thread_strands_its_operations(
         assert st.client._binding._active == 0
 
 
-@pytest.mark.parametrize("framework", FRAMEWORKS)
-def test_a_stranded_waiter_passes_its_wake_up_on(framework: str) -> None:
-    """Operations stranded while waiting for a pooled connection leave the pool's
-    queue to the live ones: back on the first thread, the connection its own stranded
-    greenlet gives back goes to that thread's new operations."""
+@pytest.mark.parametrize("framework", [*FRAMEWORKS, "uvloop"])
+def test_a_stranded_connection_goes_to_the_new_threads_waiters(framework: str) -> None:
+    """Operations of the new thread queued for the pool's only connection, while it is
+    held by an operation that was stranded meanwhile, get a connection: the stranded
+    one's goes back to the pool (closed) and wakes them.  Back on the first thread,
+    the pool still serves."""
     with stalling(framework) as st:
         client = st.client
 
         async def start() -> Any:
             await st.ping()
-            return await st.stalled_find()
+            stalled = await st.stalled_find()
+            # No idle child of this thread for the other thread's first start to find
+            # (which tells the hub of the move on loops without Motor's hook: uvloop).
+            get_hub(st.aloop)._idle.clear()
+            return stalled
 
-        def other_thread(stalled: Any) -> list[Any]:
-            async def wait_there() -> list[Any]:
+        def other_thread(stalled: Any) -> Any:
+            async def wait_there() -> Any:
+                waiting = [client.admin.command("ping") for _ in range(2)]
                 with pytest.raises(WrongThreadError):
                     await stalled
-                # Queued for the connection that the stranded find holds.
-                waiting = [client.admin.command("ping") for _ in range(2)]
-                await asyncio.sleep(0.05)
-                return waiting
+                return await asyncio.wait_for(asyncio.gather(*waiting), 20)
 
             return st.aloop.run_until_complete(wait_there())
 
-        async def pings() -> list[Any]:
-            return await asyncio.wait_for(
-                asyncio.gather(*(client.admin.command("ping") for _ in range(2))), 20
-            )
-
         stalled = st.loops.run(st.loop, start)
-        waiting = in_thread(lambda: other_thread(stalled))
-        assert not isinstance(waiting, BaseException), waiting
-        assert not any(future.done() for future in waiting)
-        assert [reply["ok"] for reply in st.aloop.run_until_complete(pings())] == [1, 1]
-        assert all(isinstance(future.exception(), WrongThreadError) for future in waiting)
+        replies = in_thread(lambda: other_thread(stalled))
+        assert not isinstance(replies, BaseException), replies
+        assert [reply["ok"] for reply in replies] == [1, 1]
+        assert st.loops.run(st.loop, st.ping)["ok"] == 1
+        assert pool_counters(client) == dict.fromkeys(pool_counters(client), 0)
 
 
 @contextlib.contextmanager

@@ -94,12 +94,21 @@ HELLO = {
 
 class WireServer:
     """Serve hello and ``{ok: 1}``; stop reading at a ``stall_on`` command (a name or a
-    tuple of names)."""
+    tuple of names), on the first ``stalls`` connections that send one (all by default)."""
 
-    def __init__(self, unix: bool = False, stall_on: str | tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self,
+        unix: bool = False,
+        stall_on: str | tuple[str, ...] | None = None,
+        stalls: int | None = None,
+    ) -> None:
         names = (stall_on,) if isinstance(stall_on, str) else stall_on or ()
         self.stall_on = frozenset(name.encode() for name in names)
         self.stalled = threading.Event()
+        # Connections stalled so far, and how many may be.
+        self.stalls = 0
+        self._max_stalls = stalls
+        self._stall_lock = threading.Lock()
         self._tmpdir: str | None = None
         if unix:
             self._tmpdir = tempfile.mkdtemp(prefix="motor-wire-")
@@ -138,8 +147,7 @@ class WireServer:
         try:
             while True:
                 start, name = peek_command_name(conn)
-                if name and name in self.stall_on:
-                    self.stalled.set()
+                if name and name in self.stall_on and self._stall():
                     return  # the socket stays open, unread
                 request_id, opcode, cmd = read_message(conn, start)
                 command = next(iter(cmd)).lower()
@@ -151,6 +159,15 @@ class WireServer:
                 replies += 1
         except (ConnectionError, OSError, ValueError):
             pass
+
+    def _stall(self) -> bool:
+        with self._stall_lock:
+            if self._max_stalls is not None and self.stalls >= self._max_stalls:
+                return False
+            self.stalls += 1
+            if self._max_stalls is None or self.stalls == self._max_stalls:
+                self.stalled.set()
+            return True
 
     def stop(self) -> None:
         self._stopped = True

@@ -399,6 +399,16 @@ class Waiter:
                 hub._set_sweeper(deadline)
         try:
             return child.parent.switch()  # type: ignore[union-attr]
+        except BaseException:
+            # Stranded, and now ended on its own thread: what Hub._strand lent the pools
+            # from it is put back first, so that its cleanup below does not give it
+            # back twice.
+            loans = self._hub._loans
+            if loans:
+                repay = loans.pop(child, None)
+                if repay is not None:
+                    repay()
+            raise
         finally:
             if timeout is not None:
                 self._hub._deadlines.pop(self, None)
@@ -589,7 +599,10 @@ class _LoopHook:
         if len(event_list) == 1:  # the common case: one descriptor is ready
             reader, writer = event_list[0][0].data
             if reader.__class__ is _GreenReader and writer is None:
-                self._run(reader)
+                # (Cancelled if a stranded child's connection just closed: see
+                # _runner_changed.)
+                if not reader._cancelled:
+                    self._run(reader)
                 return
         elif not event_list:
             return
@@ -660,6 +673,10 @@ class Hub:
     for the next iteration whenever it checks the budget and none is pending.
     """
 
+    # Gives back to the pools what a stranded child holds (set by motor.green.pool:
+    # reclaim_stranded); returns what puts it back, or None.
+    reclaim_stranded: Callable[[Child], Callable[[], None] | None] | None = None
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.pid = os.getpid()
@@ -705,6 +722,9 @@ class Hub:
         # Children whose call failed because they parked on a thread that no longer
         # runs the loop (_strand): ended once their thread runs it again, or closes it.
         self._stranded: list[Child] = []
+        # What the pools got back from stranded children (Hub.reclaim_stranded), and
+        # what puts it back should the child's own thread end it (Waiter.get).
+        self._loans: dict[Child, Callable[[], None]] = {}
         # Calls that must complete even if the loop closes first (finish_on_close).
         self._finishers: dict[asyncio.Future[Any], Callable[[], None]] = {}
         self._closed = False
@@ -1099,8 +1119,10 @@ class Hub:
         """Fail the operation of ``child``, a greenlet of a thread that no longer runs
         the loop, and give back its admission turn.
 
-        The child cannot be resumed from this thread.  It keeps what it holds (a pooled
-        connection, say) until its own thread runs or closes the loop again
+        The child cannot be resumed from this thread.  What it holds in the pools (a
+        checked-out connection, a pool slot, a slot for opening a connection) goes back
+        to them now, the connections closed (:attr:`reclaim_stranded`).  The greenlet
+        itself lingers until its own thread runs or closes the loop again
         (:meth:`_end_stranded`), for good if that thread has exited.
         """
         from motor.errors import WrongThreadError
@@ -1130,6 +1152,11 @@ class Hub:
                     "another thread"
                 )
             )
+        reclaim = Hub.reclaim_stranded
+        if reclaim is not None:
+            repay = reclaim(child)
+            if repay is not None:
+                self._loans[child] = repay
 
     def _end_stranded(self) -> None:
         """End the stranded children that the calling thread can switch to: PyMongo's
@@ -1181,6 +1208,10 @@ class Hub:
             if child.parent is not parent:
                 child = self._adopt(child, parent)
         else:
+            if self._clock.thread is not thread_token():
+                # The loop's first start in another thread, with no idle child to tell
+                # (_adopt), on a loop without the hook (_LoopHook tells at once).
+                self._thread_changed()
             child = Child(self, parent)
             self._children.add(child)
             child.switch()  # starts _serve, which parks at once for its first call

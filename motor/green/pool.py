@@ -137,7 +137,7 @@ from motor.green import find as _find
 from motor.green import reauth as _reauth
 from motor.green import splice as _splice
 from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
-from motor.green.hub import Child, _getcurrent, refuse_to_block
+from motor.green.hub import Child, Hub, _getcurrent, refuse_to_block
 from motor.green.socket import (
     GreenSocket,
     _close_half_made_ssl_socket,
@@ -245,6 +245,89 @@ class GreenPool(pymongo.synchronous.pool.Pool):
                 if old.cancelled:
                     waking.cancel()
         return conn
+
+
+# What a checked-out connection counts for in its pool (PyMongo's checkin undoes it).
+_HELD_CONNECTION = (
+    getattr(_pool_shared, "_UNDO_OPERATION_COUNT", 0)
+    | getattr(_pool_shared, "_UNDO_REQUESTS", 0)
+    | getattr(_pool_shared, "_UNDO_SOCKETS", 0)
+)
+
+
+def reclaim_stranded(child: Child) -> Any:
+    """Give back to the green pools what a stranded child holds, on loan.
+
+    The child (see :meth:`Hub._strand <motor.green.hub.Hub._strand>`) parked on a thread
+    that no longer runs its loop, and cannot be resumed from the thread that runs it now.
+    Until its own thread ends it, it would keep its checked-out connections, its pool
+    slots (``maxPoolSize``) and its connection-opening slots (``maxConnecting``): with
+    two children stranded while they opened connections, no operation on the loop could
+    open one again.  Its stack says what it holds: PyMongo's ``Pool._get_conn`` frame
+    records the counters it raised (its ``applied`` flags), and each connection it
+    checked out (``active``, not pinned to a cursor or transaction) is a local of one
+    of its frames.  The counters are lowered and the connections closed (the pool's
+    waiters are woken to look again), here, on the loop's thread.
+
+    Returns what puts the counters back (or None when the child held nothing): the
+    child's own cleanup lowers them again (``_get_conn``'s restore, ``checkin``) if its
+    thread ever ends it, so :class:`~motor.green.hub.Waiter` repays the loan first.
+    Opening sockets not yet made connections stay open until then.
+    """
+    loans: list[tuple[Any, int]] = []
+    closing: list[Any] = []
+    seen: set[int] = set()
+    get_conn = _pymongo_pool.Pool._get_conn.__code__
+    frame = child.gr_frame
+    while frame is not None:
+        values = frame.f_locals
+        if frame.f_code is get_conn:
+            pool = values.get("self")
+            applied = values.get("applied", 0)
+            if isinstance(pool, GreenPool) and applied:
+                loans.append((pool, applied))
+        for value in values.values():
+            if type(value) is not _pymongo_pool.Connection or id(value) in seen:
+                continue
+            seen.add(id(value))
+            pool = value.pool_ref()
+            if (
+                value.active
+                and isinstance(pool, GreenPool)
+                and not (value.pinned_txn or value.pinned_cursor)
+            ):
+                loans.append((pool, _HELD_CONNECTION))
+                closing.append(value)
+        frame = frame.f_back
+    if not loans:
+        return None
+    for conn in closing:
+        pool = conn.pool_ref()
+        with pool.size_cond:
+            pool.active_contexts.discard(conn.cancel_context)
+    for pool, applied in loans:
+        with pool.size_cond:
+            pool._restore_applied(applied)
+            # Every waiter looks again: a notification may have gone to a child that was
+            # stranded before it could take it.
+            pool.size_cond.notify_all()
+            pool._max_connecting_cond.notify_all()
+    for conn in closing:
+        conn.close_conn(ConnectionClosedReason.ERROR)
+
+    def repay() -> None:
+        for pool, applied in loans:
+            with pool.size_cond:
+                if applied & _pool_shared._UNDO_OPERATION_COUNT:
+                    pool.operation_count += 1
+                if applied & _pool_shared._UNDO_REQUESTS:
+                    pool.requests += 1
+                if applied & _pool_shared._UNDO_SOCKETS:
+                    pool.active_sockets += 1
+                if applied & _pool_shared._UNDO_PENDING:
+                    pool._pending += 1
+
+    return repay
 
 
 class _WakingCancellation(getattr(_pool_shared, "_CancellationContext", object)):  # type: ignore[misc]
@@ -1540,7 +1623,26 @@ def check_pymongo_internals() -> list[str]:
         "_WITH_TRANSACTION_RETRY_TIME_LIMIT",
     ):
         need(hasattr(shared, name), f"pymongo.client_session_shared.{name} is missing")
-    # motor.core: the session bound with ClientSession.bind() (admission).
+    # reclaim_stranded: what a checkout raised (_get_conn's "applied" flags) and how the
+    # pool lowers it again.
+    undo = ("_UNDO_OPERATION_COUNT", "_UNDO_REQUESTS", "_UNDO_SOCKETS", "_UNDO_PENDING")
+    need(
+        [getattr(_pool_shared, name, None) for name in undo] == [1, 2, 4, 8],
+        "pymongo.pool_shared's checkout flags (_UNDO_*) changed",
+    )
+    get_conn = _pymongo_pool.Pool._get_conn.__code__
+    need(
+        "applied" in get_conn.co_varnames
+        and {"_restore_counters", "_pending", "requests", "active_sockets"}
+        <= set(get_conn.co_names),
+        "Pool._get_conn no longer records its counters in 'applied'",
+    )
+    apply_code = _pymongo_pool.Pool._restore_applied.__code__
+    need(
+        {"operation_count", "requests", "active_sockets", "_pending"} <= set(apply_code.co_names),
+        "Pool._restore_applied changed",
+    )
+
     need(
         isinstance(
             getattr(pymongo.synchronous.client_session, "_SESSION", None), contextvars.ContextVar
@@ -1640,6 +1742,7 @@ def install() -> None:
     for module in _SLEEPING_MODULES:
         module.time = _green_time  # type: ignore[attr-defined]
     _pymongo_pool.os = _green_os
+    Hub.reclaim_stranded = reclaim_stranded
     _bulk.install()
     _reauth.install()
     _splice.install(pymongo.message)
