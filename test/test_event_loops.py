@@ -897,3 +897,30 @@ def test_motor_3_code_that_rebinds_get_io_loop_runs(server: Any) -> None:
         assert [asyncio.run(turn(n)) for n in range(3)] == [1, 2, 3]
     finally:
         asyncio.run(close())
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_operations_complete_under_nest_asyncio(server: Any, framework: str) -> None:
+    """``nest_asyncio.apply()`` before Motor is imported (a notebook's first cell) makes
+    asyncio's futures and tasks its pure-Python ones, whose callbacks list is the
+    future's own: operations complete, nested ``run_until_complete()`` included."""
+    code = f"""
+import asyncio, nest_asyncio
+nest_asyncio.apply()
+from test.framework import Loops
+loops = Loops({framework!r})
+client = loops.client({server.uri!r}, serverSelectionTimeoutMS=10000)
+coll = client.motor_test.nest_asyncio
+async def main():
+    await coll.delete_many({{}})
+    await asyncio.wait_for(coll.insert_one({{"_id": 1}}), 20)
+    nested = asyncio.get_running_loop().run_until_complete(coll.count_documents({{}}))
+    found = await asyncio.wait_for(coll.find_one(), 20)
+    await coll.drop()
+    return nested, found
+loop = loops.new()
+print(loops.run(loop, main))
+loops.run(loop, client.close)
+"""
+    result = run_python(code)
+    assert result.stdout.split("\n")[0] == "(1, {'_id': 1})", result.stderr

@@ -219,6 +219,9 @@ def _serve() -> None:
             # (Hub._run_finished), not on the next loop iteration.
             callbacks = future._callbacks
             if callbacks:
+                # A copy: a pure-Python future's list is its own (nest_asyncio makes
+                # asyncio.Future one), which remove_done_callback empties in place.
+                callbacks = list(callbacks)
                 for entry in callbacks:
                     future.remove_done_callback(entry[0])
                 hub._done = (future, callbacks)
