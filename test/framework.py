@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import gc
 import inspect
 import json
@@ -27,6 +28,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, cast
@@ -718,3 +720,30 @@ async def serve_on_loopback(
         http_client.close()
         http_server.stop()
         await http_server.close_all_connections()
+
+
+def instrumented(function: Callable[..., Any], kind: str, seen: list[str] | None = None) -> Any:
+    """``function`` wrapped as instrumentations (elastic-apm, New Relic) wrap PyMongo's
+    methods: a ``functools.wraps`` function (``kind`` "functools"), or a proxy object like
+    wrapt's ("proxy": ``__wrapped__``, and a ``__get__`` that binds).  Each call appends
+    the function's name to ``seen``, if given."""
+    name = function.__name__
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if seen is not None:
+            seen.append(name)
+        return function(*args, **kwargs)
+
+    if kind == "functools":
+        return functools.wraps(function)(call)
+
+    class Proxy:
+        __wrapped__ = function
+
+        def __get__(self, instance: Any, owner: Any = None) -> Any:
+            return self if instance is None else types.MethodType(self, instance)
+
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return call(*args, **kwargs)
+
+    return Proxy()

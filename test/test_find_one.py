@@ -18,13 +18,14 @@ from bson import SON, ObjectId
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, ReadPreference, monitoring
+from pymongo.errors import BulkWriteError
 from pymongo.read_concern import ReadConcern
 from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.cursor import Cursor
 
 import motor
 from motor.green import find as green_find
-from test.framework import Framework
+from test.framework import Framework, instrumented
 from test.oracle import CommandRecorder
 from test.scripted import (
     MAX_BUSY,
@@ -207,6 +208,31 @@ async def test_find_one_in_a_bound_session(fw: Framework, server: Any) -> None:
             )
     assert ours_error == theirs_error
     assert ours_error[0] == "raised"
+
+
+@pytest.mark.parametrize("wrapper", ["functools", "proxy"])
+async def test_an_instrumentations_wrapper_sees_find_one_and_insert_many(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, wrapper: str
+) -> None:
+    """APM libraries (elastic-apm, New Relic) wrap PyMongo's ``Collection`` methods:
+    ``find_one`` and ``insert_many``, which Motor runs without them on PyMongo's own
+    methods, call the wrapped method in place instead, with the same results."""
+    seen: list[str] = []
+    for name in ("find_one", "insert_many"):
+        monkeypatch.setattr(
+            Collection, name, instrumented(getattr(Collection, name), wrapper, seen)
+        )
+    coll = fw.client(server.uri)[f"find_one_wrapped_{fw.name}"].c
+    await coll.drop()
+    result = await coll.insert_many([{"_id": i} for i in range(3)])
+    assert result.inserted_ids == [0, 1, 2]
+    assert await coll.find_one({"_id": 1}) == {"_id": 1}
+    assert await coll.find_one({"_id": 2}, {"_id": 1}) == {"_id": 2}
+    assert await coll.find_one(9) is None
+    with pytest.raises(BulkWriteError):
+        await coll.insert_many([{"_id": 0}])
+    assert seen == ["insert_many", "find_one", "find_one", "find_one", "insert_many"]
+    await coll.drop()
 
 
 async def test_load_balanced_and_encrypted_clients_take_pymongo_s_path(

@@ -7,8 +7,10 @@ import collections
 import contextlib
 import contextvars
 import functools
+import importlib
 import math
 import os
+import pkgutil
 import socket
 import ssl
 import threading
@@ -19,7 +21,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pymongo.message
+import pymongo.network_layer
 import pymongo.pool_shared
+import pymongo.synchronous
 import pymongo.synchronous.auth
 import pymongo.synchronous.auth_oidc
 import pymongo.synchronous.cursor_base
@@ -37,7 +41,7 @@ from motor.green import splice as green_splice
 from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
 from motor.green.sync import GreenCondition, GreenLock
-from test.framework import Framework, Loops
+from test.framework import Framework, Loops, instrumented
 from test.wire import WireServer
 
 
@@ -849,28 +853,32 @@ def test_pymongo_internals_have_the_expected_shape() -> None:
     assert green_pool.check_pymongo_internals() == []
 
 
+@pytest.mark.parametrize("kind", ["functools", "proxy"])
 def test_internals_check_sees_through_applications_wrappers(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """An application's or instrumentation's ``functools.wraps`` wrapper around one of
-    PyMongo's entry points hides no internals from the check (Motor 3.7.1 ran with it)."""
+    """Applications and instrumentations (elastic-apm, New Relic) wrap PyMongo's methods,
+    with ``functools.wraps`` or with wrapt's proxy objects: with every method of every
+    class of PyMongo's synchronous API and message modules wrapped, the check finds
+    nothing changed (Motor 3.7.1 ran with such wrappers)."""
 
-    def wrapped(function: Any) -> Any:
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return function(*args, **kwargs)
-
-        return wrapper
-
-    client_class = pymongo.synchronous.mongo_client.MongoClient
-    for owner, name in (
-        (client_class, "__init__"),
-        (client_class, "close"),
-        (pymongo.synchronous.pool.Pool, "__init__"),
-        (pymongo.synchronous.pool.Pool, "connect"),
-        (pymongo.synchronous.pool.Pool, "_reset"),
-    ):
-        monkeypatch.setattr(owner, name, wrapped(getattr(owner, name)))
+    modules = [
+        importlib.import_module(f"pymongo.synchronous.{info.name}")
+        for info in pkgutil.iter_modules(pymongo.synchronous.__path__)
+    ]
+    modules += [pymongo.message, pymongo.pool_shared, pymongo.network_layer]
+    count = 0
+    for module in modules:
+        for owner in list(vars(module).values()):
+            if not (isinstance(owner, type) and owner.__module__ == module.__name__):
+                continue
+            for name, function in list(vars(owner).items()):
+                if isinstance(function, types.FunctionType) and (
+                    name == "__init__" or not name.startswith("__")
+                ):
+                    monkeypatch.setattr(owner, name, instrumented(function, kind))
+                    count += 1
+    assert count > 400
     assert green_pool.check_pymongo_internals() == []
 
 

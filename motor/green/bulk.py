@@ -53,6 +53,7 @@ from pymongo.results import InsertManyResult
 
 from motor.green import splice
 from motor.green.hub import in_child
+from motor.green.internals import own_code, pymongo_own
 from motor.green.socket import _pause_if_spent
 
 __all__ = [
@@ -397,8 +398,20 @@ def insert_many(
     """PyMongo's ``Collection.insert_many(documents, ...)`` on ``self``, a ``Collection``.
 
     Every document is checked and given its ``_id`` before anything is sent, as PyMongo
-    does; the write keeps the documents in one list, and no object per document.
+    does; the write keeps the documents in one list, and no object per document.  When the
+    method in place is not PyMongo's own (an instrumentation's wrapper, a test's mock), it
+    calls that method, which then sees the call (PyMongo's own still writes through
+    :class:`GreenBulk`).
     """
+    if type(self).insert_many is not _pymongo_insert_many:
+        result: InsertManyResult = self.insert_many(
+            documents,
+            ordered=ordered,
+            bypass_document_validation=bypass_document_validation,
+            session=session,
+            comment=comment,
+        )
+        return result
     if not isinstance(documents, Iterable) or isinstance(documents, Mapping) or not documents:
         raise TypeError("documents must be a non-empty list")
     inserted_ids: list[Any] = []
@@ -433,16 +446,22 @@ def insert_many(
 insert_many.__qualname__ = "Collection.insert_many"
 insert_many.__wrapped__.__qualname__ = "Collection.insert_many"  # type: ignore[attr-defined]
 
+# PyMongo's own method (its _csot.apply wrapper), under any wrapper put on it before Motor
+# was imported.
+_pymongo_insert_many = pymongo_own(_collection_module.Collection.insert_many)
+
 
 def check_pymongo_internals() -> list[str]:
     """What changed in PyMongo's bulk writer that this module relies on (empty: nothing)."""
     problems: list[str] = []
     bulk_cls = pymongo.synchronous.bulk._Bulk
-    execute_command = bulk_cls._execute_command.__code__
-    if not {"_execute_batch", "_execute_batch_unack", "islice"} <= set(execute_command.co_names):
+    execute_command = own_code(bulk_cls._execute_command)
+    if execute_command is None or not {"_execute_batch", "_execute_batch_unack", "islice"} <= set(
+        execute_command.co_names
+    ):
         problems.append("_Bulk._execute_command no longer encodes through _execute_batch")
     for name in ("_execute_batch", "_execute_batch_unack"):
-        code = getattr(getattr(bulk_cls, name, None), "__code__", None)
+        code = own_code(getattr(bulk_cls, name, None))
         if code is None or code.co_varnames[:5] != ("self", "bwc", "cmd", "ops", "client"):
             problems.append(f"_Bulk.{name}(bwc, cmd, ops, client) changed")
         elif not {"batch_command", "is_encrypted"} <= set(code.co_names):
@@ -450,8 +469,7 @@ def check_pymongo_internals() -> list[str]:
     if not {"unack_write", "write_command"} <= set(vars(bulk_cls)):
         problems.append("_Bulk.write_command or _Bulk.unack_write is missing")
     # insert_many: PyMongo's, step for step, with the bulk writer it makes per call.
-    original = getattr(_collection_module.Collection.insert_many, "__wrapped__", None)
-    code = getattr(original, "__code__", None)
+    code = own_code(_collection_module.Collection.insert_many)
     if code is None or code.co_varnames[:6] != (
         "self",
         "documents",
@@ -463,7 +481,8 @@ def check_pymongo_internals() -> list[str]:
         problems.append("Collection.insert_many's parameters changed")
     elif not {"_Bulk", "ops", "execute", "_write_concern_for"} <= set(code.co_names):
         problems.append("Collection.insert_many no longer runs a _Bulk of its ops")
-    if "ops" not in bulk_cls.execute.__code__.co_names:
+    execute = own_code(bulk_cls.execute)
+    if execute is None or "ops" not in execute.co_names:
         problems.append("_Bulk.execute no longer checks its ops")
     return problems
 

@@ -30,10 +30,12 @@ from pymongo.message import _CursorAddress, _Query
 from pymongo.synchronous.cursor_base import _CursorBase
 
 from motor.green import reauth as _reauth
+from motor.green.internals import own_code, pymongo_own
 
 __all__ = ["check_pymongo_internals", "find_one"]
 
-_pymongo_find_one = pymongo.synchronous.collection.Collection.find_one
+# PyMongo's own method, under any wrapper put on it before Motor was imported.
+_pymongo_find_one = pymongo_own(pymongo.synchronous.collection.Collection.find_one)
 _fields_list_to_dict = helpers_shared._fields_list_to_dict
 
 
@@ -68,8 +70,12 @@ def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
     """PyMongo's ``Collection.find_one(filter, projection)`` on ``self``, a ``Collection``.
 
     Same parameters, command, result and exceptions as PyMongo's method, which it calls for
-    anything but a filter and a projection.
+    anything but a filter and a projection.  When the method in place is not PyMongo's own
+    (an instrumentation's wrapper, such as elastic-apm's or New Relic's, or a test's mock),
+    it calls that method, which then sees the call.
     """
+    if type(self).find_one is not _pymongo_find_one:
+        return self.find_one(filter, *args, **kwargs)
     projection = None
     if args or kwargs:
         if len(args) > 1 or (kwargs and (args or kwargs.keys() != {"projection"})):
@@ -149,12 +155,16 @@ def check_pymongo_internals() -> list[str]:
             problems.append(what)
 
     def names(fn: Any) -> set[str]:
-        code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)
+        code = own_code(fn)
         return set(code.co_names) if code is not None else set()
 
     def params(fn: Any, count: int) -> tuple[str, ...]:
-        code = getattr(getattr(fn, "__wrapped__", fn), "__code__", None)
+        code = own_code(fn)
         return tuple(code.co_varnames[:count]) if code is not None else ()
+
+    def constants(fn: Any) -> set[str]:
+        code = own_code(fn)
+        return {c for c in code.co_consts if isinstance(c, str)} if code is not None else set()
 
     cursor_cls = pymongo.synchronous.cursor.Cursor
     client_cls = pymongo.synchronous.mongo_client.MongoClient
@@ -192,8 +202,7 @@ def check_pymongo_internals() -> list[str]:
     )
     need(
         {"_run_operation", "_run_with_conn", "firstBatch", "ns", "close"}
-        <= names(cursor_cls._send_message)
-        | {c for c in cursor_cls._send_message.__code__.co_consts if isinstance(c, str)},
+        <= names(cursor_cls._send_message) | constants(cursor_cls._send_message),
         "Cursor._send_message no longer runs _run_with_conn through _run_operation",
     )
     need(

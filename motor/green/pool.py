@@ -89,7 +89,6 @@ import errno
 import functools
 import hashlib
 import importlib
-import inspect
 import itertools
 import mmap
 import operator
@@ -138,6 +137,7 @@ from motor.green import reauth as _reauth
 from motor.green import splice as _splice
 from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
 from motor.green.hub import Child, Hub, _getcurrent, refuse_to_block
+from motor.green.internals import code_names, own_code
 from motor.green.socket import (
     GreenSocket,
     _close_half_made_ssl_socket,
@@ -277,7 +277,7 @@ def reclaim_stranded(child: Child) -> Any:
     loans: list[tuple[Any, int]] = []
     closing: list[Any] = []
     seen: set[int] = set()
-    get_conn = _pymongo_pool.Pool._get_conn.__code__
+    get_conn = own_code(_pymongo_pool.Pool._get_conn)
     frame = child.gr_frame
     while frame is not None:
         values = frame.f_locals
@@ -1357,15 +1357,6 @@ def _next_batch_moves_nothing(cls: type) -> bool:
     )
 
 
-def _own_code(function: Any) -> Any:
-    """The code of PyMongo's ``function``, through wrappers that name it in
-    ``__wrapped__`` (``functools.wraps``, wrapt): applications, their tests and
-    instrumentation libraries wrap PyMongo's entry points (``MongoClient.__init__``,
-    ``Pool.connect``, ...), which none of PyMongo's own decorators wrap.  None if there
-    is no function."""
-    return getattr(inspect.unwrap(function), "__code__", None) if function else None
-
-
 def check_pymongo_internals() -> list[str]:
     """Return what changed in PyMongo's internals that the green core relies on.
 
@@ -1385,7 +1376,7 @@ def check_pymongo_internals() -> list[str]:
     )
     pool_cls = _pymongo_pool.Pool
     need(callable(getattr(pool_cls, "connect", None)), "Pool.connect() is missing")
-    connect_names = _own_code(getattr(pool_cls, "connect", None))
+    connect_names = own_code(getattr(pool_cls, "connect", None))
     need(
         connect_names is not None and "_configured_socket_interface" in connect_names.co_names,
         "Pool.connect() no longer calls the module-level _configured_socket_interface",
@@ -1394,19 +1385,22 @@ def check_pymongo_internals() -> list[str]:
         hasattr(_pymongo_pool, "_configured_socket_interface"),
         "pymongo.synchronous.pool._configured_socket_interface is missing",
     )
-    client_close = _own_code(pymongo.synchronous.mongo_client.MongoClient.close).co_names
+    client_close = code_names(pymongo.synchronous.mongo_client.MongoClient.close)
     for name in ("pop_all_sessions", "_end_sessions", "_kill_cursors_executor"):
         need(name in client_close, f"MongoClient.close() no longer uses {name}")
     need(
         "_process_kill_cursors" in client_close and "_closed" in client_close,
         "MongoClient.close() no longer calls _process_kill_cursors or sets _closed",
     )
-    init_code = _own_code(pool_cls.__init__)
+    init_names = code_names(pool_cls.__init__)
     for name in ("size_cond", "_max_connecting_cond", "lock"):
-        need(name in init_code.co_names, f"Pool.__init__ no longer sets self.{name}")
-    client_init = _own_code(pymongo.synchronous.mongo_client.MongoClient.__init__)
+        need(name in init_names, f"Pool.__init__ no longer sets self.{name}")
+    client_init = own_code(pymongo.synchronous.mongo_client.MongoClient.__init__)
     for kwarg in ("_pool_class", "_condition_class"):
-        need(kwarg in client_init.co_consts, f"MongoClient no longer accepts {kwarg}=")
+        need(
+            kwarg in getattr(client_init, "co_consts", ()),
+            f"MongoClient no longer accepts {kwarg}=",
+        )
     for name in (
         "_set_keepalive_times",
         "_raise_connection_failure",
@@ -1423,8 +1417,7 @@ def check_pymongo_internals() -> list[str]:
     )
     manager = _cursor_base._ConnectionManager
     need(
-        hasattr(_cursor_base, "_create_lock")
-        and "_create_lock" in manager.__init__.__code__.co_names,
+        hasattr(_cursor_base, "_create_lock") and "_create_lock" in code_names(manager.__init__),
         "_ConnectionManager no longer takes its lock from cursor_base._create_lock",
     )
     for module in _SLEEPING_MODULES:
@@ -1435,7 +1428,7 @@ def check_pymongo_internals() -> list[str]:
     need(
         getattr(_pymongo_pool, "receive_message", None)
         in (pymongo.network_layer.receive_message, _green_receive_message)
-        and "receive_message" in _pymongo_pool.Connection.receive_message.__code__.co_names,
+        and "receive_message" in code_names(_pymongo_pool.Connection.receive_message),
         "Connection.receive_message no longer calls pymongo.synchronous.pool.receive_message",
     )
     # Motor's reader follows PyMongo's: the same header and reply parsing, the same
@@ -1445,7 +1438,7 @@ def check_pymongo_internals() -> list[str]:
         (reader.receive_message, {"receive_data", "_UNPACK_REPLY", "decompress"}),
         (reader.receive_data, {"cancel_context", "cancelled", "is_sdam", "recv_into"}),
     ):
-        code = getattr(function, "__code__", None)
+        code = own_code(function)
         need(
             code is not None and names <= set(code.co_names),
             f"pymongo.network_layer.{function.__name__} changed: "
@@ -1472,11 +1465,11 @@ def check_pymongo_internals() -> list[str]:
     need(
         connect_names is not None
         and {"cancel_context", "active_contexts"} <= set(connect_names.co_names)
-        and {"cancel", "active_contexts"} <= set(_own_code(pool_cls._reset).co_names),
+        and {"cancel", "active_contexts"} <= code_names(pool_cls._reset),
         "Pool no longer cancels connections through conn.cancel_context and Pool.active_contexts",
     )
     monitor_pool = getattr(pymongo.synchronous.topology.Topology, "_create_pool_for_monitor", None)
-    monitor_code = getattr(monitor_pool, "__code__", None)
+    monitor_code = own_code(monitor_pool)
     monitor_names: set[str] = set()
     if monitor_code is not None:
         monitor_names.update(monitor_code.co_names)
@@ -1489,9 +1482,9 @@ def check_pymongo_internals() -> list[str]:
         "PyMongo's monitor pools no longer take is_sdam=True and PoolOptions(driver=...), "
         "or PoolOptions._update_metadata is gone (MotorClient(driver=...))",
     )
-    reset_code = _own_code(pool_cls._reset)
+    reset_code = own_code(pool_cls._reset)
     need(
-        {"close", "interrupt_connections"} <= set(reset_code.co_varnames),
+        {"close", "interrupt_connections"} <= set(getattr(reset_code, "co_varnames", ())),
         "Pool._reset no longer takes close= and interrupt_connections= (GreenPool.close)",
     )
     need(
@@ -1512,20 +1505,20 @@ def check_pymongo_internals() -> list[str]:
         "pymongo.message._OpMsg.unpack no longer makes an instance of the class it is called on",
     )
     unpack = _OpMsg.unpack_response
-    unpack_code = getattr(unpack, "__code__", None)
+    unpack_code = own_code(unpack)
     need(
         unpack_code is not None
         and unpack_code.co_varnames[:5]
         == ("self", "cursor_id", "codec_options", "user_fields", "legacy_response")
         and {"payload_document", "_decode_all_selective"} <= set(unpack_code.co_names)
-        and "payload_document" in _OpMsg.__init__.__code__.co_varnames,
+        and "payload_document" in getattr(own_code(_OpMsg.__init__), "co_varnames", ()),
         "pymongo.message._OpMsg.unpack_response changed (motor.green.pool decodes large "
         "batches in slices in its place)",
     )
     batch_size_property = vars(pymongo.message._BulkWriteContextBase)["max_write_batch_size"]
     need(
-        "max_write_batch_size" in _pymongo_pool.Connection._hello.__code__.co_names
-        and "max_write_batch_size" in batch_size_property.fget.__code__.co_names,
+        "max_write_batch_size" in code_names(_pymongo_pool.Connection._hello)
+        and "max_write_batch_size" in code_names(batch_size_property.fget),
         "Connection.max_write_batch_size no longer limits a bulk write's batches",
     )
     problems.extend(_bulk.check_pymongo_internals())
@@ -1550,24 +1543,21 @@ def check_pymongo_internals() -> list[str]:
         compress = _original_compress
     need(
         compress is not None
-        and "compress" in compress.__code__.co_names
-        and all(step is not None and "_compress" in step.__code__.co_names for step in compressing),
+        and "compress" in code_names(compress)
+        and all(step is not None and "_compress" in code_names(step) for step in compressing),
         "pymongo.message no longer compresses messages with _compress(operation, data, ctx)",
     )
     get_token = getattr(_oidc_authenticator, "_get_access_token", None)
-    get_token = getattr(get_token, "__wrapped__", get_token)
     need(
-        get_token is not None
-        and {"fetch", "lock", "access_token"} <= set(get_token.__code__.co_names),
+        get_token is not None and {"fetch", "lock", "access_token"} <= code_names(get_token),
         "pymongo.synchronous.auth_oidc._OIDCAuthenticator._get_access_token no longer calls "
         "the token callback under its lock",
     )
     aws = getattr(_auth, "_AUTH_MAP", {}).get("MONGODB-AWS")
-    aws = getattr(aws, "__wrapped__", aws)
     need(
         aws is not None
-        and "_AUTH_MAP" in _auth.authenticate.__code__.co_names
-        and {"pymongo_auth_aws", "step"} <= set(aws.__code__.co_names),
+        and "_AUTH_MAP" in code_names(_auth.authenticate)
+        and {"pymongo_auth_aws", "step"} <= code_names(aws),
         "pymongo.synchronous.auth no longer authenticates MONGODB-AWS with pymongo_auth_aws "
         "through _AUTH_MAP",
     )
@@ -1575,7 +1565,7 @@ def check_pymongo_internals() -> list[str]:
     need(
         getattr(_auth, "hashlib", None) in (hashlib, _GREEN_HASHLIB)
         and scram is not None
-        and {"hashlib", "pbkdf2_hmac"} <= set(scram.__code__.co_names),
+        and {"hashlib", "pbkdf2_hmac"} <= code_names(scram),
         "pymongo.synchronous.auth._authenticate_scram no longer derives the salted password "
         "with hashlib.pbkdf2_hmac",
     )
@@ -1586,7 +1576,7 @@ def check_pymongo_internals() -> list[str]:
         need(callable(getattr(cls, "_refresh", None)), f"{cls.__name__}._refresh is missing")
         # motor.cursors: the buffered documents, the pinned connection, killing
         # without I/O (rewind, PyMongo's __del__).
-        refresh_names = getattr(getattr(cls, "_refresh", None), "__code__", None)
+        refresh_names = own_code(getattr(cls, "_refresh", None))
         need(
             refresh_names is not None and "_data" in refresh_names.co_names,
             f"{cls.__name__} no longer buffers its documents in _data",
@@ -1598,19 +1588,18 @@ def check_pymongo_internals() -> list[str]:
         # motor.cursors._to_list: to_list takes its batches with _next_batch, which with
         # a total of 0 fetches a batch if none is buffered and moves nothing.
         to_list = getattr(cls, "to_list", None)
-        to_list_code = getattr(getattr(to_list, "__wrapped__", to_list), "__code__", None)
+        to_list_code = own_code(to_list)
         need(
             to_list_code is not None and "_next_batch" in to_list_code.co_names,
             f"{cls.__name__}.to_list no longer takes its batches with _next_batch",
         )
         need(_next_batch_moves_nothing(cls), f"{cls.__name__}._next_batch(result, 0) changed")
-    cursor_init = pymongo.cursor_shared._AgnosticCursor.__init__.__code__
     need(
-        {"_query_flags", "_sock_mgr"} <= set(cursor_init.co_names),
+        {"_query_flags", "_sock_mgr"} <= code_names(pymongo.cursor_shared._AgnosticCursor.__init__),
         "Cursor no longer keeps _query_flags and _sock_mgr",
     )
     need(
-        "_sock_mgr" in pymongo.synchronous.command_cursor.CommandCursor.__init__.__code__.co_names,
+        "_sock_mgr" in code_names(pymongo.synchronous.command_cursor.CommandCursor.__init__),
         "CommandCursor no longer keeps _sock_mgr",
     )
     # motor.sessions: with_transaction applies PyMongo's retry rules with its helpers.
@@ -1630,16 +1619,17 @@ def check_pymongo_internals() -> list[str]:
         [getattr(_pool_shared, name, None) for name in undo] == [1, 2, 4, 8],
         "pymongo.pool_shared's checkout flags (_UNDO_*) changed",
     )
-    get_conn = _pymongo_pool.Pool._get_conn.__code__
+    get_conn = own_code(_pymongo_pool.Pool._get_conn)
     need(
-        "applied" in get_conn.co_varnames
+        get_conn is not None
+        and "applied" in get_conn.co_varnames
         and {"_restore_counters", "_pending", "requests", "active_sockets"}
         <= set(get_conn.co_names),
         "Pool._get_conn no longer records its counters in 'applied'",
     )
-    apply_code = _pymongo_pool.Pool._restore_applied.__code__
     need(
-        {"operation_count", "requests", "active_sockets", "_pending"} <= set(apply_code.co_names),
+        {"operation_count", "requests", "active_sockets", "_pending"}
+        <= code_names(_pymongo_pool.Pool._restore_applied),
         "Pool._restore_applied changed",
     )
 
@@ -1689,7 +1679,7 @@ def check_pymongo_internals() -> list[str]:
         ),
     )
     for where, step, allowed in ending_path:
-        code = getattr(step, "__code__", None)
+        code = own_code(step)
         need(
             code is not None and set(code.co_names) <= allowed,
             f"{where} changed (ending a session may do I/O)",

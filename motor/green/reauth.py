@@ -47,6 +47,8 @@ from pymongo.errors import OperationFailure
 from pymongo.message import _BulkWriteContext
 from pymongo.synchronous.pool import Connection
 
+from motor.green.internals import layers
+
 __all__ = ["check_pymongo_internals", "install", "reauthenticating", "run_with_conn"]
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -167,8 +169,12 @@ def check_pymongo_internals() -> list[str]:
     elif not _wrapper_unchanged():
         problems.append("pymongo.synchronous.helpers._handle_reauth changed")
     for cls, name in WRAPPED:
-        method = vars(cls).get(name)
-        if not (getattr(method, "motor_green", False) or _is_pymongo_wrapper(method)):
+        # Under any wrapper an application or instrumentation put on it (install() then
+        # leaves it be).
+        if not any(
+            getattr(layer, "motor_green", False) or _is_pymongo_wrapper(layer)
+            for layer in layers(vars(cls).get(name))
+        ):
             problems.append(f"{cls.__name__}.{name} is no longer wrapped in _handle_reauth")
     return problems
 

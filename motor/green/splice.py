@@ -62,6 +62,7 @@ from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from pymongo.errors import DocumentTooLarge
 
 from motor.green.hub import Child, _getcurrent
+from motor.green.internals import code_names
 from motor.green.socket import _pause_if_spent
 
 __all__ = [
@@ -609,20 +610,18 @@ def check_pymongo_internals() -> list[str]:
     nothing): where ``_op_msg`` encodes and a connection sends, and the layout of the
     message, checked by splicing a small one."""
     problems: list[str] = []
-    if not {"_op_msg_uncompressed", "_op_msg_compressed"} <= set(
-        pymongo.message._op_msg.__code__.co_names
-    ):
+    if not {"_op_msg_uncompressed", "_op_msg_compressed"} <= code_names(pymongo.message._op_msg):
         problems.append(
             "pymongo.message._op_msg no longer encodes with _op_msg_uncompressed and "
             "_op_msg_compressed"
         )
     if (
-        not {"_op_msg_no_header", "_compress"} <= set(_original_compressed.__code__.co_names)
+        not {"_op_msg_no_header", "_compress"} <= code_names(_original_compressed)
         or not _compresses_as_pymongo()
     ):
         problems.append("pymongo.message._op_msg_compressed's message changed")
     connection: Any = pymongo.synchronous.pool.Connection
-    if "sendall" not in connection.send_message.__code__.co_names or not callable(
+    if "sendall" not in code_names(connection.send_message) or not callable(
         getattr(pymongo.synchronous.pool, "sendall", None)
     ):
         problems.append("Connection.send_message no longer sends with pool.sendall")
@@ -696,7 +695,7 @@ def _bulk_splices(document: dict[str, Any]) -> bool:
     # A bulk write's command spliced: PyMongo's message; and PyMongo's encoder reads the
     # limits of the bulk write context, which reads its connection's.
     limit = getattr(_BULK_CONTEXT.max_message_size, "fget", None)
-    if limit is None or not {"conn", "max_message_size"} <= set(limit.__code__.co_names):
+    if not {"conn", "max_message_size"} <= code_names(limit):
         return False
     context = _CheckContext()
     paths: list[tuple[Any, ...]] = [(0, "s"), (0, "b")]

@@ -1,0 +1,59 @@
+"""PyMongo's own functions, under the wrappers applications put on them.
+
+Instrumentations (elastic-apm, New Relic) and applications' own decorators wrap PyMongo's
+methods, with :func:`functools.wraps` or with wrapt's proxies; both lead to what they wrap
+through ``__wrapped__``.  PyMongo wraps some of its own functions the same way
+(``_csot.apply``, ``_handle_reauth``).  The checks of PyMongo's internals read the code
+under every wrapper (:func:`own_code`); the green replacements of PyMongo's methods tell
+whether the method in place is still PyMongo's own (:func:`pymongo_own`), and call the
+method in place when it is not, so that the wrapper sees the call.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import types
+from collections.abc import Iterator
+from typing import Any
+
+import pymongo
+
+__all__ = ["code_names", "layers", "own_code", "pymongo_own"]
+
+_PYMONGO_DIR = os.path.dirname(pymongo.__file__) + os.sep
+
+
+def own_code(function: Any) -> types.CodeType | None:
+    """The code of the function under every wrapper of ``function`` (None if it has none,
+    or for None)."""
+    if function is None:
+        return None
+    code = getattr(inspect.unwrap(function), "__code__", None)
+    return code if isinstance(code, types.CodeType) else None
+
+
+def code_names(function: Any) -> set[str]:
+    """The names the code under every wrapper of ``function`` uses (empty: no code)."""
+    code = own_code(function)
+    return set(code.co_names) if code is not None else set()
+
+
+def layers(function: Any) -> Iterator[Any]:
+    """``function``, then what it wraps, and so on (``__wrapped__``)."""
+    seen: set[int] = set()
+    while function is not None and id(function) not in seen:
+        seen.add(id(function))
+        yield function
+        function = getattr(function, "__wrapped__", None)
+
+
+def pymongo_own(function: Any) -> Any:
+    """The outermost layer of ``function`` that PyMongo made: a plain function defined in
+    PyMongo's package (``function`` itself if there is none)."""
+    for layer in layers(function):
+        if type(layer) is types.FunctionType and layer.__code__.co_filename.startswith(
+            _PYMONGO_DIR
+        ):
+            return layer
+    return function
