@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import select
 import selectors
 import socket
@@ -164,3 +165,37 @@ async def test_green_reader_error_goes_to_the_exception_handler(
     assert isinstance(reported[0]["exception"], ValueError)
     assert isinstance(reported[0]["handle"], hub_module._GreenReader)
     assert fw.probe.ticks > 0
+
+
+async def test_debug_mode_times_the_steps_of_tasks_that_await_operations(
+    fw: Framework, server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """asyncio's debug mode times the loop's callbacks, a task's steps among them: the
+    step that follows an operation's completion is one too, so that a slow one is
+    reported as the task's (with every callback "slow" here, each step is logged)."""
+    coll = fw.client(server.uri).motor_test.debug_mode
+    await coll.insert_one({})
+    loop = asyncio.get_running_loop()
+    duration = loop.slow_callback_duration
+
+    async def probe() -> None:
+        for _ in range(5):
+            await coll.find_one()
+
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.0
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            await asyncio.create_task(probe(), name="debug-probe")
+    finally:
+        loop.set_debug(False)
+        loop.slow_callback_duration = duration
+    steps = [
+        record
+        for record in caplog.records
+        if record.getMessage().startswith("Executing <Task")
+        and "debug-probe" in record.getMessage()
+    ]
+    # The first step, and one after each of the five replies.
+    assert len(steps) >= 6, [record.getMessage() for record in caplog.records]
+    await coll.drop()

@@ -1239,12 +1239,15 @@ class Hub:
         task awaiting the operation in the iteration that completed it, which saves a
         loop iteration per operation.  When the switch was made from inside a task's
         step, another task cannot be stepped there: the callbacks are scheduled as
-        usual.  Errors are reported like those of loop callbacks.
+        usual.  So they are in asyncio's debug mode, which times the loop's callbacks:
+        the task's step is then one, and a slow one is reported as the task's ("Executing
+        <Task ...> took"), not missed or charged to a callback of Motor's.  Errors are
+        reported like those of loop callbacks.
         """
         future, callbacks = self._done  # type: ignore[misc]
         self._done = None
         loop = self.loop
-        if _current_task(loop) is not None:
+        if _current_task(loop) is not None or loop.get_debug():
             for fn, context in callbacks:
                 loop.call_soon(fn, future, context=context)
             return
