@@ -338,8 +338,9 @@ class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
         """**Deprecated**: use ``async for``. The next document of the batch
         :attr:`fetch_next` fetched, or None."""
         warnings.warn(
+            # Motor 3.7.1's text, two spaces included (filters match on it).
             "The next_object method is deprecated and may be removed in a future major "
-            "release. Use `async for` to iterate over Cursor objects instead.",
+            "release.  Use `async for` to iterate over Cursor objects instead.",
             DeprecationWarning,
             stacklevel=2,
         )

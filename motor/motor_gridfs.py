@@ -613,7 +613,7 @@ class AgnosticGridFSBucket(_WithIOLoop):
         _check_first_argument(self, database, "Database")
         if collection is not None:
             warnings.warn(
-                "the collection parameter is deprecated, use bucket_name instead",
+                'the "collection" parameter is deprecated, use "bucket_name" instead',
                 DeprecationWarning,
                 stacklevel=2,
             )
