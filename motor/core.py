@@ -410,8 +410,11 @@ class Binding:
             return ""
         if self.pinned:
             return "io_loop= named that loop, which is open"
-        if old.is_running() or self.thread != threading.get_ident():
+        if self.thread != threading.get_ident():
             return "that loop is open in another thread"
+        if old.is_running():
+            # A loop run inside it (nest_asyncio lets run_until_complete() nest).
+            return "that loop is running on this thread too, under this one"
         if self._active or self._waiting or not hub.idle():
             return "that loop is open and has operations in flight"
         return ""

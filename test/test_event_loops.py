@@ -903,7 +903,8 @@ def test_motor_3_code_that_rebinds_get_io_loop_runs(server: Any) -> None:
 def test_operations_complete_under_nest_asyncio(server: Any, framework: str) -> None:
     """``nest_asyncio.apply()`` before Motor is imported (a notebook's first cell) makes
     asyncio's futures and tasks its pure-Python ones, whose callbacks list is the
-    future's own: operations complete, nested ``run_until_complete()`` included."""
+    future's own: operations complete, nested ``run_until_complete()`` included.  The
+    client does not move to another loop run inside its own, and says so."""
     code = f"""
 import asyncio, nest_asyncio
 nest_asyncio.apply()
@@ -916,6 +917,15 @@ async def main():
     await asyncio.wait_for(coll.insert_one({{"_id": 1}}), 20)
     nested = asyncio.get_running_loop().run_until_complete(coll.count_documents({{}}))
     found = await asyncio.wait_for(coll.find_one(), 20)
+    async def count():
+        return await coll.count_documents({{}})
+    # Another loop, run inside the client's own: the client does not move.
+    other = asyncio.new_event_loop()
+    try:
+        other.run_until_complete(count())
+    except Exception as exc:
+        print(type(exc).__name__, str(exc).split("; ")[1])
+    other.close()
     await coll.drop()
     return nested, found
 loop = loops.new()
@@ -923,4 +933,9 @@ print(loops.run(loop, main))
 loops.run(loop, client.close)
 """
     result = run_python(code)
-    assert result.stdout.split("\n")[0] == "(1, {'_id': 1})", result.stderr
+    lines = result.stdout.split("\n")
+    assert lines[0] == (
+        "WrongLoopError it cannot move: that loop is running on this thread too, under this "
+        'one (see the "Event loops" section of Motor\'s documentation)'
+    ), result.stderr
+    assert lines[1] == "(1, {'_id': 1})", result.stderr
