@@ -491,6 +491,55 @@ def test_a_loop_moved_from_an_exited_thread_strands_its_operations(
 
 
 @pytest.mark.parametrize("framework", [*FRAMEWORKS, "uvloop"])
+def test_an_operation_stranded_while_sending_leaves_no_watch_behind(framework: str) -> None:
+    """A write stranded while its send waits for the socket to drain (the server reads
+    nothing): the loop stops watching that socket before its connection is closed, so
+    that the next connection, which often gets the same descriptor number, is watched
+    as its own (on asyncio, a watch left behind hid it from the loop; uvloop aborted)."""
+    loops = Loops(framework)
+    wire = WireServer(stall_on="insert")
+    client = loops.client(wire.uri, maxPoolSize=1)
+    loop = loops.new()
+    aloop = loops.asyncio_loop(loop)
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    try:
+
+        async def start() -> Any:
+            await ping()
+            future = client.db.coll.insert_one({"x": b"\0" * (12 * 1024 * 1024)})
+            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+            await asyncio.sleep(0.2)  # the send fills the socket's buffers and waits
+            get_hub(aloop)._idle.clear()  # see the test above
+            return future
+
+        stalled = loops.run(loop, start)
+        assert not stalled.done()
+
+        def there() -> Any:
+            async def run() -> Any:
+                pings = asyncio.gather(ping(), ping(), ping())
+                with pytest.raises(WrongThreadError):
+                    await asyncio.wait_for(stalled, 20)
+                return await asyncio.wait_for(pings, 20)
+
+            return aloop.run_until_complete(run())
+
+        replies = in_thread(there)
+        assert not isinstance(replies, BaseException), replies
+        assert [reply["ok"] for reply in replies] == [1, 1, 1]
+        assert loops.run(loop, ping)["ok"] == 1  # back on this thread
+        assert parked_children() == []
+        assert pool_counters(client) == dict.fromkeys(pool_counters(client), 0)
+    finally:
+        close_client(loops, client, loop)
+        loops.close(loop)
+        wire.stop()
+
+
+@pytest.mark.parametrize("framework", [*FRAMEWORKS, "uvloop"])
 def test_a_stranded_connection_goes_to_the_new_threads_waiters(framework: str) -> None:
     """Operations of the new thread queued for the pool's only connection, while it is
     held by an operation that was stranded meanwhile, get a connection: the stranded

@@ -314,6 +314,7 @@ class Waiter:
         try:
             child.switch(value)
         except greenlet.error:  # parked by a thread that no longer runs the loop
+            self.abandoned = True
             hub._strand(child)
         clock = hub._clock
         clock.last = ended = _perf_counter()
@@ -336,6 +337,7 @@ class Waiter:
         try:
             child.throw(exc)
         except greenlet.error:  # parked by a thread that no longer runs the loop
+            self.abandoned = True
             hub._strand(child)
         clock = hub._clock
         clock.last = ended = _perf_counter()
@@ -1155,11 +1157,30 @@ class Hub:
                     "another thread"
                 )
             )
+        self._forget_fd_wait(child)
         reclaim = Hub.reclaim_stranded
         if reclaim is not None:
             repay = reclaim(child)
             if repay is not None:
                 self._loans[child] = repay
+
+    def _forget_fd_wait(self, child: Child) -> None:
+        """Stop the loop watching the descriptor a stranded child waits on in
+        :meth:`wait_fd` (a send waiting for its socket to drain, a connect): its
+        connection is about to be closed (:attr:`reclaim_stranded`), and the number of a
+        closed descriptor goes to the next socket, which a registration left behind
+        would hide from the loop (asyncio) or crash it (uvloop)."""
+        if self.loop.is_closed():
+            return
+        code = Hub.wait_fd.__code__
+        frame = child.gr_frame
+        while frame is not None:
+            if frame.f_code is code:
+                values = frame.f_locals
+                remove, fd = values.get("remove"), values.get("fd")
+                if remove is not None and fd is not None:
+                    remove(fd)
+            frame = frame.f_back
 
     def _end_stranded(self) -> None:
         """End the stranded children that the calling thread can switch to: PyMongo's
@@ -1311,7 +1332,10 @@ class Hub:
             ready: bool = waiter.get(timeout)
             return ready
         finally:
-            remove(fd)
+            # (Stranded, the descriptor was forgotten already, and may be another
+            # socket's now: see _strand.)
+            if not waiter.abandoned:
+                remove(fd)
 
     def _set_sweeper(self, deadline: float) -> None:
         # Runs on the loop thread: run the sweep at ``deadline``, the earliest.
