@@ -24,6 +24,7 @@ from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.cursor import Cursor
 
 import motor
+from motor.green import bulk as green_bulk
 from motor.green import find as green_find
 from test.framework import Framework, instrumented
 from test.oracle import CommandRecorder
@@ -232,6 +233,23 @@ async def test_an_instrumentations_wrapper_sees_find_one_and_insert_many(
     with pytest.raises(BulkWriteError):
         await coll.insert_many([{"_id": 0}])
     assert seen == ["insert_many", "find_one", "find_one", "find_one", "insert_many"]
+    await coll.drop()
+
+
+async def test_a_wrapper_that_calls_motors_own_method_does_not_recurse(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A method in place on ``Collection`` that calls Motor's ``find_one`` or
+    ``insert_many`` back (to use them from synchronous code, say) gets their own path
+    there, not itself again, for ever."""
+    seen: list[str] = []
+    for name, green in (("find_one", green_find.find_one), ("insert_many", green_bulk.insert_many)):
+        monkeypatch.setattr(Collection, name, instrumented(green, "functools", seen))
+    coll = fw.client(server.uri)[f"find_one_reentry_{fw.name}"].c
+    await coll.drop()
+    assert (await coll.insert_many([{"_id": 1}])).inserted_ids == [1]
+    assert await coll.find_one({"_id": 1}) == {"_id": 1}
+    assert seen == ["insert_many", "find_one"]
     await coll.drop()
 
 

@@ -53,7 +53,7 @@ from pymongo.results import InsertManyResult
 
 from motor.green import splice
 from motor.green.hub import in_child
-from motor.green.internals import own_code, pymongo_own
+from motor.green.internals import DELEGATING, own_code, pymongo_own
 from motor.green.socket import _pause_if_spent
 
 __all__ = [
@@ -403,14 +403,18 @@ def insert_many(
     calls that method, which then sees the call (PyMongo's own still writes through
     :class:`GreenBulk`).
     """
-    if type(self).insert_many is not _pymongo_insert_many:
-        result: InsertManyResult = self.insert_many(
-            documents,
-            ordered=ordered,
-            bypass_document_validation=bypass_document_validation,
-            session=session,
-            comment=comment,
-        )
+    if type(self).insert_many is not _pymongo_insert_many and not DELEGATING.get():
+        token = DELEGATING.set(True)
+        try:
+            result: InsertManyResult = self.insert_many(
+                documents,
+                ordered=ordered,
+                bypass_document_validation=bypass_document_validation,
+                session=session,
+                comment=comment,
+            )
+        finally:
+            DELEGATING.reset(token)
         return result
     if not isinstance(documents, Iterable) or isinstance(documents, Mapping) or not documents:
         raise TypeError("documents must be a non-empty list")

@@ -30,7 +30,7 @@ from pymongo.message import _CursorAddress, _Query
 from pymongo.synchronous.cursor_base import _CursorBase
 
 from motor.green import reauth as _reauth
-from motor.green.internals import own_code, pymongo_own
+from motor.green.internals import DELEGATING, own_code, pymongo_own
 
 __all__ = ["check_pymongo_internals", "find_one"]
 
@@ -74,8 +74,12 @@ def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
     (an instrumentation's wrapper, such as elastic-apm's or New Relic's, or a test's mock),
     it calls that method, which then sees the call.
     """
-    if type(self).find_one is not _pymongo_find_one:
-        return self.find_one(filter, *args, **kwargs)
+    if type(self).find_one is not _pymongo_find_one and not DELEGATING.get():
+        token = DELEGATING.set(True)
+        try:
+            return self.find_one(filter, *args, **kwargs)
+        finally:
+            DELEGATING.reset(token)
     projection = None
     if args or kwargs:
         if len(args) > 1 or (kwargs and (args or kwargs.keys() != {"projection"})):

@@ -11,17 +11,20 @@ method in place when it is not, so that the wrapper sees the call.
 
 from __future__ import annotations
 
+import contextvars
 import inspect
-import os
 import types
 from collections.abc import Iterator
 from typing import Any
 
-import pymongo
+__all__ = ["DELEGATING", "code_names", "layers", "own_code", "pymongo_own"]
 
-__all__ = ["code_names", "layers", "own_code", "pymongo_own"]
-
-_PYMONGO_DIR = os.path.dirname(pymongo.__file__) + os.sep
+#: True while a green replacement of a PyMongo method calls the method in place (see
+#: :func:`pymongo_own`): a wrapper that calls the green replacement in turn then gets
+#: its fast path, not the wrapper again, for ever.
+DELEGATING: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "motor_green_delegating", default=False
+)
 
 
 def own_code(function: Any) -> types.CodeType | None:
@@ -50,10 +53,13 @@ def layers(function: Any) -> Iterator[Any]:
 
 def pymongo_own(function: Any) -> Any:
     """The outermost layer of ``function`` that PyMongo made: a plain function defined in
-    PyMongo's package (``function`` itself if there is none)."""
+    one of PyMongo's modules (``function`` itself if there is none)."""
     for layer in layers(function):
-        if type(layer) is types.FunctionType and layer.__code__.co_filename.startswith(
-            _PYMONGO_DIR
-        ):
+        # The module whose globals the function has: functools.wraps copies __module__.
+        if type(layer) is types.FunctionType and _in_pymongo(layer.__globals__.get("__name__")):
             return layer
     return function
+
+
+def _in_pymongo(module: object) -> bool:
+    return isinstance(module, str) and (module == "pymongo" or module.startswith("pymongo."))
