@@ -343,12 +343,49 @@ class Stalling:
         await asyncio.get_running_loop().run_in_executor(None, self.wire.stalled.wait, 10)
         return future
 
+    def strand(self, futures: list[Any]) -> list[Any]:
+        """Run the loop in another thread, where ``futures`` (operations in flight on
+        this one) must fail with WrongThreadError; the replies of three pings started
+        there first (on a loop without Motor's hook, uvloop's, the first start there
+        tells the hub that the loop changed threads: this thread's idle children are
+        dropped so that none tells it earlier)."""
+        get_hub(self.aloop)._idle.clear()
+
+        def there() -> Any:
+            async def run() -> Any:
+                pings = asyncio.gather(self.ping(), self.ping(), self.ping())
+                outcomes = await asyncio.gather(
+                    *(asyncio.wait_for(future, 20) for future in futures),
+                    return_exceptions=True,
+                )
+                assert [type(outcome) for outcome in outcomes] == [WrongThreadError] * len(
+                    futures
+                ), outcomes
+                return await asyncio.wait_for(pings, 20)
+
+            return self.aloop.run_until_complete(run())
+
+        replies = in_thread(there)
+        assert not isinstance(replies, BaseException), replies
+        return [reply["ok"] for reply in replies]
+
+    def assert_back_and_even(self) -> None:
+        """Back on this thread: the stranded greenlets end, the pool serves, and its
+        counters are even."""
+        assert self.loops.run(self.loop, self.ping)["ok"] == 1
+        assert parked_children() == []
+        assert pool_counters(self.client) == dict.fromkeys(pool_counters(self.client), 0)
+
 
 @contextlib.contextmanager
-def stalling(framework: str) -> Iterator[Stalling]:
+def stalling(
+    framework: str, stall_on: str = "find", stalls: int | None = None, **options: Any
+) -> Iterator[Stalling]:
+    """A :class:`Stalling` whose server stops reading at ``stall_on`` (on the first
+    ``stalls`` connections), its client ``maxPoolSize=1`` unless ``options`` say."""
     loops = Loops(framework)
-    wire = WireServer(stall_on="find")
-    client = loops.client(wire.uri, maxPoolSize=1)
+    wire = WireServer(stall_on=stall_on, stalls=stalls)
+    client = loops.client(wire.uri, **{"maxPoolSize": 1, **options})
     loop = loops.new()
     try:
         yield Stalling(loops, wire, client, loop, loops.asyncio_loop(loop))
@@ -403,54 +440,19 @@ def test_operations_stranded_while_connecting_give_back_their_slots(framework: s
     moves to another thread: the slots for opening connections go back to the pool,
     and the new thread's operations open connections of their own.  Back on the first
     thread, the stranded greenlets end and the counters stay right."""
-    loops = Loops(framework)
-    wire = WireServer(stall_on="hello", stalls=2)
-    client = loops.client(wire.uri)
-    loop = loops.new()
-    aloop = loops.asyncio_loop(loop)
-
-    async def ping() -> Any:
-        return await client.admin.command("ping")
-
-    try:
+    with stalling(framework, stall_on="hello", stalls=2, maxPoolSize=100) as st:
 
         async def start() -> list[Any]:
-            futures = [client.admin.command("ping") for _ in range(5)]
-            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+            futures = [st.client.admin.command("ping") for _ in range(5)]
+            await asyncio.get_running_loop().run_in_executor(None, st.wire.stalled.wait, 10)
             await asyncio.sleep(0.05)
             return futures
 
-        futures = loops.run(loop, start)
-        assert wire.stalled.is_set() and not any(future.done() for future in futures)
-        assert pool_counters(client)["pending"] == 2
-        # No idle child of this thread for the other thread's first start to find
-        # (which tells the hub of the move on loops without Motor's hook: uvloop).
-        get_hub(aloop)._idle.clear()
-
-        def there() -> Any:
-            async def run() -> Any:
-                # (On a loop without Motor's hook, uvloop's, the first start here tells
-                # the hub that the loop changed threads.)
-                pings = asyncio.gather(ping(), ping(), ping())
-                outcomes = await asyncio.gather(
-                    *(asyncio.wait_for(future, 20) for future in futures),
-                    return_exceptions=True,
-                )
-                assert [type(outcome) for outcome in outcomes] == [WrongThreadError] * 5
-                return await asyncio.wait_for(pings, 20)
-
-            return aloop.run_until_complete(run())
-
-        replies = in_thread(there)
-        assert not isinstance(replies, BaseException), replies
-        assert [reply["ok"] for reply in replies] == [1, 1, 1]
-        assert loops.run(loop, ping)["ok"] == 1  # back on this thread
-        assert parked_children() == []
-        assert pool_counters(client) == dict.fromkeys(pool_counters(client), 0)
-    finally:
-        close_client(loops, client, loop)
-        loops.close(loop)
-        wire.stop()
+        futures = st.loops.run(st.loop, start)
+        assert not any(future.done() for future in futures)
+        assert pool_counters(st.client)["pending"] == 2
+        assert st.strand(futures) == [1, 1, 1]
+        st.assert_back_and_even()
 
 
 @pytest.mark.parametrize("foreign", [False, True], ids=["threading", "foreign"])
@@ -496,47 +498,19 @@ def test_an_operation_stranded_while_sending_leaves_no_watch_behind(framework: s
     nothing): the loop stops watching that socket before its connection is closed, so
     that the next connection, which often gets the same descriptor number, is watched
     as its own (on asyncio, a watch left behind hid it from the loop; uvloop aborted)."""
-    loops = Loops(framework)
-    wire = WireServer(stall_on="insert")
-    client = loops.client(wire.uri, maxPoolSize=1)
-    loop = loops.new()
-    aloop = loops.asyncio_loop(loop)
-
-    async def ping() -> Any:
-        return await client.admin.command("ping")
-
-    try:
+    with stalling(framework, stall_on="insert") as st:
 
         async def start() -> Any:
-            await ping()
-            future = client.db.coll.insert_one({"x": b"\0" * (12 * 1024 * 1024)})
-            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+            await st.ping()
+            future = st.client.db.coll.insert_one({"x": b"\0" * (12 * 1024 * 1024)})
+            await asyncio.get_running_loop().run_in_executor(None, st.wire.stalled.wait, 10)
             await asyncio.sleep(0.2)  # the send fills the socket's buffers and waits
-            get_hub(aloop)._idle.clear()  # see the test above
             return future
 
-        stalled = loops.run(loop, start)
+        stalled = st.loops.run(st.loop, start)
         assert not stalled.done()
-
-        def there() -> Any:
-            async def run() -> Any:
-                pings = asyncio.gather(ping(), ping(), ping())
-                with pytest.raises(WrongThreadError):
-                    await asyncio.wait_for(stalled, 20)
-                return await asyncio.wait_for(pings, 20)
-
-            return aloop.run_until_complete(run())
-
-        replies = in_thread(there)
-        assert not isinstance(replies, BaseException), replies
-        assert [reply["ok"] for reply in replies] == [1, 1, 1]
-        assert loops.run(loop, ping)["ok"] == 1  # back on this thread
-        assert parked_children() == []
-        assert pool_counters(client) == dict.fromkeys(pool_counters(client), 0)
-    finally:
-        close_client(loops, client, loop)
-        loops.close(loop)
-        wire.stop()
+        assert st.strand([stalled]) == [1, 1, 1]
+        st.assert_back_and_even()
 
 
 @pytest.mark.parametrize("framework", [*FRAMEWORKS, "uvloop"])
