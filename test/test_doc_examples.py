@@ -76,6 +76,8 @@ _NORMALISE = [
     (re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(\.\d+)?"), "<datetime>"),
     # HTTP dates: Tue, 05 Mar 2024 10:00:00 GMT
     (re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT"), "<http-date>"),
+    # The reason phrase of 416, which http.HTTPStatus shortened in Python 3.13 (RFC 9110)
+    (re.compile(r"\b416 (Requested )?Range Not Satisfiable\b"), "416 Range Not Satisfiable"),
     # Durations: "after 0.3 s", "for 0.4 ms"
     (re.compile(r"\b\d+(\.\d+)? (ms|s)\b"), r"<n> \2"),
     # Entity tags

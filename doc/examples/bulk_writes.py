@@ -1,18 +1,18 @@
 """Bulk writes: ``insert_many`` and ``bulk_write``, ordered and unordered, and their errors.
 
-Runs with Tornado's ``MotorClient``; the asyncio version differs only in the import and in how
-the loop is run (see the other examples).  The server is ``$MONGODB_URI``, by default
-``mongodb://localhost:27017``::
+Runs with Tornado's ``MotorClient``; the asyncio version differs only in the import
+(Tornado 6 runs on asyncio: ``asyncio.run`` runs both).  The server is ``$MONGODB_URI``, by
+default ``mongodb://localhost:27017``::
 
     python doc/examples/bulk_writes.py
 """
 
+import asyncio
 import os
 from pprint import pprint
 
 from pymongo import DeleteMany, DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError
-from tornado.ioloop import IOLoop
 
 from motor.motor_tornado import MotorClient
 
@@ -88,4 +88,4 @@ async def main():
 
 
 if __name__ == "__main__":
-    IOLoop.current().run_sync(main)
+    asyncio.run(main())

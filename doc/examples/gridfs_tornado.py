@@ -16,7 +16,6 @@ import sys
 import tornado.web
 from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
 from tornado.testing import bind_unused_port
 
 import motor.web
@@ -95,4 +94,4 @@ async def serve():
 
 
 if __name__ == "__main__":
-    IOLoop.current().run_sync(serve if "--serve" in sys.argv else main, timeout=None)
+    asyncio.run(serve() if "--serve" in sys.argv else main())

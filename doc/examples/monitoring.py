@@ -8,6 +8,7 @@ connection and server event, and PyMongo's loggers emit the same messages.  The 
     python doc/examples/monitoring.py
 """
 
+import asyncio
 import json
 import logging
 import os
@@ -15,7 +16,6 @@ import sys
 
 from pymongo import monitoring
 from pymongo.errors import OperationFailure
-from tornado.ioloop import IOLoop
 
 from motor.motor_tornado import MotorClient
 
@@ -115,4 +115,4 @@ async def main():
 
 
 if __name__ == "__main__":
-    IOLoop.current().run_sync(main)
+    asyncio.run(main())
