@@ -11,7 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python="${PYTHON:-python3}"
-venv=.venv
+# Another Python gets a virtualenv of its own: VENV=.venv-3.13 PYTHON=python3.13.
+venv="${VENV:-.venv}"
 
 if ! "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
     echo "run.sh: creating virtualenv $venv with $("$python" --version 2>&1)"
