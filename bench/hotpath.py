@@ -12,6 +12,10 @@ CPU time per operation:
 ``in_child``   the same calls, all in one child greenlet (a park and a resume each)
 ``hub_spawn``  one child per operation through ``Hub.spawn``, awaited by a task
 ``motor``      ``await collection.find_one()`` (or ``insert_one``)
+``wire``       one child per operation, as ``hub_spawn``, running only the command's wire
+               exchange: pool checkout, ``OP_MSG`` encoding, send, receive, decoding.  No
+               session, server selection, retry, monitoring or logging: the green core's
+               own cost, below which no PyMongo-based operation goes
 
 With ``--opcodes`` it also counts the Python bytecodes each layer executes per operation,
 per function (deterministic, unlike time; from two run lengths, so warm-up and setup
@@ -43,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from servers import CannedServer, build_canned_server
 
-LAYERS = ("sync", "outside", "in_child", "hub_spawn", "motor")
+LAYERS = ("sync", "outside", "in_child", "hub_spawn", "motor", "wire")
 
 
 def _short(filename: str) -> str:
@@ -148,12 +152,36 @@ def run_layer(layer: str, uri: str, op: str, n: int, counter: OpcodeCounter | No
             for i in range(count):
                 call(coll, i)
 
+        def wire(i: int) -> Any:
+            # The find or insert command, as PyMongo sends it, with nothing around it.
+            if op == "find_one":
+                command: dict[str, Any] = {"find": "coll", "filter": doc, "limit": 1}
+                command["singleBatch"] = True
+            else:
+                command = {"insert": "coll", "documents": [{"i": i, "name": "bench"}]}
+            command["$db"] = "db"
+            with pool.checkout() as conn:
+                request_id, message, *_ = _op_msg(0, command, "db", None, codec_options)
+                conn.send_message(message, 0)
+                return conn.receive_message(request_id).unpack_response()[0]
+
+        if layer == "wire":
+            from bson.codec_options import DEFAULT_CODEC_OPTIONS as codec_options
+            from pymongo.message import _op_msg
+            from pymongo.read_preferences import ReadPreference
+
+            topology = mcoll.delegate.database.client._topology
+            pool = topology.select_server(ReadPreference.PRIMARY, "find").pool
+
         async def body(count: int) -> None:
             if layer == "in_child":
                 await hub.spawn(in_one_child, count)
             elif layer == "hub_spawn":
                 for i in range(count):
                     await hub.spawn(call, coll, i)
+            elif layer == "wire":
+                for i in range(count):
+                    await hub.spawn(wire, i)
             else:
                 method = getattr(mcoll, op)
                 for i in range(count):
