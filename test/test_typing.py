@@ -16,6 +16,7 @@ import hook is invisible to type checkers).
 
 from __future__ import annotations
 
+import ast
 import re
 import shutil
 import subprocess
@@ -73,6 +74,22 @@ def test_stubs_match_the_runtime() -> None:
         command += ["--allowlist", str(ROOT / "test" / "stubtest-allowlist-py312.txt")]
     done = _run(command, ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("module", FRAMEWORK_MODULES)
+def test_session_future_awaits_to_the_framework_session(module: str) -> None:
+    """In the stubs, start_session()'s _SessionFuture has its Coroutine of the framework's
+    session as first base: pyright takes what ``await`` gives from the first Awaitable
+    base, not from the class's own ``__await__``, and the runtime class it also derives
+    from is a Future of the framework-neutral AgnosticClientSession."""
+    stub = ROOT / (module.replace(".", "/") + ".pyi")
+    tree = ast.parse(stub.read_text())
+    (helper,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "_SessionFuture"]
+    session = "AsyncIOMotorClientSession" if module.endswith("asyncio") else "MotorClientSession"
+    assert [ast.unparse(base) for base in helper.bases] == [
+        f"Coroutine[Any, Any, {session}]",
+        "_core_SessionFuture",
+    ]
 
 
 @pytest.fixture(scope="module")

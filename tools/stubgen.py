@@ -97,6 +97,10 @@ DUNDERS = frozenset(
     }
 )
 
+# Private names that are public API: a GridFS file's ``_id`` (``grid_in._id`` is how Motor's
+# documentation, and Motor 3.7.1's stubs, give an upload's file id).
+PUBLIC_PRIVATE = frozenset({"_id"})
+
 # Where a name in a ``_motor_returns`` expression is defined when the
 # source module does not import it (besides the framework-neutral classes, looked up
 # in NEUTRAL_MODULES).
@@ -429,10 +433,13 @@ class Stub:
         result = self.future_result(cls)
         if result is not None and all(hasattr(cls, m) for m in ("send", "throw", "close")):
             # A future that also speaks the coroutine protocol (start_session()'s): a
-            # Coroutine to type checkers too, for asyncio.create_task().
+            # Coroutine to type checkers too, for asyncio.create_task().  First: pyright
+            # takes what ``await`` gives from the first base that is an Awaitable, not from
+            # the class's own __await__, and the runtime class's Future is of the
+            # framework-neutral session.
             coroutine = self.use(Ref("collections.abc", "Coroutine"))
             anything = self.use(Ref("typing", "Any"))
-            base += f", {coroutine}[{anything}, {anything}, {result}]"
+            base = f"{coroutine}[{anything}, {anything}, {result}], {base}"
         # Not in the framework module at run time (stubtest --strict-type-check-only).
         lines = [f"@{self.use(Ref('typing', 'type_check_only'))}", f"class {name}({base}):"]
         count = len(lines)
@@ -460,7 +467,7 @@ class Stub:
 
     def member_stub(self, name: str, owner: type, value: Any) -> list[str]:
         if isinstance(value, property):
-            return self.property_stub(name, value)
+            return self.property_stub(name, value, owner)
         if isinstance(value, (staticmethod, classmethod)):
             decorator = f"@{type(value).__name__}"
             return [decorator, *self.function_stub(name, value.__func__)]
@@ -470,7 +477,7 @@ class Stub:
             return self.function_stub(name, value)
         raise TypeError(f"{owner.__name__}.{name}: cannot write a stub for {value!r}")
 
-    def property_stub(self, name: str, prop: property) -> list[str]:
+    def property_stub(self, name: str, prop: property, owner: type) -> list[str]:
         fget = prop.fget
         assert fget is not None
         entry = getattr(fget, "_motor_entry", None)
@@ -484,6 +491,13 @@ class Stub:
         else:
             sig = self.own_signature(fget)
             result = self.render(sig.returns, sig.module, Mode.SOURCE)
+        if result == self.use(Ref("typing", "Any")):
+            # A getter that says nothing (PyMongo's GridIn and GridOut properties are made
+            # by a factory, and so are Motor's GridOut ones): the attribute's annotation
+            # on the PyMongo class, if it has one (``filename: str | None = ...``).
+            annotation = _pymongo_annotation(owner, name)
+            if annotation is not None:
+                result = self.render(annotation.node, annotation.module, Mode.RESULT)
         # A setter (Motor 3.7.1's attributes that were assignable: collection.database,
         # cursor.started, ...) is left out: type checkers keep them read-only.
         return ["@property", f"def {name}(self) -> {result}: ..."]
@@ -823,6 +837,16 @@ class Annotation(NamedTuple):
     module: str
 
 
+def _pymongo_annotation(owner: type, name: str) -> Annotation | None:
+    """The class-level annotation of ``name`` on the PyMongo class ``owner`` wraps."""
+    pymongo_class = getattr(owner, "__pymongo_class__", None)
+    for klass in getattr(pymongo_class, "__mro__", ()):
+        annotation = vars(klass).get("__annotations__", {}).get(name)
+        if isinstance(annotation, str):
+            return Annotation(_parse(annotation), klass.__module__)
+    return None
+
+
 def members(cls: type) -> list[tuple[str, type, Any]]:
     """The public members of ``cls`` (own and inherited) and the dunders the stub
     declares: ``(name, defining class, value)``, ``__init__`` first, then dunders, then
@@ -832,7 +856,8 @@ def members(cls: type) -> list[tuple[str, type, Any]]:
         if klass is object or klass.__module__ in ("builtins", "asyncio.futures", "_asyncio"):
             continue
         for name, value in vars(klass).items():
-            if name in found or not (name in DUNDERS or not name.startswith("_")):
+            public = name in DUNDERS or name in PUBLIC_PRIVATE or not name.startswith("_")
+            if name in found or not public:
                 continue
             found[name] = (klass, value)
         for name, annotation in vars(klass).get("__annotations__", {}).items():

@@ -8,7 +8,9 @@ the type the stubs give, without ``reveal_type``.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, TypedDict
+import datetime
+from collections.abc import Mapping
+from typing import Any, TypedDict, assert_type
 
 from bson import ObjectId
 from bson.codec_options import CodecOptions
@@ -32,6 +34,7 @@ from motor.motor_asyncio import (
     AsyncIOMotorCommandCursor,
     AsyncIOMotorCursor,
     AsyncIOMotorDatabase,
+    AsyncIOMotorGridFSBucket,
     AsyncIOMotorLatentCommandCursor,
 )
 
@@ -141,6 +144,28 @@ async def sessions(client: AsyncIOMotorClient[Movie]) -> None:
         print(new_id)
 
 
+async def session_types(client: AsyncIOMotorClient[Movie]) -> None:
+    # What awaiting start_session() gives, to every type checker (pyright reads it from the
+    # first Awaitable base of the stubs' _SessionFuture: test_session_future_awaits_to_...).
+    assert_type(await client.start_session(), AsyncIOMotorClientSession)
+
+
+async def gridfs(database: AsyncIOMotorDatabase[Movie]) -> Any:
+    bucket = AsyncIOMotorGridFSBucket(database)
+    grid_in = bucket.open_upload_stream("notes.txt")
+    await grid_in.write(b"hello")
+    await grid_in.close()
+    # The file attributes have PyMongo's types, _id (the upload's file id) included.
+    assert_type(grid_in.filename, str | None)
+    assert_type(grid_in.length, int)
+    grid_out = await bucket.open_download_stream(grid_in._id)
+    assert_type(grid_out.filename, str)
+    assert_type(grid_out.upload_date, datetime.datetime)
+    assert_type(grid_out.metadata, Mapping[str, Any] | None)
+    assert_type(await grid_out.read(), bytes)
+    return grid_out._id
+
+
 async def change_streams(client: AsyncIOMotorClient[Movie]) -> None:
     movies = client.test.movies
     inserts = [{"$match": {"operationType": "insert"}}]
@@ -181,6 +206,8 @@ async def main() -> None:
         await crud(client)
         await cursors(client.test.movies)
         await sessions(client)
+        await session_types(client)
+        await gridfs(client.test)
         await change_streams(client)
         await neutral_classes(client)
         info: dict[str, Any] = await plain.admin.command("ping")
