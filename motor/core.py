@@ -839,7 +839,14 @@ class AgnosticClient(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
         if user_driver is not None:
             self.delegate.append_metadata(user_driver)
         self._binding = Binding(loop, Admission.for_client(self.delegate))
-        self._client = self
+
+    @property
+    def _client(self) -> AgnosticClient[_DocumentType]:
+        # The client an object belongs to (AgnosticBase._client): itself, and not as an
+        # attribute, which would be a reference cycle: a client dropped without close()
+        # is freed at once (PyMongo's "Unclosed MongoClient" warning then, not at some
+        # later garbage collection), as in Motor 3.7.1.
+        return self
 
     def aconnect(self) -> asyncio.Future[None]:
         """Connect now instead of on the first operation. Asynchronous.

@@ -15,6 +15,7 @@ import gc
 import threading
 import time
 import tracemalloc
+import warnings
 import weakref
 from typing import Any
 
@@ -188,6 +189,27 @@ async def test_close_ends_operations_waiting_for_a_silent_server(fw: Any) -> Non
         assert parked_children() == []
     finally:
         wire.stop()
+
+
+async def test_a_client_dropped_without_close_is_freed_at_once(fw: Any, server: Any) -> None:
+    """A client the application drops without close(), after operations and with its
+    databases and collections, is freed as soon as the last reference goes, as in Motor
+    3.7.1: no reference cycle keeps it, its PyMongo client and its pool for the garbage
+    collector, and PyMongo's "Unclosed MongoClient" warning comes then."""
+    client = fw.Client(server.uri)
+    collection = client.motor_test.dropped
+    await collection.find_one({})
+    motor_client, pymongo_client = weakref.ref(client), weakref.ref(client.delegate)
+    gc.disable()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            del client, collection
+        assert motor_client() is None
+        assert pymongo_client() is None
+    finally:
+        gc.enable()
+    assert [str(w.message).split("\n")[0] for w in caught] == ["Unclosed MongoClient opened at:"]
 
 
 # Connections in the pool when the client is closed.
