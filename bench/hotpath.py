@@ -159,7 +159,6 @@ def run_layer(layer: str, uri: str, op: str, n: int, counter: OpcodeCounter | No
                 command["singleBatch"] = True
             else:
                 command = {"insert": "coll", "documents": [{"i": i, "name": "bench"}]}
-            command["$db"] = "db"
             with pool.checkout() as conn:
                 request_id, message, *_ = _op_msg(0, command, "db", None, codec_options)
                 conn.send_message(message, 0)
@@ -250,7 +249,8 @@ def main() -> None:
         previous = None
         for layer in LAYERS:
             value = results[layer]
-            step = "" if previous is None else f"  {value - previous:+5.1f}"
+            # (wire is no layer on top of motor: no step)
+            step = "" if previous is None or layer == "wire" else f"  {value - previous:+5.1f}"
             print(f"  {layer:10s} {value:6.1f}{step}")
             previous = value
         return

@@ -14,7 +14,10 @@ python="${PYTHON:-python3}"
 # Another Python gets a virtualenv of its own: VENV=.venv-3.13 PYTHON=python3.13.
 venv="${VENV:-.venv}"
 
-if ! "$venv/bin/python" -c 'import sys; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+# Reused if it runs the same Python version as $python (3.11 or newer).
+want=$("$python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if ! "$venv/bin/python" -c "import sys; assert sys.version_info >= (3, 11)
+assert '%d.%d' % sys.version_info[:2] == '$want'" 2>/dev/null; then
     echo "run.sh: creating virtualenv $venv with $("$python" --version 2>&1)"
     rm -rf "$venv"
     "$python" -m venv "$venv"

@@ -97,6 +97,17 @@ DUNDERS = frozenset(
     }
 )
 
+# Motor 3.7.1's stub types for attributes whose PyMongo annotation says otherwise, by
+# (framework-neutral class name, attribute): code typed against Motor 3.7.1 keeps
+# type-checking.  A GridOut's filename is None for a file document without one (GridFS.put()
+# makes those), though PyMongo's annotation says str.
+STUB_TYPES = {
+    ("GridIn", "filename"): "str",
+    ("GridIn", "name"): "str",
+    ("GridOut", "filename"): "str | None",
+    ("GridOut", "name"): "str | None",
+}
+
 # Private names that are public API: a GridFS file's ``_id`` (``grid_in._id`` is how Motor's
 # documentation, and Motor 3.7.1's stubs, give an upload's file id).
 PUBLIC_PRIVATE = frozenset({"_id"})
@@ -491,7 +502,10 @@ class Stub:
         else:
             sig = self.own_signature(fget)
             result = self.render(sig.returns, sig.module, Mode.SOURCE)
-        if result == self.use(Ref("typing", "Any")):
+        override = STUB_TYPES.get((getattr(owner, "_agnostic_name", ""), name))
+        if override is not None:
+            result = self.render(_parse(override), "builtins", Mode.RESULT)
+        elif result == self.use(Ref("typing", "Any")):
             # A getter that says nothing (PyMongo's GridIn and GridOut properties are made
             # by a factory, and so are Motor's GridOut ones): the attribute's annotation
             # on the PyMongo class, if it has one (``filename: str | None = ...``).

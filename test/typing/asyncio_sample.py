@@ -155,11 +155,12 @@ async def gridfs(database: AsyncIOMotorDatabase[Movie]) -> Any:
     grid_in = bucket.open_upload_stream("notes.txt")
     await grid_in.write(b"hello")
     await grid_in.close()
-    # The file attributes have PyMongo's types, _id (the upload's file id) included.
-    assert_type(grid_in.filename, str | None)
+    # The file attributes have PyMongo's types (filename and name Motor 3.7.1's), _id (the
+    # upload's file id) included.
+    assert_type(grid_in.filename, str)
     assert_type(grid_in.length, int)
     grid_out = await bucket.open_download_stream(grid_in._id)
-    assert_type(grid_out.filename, str)
+    assert_type(grid_out.filename, str | None)
     assert_type(grid_out.upload_date, datetime.datetime)
     assert_type(grid_out.metadata, Mapping[str, Any] | None)
     assert_type(await grid_out.read(), bytes)
