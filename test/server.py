@@ -57,14 +57,14 @@ No server outlives the run that started it:
   names that record's data directory) and their data directory removed; directories without a
   record are removed too. Servers of runs that are still alive are left alone.
 * Servers started with ``python -m test.server start`` are *detached*: they have no owner and
-  run until ``python -m test.server stop``.
+  run until ``python -m test.server stop`` (which stops them all, or only those it names).
 
 Command line (run from the repository root)::
 
     python -m test.server start [--variant plain|tls|mtls|auth]   # prints the URI
     python -m test.server uri                                     # URI of the running server
     python -m test.server status                                  # every recorded server
-    python -m test.server stop                                    # stop detached servers
+    python -m test.server stop [URI|PORT|NAME|PID ...]            # stop detached servers
     python -m test.server build                                   # build FerretDB only
 
 .. |ferretdb_version| replace:: 1.24.2
@@ -1114,6 +1114,12 @@ def _detached_servers() -> list[dict[str, Any]]:
     return [r for r in list_records() if r.get("detached") and r["alive"] and "server" in r]
 
 
+def _names(record: dict[str, Any]) -> set[str]:
+    """What ``stop`` accepts to name a detached server: its URIs, port, name and PID."""
+    server = Server(**record["server"])
+    return {server.uri, server.full_uri, str(server.port), str(record["name"]), str(record["pid"])}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m test.server",
@@ -1123,7 +1129,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     start_cmd = sub.add_parser("start", help="start a detached server and print its URI")
     start_cmd.add_argument("--variant", choices=VARIANTS, default="plain")
     start_cmd.add_argument("--json", action="store_true", help="print every detail as JSON")
-    sub.add_parser("stop", help="stop every detached server")
+    stop_cmd = sub.add_parser(
+        "stop", help="stop the detached servers named (by URI, port, name or PID), or all"
+    )
+    stop_cmd.add_argument(
+        "servers",
+        nargs="*",
+        metavar="SERVER",
+        help="a server's URI (as `start` printed it), port, record name or PID; "
+        "without any, every detached server stops",
+    )
     uri_cmd = sub.add_parser("uri", help="print the URI of the server the tests would use")
     uri_cmd.add_argument("--variant", choices=VARIANTS, default="plain")
     sub.add_parser("status", help="list recorded servers and whether they are alive")
@@ -1144,6 +1159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"started {server.describe()}", file=sys.stderr)
         elif args.command == "stop":
             servers = _detached_servers()
+            if args.servers:
+                chosen = [r for r in servers if _names(r) & set(args.servers)]
+                unknown = [s for s in args.servers if not any(s in _names(r) for r in servers)]
+                if unknown:
+                    print(
+                        f"error: no detached server is {', '.join(map(repr, unknown))}; "
+                        "`python -m test.server status` lists them",
+                        file=sys.stderr,
+                    )
+                    return 2
+                servers = chosen
             for record in servers:
                 stop(Server(**record["server"]))
                 print(f"stopped {record['name']} (pid {record['pid']})")

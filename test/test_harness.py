@@ -311,6 +311,27 @@ def test_cli_start_uri_status_stop(isolated_state: dict[str, str]) -> None:
     assert _cli(isolated_state, "uri").returncode == 1
 
 
+def test_cli_stop_stops_only_the_servers_it_names(isolated_state: dict[str, str]) -> None:
+    first, second = (json.loads(_cli(isolated_state, "start", "--json").stdout) for _ in "12")
+    assert first["pid"] != second["pid"]
+
+    unknown = _cli(isolated_state, "stop", "mongodb://127.0.0.1:1")
+    assert unknown.returncode == 2 and "no detached server is" in unknown.stderr
+    assert test_server._pid_alive(first["pid"]) and test_server._pid_alive(second["pid"])
+
+    stopped = _cli(isolated_state, "stop", first["full_uri"])
+    assert stopped.returncode == 0, stopped.stderr
+    assert _wait_until(lambda: not test_server._pid_alive(first["pid"]))
+    assert test_server._pid_alive(second["pid"])
+    with _client(second["uri"]) as client:
+        assert client.admin.command("ping")["ok"] == 1
+
+    by_port = _cli(isolated_state, "stop", str(second["port"]))
+    assert by_port.returncode == 0, by_port.stderr
+    assert _wait_until(lambda: not test_server._pid_alive(second["pid"]))
+    assert not os.path.exists(second["data_dir"])
+
+
 def test_stale_server_of_a_dead_run_is_killed(isolated_state: dict[str, str]) -> None:
     """The cleanup path for servers that outlived their run (no PR_SET_PDEATHSIG)."""
     started = _cli(isolated_state, "start", "--json")
