@@ -52,26 +52,28 @@ from pymongo.topology_description import TopologyDescription
 from pymongo.typings import ClusterTime, _Address, _CollationIn, _Pipeline
 from pymongo.write_concern import WriteConcern
 
-from motor.core import AgnosticBase, AgnosticClient, AgnosticCollection, AgnosticDatabase
-from motor.core import _SessionFuture as _core_SessionFuture
-from motor.cursors import (
+from motor.core import (
+    AgnosticBase,
     AgnosticChangeStream,
+    AgnosticClient,
+    AgnosticClientEncryption,
+    AgnosticClientSession,
+    AgnosticCollection,
     AgnosticCommandCursor,
     AgnosticCursor,
+    AgnosticDatabase,
     AgnosticLatentCommandCursor,
     AgnosticRawBatchCommandCursor,
     AgnosticRawBatchCursor,
 )
-from motor.encryption import AgnosticClientEncryption
+from motor.core import _SessionFuture as _core_SessionFuture
 from motor.motor_gridfs import (
     AgnosticGridFSBucket,
     AgnosticGridIn,
     AgnosticGridOut,
     AgnosticGridOutCursor,
 )
-from motor.sessions import _T, AgnosticClientSession
-from motor.sessions import _BoundSession as _sessions_BoundSession
-from motor.sessions import _TransactionContext as _sessions_TransactionContext
+from motor.sessions import _T
 
 __all__ = [
     "AsyncIOMotorChangeStream",
@@ -148,7 +150,7 @@ class AsyncIOMotorClient(AgnosticClient[_DocumentType]):
     def bulk_write(
         self,
         models: Sequence[_WriteOp],
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         ordered: bool = ...,
         verbose_results: bool = ...,
         bypass_document_validation: bool | None = ...,
@@ -162,8 +164,8 @@ class AsyncIOMotorClient(AgnosticClient[_DocumentType]):
     delegate: Any
     def drop_database(
         self,
-        name_or_database: str | Database[_DocumentTypeArg] | AsyncIOMotorDatabase[_DocumentTypeArg],
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        name_or_database: str | Database[_DocumentTypeArg] | AgnosticDatabase[_DocumentTypeArg],
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
     ) -> Future[None]: ...
     def eq_props(self) -> tuple[tuple[_Address, ...], str | None, str | None, str]: ...
@@ -191,13 +193,11 @@ class AsyncIOMotorClient(AgnosticClient[_DocumentType]):
     @property
     def is_primary(self) -> bool: ...
     def list_database_names(
-        self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
-        comment: Any | None = ...,
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> Future[list[str]]: ...
     async def list_databases(
         self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> AsyncIOMotorCommandCursor[dict[str, Any]]: ...
@@ -214,7 +214,7 @@ class AsyncIOMotorClient(AgnosticClient[_DocumentType]):
     @property
     def secondaries(self) -> set[_Address]: ...
     def server_info(
-        self, session: ClientSession | AsyncIOMotorClientSession | None = ...
+        self, session: ClientSession | AgnosticClientSession | None = ...
     ) -> Future[dict[str, Any]]: ...
     def start_session(
         self,
@@ -233,7 +233,7 @@ class AsyncIOMotorClient(AgnosticClient[_DocumentType]):
         batch_size: int | None = ...,
         collation: _CollationIn | None = ...,
         start_at_operation_time: Timestamp | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         start_after: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         full_document_before_change: str | None = ...,
@@ -271,7 +271,7 @@ class AsyncIOMotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
     ) -> Future[Binary]: ...
     async def create_encrypted_collection(
         self,
-        database: Database[_DocumentTypeArg] | AsyncIOMotorDatabase[_DocumentTypeArg],
+        database: Database[_DocumentTypeArg] | AgnosticDatabase[_DocumentTypeArg],
         name: str,
         encrypted_fields: Mapping[str, Any],
         kms_provider: str | None = ...,
@@ -388,7 +388,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
     def aggregate(
         self,
         pipeline: _Pipeline,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -396,7 +396,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
     def aggregate_raw_batches(
         self,
         pipeline: _Pipeline,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> AsyncIOMotorLatentCommandCursor[_DocumentType]: ...
@@ -405,7 +405,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         requests: Sequence[_collection_WriteOp[_DocumentType]],
         ordered: bool = ...,
         bypass_document_validation: bool | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         let: Mapping[str, Any] | None = ...,
     ) -> Future[BulkWriteResult]: ...
@@ -414,35 +414,35 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
     def count_documents(
         self,
         filter: Mapping[str, Any],
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[int]: ...
     def create_index(
         self,
         keys: _IndexKeyHint,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[str]: ...
     def create_indexes(
         self,
         indexes: Sequence[IndexModel],
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[list[str]]: ...
     def create_search_index(
         self,
         model: Mapping[str, Any] | SearchIndexModel,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any = ...,
         **kwargs: Any,
     ) -> Future[str]: ...
     def create_search_indexes(
         self,
         models: list[SearchIndexModel],
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[list[str]]: ...
@@ -454,7 +454,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         filter: Mapping[str, Any],
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
     ) -> Future[DeleteResult]: ...
@@ -463,7 +463,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         filter: Mapping[str, Any],
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
     ) -> Future[DeleteResult]: ...
@@ -471,34 +471,34 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         self,
         key: str,
         filter: Mapping[str, Any] | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         hint: _IndexKeyHint | None = ...,
         **kwargs: Any,
     ) -> Future[list[Any]]: ...
     def drop(
         self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         encrypted_fields: Mapping[str, Any] | None = ...,
     ) -> Future[None]: ...
     def drop_index(
         self,
         index_or_name: _IndexKeyHint,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
     def drop_indexes(
         self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
     def drop_search_index(
         self,
         name: str,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
@@ -513,7 +513,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         projection: Mapping[str, Any] | Iterable[str] | None = ...,
         sort: _IndexList | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -527,7 +527,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         upsert: bool = ...,
         return_document: bool = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -542,7 +542,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         return_document: bool = ...,
         array_filters: Sequence[Mapping[str, Any]] | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -554,43 +554,37 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
     def full_name(self) -> str: ...
     def get_io_loop(self) -> Any: ...
     def index_information(
-        self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
-        comment: Any | None = ...,
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> Future[MutableMapping[str, Any]]: ...
     def insert_many(
         self,
         documents: Iterable[_DocumentType | RawBSONDocument],
         ordered: bool = ...,
         bypass_document_validation: bool | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
     ) -> Future[InsertManyResult]: ...
     def insert_one(
         self,
         document: _DocumentType | RawBSONDocument,
         bypass_document_validation: bool | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
     ) -> Future[InsertOneResult]: ...
     def list_indexes(
-        self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
-        comment: Any | None = ...,
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> AsyncIOMotorLatentCommandCursor[MutableMapping[str, Any]]: ...
     def list_search_indexes(
         self,
         name: str | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> AsyncIOMotorLatentCommandCursor[Mapping[str, Any]]: ...
     @property
     def name(self) -> str: ...
     def options(
-        self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
-        comment: Any | None = ...,
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> Future[MutableMapping[str, Any]]: ...
     @property
     def read_concern(self) -> ReadConcern: ...
@@ -599,7 +593,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
     def rename(
         self,
         new_name: str,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[MutableMapping[str, Any]]: ...
@@ -611,7 +605,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         bypass_document_validation: bool | None = ...,
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         sort: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
@@ -625,7 +619,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         bypass_document_validation: bool | None = ...,
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
     ) -> Future[UpdateResult]: ...
@@ -638,7 +632,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         collation: _CollationIn | None = ...,
         array_filters: Sequence[Mapping[str, Any]] | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         sort: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
@@ -647,7 +641,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         self,
         name: str,
         definition: Mapping[str, Any],
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
@@ -660,7 +654,7 @@ class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
         batch_size: int | None = ...,
         collation: _CollationIn | None = ...,
         start_at_operation_time: Timestamp | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         start_after: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         full_document_before_change: str | None = ...,
@@ -802,7 +796,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
     def aggregate(
         self,
         pipeline: _Pipeline,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         **kwargs: Any,
     ) -> AsyncIOMotorLatentCommandCursor[_DocumentType]: ...
     @property
@@ -818,7 +812,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
         allowable_errors: Sequence[str | int] | None = ...,
         read_preference: _ServerMode | None = ...,
         codec_options: None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[dict[str, Any]]: ...
@@ -831,7 +825,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
         allowable_errors: Sequence[str | int] | None = ...,
         read_preference: _ServerMode | None = ...,
         codec_options: CodecOptions[_CodecDocumentType] = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[_CodecDocumentType]: ...
@@ -842,7 +836,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
         read_preference: _ServerMode | None = ...,
         write_concern: WriteConcern | None = ...,
         read_concern: ReadConcern | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         check_exists: bool | None = ...,
         **kwargs: Any,
     ) -> AsyncIOMotorCollection[_DocumentType]: ...
@@ -852,7 +846,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
         value: Any = ...,
         read_preference: _ServerMode | None = ...,
         codec_options: CodecOptions[_CodecDocumentType] | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         max_await_time_ms: int | None = ...,
         **kwargs: Any,
@@ -861,7 +855,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
     def dereference(
         self,
         dbref: DBRef,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[_DocumentType | None]: ...
@@ -869,8 +863,8 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
         self,
         name_or_collection: str
         | Collection[_DocumentTypeArg]
-        | AsyncIOMotorCollection[_DocumentTypeArg],
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        | AgnosticCollection[_DocumentTypeArg],
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         encrypted_fields: Mapping[str, Any] | None = ...,
     ) -> Future[dict[str, Any]]: ...
@@ -885,14 +879,14 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
     def get_io_loop(self) -> Any: ...
     def list_collection_names(
         self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         filter: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[list[str]]: ...
     async def list_collections(
         self,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         filter: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -907,10 +901,10 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
         self,
         name_or_collection: str
         | Collection[_DocumentTypeArg]
-        | AsyncIOMotorCollection[_DocumentTypeArg],
+        | AgnosticCollection[_DocumentTypeArg],
         scandata: bool = ...,
         full: bool = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         background: bool | None = ...,
         comment: Any | None = ...,
     ) -> Future[dict[str, Any]]: ...
@@ -923,7 +917,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
         batch_size: int | None = ...,
         collation: _CollationIn | None = ...,
         start_at_operation_time: Timestamp | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         start_after: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         full_document_before_change: str | None = ...,
@@ -964,43 +958,43 @@ class AsyncIOMotorGridFSBucket(AgnosticGridFSBucket):
     def __repr__(self) -> str: ...
     delegate: Any
     def delete(
-        self, file_id: Any, session: ClientSession | AsyncIOMotorClientSession | None = ...
+        self, file_id: Any, session: ClientSession | AgnosticClientSession | None = ...
     ) -> Future[None]: ...
     def delete_by_name(
-        self, filename: str, session: ClientSession | AsyncIOMotorClientSession | None = ...
+        self, filename: str, session: ClientSession | AgnosticClientSession | None = ...
     ) -> Future[None]: ...
     def download_to_stream(
         self,
         file_id: Any,
         destination: Any,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def download_to_stream_by_name(
         self,
         filename: str,
         destination: Any,
         revision: int = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def find(self, *args: Any, **kwargs: Any) -> AsyncIOMotorGridOutCursor: ...
     def get_io_loop(self) -> Any: ...
     @property
     def io_loop(self) -> Any: ...
     async def open_download_stream(
-        self, file_id: Any, session: ClientSession | AsyncIOMotorClientSession | None = ...
+        self, file_id: Any, session: ClientSession | AgnosticClientSession | None = ...
     ) -> AsyncIOMotorGridOut: ...
     async def open_download_stream_by_name(
         self,
         filename: str,
         revision: int = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> AsyncIOMotorGridOut: ...
     def open_upload_stream(
         self,
         filename: str,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> AsyncIOMotorGridIn: ...
     def open_upload_stream_with_id(
         self,
@@ -1008,19 +1002,19 @@ class AsyncIOMotorGridFSBucket(AgnosticGridFSBucket):
         filename: str,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> AsyncIOMotorGridIn: ...
     def rename(
         self,
         file_id: Any,
         new_filename: str,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def rename_by_name(
         self,
         filename: str,
         new_filename: str,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def upload_from_stream(
         self,
@@ -1028,7 +1022,7 @@ class AsyncIOMotorGridFSBucket(AgnosticGridFSBucket):
         source: Any,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[ObjectId]: ...
     def upload_from_stream_with_id(
         self,
@@ -1037,7 +1031,7 @@ class AsyncIOMotorGridFSBucket(AgnosticGridFSBucket):
         source: Any,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | AsyncIOMotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def wrap(self, obj: Any) -> Any: ...
 
@@ -1357,7 +1351,7 @@ class _SessionFuture(Coroutine[Any, Any, AsyncIOMotorClientSession], _core_Sessi
     def throw(self, typ: Any, val: Any = ..., tb: Any = ...) -> Any: ...
 
 @type_check_only
-class _BoundSession(_sessions_BoundSession):
+class _BoundSession:
     def __init__(self, session: AsyncIOMotorClientSession, end_session: bool) -> None: ...
     async def __aenter__(self) -> AsyncIOMotorClientSession: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
@@ -1365,7 +1359,7 @@ class _BoundSession(_sessions_BoundSession):
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
 
 @type_check_only
-class _TransactionContext(_sessions_TransactionContext):
+class _TransactionContext:
     def __init__(self, session: AsyncIOMotorClientSession) -> None: ...
     async def __aenter__(self) -> _TransactionContext: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...

@@ -52,26 +52,28 @@ from pymongo.topology_description import TopologyDescription
 from pymongo.typings import ClusterTime, _Address, _CollationIn, _Pipeline
 from pymongo.write_concern import WriteConcern
 
-from motor.core import AgnosticBase, AgnosticClient, AgnosticCollection, AgnosticDatabase
-from motor.core import _SessionFuture as _core_SessionFuture
-from motor.cursors import (
+from motor.core import (
+    AgnosticBase,
     AgnosticChangeStream,
+    AgnosticClient,
+    AgnosticClientEncryption,
+    AgnosticClientSession,
+    AgnosticCollection,
     AgnosticCommandCursor,
     AgnosticCursor,
+    AgnosticDatabase,
     AgnosticLatentCommandCursor,
     AgnosticRawBatchCommandCursor,
     AgnosticRawBatchCursor,
 )
-from motor.encryption import AgnosticClientEncryption
+from motor.core import _SessionFuture as _core_SessionFuture
 from motor.motor_gridfs import (
     AgnosticGridFSBucket,
     AgnosticGridIn,
     AgnosticGridOut,
     AgnosticGridOutCursor,
 )
-from motor.sessions import _T, AgnosticClientSession
-from motor.sessions import _BoundSession as _sessions_BoundSession
-from motor.sessions import _TransactionContext as _sessions_TransactionContext
+from motor.sessions import _T
 
 __all__ = [
     "MotorChangeStream",
@@ -148,7 +150,7 @@ class MotorClient(AgnosticClient[_DocumentType]):
     def bulk_write(
         self,
         models: Sequence[_WriteOp],
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         ordered: bool = ...,
         verbose_results: bool = ...,
         bypass_document_validation: bool | None = ...,
@@ -162,8 +164,8 @@ class MotorClient(AgnosticClient[_DocumentType]):
     delegate: Any
     def drop_database(
         self,
-        name_or_database: str | Database[_DocumentTypeArg] | MotorDatabase[_DocumentTypeArg],
-        session: ClientSession | MotorClientSession | None = ...,
+        name_or_database: str | Database[_DocumentTypeArg] | AgnosticDatabase[_DocumentTypeArg],
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
     ) -> Future[None]: ...
     def eq_props(self) -> tuple[tuple[_Address, ...], str | None, str | None, str]: ...
@@ -191,11 +193,11 @@ class MotorClient(AgnosticClient[_DocumentType]):
     @property
     def is_primary(self) -> bool: ...
     def list_database_names(
-        self, session: ClientSession | MotorClientSession | None = ..., comment: Any | None = ...
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> Future[list[str]]: ...
     async def list_databases(
         self,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> MotorCommandCursor[dict[str, Any]]: ...
@@ -212,7 +214,7 @@ class MotorClient(AgnosticClient[_DocumentType]):
     @property
     def secondaries(self) -> set[_Address]: ...
     def server_info(
-        self, session: ClientSession | MotorClientSession | None = ...
+        self, session: ClientSession | AgnosticClientSession | None = ...
     ) -> Future[dict[str, Any]]: ...
     def start_session(
         self,
@@ -231,7 +233,7 @@ class MotorClient(AgnosticClient[_DocumentType]):
         batch_size: int | None = ...,
         collation: _CollationIn | None = ...,
         start_at_operation_time: Timestamp | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         start_after: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         full_document_before_change: str | None = ...,
@@ -269,7 +271,7 @@ class MotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
     ) -> Future[Binary]: ...
     async def create_encrypted_collection(
         self,
-        database: Database[_DocumentTypeArg] | MotorDatabase[_DocumentTypeArg],
+        database: Database[_DocumentTypeArg] | AgnosticDatabase[_DocumentTypeArg],
         name: str,
         encrypted_fields: Mapping[str, Any],
         kms_provider: str | None = ...,
@@ -386,7 +388,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
     def aggregate(
         self,
         pipeline: _Pipeline,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -394,7 +396,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
     def aggregate_raw_batches(
         self,
         pipeline: _Pipeline,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> MotorLatentCommandCursor[_DocumentType]: ...
@@ -403,7 +405,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         requests: Sequence[_collection_WriteOp[_DocumentType]],
         ordered: bool = ...,
         bypass_document_validation: bool | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         let: Mapping[str, Any] | None = ...,
     ) -> Future[BulkWriteResult]: ...
@@ -412,35 +414,35 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
     def count_documents(
         self,
         filter: Mapping[str, Any],
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[int]: ...
     def create_index(
         self,
         keys: _IndexKeyHint,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[str]: ...
     def create_indexes(
         self,
         indexes: Sequence[IndexModel],
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[list[str]]: ...
     def create_search_index(
         self,
         model: Mapping[str, Any] | SearchIndexModel,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any = ...,
         **kwargs: Any,
     ) -> Future[str]: ...
     def create_search_indexes(
         self,
         models: list[SearchIndexModel],
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[list[str]]: ...
@@ -452,7 +454,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         filter: Mapping[str, Any],
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
     ) -> Future[DeleteResult]: ...
@@ -461,7 +463,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         filter: Mapping[str, Any],
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
     ) -> Future[DeleteResult]: ...
@@ -469,34 +471,34 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         self,
         key: str,
         filter: Mapping[str, Any] | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         hint: _IndexKeyHint | None = ...,
         **kwargs: Any,
     ) -> Future[list[Any]]: ...
     def drop(
         self,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         encrypted_fields: Mapping[str, Any] | None = ...,
     ) -> Future[None]: ...
     def drop_index(
         self,
         index_or_name: _IndexKeyHint,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
     def drop_indexes(
         self,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
     def drop_search_index(
         self,
         name: str,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
@@ -511,7 +513,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         projection: Mapping[str, Any] | Iterable[str] | None = ...,
         sort: _IndexList | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -525,7 +527,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         upsert: bool = ...,
         return_document: bool = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -540,7 +542,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         return_document: bool = ...,
         array_filters: Sequence[Mapping[str, Any]] | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -550,37 +552,37 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
     def full_name(self) -> str: ...
     def get_io_loop(self) -> Any: ...
     def index_information(
-        self, session: ClientSession | MotorClientSession | None = ..., comment: Any | None = ...
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> Future[MutableMapping[str, Any]]: ...
     def insert_many(
         self,
         documents: Iterable[_DocumentType | RawBSONDocument],
         ordered: bool = ...,
         bypass_document_validation: bool | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
     ) -> Future[InsertManyResult]: ...
     def insert_one(
         self,
         document: _DocumentType | RawBSONDocument,
         bypass_document_validation: bool | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
     ) -> Future[InsertOneResult]: ...
     def list_indexes(
-        self, session: ClientSession | MotorClientSession | None = ..., comment: Any | None = ...
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> MotorLatentCommandCursor[MutableMapping[str, Any]]: ...
     def list_search_indexes(
         self,
         name: str | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> MotorLatentCommandCursor[Mapping[str, Any]]: ...
     @property
     def name(self) -> str: ...
     def options(
-        self, session: ClientSession | MotorClientSession | None = ..., comment: Any | None = ...
+        self, session: ClientSession | AgnosticClientSession | None = ..., comment: Any | None = ...
     ) -> Future[MutableMapping[str, Any]]: ...
     @property
     def read_concern(self) -> ReadConcern: ...
@@ -589,7 +591,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
     def rename(
         self,
         new_name: str,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[MutableMapping[str, Any]]: ...
@@ -601,7 +603,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         bypass_document_validation: bool | None = ...,
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         sort: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
@@ -615,7 +617,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         bypass_document_validation: bool | None = ...,
         collation: _CollationIn | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
     ) -> Future[UpdateResult]: ...
@@ -628,7 +630,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         collation: _CollationIn | None = ...,
         array_filters: Sequence[Mapping[str, Any]] | None = ...,
         hint: _IndexKeyHint | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         let: Mapping[str, Any] | None = ...,
         sort: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
@@ -637,7 +639,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         self,
         name: str,
         definition: Mapping[str, Any],
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[None]: ...
@@ -650,7 +652,7 @@ class MotorCollection(AgnosticCollection[_DocumentType]):
         batch_size: int | None = ...,
         collation: _CollationIn | None = ...,
         start_at_operation_time: Timestamp | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         start_after: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         full_document_before_change: str | None = ...,
@@ -787,7 +789,7 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
     def aggregate(
         self,
         pipeline: _Pipeline,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         **kwargs: Any,
     ) -> MotorLatentCommandCursor[_DocumentType]: ...
     @property
@@ -803,7 +805,7 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
         allowable_errors: Sequence[str | int] | None = ...,
         read_preference: _ServerMode | None = ...,
         codec_options: None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[dict[str, Any]]: ...
@@ -816,7 +818,7 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
         allowable_errors: Sequence[str | int] | None = ...,
         read_preference: _ServerMode | None = ...,
         codec_options: CodecOptions[_CodecDocumentType] = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[_CodecDocumentType]: ...
@@ -827,7 +829,7 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
         read_preference: _ServerMode | None = ...,
         write_concern: WriteConcern | None = ...,
         read_concern: ReadConcern | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         check_exists: bool | None = ...,
         **kwargs: Any,
     ) -> MotorCollection[_DocumentType]: ...
@@ -837,7 +839,7 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
         value: Any = ...,
         read_preference: _ServerMode | None = ...,
         codec_options: CodecOptions[_CodecDocumentType] | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         max_await_time_ms: int | None = ...,
         **kwargs: Any,
@@ -846,14 +848,16 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
     def dereference(
         self,
         dbref: DBRef,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[_DocumentType | None]: ...
     def drop_collection(
         self,
-        name_or_collection: str | Collection[_DocumentTypeArg] | MotorCollection[_DocumentTypeArg],
-        session: ClientSession | MotorClientSession | None = ...,
+        name_or_collection: str
+        | Collection[_DocumentTypeArg]
+        | AgnosticCollection[_DocumentTypeArg],
+        session: ClientSession | AgnosticClientSession | None = ...,
         comment: Any | None = ...,
         encrypted_fields: Mapping[str, Any] | None = ...,
     ) -> Future[dict[str, Any]]: ...
@@ -868,14 +872,14 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
     def get_io_loop(self) -> Any: ...
     def list_collection_names(
         self,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         filter: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
     ) -> Future[list[str]]: ...
     async def list_collections(
         self,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         filter: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         **kwargs: Any,
@@ -888,10 +892,12 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
     def read_preference(self) -> _ServerMode: ...
     def validate_collection(
         self,
-        name_or_collection: str | Collection[_DocumentTypeArg] | MotorCollection[_DocumentTypeArg],
+        name_or_collection: str
+        | Collection[_DocumentTypeArg]
+        | AgnosticCollection[_DocumentTypeArg],
         scandata: bool = ...,
         full: bool = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         background: bool | None = ...,
         comment: Any | None = ...,
     ) -> Future[dict[str, Any]]: ...
@@ -904,7 +910,7 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
         batch_size: int | None = ...,
         collation: _CollationIn | None = ...,
         start_at_operation_time: Timestamp | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
         start_after: Mapping[str, Any] | None = ...,
         comment: Any | None = ...,
         full_document_before_change: str | None = ...,
@@ -945,43 +951,43 @@ class MotorGridFSBucket(AgnosticGridFSBucket):
     def __repr__(self) -> str: ...
     delegate: Any
     def delete(
-        self, file_id: Any, session: ClientSession | MotorClientSession | None = ...
+        self, file_id: Any, session: ClientSession | AgnosticClientSession | None = ...
     ) -> Future[None]: ...
     def delete_by_name(
-        self, filename: str, session: ClientSession | MotorClientSession | None = ...
+        self, filename: str, session: ClientSession | AgnosticClientSession | None = ...
     ) -> Future[None]: ...
     def download_to_stream(
         self,
         file_id: Any,
         destination: Any,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def download_to_stream_by_name(
         self,
         filename: str,
         destination: Any,
         revision: int = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def find(self, *args: Any, **kwargs: Any) -> MotorGridOutCursor: ...
     def get_io_loop(self) -> Any: ...
     @property
     def io_loop(self) -> Any: ...
     async def open_download_stream(
-        self, file_id: Any, session: ClientSession | MotorClientSession | None = ...
+        self, file_id: Any, session: ClientSession | AgnosticClientSession | None = ...
     ) -> MotorGridOut: ...
     async def open_download_stream_by_name(
         self,
         filename: str,
         revision: int = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> MotorGridOut: ...
     def open_upload_stream(
         self,
         filename: str,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> MotorGridIn: ...
     def open_upload_stream_with_id(
         self,
@@ -989,19 +995,19 @@ class MotorGridFSBucket(AgnosticGridFSBucket):
         filename: str,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> MotorGridIn: ...
     def rename(
         self,
         file_id: Any,
         new_filename: str,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def rename_by_name(
         self,
         filename: str,
         new_filename: str,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def upload_from_stream(
         self,
@@ -1009,7 +1015,7 @@ class MotorGridFSBucket(AgnosticGridFSBucket):
         source: Any,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[ObjectId]: ...
     def upload_from_stream_with_id(
         self,
@@ -1018,7 +1024,7 @@ class MotorGridFSBucket(AgnosticGridFSBucket):
         source: Any,
         chunk_size_bytes: int | None = ...,
         metadata: Mapping[str, Any] | None = ...,
-        session: ClientSession | MotorClientSession | None = ...,
+        session: ClientSession | AgnosticClientSession | None = ...,
     ) -> Future[None]: ...
     def wrap(self, obj: Any) -> Any: ...
 
@@ -1338,7 +1344,7 @@ class _SessionFuture(Coroutine[Any, Any, MotorClientSession], _core_SessionFutur
     def throw(self, typ: Any, val: Any = ..., tb: Any = ...) -> Any: ...
 
 @type_check_only
-class _BoundSession(_sessions_BoundSession):
+class _BoundSession:
     def __init__(self, session: MotorClientSession, end_session: bool) -> None: ...
     async def __aenter__(self) -> MotorClientSession: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
@@ -1346,7 +1352,7 @@ class _BoundSession(_sessions_BoundSession):
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
 
 @type_check_only
-class _TransactionContext(_sessions_TransactionContext):
+class _TransactionContext:
     def __init__(self, session: MotorClientSession) -> None: ...
     async def __aenter__(self) -> _TransactionContext: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...

@@ -2,9 +2,11 @@
 
 Each check runs in a subprocess (about 15 s in all on the 2-core machine):
 
-* ``tools/stubgen.py --check``: the committed ``motor/*.pyi`` are what the generator
-  writes from the runtime classes and PyMongo's annotations now;
-* ``mypy.stubtest``: the stubs match the runtime (every name, every signature);
+* ``tools/stubgen.py --check``: the committed ``motor/*.pyi`` (``motor/core.pyi`` and
+  the framework modules') are what the generator writes from the runtime classes and
+  PyMongo's annotations now;
+* ``mypy.stubtest``: the stubs match the runtime (every name, every signature), and
+  ``motor/core.pyi`` declares every public name ``motor.core`` defines;
 * ``mypy --strict`` on ``test/typing/``: the good samples pass, and ``bad_sample.py``
   fails on exactly the lines marked ``# E: <error code>``, with those codes.
 
@@ -17,6 +19,7 @@ import hook is invisible to type checkers).
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 import shutil
 import subprocess
@@ -32,9 +35,11 @@ except ImportError as exc:  # the checks must run, not skip
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "test" / "typing"
-GOOD_SAMPLES = ("asyncio_sample.py", "tornado_sample.py")
+GOOD_SAMPLES = ("asyncio_sample.py", "tornado_sample.py", "core_sample.py")
 BAD_SAMPLE = "bad_sample.py"
 FRAMEWORK_MODULES = ("motor.motor_asyncio", "motor.motor_tornado")
+# The modules with a generated stub: the framework-neutral classes' and the frameworks'.
+STUB_MODULES = ("motor.core", *FRAMEWORK_MODULES)
 
 # "path:line: error: message  [code]"
 _ERROR = re.compile(
@@ -67,13 +72,66 @@ def test_stubs_match_the_runtime() -> None:
         "--mypy-config-file",
         "pyproject.toml",
         "--strict-type-check-only",
-        *FRAMEWORK_MODULES,
+        *STUB_MODULES,
     ]
     if sys.version_info >= (3, 12):
         # What inspect.markcoroutinefunction marks (see the file).
         command += ["--allowlist", str(ROOT / "test" / "stubtest-allowlist-py312.txt")]
     done = _run(command, ROOT)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _stub_names(module: str) -> set[str]:
+    """The names bound at the top level of ``module``'s stub (imports aside)."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".pyi")).read_text(encoding="utf-8"))
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            names.add(node.name)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            names.add(node.target.id)
+    return names
+
+
+def test_core_stub_declares_every_public_name() -> None:
+    """With ``motor/core.pyi``, type checkers see nothing of ``motor.core`` but the stub:
+    it declares ``__all__`` (which stubtest checks) and every other public name that
+    motor.core's own source defines (``Admission``, ``bind_arguments``, ...), as the
+    runtime has them, and the private names Motor's other modules import from it."""
+    import motor.core
+
+    runtime = {
+        name
+        for name, value in vars(motor.core).items()
+        if not name.startswith("_")
+        and not inspect.ismodule(value)
+        and getattr(value, "__module__", None) == "motor.core"
+    }
+    runtime |= set(motor.core.__all__)
+    assert {"AgnosticCollection", "AgnosticCursor", "Admission", "bind_arguments"} <= runtime
+    declared = _stub_names("motor.core")
+    assert sorted(runtime - declared) == []
+    assert {"_COMPLETED", "_check_first_argument", "_SessionFuture"} <= declared
+
+
+def test_framework_stubs_derive_from_motor_core() -> None:
+    """Each framework class of the stubs derives from motor.core's stub class (not from the
+    module defining it at run time, which type checkers read without a stub): code
+    annotated with ``motor.core.AgnosticCursor`` takes an ``AsyncIOMotorCursor``."""
+    import motor.core
+
+    for module in FRAMEWORK_MODULES:
+        tree = ast.parse((ROOT / (module.replace(".", "/") + ".pyi")).read_text())
+        imported = {
+            alias.name: node.module
+            for node in tree.body
+            if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+        }
+        for name in motor.core.__all__:
+            if name.startswith("Agnostic") and name in imported:
+                assert imported[name] == "motor.core", (module, name)
+        assert imported["AgnosticCursor"] == "motor.core"
 
 
 @pytest.mark.parametrize("module", FRAMEWORK_MODULES)

@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 from bson.raw_bson import RawBSONDocument
 from tornado import gen
 
+from motor.core import AgnosticClient, AgnosticCollection, AgnosticCursor, AgnosticDatabase
 from motor.motor_asyncio import (
     AsyncIOMotorClient,
     AsyncIOMotorCollection,
@@ -85,6 +86,23 @@ async def raw_client() -> None:
     raw = await client.db.coll.find_one()
     if raw is not None:
         raw["foo"] = "bar"  # E: index
+
+
+async def framework_neutral(
+    client: AgnosticClient[Movie], db: AgnosticDatabase[Movie], movies: AgnosticCollection[Movie]
+) -> None:
+    # motor.core's classes are typed (motor/core.pyi), as in Motor 3.7.1.
+    await movies.insert_one({"name": "Jaws", "year": "1975"})  # E: arg-type
+    _person: Person | None = await movies.find_one()  # E: assignment
+    movies.insert_one({"name": "Jaws", "year": 1975})  # E: unused-awaitable
+    await movies.find({})  # E: misc
+    movies.find().limit("10")  # E: arg-type
+    _cursor: AgnosticCursor[Movie] = movies.aggregate([])  # E: assignment
+    db.get_collection(42)  # E: arg-type
+    _people: AgnosticCollection[Person] = db.movies  # E: assignment
+    await db.list_collection_names(filter=[("a", 1)])  # E: arg-type
+    session = client.start_session()
+    session.end_session()  # E: attr-defined
 
 
 @gen.coroutine
