@@ -148,9 +148,11 @@ def current_loop(create: bool = False) -> asyncio.AbstractEventLoop | None:
 def _failed_on(loop: asyncio.AbstractEventLoop | None, exc: BaseException) -> asyncio.Future[Any]:
     """A future of ``loop`` that failed with ``exc``; ``exc`` itself where no loop runs.
 
-    Misuse that the call itself reveals (the client was closed) fails its future, as
-    Motor 3.7.1's did, so that ``asyncio.gather(..., return_exceptions=True)`` and
-    ``create_task()`` see it where they see any other error of the operation.
+    Misuse that the call itself reveals (the client was closed, or it is bound to a loop
+    it cannot leave for the running one) fails its future, as Motor 3.7.1's did ("attached
+    to a different loop" at the ``await``), so that ``asyncio.gather(...,
+    return_exceptions=True)`` and ``create_task()`` see it where they see any other error
+    of the operation.
     """
     if loop is None:
         raise exc
@@ -239,7 +241,7 @@ class Binding:
         else:
             try:
                 hub = self._check(loop)
-            except ClientClosedError as exc:
+            except (ClientClosedError, WrongLoopError) as exc:
                 return _failed_on(loop, exc)
             if loop is None:
                 return self._call_later(hub, fn, args, kwargs)
@@ -276,7 +278,7 @@ class Binding:
         else:
             try:
                 hub = self._check(loop)
-            except ClientClosedError as exc:
+            except (ClientClosedError, WrongLoopError) as exc:
                 return _failed_on(loop, exc)
         future = OpFuture(loop=hub.loop)
         context = _copy_context()

@@ -182,6 +182,55 @@ def test_io_loop_pins_a_client_while_that_loop_is_open(server: Any, framework: s
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loop_the_client_cannot_move_to_fails_the_operation_not_the_call(
+    server: Any, framework: str
+) -> None:
+    # Motor 3.7.1 failed such a call at its await ("attached to a different loop"), as a
+    # closed client's call fails here: asyncio.gather(..., return_exceptions=True) and
+    # the caller's try around the await see it, with the operation's other errors.
+    loops = Loops(framework)
+    pinned, other = loops.new(), loops.new()
+    client = loops.client(server.uri, io_loop=pinned)
+    coll = client.motor_test.event_loops_refused
+
+    async def ping() -> Any:
+        return await client.admin.command("ping")
+
+    async def gathered() -> list[Any]:
+        calls = [
+            client.admin.command("ping"),
+            coll.find_one({}),
+            coll.insert_one({}),
+            coll.find({}).to_list(),
+            coll.aggregate([]).to_list(),
+        ]
+        return await asyncio.gather(*calls, return_exceptions=True)
+
+    async def start() -> Any:
+        await coll.delete_many({})
+        return await ping()
+
+    try:
+        assert loops.run(pinned, start)["ok"] == 1
+        results = loops.run(other, gathered)
+        assert [type(result) for result in results] == [WrongLoopError] * 5, results
+        assert all("bound to" in str(result) for result in results)
+        loops.close(pinned)
+        # Its loop is gone: the client follows, and nothing was run on the refused loop.
+        assert loops.run(other, ping)["ok"] == 1
+
+        async def count() -> int:
+            return await coll.count_documents({})  # type: ignore[no-any-return]
+
+        assert loops.run(other, count) == 0
+        close_client(loops, client, other)
+    finally:
+        if not loops.asyncio_loop(pinned).is_closed():
+            loops.close(pinned)
+        loops.close(other)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_another_thread_takes_a_client_only_once_its_loop_is_closed(
     server: Any, framework: str
 ) -> None:

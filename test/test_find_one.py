@@ -211,6 +211,32 @@ async def test_find_one_in_a_bound_session(fw: Framework, server: Any) -> None:
     assert ours_error[0] == "raised"
 
 
+class _StopsIteration(dict):  # type: ignore[type-arg]
+    """A document class that ends the iteration decoding it (a user's bug)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise StopIteration("from the document class")
+
+
+async def test_a_stop_iteration_while_decoding_ends_find_one_as_in_pymongo(
+    fw: Framework, server: Any
+) -> None:
+    # PyMongo's find_one is a for loop over its cursor: a StopIteration raised while
+    # decoding the document ends that loop, and find_one returns None.
+    client = fw.client(server.uri)
+    coll = client[f"find_one_stop_{fw.name}"].c
+    await coll.drop()
+    await coll.insert_one({"_id": 1})
+    stopping = coll.with_options(codec_options=CodecOptions(document_class=_StopsIteration))
+    await coll.find_one()  # a pooled session for both sides
+    sessions = _pooled_sessions(client)
+    for args in [(), ({"_id": 1},), ({"_id": 1}, {"_id": 1})]:
+        ours = await _outcome(stopping.find_one(*args))
+        theirs = await _outcome(motor.run_green(Collection.find_one, stopping.delegate, *args))
+        assert ours == theirs == ("returned", None), args
+        assert _pooled_sessions(client) == sessions, args
+
+
 @pytest.mark.parametrize("wrapper", ["functools", "proxy"])
 async def test_an_instrumentations_wrapper_sees_find_one_and_insert_many(
     fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, wrapper: str
