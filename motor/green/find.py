@@ -125,8 +125,12 @@ def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
             False,  # exhaust
         )
         response = client._run_operation(query, _FindOne(self)._run_with_conn)
-    except BaseException:
+    except BaseException as exc:
         client._cleanup_cursor_lock(0, None, None, session)
+        if isinstance(exc, StopIteration):
+            # PyMongo's find_one iterates its cursor: a StopIteration raised under it
+            # (by a document_class or a decoder) ends that loop, and it returns None.
+            return None
         raise
     cursor_id = 0
     namespace = self.full_name
