@@ -376,13 +376,16 @@ class Binding:
         # lock, so that two threads starting loops at once cannot both take a client
         # whose loop was closed.
         with _binding_lock:
-            if self.forked:
+            if self.forked and (loop is None or loop is self.loop):
                 raise ForkedClientError(
                     "This Motor client was bound to an event loop of the parent process "
-                    "before fork(); create a new client in the child process"
+                    "before fork(); in the child process, use it on an event loop of the "
+                    "child's own (or create a new client)"
                 )
             if self.closed:
                 raise ClientClosedError("Cannot use a Motor client after close()")
+            if self.forked and loop is not None:
+                return self._leave_the_parent(loop)
             if loop is None:
                 return self._check_not_running()
             if self.loop is None or self.loop is loop:
@@ -420,6 +423,16 @@ class Binding:
         if self._active or self._waiting or not hub.idle():
             return "that loop is open and has operations in flight"
         return ""
+
+    def _leave_the_parent(self, loop: asyncio.AbstractEventLoop) -> Hub:
+        # In a child process after fork(), on a loop of its own: the parent's loop, its
+        # hub and the operations parked there stay behind, untouched (that loop's poller
+        # is shared with the parent) and never resumed here.  PyMongo gives the client a
+        # new topology and pool in the child; it warns "MongoClient opened before fork".
+        self.forked = False
+        self._active = 0
+        self._waiting.clear()
+        return self._move(loop)
 
     def _move(self, loop: asyncio.AbstractEventLoop) -> Hub:
         self.loop = loop
@@ -550,9 +563,10 @@ _bindings: weakref.WeakSet[Binding] = weakref.WeakSet()
 
 
 def _after_fork_in_child() -> None:
-    # A client bound to an open loop before fork() is unusable in the child: the
-    # loop's selector (an epoll instance the parent shares), its hub and the
-    # operations parked there belong to the parent.  A client never bound, or bound to
+    # A client bound to an open loop before fork() cannot use that loop in the child:
+    # the loop's selector (an epoll instance the parent shares), its hub and the
+    # operations parked there belong to the parent.  It moves to a loop of the child's
+    # own (Binding._leave_the_parent).  A client never bound, or bound to
     # a loop closed before fork() (module-level setup of a pre-forking server, perhaps
     # with an asyncio.run() of its own, then a first use in each worker), has no open
     # loop state to lose: it binds (or moves) to the child's loop, and PyMongo gives it

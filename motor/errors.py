@@ -43,7 +43,7 @@ class ClientClosedError(InvalidOperation, MotorMisuseError):
 
 class ForkedClientError(InvalidOperation, MotorMisuseError):
     """A client bound to an event loop that was still open at ``fork()`` was used in the
-    child process."""
+    child process on that loop (the parent's) or with no event loop running."""
 
 
 class WouldBlockError(InvalidOperation, MotorMisuseError):

@@ -244,6 +244,57 @@ def test_a_client_whose_loop_is_not_open_at_fork_works_in_the_child(
         loops.close(loop)
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("framework", ["asyncio", "tornado"])
+def test_a_client_bound_to_a_loop_open_at_fork_moves_to_the_child_s_own_loop(
+    server: Any, framework: str
+) -> None:
+    # A worker forked while the parent's loop is open (multiprocessing from a running
+    # application), running a loop of its own with the parent's client, as Motor
+    # 3.7.1's threads ran its operations there.  The parent's loop, and the
+    # connections the child inherited, stay the parent's.
+    loops = Loops(framework)
+    client = loops.client(server.uri)
+    coll = client.motor_test[f"forked_open_loop_{framework}"]
+    parent = loops.new()
+
+    async def setup() -> int:
+        await coll.drop()
+        await coll.insert_one({"_id": "parent"})
+        return await coll.count_documents({})  # type: ignore[no-any-return]
+
+    async def ids() -> list[Any]:
+        return [doc["_id"] async for doc in coll.find().sort("_id")]
+
+    async def work() -> list[Any]:
+        await coll.insert_one({"_id": "child"})
+        return await ids()
+
+    def child() -> None:
+        loop = loops.new()
+        try:
+            with warnings.catch_warnings():
+                # PyMongo's own, for a client it connected before fork().
+                warnings.filterwarnings("ignore", "MongoClient opened before fork")
+                assert loops.run(loop, work) == ["child", "parent"]
+            close_client(loops, client, loop)
+        finally:
+            loops.close(loop)
+
+    async def parent_again() -> list[Any]:
+        for _ in range(20):  # on the connections the parent pooled before fork()
+            assert (await coll.find_one({"_id": "parent"})) == {"_id": "parent"}
+        return await ids()
+
+    try:
+        assert loops.run(parent, setup) == 1
+        run_in_child(child)
+        assert loops.run(parent, parent_again) == ["child", "parent"]
+        close_client(loops, client, parent)
+    finally:
+        loops.close(parent)
+
+
 class TagRecorder(monitoring.CommandListener):
     """Records the context variable's value where each command starts."""
 
