@@ -16,37 +16,14 @@ in milliseconds, turns it on at import).
 from __future__ import annotations
 
 import os
-import re
 
 # motor.core first: it imports the cursor, session and encryption modules at its end,
 # which import it (see the end of motor/core.py).
 from motor import core  # noqa: F401
-from motor._version import __version__
+from motor._version import __version__, get_version_string, version, version_tuple
 from motor.detector import detect_stalls, stop_detecting_stalls
 from motor.detector import threshold_from_environment as _threshold_from_environment
 from motor.sync_code import GreenMongoClient, green_coroutine, run_green
-
-version = __version__
-
-
-def _version_tuple(text: str) -> tuple[int | str, ...]:
-    # "3.7.1" -> (3, 7, 1); "3.8.0.dev0" -> (3, 8, 0, ".dev0"), as Motor 3.x splits it.
-    match = re.match(r"(\d+)\.(\d+)\.(\d+)(.*)", text)
-    if match is None:
-        return tuple(int(part) for part in text.split("."))
-    major, minor, patch, rest = match.groups()
-    parts: list[int | str] = [int(major), int(minor), int(patch)]
-    return (*parts, rest) if rest else tuple(parts)
-
-
-#: The version as a tuple, for instance ``(3, 8, 0, ".dev0")``.
-version_tuple = _version_tuple(__version__)
-
-
-def get_version_string() -> str:
-    """The version, as a string (Motor 3.x compatibility)."""
-    return __version__
-
 
 if os.environ.get("MOTOR_DETECT_STALLS"):
     detect_stalls(_threshold_from_environment(os.environ["MOTOR_DETECT_STALLS"]))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib
 import inspect
 import re
 import socket
@@ -83,6 +84,17 @@ def test_version() -> None:
     # Motor 3.7.1 keeps a suffix ("3.7.1.dev0") as a fourth element.
     rest = [str(part).lstrip(".") for part in motor.version_tuple[3:]]
     assert rest == ([match[4].lstrip(".")] if match[4] else [])
+    # Motor 3.7.1's motor._version has the same names (pyodmongo reads
+    # motor._version.version).
+    version_module = importlib.import_module("motor._version")
+    assert version_module.version == motor.version == motor.__version__
+    assert version_module.version_tuple == motor.version_tuple
+    assert version_module.get_version_string() == motor.version
+    assert version_module.get_version_tuple("3.7.1") == (3, 7, 1)
+    assert version_module.get_version_tuple("3.7.1.dev0") == (3, 7, 1, ".dev0")
+    assert version_module.get_version_tuple("4.1") == (4, 1)
+    with pytest.raises(ValueError, match="Could not parse version"):
+        version_module.get_version_tuple("x")
 
 
 # --------------------------------------------------------------------------- loops and threads
