@@ -602,6 +602,35 @@ class AgnosticBase:
     _binding: Binding
     _client: Any
 
+    def __init__(self, delegate: Any) -> None:
+        """Wrap ``delegate``, the PyMongo object, as Motor 3.7.1's base class did.
+
+        Applications' subclasses that make the PyMongo object themselves call this
+        (``super(AgnosticBaseProperties, self).__init__(delegate)``, as Quart-Motor's
+        database and collection do), then set the client (a database's ``_client``) or
+        the database (a collection's ``database``); the object's client and binding come
+        from those.
+        """
+        self.delegate = delegate
+
+    def _link(self, name: str) -> Any:
+        # ``_client`` and ``_binding`` of an object made through __init__(delegate) alone
+        # (see there): from its database or its client.  Called by the subclasses'
+        # __getattr__, so only when the attribute is missing.
+        own = self.__dict__
+        database = own.get("_database")
+        client = own.get("_client")
+        if client is None and database is not None:
+            client = database._client
+        if name == "_client" and client is not None:
+            return client
+        if name == "_binding" and client is not None and client is not self:
+            return client._binding
+        raise AttributeError(
+            f"{type(self).__name__} object has no attribute {name!r}: a subclass that "
+            "calls AgnosticBase.__init__(delegate) sets its client or database after it"
+        )
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         # Motor 3.7.1's names for the wrapped class and the Motor class, which code that
@@ -1123,6 +1152,8 @@ class AgnosticDatabase(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
 
     def __getattr__(self, name: str) -> AgnosticCollection[_DocumentType]:
         if name.startswith("_"):
+            if name in ("_client", "_binding"):
+                return self._link(name)  # type: ignore[no-any-return]
             raise _unknown_name(self, name, "collection")
         return self[name]
 
@@ -1280,6 +1311,8 @@ class AgnosticCollection(AgnosticBaseProperties, GenericDocuments[_DocumentType]
 
     def __getattr__(self, name: str) -> AgnosticCollection[_DocumentType]:
         if name.startswith("_"):
+            if name in ("_client", "_binding"):
+                return self._link(name)  # type: ignore[no-any-return]
             full_name = f"{self.delegate.name}.{name}"
             raise AttributeError(
                 f"{type(self).__name__} has no attribute {name!r}. To access the "

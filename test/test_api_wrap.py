@@ -278,6 +278,64 @@ async def test_motor_3_7_1_s_subclass_and_constructor_forms(fw: Framework, serve
     fw.probe.assert_below(MAX_BUSY)
 
 
+async def test_subclasses_that_call_the_base_constructor_with_a_delegate(
+    fw: Framework, server: Any
+) -> None:
+    """Quart-Motor's database and collection make the PyMongo object themselves and call
+    Motor 3.7.1's ``AgnosticBase.__init__(delegate)``, then set the client (database) or
+    the database (collection)."""
+    from pymongo.synchronous.collection import Collection
+    from pymongo.synchronous.database import Database
+
+    from motor.core import AgnosticBaseProperties
+
+    module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+    client_class = getattr(module, motor_class(fw, "Client"))
+    database_class = getattr(module, motor_class(fw, "Database"))
+    collection_class = getattr(module, motor_class(fw, "Collection"))
+
+    class Client(client_class):  # type: ignore[misc, valid-type]
+        def __getitem__(self, name: str) -> Any:
+            return Db(self, name)
+
+    class Db(database_class):  # type: ignore[misc, valid-type]
+        def __init__(self, client: Any, name: str, **kwargs: Any) -> None:
+            self._client = client
+            delegate = kwargs.get("_delegate") or Database(client.delegate, name, **kwargs)
+            super(AgnosticBaseProperties, self).__init__(delegate)  # type: ignore[misc]
+
+        def __getitem__(self, name: str) -> Any:
+            return Coll(self, name)
+
+    class Coll(collection_class):  # type: ignore[misc, valid-type]
+        def __init__(self, database: Any, name: str, _delegate: Any = None) -> None:
+            delegate = _delegate if _delegate is not None else Collection(database.delegate, name)
+            super(AgnosticBaseProperties, self).__init__(delegate)  # type: ignore[misc]
+            self.database = database
+
+    async with Twin(fw, server, "base_init") as tw:
+        await tw.seed(DOCS)
+        client: Any = Client(server.uri)
+        try:
+            db = client[tw.name]
+            coll = db["c"]
+            assert type(db) is Db and type(coll) is Coll
+            assert db.client is client and coll.database is db
+            assert (await db.command("ping"))["ok"] == 1
+            assert await coll.find_one({"_id": 1}) == DOCS[0]
+            assert await coll.find({}, sort=[("_id", 1)]).to_list() == DOCS
+            await coll.insert_one({"_id": 6, "n": 6})
+            assert await coll.count_documents({}) == len(DOCS) + 1
+            # An object whose client or database was never set says what is missing.
+            orphan = Coll.__new__(Coll)
+            super(AgnosticBaseProperties, orphan).__init__(coll.delegate)  # type: ignore[misc]
+            with pytest.raises(AttributeError, match="sets its client or database"):
+                orphan.find_one()
+        finally:
+            await client.close()
+    fw.probe.assert_below(MAX_BUSY)
+
+
 async def test_latent_cursors_are_equal_to_themselves_only(fw: Framework, server: Any) -> None:
     """Cursors that run their command on the first fetch (``aggregate()``,
     ``list_indexes()``) and change streams are equal to themselves only, and their hash
