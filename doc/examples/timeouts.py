@@ -22,12 +22,25 @@ from motor.motor_asyncio import AsyncIOMotorClient
 URI = os.environ.get("MONGODB_URI", "mongodb://localhost:27017")
 
 
-async def wait_for_news(client):
-    """Read the news on a tailable cursor, then wait for more, which nobody inserts."""
+async def read_news(client):
+    """Open a tailable cursor on the news and read the three headlines there.
+
+    Without a deadline (``pymongo.timeout(0)`` means none, as ``timeoutMS=0`` does): a
+    deadline would also set ``maxTimeMS`` on the ``find``, and FerretDB 1.24, the server these
+    examples are tested against, then discards the cursor during its first wait, which can fail
+    at once with an internal error instead of waiting.
+    """
     cursor = client.examples.news.find(cursor_type=CursorType.TAILABLE_AWAIT)
     cursor.batch_size(1).max_await_time_ms(5000)
-    async for _ in cursor:
-        pass  # the documents there; then the server holds the getMore for up to 5 s
+    with pymongo.timeout(0):
+        for _ in range(3):
+            await cursor.next()
+    return cursor
+
+
+async def wait_for_more(news):
+    """Wait for another headline, which nobody inserts (the server holds getMore up to 5 s)."""
+    await news.next()
 
 
 def report(what, exc, started):
@@ -49,27 +62,30 @@ async def main():
     with pymongo.timeout(0.5):
         await db.news.insert_one({"headline": "third"})
         print("in time:", await db.news.count_documents({}))
+    news = await read_news(client)
     started = time.monotonic()
     try:
         with pymongo.timeout(0.5):
-            await wait_for_news(client)
+            await wait_for_more(news)
     except PyMongoError as exc:
         report("pymongo.timeout(0.5)", exc, started)
 
-    # timeoutMS: the same deadline for every operation of a client.
+    # timeoutMS: the same deadline for every operation of a client, here the wait.
     quick = AsyncIOMotorClient(URI, timeoutMS=300)
+    news = await read_news(quick)
     started = time.monotonic()
     try:
-        await wait_for_news(quick)
+        await wait_for_more(news)
     except PyMongoError as exc:
         report("timeoutMS=300", exc, started)
     await quick.close()
 
     # socketTimeoutMS: how long to wait for one reply from the server.
     impatient = AsyncIOMotorClient(URI, socketTimeoutMS=300)
+    news = await read_news(impatient)
     started = time.monotonic()
     try:
-        await wait_for_news(impatient)
+        await wait_for_more(news)
     except NetworkTimeout as exc:
         report("socketTimeoutMS=300", exc, started)
     await impatient.close()
