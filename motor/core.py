@@ -198,6 +198,13 @@ class Binding:
         "pinned",
         "thread",
     )
+    loop: asyncio.AbstractEventLoop | None
+    hub: Hub | None
+    pinned: bool
+    thread: int
+    closed: bool
+    forked: bool
+    admission: Admission | None
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop | None, admission: Admission | None = None
@@ -359,13 +366,21 @@ class Binding:
 
     def completed(self, value: Any) -> asyncio.Future[Any]:
         """A future of :meth:`result_loop` whose result is ``value`` already."""
-        future: asyncio.Future[Any] = self.result_loop().create_future()
+        try:
+            loop = self.result_loop()
+        except WrongLoopError as exc:
+            return _failed_on(_get_running_loop(), exc)
+        future: asyncio.Future[Any] = loop.create_future()
         future.set_result(value)
         return future
 
     def failed(self, exc: BaseException) -> asyncio.Future[Any]:
         """A future of :meth:`result_loop` that failed with ``exc`` already."""
-        return _failed_on(self.result_loop(), exc)
+        try:
+            loop = self.result_loop()
+        except WrongLoopError as wrong:
+            return _failed_on(_get_running_loop(), wrong)
+        return _failed_on(loop, exc)
 
     def mark_forked(self) -> None:
         self.forked = True
@@ -529,6 +544,7 @@ class Admission:
     """
 
     __slots__ = ("_client", "_max_pool_size", "limit")
+    limit: int
 
     def __init__(self, client: MongoClient[Any], max_pool_size: int) -> None:
         self._client = client
@@ -963,7 +979,16 @@ class AgnosticClient(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
 
         Takes the arguments of :meth:`pymongo.mongo_client.MongoClient.start_session`.
         """
-        future: _SessionFuture = _SessionFuture(loop=self._binding.result_loop())
+        try:
+            loop = self._binding.result_loop()
+        except WrongLoopError as exc:
+            running = _get_running_loop()
+            if running is None:
+                raise
+            future: _SessionFuture = _SessionFuture(loop=running)
+            future.set_exception(exc)
+            return future
+        future = _SessionFuture(loop=loop)
         try:
             # PyMongo makes the session without I/O: the server session is taken from
             # the pool on the first operation.

@@ -196,6 +196,8 @@ def test_a_loop_the_client_cannot_move_to_fails_the_operation_not_the_call(
     async def ping() -> Any:
         return await client.admin.command("ping")
 
+    exhausted: list[Any] = []
+
     async def gathered() -> list[Any]:
         calls = [
             client.admin.command("ping"),
@@ -203,17 +205,23 @@ def test_a_loop_the_client_cannot_move_to_fails_the_operation_not_the_call(
             coll.insert_one({}),
             coll.find({}).to_list(),
             coll.aggregate([]).to_list(),
+            # Futures known without I/O: a session, and a cursor already exhausted.
+            client.start_session(),
+            exhausted[0].to_list(),
         ]
         return await asyncio.gather(*calls, return_exceptions=True)
 
     async def start() -> Any:
         await coll.delete_many({})
+        cursor = coll.find({})
+        assert await cursor.to_list() == []
+        exhausted.append(cursor)
         return await ping()
 
     try:
         assert loops.run(pinned, start)["ok"] == 1
         results = loops.run(other, gathered)
-        assert [type(result) for result in results] == [WrongLoopError] * 5, results
+        assert [type(result) for result in results] == [WrongLoopError] * 7, results
         assert all("bound to" in str(result) for result in results)
         loops.close(pinned)
         # Its loop is gone: the client follows, and nothing was run on the refused loop.
