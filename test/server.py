@@ -1114,10 +1114,19 @@ def _detached_servers() -> list[dict[str, Any]]:
     return [r for r in list_records() if r.get("detached") and r["alive"] and "server" in r]
 
 
-def _names(record: dict[str, Any]) -> set[str]:
-    """What ``stop`` accepts to name a detached server: its URIs, port, name and PID."""
-    server = Server(**record["server"])
-    return {server.uri, server.full_uri, str(server.port), str(record["name"]), str(record["pid"])}
+def _named(records: list[dict[str, Any]], wanted: str) -> dict[str, Any] | None:
+    """The detached server ``wanted`` names, for ``stop``: by URI or record name, else by
+    port, else by PID (a port and another server's PID may be the same number)."""
+    keys: list[Callable[[dict[str, Any], Server], set[str]]] = [
+        lambda record, server: {server.uri, server.full_uri, str(record["name"])},
+        lambda record, server: {str(server.port)},
+        lambda record, server: {str(record["pid"])},
+    ]
+    for key in keys:
+        for record in records:
+            if wanted in key(record, Server(**record["server"])):
+                return record
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1160,15 +1169,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "stop":
             servers = _detached_servers()
             if args.servers:
-                chosen = [r for r in servers if _names(r) & set(args.servers)]
-                unknown = [s for s in args.servers if not any(s in _names(r) for r in servers)]
-                if unknown:
-                    print(
-                        f"error: no detached server is {', '.join(map(repr, unknown))}; "
-                        "`python -m test.server status` lists them",
-                        file=sys.stderr,
-                    )
-                    return 2
+                chosen: list[dict[str, Any]] = []
+                for wanted in args.servers:
+                    found = _named(servers, wanted)
+                    if found is None:
+                        print(
+                            f"error: no detached server is {wanted!r}; "
+                            "`python -m test.server status` lists them",
+                            file=sys.stderr,
+                        )
+                        return 2
+                    if found not in chosen:
+                        chosen.append(found)
                 servers = chosen
             for record in servers:
                 stop(Server(**record["server"]))

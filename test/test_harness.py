@@ -7,6 +7,7 @@ leaves no server behind.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import json
 import os
@@ -330,6 +331,21 @@ def test_cli_stop_stops_only_the_servers_it_names(isolated_state: dict[str, str]
     assert by_port.returncode == 0, by_port.stderr
     assert _wait_until(lambda: not test_server._pid_alive(second["pid"]))
     assert not os.path.exists(second["data_dir"])
+
+
+def test_stop_takes_a_number_for_a_port_before_a_pid() -> None:
+    def record(name: str, port: int, pid: int) -> dict[str, Any]:
+        uri = f"mongodb://127.0.0.1:{port}"
+        server = test_server.Server(uri, "ferretdb", "1", "127.0.0.1", port, "ferretdb")
+        return {"name": name, "pid": pid, "server": dataclasses.asdict(server)}
+
+    mine, other = record("mine", 40001, 1234), record("other", 40002, 40001)
+    records = [other, mine]
+    assert test_server._named(records, "40001") is mine  # the port, not the other's PID
+    assert test_server._named(records, "1234") is mine
+    assert test_server._named(records, "mongodb://127.0.0.1:40002") is other
+    assert test_server._named(records, "other") is other
+    assert test_server._named(records, "40003") is None
 
 
 def test_stale_server_of_a_dead_run_is_killed(isolated_state: dict[str, str]) -> None:
