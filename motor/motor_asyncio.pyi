@@ -248,7 +248,7 @@ class AsyncIOMotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
         self,
         kms_providers: Any,
         key_vault_namespace: str,
-        key_vault_client: AsyncIOMotorClient[Any],
+        key_vault_client: AgnosticClient[Any],
         codec_options: Any,
         *args: Any,
         **kwargs: Any,
@@ -319,7 +319,7 @@ class AsyncIOMotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
     ) -> Future[RewrapManyDataKeyResult]: ...
 
 class AsyncIOMotorClientSession(AgnosticClientSession):
-    def __init__(self, delegate: ClientSession, motor_client: AsyncIOMotorClient[Any]) -> None: ...
+    def __init__(self, delegate: ClientSession, motor_client: AgnosticClient[Any]) -> None: ...
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __enter__(self) -> NoReturn: ...
@@ -368,7 +368,7 @@ class AsyncIOMotorClientSession(AgnosticClientSession):
 class AsyncIOMotorCollection(AgnosticCollection[_DocumentType]):
     def __init__(
         self,
-        database: AsyncIOMotorDatabase[_DocumentType],
+        database: AgnosticDatabase[_DocumentType],
         name: str,
         codec_options: Any = ...,
         read_preference: Any = ...,
@@ -779,7 +779,7 @@ class AsyncIOMotorCursor(AgnosticCursor[_DocumentType]):
 class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
     def __init__(
         self,
-        client: AsyncIOMotorClient[_DocumentType],
+        client: AgnosticClient[_DocumentType],
         name: str,
         *,
         _delegate: Any = ...,
@@ -946,7 +946,7 @@ class AsyncIOMotorDatabase(AgnosticDatabase[_DocumentType]):
 class AsyncIOMotorGridFSBucket(AgnosticGridFSBucket):
     def __init__(
         self,
-        database: AsyncIOMotorDatabase[Any],
+        database: AgnosticDatabase[Any],
         bucket_name: str = ...,
         chunk_size_bytes: int | None = ...,
         write_concern: Any = ...,
@@ -1038,7 +1038,7 @@ class AsyncIOMotorGridFSBucket(AgnosticGridFSBucket):
 class AsyncIOMotorGridIn(AgnosticGridIn):
     def __init__(
         self,
-        root_collection: AsyncIOMotorCollection[Any],
+        root_collection: AgnosticCollection[Any],
         delegate: Any = ...,
         session: Any = ...,
         **kwargs: Any,
@@ -1084,7 +1084,7 @@ class AsyncIOMotorGridIn(AgnosticGridIn):
 class AsyncIOMotorGridOut(AgnosticGridOut):
     def __init__(
         self,
-        root_collection: AsyncIOMotorCollection[Any],
+        root_collection: AgnosticCollection[Any],
         file_id: Any = ...,
         file_document: Any = ...,
         delegate: Any = ...,
@@ -1352,7 +1352,7 @@ class _SessionFuture(Coroutine[Any, Any, AsyncIOMotorClientSession], _core_Sessi
 
 @type_check_only
 class _BoundSession:
-    def __init__(self, session: AsyncIOMotorClientSession, end_session: bool) -> None: ...
+    def __init__(self, session: AgnosticClientSession, end_session: bool) -> None: ...
     async def __aenter__(self) -> AsyncIOMotorClientSession: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
     def __enter__(self) -> AsyncIOMotorClientSession: ...
@@ -1360,7 +1360,7 @@ class _BoundSession:
 
 @type_check_only
 class _TransactionContext:
-    def __init__(self, session: AsyncIOMotorClientSession) -> None: ...
+    def __init__(self, session: AgnosticClientSession) -> None: ...
     async def __aenter__(self) -> _TransactionContext: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
     def __await__(self) -> Generator[Any, None, _TransactionContext]: ...

@@ -248,7 +248,7 @@ class MotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
         self,
         kms_providers: Any,
         key_vault_namespace: str,
-        key_vault_client: MotorClient[Any],
+        key_vault_client: AgnosticClient[Any],
         codec_options: Any,
         *args: Any,
         **kwargs: Any,
@@ -319,7 +319,7 @@ class MotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
     ) -> Future[RewrapManyDataKeyResult]: ...
 
 class MotorClientSession(AgnosticClientSession):
-    def __init__(self, delegate: ClientSession, motor_client: MotorClient[Any]) -> None: ...
+    def __init__(self, delegate: ClientSession, motor_client: AgnosticClient[Any]) -> None: ...
     async def __aenter__(self) -> Self: ...
     async def __aexit__(self, *exc: object) -> None: ...
     def __enter__(self) -> NoReturn: ...
@@ -368,7 +368,7 @@ class MotorClientSession(AgnosticClientSession):
 class MotorCollection(AgnosticCollection[_DocumentType]):
     def __init__(
         self,
-        database: MotorDatabase[_DocumentType],
+        database: AgnosticDatabase[_DocumentType],
         name: str,
         codec_options: Any = ...,
         read_preference: Any = ...,
@@ -776,7 +776,12 @@ class MotorCursor(AgnosticCursor[_DocumentType]):
 
 class MotorDatabase(AgnosticDatabase[_DocumentType]):
     def __init__(
-        self, client: MotorClient[_DocumentType], name: str, *, _delegate: Any = ..., **kwargs: Any
+        self,
+        client: AgnosticClient[_DocumentType],
+        name: str,
+        *,
+        _delegate: Any = ...,
+        **kwargs: Any,
     ) -> None: ...
     def __bool__(self) -> NoReturn: ...
     def __call__(self, *args: Any, **kwargs: Any) -> NoReturn: ...
@@ -939,7 +944,7 @@ class MotorDatabase(AgnosticDatabase[_DocumentType]):
 class MotorGridFSBucket(AgnosticGridFSBucket):
     def __init__(
         self,
-        database: MotorDatabase[Any],
+        database: AgnosticDatabase[Any],
         bucket_name: str = ...,
         chunk_size_bytes: int | None = ...,
         write_concern: Any = ...,
@@ -1031,7 +1036,7 @@ class MotorGridFSBucket(AgnosticGridFSBucket):
 class MotorGridIn(AgnosticGridIn):
     def __init__(
         self,
-        root_collection: MotorCollection[Any],
+        root_collection: AgnosticCollection[Any],
         delegate: Any = ...,
         session: Any = ...,
         **kwargs: Any,
@@ -1077,7 +1082,7 @@ class MotorGridIn(AgnosticGridIn):
 class MotorGridOut(AgnosticGridOut):
     def __init__(
         self,
-        root_collection: MotorCollection[Any],
+        root_collection: AgnosticCollection[Any],
         file_id: Any = ...,
         file_document: Any = ...,
         delegate: Any = ...,
@@ -1345,7 +1350,7 @@ class _SessionFuture(Coroutine[Any, Any, MotorClientSession], _core_SessionFutur
 
 @type_check_only
 class _BoundSession:
-    def __init__(self, session: MotorClientSession, end_session: bool) -> None: ...
+    def __init__(self, session: AgnosticClientSession, end_session: bool) -> None: ...
     async def __aenter__(self) -> MotorClientSession: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
     def __enter__(self) -> MotorClientSession: ...
@@ -1353,7 +1358,7 @@ class _BoundSession:
 
 @type_check_only
 class _TransactionContext:
-    def __init__(self, session: MotorClientSession) -> None: ...
+    def __init__(self, session: AgnosticClientSession) -> None: ...
     async def __aenter__(self) -> _TransactionContext: ...
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None: ...
     def __await__(self) -> Generator[Any, None, _TransactionContext]: ...

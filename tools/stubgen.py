@@ -562,7 +562,7 @@ class Stub:
         if target is not None and hasattr(fn, "_motor_returns"):
             return self.mirror_stub(name, fn, target)
         sig = self.own_signature(fn)
-        params = self.render_params(sig, Mode.SOURCE)
+        params = self.render_params(sig, Mode.SOURCE_PARAM)
         result = self.render(sig.returns, sig.module, Mode.SOURCE)
         prefix = "async def" if _is_async_def(fn) else "def"
         return [f"{prefix} {name}({params}) -> {result}: ..."]
@@ -625,7 +625,12 @@ class Stub:
             if param.annotation is None:
                 annotation = self.use(Ref("typing", "Any"))
             else:
-                annotation = self.render(param.annotation, sig.module, mode)
+                param_mode = mode
+                if mode is Mode.SOURCE_PARAM and not _names_a_class(param.annotation):
+                    # Inside a Callable's parameters (a callback's session, say) the
+                    # framework's class stays: widening there would narrow the callback.
+                    param_mode = Mode.SOURCE
+                annotation = self.render(param.annotation, sig.module, param_mode)
             text = f"{star}{param.name}: {annotation}"
             if param.default:
                 text += " = ..."
@@ -765,6 +770,14 @@ class Stub:
             return motor(replace[id(node)])
         framework_cls = self.motor_class(ref)
         if framework_cls is not None:
+            neutral_cls = self.neutral_class(framework_cls)
+            if mode is Mode.SOURCE_PARAM and neutral_cls is not framework_cls:
+                # Any framework's object of that kind, as Motor 3.7.1's stubs took (code
+                # annotated with motor.core's classes passes those).
+                neutral = self.use(_neutral_ref(neutral_cls))
+                if self.is_generic(framework_cls):
+                    neutral += f"[{arguments or self.use(Ref('typing', 'Any'))}]"
+                return neutral
             return motor(framework_cls)
         helper = self.helper(ref)
         if helper is not None:
@@ -940,6 +953,18 @@ class Mode(enum.Enum):
     PARAM = "a parameter: PyMongo's class or Motor's framework-neutral class"
     RESULT = "a result: PyMongo's class, unless the entry wraps it in Motor's"
     SOURCE = "Motor's own annotation: its framework-neutral classes name the framework's"
+    SOURCE_PARAM = "a parameter in Motor's own annotation: its framework-neutral classes stay"
+
+
+def _names_a_class(node: ast.expr) -> bool:
+    """Is the annotation ``node`` a class, a class with type arguments, or a union of
+    those (``AgnosticDatabase[Any] | None``), rather than a Callable's signature?"""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        return _names_a_class(node.left) and _names_a_class(node.right)
+    if isinstance(node, ast.Subscript):
+        arguments = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
+        return _names_a_class(node.value) and all(map(_names_a_class, arguments))
+    return isinstance(node, ast.Name | ast.Attribute | ast.Constant)
 
 
 def _wraps(cls: Any, node: ast.expr, module: str) -> bool:

@@ -128,3 +128,23 @@ async def main() -> None:
 
 if __name__ == "__main__":
     asyncio.run(main())
+
+
+async def framework_objects_from_neutral_ones(
+    db: AgnosticDatabase[Movie], movies: AgnosticCollection[Movie], client: AgnosticClient[Any]
+) -> None:
+    # The framework classes' constructors take the neutral classes, as Motor 3.7.1's
+    # stubs did (any framework's object of that kind).
+    from motor.motor_asyncio import (
+        AsyncIOMotorCollection,
+        AsyncIOMotorDatabase,
+        AsyncIOMotorGridFSBucket,
+        AsyncIOMotorGridIn,
+    )
+    from motor.motor_tornado import MotorGridFSBucket
+
+    assert_type(AsyncIOMotorGridFSBucket(db), AsyncIOMotorGridFSBucket)
+    assert_type(MotorGridFSBucket(db), MotorGridFSBucket)
+    assert_type(AsyncIOMotorGridIn(movies), AsyncIOMotorGridIn)
+    assert_type(AsyncIOMotorDatabase(client, "db"), AsyncIOMotorDatabase[Any])
+    assert_type(AsyncIOMotorCollection(db, "movies"), AsyncIOMotorCollection[Movie])
