@@ -803,14 +803,15 @@ class _Completed:
 _COMPLETED = _Completed()
 
 
-class AgnosticBaseProperties(AgnosticBase):
+class AgnosticBaseProperties(AgnosticBase, GenericDocuments[_DocumentType]):
     """The base of :class:`AgnosticClient`, :class:`AgnosticDatabase` and
     :class:`AgnosticCollection`: the objects with ``codec_options``, ``read_preference``,
     ``read_concern`` and ``write_concern``, as in Motor 3.x (for ``isinstance`` checks).
+    Generic in the document type, as in Motor 3.7.1's stubs (``AgnosticBaseProperties[Any]``).
     """
 
 
-class AgnosticClient(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
+class AgnosticClient(AgnosticBaseProperties[_DocumentType]):
     """A client for one MongoDB deployment, bound to one event loop.
 
     Takes :class:`~pymongo.mongo_client.MongoClient`'s arguments, plus ``io_loop``
@@ -1121,7 +1122,7 @@ class _SessionFuture(asyncio.Future["AgnosticClientSession"]):
         await self.result().__aexit__(*exc)
 
 
-class AgnosticDatabase(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
+class AgnosticDatabase(AgnosticBaseProperties[_DocumentType]):
     """A MongoDB database: ``client[name]`` or ``client.name``."""
 
     __pymongo_class__ = Database
@@ -1221,7 +1222,7 @@ class AgnosticDatabase(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
         return self._motor_class("ChangeStream")(self, args, kwargs)
 
 
-class AgnosticCollection(AgnosticBaseProperties, GenericDocuments[_DocumentType]):
+class AgnosticCollection(AgnosticBaseProperties[_DocumentType]):
     """A MongoDB collection: ``db[name]`` or ``db.name``."""
 
     __pymongo_class__ = Collection
@@ -1320,7 +1321,7 @@ class AgnosticCollection(AgnosticBaseProperties, GenericDocuments[_DocumentType]
         """The Motor database this collection belongs to."""
         return self._database
 
-    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute (the stubs too)
 
         @database.setter
         def database(self, database: AgnosticDatabase[_DocumentType]) -> None:

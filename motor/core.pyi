@@ -154,8 +154,12 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
     async def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    @closed.setter
+    def closed(self, value: bool) -> None: ...
     @property
     def collection(self) -> Any: ...
+    @collection.setter
+    def collection(self, value: Any) -> None: ...
     @property
     def cursor_id(self) -> int | None: ...
     def each(
@@ -169,9 +173,11 @@ class AgnosticBaseCursor(AgnosticBase, Generic[_DocumentType]):
     def session(self) -> ClientSession | None: ...
     @property
     def started(self) -> bool: ...
+    @started.setter
+    def started(self, value: bool) -> None: ...
     def to_list(self, length: int | None = ...) -> Future[list[_DocumentType]]: ...
 
-class AgnosticBaseProperties(AgnosticBase):
+class AgnosticBaseProperties(AgnosticBase, Generic[_DocumentType]):
     pass
 
 class AgnosticChangeStream(AgnosticBase, Generic[_DocumentType]):
@@ -306,7 +312,7 @@ class AgnosticClientSession(AgnosticBase):
         max_commit_time_ms: int | None = ...,
     ) -> _T: ...
 
-class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
+class AgnosticClient(AgnosticBaseProperties[_DocumentType]):
     def __init__(
         self,
         host: str | Sequence[str] | None = ...,
@@ -428,7 +434,7 @@ class AgnosticClient(AgnosticBaseProperties, Generic[_DocumentType]):
     @property
     def write_concern(self) -> WriteConcern: ...
 
-class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
+class AgnosticCollection(AgnosticBaseProperties[_DocumentType]):
     def __init__(
         self,
         database: AgnosticDatabase[_DocumentType],
@@ -508,6 +514,8 @@ class AgnosticCollection(AgnosticBaseProperties, Generic[_DocumentType]):
     ) -> Future[list[str]]: ...
     @property
     def database(self) -> AgnosticDatabase[_DocumentType]: ...
+    @database.setter
+    def database(self, database: AgnosticDatabase[_DocumentType]) -> None: ...
     def delete_many(
         self,
         filter: Mapping[str, Any],
@@ -768,7 +776,7 @@ class AgnosticCursor(AgnosticBaseCursor[_DocumentType]):
     def sort(self, key_or_list: _Hint, direction: int | str | None = ...) -> Self: ...
     def where(self, code: str | Code) -> Self: ...
 
-class AgnosticDatabase(AgnosticBaseProperties, Generic[_DocumentType]):
+class AgnosticDatabase(AgnosticBaseProperties[_DocumentType]):
     def __init__(
         self,
         client: AgnosticClient[_DocumentType],

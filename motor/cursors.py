@@ -214,7 +214,7 @@ class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
         ``aggregate()``, the database or client for their command cursors."""
         return self._parent
 
-    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute (the stubs too)
 
         @collection.setter
         def collection(self, value: Any) -> None:
@@ -234,7 +234,7 @@ class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
         ``rewind()``.  (Motor 3.7.1's attribute.)"""
         return self._started
 
-    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute (the stubs too)
 
         @started.setter
         def started(self, value: bool) -> None:
@@ -246,7 +246,7 @@ class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
         the cursor may return more documents.)"""
         return self._closed
 
-    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute; read-only to type checkers
+    if not TYPE_CHECKING:  # assignable, as Motor 3.7.1's attribute (the stubs too)
 
         @closed.setter
         def closed(self, value: bool) -> None:

@@ -439,13 +439,21 @@ class Stub:
         # classes type-checks.
         neutral = cls.__bases__[0]
         base = self.use(_neutral_ref(neutral))
+        # And from this framework's class of the neutral class's own base, where there is
+        # one (AsyncIOMotorLatentCommandCursor is an AsyncIOMotorCommandCursor to type
+        # checkers): Motor 3.7.1's stubs typed collection.aggregate() as the framework's
+        # CommandCursor, which code annotates its result with.
+        parent = self.by_agnostic.get(getattr(neutral.__bases__[0], "_agnostic_name", ""))
+        extra = ""
         if self.is_generic(cls):
             params = ", ".join(
                 self.use(Ref(tv.__module__, tv.__name__))
                 for tv in cls.__pymongo_class__.__parameters__
             )
+            if parent is not None and self.is_generic(parent):
+                extra = f", {parent.__name__}[{params}]"
             if self.is_generic(neutral):
-                header = f"class {name}({base}[{params}]):"
+                header = f"class {name}({base}[{params}]{extra}):"
             else:
                 header = f"class {name}({base}, {self.use(Ref('typing', 'Generic'))}[{params}]):"
         else:
@@ -550,9 +558,17 @@ class Stub:
             annotation = _pymongo_annotation(owner, name)
             if annotation is not None:
                 result = self.render(annotation.node, annotation.module, Mode.RESULT)
-        # A setter (Motor 3.7.1's attributes that were assignable: collection.database,
-        # cursor.started, ...) is left out: type checkers keep them read-only.
-        return ["@property", f"def {name}(self) -> {result}: ..."]
+        lines = ["@property", f"def {name}(self) -> {result}: ..."]
+        if prop.fset is not None:
+            # Motor 3.7.1's attributes that were assignable (collection.database,
+            # cursor.started, ...) stay assignable to type checkers too: applications'
+            # subclasses set them (Quart-Motor's collection sets ``self.database``).
+            # Typed as the source's setter takes it: the framework-neutral class, which
+            # the framework classes' overrides keep (a narrower setter is unsound).
+            setter = self.own_signature(prop.fset)
+            value = self.render_params(setter, Mode.SOURCE_PARAM).split(", ", 1)[1]
+            lines += [f"@{name}.setter", f"def {name}(self, {value}) -> None: ..."]
+        return lines
 
     def function_stub(self, name: str, fn: Callable[..., Any]) -> list[str]:
         entry = getattr(fn, "_motor_entry", None)

@@ -192,11 +192,24 @@ async def neutral_classes(client: AsyncIOMotorClient[Movie]) -> None:
     print(cursor)
     pipeline: AgnosticCommandCursor[Movie] = movies.aggregate([])
     print(pipeline)
-    properties: AgnosticBaseProperties = movies
+    properties: AgnosticBaseProperties[Movie] = movies
     print(properties)
     async with await client.start_session() as session:
         neutral_session: AgnosticClientSession = session
         print(neutral_session)
+
+
+async def motor_371_annotations(movies: AsyncIOMotorCollection[Movie]) -> None:
+    # Motor 3.7.1's stubs typed collection.aggregate() as AsyncIOMotorCommandCursor.
+    pipeline: AsyncIOMotorCommandCursor[Movie] = movies.aggregate([])
+    print(pipeline)
+
+
+class HelperCollection(AsyncIOMotorCollection[Movie]):
+    # Quart-Motor's collection sets its database, an attribute in Motor 3.7.1.
+    def __init__(self, database: AsyncIOMotorDatabase[Movie], name: str) -> None:
+        super().__init__(database, name)
+        self.database = database
 
 
 async def main() -> None:

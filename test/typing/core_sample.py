@@ -59,7 +59,7 @@ def collections(db: AgnosticDatabase[Movie]) -> AgnosticCollection[Movie]:
     assert_type(db["movies"], AgnosticCollection[Movie])
     assert_type(db.client, AgnosticClient[Movie])
     assert_type(db.movies.database, AgnosticDatabase[Movie])
-    properties: AgnosticBaseProperties = db
+    properties: AgnosticBaseProperties[Movie] = db
     print(properties)
     return db.get_collection("movies")
 
