@@ -295,6 +295,78 @@ def test_a_client_bound_to_a_loop_open_at_fork_moves_to_the_child_s_own_loop(
         loops.close(parent)
 
 
+class ProcessCommands(monitoring.CommandListener):
+    """Records the process each command starts in."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.seen.append((os.getpid(), event.command_name))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@pytest.mark.parametrize("framework", ["asyncio", "tornado"])
+def test_the_parent_s_parked_calls_stay_parked_in_the_child(server: Any, framework: str) -> None:
+    # A child that runs the parent's loop (fork() inside a coroutine, then an exit that
+    # unwinds through asyncio.run(), which cancels the parent's tasks and closes its
+    # loop) must not resume the operations parked there: the parent's sockets are the
+    # child's too, so a parked read would take the parent's reply, and PyMongo's cleanup
+    # of a call would send commands (killCursors) from the child.
+    loops = Loops(framework)
+    commands = ProcessCommands()
+    client = loops.client(server.uri, event_listeners=[commands])
+    news = client.motor_test[f"fork_parked_{framework}"]
+    parent = loops.new()
+    parked: list[Any] = []
+
+    async def setup() -> None:
+        await news.drop()
+        await news.database.create_collection(news.name, capped=True, size=4096)
+        await news.insert_many([{"n": 1}, {"n": 2}])
+        cursor = news.find(cursor_type=pymongo.CursorType.TAILABLE_AWAIT)
+        cursor.batch_size(1).max_await_time_ms(10_000)
+        assert [(await cursor.next())["n"], (await cursor.next())["n"]] == [1, 2]
+        waiting = asyncio.ensure_future(cursor.next())  # a getMore the server holds
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        parked.extend([cursor, waiting])
+
+    def child() -> None:
+        # The reply to the parent's getMore arrives on the socket the child shares.
+        other: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(server.uri)
+        try:
+            other[news.database.name][news.name].insert_one({"n": 3})
+        finally:
+            other.close()
+        loop = loops.asyncio_loop(parent)
+        loop.run_until_complete(asyncio.sleep(0.5))
+        assert not parked[1].done(), parked[1]
+        loops.close(parent)  # as asyncio.run() closes it
+        in_child = [name for pid, name in commands.seen if pid == os.getpid()]
+        assert in_child == [], in_child
+
+    async def parent_again() -> list[Any]:
+        cursor, waiting = parked
+        third = await asyncio.wait_for(waiting, 10)  # the reply the child left alone
+        await news.insert_one({"n": 4})
+        return [third["n"], (await cursor.next())["n"]]
+
+    try:
+        loops.run(parent, setup)
+        run_in_child(child)
+        assert loops.run(parent, parent_again) == [3, 4]
+        close_client(loops, client, parent)
+    finally:
+        loops.close(parent)
+
+
 class TagRecorder(monitoring.CommandListener):
     """Records the context variable's value where each command starts."""
 

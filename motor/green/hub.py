@@ -306,6 +306,8 @@ class Waiter:
                 self._has_value = True
                 self._value = value
             return
+        if self._hub.pid != _process[0]:
+            return  # after fork(): the parent's parked call is never resumed here
         self._child = None
         child.waiter = None
         # The child's time is charged to the iteration's work budget (Hub._window_open).
@@ -330,6 +332,8 @@ class Waiter:
                 self._has_value = True
                 self._exc = exc
             return
+        if self._hub.pid != _process[0]:
+            return  # after fork(): the parent's parked call is never resumed here
         self._child = None
         child.waiter = None
         hub = self._hub
@@ -984,7 +988,7 @@ class Hub:
             if future is not None and not future.done():
                 future.cancel()
             waiter = child.waiter
-            if waiter is not None and waiter._child is child:
+            if waiter is not None and waiter._child is child and self.pid == _process[0]:
                 try:
                     waiter.throw(Cancelled())
                 except greenlet.error:  # another thread: leave it to greenlet's cleanup
@@ -1068,6 +1072,8 @@ class Hub:
         # one): the oldest queued entry runs even if earlier callbacks of the iteration
         # spent the budget (progress), the others while it lasts.  (_window_open first:
         # on loops without a _LoopHook it marks the iteration.)
+        if self.pid != _process[0]:
+            return  # the parent's loop, run in a child after fork(): its calls stay parked
         self._window_open()
         resumes = self._resumes
         queue = self._queue
@@ -1299,7 +1305,9 @@ class Hub:
         Runs on the hub greenlet.  A child not parked on a waiter cannot be observed
         from a loop callback: it would be running, and notices nothing until it waits.
         """
-        if child.future is future:
+        if child.future is future and self.pid == _process[0]:
+            # (After fork(), a call the parent's loop parked stays the parent's: woken
+            # in the child it would run PyMongo's cleanup there, killCursors and all.)
             waiter = child.waiter
             if waiter is not None:
                 waiter.throw(Cancelled())
@@ -1400,6 +1408,9 @@ class Hub:
 
 
 _hubs_lock = threading.Lock()
+#: This process's id, cached (refreshed in a child after fork()): a hub whose ``pid``
+#: differs is the parent's, and its parked calls are never resumed in this process.
+_process = [os.getpid()]
 #: Hubs that had calls to finish on close (Hub.finish_on_close).
 _finishing_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
 
@@ -1428,6 +1439,7 @@ def _after_fork_in_child() -> None:
     # Another thread may have held the lock at fork(); the child's hubs are new ones.
     global _hubs_lock
     _hubs_lock = threading.Lock()
+    _process[0] = os.getpid()
 
 
 if hasattr(os, "register_at_fork"):
