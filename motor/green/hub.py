@@ -982,7 +982,7 @@ class Hub:
         # fork(), nor when the loop last ran on another thread, which may still run
         # them: what is left of a close then is not this process's or thread's to do.
         me = thread_token()
-        ended = self.pid == os.getpid() and all(child.thread is me for child in busy)
+        ended = self.pid == _process[0] and all(child.thread is me for child in busy)
         for child in busy:
             future = child.future
             if future is not None and not future.done():
@@ -1410,6 +1410,7 @@ class Hub:
 _hubs_lock = threading.Lock()
 #: This process's id, cached (refreshed in a child after fork()): a hub whose ``pid``
 #: differs is the parent's, and its parked calls are never resumed in this process.
+#: The pool's fork check reads it too (motor.green.pool._green_os).
 _process = [os.getpid()]
 #: Hubs that had calls to finish on close (Hub.finish_on_close).
 _finishing_hubs: weakref.WeakSet[Hub] = weakref.WeakSet()
@@ -1429,7 +1430,7 @@ def _finish_at_exit() -> None:
             and not hub._closed
             and not loop.is_closed()
             and not loop.is_running()
-            and hub.pid == os.getpid()
+            and hub.pid == _process[0]
             and hub.thread_id == threading.get_ident()
         ):
             hub.close()
@@ -1449,10 +1450,10 @@ if hasattr(os, "register_at_fork"):
 def get_hub(loop: asyncio.AbstractEventLoop) -> Hub:
     """Return the hub of ``loop``, creating it on first use."""
     hub: Hub | None = getattr(loop, "_motor_hub", None)
-    if hub is None or hub.pid != os.getpid():
+    if hub is None or hub.pid != _process[0]:
         with _hubs_lock:
             hub = getattr(loop, "_motor_hub", None)
-            if hub is None or hub.pid != os.getpid():
+            if hub is None or hub.pid != _process[0]:
                 hub = Hub(loop)
                 loop._motor_hub = hub  # type: ignore[attr-defined]
     return hub

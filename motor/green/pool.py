@@ -136,7 +136,7 @@ from motor.green import find as _find
 from motor.green import reauth as _reauth
 from motor.green import splice as _splice
 from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
-from motor.green.hub import Child, Hub, _getcurrent, refuse_to_block
+from motor.green.hub import Child, Hub, _getcurrent, _process, refuse_to_block
 from motor.green.internals import code_names, own_code
 from motor.green.socket import (
     GreenSocket,
@@ -1302,18 +1302,10 @@ def _module_copy(module: types.ModuleType, **replaced: Any) -> types.ModuleType:
 # The time module with a green sleep (for PyMongo's retry backoffs).
 _green_time = _module_copy(_time, sleep=sleep)
 
-# The os module with a getpid() that reads a cached process id (a C callable, no
-# system call), refreshed in the child after fork(): for the pool's fork check, which
-# runs on every checkout and checkin.
-_pid_cell = [_os.getpid()]
-_green_os = _module_copy(_os, getpid=functools.partial(operator.getitem, _pid_cell, 0))
-
-
-def _refresh_pid() -> None:
-    _pid_cell[0] = _os.getpid()
-
-
-_os.register_at_fork(after_in_child=_refresh_pid)
+# The os module with a getpid() that reads the hub's cached process id (a C callable,
+# no system call; refreshed in the child after fork()): for the pool's fork check,
+# which runs on every checkout and checkin.
+_green_os = _module_copy(_os, getpid=functools.partial(operator.getitem, _process, 0))
 
 # Modules whose ``time.sleep`` is a retry backoff on an operation's path.
 _SLEEPING_MODULES = (
