@@ -52,6 +52,7 @@ import math
 import os
 import select
 import selectors
+import sys
 import threading
 import time
 import traceback
@@ -171,6 +172,53 @@ class Child(greenlet.greenlet):
         self.release: Callable[[], None] | None = None
         # The thread the greenlet belongs to (thread_token()): it never runs on another.
         self.thread = thread_token()
+
+
+# Set once a child started on a thread whose coverage.py tracer keeps one call stack for
+# all greenlets (_own_stacks_needed): every switch into a child then goes through
+# _switch_on_own_stack.
+_coverage_stacks = False
+
+
+def _own_stacks_needed(tracer: Any) -> bool:
+    """Whether ``tracer`` (a thread's ``sys.gettrace()``) is coverage.py's C tracer
+    keeping one call stack for all greenlets (not configured with ``concurrency =
+    greenlet``)."""
+    return (
+        tracer is not None
+        and type(tracer).__name__ == "CTracer"
+        and type(tracer).__module__.partition(".")[0] == "coverage"
+        and getattr(tracer, "concur_id_func", _getcurrent) is None
+    )
+
+
+def _switch_on_own_stack(switch: Callable[..., Any], *args: Any) -> Any:
+    """``switch(*args)``, a switch into a child, with coverage.py's tracer on this
+    thread keeping the child's frames on a call stack of the child's own.
+
+    coverage.py's C tracer attributes each line to the file of the frame on top of
+    the call stack it keeps, one per thread unless configured for greenlets
+    (``concurrency = greenlet``).  A child's frames pushed on the thread's stack and
+    popped after the loop's frames moved on would make the application's lines go
+    missing from the report, or count in the wrong file.  While the child runs, the
+    tracer is given ``greenlet.getcurrent`` as its concurrency function (the setting
+    ``concurrency = greenlet`` gives it): the child's frames go on a stack of its
+    own.  Back on the loop's greenlet, the tracer has none again and goes on with the
+    thread's stack, untouched.  (Configuring greenlets instead would give the loop's
+    greenlet a new, empty stack: the frames running at that moment, such as a
+    script's lines after ``asyncio.run()``, would report no more lines.)
+    """
+    tracer: Any = sys.gettrace()
+    if not _own_stacks_needed(tracer):
+        return switch(*args)
+    try:
+        tracer.concur_id_func = _getcurrent
+    except (AttributeError, TypeError):  # another coverage.py's layout: leave it
+        return switch(*args)
+    try:
+        return switch(*args)
+    finally:
+        tracer.concur_id_func = None
 
 
 def _serve() -> None:
@@ -314,7 +362,10 @@ class Waiter:
         hub = self._hub
         hub._entered = started = _perf_counter()
         try:
-            child.switch(value)
+            if _coverage_stacks:
+                _switch_on_own_stack(child.switch, value)
+            else:
+                child.switch(value)
         except greenlet.error:  # parked by a thread that no longer runs the loop
             self.abandoned = True
             hub._strand(child)
@@ -339,7 +390,10 @@ class Waiter:
         hub = self._hub
         hub._entered = started = _perf_counter()
         try:
-            child.throw(exc)
+            if _coverage_stacks:
+                _switch_on_own_stack(child.throw, exc)
+            else:
+                child.throw(exc)
         except greenlet.error:  # parked by a thread that no longer runs the loop
             self.abandoned = True
             hub._strand(child)
@@ -1000,7 +1054,10 @@ class Hub:
                 self._finishers.clear()
         for child in idle:
             try:
-                child.throw()
+                if _coverage_stacks:
+                    _switch_on_own_stack(child.throw)
+                else:
+                    child.throw()
             except greenlet.error:
                 pass
         if self._stranded:
@@ -1200,7 +1257,10 @@ class Hub:
                 self._stranded.append(child)
                 continue
             try:
-                child.throw()
+                if _coverage_stacks:
+                    _switch_on_own_stack(child.throw)
+                else:
+                    child.throw()
             except greenlet.error:
                 continue
             if child:  # parked again by its cleanup: ended by close() at the latest
@@ -1216,9 +1276,20 @@ class Hub:
             pass
         self._children.discard(child)
         self._thread_changed()
+        return self._new_child(parent)
+
+    def _new_child(self, parent: greenlet.greenlet) -> Child:
+        """A new child of ``parent``, started and parked for its first call."""
+        global _coverage_stacks
+        if not _coverage_stacks and _own_stacks_needed(sys.gettrace()):
+            _coverage_stacks = True
         child = Child(self, parent)
         self._children.add(child)
-        child.switch()  # starts _serve, which parks at once for its first call
+        # Starts _serve, which parks at once for its first call.
+        if _coverage_stacks:
+            _switch_on_own_stack(child.switch)
+        else:
+            child.switch()
         return child
 
     def _start(
@@ -1242,16 +1313,17 @@ class Hub:
                 # The loop's first start in another thread, with no idle child to tell
                 # (_adopt), on a loop without the hook (_LoopHook tells at once).
                 self._thread_changed()
-            child = Child(self, parent)
-            self._children.add(child)
-            child.switch()  # starts _serve, which parks at once for its first call
+            child = self._new_child(parent)
         child.gr_context = context
         child.future = future
         child.release = release
         future._motor_child = child
         # The child's time is charged to the iteration's work budget (_window_open).
         self._entered = started = _perf_counter()
-        child.switch(fn, args, kwargs, future)  # the release is child.release
+        if _coverage_stacks:
+            _switch_on_own_stack(child.switch, fn, args, kwargs, future)
+        else:
+            child.switch(fn, args, kwargs, future)  # the release is child.release
         clock = self._clock
         clock.last = ended = _perf_counter()
         clock.spent += ended - started
