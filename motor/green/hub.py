@@ -237,6 +237,7 @@ def _serve() -> None:
     idle: Any = hub._idle
     while True:
         error: BaseException | None = None
+        interrupt: BaseException | None = None
         try:
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
@@ -257,6 +258,22 @@ def _serve() -> None:
             child.future = None
             future._motor_child = None
             return
+        except (KeyboardInterrupt, SystemExit) as exc:
+            # Raised while this child ran: by a signal (Ctrl-C, a handler's sys.exit())
+            # that arrived meanwhile, or by the call itself.  It is raised on the loop,
+            # once, out of what ran this child (a loop callback, or the Motor call that
+            # started it), as where the signal lands outside Motor's calls: it stops
+            # run_forever().  Kept in the call's future it would be lost if nobody
+            # awaited the future, and raised a second time by each task that did.  The
+            # call was interrupted (PyMongo's cleanup ran as the exception unwound): its
+            # future is cancelled, as a call stopped by cancellation.  The child ends
+            # with the exception (below).
+            result = _CANCELLED
+            interrupt = exc
+            del exc
+            if not future.done():
+                future._motor_child = None  # (OpFuture.cancel would stop this child)
+                future.cancel(f"Motor: the call was interrupted by {type(interrupt).__name__}")
         except BaseException as exc:
             result = None
             error = exc if not isinstance(exc, StopIteration) else _stop_iteration(exc)
@@ -281,6 +298,10 @@ def _serve() -> None:
         future._motor_child = None
         # No frame -> traceback -> frame cycle, and no result, kept while idle.
         fn = args = kwargs = future = release = result = error = callbacks = entry = None
+        if interrupt is not None:
+            # greenlet raises it in the parent, the hub greenlet, where the switch to this
+            # child returns.
+            raise interrupt
         if len(idle) >= MAX_IDLE or hub._closed:
             return
         idle.append(child)
