@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import greenlet
 import pymongo
 import pytest
 from mockupdb import OpMsg
@@ -320,3 +321,35 @@ async def test_interrupted_connection_fails_at_once(
             resetter.join()
 
     assert error is await sync_error(sync_interrupted, delayed_find(mockup, 3.0).uri)
+
+
+async def test_calls_from_a_greenlet_that_is_not_the_loops(fw: Framework, server: Any) -> None:
+    """A task run in a greenlet of its own (greenback's portals, SQLAlchemy's
+    ``greenlet_spawn``) makes Motor calls there and parks that greenlet while it awaits
+    them.  The calls' children must park into the greenlet that runs the loop: a child
+    that took the calling greenlet as its parent switched back into it from a loop
+    callback (``TypeError`` in greenback, wrong results here)."""
+    coll = fw.client(server.uri, maxPoolSize=2).db.green_portal
+    await coll.drop()
+    await coll.insert_many([{"_id": i} for i in range(10)])
+    loop_greenlet = greenlet.getcurrent()
+
+    def portal() -> list[Any]:
+        # Calls made here, then awaited by the loop's greenlet as greenback's await_ does.
+        found = loop_greenlet.switch([coll.find_one({"_id": i}) for i in range(10)])
+        counted = loop_greenlet.switch(coll.count_documents({}))
+        return [found, counted]
+
+    await fw.probe.settle()
+    running = greenlet.greenlet(portal)
+    awaitable = running.switch()
+    for _ in range(2):
+        result = await (asyncio.gather(*awaitable) if isinstance(awaitable, list) else awaitable)
+        awaitable = running.switch(result)
+    assert running.dead
+    assert awaitable == [[{"_id": i} for i in range(10)], 10]
+    # The loop and the client go on as before.
+    assert await asyncio.gather(*[coll.find_one({"_id": i}) for i in range(10)]) == [
+        {"_id": i} for i in range(10)
+    ]
+    fw.probe.assert_below(MAX_STALL)

@@ -877,12 +877,19 @@ class Hub:
         of several replies that one poll reported, starts are queued until every reply
         is resumed: replies first.  On a loop whose poll is native code (uvloop) every
         start is queued (see ``_native_poll``).
+
+        Only the greenlet that runs the loop (the thread's own, or the one the loop's
+        iterations ran on) is the hub greenlet.  A call from another greenlet (a child,
+        or a task that a library such as greenback runs in a greenlet of its own) is
+        queued too: a child started there would take it as its parent, and each later
+        wait of the child, resumed by a loop callback on the hub greenlet, would switch
+        into that greenlet instead of back to the loop.
         """
         if DETECTOR is not None:
             DETECTOR.note_call(future, fn)
         current = _getcurrent()
         if (
-            isinstance(current, Child)
+            (current.parent is not None and current is not self._clock.runner)
             or self._clock.dispatching
             or self._native_poll
             or ((self._resumes or self._queue) and not self._catch_up(True))
@@ -1051,8 +1058,10 @@ class Hub:
         idle = list(self._idle)
         self._idle.clear()
         busy = [child for child in self._children if child.future is not None]
-        if isinstance(current, Child):
-            return  # closed from inside a child: the others cannot be switched to here
+        if current.parent is not None and current is not self._clock.runner:
+            # Closed from inside a child, or from another greenlet that is not the hub
+            # greenlet (see submit): the children cannot be switched to from here.
+            return
         # Are the parked calls all this thread's, so that they end here?  Not after
         # fork(), nor when the loop last ran on another thread, which may still run
         # them: what is left of a close then is not this process's or thread's to do.
