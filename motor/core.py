@@ -54,7 +54,7 @@ from motor.errors import (
 )
 from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
-from motor.green.hub import Hub, OpFuture, get_hub, thread_token
+from motor.green.hub import Hub, OpFuture, _process, get_hub, thread_token
 from motor.green.pool import TIMEOUT, client_hooks, close_client, finish_closing
 from motor.metaprogramming import (
     Async,
@@ -325,7 +325,7 @@ class Binding:
             # like every future of a closed loop).
             loop = future.get_loop()
             hub = self.hub if loop is self.loop else get_hub(loop)
-            if hub is None or hub._closed or loop.is_closed() or hub.pid != os.getpid():
+            if hub is None or hub._closed or loop.is_closed() or hub.pid != _process[0]:
                 continue
             # Started by the hub, on its loop: this may run on a child of another
             # hub (a finished operation), or as another loop closes.
