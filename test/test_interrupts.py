@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 import motor
+from motor.green.hub import Cancelled, Waiter, get_hub
 from test.framework import Loops, close_client
 
 # uvloop too: there children are started from its ready callbacks (see Hub._native_poll).
@@ -45,6 +46,16 @@ def run_forever(loops: Loops, loop: Any) -> None:
             asyncio_loop.run_forever()
     finally:
         guard.cancel()
+
+
+def settle(loops: Loops, loop: Any) -> None:
+    """Run the callbacks ``loop`` has ready, a few iterations' worth, after an exception
+    came out of a run: the stops that run scheduled when its coroutine finished
+    (asyncio's, and Tornado's ``run_sync``'s) must not stop the next run."""
+    asyncio_loop = loops.asyncio_loop(loop)
+    for _ in range(3):
+        asyncio_loop.call_soon(asyncio_loop.stop)
+        asyncio_loop.run_forever()
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)
@@ -100,3 +111,77 @@ def test_an_interrupt_in_a_call_stops_the_loop_once(
         close_client(loops, client, loop)
         green.close()
         loops.close(loop)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_interrupt_leaves_the_work_around_it_done(server: Any, framework: str) -> None:
+    """The interrupted child is resumed by the hub while it starts another call (its
+    resume queued, which a start runs first): the start, and the call's admission turn,
+    must not be lost to the exception.  Raised out of the hub's code, it left the insert
+    neither started nor queued, its future pending and its turn taken for ever."""
+    loops = Loops(framework)
+    loop = loops.new()
+    client = loops.client(server.uri, maxPoolSize=1)
+    collection = client.motor_test.interrupts_around
+    state: dict[str, Any] = {}
+
+    def interrupted() -> None:
+        get_hub(asyncio.get_running_loop()).pause()  # resumed from the hub's queue
+        raise KeyboardInterrupt("raised as a signal handler would")
+
+    async def start() -> None:
+        await collection.delete_many({})
+        state["interrupted"] = motor.run_green(interrupted)
+        state["insert"] = collection.insert_one({"kept": True})
+
+    async def afterwards() -> tuple[Any, int]:
+        inserted = await asyncio.wait_for(state["insert"], 10)
+        return inserted.acknowledged, await collection.count_documents({"kept": True})
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            # Raised from the loop's next callback, before run_until_complete returns.
+            loops.run(loop, start)
+        settle(loops, loop)
+        assert state["interrupted"].cancelled()
+        assert loops.run(loop, afterwards) == (True, 1)
+        assert client._binding._active == 0
+        assert not client._binding._waiting
+    finally:
+        close_client(loops, client, loop)
+        loops.close(loop)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_an_interrupt_as_the_loop_closes_ends_every_call(framework: str) -> None:
+    """Closing the loop cancels the calls parked on it; one whose cleanup raises
+    ``KeyboardInterrupt`` must not leave the others parked: ``close()`` ends them all,
+    then raises it."""
+    loops = Loops(framework)
+    loop = loops.new()
+    cleaned: list[str] = []
+    futures: dict[str, Any] = {}
+
+    def parked(name: str) -> None:
+        try:
+            Waiter(get_hub(asyncio.get_running_loop())).get()  # never resumed
+        except Cancelled:
+            if name.startswith("interrupted"):
+                raise KeyboardInterrupt("raised as a signal handler would") from None
+            cleaned.append(name)
+            raise
+
+    # Half of them interrupted: the order the hub ends them in is its own.
+    names = [f"{kind} {i}" for i in range(4) for kind in ("interrupted", "parked")]
+
+    async def start() -> None:
+        for name in names:
+            futures[name] = motor.run_green(parked, name)
+
+    loops.run(loop, start)
+    hub = get_hub(loops.asyncio_loop(loop))
+    with pytest.raises(KeyboardInterrupt):
+        loops.close(loop)
+    assert sorted(cleaned) == [name for name in names if name.startswith("parked")]
+    assert all(future.cancelled() for future in futures.values())
+    assert not [child for child in hub._children if child.future is not None]

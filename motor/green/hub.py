@@ -237,7 +237,6 @@ def _serve() -> None:
     idle: Any = hub._idle
     while True:
         error: BaseException | None = None
-        interrupt: BaseException | None = None
         try:
             try:
                 result = fn(*args, **kwargs) if kwargs else fn(*args)
@@ -260,20 +259,16 @@ def _serve() -> None:
             return
         except (KeyboardInterrupt, SystemExit) as exc:
             # Raised while this child ran: by a signal (Ctrl-C, a handler's sys.exit())
-            # that arrived meanwhile, or by the call itself.  It is raised on the loop,
-            # once, out of what ran this child (a loop callback, or the Motor call that
-            # started it), as where the signal lands outside Motor's calls: it stops
-            # run_forever().  Kept in the call's future it would be lost if nobody
-            # awaited the future, and raised a second time by each task that did.  The
-            # call was interrupted (PyMongo's cleanup ran as the exception unwound): its
-            # future is cancelled, as a call stopped by cancellation.  The child ends
-            # with the exception (below).
+            # that arrived meanwhile, or by the call itself.  The hub raises it on the
+            # loop (Hub.interrupt).  The call was interrupted (PyMongo's cleanup ran as
+            # the exception unwound): its future is cancelled, as a call stopped by
+            # cancellation.
             result = _CANCELLED
-            interrupt = exc
-            del exc
             if not future.done():
                 future._motor_child = None  # (OpFuture.cancel would stop this child)
-                future.cancel(f"Motor: the call was interrupted by {type(interrupt).__name__}")
+                future.cancel(f"Motor: the call was interrupted by {type(exc).__name__}")
+            hub.interrupt(exc)
+            del exc
         except BaseException as exc:
             result = None
             error = exc if not isinstance(exc, StopIteration) else _stop_iteration(exc)
@@ -298,10 +293,6 @@ def _serve() -> None:
         future._motor_child = None
         # No frame -> traceback -> frame cycle, and no result, kept while idle.
         fn = args = kwargs = future = release = result = error = callbacks = entry = None
-        if interrupt is not None:
-            # greenlet raises it in the parent, the hub greenlet, where the switch to this
-            # child returns.
-            raise interrupt
         if len(idle) >= MAX_IDLE or hub._closed:
             return
         idle.append(child)
@@ -806,6 +797,9 @@ class Hub:
         # Children whose call failed because they parked on a thread that no longer
         # runs the loop (_strand): ended once their thread runs it again, or closes it.
         self._stranded: list[Child] = []
+        # A KeyboardInterrupt or SystemExit raised in a child, until raised on the loop
+        # (interrupt).
+        self._interrupted: BaseException | None = None
         # What the pools got back from stranded children (Hub.reclaim_stranded), and
         # what puts it back should the child's own thread end it (Waiter.get).
         self._loans: dict[Child, Callable[[], None]] = {}
@@ -825,6 +819,32 @@ class Hub:
         future = OpFuture(loop=self.loop)
         self.submit(future, contextvars.copy_context(), fn, args, kwargs)
         return future
+
+    def interrupt(self, exc: BaseException) -> None:
+        """Raise ``exc``, a ``KeyboardInterrupt`` or ``SystemExit`` raised in a child, on
+        the loop: from a callback of the loop's next iteration, or at the end of
+        :meth:`close` if the loop does not run again before it closes.
+
+        A signal's exception (Ctrl-C, a handler's ``sys.exit()``) lands in whatever code
+        runs, often a child.  Kept in the call's future it would be lost when nobody
+        awaits the future, and raised again by each task that does; raised from the
+        hub's own code, where a child switched back, it would leave work the hub had
+        begun (a start, a timed wait's resume) undone.  A loop callback that raises it
+        stops ``run_forever()`` as when it lands in the application's code.  Only the
+        first is kept until raised.
+        """
+        if self._interrupted is not None:
+            return
+        self._interrupted = exc
+        try:
+            self.loop.call_soon(self._raise_interrupt)
+        except RuntimeError:  # the loop is closed
+            pass
+
+    def _raise_interrupt(self) -> None:
+        exc, self._interrupted = self._interrupted, None
+        if exc is not None:
+            raise exc
 
     def finish_on_close(self, future: asyncio.Future[Any], finish: Callable[[], None]) -> None:
         """Run ``finish()`` if the hub closes before ``future``, a call of one of its
@@ -1061,6 +1081,7 @@ class Hub:
         if current.parent is not None and current is not self._clock.runner:
             # Closed from inside a child, or from another greenlet that is not the hub
             # greenlet (see submit): the children cannot be switched to from here.
+            self._raise_interrupt()
             return
         # Are the parked calls all this thread's, so that they end here?  Not after
         # fork(), nor when the loop last ran on another thread, which may still run
@@ -1093,6 +1114,8 @@ class Hub:
         if self._stranded:
             self._end_stranded()
         self._done = None
+        # An interrupt raised as the children above ended, or not yet raised on the loop.
+        self._raise_interrupt()
 
     @property
     def closed(self) -> bool:
