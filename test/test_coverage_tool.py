@@ -3,15 +3,16 @@
 coverage.py's C tracer keeps one call stack per thread unless configured for greenlets
 (``concurrency = greenlet``), and attributes each line to the file of the frame on top of
 it.  Motor's child greenlets interleave their frames with the loop's on that one stack:
-before :func:`motor.green.hub._follow_greenlets_in_coverage`, a plain ``coverage run``
+before :func:`motor.green.hub._switch_on_own_stack`, a plain ``coverage run``
 (or ``pytest --cov``) reported lines of the application as not run, after a call that
 started a child or after ``client.close()``, where Motor 3.7.1's threads lost nothing.
 
-Each test runs :data:`APP` under ``coverage run --branch`` in a fresh interpreter, under
-one framework and one coverage configuration, and checks the report line by line: every
-line ran but those marked ``# not run`` (and the other framework's), including the lines
-run in child greenlets (a command listener, a ``document_class``, a function run with
-:func:`motor.run_green`).
+Each test runs an application under ``coverage run --branch`` in a fresh interpreter,
+under one framework and one coverage configuration, and checks the report line by line:
+every line ran but those marked ``# not run`` (and the other framework's).  :data:`APP`
+runs code in child greenlets too (a command listener, a ``document_class``, a function run
+with :func:`motor.run_green`); :data:`MOVING_APP` runs its loop on another thread between
+two runs on the main thread, which leaves the main thread's first children behind.
 """
 
 from __future__ import annotations
@@ -120,6 +121,59 @@ print("ok")
 """
 
 
+# A loop that runs on the main thread, then on another, then on the main thread again:
+# the children the main thread made first are left behind on the way and ended later.
+MOVING_APP = """
+import asyncio
+import gc
+import sys
+import threading
+
+import tornado.ioloop
+
+from motor.motor_asyncio import AsyncIOMotorClient
+from motor.motor_tornado import MotorClient
+
+URI, FRAMEWORK, DB = sys.argv[1:]
+
+if FRAMEWORK == "asyncio":
+    loop = asyncio.new_event_loop()  # asyncio
+    client = AsyncIOMotorClient(URI)  # asyncio
+
+    def run(coroutine_function):  # asyncio
+        return loop.run_until_complete(coroutine_function())  # asyncio
+
+else:
+    loop = tornado.ioloop.IOLoop(make_current=False)  # tornado
+    client = MotorClient(URI)  # tornado
+
+    def run(coroutine_function):  # tornado
+        return loop.run_sync(coroutine_function)  # tornado
+
+
+async def finds():
+    found = await asyncio.gather(*[client[DB].c.find_one({}) for _ in range(5)])
+    return len(found)
+
+
+def back_on_the_main_thread():
+    assert run(finds) == 5
+    after_run = True
+    gc.collect()
+    after_collect = True
+    return after_run and after_collect
+
+
+assert run(finds) == 5
+moved = threading.Thread(target=run, args=(finds,))
+moved.start()
+moved.join()
+assert back_on_the_main_thread()
+after_all = True
+print("ok")
+"""
+
+
 def _missing_lines(source: str, framework: str) -> list[int]:
     """The lines of ``source`` that should not run under ``framework``."""
     other = "tornado" if framework == "asyncio" else "asyncio"
@@ -145,13 +199,14 @@ def _run(*args: str, cwd: Path) -> str:
 
 @pytest.mark.parametrize("framework", ["asyncio", "tornado"])
 @pytest.mark.parametrize("concurrency", ["thread", "thread,greenlet"])
+@pytest.mark.parametrize("source", [APP, MOVING_APP], ids=["app", "moving_app"])
 def test_every_line_of_the_application_is_measured(
-    framework: str, concurrency: str, server: Any, tmp_path: Path
+    framework: str, concurrency: str, source: str, server: Any, tmp_path: Path
 ) -> None:
     """``thread`` is coverage.py's default; ``thread,greenlet`` the configuration for
     greenlets, which Motor leaves as it is."""
     app = tmp_path / "app.py"
-    app.write_text(APP)
+    app.write_text(source)
     db = f"test_coverage_{uuid.uuid4().hex[:12]}"
     out = _run(
         "run",
@@ -168,8 +223,8 @@ def test_every_line_of_the_application_is_measured(
     report = json.loads((tmp_path / "report.json").read_text())
     (measured,) = report["files"].values()
     # A line counted from another file's frame would hide a "# not run" line.
-    assert measured["missing_lines"] == _missing_lines(APP, framework), textwrap.dedent(
+    assert measured["missing_lines"] == _missing_lines(source, framework), textwrap.dedent(
         f"""
         lines reported as not run: {measured["missing_lines"]}
-        expected: {_missing_lines(APP, framework)}"""
+        expected: {_missing_lines(source, framework)}"""
     )

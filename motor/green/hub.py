@@ -1220,14 +1220,21 @@ class Hub:
         A loop may run in one thread, then in another: set up on the main thread, then
         served by ``run_forever()`` in a thread of its own, and back.  A greenlet never
         changes threads.  So the other threads' idle children are dropped (greenlet
-        ends them on their thread), their busy ones stranded (:meth:`_strand`), and the
+        ends them on their thread; under coverage.py's tracer they are ended with the
+        stranded ones instead), their busy ones stranded (:meth:`_strand`), and the
         stranded children of this thread, back again, ended.  Runs on the loop's
         thread, from the first iteration there (:class:`_LoopHook`) or the first start
         (:meth:`_adopt`, on loops without the hook).
         """
         me = thread_token()
         self._clock.thread = me
-        self._idle[:] = [child for child in self._idle if child.thread is me]
+        idle = self._idle
+        if _coverage_stacks:
+            # Ended by greenlet, whenever it collects them, they would pop the thread's
+            # own call stack in coverage.py's tracer (see _switch_on_own_stack): end
+            # them from their thread, through that, with the stranded children.
+            self._stranded.extend(child for child in idle if child.thread is not me)
+        idle[:] = [child for child in idle if child.thread is me]
         for child in list(self._children):
             # getattr: a child that greenlet could not end on its exited thread may
             # linger with its slots cleared; it runs nothing.
