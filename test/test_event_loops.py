@@ -24,6 +24,7 @@ import pytest
 from pymongo import monitoring
 from pymongo.message import _CursorAddress
 
+import motor
 import motor.green.pool
 from motor.errors import WrongLoopError, WrongThreadError
 from motor.green.hub import get_hub
@@ -827,8 +828,10 @@ def test_calls_for_a_loop_that_closed_before_running_give_back_their_turns(
         # Calls made before the loop runs: queued on its hub, to start when it runs.
         futures = [client.admin.command("ping") for _ in range(6)]
         assert binding._active > 0
+        # Nobody awaits them: closing the loop runs it until they are done, as Motor
+        # 3.7.1 ran them in its thread pool (Hub.finish_unawaited).
         loops.close(first)
-        assert all(future.cancelled() for future in futures[: binding.admission.limit])
+        assert [future.result()["ok"] for future in futures] == [1] * 6
         assert binding._active == 0 and not binding._waiting
         assert pings_on_a_new_loop(loops, client) == [1] * 10
     finally:
@@ -1019,3 +1022,82 @@ loops.run(loop, client.close)
         'one (see the "Event loops" section of Motor\'s documentation)'
     ), result.stderr
     assert lines[1] == "(1, {'_id': 1})", result.stderr
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_writes_nobody_awaits_are_made_before_the_loop_closes(server: Any, framework: str) -> None:
+    """Writes fired and forgotten last thing before the loop closes (the first one
+    before the client has even connected, then a hundred more) are all made, as Motor
+    3.7.1 made them in its thread pool.  Cancelled with the loop, those not yet sent
+    were lost: 0 of 1 and 3 of 100 were made."""
+    loops = Loops(framework)
+    client = loops.client(server.uri)
+    coll = client.motor_test.unawaited_writes
+    results: dict[str, Any] = {}
+    try:
+        for turn in ("cold", "warm"):
+            loop = loops.new()
+
+            async def fire_and_forget(turn: str = turn) -> None:
+                if turn == "cold":
+                    await motor.run_green(_drop_with_green_client, server.uri)
+                    results[turn] = [coll.insert_one({"turn": turn, "i": 0})]
+                else:
+                    await coll.find_one({})  # connected
+                    results[turn] = [coll.insert_one({"turn": turn, "i": i}) for i in range(100)]
+
+            loops.run(loop, fire_and_forget)
+            loops.close(loop)
+            assert all(future.done() and future.result().acknowledged for future in results[turn])
+        loop = loops.new()
+
+        async def count() -> list[int]:
+            return [await coll.count_documents({"turn": turn}) for turn in ("cold", "warm")]
+
+        assert loops.run(loop, count) == [1, 100]
+        loops.close(loop)
+    finally:
+        close_client(loops, client)
+
+
+def _drop_with_green_client(uri: str) -> None:
+    green = motor.GreenMongoClient(uri)
+    try:
+        green.motor_test.unawaited_writes.drop()
+    finally:
+        green.close()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loop_with_tasks_pending_is_not_run_again_as_it_closes(framework: str) -> None:
+    """Only Motor's calls may run as the loop closes: with a task of the application
+    still pending, the loop is not run again (the task would run too), and a call
+    nobody awaits is cancelled as before."""
+    loops = Loops(framework)
+    wire = WireServer(stall_on="insert")
+    client = loops.client(wire.uri)
+    loop = loops.new()
+    steps: list[int] = []
+    state: dict[str, Any] = {}
+
+    async def ticking() -> None:
+        while True:
+            steps.append(1)
+            await asyncio.sleep(0.001)
+
+    async def start() -> None:
+        await client.admin.command("ping")
+        state["task"] = asyncio.ensure_future(ticking())
+        state["insert"] = client.motor_test.stalled.insert_one({})  # never answered
+        await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+
+    try:
+        loops.run(loop, start)
+        assert wire.stalled.is_set()
+        ticks = len(steps)
+        loops.close(loop)
+        assert len(steps) == ticks
+        assert state["insert"].cancelled()
+    finally:
+        close_client(loops, client)
+        wire.stop()

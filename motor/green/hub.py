@@ -508,6 +508,10 @@ DETECTOR: Any = None
 # How many finished children a hub keeps for reuse.
 MAX_IDLE = 256
 
+# How long closing a loop may run it on, at most, for the calls nobody awaits to finish
+# (seconds): see Hub.finish_unawaited.
+UNAWAITED_TIMEOUT = 5.0
+
 # How long the hub greenlet may run children (start or resume them) in one loop
 # iteration before further work is queued for later iterations (seconds).  Bounds the
 # loop stall of a burst.
@@ -1037,14 +1041,80 @@ class Hub:
                 loop_close()  # asyncio refuses: the hub stays as it is
                 return
             try:
-                self.close()
+                self.finish_unawaited()
             finally:
-                loop_close()
+                try:
+                    self.close()
+                finally:
+                    loop_close()
 
         loop.close = close  # type: ignore[method-assign]
 
+    def _unfinished(self) -> list[asyncio.Future[Any]]:
+        # The futures of this thread's calls not done yet: running, or queued to start.
+        me = thread_token()
+        unfinished: list[asyncio.Future[Any]] = [
+            child.future
+            for child in self._children
+            if child.future is not None and not child.future.done() and child.thread is me
+        ]
+        unfinished.extend(
+            entry[4]
+            for entry in self._queue
+            if entry[0] == self._start_queued and not entry[4].done()
+        )
+        return unfinished
+
+    def finish_unawaited(self) -> None:
+        """Let the calls nobody awaits finish before the loop closes.
+
+        A call made without ``await`` (a write fired and forgotten, ``close()`` as Motor
+        3.7.1 code calls it) may still be running, or waiting to start, when its loop is
+        closed: ``asyncio.run()`` closes it as soon as the main coroutine is done.
+        Motor 3.7.1 ran such calls to the end in its thread pool, which
+        ``asyncio.run()`` waits for; cancelled with the loop, a write not yet sent would
+        be lost.  So, if every task of the loop is done (``asyncio.run()`` cancels
+        those left) and calls of this hub are not, the loop runs on until they are,
+        for at most :data:`UNAWAITED_TIMEOUT` seconds; :meth:`close` then cancels what
+        is left.  Calls that queued for their client's admission start as others
+        finish, as usual.  A loop with tasks still pending is not run again: what ran
+        then would be the application's, not just Motor's.  Called as the loop is
+        closed, on its thread, while it is stopped.
+        """
+        loop = self.loop
+        if (
+            self._closed
+            or loop.is_closed()
+            or loop.is_running()
+            or self.pid != _process[0]
+            or sys.is_finalizing()  # a loop collected at interpreter exit
+        ):
+            return
+        try:
+            if self._clock.thread is not thread_token() or not self._unfinished():
+                return
+        except RuntimeError:  # "greenlet is being finalized": no switch is possible
+            return
+        if any(not task.done() for task in asyncio.all_tasks(loop)):
+            return
+        deadline = loop.time() + UNAWAITED_TIMEOUT
+
+        async def finish() -> None:
+            unfinished = self._unfinished()
+            while unfinished:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return
+                await asyncio.wait(
+                    unfinished, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+                unfinished = self._unfinished()
+
+        loop.run_until_complete(finish())
+
     def close(self) -> None:
-        """End every child of this hub; called when its loop is closed.
+        """End every child of this hub; called when its loop is closed, after
+        :meth:`finish_unawaited`.
 
         Operations still running (parked, their loop gone) are cancelled where they
         wait, so PyMongo's cleanup closes their connections and restores the pools;
