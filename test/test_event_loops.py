@@ -1029,9 +1029,10 @@ def test_writes_nobody_awaits_are_made_before_the_loop_closes(server: Any, frame
     """Writes fired and forgotten last thing before the loop closes (the first one
     before the client has even connected, then a hundred more) are all made, as Motor
     3.7.1 made them in its thread pool.  Cancelled with the loop, those not yet sent
-    were lost: 0 of 1 and 3 of 100 were made."""
+    were lost: 0 of 1 and 3 of 100 were made.  The server's name, not its address: the
+    first write looks it up (in the default executor)."""
     loops = Loops(framework)
-    client = loops.client(server.uri)
+    client = loops.client(by_name(server.uri))
     coll = client.motor_test.unawaited_writes
     results: dict[str, Any] = {}
     try:
@@ -1101,3 +1102,100 @@ def test_a_loop_with_tasks_pending_is_not_run_again_as_it_closes(framework: str)
     finally:
         close_client(loops, client)
         wire.stop()
+
+
+def by_name(uri: str) -> str:
+    """``uri`` with the server's address 127.0.0.1 replaced by the name localhost."""
+    assert "127.0.0.1" in uri
+    return uri.replace("127.0.0.1", "localhost")
+
+
+def test_writes_nobody_awaits_at_the_end_of_asyncio_run_are_made(server: Any) -> None:
+    """``asyncio.run()`` cancels every task, shuts down the default executor and then
+    closes the loop: the writes nobody awaits finish before the executor goes (in
+    ``shutdown_asyncgens()``), since looking up the server's name needs it.  At
+    ``loop.close()``, the lookups failed ("Executor shutdown has been called"), and a
+    lookup run as a task was cancelled with the application's tasks."""
+    uri = by_name(server.uri)
+    name = "motor_test"
+    futures: list[Any] = []
+
+    clients: list[Any] = []
+
+    async def fire_and_forget() -> None:
+        client: Any = AsyncIOMotorClient(uri)  # not connected yet: the first write connects
+        clients.append(client)
+        futures.extend(client[name].unawaited_run.insert_one({"i": i}) for i in range(20))
+
+    async def close() -> None:
+        await clients[0].close()
+
+    sync: Any = None
+    try:
+        asyncio.run(fire_and_forget())
+        asyncio.run(close())
+        assert [future.result().acknowledged for future in futures] == [True] * 20
+        import pymongo
+
+        sync = pymongo.MongoClient(server.uri)
+        assert sync[name].unawaited_run.count_documents({}) == 20
+    finally:
+        if sync is not None:
+            sync[name].unawaited_run.drop()
+            sync.close()
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loop_closed_from_a_coroutine_of_another_loop(server: Any, framework: str) -> None:
+    """Closing a loop from a coroutine that runs on another loop of the thread: the
+    loop cannot run again then, so what nobody awaits is cancelled, and ``close()``
+    raises nothing ("Cannot run the event loop while another loop is running")."""
+    loops = Loops(framework)
+    first = loops.new()
+    client = loops.client(server.uri, io_loop=first)
+    state: dict[str, Any] = {}
+
+    async def fire_and_forget() -> None:
+        await client.admin.command("ping")
+        state["write"] = client.motor_test.closed_elsewhere.insert_one({})
+
+    async def close_first() -> None:
+        loops.close(first)
+
+    try:
+        loops.run(first, fire_and_forget)
+        asyncio.run(close_first())
+        assert loops.asyncio_loop(first).is_closed()
+        assert state["write"].done()
+    finally:
+        close_client(loops, client)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_a_loop_closed_on_the_thread_it_moved_to(server: Any, framework: str) -> None:
+    """A loop set up on the main thread, then run and closed on another: the children
+    left on the main thread (their slots cleared by greenlet) must not break the close."""
+    loops = Loops(framework)
+    loop = loops.new()
+    client = loops.client(server.uri, io_loop=loop)
+    errors: list[BaseException] = []
+
+    async def ping() -> None:
+        await client.admin.command("ping")
+
+    def serve() -> None:
+        try:
+            loops.run(loop, ping)  # the loop moves to this thread
+            close_client(loops, client, loop)
+            loops.close(loop)
+        except BaseException as exc:
+            errors.append(exc)
+
+    loops.run(loop, ping)  # a child of the main thread, idle
+    moved = threading.Thread(target=serve)
+    moved.start()
+    moved.join()
+    assert errors == []
+    assert loops.asyncio_loop(loop).is_closed()
+    hub = get_hub(loops.asyncio_loop(loop))
+    assert not [child for child in hub._children if getattr(child, "future", None) is not None]

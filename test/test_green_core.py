@@ -29,7 +29,9 @@ from pymongo.errors import (
     WaitQueueTimeoutError,
 )
 
-from test.framework import Framework, pool_counters
+from motor.green.hub import get_hub
+from test.framework import Framework, Loops, close_client, pool_counters
+from test.wire import WireServer
 
 MAX_STALL = 0.010
 
@@ -353,3 +355,37 @@ async def test_calls_from_a_greenlet_that_is_not_the_loops(fw: Framework, server
         {"_id": i} for i in range(10)
     ]
     fw.probe.assert_below(MAX_STALL)
+
+
+@pytest.mark.parametrize("framework", ["asyncio", "uvloop"])
+def test_a_loop_run_in_a_greenlet_closes_its_calls(framework: str) -> None:
+    """A loop run by a greenlet other than the thread's own (uvloop's iterations are not
+    seen by the hub: it does not know that greenlet runs them): closing it from there
+    cancels the calls parked on it, as from the thread's own greenlet."""
+    loops = Loops(framework)
+    wire = WireServer(stall_on="insert")
+    state: dict[str, Any] = {}
+
+    def body() -> None:
+        loop = loops.new()
+        client = loops.client(wire.uri, io_loop=loop)
+
+        async def start() -> None:
+            await client.admin.command("ping")
+            # A task left pending: closing the loop does not run it again.
+            state["task"] = asyncio.ensure_future(asyncio.Event().wait())
+            state["insert"] = client.motor_test.in_a_greenlet.insert_one({})  # never answered
+            await asyncio.get_running_loop().run_in_executor(None, wire.stalled.wait, 10)
+
+        loops.run(loop, start)
+        hub = get_hub(loop)
+        loops.close(loop)
+        state["busy"] = [child for child in hub._children if child.future is not None]
+        close_client(loops, client)
+
+    try:
+        greenlet.greenlet(body).switch()
+        assert state["insert"].cancelled()
+        assert state["busy"] == []
+    finally:
+        wire.stop()

@@ -1050,14 +1050,29 @@ class Hub:
 
         loop.close = close  # type: ignore[method-assign]
 
+        # asyncio.run() and asyncio.Runner call shutdown_asyncgens() once every task is
+        # cancelled and done, and then shut down the default executor, which calls
+        # still need (DNS lookups, key derivation): the calls nobody awaits finish there.
+        shutdown_asyncgens = loop.shutdown_asyncgens
+
+        async def finish_then_shutdown_asyncgens() -> None:
+            try:
+                await self._finish_unawaited_running()
+            finally:
+                await shutdown_asyncgens()
+
+        loop.shutdown_asyncgens = finish_then_shutdown_asyncgens  # type: ignore[method-assign]
+
     def _unfinished(self) -> list[asyncio.Future[Any]]:
         # The futures of this thread's calls not done yet: running, or queued to start.
+        # (getattr: a child that greenlet could not end on its exited thread may linger
+        # with its slots cleared.)
         me = thread_token()
-        unfinished: list[asyncio.Future[Any]] = [
-            child.future
-            for child in self._children
-            if child.future is not None and not child.future.done() and child.thread is me
-        ]
+        unfinished: list[asyncio.Future[Any]] = []
+        for child in self._children:
+            future = getattr(child, "future", None)
+            if future is not None and not future.done() and child.thread is me:
+                unfinished.append(future)
         unfinished.extend(
             entry[4]
             for entry in self._queue
@@ -1065,52 +1080,61 @@ class Hub:
         )
         return unfinished
 
+    def _may_finish_unawaited(self) -> bool:
+        # On the loop's thread: whether this process's hub, not closed, has calls to
+        # finish, and no task of the application's is left (the current one, running
+        # this, aside).
+        if self._closed or self.pid != _process[0] or sys.is_finalizing():
+            return False
+        try:
+            if self._clock.thread is not thread_token() or not self._unfinished():
+                return False
+        except RuntimeError:  # "greenlet is being finalized": no switch is possible
+            return False
+        current = asyncio.current_task(self.loop) if self.loop.is_running() else None
+        return all(task.done() or task is current for task in asyncio.all_tasks(self.loop))
+
+    async def _finish_unawaited_running(self) -> None:
+        # finish_unawaited, on the running loop (from shutdown_asyncgens).
+        if not self._may_finish_unawaited():
+            return
+        loop = self.loop
+        deadline = loop.time() + UNAWAITED_TIMEOUT
+        unfinished = self._unfinished()
+        while unfinished:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.wait(unfinished, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            unfinished = self._unfinished()
+
     def finish_unawaited(self) -> None:
         """Let the calls nobody awaits finish before the loop closes.
 
         A call made without ``await`` (a write fired and forgotten, ``close()`` as Motor
-        3.7.1 code calls it) may still be running, or waiting to start, when its loop is
-        closed: ``asyncio.run()`` closes it as soon as the main coroutine is done.
-        Motor 3.7.1 ran such calls to the end in its thread pool, which
-        ``asyncio.run()`` waits for; cancelled with the loop, a write not yet sent would
-        be lost.  So, if every task of the loop is done (``asyncio.run()`` cancels
-        those left) and calls of this hub are not, the loop runs on until they are,
-        for at most :data:`UNAWAITED_TIMEOUT` seconds; :meth:`close` then cancels what
-        is left.  Calls that queued for their client's admission start as others
-        finish, as usual.  A loop with tasks still pending is not run again: what ran
-        then would be the application's, not just Motor's.  Called as the loop is
-        closed, on its thread, while it is stopped.
+        3.7.1 code calls it) may still be running, or waiting to start, when its loop
+        shuts down: ``asyncio.run()`` does as soon as the main coroutine is done.  Motor
+        3.7.1 ran such calls to the end in its thread pool, which ``asyncio.run()``
+        waits for; cancelled with the loop, a write not yet sent would be lost.  So, if
+        every task of the loop is done and calls of this hub are not, the loop runs on
+        until they are, for at most :data:`UNAWAITED_TIMEOUT` seconds; :meth:`close`
+        then cancels what is left.  Calls that queued for their client's admission start
+        as others finish, as usual.  Under ``asyncio.run()`` (and ``asyncio.Runner``)
+        this happens in ``loop.shutdown_asyncgens()``, once every task was cancelled
+        and while the default executor, which calls may need (DNS lookups), still runs;
+        for a loop closed otherwise, in ``loop.close()`` (here).  A loop with tasks still
+        pending is not run again: what ran then would be the application's too.  Nor is
+        one closed while another loop runs in its thread.
         """
         loop = self.loop
         if (
-            self._closed
-            or loop.is_closed()
+            loop.is_closed()
             or loop.is_running()
-            or self.pid != _process[0]
-            or sys.is_finalizing()  # a loop collected at interpreter exit
+            or asyncio._get_running_loop() is not None
+            or not self._may_finish_unawaited()
         ):
             return
-        try:
-            if self._clock.thread is not thread_token() or not self._unfinished():
-                return
-        except RuntimeError:  # "greenlet is being finalized": no switch is possible
-            return
-        if any(not task.done() for task in asyncio.all_tasks(loop)):
-            return
-        deadline = loop.time() + UNAWAITED_TIMEOUT
-
-        async def finish() -> None:
-            unfinished = self._unfinished()
-            while unfinished:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return
-                await asyncio.wait(
-                    unfinished, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
-                )
-                unfinished = self._unfinished()
-
-        loop.run_until_complete(finish())
+        loop.run_until_complete(self._finish_unawaited_running())
 
     def close(self) -> None:
         """End every child of this hub; called when its loop is closed, after
@@ -1147,12 +1171,11 @@ class Hub:
             return
         idle = list(self._idle)
         self._idle.clear()
-        busy = [child for child in self._children if child.future is not None]
-        if current.parent is not None and current is not self._clock.runner:
-            # Closed from inside a child, or from another greenlet that is not the hub
-            # greenlet (see submit): the children cannot be switched to from here.
+        # (getattr: see _unfinished.)
+        busy = [child for child in self._children if getattr(child, "future", None) is not None]
+        if isinstance(current, Child):
             self._raise_interrupt()
-            return
+            return  # closed from inside a child: the others cannot be switched to here
         # Are the parked calls all this thread's, so that they end here?  Not after
         # fork(), nor when the loop last ran on another thread, which may still run
         # them: what is left of a close then is not this process's or thread's to do.
@@ -1163,7 +1186,15 @@ class Hub:
             if future is not None and not future.done():
                 future.cancel()
             waiter = child.waiter
-            if waiter is not None and waiter._child is child and self.pid == _process[0]:
+            # Only children of the greenlet closing the loop can be switched to from here
+            # (a child that parks or ends switches to its parent): not from another
+            # greenlet than the one the loop ran on (see submit).
+            if (
+                waiter is not None
+                and waiter._child is child
+                and self.pid == _process[0]
+                and child.parent is current
+            ):
                 try:
                     waiter.throw(Cancelled())
                 except greenlet.error:  # another thread: leave it to greenlet's cleanup
@@ -1174,6 +1205,8 @@ class Hub:
             else:
                 self._finishers.clear()
         for child in idle:
+            if child.parent is not current:
+                continue  # greenlet ends it once it is dropped
             try:
                 if _coverage_stacks:
                     _switch_on_own_stack(child.throw)
@@ -1183,6 +1216,10 @@ class Hub:
                 pass
         if self._stranded:
             self._end_stranded()
+            # Idle children kept for another thread's coverage tracer (_thread_changed):
+            # nothing would end them now, and a greenlet holding its hub is a cycle the
+            # garbage collector cannot see; greenlet ends them once they are dropped.
+            self._stranded = [c for c in self._stranded if getattr(c, "future", None)]
         self._done = None
         # An interrupt raised as the children above ended, or not yet raised on the loop.
         self._raise_interrupt()

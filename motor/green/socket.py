@@ -437,17 +437,19 @@ def _is_ip_literal(host: str) -> bool:
 def resolve(host: str, port: int, family: int, timeout: float | None) -> list[Any]:
     """``getaddrinfo`` that never blocks a loop.
 
-    IP literals are converted without any lookup.  A name is resolved by the loop's
-    resolver (a thread of the default executor) while the child is parked; outside a
-    child it is resolved in the calling thread.
+    IP literals are converted without any lookup.  A name is resolved in a thread of the
+    loop's default executor while the child is parked; outside a child it is resolved in
+    the calling thread.  (Through the executor's future, not a task running
+    ``loop.getaddrinfo()``: ``asyncio.run()`` cancels every task as it shuts down, and
+    then lets the calls nobody awaits finish: see ``Hub.finish_unawaited``.)
     """
     if _is_ip_literal(host):
         return socket.getaddrinfo(host, port, family, socket.SOCK_STREAM, 0, socket.AI_NUMERICHOST)
     current = _getcurrent()
     if isinstance(current, Child):
         hub = current.hub
-        future = hub.loop.create_task(
-            hub.loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        future = hub.loop.run_in_executor(
+            None, socket.getaddrinfo, host, port, family, socket.SOCK_STREAM
         )
         return hub.wait_future(future, timeout)
     refuse_to_block(f"a DNS lookup of {host!r}")
