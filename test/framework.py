@@ -38,6 +38,7 @@ import pymongo
 import pytest
 from pymongo import monitoring
 
+import motor.green.hub
 from motor.green.hub import Child, Hub
 
 __all__ = [
@@ -54,6 +55,7 @@ __all__ = [
     "pool_counters",
     "pytest_pyfunc_call",
     "pytest_terminal_summary",
+    "short_drain",
     "timed_children",
 ]
 
@@ -494,6 +496,14 @@ def fw(request: pytest.FixtureRequest) -> Iterator[Framework]:
     _stalls[nodeid] = (probe.max_gap, probe.max_busy, probe.max_driver, probe.second_busy)
     leftover = parked_children()
     assert not leftover, f"{len(leftover)} child greenlet(s) left parked: {leftover!r}"
+
+
+@pytest.fixture
+def short_drain(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Closing a loop waits at most 0.1 s (instead of ``UNAWAITED_TIMEOUT``'s 5 s) for the
+    calls nobody awaits (``Hub.finish_unawaited``): for tests whose calls stay parked on
+    purpose until the loop closes, on a server that never answers them."""
+    monkeypatch.setattr(motor.green.hub, "UNAWAITED_TIMEOUT", 0.1)
 
 
 @pytest.fixture

@@ -695,6 +695,7 @@ def test_close_from_another_thread_s_loop_closes_on_the_client_s(
     assert [type(exc).__name__ for exc in after_close] == ["ClientClosedError"]
 
 
+@pytest.mark.usefixtures("short_drain")
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_client_stays_on_an_open_loop_with_operations_in_flight(framework: str) -> None:
     # Moving would leave the find parked on the first loop, holding the only
@@ -780,6 +781,7 @@ def test_a_call_before_the_next_loop_runs_follows_the_application(
         raise errors[0]
 
 
+@pytest.mark.usefixtures("short_drain")
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_operations_cut_off_by_a_closing_loop_give_back_their_turns(framework: str) -> None:
     # One connection, so all but two operations wait for their turn in the client's
@@ -841,6 +843,7 @@ def test_calls_for_a_loop_that_closed_before_running_give_back_their_turns(
         wire.stop()
 
 
+@pytest.mark.usefixtures("short_drain")
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_a_close_not_awaited_finishes_when_its_loop_closes(framework: str) -> None:
     # Motor 3.7.1 code calls client.close() without await, often last before the loop
@@ -902,6 +905,7 @@ print("stopped:", client.delegate._closed)
     assert "Unclosed" not in result.stderr
 
 
+@pytest.mark.usefixtures("short_drain")
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_what_is_left_of_a_close_waits_a_bounded_time(monkeypatch: Any, framework: str) -> None:
     # What is left runs as the loop closes and blocks loop.close(): a server that

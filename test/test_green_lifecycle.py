@@ -99,6 +99,7 @@ def test_closed_loops_are_freed(server: Any, cycle: Any) -> None:
     )
 
 
+@pytest.mark.usefixtures("short_drain")
 def test_closing_a_loop_ends_its_parked_operations() -> None:
     wire = WireServer(stall_on="find")
     loop = asyncio.new_event_loop()

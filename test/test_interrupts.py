@@ -152,6 +152,7 @@ def test_an_interrupt_leaves_the_work_around_it_done(server: Any, framework: str
         loops.close(loop)
 
 
+@pytest.mark.usefixtures("short_drain")
 @pytest.mark.parametrize("framework", FRAMEWORKS)
 def test_an_interrupt_as_the_loop_closes_ends_every_call(framework: str) -> None:
     """Closing the loop cancels the calls parked on it; one whose cleanup raises
