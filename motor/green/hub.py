@@ -175,8 +175,8 @@ class Child(greenlet.greenlet):
 
 
 # Set once a child started on a thread whose coverage.py tracer keeps one call stack for
-# all greenlets (_own_stacks_needed): every switch into a child then goes through
-# _switch_on_own_stack.
+# all greenlets (_own_stacks_needed): the hot paths' switches into children (a start, a
+# resume) then go through _switch_on_own_stack too, as the others always do.
 _coverage_stacks = False
 
 
@@ -402,10 +402,7 @@ class Waiter:
         hub = self._hub
         hub._entered = started = _perf_counter()
         try:
-            if _coverage_stacks:
-                _switch_on_own_stack(child.throw, exc)
-            else:
-                child.throw(exc)
+            _switch_on_own_stack(child.throw, exc)
         except greenlet.error:  # parked by a thread that no longer runs the loop
             self.abandoned = True
             hub._strand(child)
@@ -1208,10 +1205,7 @@ class Hub:
             if child.parent is not current:
                 continue  # greenlet ends it once it is dropped
             try:
-                if _coverage_stacks:
-                    _switch_on_own_stack(child.throw)
-                else:
-                    child.throw()
+                _switch_on_own_stack(child.throw)
             except greenlet.error:
                 pass
         if self._stranded:
@@ -1424,10 +1418,7 @@ class Hub:
                 self._stranded.append(child)
                 continue
             try:
-                if _coverage_stacks:
-                    _switch_on_own_stack(child.throw)
-                else:
-                    child.throw()
+                _switch_on_own_stack(child.throw)
             except greenlet.error:
                 continue
             if child:  # parked again by its cleanup: ended by close() at the latest
@@ -1453,10 +1444,7 @@ class Hub:
         child = Child(self, parent)
         self._children.add(child)
         # Starts _serve, which parks at once for its first call.
-        if _coverage_stacks:
-            _switch_on_own_stack(child.switch)
-        else:
-            child.switch()
+        _switch_on_own_stack(child.switch)
         return child
 
     def _start(
