@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import gc
+import socket
 import threading
 import time
 import tracemalloc
@@ -190,6 +191,51 @@ async def test_close_ends_operations_waiting_for_a_silent_server(fw: Any) -> Non
         assert parked_children() == []
     finally:
         wire.stop()
+
+
+def _frames(child: Any) -> list[str]:
+    names = []
+    frame = child.gr_frame
+    while frame is not None:
+        names.append(frame.f_code.co_name)
+        frame = frame.f_back
+    return names
+
+
+async def test_close_wakes_calls_waiting_for_a_server(fw: Any, monkeypatch: Any) -> None:
+    """A call waiting in server selection when its client closes raises PyMongo's error
+    for a closed client at once.  PyMongo's ``Topology.close()`` does not wake it: it
+    would wait for its next wake-up (``MIN_HEARTBEAT_INTERVAL``, an hour here), and a
+    loop closing after ``close()`` waits for the calls nobody awaited."""
+    from pymongo import common
+    from pymongo.errors import InvalidOperation
+
+    monkeypatch.setattr(common, "MIN_HEARTBEAT_INTERVAL", 3600.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # connections complete; nothing is ever answered
+    try:
+        port = listener.getsockname()[1]
+        client = fw.client(
+            f"mongodb://127.0.0.1:{port}",
+            serverSelectionTimeoutMS=600_000,
+            heartbeatFrequencyMS=3_600_000,
+        )
+        operation = client.db.coll.insert_one({})
+        for _ in range(1000):
+            waiting = [c for c in parked_children() if "_select_servers_loop" in _frames(c)]
+            if waiting:
+                break
+            await asyncio.sleep(0.01)
+        assert waiting, "the insert never waited in server selection"
+        await client.close()
+        # Bounded only so that a regression fails instead of hanging the run.
+        results = await asyncio.wait_for(asyncio.gather(operation, return_exceptions=True), 30)
+        assert isinstance(results[0], InvalidOperation), results
+        assert "after close" in str(results[0])
+        assert parked_children() == []
+    finally:
+        listener.close()
 
 
 async def test_a_client_dropped_without_close_is_freed_at_once(fw: Any, server: Any) -> None:

@@ -1263,6 +1263,25 @@ def close_client(client: Any) -> None:
             if isinstance(pool, GreenPool):
                 pool.close_idle()
     client.close()
+    if topology is not None:
+        wake_server_selections(topology)
+
+
+def wake_server_selections(topology: Any) -> None:
+    """Wake the server selections waiting on a topology that was just closed.
+
+    ``Topology.close()`` does not notify its condition, so a selection waiting for a
+    server (a call made before the client connected, say) would see the closed topology
+    only at its next wake-up, up to ``MIN_HEARTBEAT_INTERVAL`` (0.5 s) later, and then
+    raise ``InvalidOperation`` ("Cannot use MongoClient after close").  Woken now, it
+    raises the same at once, and a loop that waits for such calls to finish as it closes
+    does not wait for nothing.
+    """
+    condition = getattr(topology, "_condition", None)
+    if condition is None:
+        return
+    with topology._lock:
+        condition.notify_all()
 
 
 #: How long what is left of a ``close()`` cut off by its loop's closing may wait for
