@@ -113,11 +113,22 @@ class ManifestEntry:
     def _document(self, fn: Callable[..., Any], owner: type, name: str, what: str) -> None:
         target = self.target(owner, name)
         fn.__name__ = name
-        fn.__qualname__ = f"{owner.__name__}.{name}"
         fn.__module__ = owner.__module__
         function = target.fget if isinstance(target, property) else target
         if isinstance(function, (staticmethod, classmethod)):
             function = function.__func__
+        # PyMongo's qualified name for a method that calls PyMongo's and returns its
+        # result, as Motor 3.7.1's (functools.wraps) had: a coroutine never awaited is
+        # reported under it ("coroutine 'Database.list_collections' was never
+        # awaited"), and warning filters written for Motor 3.7.1 match.  Methods that
+        # wrap the result in a Motor object, or bind PyMongo's parameters at the call,
+        # were Motor's own in Motor 3.7.1, and keep Motor's name.
+        own = isinstance(target, property) or (
+            self.wrap is not None and not isinstance(self, Async)
+        )
+        own = own or getattr(self, "bind_at_call", False)
+        qualname = None if own else getattr(function, "__qualname__", None)
+        fn.__qualname__ = qualname if isinstance(qualname, str) else f"{owner.__name__}.{name}"
         documented = callable(function)
         base_doc = self.doc or (inspect.getdoc(function) if documented else None) or ""
         fn.__doc__ = f"{what}\n\n{base_doc}" if what else base_doc

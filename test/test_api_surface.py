@@ -42,6 +42,8 @@ from pymongo.synchronous.mongo_client import MongoClient
 
 import motor
 from motor import motor_asyncio, motor_tornado
+from test.framework import Framework
+from test.oracle import motor_class
 
 # Motor name (without the framework prefix) -> PyMongo sync class, PyMongo async class.
 PAIRS: dict[str, tuple[type, type]] = {
@@ -364,3 +366,32 @@ def test_any_module_can_be_imported_first(module: str, tornado: bool) -> None:
     code = f"{hide}import {module}; import motor.core as c; c.AgnosticCursor"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+async def test_coroutines_never_awaited_are_named_as_in_motor_3_7_1(
+    fw: Framework, server: Any
+) -> None:
+    """A coroutine method called and never awaited is reported ("coroutine '...' was never
+    awaited") under PyMongo's name, as Motor 3.7.1's methods (``functools.wraps``) were,
+    so warning filters written for Motor 3.7.1 match; Motor 3.7.1's own methods keep
+    Motor's name."""
+    module = motor_asyncio if fw.name == "asyncio" else motor_tornado
+    client = fw.client(server.uri)
+    db = client.motor_test
+    bucket = getattr(module, motor_class(fw, "GridFSBucket"))(db)
+    coroutines = {
+        "Database.list_collections": db.list_collections(),
+        "Database.create_collection": db.create_collection("never_created"),
+        "MongoClient.list_databases": client.list_databases(),
+        "GridFSBucket.open_download_stream": bucket.open_download_stream(1),
+        "GridFSBucket.open_download_stream_by_name": bucket.open_download_stream_by_name("f"),
+        "AgnosticDatabase.cursor_command": db.cursor_command("ping"),
+    }
+    try:
+        assert {c.__qualname__: name for name, c in coroutines.items()} == {
+            name: name for name in coroutines
+        }
+        assert all(inspect.iscoroutine(c) for c in coroutines.values())
+    finally:
+        for coroutine in coroutines.values():
+            coroutine.close()  # never started: no warning
