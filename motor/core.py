@@ -55,7 +55,13 @@ from motor.errors import (
 from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
 from motor.green.hub import Hub, OpFuture, _process, get_hub, thread_token
-from motor.green.pool import TIMEOUT, client_hooks, close_client, finish_closing
+from motor.green.pool import (
+    TIMEOUT,
+    client_hooks,
+    close_client,
+    finish_closing,
+    wake_server_selections,
+)
 from motor.metaprogramming import (
     Async,
     Delegate,
@@ -1033,6 +1039,7 @@ class AgnosticClient(AgnosticBaseProperties[_DocumentType]):
         if loop is None:
             binding.close()
             self.delegate.close()
+            wake_server_selections(self.delegate._topology)
             return _COMPLETED
         owner = binding.hub
         if (

@@ -222,12 +222,7 @@ async def test_close_wakes_calls_waiting_for_a_server(fw: Any, monkeypatch: Any)
             heartbeatFrequencyMS=3_600_000,
         )
         operation = client.db.coll.insert_one({})
-        for _ in range(1000):
-            waiting = [c for c in parked_children() if "_select_servers_loop" in _frames(c)]
-            if waiting:
-                break
-            await asyncio.sleep(0.01)
-        assert waiting, "the insert never waited in server selection"
+        await _parked_in_server_selection()
         await client.close()
         # Bounded only so that a regression fails instead of hanging the run.
         results = await asyncio.wait_for(asyncio.gather(operation, return_exceptions=True), 30)
@@ -236,6 +231,69 @@ async def test_close_wakes_calls_waiting_for_a_server(fw: Any, monkeypatch: Any)
         assert parked_children() == []
     finally:
         listener.close()
+
+
+async def _parked_in_server_selection() -> None:
+    for _ in range(1000):
+        if any("_select_servers_loop" in _frames(c) for c in parked_children()):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no call waited in server selection")
+
+
+@pytest.mark.parametrize("framework", ["asyncio", "tornado"])
+def test_a_close_where_no_loop_runs_wakes_calls_waiting_for_a_server(
+    framework: str, monkeypatch: Any
+) -> None:
+    """``close()`` called where no loop runs (between two ``run_until_complete``) closes
+    synchronously, and wakes the calls waiting for a server as the asynchronous close
+    does: they raise PyMongo's error for a closed client when the loop runs again."""
+    from pymongo import common
+    from pymongo.errors import InvalidOperation
+    from tornado.ioloop import IOLoop
+
+    monkeypatch.setattr(common, "MIN_HEARTBEAT_INTERVAL", 3600.0)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # connections complete; nothing is ever answered
+    uri = f"mongodb://127.0.0.1:{listener.getsockname()[1]}"
+    options: dict[str, Any] = {
+        "serverSelectionTimeoutMS": 600_000,
+        "heartbeatFrequencyMS": 3_600_000,
+    }
+    io_loop = IOLoop(make_current=False) if framework == "tornado" else None
+    loop = asyncio.new_event_loop() if io_loop is None else io_loop.asyncio_loop  # type: ignore[attr-defined]
+
+    def run(coroutine: Any) -> Any:
+        if io_loop is None:
+            return loop.run_until_complete(coroutine)
+        return io_loop.run_sync(lambda: coroutine)
+
+    async def start() -> tuple[Any, Any]:
+        if io_loop is None:
+            client: Any = AsyncIOMotorClient(uri, **options)
+        else:
+            client = MotorClient(uri, io_loop=io_loop, **options)
+        operation = client.db.coll.insert_one({})
+        await _parked_in_server_selection()
+        return client, operation
+
+    async def outcome(operation: Any) -> Any:
+        # Bounded only so that a regression fails instead of hanging the run.
+        return (await asyncio.wait_for(asyncio.gather(operation, return_exceptions=True), 30))[0]
+
+    try:
+        client, operation = run(start())
+        client.close()  # no loop runs: closes synchronously
+        result = run(outcome(operation))
+        assert isinstance(result, InvalidOperation), result
+        assert "after close" in str(result)
+    finally:
+        listener.close()
+        if io_loop is not None:
+            io_loop.close(all_fds=False)
+        else:
+            loop.close()
 
 
 async def test_a_client_dropped_without_close_is_freed_at_once(fw: Any, server: Any) -> None:
