@@ -277,6 +277,10 @@ class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
             data = delegate._data
             if data:
                 return cast("_DocumentType", data.popleft())
+        if not self.alive:
+            # Closed or exhausted: nothing to fetch, and not started by this (as in
+            # Motor 3.7.1 and PyMongo, whose next() does no I/O then).
+            raise StopAsyncIteration
         doc = await self._fetch(_next_or_stop)
         if doc is _STOP:
             raise StopAsyncIteration
@@ -548,6 +552,9 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
         self._kwargs = dict(kwargs)
         self._batch_size: int | None = None
         self._starting: asyncio.Future[None] | None = None
+        # The command failed when the first fetch ran it: the cursor is over (its error
+        # was raised by that fetch), and the command does not run again.
+        self._failed = False
 
     def batch_size(self, batch_size: int) -> Self:
         """Limit the number of documents per batch; returns this cursor."""
@@ -564,7 +571,7 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
     def _started_delegate(self) -> Any:
         # Runs on a child: start the command, once.
         delegate = self.delegate
-        if delegate is not None or self._closed:
+        if delegate is not None or self._closed or self._failed:
             return delegate
         child = current_child()
         assert child is not None
@@ -575,7 +582,15 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
             return self.delegate
         starting = self._starting = child.hub.loop.create_future()
         try:
-            delegate = self._start()
+            try:
+                delegate = self._start()
+            except Exception:
+                # Raised by this fetch; later fetches find the cursor over, as in Motor
+                # 3.7.1, which ran the command once: they do not run it again (a
+                # pipeline with $out or $merge, say).  A cancelled fetch (Cancelled, a
+                # BaseException) leaves the command to the next one.
+                self._failed = True
+                raise
             self.delegate = delegate
         finally:
             self._starting = None
@@ -595,9 +610,10 @@ class AgnosticLatentCommandCursor(AgnosticCommandCursor[_DocumentType]):
 
     @property
     def alive(self) -> bool:
-        """Might the cursor return more documents? True until started and exhausted."""
+        """Might the cursor return more documents?  True until started and exhausted,
+        closed, or its command failed."""
         if self.delegate is None:
-            return not self._closed
+            return not (self._closed or self._failed)
         return bool(self.delegate.alive)
 
     @property

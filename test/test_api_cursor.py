@@ -862,6 +862,35 @@ async def test_aggregate_errors_surface_on_first_fetch(fw: Framework, server: An
     fw.probe.assert_below(MAX_BUSY)
 
 
+async def test_a_failed_latent_command_runs_once(fw: Framework, server: Any) -> None:
+    """The command of a latent cursor whose first fetch raised its error is not run
+    again by later fetches (a pipeline with ``$out`` or ``$merge``, say): the cursor is
+    over, as in Motor 3.7.1 (where ``to_list(0)`` gave ``[]`` and ``next()`` raised
+    ``StopAsyncIteration`` after it), and no longer ``alive``."""
+    recorder = Recorder()
+    client = fw.client(server.uri, event_listeners=[recorder])
+    async with scratch_db(client) as db:
+        await seed(db.c, 3)
+        pipelines: list[list[dict[str, Any]]] = [
+            [{"$foo": {}}],
+            [{"$match": {"a": {"$bogus": 1}}}],
+        ]
+        for pipeline in pipelines:
+            before = len(recorder.started_commands("aggregate"))
+            cursor = db.c.aggregate(pipeline)
+            with pytest.raises(OperationFailure):
+                await cursor.next()
+            assert not cursor.alive
+            assert await cursor.to_list(0) == []
+            assert await cursor.to_list() == []
+            assert [doc async for doc in cursor] == []
+            with pytest.raises(StopAsyncIteration):
+                await cursor.next()
+            assert await cursor.try_next() is None
+            assert len(recorder.started_commands("aggregate")) == before + 1
+    fw.probe.assert_below(MAX_BUSY)
+
+
 async def test_latent_batch_size_applies(fw: Framework, server: Any) -> None:
     recorder = Recorder()
     client = fw.client(server.uri, event_listeners=[recorder])
@@ -941,10 +970,24 @@ async def test_started_and_closed(fw: Framework, server: Any) -> None:
         assert ids(await cursor.to_list()) == [0, 1, 2, 3]
         assert cursor.started and not cursor.alive and not cursor.closed
 
-        # Closing a cursor that never fetched does not start it.
-        unstarted = db.c.find()
-        await unstarted.close()
-        assert (unstarted.started, unstarted.closed) == (False, True)
+        # Closing a cursor that never fetched does not start it, nor does a fetch from
+        # it afterwards (Motor 3.7.1's next() checked alive first).
+        for fetch in ("next", "async for", "to_list"):
+            for unstarted in (db.c.find(), db.c.aggregate([])):
+                await unstarted.close()
+                assert (unstarted.started, unstarted.closed) == (False, True)
+                if fetch == "next":
+                    with pytest.raises(StopAsyncIteration):
+                        await unstarted.next()
+                elif fetch == "async for":
+                    assert [doc async for doc in unstarted] == []
+                else:
+                    assert await unstarted.to_list() == []
+                assert (unstarted.started, unstarted.closed, unstarted.alive) == (
+                    False,
+                    True,
+                    False,
+                ), fetch
 
         # Latent command cursors start on their first fetch.
         for command_cursor in (db.c.aggregate([]), db.c.list_indexes()):
