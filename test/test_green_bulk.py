@@ -19,7 +19,7 @@ import pytest
 from bson import ObjectId
 from bson.codec_options import DEFAULT_CODEC_OPTIONS
 from bson.raw_bson import RawBSONDocument
-from pymongo import InsertOne, monitoring
+from pymongo import DeleteOne, InsertOne, UpdateOne, monitoring
 from pymongo.bulk_shared import _Run
 from pymongo.compression_support import ZlibContext
 from pymongo.errors import BulkWriteError, DocumentTooLarge
@@ -155,6 +155,41 @@ async def test_bulk_write_commands_are_sized_too(
     result = await coll.bulk_write([InsertOne({"i": i}) for i in range(3200)])
     assert result.inserted_count == 3200
     assert inserts.sizes == [1000, 2000, 200]
+
+
+async def test_each_run_of_a_bulk_write_starts_at_the_first_command_s_sizes(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command that took long to encode shrinks the next command of its run, not the
+    first command of the next run: a bulk write whose runs each fit in a first command
+    is sent in PyMongo's commands (one per run), however slow an earlier run was."""
+    commands: list[tuple[str, int]] = []
+    items = {"insert": "documents", "update": "updates", "delete": "deletes"}
+
+    class Writes(_Inserts):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name in items:
+                commands.append((event.command_name, len(event.command[items[event.command_name]])))
+
+    # Every command seems to take 10 s to encode: the next one of its run carries one
+    # document.
+    monkeypatch.setattr(green_bulk, "_thread_time", _Clock(10.0))
+    client = fw.client(server.uri, event_listeners=[Writes()])
+    coll = client.motor_test[f"bulk_runs_{fw.name}"]
+    await coll.drop()
+    result = await coll.bulk_write(
+        [InsertOne({"_id": i}) for i in range(3)]
+        + [UpdateOne({"_id": i}, {"$set": {"u": 1}}) for i in range(3)]
+        + [DeleteOne({"_id": i}) for i in range(2)]
+    )
+    assert (result.inserted_count, result.modified_count, result.deleted_count) == (3, 3, 2)
+    assert commands == [("insert", 3), ("update", 3), ("delete", 2)]
+    # Within a run, the sizes still follow the encoding time.
+    commands.clear()
+    await coll.insert_many([{"i": i} for i in range(4)])
+    assert commands == [("insert", 4)]
+    await coll.bulk_write([InsertOne({"i": i}) for i in range(1003)])
+    assert commands[1:] == [("insert", 1000), ("insert", 1), ("insert", 1), ("insert", 1)]
 
 
 async def test_a_small_insert_many_is_one_command_on_the_loop(

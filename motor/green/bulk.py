@@ -191,11 +191,20 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
     _green_sizes: tuple[int, int, bool] = (GREEN_WRITE_BATCH, FIRST_COMMAND_BYTES, True)
     _green_check_sizes: tuple[int, int, bool] = (GREEN_WRITE_BATCH, FIRST_COMMAND_BYTES, True)
     _green_checked: tuple[Any, int] | None = None
+    # The run (operations of one type, one after the other) _green_sizes were sized in.
+    _green_sized_run: Any = None
 
     def _green_encode(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
         if in_child():
             # Each command is encoded in a loop iteration's work window of its own.
             _pause_if_spent()
+        run = getattr(self, "current_run", None)
+        if run is not self._green_sized_run:
+            # A run's first command has a write's first sizes, whatever the previous
+            # run's cost: a bulk write whose runs are each within them is sent in
+            # PyMongo's commands (a run's first command after a slow one was split).
+            self._green_sized_run = run
+            self._green_sizes = GreenBulk._green_sizes
         encoded, self._green_sizes = _encode_sized(bwc, cmd, ops, limit, self._green_sizes)
         return encoded
 
