@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 import threading
 from typing import Any
 
@@ -190,6 +191,62 @@ async def test_each_run_of_a_bulk_write_starts_at_the_first_command_s_sizes(
     assert commands == [("insert", 4)]
     await coll.bulk_write([InsertOne({"i": i}) for i in range(1003)])
     assert commands[1:] == [("insert", 1000), ("insert", 1), ("insert", 1), ("insert", 1)]
+
+
+@pytest.mark.parametrize("count", [600, 1500], ids=["on-the-loop", "in-a-thread"])
+@pytest.mark.parametrize("method", ["bulk_write", "insert_many"])
+async def test_a_retried_command_carries_the_documents_of_the_failed_one(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, method: str, count: int
+) -> None:
+    """A retryable write's retry has the transaction number and the statements of the
+    attempt that failed (the server may have applied it): the same documents, however long
+    the failed command took to encode, or those past the retry's end would go in the next
+    command under a new transaction number, and be applied twice."""
+    server = mockup(auto_ismaster=None)
+    hello = {
+        "ismaster": True,
+        "isWritablePrimary": True,
+        "setName": "rs",
+        "minWireVersion": 0,
+        "maxWireVersion": 21,
+        "logicalSessionTimeoutMinutes": 30,
+    }
+    standing = standing_replies(hello)
+    sent: list[tuple[int, int, int]] = []  # txnNumber, first _id, documents
+
+    def respond(request: Any) -> bool:
+        if request.command_name not in ("insert", "update"):
+            return standing(request)
+        items = request.doc.get("documents") or request.doc.get("updates")
+        first = items[0]["_id"] if "_id" in items[0] else items[0]["q"]["_id"]
+        sent.append((request.doc["txnNumber"], first, len(items)))
+        if len(sent) == 1:
+            request.hangup()  # received, and maybe applied: the case retries exist for
+            return True
+        return bool(request.ok(n=len(items), nModified=len(items)))
+
+    server.autoresponds(respond)
+    # Every command seems to take 10 s to encode: without the failed command's count,
+    # the retry would carry one document.
+    monkeypatch.setattr(green_bulk, "_thread_time", _Clock(10.0))
+    client = fw.client(server.uri, directConnection=True)
+    coll = client.db.coll
+    if method == "bulk_write":
+        ops = [UpdateOne({"_id": i}, {"$inc": {"x": 1}}) for i in range(count)]
+        await coll.bulk_write(ops)
+    else:
+        await coll.insert_many([{"_id": i} for i in range(count)])
+    first = min(count, green_bulk.GREEN_WRITE_BATCH)
+    assert sent[0] == (1, 0, first)
+    assert sent[1] == sent[0]  # the retry
+    # The rest, each statement once, under new transaction numbers.
+    assert sum(n for _, _, n in sent[2:]) == count - first
+    if count == first:
+        return
+    assert sent[2][:2] == (2, 1000)
+    assert [first for _, first, _ in sent[2:]] == list(
+        itertools.accumulate([1000] + [n for _, _, n in sent[2:-1]])
+    )
 
 
 async def test_a_small_insert_many_is_one_command_on_the_loop(

@@ -193,6 +193,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
     _green_checked: tuple[Any, int] | None = None
     # The run (operations of one type, one after the other) _green_sizes were sized in.
     _green_sized_run: Any = None
+    # The last command encoded: its run, where it starts in the run, its documents.
+    _green_last: tuple[Any, int, int] | None = None
 
     def _green_encode(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
         if in_child():
@@ -206,6 +208,28 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
             self._green_sized_run = run
             self._green_sizes = GreenBulk._green_sizes
         encoded, self._green_sizes = _encode_sized(bwc, cmd, ops, limit, self._green_sizes)
+        return encoded
+
+    def _green_retry(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
+        """The command that failed, again, for PyMongo's retry of it (None: not a retry).
+
+        A retryable write is retried with the same transaction number, and the server
+        recognises the statements it has already applied by their numbers: the retry must
+        carry the documents of the attempt that failed, exactly, or those past its end
+        would go in the next command, under a new transaction number, and be applied
+        twice.  PyMongo's commands are sized by the server's limits alone, so its retry is
+        the same command; here the sizes follow encoding time, so the retry takes the
+        failed command's count instead of new sizes.
+        """
+        last = self._green_last
+        run: Any = self.current_run
+        if not self.retrying or last is None or last[0] is not run or last[1] != run.idx_offset:
+            return None
+        if in_child():
+            _pause_if_spent()
+        count = min(last[2], limit)
+        sizes = (count, bwc.conn.max_message_size, True)
+        encoded, _ = _encode_sized(bwc, cmd, itertools.islice(ops, count), limit, sizes)
         return encoded
 
     def _green_check_ahead(self, bwc: Any, cmd: Any, encoded: Any, limit: int, ack: bool) -> None:
@@ -323,15 +347,19 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         limit = getattr(bwc.conn, SERVER_WRITE_BATCH, None)
         if limit is None or self.is_encrypted:
             return None
-        run = self.current_run
-        checked = self._green_checked
-        if checked is not None and checked[0] is run and run.idx_offset < checked[1]:
-            # Within documents checked ahead: the command ends where PyMongo's would.
-            return self._green_encode(
-                bwc, cmd, itertools.islice(ops, checked[1] - run.idx_offset), limit
-            )
-        encoded = self._green_encode(bwc, cmd, ops, limit)
-        self._green_check_ahead(bwc, cmd, encoded, limit, ack)
+        run: Any = self.current_run
+        encoded = self._green_retry(bwc, cmd, ops, limit)
+        if encoded is None:
+            checked = self._green_checked
+            if checked is not None and checked[0] is run and run.idx_offset < checked[1]:
+                # Within documents checked ahead: the command ends where PyMongo's would.
+                encoded = self._green_encode(
+                    bwc, cmd, itertools.islice(ops, checked[1] - run.idx_offset), limit
+                )
+            else:
+                encoded = self._green_encode(bwc, cmd, ops, limit)
+                self._green_check_ahead(bwc, cmd, encoded, limit, ack)
+        self._green_last = (run, run.idx_offset, len(encoded[2]))
         return encoded
 
     def _execute_batch_unack(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:
