@@ -117,16 +117,16 @@ class ManifestEntry:
         function = target.fget if isinstance(target, property) else target
         if isinstance(function, (staticmethod, classmethod)):
             function = function.__func__
-        # PyMongo's qualified name for a method that calls PyMongo's and returns its
-        # result, as Motor 3.7.1's (functools.wraps) had: a coroutine never awaited is
-        # reported under it ("coroutine 'Database.list_collections' was never
-        # awaited"), and warning filters written for Motor 3.7.1 match.  Methods that
-        # wrap the result in a Motor object, or bind PyMongo's parameters at the call,
+        # PyMongo's qualified name for a method made from PyMongo's, as Motor 3.7.1's
+        # (functools.wraps) had: a coroutine never awaited is reported under it
+        # ("coroutine 'Database.list_collections' was never awaited"), and warning
+        # filters written for Motor 3.7.1 match.  The methods that make a cursor without
+        # I/O (find, clone, ...) and those that bind PyMongo's parameters at the call
         # were Motor's own in Motor 3.7.1, and keep Motor's name.
-        own = isinstance(target, property) or (
-            self.wrap is not None and not isinstance(self, Async)
+        makes_cursor = (
+            self.wrap is not None and self.wrap.endswith("Cursor") and not isinstance(self, Async)
         )
-        own = own or getattr(self, "bind_at_call", False)
+        own = isinstance(target, property) or makes_cursor or getattr(self, "bind_at_call", False)
         qualname = None if own else getattr(function, "__qualname__", None)
         fn.__qualname__ = qualname if isinstance(qualname, str) else f"{owner.__name__}.{name}"
         documented = callable(function)

@@ -70,6 +70,9 @@ def test_built_methods_have_pymongo_signatures_and_docs() -> None:
     assert "Update a single document" in MotorCollection.update_one.__doc__
     # PyMongo's qualified name, as Motor 3.7.1's method (functools.wraps) had.
     assert MotorCollection.update_one.__qualname__ == "Collection.update_one"
+    assert MotorCollection.with_options.__qualname__ == "Collection.with_options"
+    # Methods that make a cursor without I/O were Motor 3.7.1's own.
+    assert MotorCollection.find.__qualname__ == "AgnosticCollection.find"
 
 
 def test_a_replacement_call_mirrors_pymongo_s_method() -> None:
