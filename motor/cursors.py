@@ -392,7 +392,13 @@ class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
         function, as in Motor 3.7.1).  After the client's ``close()``, as with PyMongo,
         there is nothing left to do."""
         self._closed = True
-        if self.delegate is None or self._binding.closed:
+        if self.delegate is None:
+            return
+        if self._binding.closed:
+            # PyMongo's close() after the client's makes no I/O (the server cursor was
+            # killed with the client, or is left to it): the cursor is over, as in
+            # Motor 3.7.1 and PyMongo.
+            self.delegate.close()
             return
         await self._run(_close)
 

@@ -230,6 +230,9 @@ class AgnosticGridOutCursor(AgnosticCursor[Any]):
         if delegate._data:
             # A buffered file document: PyMongo makes the GridOut without I/O.
             return self._grid_out(delegate.next())
+        if not self.alive:
+            # Closed or exhausted: nothing to fetch, and not started by this.
+            raise StopAsyncIteration
         grid_out = await self._fetch(_next_or_stop)
         if grid_out is _STOP:
             raise StopAsyncIteration

@@ -29,6 +29,8 @@ from pymongo.command_cursor import CommandCursor
 from pymongo.cursor import Cursor
 from pymongo.errors import InvalidOperation, OperationFailure, PyMongoError
 
+import motor.motor_asyncio
+import motor.motor_tornado
 from test.framework import Framework
 
 MAX_BUSY = 0.010
@@ -859,6 +861,48 @@ async def test_aggregate_errors_surface_on_first_fetch(fw: Framework, server: An
         for fetch in fetches:
             cursor = db.c.aggregate(pipeline)  # no exception yet
             assert await motor_outcome(fetch(cursor)) == expected
+    fw.probe.assert_below(MAX_BUSY)
+
+
+async def test_a_cursor_closed_after_its_client_is_over(fw: Framework, server: Any) -> None:
+    """A cursor closed after its client's ``close()`` is over, as in Motor 3.7.1 and
+    PyMongo: not alive, ``next()`` raises ``StopAsyncIteration`` and ``to_list()`` returns
+    ``[]`` (no ``ClientClosedError``: there is nothing to fetch)."""
+    client = fw.client(server.uri)
+    async with scratch_db(client) as db:
+        await seed(db.c, 4)
+        cursor = db.c.find().sort("_id", 1).batch_size(2)
+        assert ids([await cursor.next(), await cursor.next()]) == [0, 1]
+        other = fw.client(server.uri)
+        other_cursor = other[db.name].c.find().sort("_id", 1).batch_size(2)
+        assert (await other_cursor.next())["_id"] == 0
+        await other_cursor.next()
+        await other.close()
+        assert other_cursor.alive
+        await other_cursor.close()
+        assert not other_cursor.alive
+        with pytest.raises(StopAsyncIteration):
+            await other_cursor.next()
+        assert await other_cursor.to_list() == []
+        await cursor.close()
+    fw.probe.assert_below(MAX_BUSY)
+
+
+async def test_a_closed_gridfs_cursor_fetches_nothing(fw: Framework, server: Any) -> None:
+    """A GridFS bucket's ``find()`` cursor closed before it fetched is not started by a
+    fetch, which returns nothing (as the other cursors, and Motor 3.7.1's)."""
+    client = fw.client(server.uri)
+    async with scratch_db(client) as db:
+        module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+        bucket = getattr(module, motor_name(fw, "GridFSBucket"))(db)
+        await bucket.upload_from_stream("f", b"data")
+        cursor = bucket.find()
+        await cursor.close()
+        with pytest.raises(StopAsyncIteration):
+            await cursor.next()
+        assert [f async for f in cursor] == []
+        assert (cursor.started, cursor.closed, cursor.alive) == (False, True, False)
+        assert len(await bucket.find().to_list()) == 1
     fw.probe.assert_below(MAX_BUSY)
 
 
