@@ -249,6 +249,46 @@ async def test_a_retried_command_carries_the_documents_of_the_failed_one(
     )
 
 
+async def test_a_retry_encodes_large_values_as_the_failed_command_did(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry is encoded as the command that failed was, large values included: a
+    command that followed small documents carried its 300 KB values in its own bytes
+    (inline, up to maxMessageSize), and a retry that spliced them instead (fewer fit in a
+    message then) carried fewer documents, the rest going under a new transaction number."""
+    server = mockup(auto_ismaster=None)
+    hello = {
+        "ismaster": True,
+        "isWritablePrimary": True,
+        "setName": "rs",
+        "minWireVersion": 0,
+        "maxWireVersion": 21,
+        "logicalSessionTimeoutMinutes": 30,
+    }
+    standing = standing_replies(hello)
+    sent: list[tuple[int, int, int]] = []  # txnNumber, first _id, documents
+
+    def respond(request: Any) -> bool:
+        if request.command_name != "insert":
+            return standing(request)
+        documents = request.doc["documents"]
+        sent.append((request.doc["txnNumber"], documents[0]["_id"], len(documents)))
+        if len(sent) == 3:
+            request.hangup()
+            return True
+        return bool(request.ok(n=len(documents)))
+
+    server.autoresponds(respond)
+    # Encoding seems to take no time: each command may be 8 times the one before.
+    monkeypatch.setattr(green_bulk, "_thread_time", lambda: 0.0)
+    client = fw.client(server.uri, directConnection=True)
+    values = ["s" * 15_000] * 610 + ["L" * 300_000] * 140
+    await client.db.coll.insert_many([{"_id": i, "v": v} for i, v in enumerate(values)])
+    assert len(sent[2]) == 3 and sent[2][2] > 105  # more large values than a spliced command holds
+    assert sent[3] == sent[2]  # the retry
+    assert sum(n for _, _, n in sent) - sent[3][2] == len(values)
+
+
 async def test_a_small_insert_many_is_one_command_on_the_loop(
     fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -193,8 +193,10 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
     _green_checked: tuple[Any, int] | None = None
     # The run (operations of one type, one after the other) _green_sizes were sized in.
     _green_sized_run: Any = None
-    # The last command encoded: its run, where it starts in the run, its documents.
-    _green_last: tuple[Any, int, int] | None = None
+    # The sizes the last command was encoded with (_green_sizes then); that command's
+    # run, where it starts in the run, its documents, and those sizes.
+    _green_used: tuple[int, int, bool] = _green_sizes
+    _green_last: tuple[Any, int, int, tuple[int, int, bool]] | None = None
 
     def _green_encode(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
         if in_child():
@@ -207,7 +209,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
             # PyMongo's commands (a run's first command after a slow one was split).
             self._green_sized_run = run
             self._green_sizes = GreenBulk._green_sizes
-        encoded, self._green_sizes = _encode_sized(bwc, cmd, ops, limit, self._green_sizes)
+        self._green_used = used = self._green_sizes
+        encoded, self._green_sizes = _encode_sized(bwc, cmd, ops, limit, used)
         return encoded
 
     def _green_retry(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
@@ -218,8 +221,9 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         carry the documents of the attempt that failed, exactly, or those past its end
         would go in the next command, under a new transaction number, and be applied
         twice.  PyMongo's commands are sized by the server's limits alone, so its retry is
-        the same command; here the sizes follow encoding time, so the retry takes the
-        failed command's count instead of new sizes.
+        the same command; here the sizes follow encoding time, so the retry is encoded
+        with the failed command's count, byte cap and choice of spliced values instead of
+        new sizes.
         """
         last = self._green_last
         run: Any = self.current_run
@@ -228,7 +232,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         if in_child():
             _pause_if_spent()
         count = min(last[2], limit)
-        sizes = (count, bwc.conn.max_message_size, True)
+        _, encode_bytes, look = last[3]
+        sizes = (count, encode_bytes, look)
         encoded, _ = _encode_sized(bwc, cmd, itertools.islice(ops, count), limit, sizes)
         return encoded
 
@@ -359,7 +364,7 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
             else:
                 encoded = self._green_encode(bwc, cmd, ops, limit)
                 self._green_check_ahead(bwc, cmd, encoded, limit, ack)
-        self._green_last = (run, run.idx_offset, len(encoded[2]))
+        self._green_last = (run, run.idx_offset, len(encoded[2]), self._green_used)
         return encoded
 
     def _execute_batch_unack(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:
