@@ -397,8 +397,15 @@ class AgnosticBaseCursor(AgnosticBase, GenericDocuments[_DocumentType]):
         if self._binding.closed:
             # PyMongo's close() after the client's makes no I/O (the server cursor was
             # killed with the client, or is left to it): the cursor is over, as in
-            # Motor 3.7.1 and PyMongo.
-            self.delegate.close()
+            # Motor 3.7.1 and PyMongo.  A cursor pinned to a connection (load-balanced
+            # mode) is killed on that connection, which then closes: in a child, on the
+            # client's loop.
+            if not _pinned(self.delegate):
+                self.delegate.close()
+                return
+            hub = self._binding.hub
+            if hub is not None and not hub._closed and hub.loop is asyncio.get_running_loop():
+                await hub.spawn(_close, self)
             return
         await self._run(_close)
 

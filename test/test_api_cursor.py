@@ -888,6 +888,62 @@ async def test_a_cursor_closed_after_its_client_is_over(fw: Framework, server: A
     fw.probe.assert_below(MAX_BUSY)
 
 
+async def test_a_pinned_cursor_closed_after_its_client_closes_its_connection(
+    fw: Framework, mockup: Any
+) -> None:
+    """A cursor pinned to its connection (load-balanced mode), closed after its client,
+    is killed on that connection, which then closes, as PyMongo's close() does: in a
+    child (from the loop's thread the killCursors failed with WouldBlockError; skipped,
+    the connection was left open, its socket unclosed)."""
+    hello = {
+        "ismaster": True,
+        "isWritablePrimary": True,
+        "msg": "isdbgrid",
+        "serviceId": bson.ObjectId(),
+        "minWireVersion": 0,
+        "maxWireVersion": 21,
+        "logicalSessionTimeoutMinutes": 30,
+    }
+
+    def respond(request: Any) -> bool:
+        name = (request.command_name or "").lower()
+        if name in ("ismaster", "hello"):
+            return bool(request.ok(hello))
+        if name == "find":
+            return bool(request.ok(cursor={"id": 123, "ns": "db.coll", "firstBatch": [{"_id": 1}]}))
+        if name in ("killcursors", "endsessions", "ping"):
+            return bool(request.ok(cursorsKilled=[123]))
+        return False
+
+    failures: list[Any] = []
+
+    class Failures(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            pass
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+            pass
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None:
+            failures.append(event.failure.get("errtype"))
+
+    server = mockup(auto_ismaster=None)
+    server.autoresponds(respond)
+    recorder = Recorder()
+    client = fw.client(server.uri + "/?loadBalanced=true", event_listeners=[recorder, Failures()])
+    cursor = client.db.coll.find(batch_size=1)
+    assert (await cursor.next())["_id"] == 1
+    await client.close()
+    events = len(recorder.events)
+    await cursor.close()
+    assert (cursor.closed, cursor.alive) == (True, False)
+    # The client's close() interrupted the pinned connection: the killCursors fails at
+    # once ("operation cancelled") and the connection closes (with the server cursor).
+    assert [e.name for e in recorder.events[events:]] == ["killCursors", "killCursors"]
+    assert recorder.events[events].kind == "started"
+    assert "WouldBlockError" not in failures
+
+
 async def test_a_closed_gridfs_cursor_fetches_nothing(fw: Framework, server: Any) -> None:
     """A GridFS bucket's ``find()`` cursor closed before it fetched is not started by a
     fetch, which returns nothing (as the other cursors, and Motor 3.7.1's)."""
