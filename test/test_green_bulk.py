@@ -31,7 +31,7 @@ from motor.green import bulk as green_bulk
 from motor.green import pool as green_pool
 from motor.green.bulk import GreenBulk, next_batch_size
 from test.framework import Framework
-from test.scripted import in_thread, standing_replies
+from test.scripted import in_thread, replica_set_member, standing_replies
 
 
 class _Clock:
@@ -193,6 +193,28 @@ async def test_each_run_of_a_bulk_write_starts_at_the_first_command_s_sizes(
     assert commands[1:] == [("insert", 1000), ("insert", 1), ("insert", 1), ("insert", 1)]
 
 
+def _writes_losing_a_reply(mockup: Any, lost: int) -> tuple[Any, list[tuple[int, int, int]]]:
+    """The primary of a one-member replica set that records each insert and update
+    command (transaction number, first ``_id``, documents) and hangs up on the ``lost``-th
+    instead of answering: received, and maybe applied, the case retries exist for."""
+    server = replica_set_member(mockup)
+    sent: list[tuple[int, int, int]] = []
+
+    def respond(request: Any) -> bool:
+        if request.command_name not in ("insert", "update"):
+            return False  # the member's standing replies
+        items = request.doc.get("documents") or request.doc.get("updates")
+        first = items[0]["_id"] if "_id" in items[0] else items[0]["q"]["_id"]
+        sent.append((request.doc["txnNumber"], first, len(items)))
+        if len(sent) == lost:
+            request.hangup()
+            return True
+        return bool(request.ok(n=len(items), nModified=len(items)))
+
+    server.autoresponds(respond)
+    return server, sent
+
+
 @pytest.mark.parametrize("count", [600, 1500], ids=["on-the-loop", "in-a-thread"])
 @pytest.mark.parametrize("method", ["bulk_write", "insert_many"])
 async def test_a_retried_command_carries_the_documents_of_the_failed_one(
@@ -202,30 +224,7 @@ async def test_a_retried_command_carries_the_documents_of_the_failed_one(
     attempt that failed (the server may have applied it): the same documents, however long
     the failed command took to encode, or those past the retry's end would go in the next
     command under a new transaction number, and be applied twice."""
-    server = mockup(auto_ismaster=None)
-    hello = {
-        "ismaster": True,
-        "isWritablePrimary": True,
-        "setName": "rs",
-        "minWireVersion": 0,
-        "maxWireVersion": 21,
-        "logicalSessionTimeoutMinutes": 30,
-    }
-    standing = standing_replies(hello)
-    sent: list[tuple[int, int, int]] = []  # txnNumber, first _id, documents
-
-    def respond(request: Any) -> bool:
-        if request.command_name not in ("insert", "update"):
-            return standing(request)
-        items = request.doc.get("documents") or request.doc.get("updates")
-        first = items[0]["_id"] if "_id" in items[0] else items[0]["q"]["_id"]
-        sent.append((request.doc["txnNumber"], first, len(items)))
-        if len(sent) == 1:
-            request.hangup()  # received, and maybe applied: the case retries exist for
-            return True
-        return bool(request.ok(n=len(items), nModified=len(items)))
-
-    server.autoresponds(respond)
+    server, sent = _writes_losing_a_reply(mockup, 1)
     # Every command seems to take 10 s to encode: without the failed command's count,
     # the retry would carry one document.
     monkeypatch.setattr(green_bulk, "_thread_time", _Clock(10.0))
@@ -256,29 +255,7 @@ async def test_a_retry_encodes_large_values_as_the_failed_command_did(
     command that followed small documents carried its 300 KB values in its own bytes
     (inline, up to maxMessageSize), and a retry that spliced them instead (fewer fit in a
     message then) carried fewer documents, the rest going under a new transaction number."""
-    server = mockup(auto_ismaster=None)
-    hello = {
-        "ismaster": True,
-        "isWritablePrimary": True,
-        "setName": "rs",
-        "minWireVersion": 0,
-        "maxWireVersion": 21,
-        "logicalSessionTimeoutMinutes": 30,
-    }
-    standing = standing_replies(hello)
-    sent: list[tuple[int, int, int]] = []  # txnNumber, first _id, documents
-
-    def respond(request: Any) -> bool:
-        if request.command_name != "insert":
-            return standing(request)
-        documents = request.doc["documents"]
-        sent.append((request.doc["txnNumber"], documents[0]["_id"], len(documents)))
-        if len(sent) == 3:
-            request.hangup()
-            return True
-        return bool(request.ok(n=len(documents)))
-
-    server.autoresponds(respond)
+    server, sent = _writes_losing_a_reply(mockup, 3)
     # Encoding seems to take no time: each command may be 8 times the one before.
     monkeypatch.setattr(green_bulk, "_thread_time", lambda: 0.0)
     client = fw.client(server.uri, directConnection=True)
