@@ -486,8 +486,10 @@ async def test_kill_9_with_100_operations_in_flight_and_restart(
     options: dict[str, Any] = {"serverSelectionTimeoutMS": 1000, "heartbeatFrequencyMS": 500}
     client = fw.client(crash_server.uri, **options)
     coll = client.motor_test.faults_crash
-    await coll.insert_one({"_id": f"{fw.name}-seed"})
-    work = Workload(f"motor-{fw.name}")
+    # The _ids are new on every run (a rerun after a stall meets this run's documents).
+    tag = f"motor-{fw.name}-{os.urandom(4).hex()}"
+    await coll.insert_one({"_id": f"{tag}-seed"})
+    work = Workload(tag)
 
     async def worker(w: int) -> None:
         n = 0
