@@ -451,15 +451,18 @@ async def test_queued_starts_run_before_a_later_start(
     # One start per iteration: the first sees nothing spent, the next ones the first.
     monkeypatch.setattr(hub_module, "WORK_BUDGET", 1e-12)
     monkeypatch.setattr(target, "_drain_soon", lambda: None)  # no drain callback
-    await asyncio.sleep(0)  # an iteration in which the hub has run nothing yet
-    futures = [target.spawn(order.append, name) for name in ("a", "b", "c")]
-    assert order == ["a"] and len(target._queue) == 2  # b and c wait
-    monkeypatch.setattr(hub_module, "WORK_BUDGET", 10.0)
-    await asyncio.sleep(0)  # a later iteration
-    assert order == ["a"]
-    futures.append(target.spawn(order.append, "d"))
-    assert order == ["a", "b", "c", "d"] and not target._queue
-    await asyncio.gather(*futures)
+    # Without the probe's timer, which a slow iteration would see come due, and stop
+    # the queued starts short of the budget.
+    async with _no_other_timers(fw):
+        await asyncio.sleep(0)  # an iteration in which the hub has run nothing yet
+        futures = [target.spawn(order.append, name) for name in ("a", "b", "c")]
+        assert order == ["a"] and len(target._queue) == 2  # b and c wait
+        monkeypatch.setattr(hub_module, "WORK_BUDGET", 10.0)
+        await asyncio.sleep(0)  # a later iteration
+        assert order == ["a"]
+        futures.append(target.spawn(order.append, "d"))
+        assert order == ["a", "b", "c", "d"] and not target._queue
+        await asyncio.gather(*futures)
 
 
 async def test_replies_reported_together_resume_before_the_starts_they_lead_to(
@@ -469,7 +472,8 @@ async def test_replies_reported_together_resume_before_the_starts_they_lead_to(
     operations their tasks start next: those wait in the queue, and start in the same
     iteration."""
     # What is checked is the order within the poll's iteration, not the budget: a long
-    # enough one that no collection or descheduling inside a child can spend it.
+    # enough one that no collection or descheduling inside a child can spend it, and
+    # no probe timer to come due in it.
     monkeypatch.setattr(hub_module, "WORK_BUDGET", 10.0)
     pairs = [socket.socketpair() for _ in range(5)]
     events: list[tuple[str, int]] = []
@@ -492,12 +496,13 @@ async def test_replies_reported_together_resume_before_the_starts_they_lead_to(
             resumed_at = clock.iteration
             return resumed_at, await hub().spawn(record_start, n)
 
-        tasks = [asyncio.ensure_future(one(n)) for n in range(len(pairs))]
-        while any(g._read_waiter is None or g._read_waiter._child is None for g in greens):
-            await asyncio.sleep(0.001)
-        for _, b in pairs:  # all readable before the loop polls again
-            b.sendall(b"!")
-        results = await asyncio.gather(*tasks)
+        async with _no_other_timers(fw):
+            tasks = [asyncio.ensure_future(one(n)) for n in range(len(pairs))]
+            while any(g._read_waiter is None or g._read_waiter._child is None for g in greens):
+                await asyncio.sleep(0.001)
+            for _, b in pairs:  # all readable before the loop polls again
+                b.sendall(b"!")
+            results = await asyncio.gather(*tasks)
         kinds = [kind for kind, _ in events]
         assert kinds == ["resumed"] * len(pairs) + ["start"] * len(pairs), events
         assert len({at for pair in results for at in pair}) == 1, results
