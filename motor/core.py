@@ -57,6 +57,7 @@ from motor.green import find as _green_find
 from motor.green.hub import Hub, OpFuture, _process, get_hub, thread_token
 from motor.green.pool import (
     TIMEOUT,
+    check_client_tls,
     client_hooks,
     close_client,
     finish_closing,
@@ -904,6 +905,7 @@ class AgnosticClient(AgnosticBaseProperties[_DocumentType]):
             driver=DriverInfo("Motor", __version__, framework.platform),
             **kwargs,
         )
+        check_client_tls(self.delegate)
         if user_driver is not None:
             self.delegate.append_metadata(user_driver)
         self._binding = Binding(loop, Admission.for_client(self.delegate))

@@ -36,7 +36,7 @@ from pymongo.driver_info import DriverInfo
 
 from motor._version import __version__
 from motor.green.hub import get_hub
-from motor.green.pool import client_hooks
+from motor.green.pool import check_client_tls, client_hooks
 
 __all__ = ["GreenMongoClient", "green_coroutine", "run_green"]
 
@@ -92,4 +92,5 @@ class GreenMongoClient(MongoClient):  # type: ignore[type-arg]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.update(client_hooks())
         super().__init__(*args, **kwargs)
+        check_client_tls(self)
         self.append_metadata(DriverInfo("Motor", __version__, "green"))

@@ -837,6 +837,42 @@ def test_pyopenssl_context_is_refused(socket_pair: tuple[socket.socket, socket.s
         tls_handshake(socket_pair[0], NotStdlibContext(), "localhost", None, 1.0)
 
 
+class _PyOpenSSLContext:
+    """What PyMongo's get_ssl_context returns when pyOpenSSL is installed, as Motor
+    sees it: not an :class:`ssl.SSLContext`."""
+
+    check_hostname = True
+    verify_mode = ssl.CERT_REQUIRED
+
+
+async def test_a_client_whose_tls_needs_pyopenssl_is_refused_when_made(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With pyOpenSSL installed, making a TLS client raises ConfigurationError at once
+    (not a ServerSelectionTimeoutError at its first operation), for Motor's clients and
+    GreenMongoClient, and leaves no monitor running; clients without TLS are made."""
+    import pymongo.client_options
+
+    from motor import GreenMongoClient
+
+    monkeypatch.setattr(
+        pymongo.client_options, "get_ssl_context", lambda *args: _PyOpenSSLContext()
+    )
+    threads = set(threading.enumerate())
+    uri = "mongodb://127.0.0.1:1/?tls=true"
+    for make in (fw.Client, GreenMongoClient):
+        for connect in (False, True):
+            with pytest.raises(ConfigurationError, match="uninstall pyOpenSSL"):
+                make(uri, connect=connect)
+    # The monitors that connect=True started end (close() asks them to, not waiting).
+    deadline = time.monotonic() + 10
+    while not set(threading.enumerate()) <= threads and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert set(threading.enumerate()) <= threads
+    client = fw.client("mongodb://127.0.0.1:1", connect=False)
+    assert client.delegate._options.pool_options._ssl_context is None
+
+
 def test_tls_handshake_timeout_closes_the_socket() -> None:
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))

@@ -125,7 +125,7 @@ import pymongo.synchronous.topology
 from bson.codec_options import _raw_document_class
 from pymongo.common import MAX_MESSAGE_SIZE
 from pymongo.compression_support import decompress
-from pymongo.errors import ProtocolError, _OperationCancelled
+from pymongo.errors import ConfigurationError, ProtocolError, _OperationCancelled
 from pymongo.message import _UNICODE_REPLACE_CODEC_OPTIONS, _UNPACK_REPLY, _OpMsg
 from pymongo.monitoring import ConnectionClosedReason
 from pymongo.network_layer import NetworkingInterface
@@ -142,6 +142,7 @@ from motor.green.socket import (
     GreenSocket,
     _close_half_made_ssl_socket,
     _pause_if_spent,
+    check_tls_context,
     connect_timeout,
     create_connection,
     tls_handshake,
@@ -153,6 +154,7 @@ __all__ = [
     "TIMEOUT",
     "GreenPool",
     "PyMongoInternalsChanged",
+    "check_client_tls",
     "check_pymongo_internals",
     "client_hooks",
     "close_client",
@@ -1767,6 +1769,22 @@ def client_hooks(driver: Any = None) -> dict[str, Any]:
     install()
     pool_class = GreenPool if driver is None else _pool_class_appending(driver)
     return {"_pool_class": pool_class, "_condition_class": GreenCondition}
+
+
+def check_client_tls(client: Any) -> None:
+    """Refuse a client made with ``client_hooks`` whose TLS would need pyOpenSSL.
+
+    Raises :class:`~pymongo.errors.ConfigurationError` when the client is made, like
+    PyMongo's own TLS option errors, instead of at its first connection, where PyMongo's
+    server selection would turn the error into a ``ServerSelectionTimeoutError`` after
+    ``serverSelectionTimeoutMS``.  The client is closed first (``connect=True`` has
+    started its monitors).
+    """
+    try:
+        check_tls_context(client._options.pool_options._ssl_context)
+    except ConfigurationError:
+        client.close()
+        raise
 
 
 def _pool_class_appending(driver: Any) -> type[GreenPool]:

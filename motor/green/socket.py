@@ -37,6 +37,7 @@ from motor.green.hub import Child, Hub, Waiter, _getcurrent, refuse_to_block
 
 __all__ = [
     "GreenSocket",
+    "check_tls_context",
     "connect_timeout",
     "create_connection",
     "resolve",
@@ -543,6 +544,19 @@ def _close_half_made_ssl_socket(exc: BaseException) -> None:
         todo.append(current.__context__)
 
 
+def check_tls_context(context: Any) -> None:
+    """Raise :class:`~pymongo.errors.ConfigurationError` unless ``context`` (a client's
+    TLS context, or None without TLS) is the standard library's :class:`ssl.SSLContext`,
+    the only one whose handshake Motor can run without blocking.  PyMongo selects
+    pyOpenSSL's instead when it is installed (``pymongo[ocsp]``)."""
+    if context is not None and not isinstance(context, ssl.SSLContext):
+        raise ConfigurationError(
+            "Motor needs the standard library's ssl module for TLS, but PyMongo selected "
+            f"{type(context).__module__}.{type(context).__name__} (pyOpenSSL, installed "
+            "with pymongo[ocsp]); uninstall pyOpenSSL to use TLS with Motor"
+        )
+
+
 def tls_handshake(
     sock: socket.socket,
     context: Any,
@@ -556,15 +570,10 @@ def tls_handshake(
     ``check_hostname``); the caller applies PyMongo's extra ``match_hostname`` step.
     Only the standard library's :class:`ssl.SSLContext` can be driven this way.
     """
-    if not isinstance(context, ssl.SSLContext):
-        raise ConfigurationError(
-            "Motor needs the standard library's ssl module for TLS, but PyMongo selected "
-            f"{type(context).__module__}.{type(context).__name__} (pyOpenSSL, installed "
-            "with pymongo[ocsp]); uninstall pyOpenSSL to use TLS with Motor"
-        )
+    check_tls_context(context)
     sock.setblocking(False)
     try:
-        ssl_sock = context.wrap_socket(
+        ssl_sock: ssl.SSLSocket = context.wrap_socket(
             sock,
             server_hostname=server_hostname,
             session=session,
