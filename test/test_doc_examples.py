@@ -81,7 +81,7 @@ _NORMALISE = [
     # Durations: "after 0.3 s", "for 0.4 ms"
     (re.compile(r"\b\d+(\.\d+)? (ms|s)\b"), r"<n> \2"),
     # Entity tags
-    (re.compile(r'"[0-9a-f]{32,}"'), '"<etag>"'),
+    (re.compile(r'"[0-9a-f]{64}"'), '"<etag>"'),  # SHA-256
 ]
 
 
