@@ -871,6 +871,26 @@ async def test_a_client_whose_tls_needs_pyopenssl_is_refused_when_made(
     assert set(threading.enumerate()) <= threads
     client = fw.client("mongodb://127.0.0.1:1", connect=False)
     assert client.delegate._options.pool_options._ssl_context is None
+    # A mongodb+srv:// URI, whose TLS PyMongo turns on when it resolves the name (at
+    # the first operation), unless the URI or the keywords say tls (or ssl).
+    import pymongo.ssl_support
+
+    monkeypatch.setattr(pymongo.ssl_support, "HAVE_PYSSL", True)
+    monkeypatch.setattr(
+        pymongo.ssl_support,
+        "_pyssl",
+        types.SimpleNamespace(SSLContext=_PyOpenSSLContext),
+        raising=False,
+    )
+    for make in (fw.Client, GreenMongoClient):
+        with pytest.raises(ConfigurationError, match="uninstall pyOpenSSL"):
+            make("mongodb+srv://cluster.example.com/", connect=False)
+    for uri, kwargs in [
+        ("mongodb+srv://cluster.example.com/?tls=false", {}),
+        ("mongodb+srv://cluster.example.com/", {"ssl": False}),
+    ]:
+        client = fw.client(uri, connect=False, **kwargs)
+        assert client.delegate._options.pool_options._ssl_context is None
 
 
 def test_tls_handshake_timeout_closes_the_socket() -> None:

@@ -111,6 +111,7 @@ import pymongo.message
 import pymongo.network_layer
 import pymongo.pool_options
 import pymongo.pool_shared
+import pymongo.ssl_support
 import pymongo.synchronous.auth
 import pymongo.synchronous.auth_oidc
 import pymongo.synchronous.client_session
@@ -146,6 +147,7 @@ from motor.green.socket import (
     connect_timeout,
     create_connection,
     tls_handshake,
+    unusable_tls_context,
 )
 from motor.green.splice import SplicedMessage
 from motor.green.sync import GreenCondition, GreenLock, sleep
@@ -169,6 +171,7 @@ _pymongo_pool: Any = pymongo.synchronous.pool
 _pool_shared: Any = pymongo.pool_shared
 _cursor_base: Any = pymongo.synchronous.cursor_base
 _srv_resolver: Any = pymongo.synchronous.srv_resolver
+_ssl_support: Any = pymongo.ssl_support
 # The context variable holding pymongo.timeout()'s value: read directly on every Motor
 # call, instead of through pymongo._csot.get_timeout().
 TIMEOUT: Any = getattr(pymongo._csot, "TIMEOUT", None)
@@ -1780,8 +1783,20 @@ def check_client_tls(client: Any) -> None:
     ``serverSelectionTimeoutMS``.  The client is closed first (``connect=True`` has
     started its monitors).
     """
+    options = client._options
     try:
-        check_tls_context(client._options.pool_options._ssl_context)
+        check_tls_context(options.pool_options._ssl_context)
+        if (
+            client._resolve_srv_info.get("is_srv")
+            and "tls" not in options._options
+            and _ssl_support.HAVE_PYSSL
+        ):
+            # A mongodb+srv:// URI turns TLS on when PyMongo resolves it (at the first
+            # operation, with connect=False) unless tls (or ssl) is given, with a
+            # context of pyOpenSSL's (or, should PyMongo's module move, at the handshake).
+            pyssl = getattr(_ssl_support, "_pyssl", None)
+            if pyssl is not None:
+                raise unusable_tls_context(pyssl.SSLContext)
     except ConfigurationError:
         client.close()
         raise

@@ -42,6 +42,7 @@ __all__ = [
     "create_connection",
     "resolve",
     "tls_handshake",
+    "unusable_tls_context",
     "wait_fd",
 ]
 
@@ -550,11 +551,16 @@ def check_tls_context(context: Any) -> None:
     the only one whose handshake Motor can run without blocking.  PyMongo selects
     pyOpenSSL's instead when it is installed (``pymongo[ocsp]``)."""
     if context is not None and not isinstance(context, ssl.SSLContext):
-        raise ConfigurationError(
-            "Motor needs the standard library's ssl module for TLS, but PyMongo selected "
-            f"{type(context).__module__}.{type(context).__name__} (pyOpenSSL, installed "
-            "with pymongo[ocsp]); uninstall pyOpenSSL to use TLS with Motor"
-        )
+        raise unusable_tls_context(type(context))
+
+
+def unusable_tls_context(context_class: type) -> ConfigurationError:
+    """The error for TLS through a context of ``context_class`` (pyOpenSSL's)."""
+    return ConfigurationError(
+        "Motor needs the standard library's ssl module for TLS, but PyMongo selected "
+        f"{context_class.__module__}.{context_class.__name__} (pyOpenSSL, installed "
+        "with pymongo[ocsp]); uninstall pyOpenSSL to use TLS with Motor"
+    )
 
 
 def tls_handshake(
