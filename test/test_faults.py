@@ -527,7 +527,7 @@ async def test_kill_9_with_100_operations_in_flight_and_restart(
     await client.close()
 
     def sync() -> dict[str, Any]:
-        sync_work = Workload("sync")
+        sync_work = Workload(f"sync-{os.urandom(4).hex()}")
         with pymongo.MongoClient(crash_server.uri, **options) as c:  # type: pymongo.MongoClient[Any]
             sync_coll = c.motor_test.faults_crash
 
