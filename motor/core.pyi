@@ -207,7 +207,8 @@ class AgnosticClientEncryption(AgnosticBase, Generic[_DocumentType]):
         key_vault_namespace: str,
         key_vault_client: AgnosticClient[Any],
         codec_options: Any,
-        *args: Any,
+        io_loop: Any = ...,
+        kms_tls_options: Any = ...,
         **kwargs: Any,
     ) -> None: ...
     async def __aenter__(self) -> Self: ...

@@ -74,10 +74,14 @@ class AgnosticClientEncryption(AgnosticBase, GenericDocuments[_DocumentType]):
     ``decrypt``, key management.
 
     Takes the arguments of :class:`pymongo.encryption.ClientEncryption`, with a Motor
-    client as ``key_vault_client``; every method that reads or writes the key vault
-    is asynchronous.  The constructor is a plain call: it initialises libmongocrypt and,
-    the first time in a process, loads what the crypto callbacks need (about 10 ms of
-    CPU), so create it at start-up.
+    client as ``key_vault_client``, in Motor 3.7.1's order: ``io_loop`` (optional, the
+    framework's loop object) comes fifth, before ``kms_tls_options``, and PyMongo's
+    later parameters (``key_expiration_ms``) are keyword arguments.  Every method that
+    reads or writes the key vault is asynchronous; ``encrypt`` and ``decrypt`` of a
+    large value run in a worker thread (see :ref:`known limits <green-limits>`).  The
+    constructor is a plain call: it initialises libmongocrypt and, the first time in a
+    process, loads what the crypto callbacks need (about 10 ms of CPU), so create it at
+    start-up.
     """
 
     __pymongo_class__ = ClientEncryption
@@ -101,19 +105,25 @@ class AgnosticClientEncryption(AgnosticBase, GenericDocuments[_DocumentType]):
         key_vault_namespace: str,
         key_vault_client: AgnosticClient[Any],
         codec_options: Any,
-        *args: Any,
+        io_loop: Any = None,
+        kms_tls_options: Any = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(key_vault_client, AgnosticClient):
             raise TypeError(
                 f"key_vault_client must be a Motor client, not {type(key_vault_client)!r}"
             )
+        if io_loop is not None:
+            # Motor 3.7.1's parameter (the fifth): checked, and what io_loop returns.
+            assert self._framework is not None
+            self._framework.loop_from_io_loop(io_loop)
+        self._io_loop = io_loop
         self.delegate = ClientEncryption(
             kms_providers,
             key_vault_namespace,
             key_vault_client.delegate,
             codec_options,
-            *args,
+            kms_tls_options,
             **kwargs,
         )
         self._binding = key_vault_client._binding
@@ -123,8 +133,9 @@ class AgnosticClientEncryption(AgnosticBase, GenericDocuments[_DocumentType]):
 
     @property
     def io_loop(self) -> Any:
-        """The event loop of the key vault client."""
-        return self._client.io_loop
+        """The ``io_loop`` given to the constructor, else the event loop of the key
+        vault client (whose loop the methods run on)."""
+        return self._client.io_loop if self._io_loop is None else self._io_loop
 
     async def get_keys(self) -> AgnosticCursor[RawBSONDocument]:
         """A Motor cursor over every data key in the key vault. Asynchronous, as in
@@ -165,7 +176,7 @@ class AgnosticClientEncryption(AgnosticBase, GenericDocuments[_DocumentType]):
         await self.close()
 
     def __enter__(self) -> NoReturn:
-        raise RuntimeError('Use ClientEncryption in "async with", not "with"')
+        raise RuntimeError(f'Use {type(self).__name__} in "async with", not "with"')
 
     def __exit__(self, *exc: object) -> None:
         pass

@@ -250,7 +250,8 @@ class MotorClientEncryption(AgnosticClientEncryption[_DocumentType]):
         key_vault_namespace: str,
         key_vault_client: AgnosticClient[Any],
         codec_options: Any,
-        *args: Any,
+        io_loop: Any = ...,
+        kms_tls_options: Any = ...,
         **kwargs: Any,
     ) -> None: ...
     async def __aenter__(self) -> Self: ...

@@ -214,6 +214,70 @@ async def test_rewrap_many_data_key(fw: Framework, server: Any) -> None:
     fw.probe.assert_below(MAX_BUSY)
 
 
+async def test_large_values_are_encrypted_and_decrypted_in_a_worker_thread(
+    fw: Framework, server: Any
+) -> None:
+    """libmongocrypt's work on a large value (explicit encrypt and decrypt, and the
+    automatic decryption of a reply) runs in a worker thread, the loop running meanwhile;
+    small values stay on the loop's thread."""
+    import threading
+
+    from pymongo.encryption_options import AutoEncryptionOpts
+
+    from motor.green.pool import ENCRYPTION_OFF_LOOP_BYTES
+
+    client = fw.client(server.uri)
+    vault = Vault(fw, client)
+    ce = vault.encryption()
+    threads: list[tuple[str, int]] = []
+
+    def recording(name: str, method: Any) -> Any:
+        def record(*args: Any, **kwargs: Any) -> Any:
+            threads.append((name, threading.get_ident()))
+            return method(*args, **kwargs)
+
+        return record
+
+    loop_thread = threading.get_ident()
+    big = "x" * (4 * ENCRYPTION_OFF_LOOP_BYTES) * 8  # 2 MiB: about 20 ms to encrypt
+    reader = fw.client(
+        server.uri,
+        auto_encryption_opts=AutoEncryptionOpts(
+            vault.kms_providers, vault.namespace, bypass_auto_encryption=True
+        ),
+    )
+    try:
+        key_id = await ce.create_data_key("local")
+        explicit = ce.delegate._encryption
+        explicit.encrypt = recording("encrypt", explicit.encrypt)
+        explicit.decrypt = recording("decrypt", explicit.decrypt)
+        small = await ce.encrypt("small", RANDOM, key_id=key_id)
+        assert await ce.decrypt(small) == "small"
+        assert threads == [("encrypt", loop_thread), ("decrypt", loop_thread)]
+        threads.clear()
+        fw.probe.reset()
+        ciphertext = await ce.encrypt(big, RANDOM, key_id=key_id)
+        assert await ce.decrypt(ciphertext) == big
+        assert [name for name, _ in threads] == ["encrypt", "decrypt"]
+        assert all(ident != loop_thread for _, ident in threads), threads
+        fw.probe.assert_below(MAX_BUSY)
+
+        await client[vault.db_name].people.insert_one({"_id": 1, "big": ciphertext})
+        await reader.admin.command("ping")  # connected: its encrypter exists
+        automatic = reader.delegate._encrypter._auto_encrypter
+        automatic.decrypt = recording("auto", automatic.decrypt)
+        threads.clear()
+        fw.probe.reset()
+        doc = await reader[vault.db_name].people.find_one({"_id": 1})
+        assert doc == {"_id": 1, "big": big}
+        assert [name for name, _ in threads] == ["auto"]
+        assert threads[0][1] != loop_thread, threads
+        fw.probe.assert_below(MAX_BUSY)
+    finally:
+        await ce.close()
+        await vault.drop()
+
+
 async def test_async_with_and_close(fw: Framework, server: Any) -> None:
     client = fw.client(server.uri)
     vault = Vault(fw, client)
@@ -242,6 +306,44 @@ async def test_async_with_and_close(fw: Framework, server: Any) -> None:
     finally:
         await vault.drop()
     fw.probe.assert_below(MAX_BUSY)
+
+
+async def test_motor_3_7_1_s_constructor_arguments(fw: Framework, server: Any) -> None:
+    """Motor 3.7.1's parameters: io_loop fifth (checked, and what io_loop returns), then
+    kms_tls_options; PyMongo's key_expiration_ms by keyword.  ``with`` names the class."""
+    client = fw.client(server.uri)
+    vault = Vault(fw, client)
+    cls = encryption_class(fw)
+    io_loop = client.io_loop
+    tls_options: dict[str, Any] = {"local": {}}
+    positional = cls(vault.kms_providers, vault.namespace, client, CODEC_OPTIONS, io_loop)
+    keywords = cls(
+        vault.kms_providers,
+        vault.namespace,
+        client,
+        CODEC_OPTIONS,
+        io_loop=io_loop,
+        kms_tls_options=tls_options,
+        key_expiration_ms=1000,
+    )
+    sixth = cls(vault.kms_providers, vault.namespace, client, CODEC_OPTIONS, None, tls_options)
+    fw.probe.skip_gap()
+    try:
+        for ce in (positional, keywords, sixth):
+            assert ce.io_loop is io_loop
+            assert ce.get_io_loop() is io_loop
+            key_id = await ce.create_data_key("local")
+            assert await ce.decrypt(await ce.encrypt(1, RANDOM, key_id=key_id)) == 1
+        assert keywords.delegate._encryption is not None
+        with pytest.raises(TypeError):
+            cls(vault.kms_providers, vault.namespace, client, CODEC_OPTIONS, "not a loop")
+        with pytest.raises(RuntimeError, match=f'Use {cls.__name__} in "async with"'):
+            with positional:
+                pass
+    finally:
+        for ce in (positional, keywords, sixth):
+            await ce.close()
+        await vault.drop()
 
 
 _FRESH_PROCESS = """

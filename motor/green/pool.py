@@ -90,6 +90,7 @@ import functools
 import hashlib
 import importlib
 import itertools
+import math
 import mmap
 import operator
 import os as _os
@@ -100,6 +101,7 @@ import sys
 import time as _time
 import types
 import weakref
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import bson
@@ -468,6 +470,16 @@ REUSED_BUFFER_SHRINK = 32
 # mongocryptd's plain client) and sleep between KMS retries.
 _encryption_io: Any = pymongo.synchronous.encryption._EncryptionIO
 _ENCRYPTION_IO_OFF_THE_LOOP = ("kms_request", "mark_command")
+# Client-side encryption's CPU work, in one piece on the loop's thread otherwise
+# (libmongocrypt, and cryptography's AES and HMAC over the whole value: about 10 ms per
+# MB to encrypt, 3 ms to decrypt): explicit encrypt and decrypt of a value of at least
+# this many bytes (a document or array, whatever its size), the automatic decryption of
+# a reply that large, and every automatic encryption of a command (which sends it to
+# mongocryptd from a worker thread anyway) run in a worker thread.  The thread releases
+# the GIL in OpenSSL's calls.
+ENCRYPTION_OFF_LOOP_BYTES = 64 * 1024
+_client_encryption: Any = pymongo.synchronous.encryption.ClientEncryption
+_encrypter: Any = pymongo.synchronous.encryption._Encrypter
 # Authentication: SCRAM derives its salted password with hashlib.pbkdf2_hmac; MONGODB-OIDC
 # gets its token from a callback.
 _auth: Any = pymongo.synchronous.auth
@@ -1152,6 +1164,55 @@ def _off_the_loop(function: Any, refuse: str = "") -> Any:
     return wrapper
 
 
+def _off_the_loop_from(size: Callable[..., float], function: Any) -> Any:
+    """Wrap a CPU-heavy PyMongo function: called from a child with arguments whose
+    ``size`` is at least :data:`ENCRYPTION_OFF_LOOP_BYTES`, it runs in a worker thread
+    (with the caller's context) while the child parks; otherwise as it is."""
+
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        current = _getcurrent()
+        if type(current) is Child and size(*args, **kwargs) >= ENCRYPTION_OFF_LOOP_BYTES:
+            return current.hub.run_in_thread(function, *args, **kwargs)
+        return function(*args, **kwargs)
+
+    wrapper.motor_green = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _value_size(value: Any) -> float:
+    # The bytes an explicitly encrypted or decrypted value stands for: its length for a
+    # string or binary (a Binary is bytes), unknown (so, large) for a document or array.
+    if isinstance(value, (str, bytes, bytearray, memoryview)):
+        return len(value)
+    if isinstance(value, (Mapping, list, tuple)):
+        return math.inf
+    return 0
+
+
+def _explicit_value_size(_self: Any, value: Any = None, *args: Any, **kwargs: Any) -> float:
+    # ClientEncryption.encrypt(value, algorithm, ...) and decrypt(value).
+    return _value_size(kwargs["value"] if value is None and "value" in kwargs else value)
+
+
+def _reply_size(_self: Any, response: Any, *args: Any, **kwargs: Any) -> float:
+    # _Encrypter.decrypt(response): the reply's BSON.
+    return len(response)
+
+
+def _any_size(*args: Any, **kwargs: Any) -> float:
+    return math.inf
+
+
+# Patched methods (install): name on the class -> the size of a call's arguments.
+_ENCRYPTION_CPU_OFF_THE_LOOP: tuple[tuple[Any, str, Callable[..., float]], ...] = (
+    (_client_encryption, "encrypt", _explicit_value_size),
+    (_client_encryption, "decrypt", _explicit_value_size),
+    (_encrypter, "decrypt", _reply_size),
+    (_encrypter, "encrypt", _any_size),
+)
+
+
 def _green_compress(operation: int, data: bytes, ctx: Any) -> tuple[int, bytes]:
     """``pymongo.message._compress`` (how PyMongo compresses every message it sends on a
     compressed connection): in a child, a message of at least
@@ -1549,6 +1610,11 @@ def check_pymongo_internals() -> list[str]:
             callable(getattr(_encryption_io, name, None)),
             f"pymongo.synchronous.encryption._EncryptionIO.{name} is missing",
         )
+    for cls, name, _ in _ENCRYPTION_CPU_OFF_THE_LOOP:
+        need(
+            callable(getattr(cls, name, None)),
+            f"pymongo.synchronous.encryption.{cls.__name__}.{name} is missing",
+        )
     # (PyMongo's _op_msg_compressed: the splicer's replaces it, see motor.green.splice.)
     compressing = [_splice._original_compressed] + [
         getattr(pymongo.message, name, None)
@@ -1734,6 +1800,10 @@ def install() -> None:
         method = getattr(_encryption_io, name)
         if not getattr(method, "motor_green", False):
             setattr(_encryption_io, name, _off_the_loop(method))
+    for cls, name, size in _ENCRYPTION_CPU_OFF_THE_LOOP:
+        method = getattr(cls, name)
+        if not getattr(method, "motor_green", False):
+            setattr(cls, name, _off_the_loop_from(size, method))
     _auth.hashlib = _GREEN_HASHLIB
     current = _oidc_authenticator._get_access_token
     if not getattr(current, "motor_green", False):
