@@ -242,6 +242,45 @@ async def test_pool_exhausted(fw: Framework, mockup: Any) -> None:
     assert error is await sync_error(exhaust, sync_uri)
 
 
+async def test_host_names_are_resolved_apart_from_the_application_s_threads(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A name is looked up in Motor's resolver threads, not the loop's default executor
+    (where the application's run_in_executor and to_thread work may hold every thread),
+    and connectTimeoutMS does not limit the lookup, as in PyMongo: a lookup longer than
+    it still connects."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = int(server.uri.rsplit(":", 1)[1].split("/")[0])
+    real_getaddrinfo = socket.getaddrinfo
+    looked_up: list[str] = []
+
+    def getaddrinfo(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "db.motor.test":  # a name whose lookup takes 0.3 s
+            looked_up.append(threading.current_thread().name)
+            time.sleep(0.3)
+            host = "127.0.0.1"
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    loop = asyncio.get_running_loop()
+    application = ThreadPoolExecutor(1)
+    loop.set_default_executor(application)
+    release = threading.Event()
+    busy = loop.run_in_executor(None, release.wait, 30)  # the application's thread
+    client = fw.client(f"mongodb://db.motor.test:{port}/?connectTimeoutMS=100")
+    try:
+        assert (await asyncio.wait_for(client.admin.command("ping"), 20))["ok"] == 1
+        assert not busy.done()
+        # The monitor's lookups run in its thread (PyMongo's own path), the pool's in
+        # the resolver's.
+        assert any(name.startswith("motor-resolver") for name in looked_up), looked_up
+    finally:
+        release.set()
+        await busy
+        application.shutdown()
+
+
 async def test_close_does_not_stall(fw: Framework, server: Any) -> None:
     client = fw.client(server.uri)
     coll = client.motor_test.close_stall

@@ -18,6 +18,7 @@ blocking socket: :class:`TimeoutError` ("timed out") when the timeout expires, n
 
 from __future__ import annotations
 
+import concurrent.futures
 import errno
 import functools
 import ipaddress
@@ -436,12 +437,33 @@ def _is_ip_literal(host: str) -> bool:
     return True
 
 
+#: Threads of the executor that resolves host names (:func:`resolve`).
+RESOLVER_THREADS = 4
+# (process id, executor): a process made by fork() gets an executor of its own (the
+# parent's threads do not exist in it).
+_resolver: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+
+
+def _resolver_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _resolver
+    pid = os.getpid()
+    if _resolver is None or _resolver[0] != pid:
+        executor = concurrent.futures.ThreadPoolExecutor(
+            RESOLVER_THREADS, thread_name_prefix="motor-resolver"
+        )
+        _resolver = (pid, executor)
+    return _resolver[1]
+
+
 def resolve(host: str, port: int, family: int, timeout: float | None) -> list[Any]:
     """``getaddrinfo`` that never blocks a loop.
 
-    IP literals are converted without any lookup.  A name is resolved in a thread of the
-    loop's default executor while the child is parked; outside a child it is resolved in
-    the calling thread.  (Through the executor's future, not a task running
+    IP literals are converted without any lookup.  A name is resolved in a thread of
+    Motor's resolver (:data:`RESOLVER_THREADS` threads, not the loop's default executor,
+    which the application's ``asyncio.to_thread`` calls may keep busy) while the child
+    is parked; outside a child it is resolved in the calling thread.  ``timeout`` is
+    what the lookup may take at most (PyMongo limits it only by a ``timeoutMS``
+    deadline).  (Through the executor's future, not a task running
     ``loop.getaddrinfo()``: ``asyncio.run()`` cancels every task as it shuts down, and
     then lets the calls nobody awaits finish: see ``Hub.finish_unawaited``.)
     """
@@ -451,7 +473,7 @@ def resolve(host: str, port: int, family: int, timeout: float | None) -> list[An
     if isinstance(current, Child):
         hub = current.hub
         future = hub.loop.run_in_executor(
-            None, socket.getaddrinfo, host, port, family, socket.SOCK_STREAM
+            _resolver_executor(), socket.getaddrinfo, host, port, family, socket.SOCK_STREAM
         )
         return hub.wait_future(future, timeout)
     refuse_to_block(f"a DNS lookup of {host!r}")
@@ -494,9 +516,9 @@ def create_connection(address: tuple[str, int], options: Any) -> socket.socket:
     if socket.has_ipv6 and host != "localhost":
         family = socket.AF_UNSPEC
     err: BaseException | None = None
-    for af, socktype, proto, _, sa in resolve(
-        host, port, family, connect_timeout(options.connect_timeout)
-    ):
+    # connectTimeoutMS limits each connect, not the lookup (as in PyMongo): only a
+    # timeoutMS deadline does.
+    for af, socktype, proto, _, sa in resolve(host, port, family, connect_timeout(None)):
         sock = socket.socket(af, socktype | socket.SOCK_CLOEXEC, proto)
         sock.setblocking(False)
         try:
