@@ -137,6 +137,10 @@ class AgnosticClientEncryption(AgnosticBase, GenericDocuments[_DocumentType]):
         vault client (whose loop the methods run on)."""
         return self._client.io_loop if self._io_loop is None else self._io_loop
 
+    def get_io_loop(self) -> Any:
+        """:attr:`io_loop`."""
+        return self.io_loop
+
     async def get_keys(self) -> AgnosticCursor[RawBSONDocument]:
         """A Motor cursor over every data key in the key vault. Asynchronous, as in
         Motor 3.7.1 (``cursor = await encryption.get_keys()``); the cursor fetches on

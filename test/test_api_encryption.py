@@ -9,6 +9,7 @@ that does I/O is awaited (Motor 3.7.1), ``get_keys`` gives a Motor cursor.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from typing import Any
@@ -53,11 +54,12 @@ class Vault:
         self.namespace = f"{self.db_name}.datakeys"
         self.kms_providers = {"local": {"key": os.urandom(96)}}
 
-    def encryption(self) -> Any:
+    def encryption(self, client: Any = None) -> Any:
+        """A ClientEncryption with this vault, through ``client`` (else the vault's)."""
         ce = encryption_class(self.fw)(
             kms_providers=self.kms_providers,
             key_vault_namespace=self.namespace,
-            key_vault_client=self.client,
+            key_vault_client=self.client if client is None else client,
             codec_options=CODEC_OPTIONS,
         )
         # The constructor is a plain call (as in Motor 3.7.1) that initialises libmongocrypt
@@ -215,31 +217,29 @@ async def test_rewrap_many_data_key(fw: Framework, server: Any) -> None:
 
 
 async def test_large_values_are_encrypted_and_decrypted_in_a_worker_thread(
-    fw: Framework, server: Any
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """libmongocrypt's work on a large value (explicit encrypt and decrypt, and the
-    automatic decryption of a reply) runs in a worker thread, the loop running meanwhile;
-    small values stay on the loop's thread."""
+    """libmongocrypt's encryption or decryption of a large value (explicit encrypt and
+    decrypt, and the automatic decryption of a reply) runs in a crypto thread, the loop
+    running meanwhile; small values stay on the loop's thread."""
     import threading
 
     from pymongo.encryption_options import AutoEncryptionOpts
 
-    from motor.green.pool import ENCRYPTION_OFF_LOOP_BYTES
+    from motor.green import pool as green_pool
 
     client = fw.client(server.uri)
     vault = Vault(fw, client)
     ce = vault.encryption()
-    threads: list[tuple[str, int]] = []
+    threads: list[str] = []
+    job = green_pool._crypto_job
 
-    def recording(name: str, method: Any) -> Any:
-        def record(*args: Any, **kwargs: Any) -> Any:
-            threads.append((name, threading.get_ident()))
-            return method(*args, **kwargs)
+    def recording(finish: Any, ctx: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return job(finish, ctx)
 
-        return record
-
-    loop_thread = threading.get_ident()
-    big = "x" * (4 * ENCRYPTION_OFF_LOOP_BYTES) * 8  # 2 MiB: about 20 ms to encrypt
+    monkeypatch.setattr(green_pool, "_crypto_job", recording)
+    big = "x" * (32 * green_pool.ENCRYPTION_OFF_LOOP_BYTES)  # 2 MiB: about 20 ms to encrypt
     reader = fw.client(
         server.uri,
         auto_encryption_opts=AutoEncryptionOpts(
@@ -248,33 +248,98 @@ async def test_large_values_are_encrypted_and_decrypted_in_a_worker_thread(
     )
     try:
         key_id = await ce.create_data_key("local")
-        explicit = ce.delegate._encryption
-        explicit.encrypt = recording("encrypt", explicit.encrypt)
-        explicit.decrypt = recording("decrypt", explicit.decrypt)
         small = await ce.encrypt("small", RANDOM, key_id=key_id)
         assert await ce.decrypt(small) == "small"
-        assert threads == [("encrypt", loop_thread), ("decrypt", loop_thread)]
-        threads.clear()
+        assert threads == []
         fw.probe.reset()
         ciphertext = await ce.encrypt(big, RANDOM, key_id=key_id)
         assert await ce.decrypt(ciphertext) == big
-        assert [name for name, _ in threads] == ["encrypt", "decrypt"]
-        assert all(ident != loop_thread for _, ident in threads), threads
+        assert len(threads) == 2 and all(n.startswith("motor-crypto") for n in threads), threads
         fw.probe.assert_below(MAX_BUSY)
 
         await client[vault.db_name].people.insert_one({"_id": 1, "big": ciphertext})
-        await reader.admin.command("ping")  # connected: its encrypter exists
-        automatic = reader.delegate._encrypter._auto_encrypter
-        automatic.decrypt = recording("auto", automatic.decrypt)
+        await reader.admin.command("ping")
         threads.clear()
         fw.probe.reset()
         doc = await reader[vault.db_name].people.find_one({"_id": 1})
         assert doc == {"_id": 1, "big": big}
-        assert [name for name, _ in threads] == ["auto"]
-        assert threads[0][1] != loop_thread, threads
+        assert len(threads) == 1 and threads[0].startswith("motor-crypto"), threads
         fw.probe.assert_below(MAX_BUSY)
     finally:
         await ce.close()
+        await vault.drop()
+
+
+async def test_large_decryptions_on_a_one_connection_pool_and_a_busy_executor(
+    fw: Framework, server: Any
+) -> None:
+    """Decryptions of large values whose keys the key vault client fetches (a fresh
+    ClientEncryption), together with find_one calls that decrypt a large reply while
+    they hold the client's only connection, all finish with the loop's default executor
+    down to one thread: a key fetch waiting in a thread for the connection a child holds
+    while that child waits for a thread would never end."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pymongo.encryption_options import AutoEncryptionOpts
+
+    from motor.green.pool import ENCRYPTION_OFF_LOOP_BYTES
+
+    loop = asyncio.get_running_loop()
+    executor = ThreadPoolExecutor(1)
+    loop.set_default_executor(executor)
+    setup = fw.client(server.uri)
+    vault = Vault(fw, setup)
+    first = vault.encryption()
+    key_id = await first.create_data_key("local")
+    big = "y" * (4 * ENCRYPTION_OFF_LOOP_BYTES)
+    ciphertext = await first.encrypt(big, RANDOM, key_id=key_id)
+    await setup[vault.db_name].people.insert_one({"_id": 1, "big": ciphertext})
+    await first.close()
+    client = fw.client(
+        server.uri,
+        maxPoolSize=1,
+        auto_encryption_opts=AutoEncryptionOpts(
+            vault.kms_providers, vault.namespace, bypass_auto_encryption=True
+        ),
+    )
+    ce = vault.encryption(client)  # a fresh one: its keys are fetched through client
+    try:
+        calls = [client[vault.db_name].people.find_one({"_id": 1}) for _ in range(3)]
+        calls += [ce.decrypt(ciphertext) for _ in range(3)]
+        results = await asyncio.wait_for(asyncio.gather(*calls), 60)
+        assert results[:3] == [{"_id": 1, "big": big}] * 3
+        assert results[3:] == [big] * 3
+    finally:
+        await ce.close()
+        await vault.drop()
+        executor.shutdown()
+
+
+async def test_a_cancelled_large_encryption_ends_before_close_frees_libmongocrypt(
+    fw: Framework, server: Any
+) -> None:
+    """A large encrypt cancelled while its thread encrypts: the call's cleanup, and the
+    ClientEncryption's close() right after, wait for the thread (which uses
+    libmongocrypt's context; freeing it under the thread crashed the process)."""
+    from motor.green import pool as green_pool
+
+    client = fw.client(server.uri)
+    vault = Vault(fw, client)
+    ce = vault.encryption()
+    try:
+        key_id = await ce.create_data_key("local")
+        big = "z" * (24 * green_pool.ENCRYPTION_OFF_LOOP_BYTES)
+        for _ in range(3):
+            task = asyncio.ensure_future(ce.encrypt(big, RANDOM, key_id=key_id))
+            while green_pool._crypto_jobs[0] == 0 and not task.done():
+                await asyncio.sleep(0.0005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        await ce.close()
+        assert green_pool._crypto_jobs[0] == 0
+        assert await client.admin.command("ping") == {"ok": 1.0}
+    finally:
         await vault.drop()
 
 
@@ -340,6 +405,19 @@ async def test_motor_3_7_1_s_constructor_arguments(fw: Framework, server: Any) -
         with pytest.raises(RuntimeError, match=f'Use {cls.__name__} in "async with"'):
             with positional:
                 pass
+        # Another loop than the client's: what io_loop and get_io_loop() return.
+        other_loop = asyncio.new_event_loop()
+        try:
+            other: Any = other_loop
+            if fw.name == "tornado":
+                from tornado.platform.asyncio import AsyncIOLoop
+
+                other = AsyncIOLoop(asyncio_loop=other_loop, make_current=False)
+            elsewhere = cls(vault.kms_providers, vault.namespace, client, CODEC_OPTIONS, other)
+            assert elsewhere.io_loop is other and elsewhere.get_io_loop() is other
+            await elsewhere.close()
+        finally:
+            other_loop.close()
     finally:
         for ce in (positional, keywords, sixth):
             await ce.close()

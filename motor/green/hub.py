@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextvars
 import functools
 import math
@@ -1628,6 +1629,32 @@ class Hub:
         a child).  For blocking calls and long C calls that release the GIL."""
         run = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
         return self.wait_future(self.loop.run_in_executor(None, run))
+
+    def wait_job_to_end(self, job: concurrent.futures.Future[T]) -> T:
+        """Park until ``job`` (submitted to an executor) is done, even if the call is
+        cancelled meanwhile; return its result (runs on a child).
+
+        For a job that uses memory the call's cleanup frees (libmongocrypt's context):
+        a cancelled call waits for the job, then raises its cancellation.  An exception
+        that ends the child otherwise (its loop closing) waits for the job without the
+        loop, blocking, before it propagates.
+        """
+        future = asyncio.wrap_future(job, loop=self.loop)
+        cancelled: BaseException | None = None
+        while True:
+            try:
+                result = self.wait_future(future)
+            except Cancelled as exc:
+                if not future.done():
+                    cancelled = exc
+                    continue
+                raise
+            except BaseException:
+                concurrent.futures.wait([job])
+                raise
+            if cancelled is not None:
+                raise cancelled
+            return result
 
     def sleep(self, seconds: float) -> None:
         """Park for ``seconds``."""

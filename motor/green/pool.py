@@ -84,6 +84,7 @@ on; :func:`install` refuses to patch (with a readable error) when one has change
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import contextvars
 import errno
 import functools
@@ -98,6 +99,7 @@ import re
 import ssl
 import struct
 import sys
+import threading
 import time as _time
 import types
 import weakref
@@ -1164,16 +1166,27 @@ def _off_the_loop(function: Any, refuse: str = "") -> Any:
     return wrapper
 
 
-def _off_the_loop_from(size: Callable[..., float], function: Any) -> Any:
-    """Wrap a CPU-heavy PyMongo function: called from a child with arguments whose
-    ``size`` is at least :data:`ENCRYPTION_OFF_LOOP_BYTES`, it runs in a worker thread
-    (with the caller's context) while the child parks; otherwise as it is."""
+def _crypto_off_the_loop(size: Callable[..., float], function: Any) -> Any:
+    """Wrap a PyMongo function that encrypts or decrypts: called from a child with
+    arguments whose ``size`` is at least :data:`ENCRYPTION_OFF_LOOP_BYTES`, it runs in
+    the child as usual, and libmongocrypt's last step (``MongoCryptContext.finish``,
+    where the value is encrypted or decrypted) runs in a worker thread while the child
+    parks (see :func:`_green_finish`).  Its I/O (key vault lookups, KMS, mongocryptd)
+    stays where it was: a worker thread waiting for a connection of a pool whose
+    connections are held by children waiting for worker threads would never end."""
 
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        current = _getcurrent()
-        if type(current) is Child and size(*args, **kwargs) >= ENCRYPTION_OFF_LOOP_BYTES:
-            return current.hub.run_in_thread(function, *args, **kwargs)
+        if (
+            type(_getcurrent()) is Child
+            and not _crypto_off_loop.get()
+            and size(*args, **kwargs) >= ENCRYPTION_OFF_LOOP_BYTES
+        ):
+            token = _crypto_off_loop.set(True)
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _crypto_off_loop.reset(token)
         return function(*args, **kwargs)
 
     wrapper.motor_green = True  # type: ignore[attr-defined]
@@ -1192,7 +1205,7 @@ def _value_size(value: Any) -> float:
 
 def _explicit_value_size(_self: Any, value: Any = None, *args: Any, **kwargs: Any) -> float:
     # ClientEncryption.encrypt(value, algorithm, ...) and decrypt(value).
-    return _value_size(kwargs["value"] if value is None and "value" in kwargs else value)
+    return _value_size(value)
 
 
 def _reply_size(_self: Any, response: Any, *args: Any, **kwargs: Any) -> float:
@@ -1204,13 +1217,99 @@ def _any_size(*args: Any, **kwargs: Any) -> float:
     return math.inf
 
 
-# Patched methods (install): name on the class -> the size of a call's arguments.
+# Patched methods (install): the class, the name, the size of a call's arguments.
 _ENCRYPTION_CPU_OFF_THE_LOOP: tuple[tuple[Any, str, Callable[..., float]], ...] = (
     (_client_encryption, "encrypt", _explicit_value_size),
     (_client_encryption, "decrypt", _explicit_value_size),
     (_encrypter, "decrypt", _reply_size),
     (_encrypter, "encrypt", _any_size),
 )
+
+# Set in a child for a call whose libmongocrypt work runs in a worker thread.
+_crypto_off_loop: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "motor_crypto_off_loop", default=False
+)
+#: Threads that run libmongocrypt's ``finish`` for the loop (CPU only: they never wait
+#: for a pool).
+CRYPTO_THREADS = 2
+# (process id, executor), as motor.green.socket's resolver.
+_crypto: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
+# The finish jobs submitted and not over (queued or running), and their condition.
+_crypto_jobs = [0]
+_crypto_over = threading.Condition()
+
+
+def _crypto_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _crypto, _crypto_over
+    pid = _os.getpid()
+    if _crypto is None or _crypto[0] != pid:
+        _crypto = (
+            pid,
+            concurrent.futures.ThreadPoolExecutor(
+                CRYPTO_THREADS, thread_name_prefix="motor-crypto"
+            ),
+        )
+        _crypto_jobs[0] = 0  # a parent's jobs do not run in this process
+        _crypto_over = threading.Condition()
+    return _crypto[1]
+
+
+def _crypto_job(finish: Any, ctx: Any) -> Any:
+    # Runs in a crypto thread.
+    try:
+        return finish(ctx)
+    finally:
+        with _crypto_over:
+            _crypto_jobs[0] -= 1
+            _crypto_over.notify_all()
+
+
+def _green_finish(original: Any) -> Any:
+    """pymongocrypt's ``MongoCryptContext.finish`` (where libmongocrypt encrypts or
+    decrypts, calling cryptography's AES and HMAC): in a child marked by
+    :func:`_crypto_off_the_loop`, it runs in a crypto thread, to its end even if the
+    call is cancelled meanwhile (the call's cleanup frees the context the thread uses);
+    ``MongoCrypt.close`` waits for such jobs (:func:`_green_mongocrypt_close`)."""
+
+    @functools.wraps(original)
+    def finish(self: Any) -> Any:
+        current = _getcurrent()
+        if type(current) is Child and _crypto_off_loop.get():
+            executor = _crypto_executor()
+            with _crypto_over:
+                _crypto_jobs[0] += 1
+            try:
+                job = executor.submit(contextvars.copy_context().run, _crypto_job, original, self)
+            except BaseException:  # never submitted (the interpreter is exiting)
+                with _crypto_over:
+                    _crypto_jobs[0] -= 1
+                    _crypto_over.notify_all()
+                raise
+            return current.hub.wait_job_to_end(job)
+        return original(self)
+
+    finish.motor_green = True  # type: ignore[attr-defined]
+    return finish
+
+
+def _green_mongocrypt_close(original: Any) -> Any:
+    """pymongocrypt's ``MongoCrypt.close`` (a ClientEncryption's or an auto-encrypting
+    client's close frees libmongocrypt): first waits for the crypto jobs not over, which
+    may use it; in a child, parked (polling every millisecond), elsewhere blocking."""
+
+    @functools.wraps(original)
+    def close(self: Any) -> Any:
+        current = _getcurrent()
+        if type(current) is Child:
+            while _crypto_jobs[0] > 0:
+                current.hub.sleep(0.001)
+        else:
+            with _crypto_over:
+                _crypto_over.wait_for(lambda: _crypto_jobs[0] <= 0)
+        return original(self)
+
+    close.motor_green = True  # type: ignore[attr-defined]
+    return close
 
 
 def _green_compress(operation: int, data: bytes, ctx: Any) -> tuple[int, bytes]:
@@ -1615,6 +1714,13 @@ def check_pymongo_internals() -> list[str]:
             callable(getattr(cls, name, None)),
             f"pymongo.synchronous.encryption.{cls.__name__}.{name} is missing",
         )
+    mongocrypt = sys.modules.get("pymongocrypt.mongocrypt")
+    if mongocrypt is not None:
+        for cls_name, name in (("MongoCryptContext", "finish"), ("MongoCrypt", "close")):
+            need(
+                callable(getattr(getattr(mongocrypt, cls_name, None), name, None)),
+                f"pymongocrypt.mongocrypt.{cls_name}.{name} is missing",
+            )
     # (PyMongo's _op_msg_compressed: the splicer's replaces it, see motor.green.splice.)
     compressing = [_splice._original_compressed] + [
         getattr(pymongo.message, name, None)
@@ -1803,7 +1909,14 @@ def install() -> None:
     for cls, name, size in _ENCRYPTION_CPU_OFF_THE_LOOP:
         method = getattr(cls, name)
         if not getattr(method, "motor_green", False):
-            setattr(cls, name, _off_the_loop_from(size, method))
+            setattr(cls, name, _crypto_off_the_loop(size, method))
+    mongocrypt = sys.modules.get("pymongocrypt.mongocrypt")  # PyMongo's encryption imports it
+    if mongocrypt is not None:
+        context_class, crypt_class = mongocrypt.MongoCryptContext, mongocrypt.MongoCrypt
+        if not getattr(context_class.finish, "motor_green", False):
+            context_class.finish = _green_finish(context_class.finish)
+        if not getattr(crypt_class.close, "motor_green", False):
+            crypt_class.close = _green_mongocrypt_close(crypt_class.close)
     _auth.hashlib = _GREEN_HASHLIB
     current = _oidc_authenticator._get_access_token
     if not getattr(current, "motor_green", False):
