@@ -1232,36 +1232,56 @@ _crypto_off_loop: contextvars.ContextVar[bool] = contextvars.ContextVar(
 #: Threads that run libmongocrypt's ``finish`` for the loop (CPU only: they never wait
 #: for a pool).
 CRYPTO_THREADS = 2
-# (process id, executor), as motor.green.socket's resolver.
-_crypto: tuple[int, concurrent.futures.ThreadPoolExecutor] | None = None
-# The finish jobs submitted and not over (queued or running), and their condition.
-_crypto_jobs = [0]
-_crypto_over = threading.Condition()
+# (process id, executor, the jobs submitted and not done): one per process, as
+# motor.green.socket's resolver (a process made by fork() has none of its parent's
+# threads, and none of its jobs).
+_crypto: tuple[int, concurrent.futures.ThreadPoolExecutor, set[Any]] | None = None
+_crypto_lock = threading.Lock()
 
 
-def _crypto_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _crypto, _crypto_over
+def _new_crypto_lock() -> None:
+    # In a process made by fork(): another thread may have held the lock at fork().
+    global _crypto_lock
+    _crypto_lock = threading.Lock()
+
+
+if hasattr(_os, "register_at_fork"):
+    _os.register_at_fork(after_in_child=_new_crypto_lock)
+
+
+def _crypto_state() -> tuple[int, concurrent.futures.ThreadPoolExecutor, set[Any]]:
+    global _crypto
     pid = _os.getpid()
-    if _crypto is None or _crypto[0] != pid:
-        _crypto = (
-            pid,
-            concurrent.futures.ThreadPoolExecutor(
-                CRYPTO_THREADS, thread_name_prefix="motor-crypto"
-            ),
-        )
-        _crypto_jobs[0] = 0  # a parent's jobs do not run in this process
-        _crypto_over = threading.Condition()
-    return _crypto[1]
+    state = _crypto
+    if state is None or state[0] != pid:
+        with _crypto_lock:
+            state = _crypto
+            if state is None or state[0] != pid:
+                executor = concurrent.futures.ThreadPoolExecutor(
+                    CRYPTO_THREADS, thread_name_prefix="motor-crypto"
+                )
+                state = _crypto = (pid, executor, set())
+    return state
 
 
-def _crypto_job(finish: Any, ctx: Any) -> Any:
-    # Runs in a crypto thread.
+def _crypto_jobs() -> list[Any]:
+    """This process's crypto jobs not done (queued or running)."""
+    state = _crypto
+    if state is None or state[0] != _os.getpid():
+        return []
+    return list(state[2])
+
+
+def _crypto_job(future: concurrent.futures.Future[Any], finish: Any, ctx: Any) -> None:
+    # Runs in a crypto thread; never runs ``finish`` for a future cancelled first.
+    if not future.set_running_or_notify_cancel():
+        return
     try:
-        return finish(ctx)
-    finally:
-        with _crypto_over:
-            _crypto_jobs[0] -= 1
-            _crypto_over.notify_all()
+        result = finish(ctx)
+    except BaseException as exc:
+        future.set_exception(exc)
+    else:
+        future.set_result(result)
 
 
 def _green_finish(original: Any) -> Any:
@@ -1269,43 +1289,64 @@ def _green_finish(original: Any) -> Any:
     decrypts, calling cryptography's AES and HMAC): in a child marked by
     :func:`_crypto_off_the_loop`, it runs in a crypto thread, to its end even if the
     call is cancelled meanwhile (the call's cleanup frees the context the thread uses);
-    ``MongoCrypt.close`` waits for such jobs (:func:`_green_mongocrypt_close`)."""
+    closing libmongocrypt waits for such jobs (:func:`_green_encryption_close`)."""
 
     @functools.wraps(original)
     def finish(self: Any) -> Any:
         current = _getcurrent()
         if type(current) is Child and _crypto_off_loop.get():
-            executor = _crypto_executor()
-            with _crypto_over:
-                _crypto_jobs[0] += 1
+            _, executor, jobs = _crypto_state()
+            future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+            future.add_done_callback(jobs.discard)
             try:
-                job = executor.submit(contextvars.copy_context().run, _crypto_job, original, self)
-            except BaseException:  # never submitted (the interpreter is exiting)
-                with _crypto_over:
-                    _crypto_jobs[0] -= 1
-                    _crypto_over.notify_all()
+                jobs.add(future)
+                executor.submit(contextvars.copy_context().run, _crypto_job, future, original, self)
+            except BaseException:
+                # Perhaps submitted (an interrupt in submit()): it never runs unless it
+                # runs already; then it is waited for, before the context is freed.
+                if not future.cancel():
+                    concurrent.futures.wait([future])
                 raise
-            return current.hub.wait_job_to_end(job)
+            return current.hub.wait_job_to_end(future)
         return original(self)
 
     finish.motor_green = True  # type: ignore[attr-defined]
     return finish
 
 
-def _green_mongocrypt_close(original: Any) -> Any:
-    """pymongocrypt's ``MongoCrypt.close`` (a ClientEncryption's or an auto-encrypting
-    client's close frees libmongocrypt): first waits for the crypto jobs not over, which
-    may use it; in a child, parked (polling every millisecond), elsewhere blocking."""
+def _wait_for_crypto_jobs() -> None:
+    # Blocking: for libmongocrypt's own close (a finalizer may call it), after the green
+    # wait of _green_encryption_close in the common case.
+    jobs = _crypto_jobs()
+    if jobs:
+        concurrent.futures.wait(jobs)
+
+
+def _green_encryption_close(original: Any) -> Any:
+    """PyMongo's ``ClientEncryption.close`` and ``_Encrypter.close`` (which free
+    libmongocrypt): in a child, first park until the crypto jobs not done, which may use
+    it, are done.  libmongocrypt's own ``MongoCrypt.close`` waits for them blocking
+    (:func:`_green_mongocrypt_close`), where nothing is left by then."""
 
     @functools.wraps(original)
     def close(self: Any) -> Any:
         current = _getcurrent()
         if type(current) is Child:
-            while _crypto_jobs[0] > 0:
-                current.hub.sleep(0.001)
-        else:
-            with _crypto_over:
-                _crypto_over.wait_for(lambda: _crypto_jobs[0] <= 0)
+            for job in _crypto_jobs():
+                current.hub.wait_job_to_end(job)
+        return original(self)
+
+    close.motor_green = True  # type: ignore[attr-defined]
+    return close
+
+
+def _green_mongocrypt_close(original: Any) -> Any:
+    """pymongocrypt's ``MongoCrypt.close`` (also called by its finalizer): waits for
+    the crypto jobs not done, blocking, before it frees libmongocrypt."""
+
+    @functools.wraps(original)
+    def close(self: Any) -> Any:
+        _wait_for_crypto_jobs()
         return original(self)
 
     close.motor_green = True  # type: ignore[attr-defined]
@@ -1917,6 +1958,9 @@ def install() -> None:
             context_class.finish = _green_finish(context_class.finish)
         if not getattr(crypt_class.close, "motor_green", False):
             crypt_class.close = _green_mongocrypt_close(crypt_class.close)
+        for cls in (_client_encryption, _encrypter):
+            if not getattr(cls.close, "motor_green", False):
+                cls.close = _green_encryption_close(cls.close)
     _auth.hashlib = _GREEN_HASHLIB
     current = _oidc_authenticator._get_access_token
     if not getattr(current, "motor_green", False):
