@@ -351,6 +351,44 @@ async def test_a_cancelled_large_encryption_ends_before_close_frees_libmongocryp
         await vault.drop()
 
 
+async def test_libmongocrypt_freed_by_the_collector_in_a_crypto_thread(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ClientEncryption dropped unclosed in a reference cycle is freed by whichever
+    thread the garbage collector runs in, a crypto thread included: its libmongocrypt
+    closes there without waiting for the crypto jobs (which would be waiting for
+    itself)."""
+    import gc
+    import threading
+
+    from motor.green import pool as green_pool
+
+    client = fw.client(server.uri)
+    vault = Vault(fw, client)
+    ce = vault.encryption()
+    key_id = await ce.create_data_key("local")
+    dropped: list[Any] = [vault.encryption()]
+    dropped.append(dropped)  # a cycle: only the collector frees it
+    del dropped
+    collected: list[str] = []
+    job = green_pool._crypto_job
+
+    def collecting(future: Any, finish: Any, ctx: Any) -> None:
+        collected.append(threading.current_thread().name)
+        gc.collect()
+        job(future, finish, ctx)
+
+    monkeypatch.setattr(green_pool, "_crypto_job", collecting)
+    big = "c" * (4 * green_pool.ENCRYPTION_OFF_LOOP_BYTES)
+    try:
+        ciphertext = await asyncio.wait_for(ce.encrypt(big, RANDOM, key_id=key_id), 30)
+        assert collected and collected[0].startswith("motor-crypto"), collected
+        assert await asyncio.wait_for(ce.decrypt(ciphertext), 30) == big
+    finally:
+        await ce.close()
+        await vault.drop()
+
+
 async def test_a_process_forked_while_a_crypto_thread_works_has_its_own(
     fw: Framework, server: Any
 ) -> None:

@@ -1314,39 +1314,23 @@ def _green_finish(original: Any) -> Any:
     return finish
 
 
-def _wait_for_crypto_jobs() -> None:
-    # Blocking: for libmongocrypt's own close (a finalizer may call it), after the green
-    # wait of _green_encryption_close in the common case.
-    jobs = _crypto_jobs()
-    if jobs:
-        concurrent.futures.wait(jobs)
-
-
 def _green_encryption_close(original: Any) -> Any:
     """PyMongo's ``ClientEncryption.close`` and ``_Encrypter.close`` (which free
-    libmongocrypt): in a child, first park until the crypto jobs not done, which may use
-    it, are done.  libmongocrypt's own ``MongoCrypt.close`` waits for them blocking
-    (:func:`_green_mongocrypt_close`), where nothing is left by then."""
+    libmongocrypt): first wait until this process's crypto jobs not done, which may use
+    it, are done; in a child parked, elsewhere blocking (a ``close()`` where no loop
+    runs).  libmongocrypt's finalizer needs no wait: while a call runs on a
+    ``MongoCrypt``, the call's frames keep it alive."""
 
     @functools.wraps(original)
     def close(self: Any) -> Any:
-        current = _getcurrent()
-        if type(current) is Child:
-            for job in _crypto_jobs():
-                current.hub.wait_job_to_end(job)
-        return original(self)
-
-    close.motor_green = True  # type: ignore[attr-defined]
-    return close
-
-
-def _green_mongocrypt_close(original: Any) -> Any:
-    """pymongocrypt's ``MongoCrypt.close`` (also called by its finalizer): waits for
-    the crypto jobs not done, blocking, before it frees libmongocrypt."""
-
-    @functools.wraps(original)
-    def close(self: Any) -> Any:
-        _wait_for_crypto_jobs()
+        jobs = _crypto_jobs()
+        if jobs:
+            current = _getcurrent()
+            if type(current) is Child:
+                for job in jobs:
+                    current.hub.wait_job_to_end(job)
+            elif not threading.current_thread().name.startswith("motor-crypto"):
+                concurrent.futures.wait(jobs)
         return original(self)
 
     close.motor_green = True  # type: ignore[attr-defined]
@@ -1757,11 +1741,10 @@ def check_pymongo_internals() -> list[str]:
         )
     mongocrypt = sys.modules.get("pymongocrypt.mongocrypt")
     if mongocrypt is not None:
-        for cls_name, name in (("MongoCryptContext", "finish"), ("MongoCrypt", "close")):
-            need(
-                callable(getattr(getattr(mongocrypt, cls_name, None), name, None)),
-                f"pymongocrypt.mongocrypt.{cls_name}.{name} is missing",
-            )
+        need(
+            callable(getattr(getattr(mongocrypt, "MongoCryptContext", None), "finish", None)),
+            "pymongocrypt.mongocrypt.MongoCryptContext.finish is missing",
+        )
     # (PyMongo's _op_msg_compressed: the splicer's replaces it, see motor.green.splice.)
     compressing = [_splice._original_compressed] + [
         getattr(pymongo.message, name, None)
@@ -1953,11 +1936,9 @@ def install() -> None:
             setattr(cls, name, _crypto_off_the_loop(size, method))
     mongocrypt = sys.modules.get("pymongocrypt.mongocrypt")  # PyMongo's encryption imports it
     if mongocrypt is not None:
-        context_class, crypt_class = mongocrypt.MongoCryptContext, mongocrypt.MongoCrypt
+        context_class = mongocrypt.MongoCryptContext
         if not getattr(context_class.finish, "motor_green", False):
             context_class.finish = _green_finish(context_class.finish)
-        if not getattr(crypt_class.close, "motor_green", False):
-            crypt_class.close = _green_mongocrypt_close(crypt_class.close)
         for cls in (_client_encryption, _encrypter):
             if not getattr(cls.close, "motor_green", False):
                 cls.close = _green_encryption_close(cls.close)
