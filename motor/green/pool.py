@@ -29,6 +29,12 @@ What it changes, and nothing else:
   child, which parks meanwhile; so do client-side encryption's KMS requests and
   mongocryptd commands (``_EncryptionIO.kms_request`` and ``mark_command``), which use
   sockets of their own.
+* ``ClientEncryption.encrypt``/``decrypt`` of a value of at least
+  :data:`ENCRYPTION_OFF_LOOP_BYTES`, ``_Encrypter.decrypt`` of a reply that large and
+  every ``_Encrypter.encrypt`` mark their child (:func:`_crypto_off_the_loop`), and
+  pymongocrypt's ``MongoCryptContext.finish`` runs there in a crypto thread, waited for
+  to its end (:func:`_green_finish`); ``ClientEncryption.close`` and ``_Encrypter.close``
+  first wait for this process's crypto jobs (:func:`_green_encryption_close`).
 * ``hashlib`` in ``pymongo.synchronous.auth`` is :data:`_GREEN_HASHLIB`, whose
   ``pbkdf2_hmac`` (SCRAM's salted password: 15,000 rounds of SHA-256 or 10,000 of SHA-1,
   5-7 ms of CPU in one C call, made whenever a client first authenticates and on every
