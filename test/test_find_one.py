@@ -10,16 +10,20 @@ client.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import bson
+import pymongo
 import pytest
-from bson import SON, ObjectId
+from bson import SON, ObjectId, Timestamp
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, ReadPreference, monitoring
 from pymongo.errors import BulkWriteError
 from pymongo.read_concern import ReadConcern
+from pymongo.server_api import ServerApi
 from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.cursor import Cursor
 
@@ -38,6 +42,7 @@ from test.scripted import (
     ok,
     replica_set_member,
     run_script,
+    standing_replies,
     summary,
     sync_script,
 )
@@ -118,18 +123,52 @@ def _pooled_sessions(client: Any) -> int:
     return len(client.delegate._topology._session_pool)
 
 
+class _ExpressTaken:
+    """Counts the ``find_one`` calls that took the express path while installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count = 0
+        original = green_find._express
+
+        def counting(*args: Any) -> Any:
+            self.count += 1
+            return original(*args)
+
+        monkeypatch.setattr(green_find, "_express", counting)
+
+
+class _Received:
+    """The names of the commands a MockupDB server receives (handshakes, heartbeats and
+    ``endSessions`` left out): what a client without command listeners sent.  Registered
+    last, it sees every request first and leaves the answer to the others."""
+
+    def __init__(self, server: Any) -> None:
+        self.names: list[str] = []
+        server.autoresponds(self._record)
+
+    def _record(self, request: Any) -> bool:
+        name = request.command_name or ""
+        if name.lower() not in ("ismaster", "hello", "endsessions", ""):
+            self.names.append(name)
+        return False
+
+
+@pytest.mark.parametrize("monitored", [True, False], ids=["monitored", "express"])
 async def test_find_one_sends_and_returns_what_pymongo_does(
-    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
 ) -> None:
+    """With a command listener, Motor's path without a cursor object; without one, the
+    express path (the same commands, seen by the server; see the MockupDB tests)."""
     events = _Events()
-    client = fw.client(server.uri, event_listeners=[events])
-    db = client[f"find_one_{fw.name}"]
+    client = fw.client(server.uri, event_listeners=[events] if monitored else [])
+    db = client[f"find_one_{fw.name}_{monitored}"]
     await client.drop_database(db.name)
     await db.c.insert_many([dict(d) for d in DOCS])
     await db["a.b"].insert_one({"_id": 1, "dotted": True})
     await db.c.find_one()  # a pooled session and connection for both sides
     events.take()
     cursors = _CursorsMade(monkeypatch)
+    express = _ExpressTaken(monkeypatch)
     collections = {
         "plain": db.c,
         "SON": db.get_collection("c", codec_options=CodecOptions(document_class=SON)),
@@ -172,10 +211,14 @@ async def test_find_one_sends_and_returns_what_pymongo_does(
         for args, kwargs, fast in calls:
             case = f"{label}: find_one(*{args!r}, **{kwargs!r})"
             sessions = _pooled_sessions(client)
-            made = cursors.count
+            made, expressed = cursors.count, express.count
             ours = await _outcome(coll.find_one(*args, **kwargs))
             our_events = events.take()
             assert cursors.count - made == (0 if fast else 1), case
+            # (A projection of the wrong type is refused before any path is taken.)
+            refused = ours[0] == "raised" and ours[1] is TypeError
+            expected = 1 if fast and not monitored and not refused else 0
+            assert express.count - expressed == expected, case
             assert _pooled_sessions(client) == sessions, case
 
             theirs = await _outcome(
@@ -310,20 +353,62 @@ def _find_one(client: Any) -> Any:
     return client.db.coll.find_one({"_id": 1})
 
 
+def _member(kind: str) -> Any:
+    """A MockupDB server factory: a replica set's primary (``replica_set_member``), a
+    standalone server or a mongos."""
+    if kind == "replica set member":
+        return replica_set_member
+
+    def make(mockup: Any) -> Any:
+        server = mockup(auto_ismaster=None)
+        hello: dict[str, Any] = {
+            "ismaster": True,
+            "isWritablePrimary": True,
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+            "logicalSessionTimeoutMinutes": 30,
+        }
+        if kind == "mongos":
+            hello["msg"] = "isdbgrid"
+        server.autoresponds(standing_replies(hello))
+        return server
+
+    return make
+
+
+def _comparable(command: Any) -> dict[str, Any]:
+    doc = {k: v for k, v in command.items() if k != "lsid"}
+    if "maxTimeMS" in doc:
+        doc["maxTimeMS"] = "present"
+    return doc
+
+
 async def _like_sync(
-    fw: Framework, mockup: Any, steps: list[Any]
+    fw: Framework,
+    mockup: Any,
+    steps: list[Any],
+    monitored: bool,
+    monkeypatch: pytest.MonkeyPatch,
+    find: Any = _find_one,
+    member: Any = replica_set_member,
+    calls: int = 1,
+    **options: Any,
 ) -> tuple[list[Any], tuple[Any, ...], list[str]]:
     """find_one({"_id": 1}) with Motor and with sync PyMongo against ``steps``: the same
-    requests, commands started and outcome, and as many server sessions in the pool
-    afterwards (PyMongo discards one that saw a connection error).  Returns Motor's."""
+    requests, commands and outcome, and as many server sessions in the pool afterwards
+    (PyMongo discards one that saw a connection error).  Motor's client has a command
+    listener if ``monitored``, and takes the express path if not.  Returns Motor's."""
     commands, sync_commands = Commands(), Commands()
 
-    server = replica_set_member(mockup)
-    client = fw.client(server.uri, event_listeners=[commands])
+    server = member(mockup)
+    received = _Received(server)
+    client = fw.client(server.uri, event_listeners=[commands] if monitored else [], **options)
+    express = _ExpressTaken(monkeypatch)
     await fw.probe.settle()
-    requests, outcome = await run_script(server, steps, _find_one(client))
+    requests, outcome = await run_script(server, steps, find(client))
     fw.probe.assert_below(MAX_BUSY)
-    oracle = replica_set_member(mockup)
+    assert express.count == (0 if monitored else calls)
+    oracle = member(mockup)
     sync_pooled: list[int] = []
 
     def find_one_and_count(sync_client: Any) -> Any:
@@ -331,7 +416,7 @@ async def _like_sync(
         # back when the traceback that holds it is dropped.
         error = None
         try:
-            result = _find_one(sync_client)
+            result = find(sync_client)
         except Exception as exc:
             error = exc.with_traceback(None)
         sync_pooled.append(len(sync_client._topology._session_pool))
@@ -340,24 +425,37 @@ async def _like_sync(
         return result
 
     sync_requests, sync_outcome = await in_thread(
-        sync_script, oracle, steps, find_one_and_count, event_listeners=[sync_commands]
+        sync_script,
+        oracle,
+        steps,
+        find_one_and_count,
+        event_listeners=[sync_commands],
+        **options,
     )
     assert [_pooled_sessions(client)] == sync_pooled
     assert summary(outcome) == summary(sync_outcome)
     # The oracle's client has been closed (endSessions); Motor's is still open.
-    names = commands.names
-    assert names == [name for name in sync_commands.names if name != "endSessions"]
+    names = [name for name in sync_commands.names if name != "endSessions"]
+    assert received.names == names
+    if monitored:
+        assert commands.names == names
+    assert len(requests) == len(sync_requests)
     for ours, theirs in zip(requests, sync_requests):
-        assert {k: v for k, v in ours.doc.items() if k != "lsid"} == {
-            k: v for k, v in theirs.doc.items() if k != "lsid"
-        }
+        # (A deadline's remaining time differs from run to run: only its presence counts.)
+        assert _comparable(ours.doc) == _comparable(theirs.doc)
         assert "lsid" in ours.doc and "lsid" in theirs.doc
     return requests, summary(outcome), names
 
 
-async def test_a_cursor_left_open_is_killed(fw: Framework, mockup: Any) -> None:
+_MONITORED = pytest.mark.parametrize("monitored", [True, False], ids=["monitored", "express"])
+
+
+@_MONITORED
+async def test_a_cursor_left_open_is_killed(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
+) -> None:
     steps = [("find", cursor_reply([{"_id": 1}], ns="db.coll", cursor_id=123))]
-    _, outcome, names = await _like_sync(fw, mockup, steps)
+    _, outcome, names = await _like_sync(fw, mockup, steps, monitored, monkeypatch)
     assert outcome == ("returned", {"_id": 1})
     assert names == ["find", "killCursors"]
 
@@ -373,7 +471,10 @@ async def test_a_cursor_left_open_is_killed(fw: Framework, mockup: Any) -> None:
         "an open cursor without a batch",
     ],
 )
-async def test_retries_and_errors_are_pymongo_s(fw: Framework, mockup: Any, first: str) -> None:
+@_MONITORED
+async def test_retries_and_errors_are_pymongo_s(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, first: str, monitored: bool
+) -> None:
     answer = {
         "network error": hang_up,
         "NotWritablePrimary": fail(10107, "not primary"),
@@ -386,7 +487,7 @@ async def test_retries_and_errors_are_pymongo_s(fw: Framework, mockup: Any, firs
     steps = [("find", answer)]
     if retried:
         steps.append(("find", cursor_reply([{"_id": 1}])))
-    requests, outcome, names = await _like_sync(fw, mockup, steps)
+    requests, outcome, names = await _like_sync(fw, mockup, steps, monitored, monkeypatch)
     assert len(requests) == len(steps)
     if retried:
         assert outcome == ("returned", {"_id": 1})
@@ -395,6 +496,225 @@ async def test_retries_and_errors_are_pymongo_s(fw: Framework, mockup: Any, firs
         assert outcome[0] == "raised"
     # The cursor id the reply gave is killed (PyMongo: when its cursor is collected).
     assert ("killCursors" in names) == (first == "an open cursor without a batch")
+
+
+def _find_two(client: Any) -> Any:
+    """Two find_one calls, with PyMongo's sync client or with Motor's."""
+    coll = client.db.get_collection(
+        "coll",
+        read_preference=ReadPreference.SECONDARY_PREFERRED,
+        read_concern=ReadConcern("majority"),
+    )
+    if isinstance(client, pymongo.MongoClient):
+        return [coll.find_one({"_id": 1}), coll.find_one({"_id": 2}, ["x"])]
+
+    async def both() -> list[Any]:
+        return [await coll.find_one({"_id": 1}), await coll.find_one({"_id": 2}, ["x"])]
+
+    return both()
+
+
+@pytest.mark.parametrize("kind", ["replica set member", "standalone", "mongos"])
+@_MONITORED
+async def test_read_preference_concern_and_cluster_time_are_sent_as_pymongo_sends_them(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, kind: str, monitored: bool
+) -> None:
+    """The first reply's ``$clusterTime`` goes with the second command; the read
+    preference is sent as PyMongo sends it to each kind of server (none to a standalone
+    server), and the read concern."""
+    cluster_time = {
+        "clusterTime": Timestamp(1_700_000_000, 7),
+        "signature": {"hash": b"\x01" * 20, "keyId": 1},
+    }
+    steps = [
+        (
+            "find",
+            ok(
+                cursor={"id": 0, "ns": "db.coll", "firstBatch": [{"_id": 1}]},
+                **{"$clusterTime": cluster_time, "operationTime": cluster_time["clusterTime"]},
+            ),
+        ),
+        ("find", cursor_reply([])),
+    ]
+    requests, outcome, _ = await _like_sync(
+        fw, mockup, steps, monitored, monkeypatch, _find_two, _member(kind), calls=2
+    )
+    assert outcome == ("returned", [{"_id": 1}, None])
+    assert requests[1]["$clusterTime"] == cluster_time
+    assert requests[1]["readConcern"] == {"level": "majority"}
+    assert requests[1]["projection"] == {"x": 1}
+    mode = requests[1].doc.get("$readPreference", {}).get("mode")
+    assert mode == (None if kind == "standalone" else "secondaryPreferred")
+    assert requests[0]["lsid"] == requests[1]["lsid"]
+
+
+@_MONITORED
+async def test_the_server_api_is_declared_as_pymongo_declares_it(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
+) -> None:
+    steps = [("find", cursor_reply([{"_id": 1}]))]
+    api = ServerApi("1", strict=True)
+    requests, outcome, _ = await _like_sync(
+        fw, mockup, steps, monitored, monkeypatch, server_api=api
+    )
+    assert outcome == ("returned", {"_id": 1})
+    assert requests[0]["apiVersion"] == "1"
+    assert requests[0]["apiStrict"] is True
+
+
+@_MONITORED
+async def test_a_retry_through_a_mongos_avoids_the_mongos_that_failed(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
+) -> None:
+    """PyMongo's retry loop deprioritizes the mongos of the failed attempt."""
+    chosen: list[Any] = []
+    select = pymongo.MongoClient._select_server
+
+    def recording(client: Any, selector: Any, session: Any, operation: str, **kw: Any) -> Any:
+        server = select(client, selector, session, operation, **kw)
+        if operation == "find":
+            chosen.append((kw.get("deprioritized_servers"), server))
+        return server
+
+    monkeypatch.setattr(pymongo.MongoClient, "_select_server", recording)
+    steps = [("find", fail(6, "host unreachable")), ("find", cursor_reply([{"_id": 1}]))]
+    _, outcome, _ = await _like_sync(
+        fw, mockup, steps, monitored, monkeypatch, member=_member("mongos")
+    )
+    assert outcome == ("returned", {"_id": 1})
+    # Motor's two selections, then the oracle's (the only mongos again each time).
+    assert [bool(deprioritized) for deprioritized, _ in chosen] == [False, True, False, True]
+    assert chosen[1][0] == [chosen[0][1]]
+
+
+def _under_a_timeout_then_not(client: Any) -> Any:
+    """find_one under ``pymongo.timeout(0.5)``, then without a timeout on the same
+    connection (a pool of one)."""
+    if isinstance(client, pymongo.MongoClient):
+        with pymongo.timeout(0.5):
+            client.db.coll.find_one({"_id": 1})
+        return client.db.coll.find_one({"_id": 2})
+
+    async def both() -> Any:
+        with pymongo.timeout(0.5):
+            await client.db.coll.find_one({"_id": 1})
+        return await client.db.coll.find_one({"_id": 2})
+
+    return both()
+
+
+def _slow(reply: Any, seconds: float) -> Any:
+    def answer(request: Any) -> Any:
+        time.sleep(seconds)
+        return reply(request)
+
+    return answer
+
+
+@_MONITORED
+async def test_a_timeout_left_on_the_connection_by_pymongo_timeout_is_reset(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
+) -> None:
+    """An operation under ``pymongo.timeout()`` sets its connection's socket timeout to
+    what remains of its deadline; the next one without a deadline sets
+    ``socketTimeoutMS`` again (none here), as PyMongo does: a reply after a second comes."""
+    steps = [
+        ("find", cursor_reply([{"_id": 1}])),
+        ("find", _slow(cursor_reply([{"_id": 2}]), 1.0)),
+    ]
+    _, outcome, _ = await _like_sync(
+        fw, mockup, steps, monitored, monkeypatch, _under_a_timeout_then_not, maxPoolSize=1
+    )
+    assert outcome == ("returned", {"_id": 2})
+
+
+class _PyMongoRunOperation:
+    """An instrumentation's wrapper on ``MongoClient._run_operation``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        original = pymongo.MongoClient._run_operation
+
+        def wrapper(client: Any, *args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            return original(client, *args, **kwargs)
+
+        monkeypatch.setattr(pymongo.MongoClient, "_run_operation", wrapper)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "timeoutMS",
+        "pymongo.timeout",
+        "command logging",
+        "server selection logging",
+        "bound session",
+        "wrapped _run_operation",
+    ],
+)
+async def test_the_express_path_leaves_what_it_cannot_see_to_pymongo(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, condition: str
+) -> None:
+    """A timeout, debug logging, a bound session or a wrapper on what the express path
+    stands in for: ``find_one`` takes PyMongo's way, with the same result."""
+    options = {"timeoutMS": 60_000} if condition == "timeoutMS" else {}
+    client = fw.client(server.uri, **options)
+    coll = client[f"find_one_express_{fw.name}"].c
+    await coll.drop()
+    await coll.insert_one({"_id": 1})
+    assert await coll.find_one({"_id": 1}) == {"_id": 1}  # connected
+    express = _ExpressTaken(monkeypatch)
+    # Another client, with none of those, takes it.
+    plain = fw.client(server.uri)[coll.database.name].c
+    assert await plain.find_one({"_id": 1}) == {"_id": 1}
+    assert express.count == 1
+    wrapped = _PyMongoRunOperation(monkeypatch) if condition.startswith("wrapped") else None
+    logger = None
+    if condition.endswith("logging"):
+        name = "pymongo.command" if condition.startswith("command") else "pymongo.serverSelection"
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [logging.NullHandler()])
+        monkeypatch.setattr(logger, "propagate", False)
+        previous_level = logger.level
+        logger.setLevel(logging.DEBUG)
+    try:
+        if condition == "pymongo.timeout":
+
+            async def find() -> Any:
+                with pymongo.timeout(60):
+                    return await coll.find_one({"_id": 1})
+
+            found = await find()
+        elif condition == "bound session":
+            async with await client.start_session() as session:
+                async with session.bind(end_session=False):
+                    found = await coll.find_one({"_id": 1})
+        else:
+            found = await coll.find_one({"_id": 1})
+    finally:
+        if logger is not None:
+            logger.setLevel(previous_level)
+    assert found == {"_id": 1}
+    assert express.count == 1
+    if wrapped is not None:
+        assert wrapped.calls == 1
+    await coll.drop()
+
+
+def test_pymongo_internals_for_the_express_path() -> None:
+    assert green_find.check_express_internals() == []
+    assert green_find._EXPRESS
+
+
+def test_internals_check_reports_a_changed_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    def _gen_find_command(coll: str, spec: Any, projection: Any) -> dict[str, Any]:
+        return {"find": coll, "filter": spec, "hint": projection}
+
+    monkeypatch.setattr(green_find, "_gen_find_command", _gen_find_command)
+    assert green_find.check_express_internals() == [
+        "pymongo's _gen_find_command changed: find_one's express path no longer matches it"
+    ]
 
 
 def test_pymongo_internals_for_find_one() -> None:
