@@ -198,6 +198,9 @@ async def test_find_one_sends_and_returns_what_pymongo_does(
         (({"$query": {"k": "a"}, "$orderby": {"n": -1}},), {}, True),
         ((RawBSONDocument(bson.encode({"n": 5})),), {}, True),
         (({"$bad": 1},), {}, True),
+        # A legacy $explain modifier: PyMongo's cursor returns the explain command's reply.
+        (({"$explain": True},), {}, False),
+        (({"$query": {"n": 1}, "$explain": True},), {}, False),
         (({"n": 3}, {"_id": 0, "k": 1}), {}, True),
         (({"n": 3}, ["k"]), {}, True),
         (({"n": 3},), {"projection": {"n": 1}}, True),

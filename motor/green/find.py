@@ -112,6 +112,10 @@ def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
             spec = {"$query": spec}
     else:
         spec = {"_id": filter}
+    if "$explain" in spec:
+        # A legacy $explain modifier: PyMongo's cursor sends an explain command and returns
+        # its reply (an explain document, not a batch).
+        return _pymongo_find_one(self, filter, *args, **kwargs)
     if projection is not None:
         projection = _fields_list_to_dict(projection, "projection")
 
@@ -121,7 +125,6 @@ def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
         and client._timeout is None
         and _csot.get_timeout() is None
         and (listeners is None or not listeners.enabled_for_commands)
-        and "$explain" not in spec
         and not _is_debug_enabled(_COMMAND_LOGGER)
         and not _is_debug_enabled(_SERVER_SELECTION_LOGGER)
         and _pymongo_in_place(type(client))
