@@ -264,23 +264,26 @@ class _StopsIteration(dict):  # type: ignore[type-arg]
         raise StopIteration("from the document class")
 
 
+@pytest.mark.parametrize("monitored", [True, False], ids=["monitored", "express"])
 async def test_a_stop_iteration_while_decoding_ends_find_one_as_in_pymongo(
-    fw: Framework, server: Any
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
 ) -> None:
     # PyMongo's find_one is a for loop over its cursor: a StopIteration raised while
     # decoding the document ends that loop, and find_one returns None.
-    client = fw.client(server.uri)
+    client = fw.client(server.uri, event_listeners=[_Events()] if monitored else [])
     coll = client[f"find_one_stop_{fw.name}"].c
     await coll.drop()
     await coll.insert_one({"_id": 1})
     stopping = coll.with_options(codec_options=CodecOptions(document_class=_StopsIteration))
     await coll.find_one()  # a pooled session for both sides
     sessions = _pooled_sessions(client)
+    express = _ExpressTaken(monkeypatch)
     for args in [(), ({"_id": 1},), ({"_id": 1}, {"_id": 1})]:
         ours = await _outcome(stopping.find_one(*args))
         theirs = await _outcome(motor.run_green(Collection.find_one, stopping.delegate, *args))
         assert ours == theirs == ("returned", None), args
         assert _pooled_sessions(client) == sessions, args
+    assert express.count == (0 if monitored else 3)
 
 
 @pytest.mark.parametrize("wrapper", ["functools", "proxy"])
@@ -631,18 +634,18 @@ async def test_a_timeout_left_on_the_connection_by_pymongo_timeout_is_reset(
     assert outcome == ("returned", {"_id": 2})
 
 
-class _PyMongoRunOperation:
-    """An instrumentation's wrapper on ``MongoClient._run_operation``."""
+class _Wrapped:
+    """An instrumentation's wrapper on ``owner.name``, counting its calls."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, owner: Any, name: str) -> None:
         self.calls = 0
-        original = pymongo.MongoClient._run_operation
+        original = getattr(owner, name)
 
-        def wrapper(client: Any, *args: Any, **kwargs: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
-            return original(client, *args, **kwargs)
+            return original(*args, **kwargs)
 
-        monkeypatch.setattr(pymongo.MongoClient, "_run_operation", wrapper)
+        monkeypatch.setattr(owner, name, wrapper)
 
 
 @pytest.mark.parametrize(
@@ -672,7 +675,9 @@ async def test_the_express_path_leaves_what_it_cannot_see_to_pymongo(
     plain = fw.client(server.uri)[coll.database.name].c
     assert await plain.find_one({"_id": 1}) == {"_id": 1}
     assert express.count == 1
-    wrapped = _PyMongoRunOperation(monkeypatch) if condition.startswith("wrapped") else None
+    wrapped = None
+    if condition.startswith("wrapped"):
+        wrapped = _Wrapped(monkeypatch, pymongo.MongoClient, "_run_operation")
     logger = None
     if condition.endswith("logging"):
         name = "pymongo.command" if condition.startswith("command") else "pymongo.serverSelection"
@@ -705,16 +710,188 @@ async def test_the_express_path_leaves_what_it_cannot_see_to_pymongo(
     await coll.drop()
 
 
+_WRAPPABLE: list[tuple[str, str, bool]] = [
+    # (module or class, attribute, whether the express path calls it)
+    ("pymongo.synchronous.mongo_client.MongoClient", "_retry_internal", False),
+    ("pymongo.synchronous.mongo_client._ClientConnectionRetryable", "run", False),
+    ("pymongo.message._Query", "as_command", False),
+    ("pymongo.synchronous.client_session.ClientSession", "_apply_to", False),
+    ("pymongo.synchronous.command_runner", "_run_command", False),
+    ("pymongo.synchronous.cursor_base", "run_cursor_command", False),
+    ("pymongo.helpers_shared", "_check_command_response", True),
+    ("pymongo.message", "_gen_find_command", True),
+    ("pymongo.message", "_op_msg", True),
+    ("pymongo.synchronous.mongo_client.MongoClient", "_select_server", True),
+]
+
+
+def _resolve(dotted: str) -> Any:
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            target: Any = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for part in parts[cut:]:
+            target = getattr(target, part)
+        return target
+    raise ImportError(dotted)
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "called"), _WRAPPABLE, ids=[name for _, name, _ in _WRAPPABLE]
+)
+async def test_a_wrapper_on_what_find_one_runs_sees_the_call(
+    fw: Framework,
+    server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    owner: str,
+    name: str,
+    called: bool,
+) -> None:
+    """A wrapper put (after Motor was imported) on a PyMongo function that ``find_one``
+    runs sees the call: the express path looks up what it calls when it calls it, as
+    PyMongo does, and is not taken when what it stands in for is wrapped."""
+    coll = fw.client(server.uri)[f"find_one_wrapped_{fw.name}"].c
+    await coll.drop()
+    await coll.insert_one({"_id": 1})
+    express = _ExpressTaken(monkeypatch)
+    wrapped = _Wrapped(monkeypatch, _resolve(owner), name)
+    assert await coll.find_one({"_id": 1}) == {"_id": 1}
+    assert wrapped.calls >= 1
+    assert express.count == (1 if called else 0)
+    await coll.drop()
+
+
+@_MONITORED
+async def test_a_retry_sends_the_cluster_time_of_the_failed_attempt_s_reply(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
+) -> None:
+    """The implicit session has seen the failed attempt's reply: where its ``$clusterTime``
+    is as recent as the client's, the retry sends the session's (PyMongo prefers it)."""
+
+    def cluster_time(key_id: int) -> dict[str, Any]:
+        return {
+            "clusterTime": Timestamp(1_700_000_000, 7),
+            "signature": {"hash": b"\x01" * 20, "keyId": key_id},
+        }
+
+    steps = [
+        (
+            "find",
+            ok(
+                cursor={"id": 0, "ns": "db.coll", "firstBatch": []},
+                **{"$clusterTime": cluster_time(2)},
+            ),
+        ),
+        (
+            "find",
+            lambda request: request.command_err(
+                10107, "not primary", **{"$clusterTime": cluster_time(1)}
+            ),
+        ),
+        ("find", cursor_reply([{"_id": 2}])),
+    ]
+    requests, outcome, _ = await _like_sync(
+        fw, mockup, steps, monitored, monkeypatch, _find_two, _member("mongos"), calls=2
+    )
+    assert outcome == ("returned", [None, {"_id": 2}])
+    assert requests[1]["$clusterTime"]["signature"]["keyId"] == 2
+    assert requests[2]["$clusterTime"]["signature"]["keyId"] == 1
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for this error")
+
+
+class _RaisesUnprintable(dict):  # type: ignore[type-arg]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise _Unprintable
+
+
+async def test_a_decoding_error_is_described_as_pymongo_describes_it(
+    fw: Framework, server: Any
+) -> None:
+    """PyMongo's command runner turns every failure into a description (its text) for
+    its monitoring, even unmonitored: an error whose ``str()`` raises gives way to that."""
+    client = fw.client(server.uri)
+    coll = client[f"find_one_unprintable_{fw.name}"].c
+    await coll.drop()
+    await coll.insert_one({"_id": 1})
+    failing = coll.with_options(codec_options=CodecOptions(document_class=_RaisesUnprintable))
+
+    async def outcome(awaitable: Any) -> tuple[Any, ...]:
+        try:
+            await awaitable
+        except BaseException as exc:
+            return (type(exc), type(exc.__context__))
+        return ("returned",)
+
+    ours = await outcome(failing.find_one({"_id": 1}))
+    theirs = await outcome(motor.run_green(Collection.find_one, failing.delegate, {"_id": 1}))
+    assert ours == theirs == (RuntimeError, _Unprintable)
+    await coll.drop()
+
+
+def _version(kind: str) -> Any:
+    """The same function, ``f``, as written in four ways."""
+    if kind == "one":
+
+        def f(a: Any, b: Any) -> Any:
+            """One."""
+            a.check()
+            return b.process(True)
+
+    elif kind == "reordered":
+
+        def f(a: Any, b: Any) -> Any:
+            """One."""
+            result = b.process(True)
+            a.check()
+            return result
+
+    elif kind == "other value":
+
+        def f(a: Any, b: Any) -> Any:
+            """One."""
+            a.check()
+            return b.process(False)
+
+    else:
+
+        def f(a: Any, b: Any) -> Any:
+            """Another text,
+            over two lines."""
+            a.check()  # a comment
+            return b.process(True)
+
+    return f
+
+
+def test_the_fingerprint_sees_order_and_values_not_docstrings() -> None:
+    fingerprint = green_find._fingerprint
+    one = fingerprint(_version("one"))
+    assert one != fingerprint(_version("reordered"))
+    assert one != fingerprint(_version("other value"))
+    assert one == fingerprint(_version("other docstring and a comment"))
+    assert fingerprint(len) == ""  # no source: the express path is not taken
+
+
 def test_pymongo_internals_for_the_express_path() -> None:
     assert green_find.check_express_internals() == []
     assert green_find._EXPRESS
 
 
 def test_internals_check_reports_a_changed_function(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pymongo.message
+
     def _gen_find_command(coll: str, spec: Any, projection: Any) -> dict[str, Any]:
         return {"find": coll, "filter": spec, "hint": projection}
 
-    monkeypatch.setattr(green_find, "_gen_find_command", _gen_find_command)
+    monkeypatch.setattr(pymongo.message, "_gen_find_command", _gen_find_command)
     assert green_find.check_express_internals() == [
         "pymongo's _gen_find_command changed: find_one's express path no longer matches it"
     ]

@@ -20,21 +20,23 @@ a client with automatic encryption take PyMongo's own ``Collection.find_one``.
 from __future__ import annotations
 
 import time
-import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pymongo.message
+import pymongo.mongo_client_shared
 import pymongo.pool_shared
+import pymongo.synchronous.client_session
 import pymongo.synchronous.collection
 import pymongo.synchronous.command_runner
 import pymongo.synchronous.cursor
 import pymongo.synchronous.mongo_client
+import pymongo.synchronous.pool
 from pymongo import _csot, helpers_shared
 from pymongo.cursor_shared import _CURSOR_DOC_FIELDS
-from pymongo.errors import ConnectionFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, NotPrimaryError, OperationFailure, PyMongoError
 from pymongo.logger import _COMMAND_LOGGER, _SERVER_SELECTION_LOGGER, _is_debug_enabled
-from pymongo.message import _CursorAddress, _gen_find_command, _Query
+from pymongo.message import _CursorAddress, _Query
 from pymongo.synchronous.cursor_base import _CursorBase
 from pymongo.synchronous.mongo_client import (
     MongoClient,
@@ -246,29 +248,45 @@ def _implicit_session(client: Any, server_session: Any) -> Any:
 
 
 def _exchange(
-    conn: Any, command: Any, dbname: str, read_preference: Any, codec_options: Any, client: Any
+    conn: Any,
+    command: Any,
+    dbname: str,
+    read_preference: Any,
+    codec_options: Any,
+    client: Any,
+    replies: list[Any],
 ) -> list[Any]:
     """``Cursor._run_with_conn`` and ``run_cursor_command`` for a find with no monitoring,
-    logging or encryption: the reply's documents."""
+    logging or encryption: the reply's documents.  Each reply document processed is
+    appended to ``replies`` (the implicit session PyMongo would have had processed it)."""
     request_id, message, max_doc_size, _ = pymongo.message._op_msg(
         0, command, dbname, read_preference, codec_options, ctx=conn.compression_context
     )
-    conn.send_message(message, max_doc_size)
-    reply = conn.receive_message(request_id)
-    docs: list[Any] = reply.unpack_response(None, codec_options, _CURSOR_DOC_FIELDS, False)
-    response_doc = docs[0]
-    if not conn.ready:
-        cluster_time = response_doc.get("$clusterTime")
-        if cluster_time:
-            conn._cluster_time = cluster_time
-    client._process_response(response_doc, None)
-    _check_command_response(
-        response_doc,
-        conn.max_wire_version,
-        None,
-        parse_write_concern_error=False,
-        pool_opts=conn.opts,
-    )
+    try:
+        conn.send_message(message, max_doc_size)
+        reply = conn.receive_message(request_id)
+        docs: list[Any] = reply.unpack_response(None, codec_options, _CURSOR_DOC_FIELDS, False)
+        response_doc = docs[0]
+        if not conn.ready:
+            cluster_time = response_doc.get("$clusterTime")
+            if cluster_time:
+                conn._cluster_time = cluster_time
+        client._process_response(response_doc, None)
+        replies.append(response_doc)
+        helpers_shared._check_command_response(
+            response_doc,
+            conn.max_wire_version,
+            None,
+            parse_write_concern_error=False,
+            pool_opts=conn.opts,
+        )
+    except BaseException as exc:
+        # _run_command describes every failure for its monitoring, even unmonitored: an
+        # exception whose str() raises gives way to that error there.
+        if not isinstance(exc, (NotPrimaryError, OperationFailure)):
+            # (As _run_command finds it: in its module, which imported it by name.)
+            pymongo.synchronous.command_runner._convert_exception(exc)  # type: ignore[attr-defined]
+        raise
     return docs
 
 
@@ -281,10 +299,11 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
     read_preference = collection._read_preference
     server = None
     server_session = None
+    replies: list[Any] = []
     try:
         server = client._select_server(read_preference, None, "find")
-        with _ClientReadCheckout(client, server, None, read_preference) as (conn, conn_pref):
-            command = _gen_find_command(
+        with client._conn_from_server(read_preference, server, None) as (conn, conn_pref):
+            command = pymongo.message._gen_find_command(
                 collection.name, spec, projection, 0, -1, 0, 0, collection.read_concern
             )
             conn.add_server_api(command)
@@ -294,11 +313,13 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
                 )
                 server_session.last_use = time.monotonic()
                 command["lsid"] = server_session.session_id
-            client._send_cluster_time(command, None)
+            conn.send_cluster_time(command, None, client)
             # (No timeout applies: this sets the connection's socketTimeoutMS again, which
             # an earlier operation under pymongo.timeout() may have changed.)
             conn.apply_timeout(command)
-            docs = _exchange(conn, command, dbname, conn_pref, collection.codec_options, client)
+            docs = _exchange(
+                conn, command, dbname, conn_pref, collection.codec_options, client, replies
+            )
             address = conn.address
     except PyMongoError as exc:
         # (_ClientCheckout.handle marks the session's server session dirty.)
@@ -315,7 +336,15 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
         return _first_document(collection, client, docs, address, None, server_session)
     # Outside the except clause, as PyMongo's retry loop runs its next attempt.
     return _after_first_attempt(
-        collection, client, spec, projection, read_preference, server, server_session, error
+        collection,
+        client,
+        spec,
+        projection,
+        read_preference,
+        server,
+        server_session,
+        replies,
+        error,
     )
 
 
@@ -342,12 +371,16 @@ def _after_first_attempt(
     read_preference: Any,
     server: Any,
     server_session: Any,
+    replies: list[Any],
     error: BaseException,
 ) -> Any:
     """``MongoClient._retryable_read`` after a first attempt that raised ``error``, with
-    the implicit session that attempt would have had."""
+    the implicit session that attempt would have had: holding its server session, having
+    processed its replies (their ``$clusterTime`` goes with a retry)."""
     session = _implicit_session(client, server_session)
     try:
+        for reply in replies:
+            session._process_response(reply)
         query = _query(collection, client, spec, projection, read_preference, session)
         run_with_conn = _FindOne(collection)._run_with_conn
 
@@ -382,20 +415,54 @@ def _after_first_attempt(
     return _first_document(collection, client, response.docs, response.address, session, None)
 
 
-_check_command_response = helpers_shared._check_command_response
-_run_operation = pymongo_own(MongoClient._run_operation)
-_retryable_read = pymongo_own(MongoClient._retryable_read)
-_run_cursor_command = pymongo.synchronous.command_runner.run_cursor_command
+# What the express path stands in for: (owner, attribute).  When any of them is not the
+# function it was when Motor was imported (an instrumentation's wrapper, a test's mock), the
+# express path is not taken, and what was put there sees the call.  (What the express path
+# calls, it looks up when it calls it, as PyMongo does: a wrapper there sees the call too.)
+_STOOD_IN: tuple[tuple[Any, str], ...] = (
+    (MongoClient, "_run_operation"),
+    (MongoClient, "_retryable_read"),
+    (MongoClient, "_retry_internal"),
+    (MongoClient, "_tmp_session"),
+    (MongoClient, "_ensure_session"),
+    (MongoClient, "_start_session"),
+    (MongoClient, "_should_pin_cursor"),
+    (_ClientConnectionRetryable, "__init__"),
+    (_ClientConnectionRetryable, "run"),
+    (_ClientConnectionRetryable, "_read"),
+    (_ClientConnectionRetryable, "_get_server"),
+    (_ClientConnectionRetryable, "_run_read_func"),
+    (_CursorBase, "_run_with_conn"),
+    (pymongo.synchronous.cursor_base, "_operation_to_command"),
+    (_Query, "__init__"),
+    (_Query, "use_command"),
+    (_Query, "as_command"),
+    (_Query, "get_message"),
+    (pymongo.synchronous.client_session.ClientSession, "__init__"),
+    (pymongo.synchronous.client_session.ClientSession, "_apply_to"),
+    (pymongo.synchronous.client_session.ClientSession, "_materialize"),
+    (pymongo.synchronous.client_session.ClientSession, "_update_read_concern"),
+    (pymongo.synchronous.client_session.ClientSession, "_process_response"),
+    (pymongo.synchronous.client_session.ClientSession, "_end_implicit_session"),
+    (pymongo.synchronous.pool.Connection, "validate_session"),
+    (pymongo.synchronous.cursor_base, "run_cursor_command"),  # where the cursor finds it
+    (pymongo.synchronous.command_runner, "_run_command"),
+)
+_STOOD_IN_OWNERS = tuple(owner for owner, _ in _STOOD_IN)
+_STOOD_IN_NAMES = tuple(name for _, name in _STOOD_IN)
+# (The cursor's _run_with_conn is Motor's reauthenticating one once Motor's patches are in.)
+_STOOD_IN_AT_IMPORT = tuple(
+    _reauth.run_with_conn if (owner, name) == (_CursorBase, "_run_with_conn") else function
+    for (owner, name), function in zip(_STOOD_IN, map(getattr, _STOOD_IN_OWNERS, _STOOD_IN_NAMES))
+)
 
 
 def _pymongo_in_place(client_class: type) -> bool:
-    """Whether the functions the express path stands in for are PyMongo's (or Motor's
-    reauthenticating ``_run_with_conn``), not an instrumentation's wrappers."""
+    """Whether what the express path stands in for is as it was when Motor was imported
+    (PyMongo's functions, and Motor's reauthenticating ``_run_with_conn``)."""
     return (
-        client_class._run_operation is _run_operation  # type: ignore[attr-defined]
-        and client_class._retryable_read is _retryable_read  # type: ignore[attr-defined]
-        and _CursorBase._run_with_conn is _reauth.run_with_conn
-        and pymongo.synchronous.command_runner.run_cursor_command is _run_cursor_command
+        client_class is MongoClient
+        and tuple(map(getattr, _STOOD_IN_OWNERS, _STOOD_IN_NAMES)) == _STOOD_IN_AT_IMPORT
     )
 
 
@@ -484,115 +551,161 @@ def check_pymongo_internals() -> list[str]:
 
 
 def _fingerprint(function: Any) -> str:
-    """A digest of what ``function``'s code refers to: its parameters, and the names and
-    constants (strings and numbers, docstrings left out) used by it and the functions and
-    comprehensions defined in it, as sets: the same on every Python version this package
-    supports."""
+    """A digest of ``function``'s source (under its wrappers), docstrings left out, as
+    :func:`ast.unparse` writes it: the same on every Python version this package supports,
+    and different when anything in the code changes, its order included.  Empty when the
+    source cannot be read (the express path is then not taken)."""
+    import ast
     import hashlib
+    import inspect
+    import textwrap
 
-    code = own_code(function)
-    if code is None:
+    try:
+        source = textwrap.dedent(inspect.getsource(inspect.unwrap(function)))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
         return ""
-    names: set[str] = set()
-    constants: set[str] = set()
-    pending = [code]
-    while pending:
-        c = pending.pop()
-        names.update(c.co_names)
-        values = list(c.co_consts)
-        while values:
-            const = values.pop()
-            if isinstance(const, types.CodeType):
-                pending.append(const)
-            elif isinstance(const, tuple):
-                # (Annotations of nested functions are a tuple on some versions.)
-                values.extend(const)
-            elif isinstance(const, str) and "\n" in const:
-                pass  # a docstring: each version dedents them its own way
-            elif isinstance(const, (str, int, float)) and not isinstance(const, bool):
-                constants.add(repr(const))
-    params = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
-    text = "\n".join([" ".join(params), " ".join(sorted(names)), " ".join(sorted(constants))])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            body = node.body
+            if (
+                body
+                and isinstance(body[0], ast.Expr)
+                and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)
+            ):
+                node.body = body[1:] or [ast.Pass()]
+    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()[:16]
 
 
 def _express_functions() -> dict[str, Any]:
-    """The PyMongo functions whose behaviour the express path repeats or relies on."""
-    from pymongo import client_session_shared
+    """The PyMongo functions whose behaviour the express path repeats, calls or relies on
+    (its conditions included)."""
+    from pymongo import _csot, _telemetry, client_session_shared
     from pymongo.synchronous import command_runner, topology
 
-    return {
-        "MongoClient._run_operation": MongoClient._run_operation,
-        "MongoClient._retryable_read": MongoClient._retryable_read,
-        "MongoClient._retry_internal": MongoClient._retry_internal,
-        "MongoClient._select_server": MongoClient._select_server,
-        "MongoClient._conn_from_server": MongoClient._conn_from_server,
-        "MongoClient._ensure_session": MongoClient._ensure_session,
-        "MongoClient._start_session": MongoClient._start_session,
-        "MongoClient._send_cluster_time": MongoClient._send_cluster_time,
-        "MongoClient._process_response": MongoClient._process_response,
-        "MongoClient._return_server_session": MongoClient._return_server_session,
-        "_ClientCheckout.handle": pymongo.synchronous.mongo_client._ClientCheckout.handle,
-        "_ClientReadCheckout.__init__": _ClientReadCheckout.__init__,
-        "_ClientReadCheckout.__enter__": _ClientReadCheckout.__enter__,
-        "_ClientConnectionRetryable.run": _ClientConnectionRetryable.run,
-        "_ClientConnectionRetryable._read": _ClientConnectionRetryable._read,
-        "_ClientConnectionRetryable.__init__": _ClientConnectionRetryable.__init__,
-        "_Query.as_command": _Query.as_command,
-        "_Query.get_message": _Query.get_message,
-        "_Query.use_command": _Query.use_command,
-        "_gen_find_command": _gen_find_command,
-        "_op_msg": pymongo.message._op_msg,
-        "_CursorBase._run_with_conn": _reauth.run_with_conn,
-        "_operation_to_command": pymongo.synchronous.cursor_base._operation_to_command,
-        "run_cursor_command": command_runner.run_cursor_command,
-        "_run_command": command_runner._run_command,
-        "ClientSession._apply_to": client_session_shared._AgnosticClientSessionBase._apply_to,
-        "ClientSession._materialize": (
-            client_session_shared._AgnosticClientSessionBase._materialize
-        ),
-        "ClientSession._end_implicit_session": (
-            client_session_shared._AgnosticClientSessionBase._end_implicit_session
-        ),
-        "Topology.get_server_session": topology.Topology.get_server_session,
-        "Connection.apply_timeout": pymongo.pool_shared._AgnosticBaseConnection.apply_timeout,
-        "Connection.add_server_api": pymongo.pool_shared._AgnosticBaseConnection.add_server_api,
+    session_base = client_session_shared._AgnosticClientSessionBase
+    connection = pymongo.pool_shared._AgnosticBaseConnection
+    functions: dict[str, Any] = {
+        f"{getattr(owner, '__name__', owner)}.{name}": function
+        for (owner, name), function in zip(_STOOD_IN, _STOOD_IN_AT_IMPORT)
     }
+    functions.update(
+        {
+            "MongoClient._select_server": MongoClient._select_server,
+            "MongoClient._conn_from_server": MongoClient._conn_from_server,
+            "MongoClient._send_cluster_time": MongoClient._send_cluster_time,
+            "MongoClient._process_response": MongoClient._process_response,
+            "MongoClient._return_server_session": MongoClient._return_server_session,
+            "MongoClient._get_bound_session": MongoClient._get_bound_session,
+            "_ClientCheckout.__init__": pymongo.synchronous.mongo_client._ClientCheckout.__init__,
+            "_ClientCheckout.handle": pymongo.synchronous.mongo_client._ClientCheckout.handle,
+            "_ClientCheckout.__enter__": (
+                pymongo.synchronous.mongo_client._ClientCheckout.__enter__
+            ),
+            "_ClientCheckout.__exit__": pymongo.synchronous.mongo_client._ClientCheckout.__exit__,
+            "_ClientReadCheckout.__init__": _ClientReadCheckout.__init__,
+            "_ClientReadCheckout.__enter__": _ClientReadCheckout.__enter__,
+            "_ClientConnectionRetryable base __init__": (
+                pymongo.mongo_client_shared._AgnosticClientConnectionRetryableBase.__init__
+            ),
+            "_ClientConnectionRetryable._check_last_error": (
+                pymongo.mongo_client_shared._AgnosticClientConnectionRetryableBase._check_last_error
+            ),
+            "_CursorBase._run_with_conn (PyMongo's)": _reauth.run_with_conn,
+            "Cursor._unpack_response": pymongo.synchronous.cursor.Cursor._unpack_response,
+            "Cursor._send_message": pymongo.synchronous.cursor.Cursor._send_message,
+            "Cursor._refresh": pymongo.synchronous.cursor.Cursor._refresh,
+            "_gen_find_command": pymongo.message._gen_find_command,
+            "_op_msg": pymongo.message._op_msg,
+            "_convert_exception": pymongo.message._convert_exception,
+            "ClientSession._apply_to (shared)": session_base._apply_to,
+            "ClientSession._materialize (shared)": session_base._materialize,
+            "ClientSession._process_response (shared)": session_base._process_response,
+            "ClientSession._end_implicit_session (shared)": session_base._end_implicit_session,
+            "ClientSession._update_read_concern (shared)": session_base._update_read_concern,
+            "Topology.get_server_session": topology.Topology.get_server_session,
+            "_ServerSessionPool.get_server_session": (
+                client_session_shared._ServerSessionPool.get_server_session
+            ),
+            "_ServerSessionPool.return_server_session": (
+                client_session_shared._ServerSessionPool.return_server_session
+            ),
+            "Connection.apply_timeout": connection.apply_timeout,
+            "Connection.add_server_api": connection.add_server_api,
+            "Connection.send_cluster_time": connection.send_cluster_time,
+            "run_cursor_command (PyMongo's)": command_runner.run_cursor_command,
+            "_generate_op_id_or_none": _telemetry._generate_op_id_or_none,
+            "_csot.apply": _csot.apply,
+        }
+    )
+    return functions
 
 
 #: The fingerprints of PyMongo 4.20's functions the express path relies on.
 _EXPRESS_FINGERPRINTS: dict[str, str] = {
-    "MongoClient._run_operation": "d5c00618f196354e",
-    "MongoClient._retryable_read": "82564afbb6bc8afa",
-    "MongoClient._retry_internal": "ce781b41b47cb141",
-    "MongoClient._select_server": "86ff8ccdf682ef04",
-    "MongoClient._conn_from_server": "fdf44b86a1b989fc",
-    "MongoClient._ensure_session": "f925c08e8267e186",
-    "MongoClient._start_session": "6f08fc2d69e584a1",
-    "MongoClient._send_cluster_time": "58624f94a9edd012",
-    "MongoClient._process_response": "2567c0f2b8b0dff7",
-    "MongoClient._return_server_session": "9d58329e23221e10",
-    "_ClientCheckout.handle": "a44ddd378eda6803",
-    "_ClientReadCheckout.__init__": "96e30f97722734e1",
-    "_ClientReadCheckout.__enter__": "021f354072286edd",
-    "_ClientConnectionRetryable.run": "522c153aa2ce2d86",
-    "_ClientConnectionRetryable._read": "46ee9c8935a6d53e",
-    "_ClientConnectionRetryable.__init__": "52fd18cbfa33a181",
-    "_Query.as_command": "7e38c1e9054a8d55",
-    "_Query.get_message": "472ae540140905f5",
-    "_Query.use_command": "f6589ea591cc6a94",
-    "_gen_find_command": "a7e76c1a6a2a705d",
-    "_op_msg": "2acc6bbc5da134f5",
-    "_CursorBase._run_with_conn": "2a8639ffaad846a6",
-    "_operation_to_command": "55b80c77f6867870",
-    "run_cursor_command": "d3b07ca944542b0e",
-    "_run_command": "e83af37a1892df37",
-    "ClientSession._apply_to": "afa7142fc6efb72a",
-    "ClientSession._materialize": "42eecd7fa90c5f5a",
-    "ClientSession._end_implicit_session": "3783fff69b020705",
-    "Topology.get_server_session": "47cceea80b83d99a",
-    "Connection.apply_timeout": "7d3b4732533566d9",
-    "Connection.add_server_api": "5fa9d85e023aa8e0",
+    "MongoClient._run_operation": "8420f23e13799be0",
+    "MongoClient._retryable_read": "4779bad0a8966269",
+    "MongoClient._retry_internal": "07162131c20396f5",
+    "MongoClient._tmp_session": "4fc23bf3ab5bdde1",
+    "MongoClient._ensure_session": "e57c7228b1711d17",
+    "MongoClient._start_session": "0ddf7c986a57eb62",
+    "MongoClient._should_pin_cursor": "7c29f28d776bd7a8",
+    "_ClientConnectionRetryable.__init__": "d7df61e52552d408",
+    "_ClientConnectionRetryable.run": "c373fb3f495f2219",
+    "_ClientConnectionRetryable._read": "57239114d57b808c",
+    "_ClientConnectionRetryable._get_server": "6fc5482f7e9d769e",
+    "_ClientConnectionRetryable._run_read_func": "fc71e7180b8f2e65",
+    "_CursorBase._run_with_conn": "a4e7f9fc6217f32a",
+    "pymongo.synchronous.cursor_base._operation_to_command": "32266b7f3dfff9bb",
+    "_Query.__init__": "9a42170ea2428ede",
+    "_Query.use_command": "05c8fdda1622f511",
+    "_Query.as_command": "0c5158cb08b1135f",
+    "_Query.get_message": "8a10d428c313bbc7",
+    "ClientSession.__init__": "c4014cfd726c522d",
+    "ClientSession._apply_to": "19f45e3b4679fd43",
+    "ClientSession._materialize": "9d1c96c4ae7d6784",
+    "ClientSession._update_read_concern": "e17b4a98921049bc",
+    "ClientSession._process_response": "3a559a9d95dfe8dd",
+    "ClientSession._end_implicit_session": "5546a4608e7fb181",
+    "Connection.validate_session": "99e3bcae8a50dc35",
+    "pymongo.synchronous.cursor_base.run_cursor_command": "3083504cbd1fc589",
+    "pymongo.synchronous.command_runner._run_command": "dac5d10e12b146e1",
+    "MongoClient._select_server": "457a09891663e52f",
+    "MongoClient._conn_from_server": "22e95f69d6b4f02a",
+    "MongoClient._send_cluster_time": "8d8317bd152dbfc6",
+    "MongoClient._process_response": "bc7fb99da10b4ba3",
+    "MongoClient._return_server_session": "1fdd8f002ae12b94",
+    "MongoClient._get_bound_session": "16d54220083fb53b",
+    "_ClientCheckout.__init__": "08e313a6c574dc5c",
+    "_ClientCheckout.handle": "503f22b3ffc4985b",
+    "_ClientCheckout.__enter__": "afd78351588a3450",
+    "_ClientCheckout.__exit__": "c07f54abb7f3dab4",
+    "_ClientReadCheckout.__init__": "2e34396c712b84e6",
+    "_ClientReadCheckout.__enter__": "d9b68a8f57a0c233",
+    "_ClientConnectionRetryable base __init__": "d7df61e52552d408",
+    "_ClientConnectionRetryable._check_last_error": "a64d2f003de320ca",
+    "_CursorBase._run_with_conn (PyMongo's)": "a4e7f9fc6217f32a",
+    "Cursor._unpack_response": "bac1586b3c54699c",
+    "Cursor._send_message": "3663eb661e26d953",
+    "Cursor._refresh": "f7fe8facf3611a33",
+    "_gen_find_command": "c80bf2bca1fede6b",
+    "_op_msg": "a06c509f797642a3",
+    "_convert_exception": "ea6a440e9a9301c2",
+    "ClientSession._apply_to (shared)": "19f45e3b4679fd43",
+    "ClientSession._materialize (shared)": "9d1c96c4ae7d6784",
+    "ClientSession._process_response (shared)": "3a559a9d95dfe8dd",
+    "ClientSession._end_implicit_session (shared)": "5546a4608e7fb181",
+    "ClientSession._update_read_concern (shared)": "e17b4a98921049bc",
+    "Topology.get_server_session": "c78f3b47c2b84d58",
+    "_ServerSessionPool.get_server_session": "cc94a46f15f98d88",
+    "_ServerSessionPool.return_server_session": "0b80980e6ff48a2c",
+    "Connection.apply_timeout": "183892da79292e6e",
+    "Connection.add_server_api": "1d3446e3f8c45ad0",
+    "Connection.send_cluster_time": "94e48bef3ee60165",
+    "run_cursor_command (PyMongo's)": "3083504cbd1fc589",
+    "_generate_op_id_or_none": "2382098bfd38aae0",
+    "_csot.apply": "e00654fd4b56f6a9",
 }
 
 
