@@ -30,7 +30,7 @@ from pymongo.synchronous.cursor import Cursor
 import motor
 from motor.green import bulk as green_bulk
 from motor.green import find as green_find
-from test.framework import Framework, instrumented
+from test.framework import Framework, instrumented, run_python
 from test.oracle import CommandRecorder
 from test.scripted import (
     MAX_BUSY,
@@ -718,6 +718,9 @@ _WRAPPABLE: list[tuple[str, str, bool]] = [
     ("pymongo.synchronous.client_session.ClientSession", "_apply_to", False),
     ("pymongo.synchronous.command_runner", "_run_command", False),
     ("pymongo.synchronous.cursor_base", "run_cursor_command", False),
+    ("pymongo.synchronous.cursor_base._CursorBase", "_run_with_conn", False),
+    ("pymongo.synchronous.cursor.Cursor", "_unpack_response", False),
+    ("pymongo.synchronous.mongo_client.MongoClient", "_cleanup_cursor_lock", False),
     ("pymongo.helpers_shared", "_check_command_response", True),
     ("pymongo.message", "_gen_find_command", True),
     ("pymongo.message", "_op_msg", True),
@@ -763,6 +766,78 @@ async def test_a_wrapper_on_what_find_one_runs_sees_the_call(
     assert wrapped.calls >= 1
     assert express.count == (1 if called else 0)
     await coll.drop()
+
+
+class _EqualToWhatItWraps:
+    """A wrapper object that compares equal to the function it wraps (as wrapt's do)."""
+
+    def __init__(self, wrapped: Any) -> None:
+        self.wrapped = wrapped
+        self.calls = 0
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self.wrapped(*args, **kwargs)
+
+    def __eq__(self, other: object) -> bool:
+        return bool(other == self.wrapped)
+
+    def __hash__(self) -> int:
+        return hash(self.wrapped)
+
+
+async def test_a_wrapper_equal_to_what_it_wraps_sees_the_call(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pymongo.synchronous.command_runner as command_runner
+
+    coll = fw.client(server.uri)[f"find_one_equal_{fw.name}"].c
+    await coll.drop()
+    await coll.insert_one({"_id": 1})
+    express = _ExpressTaken(monkeypatch)
+    wrapper = _EqualToWhatItWraps(command_runner._run_command)
+    monkeypatch.setattr(command_runner, "_run_command", wrapper)
+    assert await coll.find_one({"_id": 1}) == {"_id": 1}
+    assert (wrapper.calls, express.count) == (1, 0)
+    await coll.drop()
+
+
+_WRAPPED_BEFORE_IMPORT = """
+import asyncio, functools, sys
+import pymongo.message
+
+seen = []
+original = pymongo.message._Query.as_command
+
+
+@functools.wraps(original)
+def as_command(*args, **kwargs):
+    seen.append("as_command")
+    return original(*args, **kwargs)
+
+
+pymongo.message._Query.as_command = as_command
+
+from motor.motor_asyncio import AsyncIOMotorClient
+
+
+async def main():
+    client = AsyncIOMotorClient(sys.argv[1])
+    await client.db.find_one_wrapped_early.insert_one({"_id": 1})
+    found = await client.db.find_one_wrapped_early.find_one({"_id": 1})
+    await client.db.find_one_wrapped_early.drop()
+    print(found, bool(seen))
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_wrapper_put_before_motor_is_imported_sees_the_call(server: Any) -> None:
+    """An agent that wraps PyMongo's functions when the process starts, before the
+    application imports Motor: the express path is not taken, the wrapper sees the call."""
+    output = run_python(_WRAPPED_BEFORE_IMPORT, server.uri).stdout
+    assert output.strip() == "{'_id': 1} True"
 
 
 @_MONITORED
@@ -813,7 +888,7 @@ class _RaisesUnprintable(dict):  # type: ignore[type-arg]
 
 
 async def test_a_decoding_error_is_described_as_pymongo_describes_it(
-    fw: Framework, server: Any
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PyMongo's command runner turns every failure into a description (its text) for
     its monitoring, even unmonitored: an error whose ``str()`` raises gives way to that."""
@@ -830,7 +905,9 @@ async def test_a_decoding_error_is_described_as_pymongo_describes_it(
             return (type(exc), type(exc.__context__))
         return ("returned",)
 
+    express = _ExpressTaken(monkeypatch)
     ours = await outcome(failing.find_one({"_id": 1}))
+    assert express.count == 1
     theirs = await outcome(motor.run_green(Collection.find_one, failing.delegate, {"_id": 1}))
     assert ours == theirs == (RuntimeError, _Unprintable)
     await coll.drop()
@@ -871,12 +948,13 @@ def _version(kind: str) -> Any:
     return f
 
 
-def test_the_fingerprint_sees_order_and_values_not_docstrings() -> None:
+def test_the_fingerprint_sees_any_change_to_the_source() -> None:
     fingerprint = green_find._fingerprint
     one = fingerprint(_version("one"))
+    assert one == fingerprint(_version("one"))
     assert one != fingerprint(_version("reordered"))
     assert one != fingerprint(_version("other value"))
-    assert one == fingerprint(_version("other docstring and a comment"))
+    assert one != fingerprint(_version("other docstring and a comment"))
     assert fingerprint(len) == ""  # no source: the express path is not taken
 
 

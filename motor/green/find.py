@@ -19,7 +19,9 @@ a client with automatic encryption take PyMongo's own ``Collection.find_one``.
 
 from __future__ import annotations
 
+import operator
 import time
+import types
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -45,12 +47,13 @@ from pymongo.synchronous.mongo_client import (
 )
 
 from motor.green import reauth as _reauth
-from motor.green.internals import DELEGATING, own_code, pymongo_own
+from motor.green.internals import DELEGATING, layers, own_code, pymongo_own
 
 __all__ = ["check_pymongo_internals", "find_one"]
 
 # PyMongo's own method, under any wrapper put on it before Motor was imported.
 _pymongo_find_one = pymongo_own(pymongo.synchronous.collection.Collection.find_one)
+_Cursor = pymongo.synchronous.cursor.Cursor
 _fields_list_to_dict = helpers_shared._fields_list_to_dict
 
 
@@ -70,15 +73,22 @@ class _FindOne:
         user_fields: Mapping[str, Any] | None = None,
         legacy_response: bool = False,
     ) -> Sequence[Any]:
-        # Cursor._unpack_response, for a find reply.
-        docs: Sequence[Any] = response.unpack_response(
-            cursor_id, codec_options, user_fields, legacy_response
+        # The cursor's method, as it is when called (it uses nothing of its cursor).
+        docs: Sequence[Any] = _Cursor._unpack_response(
+            self,  # type: ignore[arg-type]
+            response,
+            cursor_id,
+            codec_options,
+            user_fields,
+            legacy_response,
         )
         return docs
 
-    # The cursor's own method, with the reauthentication wrapper motor.green.reauth puts
-    # on it; it uses only _collection and _unpack_response of its cursor.
-    _run_with_conn = _reauth.run_with_conn
+    def _run_with_conn(self, conn: Any, operation: Any, read_preference: Any) -> Any:
+        # The cursor's method, as it is when called: with the reauthentication wrapper
+        # motor.green.reauth puts on it, or an instrumentation's.  It uses only
+        # _collection and _unpack_response of its cursor.
+        return _CursorBase._run_with_conn(self, conn, operation, read_preference)  # type: ignore[arg-type]
 
 
 def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -415,9 +425,10 @@ def _after_first_attempt(
     return _first_document(collection, client, response.docs, response.address, session, None)
 
 
-# What the express path stands in for: (owner, attribute).  When any of them is not the
-# function it was when Motor was imported (an instrumentation's wrapper, a test's mock), the
-# express path is not taken, and what was put there sees the call.  (What the express path
+# What the express path stands in for: (owner, attribute).  When any of them is not
+# PyMongo's own function (an instrumentation's wrapper, put there before or after Motor was
+# imported, a test's mock), the express path is not taken, and what was put there sees the
+# call.  (What the express path
 # calls, it looks up when it calls it, as PyMongo does: a wrapper there sees the call too.)
 _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_run_operation"),
@@ -427,19 +438,26 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_ensure_session"),
     (MongoClient, "_start_session"),
     (MongoClient, "_should_pin_cursor"),
+    (MongoClient, "_cleanup_cursor_lock"),
     (_ClientConnectionRetryable, "__init__"),
     (_ClientConnectionRetryable, "run"),
     (_ClientConnectionRetryable, "_read"),
     (_ClientConnectionRetryable, "_get_server"),
     (_ClientConnectionRetryable, "_run_read_func"),
     (_CursorBase, "_run_with_conn"),
+    (pymongo.synchronous.cursor.Cursor, "_unpack_response"),
     (pymongo.synchronous.cursor_base, "_operation_to_command"),
+    (pymongo.synchronous.cursor_base, "_split_message"),
+    (pymongo.mongo_client_shared, "_generate_op_id_or_none"),
     (_Query, "__init__"),
     (_Query, "use_command"),
     (_Query, "as_command"),
     (_Query, "get_message"),
+    (_Query, "update_command"),
+    (_Query, "reset"),
     (pymongo.synchronous.client_session.ClientSession, "__init__"),
     (pymongo.synchronous.client_session.ClientSession, "_apply_to"),
+    (pymongo.synchronous.client_session.ClientSession, "_check_ended"),
     (pymongo.synchronous.client_session.ClientSession, "_materialize"),
     (pymongo.synchronous.client_session.ClientSession, "_update_read_concern"),
     (pymongo.synchronous.client_session.ClientSession, "_process_response"),
@@ -450,19 +468,41 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
 )
 _STOOD_IN_OWNERS = tuple(owner for owner, _ in _STOOD_IN)
 _STOOD_IN_NAMES = tuple(name for _, name in _STOOD_IN)
-# (The cursor's _run_with_conn is Motor's reauthenticating one once Motor's patches are in.)
-_STOOD_IN_AT_IMPORT = tuple(
-    _reauth.run_with_conn if (owner, name) == (_CursorBase, "_run_with_conn") else function
-    for (owner, name), function in zip(_STOOD_IN, map(getattr, _STOOD_IN_OWNERS, _STOOD_IN_NAMES))
+
+
+# The functions expected there: PyMongo's own (under any wrapper in place already when
+# Motor is imported), and for the cursor's _run_with_conn Motor's reauthenticating one,
+# which Motor's patches put in place when the first client is made.
+def _as_pymongo_defines_it(function: Any) -> Any:
+    """The outermost layer of ``function`` that PyMongo's source defines: a function of
+    PyMongo's modules, or the ``contextlib.contextmanager`` made of one (as
+    ``MongoClient._tmp_session`` is), whatever wraps it."""
+    for layer in layers(function):
+        if type(layer) is types.FunctionType:
+            module = layer.__globals__.get("__name__")
+            if module == "contextlib":
+                inner = getattr(layer, "__wrapped__", None)
+                if pymongo_own(inner) is inner and type(inner) is types.FunctionType:
+                    return layer
+            elif pymongo_own(layer) is layer:
+                return layer
+    return function
+
+
+_STOOD_IN_EXPECTED = tuple(
+    _reauth.run_with_conn
+    if (owner, name) == (_CursorBase, "_run_with_conn")
+    else _as_pymongo_defines_it(getattr(owner, name))
+    for owner, name in _STOOD_IN
 )
 
 
 def _pymongo_in_place(client_class: type) -> bool:
-    """Whether what the express path stands in for is as it was when Motor was imported
-    (PyMongo's functions, and Motor's reauthenticating ``_run_with_conn``)."""
-    return (
-        client_class is MongoClient
-        and tuple(map(getattr, _STOOD_IN_OWNERS, _STOOD_IN_NAMES)) == _STOOD_IN_AT_IMPORT
+    """Whether what the express path stands in for is PyMongo's own (and the cursor's
+    ``_run_with_conn`` Motor's reauthenticating one), with no wrapper on it."""
+    # (By identity: an instrumentation's wrapper object may compare equal to what it wraps.)
+    return client_class is MongoClient and all(
+        map(operator.is_, map(getattr, _STOOD_IN_OWNERS, _STOOD_IN_NAMES), _STOOD_IN_EXPECTED)
     )
 
 
@@ -551,31 +591,17 @@ def check_pymongo_internals() -> list[str]:
 
 
 def _fingerprint(function: Any) -> str:
-    """A digest of ``function``'s source (under its wrappers), docstrings left out, as
-    :func:`ast.unparse` writes it: the same on every Python version this package supports,
-    and different when anything in the code changes, its order included.  Empty when the
-    source cannot be read (the express path is then not taken)."""
-    import ast
+    """A digest of the source of ``function`` (under its wrappers): any change to its text
+    changes it, and it is the same on every Python version.  Empty when the source cannot
+    be read (the express path is then not taken)."""
     import hashlib
     import inspect
-    import textwrap
 
     try:
-        source = textwrap.dedent(inspect.getsource(inspect.unwrap(function)))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
+        source = inspect.getsource(inspect.unwrap(function))
+    except Exception:  # no source, unreadable source, a loop of wrappers: not taken
         return ""
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                node.body = body[1:] or [ast.Pass()]
-    return hashlib.sha256(ast.unparse(tree).encode()).hexdigest()[:16]
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
 
 
 def _express_functions() -> dict[str, Any]:
@@ -588,7 +614,7 @@ def _express_functions() -> dict[str, Any]:
     connection = pymongo.pool_shared._AgnosticBaseConnection
     functions: dict[str, Any] = {
         f"{getattr(owner, '__name__', owner)}.{name}": function
-        for (owner, name), function in zip(_STOOD_IN, _STOOD_IN_AT_IMPORT)
+        for (owner, name), function in zip(_STOOD_IN, _STOOD_IN_EXPECTED)
     }
     functions.update(
         {
@@ -644,68 +670,74 @@ def _express_functions() -> dict[str, Any]:
 
 #: The fingerprints of PyMongo 4.20's functions the express path relies on.
 _EXPRESS_FINGERPRINTS: dict[str, str] = {
-    "MongoClient._run_operation": "8420f23e13799be0",
-    "MongoClient._retryable_read": "4779bad0a8966269",
-    "MongoClient._retry_internal": "07162131c20396f5",
-    "MongoClient._tmp_session": "4fc23bf3ab5bdde1",
-    "MongoClient._ensure_session": "e57c7228b1711d17",
-    "MongoClient._start_session": "0ddf7c986a57eb62",
-    "MongoClient._should_pin_cursor": "7c29f28d776bd7a8",
-    "_ClientConnectionRetryable.__init__": "d7df61e52552d408",
-    "_ClientConnectionRetryable.run": "c373fb3f495f2219",
-    "_ClientConnectionRetryable._read": "57239114d57b808c",
-    "_ClientConnectionRetryable._get_server": "6fc5482f7e9d769e",
-    "_ClientConnectionRetryable._run_read_func": "fc71e7180b8f2e65",
-    "_CursorBase._run_with_conn": "a4e7f9fc6217f32a",
-    "pymongo.synchronous.cursor_base._operation_to_command": "32266b7f3dfff9bb",
-    "_Query.__init__": "9a42170ea2428ede",
-    "_Query.use_command": "05c8fdda1622f511",
-    "_Query.as_command": "0c5158cb08b1135f",
-    "_Query.get_message": "8a10d428c313bbc7",
-    "ClientSession.__init__": "c4014cfd726c522d",
-    "ClientSession._apply_to": "19f45e3b4679fd43",
-    "ClientSession._materialize": "9d1c96c4ae7d6784",
-    "ClientSession._update_read_concern": "e17b4a98921049bc",
-    "ClientSession._process_response": "3a559a9d95dfe8dd",
-    "ClientSession._end_implicit_session": "5546a4608e7fb181",
-    "Connection.validate_session": "99e3bcae8a50dc35",
-    "pymongo.synchronous.cursor_base.run_cursor_command": "3083504cbd1fc589",
-    "pymongo.synchronous.command_runner._run_command": "dac5d10e12b146e1",
-    "MongoClient._select_server": "457a09891663e52f",
-    "MongoClient._conn_from_server": "22e95f69d6b4f02a",
-    "MongoClient._send_cluster_time": "8d8317bd152dbfc6",
-    "MongoClient._process_response": "bc7fb99da10b4ba3",
-    "MongoClient._return_server_session": "1fdd8f002ae12b94",
-    "MongoClient._get_bound_session": "16d54220083fb53b",
-    "_ClientCheckout.__init__": "08e313a6c574dc5c",
-    "_ClientCheckout.handle": "503f22b3ffc4985b",
-    "_ClientCheckout.__enter__": "afd78351588a3450",
-    "_ClientCheckout.__exit__": "c07f54abb7f3dab4",
-    "_ClientReadCheckout.__init__": "2e34396c712b84e6",
-    "_ClientReadCheckout.__enter__": "d9b68a8f57a0c233",
-    "_ClientConnectionRetryable base __init__": "d7df61e52552d408",
-    "_ClientConnectionRetryable._check_last_error": "a64d2f003de320ca",
-    "_CursorBase._run_with_conn (PyMongo's)": "a4e7f9fc6217f32a",
-    "Cursor._unpack_response": "bac1586b3c54699c",
-    "Cursor._send_message": "3663eb661e26d953",
-    "Cursor._refresh": "f7fe8facf3611a33",
-    "_gen_find_command": "c80bf2bca1fede6b",
-    "_op_msg": "a06c509f797642a3",
-    "_convert_exception": "ea6a440e9a9301c2",
-    "ClientSession._apply_to (shared)": "19f45e3b4679fd43",
-    "ClientSession._materialize (shared)": "9d1c96c4ae7d6784",
-    "ClientSession._process_response (shared)": "3a559a9d95dfe8dd",
-    "ClientSession._end_implicit_session (shared)": "5546a4608e7fb181",
-    "ClientSession._update_read_concern (shared)": "e17b4a98921049bc",
-    "Topology.get_server_session": "c78f3b47c2b84d58",
-    "_ServerSessionPool.get_server_session": "cc94a46f15f98d88",
-    "_ServerSessionPool.return_server_session": "0b80980e6ff48a2c",
-    "Connection.apply_timeout": "183892da79292e6e",
-    "Connection.add_server_api": "1d3446e3f8c45ad0",
-    "Connection.send_cluster_time": "94e48bef3ee60165",
-    "run_cursor_command (PyMongo's)": "3083504cbd1fc589",
-    "_generate_op_id_or_none": "2382098bfd38aae0",
-    "_csot.apply": "e00654fd4b56f6a9",
+    "MongoClient._run_operation": "ae9a085a6d54e63e",
+    "MongoClient._retryable_read": "d591312de0d02104",
+    "MongoClient._retry_internal": "beb0c8279db4bd87",
+    "MongoClient._tmp_session": "f09f7ea988afd488",
+    "MongoClient._ensure_session": "b47fac6de02c4772",
+    "MongoClient._start_session": "b540a752f5866376",
+    "MongoClient._should_pin_cursor": "93f71c87dc7c90d5",
+    "MongoClient._cleanup_cursor_lock": "a14a4d661c62f2b2",
+    "_ClientConnectionRetryable.__init__": "d56c9cd9383e1024",
+    "_ClientConnectionRetryable.run": "01e1a02bccfc60bc",
+    "_ClientConnectionRetryable._read": "342b6d052ab06c78",
+    "_ClientConnectionRetryable._get_server": "36d51bd13372e679",
+    "_ClientConnectionRetryable._run_read_func": "ca6d111aac370b2a",
+    "_CursorBase._run_with_conn": "d938378d576775c7",
+    "Cursor._unpack_response": "fcc0df04bcf99565",
+    "pymongo.synchronous.cursor_base._operation_to_command": "2bad1f18436e9c3b",
+    "pymongo.synchronous.cursor_base._split_message": "0a640b454d14e59f",
+    "pymongo.mongo_client_shared._generate_op_id_or_none": "11dbae377f50b6c5",
+    "_Query.__init__": "4a4c06cd3e3b5229",
+    "_Query.use_command": "8f89d085ef474a2a",
+    "_Query.as_command": "8dc4e6b9cc6506ea",
+    "_Query.get_message": "0a98c6a82f053b60",
+    "_Query.update_command": "1e8f17c51f9814a8",
+    "_Query.reset": "bb8a859f13cd4662",
+    "ClientSession.__init__": "61717be123249888",
+    "ClientSession._apply_to": "ff3d2e0b47b2e08f",
+    "ClientSession._check_ended": "03c33c7de72e9556",
+    "ClientSession._materialize": "e6e33639212fd0d6",
+    "ClientSession._update_read_concern": "e877c059d578dc68",
+    "ClientSession._process_response": "1091bc13eef9ee8b",
+    "ClientSession._end_implicit_session": "22c7a8e0fffe4bfa",
+    "Connection.validate_session": "cc582745b23b86fe",
+    "pymongo.synchronous.cursor_base.run_cursor_command": "ae371c052e35bc61",
+    "pymongo.synchronous.command_runner._run_command": "5a71cf0a935ab7df",
+    "MongoClient._select_server": "4ca12f8e3ce7e127",
+    "MongoClient._conn_from_server": "ce5a12fe09d94fcd",
+    "MongoClient._send_cluster_time": "b4aa74ab35f394d7",
+    "MongoClient._process_response": "163cec3e124a6626",
+    "MongoClient._return_server_session": "8e150314e6bb76e5",
+    "MongoClient._get_bound_session": "c5d7bf8607d0a97e",
+    "_ClientCheckout.__init__": "6a06f82993ddf34b",
+    "_ClientCheckout.handle": "29a8ad8f8d7e2798",
+    "_ClientCheckout.__enter__": "2feacfba013e0570",
+    "_ClientCheckout.__exit__": "f1c9768c987127ac",
+    "_ClientReadCheckout.__init__": "71e82054c9a3220c",
+    "_ClientReadCheckout.__enter__": "5803b7d913814e80",
+    "_ClientConnectionRetryable base __init__": "d56c9cd9383e1024",
+    "_ClientConnectionRetryable._check_last_error": "65bf087a1eb91622",
+    "_CursorBase._run_with_conn (PyMongo's)": "d938378d576775c7",
+    "Cursor._send_message": "715e983fdcc315a8",
+    "Cursor._refresh": "1160ccaeac4f96c1",
+    "_gen_find_command": "537550974e2c3348",
+    "_op_msg": "d08fc7efc710bce2",
+    "_convert_exception": "d1d0a49946f17b0a",
+    "ClientSession._apply_to (shared)": "ff3d2e0b47b2e08f",
+    "ClientSession._materialize (shared)": "e6e33639212fd0d6",
+    "ClientSession._process_response (shared)": "1091bc13eef9ee8b",
+    "ClientSession._end_implicit_session (shared)": "22c7a8e0fffe4bfa",
+    "ClientSession._update_read_concern (shared)": "e877c059d578dc68",
+    "Topology.get_server_session": "fe85069409b4fc59",
+    "_ServerSessionPool.get_server_session": "11a4f4429cf0cc7a",
+    "_ServerSessionPool.return_server_session": "e0280ad2ded42b16",
+    "Connection.apply_timeout": "24dcab71af3b36f8",
+    "Connection.add_server_api": "3a0c335b2a37fbb4",
+    "Connection.send_cluster_time": "5cf40e036fb69110",
+    "run_cursor_command (PyMongo's)": "ae371c052e35bc61",
+    "_generate_op_id_or_none": "11dbae377f50b6c5",
+    "_csot.apply": "2b02a10622f71dd1",
 }
 
 
