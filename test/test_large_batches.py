@@ -41,14 +41,17 @@ from test.framework import Framework, assert_no_stall, loop_turns
 
 
 class _CountingHub:
-    def __init__(self) -> None:
+    def __init__(self, window_open: bool = True) -> None:
         self.pauses = 0
+        # Whether the loop iteration's work budget lasts (a spent one: every step that
+        # checks it pauses).
+        self.window_open = window_open
 
     def pause(self) -> None:
         self.pauses += 1
 
     def _child_window_open(self) -> bool:
-        return True
+        return self.window_open
 
 
 def _document(i: int) -> dict[str, Any]:
@@ -205,10 +208,85 @@ def test_a_large_document_is_decoded_in_pieces(case: str, codecs: str) -> None:
 
     assert shape(decoded) == shape(expected)
     # Every SLICE_BYTES of a document or array of SPLIT_BYTES or more is a slice of its
-    # own; a string is one value, decoded in one call.
+    # own; a large string is decoded a slice at a time while the work budget lasts.
     large = sum(len(bson.encode(d)) for d in documents if len(bson.encode(d)) >= 2**18)
     if case != "one string":
         assert hub.pauses >= large // green_pool.SLICE_BYTES, hub.pauses
+
+
+_TEXTS = {
+    # UTF-8 of one, two, three and four bytes a character: a slice's end cuts some of
+    # them, whose bytes the next slice decodes.
+    "ascii": "x" * 1_100_000,
+    "latin-1": "é" * 600_000,
+    "cjk": "中" * 400_000,
+    "emoji": "😀" * 300_000,
+    "mixed": "aé中😀\x00" * 120_000,
+}
+
+
+@pytest.mark.parametrize("text", list(_TEXTS))
+@pytest.mark.parametrize("where", ["field", "embedded", "array", "array after small", "SON"])
+def test_a_large_string_is_decoded_a_slice_at_a_time(text: str, where: str) -> None:
+    value = _TEXTS[text]
+    codec_options: CodecOptions[Any] = CodecOptions()
+    if where == "field":
+        document: Any = {"_id": 1, "s": value, "after": "y"}
+    elif where == "embedded":
+        document = {"_id": 1, "meta": {"k": 1, "s": value, "n": [value[:10]]}}
+    elif where == "array":
+        document = {"_id": 1, "a": [value, value[:1000], value]}
+    elif where == "array after small":
+        document = {"_id": 1, "a": ["small", 2, value[: len(value) // 2], "tail"]}
+    else:
+        codec_options = CodecOptions(document_class=SON)
+        document = SON([("_id", 1), ("s", value)])
+    payload = _reply([{"_id": 0}, document])
+    hub = _CountingHub(window_open=False)
+    decode_in_place = green_pool._decode_in_place
+    largest = [0]
+
+    def in_place(view: memoryview, first: int, last: int, *args: Any) -> Any:
+        largest[0] = max(largest[0], last - first)
+        return decode_in_place(view, first, last, *args)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(green_pool, "_decode_in_place", in_place)
+        decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), codec_options, hub)
+
+    expected = bson.decode(payload, codec_options)
+    assert decoded == expected
+    assert type(decoded["cursor"]["firstBatch"][1]) is type(expected["cursor"]["firstBatch"][1])
+    # No large string went to PyMongo's decoder in one piece: a pause after every
+    # SLICE_BYTES of its UTF-8 but the last.
+    assert largest[0] < 2 * green_pool.SLICE_BYTES, largest[0]
+    strings = len(value.encode()) * (2.5 if where == "array" else 1)
+    if where == "array after small":
+        strings = len(value[: len(value) // 2].encode())
+    assert hub.pauses >= strings // green_pool.SLICE_BYTES - 2, hub.pauses
+
+
+def test_a_large_string_that_is_not_utf8_is_pymongo_s_to_decode() -> None:
+    # PyMongo's decoder reports it (InvalidBSON), or applies another error handler.
+    payload = bytearray(_reply([{"_id": 1, "s": "é" * 400_000}]))
+    at = payload.index("é".encode()) + 300_001  # the second byte of a character
+    payload[at] = 0x41
+    with pytest.raises(green_pool._UnknownBSON):
+        green_pool._decode_in_slices(memoryview(bytearray(payload)), CodecOptions(), _CountingHub())
+    with pytest.raises(bson.errors.InvalidBSON):
+        bson.decode(bytes(payload))
+    # A character cut off by the string's end.
+    cut = bytearray(_reply([{"_id": 1, "s": "x" * 400_000 + "é"}]))
+    at = cut.index("é".encode())
+    cut[at + 1] = 0  # the character's second byte becomes the string's NUL
+    cut[at - 4 - 400_000 : at - 400_000] = (400_000 + 2).to_bytes(4, "little")
+    with pytest.raises(green_pool._UnknownBSON):
+        green_pool._decode_in_slices(memoryview(bytearray(cut)), CodecOptions(), _CountingHub())
+    # With another error handler the string is PyMongo's to decode, in one piece.
+    replace: CodecOptions[Any] = CodecOptions(unicode_decode_error_handler="replace")
+    decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), replace, _CountingHub())
+    assert decoded == bson.decode(bytes(payload), replace)
+    assert "\ufffd" in decoded["cursor"]["firstBatch"][0]["s"]
 
 
 async def test_a_large_batch_is_decoded_in_slices(
@@ -380,9 +458,11 @@ async def test_a_large_reply_leaves_the_loop_between_reads(
     monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
     pauses[0] = 0
     assert await coll.find_one({"_id": 1}) == document
-    # The reply's reads: the first (whatever has arrived) and the rest of the reply, a
-    # pause after each but the last.
+    # The reply's reads: the first (whatever has arrived) and the rest of the reply, at
+    # most RECEIVE_SLICE_BYTES each, a pause after each but the last.
     assert sum(reads) > 8 * 1024 * 1024 and len(reads) > 2
+    assert max(reads) <= green_pool.RECEIVE_SLICE_BYTES, max(reads)
+    assert len(reads) >= 8 * 1024 * 1024 // green_pool.RECEIVE_SLICE_BYTES
     assert pauses[0] >= len(reads) - 2
 
 
@@ -413,6 +493,36 @@ async def test_a_large_document_is_read_in_pieces(
     # 3.3 MB of small values: a slice of at most 256 KB at a time, the loop running
     # between two.
     assert pauses[0] >= encoded // green_pool.SLICE_BYTES, pauses[0]
+    assert turns[0] >= pauses[0]
+
+
+async def test_a_large_string_is_read_a_slice_at_a_time(
+    fw: Framework, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 4.5 MB of UTF-8 that is not ASCII: about 3 ms to decode in one call here.
+    coll = fw.client(server.uri).motor_test[f"large_string_{fw.name}"]
+    await coll.drop()
+    with fw.probe.uncounted():  # the test's data
+        text = "中文" * 750_000
+        document = {"_id": 1, "text": text}
+    await coll.insert_one(document)
+    strings: list[int] = []
+    original = green_pool._decode_string
+
+    def decode_string(view: memoryview, value: int, last: int, hub: Any) -> str:
+        strings.append(last - value)
+        return original(view, value, last, hub)
+
+    monkeypatch.setattr(green_pool, "_decode_string", decode_string)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause at every check
+    async with loop_turns() as turns:
+        pauses[0] = 0
+        found = await coll.find_one({"_id": 1})
+    with fw.probe.uncounted():
+        assert found == document
+        size = len(text.encode())
+    assert strings == [size + 5]
+    assert pauses[0] >= size // green_pool.SLICE_BYTES, pauses[0]
     assert turns[0] >= pauses[0]
 
 
