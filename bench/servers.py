@@ -220,6 +220,17 @@ class ExternalServer:
     uri: str
     description: str
     stop: Callable[[], None] = lambda: None
+    #: The server's process, when this script launched it (it can then be pinned).
+    pid: int | None = None
+
+    def pin(self, cpus: set[int] | frozenset[int]) -> None:
+        """Confine every thread of the server's process to ``cpus`` (threads it starts
+        later inherit the mask)."""
+        if self.pid is None:
+            return
+        for tid in os.listdir(f"/proc/{self.pid}/task"):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(int(tid), cpus)
 
 
 def _print_progress(message: str) -> None:
@@ -261,7 +272,9 @@ def ferretdb_server(cli_uri: str | None) -> tuple[ExternalServer | None, str]:
     describe = getattr(launched, "describe", None)
     description = describe() if callable(describe) else str(launched.uri)
     return (
-        ExternalServer(launched.uri, description, lambda: stop(launched)),
+        ExternalServer(
+            launched.uri, description, lambda: stop(launched), getattr(launched, "pid", None)
+        ),
         "launched with test.server",
     )
 
