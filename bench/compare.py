@@ -23,9 +23,10 @@ each: client CPU time per operation, and the longest event-loop stall (1 ms tick
 
 Big data, on FerretDB only and for the asyncio clients (this asyncio, Motor 3.7.1 aio,
 PyMongo async, mongojet, and a ``--baseline`` commit's asyncio): ``insert_one`` of one
-15 MB document, ``find_one`` of it, ``find().to_list()`` of 200,000 small documents
-(default batches, and ``batch_size(200000)``), ``insert_many`` of 100,000 small
-documents, ``insert_many`` of ten 4 MB documents.  One operation per run, the ticker
+15 MB document, ``find_one`` of it, ``find_one`` of a 15 MB document of Chinese text,
+``find().to_list()`` of 200,000 small documents (default batches, and
+``batch_size(200000)``), ``insert_many`` of 100,000 small documents, ``insert_many`` of
+ten 4 MB documents.  One operation per run, the ticker
 always on: the run's longest loop gap, the loop thread's CPU time per gap, the garbage
 collector's pauses, and the end-to-end time.  Each runs with the garbage collector on (as
 applications run) and, in the full mode, off (``--big-gc on,frozen,off`` chooses), to
@@ -248,6 +249,15 @@ def big_workloads(
             **common,
         ),
         Workload(
+            "big_find_text",
+            f"find_one {size} text",
+            "big",
+            "bigtext",
+            op="find_text",
+            doc_bytes=doc_bytes,
+            **common,
+        ),
+        Workload(
             "big_find_array",
             f"find_one {_count(ARRAY_VALUES)}-int array",
             "big",
@@ -321,7 +331,7 @@ BIG_BOUNDED = (
     "big_insert_many",
     "big_insert_many_large",
 )
-BIG_VS_PEERS = ("big_insert_one", "big_insert_one_nested", "big_find_one")
+BIG_VS_PEERS = ("big_insert_one", "big_insert_one_nested", "big_find_one", "big_find_text")
 
 
 @dataclass
@@ -1046,6 +1056,8 @@ def seed_ferretdb(uri: str, big: Sequence[Workload] = ()) -> str:
             doc_bytes = max(w.doc_bytes for w in big)
             many = max((w.docs for w in big if w.collection == "many"), default=0)
             db.bigdoc.insert_one(big_doc(doc_bytes))
+            if any(w.collection == "bigtext" for w in big):
+                db.bigtext.insert_one(big_doc(doc_bytes, text=True))
             values = max((w.docs for w in big if w.collection == "bigarray"), default=0)
             if values:
                 db.bigarray.insert_one(array_doc(values))
@@ -1075,6 +1087,7 @@ LOGICAL = (
     "docs16k",
     "docs4m",
     "bigdoc",
+    "bigtext",
     "bigarray",
     "bigins",
     "many",

@@ -33,7 +33,9 @@ pipes, one JSON document per line:
    ``big``         one operation on big data (``"op"``: ``insert_big``, ``insert_one``
                    of one document of ``doc_bytes`` bytes; ``insert_big_nested``, the
                    same with its string in an embedded document; ``find_big``, ``find_one({})``
-                   of such a document; ``find_array``, ``find_one({})`` of a document
+                   of such a document; ``find_text``, ``find_one({})`` of one whose
+                   string is Chinese text (``big_doc(..., text=True)``);
+                   ``find_array``, ``find_one({})`` of a document
                    holding an array of ``docs`` integers (:func:`array_doc`);
                    ``to_list``, ``find({}).to_list()`` of a whole collection, with
                    ``batch_size`` if given; ``insert_many``, of ``docs``
@@ -110,9 +112,11 @@ def small_doc(i: int) -> dict[str, Any]:
     return {"_id": i, "x": i, "s": SMALL_DOC_TEXT}
 
 
-def big_doc(size: int, _id: int = 0, nested: bool = False) -> dict[str, Any]:
+def big_doc(size: int, _id: int = 0, nested: bool = False, text: bool = False) -> dict[str, Any]:
     """One document of exactly ``size`` bytes of BSON: a name and a padding string (with
-    ``nested``, the string in an embedded document: ``{"meta": {"kind": ..., "pad": ...}}``)."""
+    ``nested``, the string in an embedded document: ``{"meta": {"kind": ..., "pad": ...}}``;
+    with ``text``, the string is Chinese text, three bytes of UTF-8 a character, ended by
+    up to two ASCII letters)."""
     import bson
 
     doc: dict[str, Any] = {"_id": _id, "name": "big"}
@@ -120,7 +124,8 @@ def big_doc(size: int, _id: int = 0, nested: bool = False) -> dict[str, Any]:
     if nested:
         holder = doc["meta"] = {"kind": "blob"}
     holder["pad"] = ""
-    holder["pad"] = "x" * (size - len(bson.encode(doc)))
+    pad = size - len(bson.encode(doc))
+    holder["pad"] = "中" * (pad // 3) + "x" * (pad % 3) if text else "x" * pad
     return doc
 
 
@@ -374,7 +379,7 @@ class Runner:
         if what in ("insert_big", "insert_big_nested"):
             doc = big_doc(workload["doc_bytes"], _id=1, nested=what == "insert_big_nested")
             return lambda: coll.insert_one(doc), _expect_ids(1)
-        if what == "find_big":
+        if what in ("find_big", "find_text"):
             size = workload["doc_bytes"]
 
             def found(doc: Any) -> int:
