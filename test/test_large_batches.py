@@ -41,10 +41,10 @@ from test.framework import Framework, assert_no_stall, loop_turns
 
 
 class _CountingHub:
-    def __init__(self, window_open: bool = True) -> None:
+    def __init__(self, window_open: bool = False) -> None:
         self.pauses = 0
-        # Whether the loop iteration's work budget lasts (a spent one: every step that
-        # checks it pauses).
+        # Whether the loop iteration's work budget lasts (by default it is spent: every
+        # step that checks it pauses).
         self.window_open = window_open
 
     def pause(self) -> None:
@@ -117,6 +117,11 @@ def test_sliced_decode_returns_what_pymongo_decodes(codec_options: CodecOptions[
     # 3000 documents: three slices of at most 1000, or more when 256 KB fills first.
     slices = hub.pauses + 1
     assert slices >= max(3, len(payload) // green_pool.SLICE_BYTES)
+    # While the iteration's work budget lasts, the slices follow one another: a pause
+    # costs a loop iteration.
+    unspent = _CountingHub(window_open=True)
+    assert green_pool._decode_in_slices(memoryview(payload), codec_options, unspent) == expected
+    assert unspent.pauses == 0
 
 
 def test_sliced_decode_reads_the_reply_where_the_reader_put_it() -> None:
@@ -295,9 +300,11 @@ async def test_a_large_batch_is_decoded_in_slices(
     coll = fw.client(server.uri).motor_test[f"large_batch_{fw.name}"]
     await coll.drop()
     await coll.insert_many([{"_id": i, "pad": "p" * 400} for i in range(6000)])
-    async with loop_turns() as turns:
-        pauses[0] = 0
-        documents = await coll.find().sort("_id").batch_size(6000).to_list(None)
+    with monkeypatch.context() as patch:
+        patch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause after every slice
+        async with loop_turns() as turns:
+            pauses[0] = 0
+            documents = await coll.find().sort("_id").batch_size(6000).to_list(None)
     assert documents == [{"_id": i, "pad": "p" * 400} for i in range(6000)]
     # 2.5 MB in one batch: at least ten slices of 256 KB, the loop running between.
     assert pauses[0] >= 9, pauses[0]
@@ -348,6 +355,7 @@ async def test_a_large_batch_is_handed_over_in_pieces(
         moves.append(pauses[0] - before)
 
     monkeypatch.setattr(cursors, "_move_documents", move)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause after every slice
 
     cursor = coll.find().sort("_id").batch_size(6000)
     pauses[0] = 0
@@ -478,12 +486,13 @@ def test_a_large_document_s_undecodable_key_is_pymongo_s_to_decode() -> None:
 
 
 async def test_a_large_document_is_read_in_pieces(
-    fw: Framework, server: Any, pauses: list[int]
+    fw: Framework, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"large_document_{fw.name}"]
     await coll.drop()
     document = {"_id": 1, "readings": list(range(300_000)), "meta": {"tags": ["a"] * 50_000}}
     await coll.insert_one(document)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause after every slice
     async with loop_turns() as turns:
         pauses[0] = 0
         found = await coll.find_one({"_id": 1})
@@ -527,11 +536,12 @@ async def test_a_large_string_is_read_a_slice_at_a_time(
 
 
 async def test_raw_batches_and_type_decoders_are_pymongo_s(
-    fw: Framework, server: Any, pauses: list[int]
+    fw: Framework, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     coll = fw.client(server.uri).motor_test[f"large_raw_{fw.name}"]
     await coll.drop()
     await coll.insert_many([{"_id": i, "pad": "p" * 400} for i in range(4000)])
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause after every slice
     pauses[0] = 0
     raw = await coll.find_raw_batches().sort("_id").batch_size(4000).to_list(None)
     with fw.probe.uncounted():  # the test's own decoding
