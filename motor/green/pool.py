@@ -715,8 +715,12 @@ def _receive_into(
             wait = min(deadline - _time.monotonic(), _POLL_TIMEOUT)
         try:
             # At most RECEIVE_SLICE_BYTES a read: the kernel copies as much as its socket
-            # buffer holds (several megabytes on loopback) in one call otherwise.
-            chunk = sock.recv_within(view[received : received + RECEIVE_SLICE_BYTES], wait)
+            # buffer holds (several megabytes on loopback) in one call otherwise.  (A
+            # small reply's first read, every operation's, takes the view as it is.)
+            if received or len(view) > RECEIVE_SLICE_BYTES:
+                chunk = sock.recv_within(view[received : received + RECEIVE_SLICE_BYTES], wait)
+            else:
+                chunk = sock.recv_within(view, wait)
         except TimeoutError:
             if conn.cancel_context.cancelled:
                 raise _OperationCancelled("operation cancelled") from None
