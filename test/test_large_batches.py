@@ -152,6 +152,34 @@ def test_a_type_the_slicer_does_not_know_falls_back_to_pymongo() -> None:
         bson.decode(bytes(payload))
 
 
+def test_a_malformed_reply_is_pymongo_s_to_refuse() -> None:
+    # A key of the reply or of its cursor that is not UTF-8, or a document whose last
+    # byte is not its NUL: PyMongo's decoder reports it (or applies another error
+    # handler to the key).
+    reply = _reply([{"_id": 1, "pad": "p" * 400}] * 3000)
+
+    def changed(at: int, byte: int) -> bytes:
+        payload = bytearray(reply)
+        payload[at] = byte
+        return bytes(payload)
+
+    cursor_key = changed(reply.index(b"firstBatch") + 9, 0xC3)
+    reply_key = changed(reply.index(b"\x01ok\x00") + 1, 0xFF)
+    reply_end = changed(len(reply) - 1, 0x41)
+    cursor_end = changed(reply.index(b"\x01ok\x00") - 1, 0x41)
+    for payload in (cursor_key, reply_key, reply_end, cursor_end):
+        with pytest.raises(green_pool._UnknownBSON):
+            green_pool._decode_in_slices(
+                memoryview(bytearray(payload)), CodecOptions(), _CountingHub()
+            )
+        with pytest.raises(bson.errors.InvalidBSON):
+            bson.decode(payload)
+    replace: CodecOptions[Any] = CodecOptions(unicode_decode_error_handler="backslashreplace")
+    with pytest.raises(green_pool._UnknownBSON):
+        green_pool._decode_in_slices(memoryview(bytearray(cursor_key)), replace, _CountingHub())
+    assert "firstBatc\\xc3" in bson.decode(cursor_key, replace)["cursor"]
+
+
 def _large_documents() -> dict[str, list[Any]]:
     # Batches with documents of SPLIT_BYTES and more: large arrays, many fields,
     # documents and arrays within, and documents PyMongo's decoder makes DBRefs of.

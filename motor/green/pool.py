@@ -792,10 +792,10 @@ def _decode_in_slices(payload: Any, codec_options: Any, hub: Any) -> Any:
         hub.pause()
     view, base = _buffer_of(payload)
     document = codec_options.document_class()
-    for kind, key, start, value, end in _elements(view, base):
+    for kind, key, start, value, end in _user_elements(view, base):
         if key == "cursor" and kind == _BSON_DOCUMENT:
             cursor = codec_options.document_class()
-            for c_kind, c_key, c_start, c_value, c_end in _elements(view, value):
+            for c_kind, c_key, c_start, c_value, c_end in _user_elements(view, value):
                 if c_key in ("firstBatch", "nextBatch") and c_kind == _BSON_ARRAY:
                     cursor[c_key] = _decode_values(view, c_value, codec_options, hub)
                 else:
@@ -868,6 +868,8 @@ def _elements(view: memoryview, start: int) -> Any:
     memory map); an element's bytes are its type, key and value."""
     data: bytes = view.obj  # type: ignore[assignment]
     end = start + _UNPACK_INT32_FROM(data, start)[0] - 1  # the trailing NUL
+    if not start + 4 <= end < len(data) or data[end] != 0:
+        raise _UnknownBSON(_BSON_DOCUMENT)  # PyMongo's to report ("bad eoo", ...)
     position = start + 4
     while position < end:
         element = position
@@ -1049,8 +1051,9 @@ _utf_8_decode = codecs.utf_8_decode
 
 
 def _user_elements(view: memoryview, start: int) -> Any:
-    # _elements of a document of the application's: a key that is not UTF-8 is
-    # PyMongo's to decode (with the codec options' error handler) or to refuse.
+    # _elements of a document whose keys PyMongo decodes with the codec options' error
+    # handler (the reply, its cursor, the application's documents): a key that is not
+    # UTF-8 is PyMongo's to decode or to refuse.
     try:
         yield from _elements(view, start)
     except UnicodeDecodeError:
