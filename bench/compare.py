@@ -1197,6 +1197,7 @@ def ferretdb_target(
         try:
             yield target
         finally:
+            target.ferretdb = None  # the report is made of the target's fields
             with contextlib.suppress(Exception):
                 drop_ferretdb(server.uri)
     finally:
