@@ -299,6 +299,22 @@ def test_a_large_string_is_decoded_a_slice_at_a_time(text: str, where: str) -> N
     assert hub.pauses >= strings // green_pool.SLICE_BYTES - 2, hub.pauses
 
 
+@pytest.mark.parametrize("where", ["array", "fields"])
+def test_large_strings_of_one_slice_each_pause_between_them(where: str) -> None:
+    # Each string is one slice of its own: the budget is checked after each, or forty of
+    # them would be decoded in one stretch.
+    value = "x" * (green_pool.SLICE_BYTES - 5)
+    if where == "array":
+        document: dict[str, Any] = {"_id": 1, "a": [value] * 40}
+    else:
+        document = {"_id": 1, **{f"s{i}": value for i in range(40)}}
+    payload = _reply([document])
+    hub = _CountingHub()
+    decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), CodecOptions(), hub)
+    assert decoded == bson.decode(payload)
+    assert hub.pauses >= 40, hub.pauses
+
+
 def test_a_large_string_that_is_not_utf8_is_pymongo_s_to_decode() -> None:
     # PyMongo's decoder reports it (InvalidBSON), or applies another error handler.
     payload = bytearray(_reply([{"_id": 1, "s": "é" * 400_000}]))

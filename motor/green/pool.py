@@ -1043,7 +1043,11 @@ def _decode_string(view: memoryview, value: int, last: int, hub: Any) -> str:
             _pause_if_spent_on(hub)
     except UnicodeDecodeError:
         raise _UnknownBSON(_BSON_STRING) from None
-    return "".join(parts)
+    text = "".join(parts)
+    # What follows (the next string of one slice, say) on a later iteration once the
+    # budget is spent, as after every slice.
+    _pause_if_spent_on(hub)
+    return text
 
 
 _BSON_STRING = 0x02
