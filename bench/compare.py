@@ -417,7 +417,7 @@ class Target:
     #: FerretDB launched here: the server, and its CPU and the clients' CPUs during the
     #: big-data workloads (see ``pin_for_big``).
     ferretdb: ExternalServer | None = field(default=None, repr=False)
-    big_server_cpus: frozenset[int] | None = None
+    big_server_cpus: list[int] | None = None
     big_client_cpus: list[int] | None = None
     #: Switch the canned server to busy-poll mode for one-at-a-time workloads.
     busy_poll: bool = False
@@ -488,7 +488,7 @@ class Target:
         if server is None or cpus is None:
             yield
             return
-        server.pin(cpus)
+        server.pin(set(cpus))
         try:
             yield
         finally:
@@ -1186,7 +1186,7 @@ def ferretdb_target(
         cpus = server_cpus() if pin and server.pid is not None else None
         if cpus and big:
             target.ferretdb = server
-            target.big_server_cpus = cpus
+            target.big_server_cpus = sorted(cpus)
             target.big_client_cpus = sorted(os.sched_getaffinity(0) - cpus)
             target.description += (
                 f"; pinned to CPU {','.join(map(str, sorted(cpus)))} during the big-data"

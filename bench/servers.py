@@ -228,7 +228,11 @@ class ExternalServer:
         later inherit the mask)."""
         if self.pid is None:
             return
-        for tid in os.listdir(f"/proc/{self.pid}/task"):
+        try:
+            tids = os.listdir(f"/proc/{self.pid}/task")
+        except FileNotFoundError:  # the server has exited: its error is what matters
+            return
+        for tid in tids:
             with contextlib.suppress(ProcessLookupError):
                 os.sched_setaffinity(int(tid), cpus)
 
