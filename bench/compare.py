@@ -1249,6 +1249,10 @@ def summarize(session: Session) -> dict[str, dict[str, dict[str, Any]]]:
                 # left of the gap was time the thread did not run.
                 worst_run = max(stall_runs, key=lambda r: r["longest_tick_gap_ms"])
                 entry["longest_tick_gap_cpu_ms_worst"] = worst_run["longest_tick_gap_cpu_ms"]
+                # And its context switches: (voluntary, involuntary).
+                entry["longest_tick_gap_switches_worst"] = worst_run.get(
+                    "longest_tick_gap_switches"
+                )
             if workload.kind == "big" and stall_runs:
                 entry.update(
                     # The most the loop thread used within any gap of any run (work
@@ -1471,7 +1475,7 @@ def _big_tables(
     def stall(e: dict[str, Any]) -> str:
         med = max(0.0, e["longest_tick_gap_ms"] - tick)
         worst = max(0.0, e["longest_tick_gap_ms_max"] - tick)
-        return f"{med:.1f} / {worst:.1f} ({e['longest_tick_gap_cpu_ms_worst']:.1f})"
+        return f"{med:.1f} / {worst:.1f} ({e['longest_tick_gap_cpu_ms_worst']:.1f}{_switches(e)})"
 
     def busiest(e: dict[str, Any]) -> str:
         return f"{e['busiest_tick_cpu_ms']:.1f} / {e['busiest_tick_cpu_ms_max']:.1f}"
@@ -1486,7 +1490,9 @@ def _big_tables(
         table(
             f"Big data: longest event-loop stall of the run (longest ticker gap minus its 1 ms "
             f"sleep), ms: median / worst of {runs} run(s) (the loop thread's CPU time within "
-            "the worst run's longest gap)",
+            "the worst run's longest gap; s/p: the loop thread's sleeps and preemptions in "
+            "that gap, where a gap of little CPU and one sleep is a wake-up the machine "
+            "delayed)",
             stall,
         ),
         table(
@@ -1501,6 +1507,18 @@ def _big_tables(
             collector,
         ),
     ]
+
+
+def _switches(e: dict[str, Any], long: bool = False) -> str:
+    """The loop thread's context switches in the worst run's longest gap, if recorded:
+    `` s1 p0`` (sleeps, preemptions), or in words with ``long``."""
+    switches = e.get("longest_tick_gap_switches_worst")
+    if not switches:
+        return ""
+    slept, preempted = switches
+    if long:
+        return f", {slept} sleep(s) and {preempted} preemption(s) of it"
+    return f" s{slept} p{preempted}"
 
 
 @dataclass
@@ -1643,7 +1661,8 @@ def check_targets(summary: dict[str, dict[str, dict[str, Any]]] | None) -> list[
             worst_text = (
                 ""
                 if worst_cpu is None
-                else f" (the loop thread ran {worst_cpu:.2f} ms of its {top:.2f} ms gap)"
+                else f" (the loop thread ran {worst_cpu:.2f} ms of its {top:.2f} ms gap"
+                f"{_switches(summary['c100'][key], long=True)})"
             )
             checks.append(
                 Check(
@@ -1688,7 +1707,8 @@ def check_big(
     def worst(e: dict[str, Any]) -> str:
         return (
             f"worst of {e['runs']} {max(0.0, e['longest_tick_gap_ms_max'] - tick):.1f} ms, "
-            f"loop thread's CPU in it {e['longest_tick_gap_cpu_ms_worst']:.1f} ms; "
+            f"loop thread's CPU in it {e['longest_tick_gap_cpu_ms_worst']:.1f} ms"
+            f"{_switches(e, long=True)}; "
             f"longest GC pause {e['gc_longest_ms_max']:.1f} ms"
         )
 

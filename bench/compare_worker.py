@@ -198,6 +198,18 @@ class GCWatch:
 GC_WATCH = GCWatch()
 
 
+_RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
+
+
+def _thread_switches() -> tuple[int, int]:
+    """The calling thread's (voluntary, involuntary) context switches so far; zeros
+    where ``RUSAGE_THREAD`` is missing (it is Linux's)."""
+    if _RUSAGE_THREAD is None:
+        return (0, 0)
+    usage = resource.getrusage(_RUSAGE_THREAD)
+    return (usage.ru_nvcsw, usage.ru_nivcsw)
+
+
 class Ticker:
     """A task that sleeps 1 ms in a loop and records the longest gap between wake-ups.
 
@@ -213,6 +225,12 @@ class Ticker:
         # The most CPU time the loop thread used within any one gap (not necessarily the
         # longest): the longest the loop was held by work on its own thread.
         self.busiest_cpu = 0.0
+        # The loop thread's context switches within the longest gap (getrusage's
+        # RUSAGE_THREAD): voluntary ones are sleeps (in the selector, or for the GIL),
+        # involuntary ones are preemptions by another task on its CPU.  A gap with little
+        # CPU, one voluntary switch and none involuntary is the selector's sleep ending
+        # late: a wake-up the machine delayed, not work that held the loop.
+        self.longest_switches = (0, 0)
         # Gaps longer than 10 ms beyond the sleep.
         self.over_10ms = 0
         self.ticks = 0
@@ -221,13 +239,19 @@ class Ticker:
     async def _run(self) -> None:
         last = _perf_counter()
         last_cpu = _thread_time()
+        last_switches = _thread_switches()
         while True:
             await asyncio.sleep(TICK)
             now = _perf_counter()
             cpu = _thread_time()
+            switches = _thread_switches()
             if now - last > self.longest:
                 self.longest = now - last
                 self.longest_cpu = cpu - last_cpu
+                self.longest_switches = (
+                    switches[0] - last_switches[0],
+                    switches[1] - last_switches[1],
+                )
             if cpu - last_cpu > self.busiest_cpu:
                 self.busiest_cpu = cpu - last_cpu
             if now - last > TICK + 0.010:
@@ -235,6 +259,7 @@ class Ticker:
             self.ticks += 1
             last = now
             last_cpu = cpu
+            last_switches = switches
 
     async def start(self) -> None:
         """Start ticking on the running loop."""
@@ -822,6 +847,7 @@ def _result(
         "minor_faults": usage1.ru_minflt - usage0.ru_minflt,
         "longest_tick_gap_ms": None if ticker is None else ticker.longest * 1e3,
         "longest_tick_gap_cpu_ms": None if ticker is None else ticker.longest_cpu * 1e3,
+        "longest_tick_gap_switches": None if ticker is None else list(ticker.longest_switches),
         "busiest_tick_cpu_ms": None if ticker is None else ticker.busiest_cpu * 1e3,
         "tick_gaps_over_10ms": None if ticker is None else ticker.over_10ms,
         "ticks": None if ticker is None else ticker.ticks,
