@@ -101,8 +101,8 @@ def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
 
 def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub: Any) -> None:
     """Move ``total`` documents (all when None) from the left of ``data`` to ``result``,
-    :data:`~motor.green.pool.MOVE_DOCUMENTS` at a time, the loop running between two.
-    Runs on a child."""
+    :data:`~motor.green.pool.MOVE_DOCUMENTS` at a time, the loop running between two
+    pieces once the iteration's work budget is spent.  Runs on a child."""
     count = len(data) if total is None else min(len(data), total)
     most = _green_pool.MOVE_DOCUMENTS
     while True:
@@ -118,7 +118,7 @@ def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub:
         count -= step
         if not count:
             return
-        hub.pause()
+        _green_pool._pause_if_spent_on(hub)
 
 
 def _refresh(cursor: AgnosticBaseCursor[Any]) -> int:

@@ -23,6 +23,7 @@ from collections import deque
 from typing import Any
 
 import bson
+import greenlet
 import pymongo
 import pytest
 from bson import SON, Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex
@@ -444,6 +445,34 @@ async def test_to_list_twice_at_once_on_one_cursor(fw: Framework, server: Any) -
     if len(lists) == 2:
         assert ids == set(range(300))
     assert "_next_batch" not in vars(cursor.delegate)
+
+
+@pytest.mark.parametrize("spent", [True, False], ids=["budget-spent", "budget-left"])
+def test_a_large_batch_is_handed_over_as_the_budget_allows(
+    spent: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each piece of a large batch, the first included (it follows the decoding and
+    # PyMongo's handling of the reply), waits for a later loop iteration once the work
+    # budget is spent, and only then: pieces follow one another while it lasts.
+    hub = _CountingHub(window_open=not spent)
+
+    class _Child(greenlet.greenlet):
+        pass
+
+    monkeypatch.setattr(green_pool, "Child", _Child)
+    child = _Child(lambda: deque(batch))
+    child.hub = hub  # type: ignore[attr-defined]
+    size = green_pool.MOVE_DOCUMENTS * 2 + 7  # three pieces
+    batch = green_pool._Batch({"i": i} for i in range(size))
+    moved = child.switch()
+    assert list(moved) == [{"i": i} for i in range(size)]
+    assert hub.pauses == (3 if spent else 0)
+    # So are the pieces to_list moves from PyMongo's deque into its list.
+    hub.pauses = 0
+    result: list[Any] = [None]
+    cursors._move_documents(moved, result, size - 1, hub)
+    assert result[1:] == [{"i": i} for i in range(size - 1)] and list(moved) == [{"i": size - 1}]
+    assert hub.pauses == (2 if spent else 0)
 
 
 def test_a_large_batch_is_a_list_everywhere_else() -> None:

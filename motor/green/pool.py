@@ -466,9 +466,10 @@ SLICE_SCALARS = 16_000
 SPLIT_BYTES = SLICE_BYTES
 # A batch of more than this many documents is handed from one container to the next
 # (PyMongo's deque, the list of to_list) this many at a time, the loop running between
-# two: each such pass touches every document (reference counts), a few milliseconds per
-# 100,000 documents that are no longer in the processor's caches.
-MOVE_DOCUMENTS = 20_000
+# two pieces once the iteration's work budget is spent: each such pass touches every
+# document (reference counts), 50-100 µs per 1,000 documents that are no longer in the
+# processor's caches.
+MOVE_DOCUMENTS = 2_000
 # A large reply is read this many bytes at a time at most.
 RECEIVE_SLICE_BYTES = 512 * 1024
 # Replies of at least this many bytes are received in a buffer reused from one reply
@@ -934,7 +935,9 @@ def _decode_values(
     # _decode_in_place needs 10 bytes before the first element and 2 from the end.
     if not 6 <= start < end < len(data) - 1 or data[end] != 0:
         raise _UnknownBSON(_BSON_ARRAY)
-    values: list[Any] = []
+    # A batch is gathered in the _Batch it is handed over as: a copy at the end would be
+    # one more pass over all its documents (and another to free the first list).
+    values: list[Any] = _Batch() if batch else []
     position = start + 4
     kind = data[position] if position < end else _BSON_DOCUMENT
     count = SLICE_DOCUMENTS if kind in _CONTAINERS else SLICE_SCALARS
@@ -984,8 +987,8 @@ def _decode_values(
         average = (position - start - 4) // max(len(values), 1) + 1
         target = min(SLICE_BYTES, count * average)
         _pause_if_spent_on(hub)
-    if batch and len(values) > MOVE_DOCUMENTS:
-        return _Batch(values)
+    if batch and len(values) <= MOVE_DOCUMENTS:
+        return values[:]  # a plain list
     return values
 
 
@@ -1128,10 +1131,12 @@ class _Batch(list):  # type: ignore[type-arg]
         return itertools.chain.from_iterable(self._pieces())
 
     def _pieces(self) -> Any:
+        # Before each piece, the first included (it follows the batch's decoding and
+        # PyMongo's handling of the reply), the loop runs if the budget is spent.
         for start in range(0, len(self), MOVE_DOCUMENTS):
             current = _getcurrent()
-            if start and type(current) is Child:
-                current.hub.pause()
+            if type(current) is Child:
+                _pause_if_spent_on(current.hub)
             yield self[start : start + MOVE_DOCUMENTS]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
