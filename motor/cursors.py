@@ -100,11 +100,13 @@ def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
 
 
 def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub: Any) -> None:
-    """Move ``total`` documents (all when None) from the left of ``data`` to ``result``,
+    """Move ``total`` documents (all when None) from the left of ``data`` to ``result``:
+    more than :data:`~motor.green.pool.HANDOVER_DOCUMENTS` of them
     :data:`~motor.green.pool.MOVE_DOCUMENTS` at a time, the loop running between two
-    pieces once the iteration's work budget is spent.  Runs on a child."""
+    pieces once the iteration's work budget is spent, fewer in one piece.  Runs on a
+    child."""
     count = len(data) if total is None else min(len(data), total)
-    most = _green_pool.MOVE_DOCUMENTS
+    most = count if count <= _green_pool.HANDOVER_DOCUMENTS else _green_pool.MOVE_DOCUMENTS
     while True:
         step = min(count, most)
         if step == len(data):

@@ -114,6 +114,10 @@ def test_sliced_decode_returns_what_pymongo_decodes(codec_options: CodecOptions[
     assert [type(d) for d in decoded["cursor"]["firstBatch"]] == [
         type(d) for d in expected["cursor"]["firstBatch"]
     ]
+    # A batch of at most HANDOVER_DOCUMENTS is the plain list PyMongo's decoder gives
+    # (a command's reply shows it to the application).
+    assert len(documents) <= green_pool.HANDOVER_DOCUMENTS
+    assert type(decoded["cursor"]["firstBatch"]) is list
     assert list(decoded) == list(expected)  # field order kept
     # 3000 documents: three slices of at most 1000, or more when 256 KB fills first.
     slices = hub.pauses + 1
@@ -372,17 +376,27 @@ async def test_a_large_batch_is_decoded_in_slices(
     assert sliced[0] == 1
 
 
+async def _handed_over_in_pieces(
+    fw: Framework, server: Any, name: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[Any, list[dict[str, Any]]]:
+    # A collection of 6,000 documents of about 420 bytes, and hand-overs of batches of
+    # more than 1,000 of them in pieces of 1,000.
+    coll = fw.client(server.uri).motor_test[name]
+    await coll.drop()
+    expected = [{"_id": i, "pad": "p" * 400} for i in range(6000)]
+    await coll.insert_many(expected)
+    monkeypatch.setattr(green_pool, "MOVE_DOCUMENTS", 1000)
+    monkeypatch.setattr(green_pool, "HANDOVER_DOCUMENTS", 1000)
+    return coll, expected
+
+
 async def test_a_large_batch_is_handed_over_in_pieces(
     fw: Framework, server: Any, pauses: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # PyMongo's deque of the batch and the list to_list returns are filled
     # MOVE_DOCUMENTS at a time, the loop running between two; with a length, the rest
     # stays in the cursor.
-    coll = fw.client(server.uri).motor_test[f"large_move_{fw.name}"]
-    await coll.drop()
-    expected = [{"_id": i, "pad": "p" * 400} for i in range(6000)]
-    await coll.insert_many(expected)
-    monkeypatch.setattr(green_pool, "MOVE_DOCUMENTS", 1000)
+    coll, expected = await _handed_over_in_pieces(fw, server, f"large_move_{fw.name}", monkeypatch)
     moves: list[int] = []
     batches: list[type] = []
     original_iter = green_pool._Batch.__iter__
@@ -455,6 +469,7 @@ def test_a_large_batch_is_handed_over_as_the_budget_allows(
     # PyMongo's handling of the reply), waits for a later loop iteration once the work
     # budget is spent, and only then: pieces follow one another while it lasts.
     hub = _CountingHub(window_open=not spent)
+    monkeypatch.setattr(green_pool, "HANDOVER_DOCUMENTS", green_pool.MOVE_DOCUMENTS)
 
     class _Child(greenlet.greenlet):
         pass
@@ -473,11 +488,17 @@ def test_a_large_batch_is_handed_over_as_the_budget_allows(
     cursors._move_documents(moved, result, size - 1, hub)
     assert result[1:] == [{"i": i} for i in range(size - 1)] and list(moved) == [{"i": size - 1}]
     assert hub.pauses == (2 if spent else 0)
+    # Up to HANDOVER_DOCUMENTS, a batch moves in one piece, as PyMongo moves it.
+    monkeypatch.setattr(green_pool, "HANDOVER_DOCUMENTS", size)
+    hub.pauses = 0
+    result = []
+    cursors._move_documents(deque(batch), result, None, hub)
+    assert result == batch and hub.pauses == 0
 
 
 def test_a_large_batch_is_a_list_everywhere_else() -> None:
-    batch = green_pool._Batch({"i": i} for i in range(green_pool.MOVE_DOCUMENTS + 5))
-    plain = [{"i": i} for i in range(green_pool.MOVE_DOCUMENTS + 5)]
+    batch = green_pool._Batch({"i": i} for i in range(green_pool.HANDOVER_DOCUMENTS + 5))
+    plain = [{"i": i} for i in range(green_pool.HANDOVER_DOCUMENTS + 5)]
     assert batch == plain and isinstance(batch, list)
     # Not in a child: iterated as a list, never paused.
     assert list(iter(batch)) == plain and deque(batch) == deque(plain)

@@ -464,11 +464,13 @@ SLICE_SCALARS = 16_000
 # document of the batch, an array or embedded document in it) is decoded in pieces of
 # its own: its fields, or its elements, a slice at a time.
 SPLIT_BYTES = SLICE_BYTES
-# A batch of more than this many documents is handed from one container to the next
-# (PyMongo's deque, the list of to_list) this many at a time, the loop running between
-# two pieces once the iteration's work budget is spent: each such pass touches every
-# document (reference counts), 50-100 µs per 1,000 documents that are no longer in the
-# processor's caches.
+# A batch of more than HANDOVER_DOCUMENTS documents is handed from one container to the
+# next (PyMongo's deque, the list of to_list) MOVE_DOCUMENTS at a time, the loop running
+# between two pieces once the iteration's work budget is spent: each such pass touches
+# every document (reference counts), 50-100 µs per 1,000 documents that are no longer in
+# the processor's caches.  A smaller batch moves in one piece, as PyMongo moves it, and
+# stays a plain list.
+HANDOVER_DOCUMENTS = 20_000
 MOVE_DOCUMENTS = 2_000
 # A large reply is read this many bytes at a time at most.
 RECEIVE_SLICE_BYTES = 512 * 1024
@@ -935,9 +937,10 @@ def _decode_values(
     # _decode_in_place needs 10 bytes before the first element and 2 from the end.
     if not 6 <= start < end < len(data) - 1 or data[end] != 0:
         raise _UnknownBSON(_BSON_ARRAY)
-    # A batch is gathered in the _Batch it is handed over as: a copy at the end would be
-    # one more pass over all its documents (and another to free the first list).
-    values: list[Any] = _Batch() if batch else []
+    # A batch that grows past HANDOVER_DOCUMENTS is gathered from then on in the _Batch it
+    # is handed over as: a copy at the end would be one more pass over all its documents
+    # (and another to free the first list).
+    values: list[Any] = []
     position = start + 4
     kind = data[position] if position < end else _BSON_DOCUMENT
     count = SLICE_DOCUMENTS if kind in _CONTAINERS else SLICE_SCALARS
@@ -980,6 +983,8 @@ def _decode_values(
             last = _step_over(data, position, end, target)
             decoded = _decode_in_place(view, position, last, codec_options)
         values.extend(decoded)
+        if batch and len(values) > HANDOVER_DOCUMENTS and type(values) is list:
+            values = _Batch(values)
         position = last
         # The next slice (SLICE_BYTES, or SLICE_DOCUMENTS of the array's elements, or
         # SLICE_SCALARS of other values), or, after the last one, the work on the
@@ -987,8 +992,6 @@ def _decode_values(
         average = (position - start - 4) // max(len(values), 1) + 1
         target = min(SLICE_BYTES, count * average)
         _pause_if_spent_on(hub)
-    if batch and len(values) <= MOVE_DOCUMENTS:
-        return values[:]  # a plain list
     return values
 
 
@@ -1118,15 +1121,16 @@ def _pause_if_spent_on(hub: Any) -> None:
 
 
 class _Batch(list):  # type: ignore[type-arg]
-    """The documents of a large cursor batch decoded in slices: a list, which, iterated
-    in a child, hands its documents over :data:`MOVE_DOCUMENTS` at a time, the loop
-    running between two.  PyMongo's cursors iterate it once, into the deque they keep a
-    batch in; iterated anywhere else, it is a plain list."""
+    """The documents of a cursor batch of more than :data:`HANDOVER_DOCUMENTS` decoded in
+    slices: a list, which, iterated in a child, hands its documents over
+    :data:`MOVE_DOCUMENTS` at a time, the loop running between two pieces once the work
+    budget is spent.  PyMongo's cursors iterate it once, into the deque they keep a batch
+    in; iterated anywhere else, it is a plain list."""
 
     __slots__ = ()
 
     def __iter__(self) -> Any:
-        if len(self) <= MOVE_DOCUMENTS or type(_getcurrent()) is not Child:
+        if len(self) <= HANDOVER_DOCUMENTS or type(_getcurrent()) is not Child:
             return list.__iter__(self)
         return itertools.chain.from_iterable(self._pieces())
 
