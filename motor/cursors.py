@@ -33,7 +33,7 @@ from pymongo.synchronous.cursor import Cursor, RawBatchCursor
 
 from motor.core import AgnosticBase, bind_arguments
 from motor.green import pool as _green_pool
-from motor.green.hub import current_child
+from motor.green.hub import Cancelled, current_child
 from motor.metaprogramming import Async, Chain, Delegate, GenericDocuments, ReadOnly, unwrap_args
 
 if TYPE_CHECKING:
@@ -65,6 +65,19 @@ def _next_or_stop(cursor: AgnosticBaseCursor[Any]) -> Any:
         return delegate.next()
     except StopIteration:
         return _STOP
+    except Cancelled:
+        _close_cancelled(delegate)
+        raise
+
+
+def _close_cancelled(delegate: Any) -> None:
+    # Runs on a child stopped by a cancellation.  Where the child waited for the network,
+    # PyMongo has closed the cursor already; a child stopped between two pieces of a large
+    # batch's hand-over (_Batch, _move_documents) was outside PyMongo's cleanup, and the
+    # cursor, which already has the batch's cursor id and position, would go on past the
+    # documents the cancelled call dropped.  Closed instead, as PyMongo closes a cursor
+    # whose fetch was interrupted (idempotent where it did).
+    delegate.close()
 
 
 def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
@@ -94,6 +107,9 @@ def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
     delegate._next_batch = next_batch
     try:
         result = delegate.to_list(length)
+    except Cancelled:
+        _close_cancelled(delegate)
+        raise
     finally:
         del delegate._next_batch
     return result
@@ -107,6 +123,7 @@ def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub:
     child."""
     count = len(data) if total is None else min(len(data), total)
     most = count if count <= _green_pool.HANDOVER_DOCUMENTS else _green_pool.MOVE_DOCUMENTS
+    start = len(result)
     while True:
         step = min(count, most)
         if step == len(data):
@@ -120,7 +137,14 @@ def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub:
         count -= step
         if not count:
             return
-        _green_pool._pause_if_spent_on(hub)
+        try:
+            _green_pool._pause_if_spent_on(hub)
+        except BaseException:
+            # Cancelled between two pieces: the pieces moved go back to the front of the
+            # cursor's buffer, which its next fetch then starts with.
+            data.extendleft(reversed(result[start:]))
+            del result[start:]
+            raise
 
 
 def _refresh(cursor: AgnosticBaseCursor[Any]) -> int:
@@ -129,7 +153,11 @@ def _refresh(cursor: AgnosticBaseCursor[Any]) -> int:
     delegate = cursor._started_delegate()
     if delegate is None:
         return 0
-    count: int = delegate._refresh()
+    try:
+        count: int = delegate._refresh()
+    except Cancelled:
+        _close_cancelled(delegate)
+        raise
     return count
 
 
@@ -138,7 +166,11 @@ def _try_next(cursor: AgnosticBaseCursor[Any]) -> Any:
     delegate = cursor._started_delegate()
     if delegate is None:
         return None
-    return delegate.try_next()
+    try:
+        return delegate.try_next()
+    except Cancelled:
+        _close_cancelled(delegate)
+        raise
 
 
 def _close(cursor: AgnosticBaseCursor[Any]) -> None:

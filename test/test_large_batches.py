@@ -434,6 +434,53 @@ async def test_a_large_batch_is_handed_over_in_pieces(
     assert moves == [0, 0]
 
 
+@pytest.mark.parametrize("where", ["deque", "to_list"])
+async def test_a_fetch_cancelled_in_a_hand_over_closes_the_cursor(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    # A cancellation that stops the child between two pieces of a large batch's hand-over
+    # (into PyMongo's deque, or into to_list's list) closes the cursor, as a fetch
+    # interrupted where it waits does: the next call never goes on past documents that
+    # the cancelled one dropped.  Pieces moved into to_list's list go back to the buffer.
+    name = f"cancel_hand_over_{fw.name}_{where}"
+    coll, expected = await _handed_over_in_pieces(fw, server, name, monkeypatch)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause before every piece
+    cursor = coll.find().sort("_id").batch_size(3000)
+    task: asyncio.Future[Any] | None = None
+    moving = [False]
+    original_pause = green_pool._pause_if_spent_on
+    original_move = cursors._move_documents
+
+    def pause(hub: Any) -> None:
+        nonlocal task
+        if task is not None and (where == "deque") != moving[0]:
+            task.cancel()  # a timeout firing as the hand-over goes on
+            task = None
+        original_pause(hub)
+
+    def move(*args: Any) -> None:
+        moving[0] = True
+        try:
+            original_move(*args)
+        finally:
+            moving[0] = False
+
+    monkeypatch.setattr(green_pool, "_pause_if_spent_on", pause)
+    monkeypatch.setattr(cursors, "_move_documents", move)
+    task = asyncio.ensure_future(cursor.to_list(None))
+    fetch = task
+    with pytest.raises(asyncio.CancelledError):
+        await fetch
+    assert task is None  # cancelled where the test meant it to be
+    monkeypatch.setattr(green_pool, "_pause_if_spent_on", original_pause)
+    rest = await cursor.to_list(None)
+    if where == "deque":
+        assert rest == []  # the first batch was dropped with the cancelled call
+    else:
+        assert rest == expected[:3000]  # the first batch, back in the buffer
+    assert not cursor.alive and await cursor.to_list(None) == []
+
+
 async def test_to_list_twice_at_once_on_one_cursor(fw: Framework, server: Any) -> None:
     # Misuse, as with PyMongo's cursors in two threads, but neither call fails because of
     # the other's hand-over, and the cursor keeps PyMongo's own _next_batch afterwards.
