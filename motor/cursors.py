@@ -96,9 +96,17 @@ def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
     def next_batch(result: list[Any], total: int | None = None) -> bool:
         # With a total of 0, PyMongo's _next_batch (of either cursor class) fetches a
         # batch unless one is buffered, and says whether documents are buffered.
-        if not fetch(result, 0):
-            return False
-        _move_documents(delegate._data, result, total, hub)
+        try:
+            if not fetch(result, 0):
+                return False
+            _move_documents(delegate._data, result, total, hub)
+        except Cancelled:
+            # What this to_list gathered (earlier batches, pieces of this one) goes back
+            # to the front of the cursor's buffer, which _close_cancelled keeps: the next
+            # fetch starts with it rather than past it.
+            delegate._data.extendleft(reversed(result))
+            result.clear()
+            raise
         return True
 
     if "_next_batch" in vars(delegate):  # another to_list of this cursor is running
@@ -123,7 +131,6 @@ def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub:
     child."""
     count = len(data) if total is None else min(len(data), total)
     most = count if count <= _green_pool.HANDOVER_DOCUMENTS else _green_pool.MOVE_DOCUMENTS
-    start = len(result)
     while True:
         step = min(count, most)
         if step == len(data):
@@ -137,14 +144,7 @@ def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub:
         count -= step
         if not count:
             return
-        try:
-            _green_pool._pause_if_spent_on(hub)
-        except BaseException:
-            # Cancelled between two pieces: the pieces moved go back to the front of the
-            # cursor's buffer, which its next fetch then starts with.
-            data.extendleft(reversed(result[start:]))
-            del result[start:]
-            raise
+        _green_pool._pause_if_spent_on(hub)
 
 
 def _refresh(cursor: AgnosticBaseCursor[Any]) -> int:

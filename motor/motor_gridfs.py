@@ -36,7 +36,8 @@ from motor.core import (
     AgnosticDatabase,
     _check_first_argument,
 )
-from motor.cursors import _STOP, AgnosticCursor, _next_or_stop
+from motor.cursors import _STOP, AgnosticCursor, _close_cancelled, _next_or_stop
+from motor.green.hub import Cancelled
 from motor.green.socket import _pause_if_spent
 from motor.metaprogramming import Async, Delegate, ReadOnly
 
@@ -244,7 +245,12 @@ class AgnosticGridOutCursor(AgnosticCursor[Any]):
 def _to_list_of_files(cursor: AgnosticGridOutCursor, length: int | None) -> list[Any]:
     # Runs on a child greenlet: PyMongo's Cursor.to_list on the file documents (its
     # GridOutCursor.to_list raises StopIteration past the end), made into GridOuts.
-    return cursor._convert_list(Cursor.to_list(cursor.delegate, length))
+    try:
+        files = Cursor.to_list(cursor.delegate, length)
+    except Cancelled:
+        _close_cancelled(cursor.delegate)  # as a cursor's to_list does
+        raise
+    return cursor._convert_list(files)
 
 
 AgnosticGridOutCursor._to_list_child = staticmethod(_to_list_of_files)  # type: ignore[arg-type]

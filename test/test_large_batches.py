@@ -32,6 +32,8 @@ from bson.timestamp import Timestamp
 from pymongo import InsertOne, monitoring
 from pymongo.errors import BulkWriteError, PyMongoError
 
+import motor.motor_asyncio
+import motor.motor_tornado
 from motor import cursors, metaprogramming
 from motor.green import bulk as green_bulk
 from motor.green import hub as hub_module
@@ -39,6 +41,7 @@ from motor.green import pool as green_pool
 from motor.green.socket import GreenSocket
 from test.faultproxy import FaultProxy
 from test.framework import Framework, assert_no_stall, loop_turns
+from test.oracle import motor_class
 
 
 class _CountingHub:
@@ -434,38 +437,71 @@ async def test_a_large_batch_is_handed_over_in_pieces(
     assert moves == [0, 0]
 
 
-@pytest.mark.parametrize("where", ["deque", "to_list"])
+@pytest.mark.parametrize(
+    ("stage", "batch"), [("deque", 1), ("deque", 2), ("to_list", 1), ("to_list", 2), ("gridfs", 1)]
+)
 async def test_a_fetch_cancelled_in_a_hand_over_closes_the_cursor(
-    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, where: str
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, stage: str, batch: int
 ) -> None:
     # A cancellation that stops the child between two pieces of a large batch's hand-over
     # (into PyMongo's deque, or into to_list's list) closes the cursor, as a fetch
-    # interrupted where it waits does: the next call never goes on past documents that
-    # the cancelled one dropped.  Pieces moved into to_list's list go back to the buffer.
-    name = f"cancel_hand_over_{fw.name}_{where}"
+    # interrupted where it waits does, and what the cancelled to_list gathered goes back
+    # to the cursor's buffer: the next call never goes on past documents the cancelled
+    # one dropped.  Cancelled in the first or the second batch of 3,000; GridFS's
+    # to_list of file documents too.
+    name = f"cancel_hand_over_{fw.name}_{stage}_{batch}"
     coll, expected = await _handed_over_in_pieces(fw, server, name, monkeypatch)
     monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause before every piece
-    cursor = coll.find().sort("_id").batch_size(3000)
+    if stage == "gridfs":
+        files = [
+            {
+                "_id": i,
+                "length": 0,
+                "chunkSize": 1024,
+                "uploadDate": datetime.datetime(2026, 1, 1),
+                "metadata": {"pad": "p" * 400},  # batches of more than 1 MiB: sliced
+            }
+            for i in range(6000)
+        ]
+        await coll.database[f"{name}.files"].drop()
+        await coll.database[f"{name}.files"].insert_many(files)
+        module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+        bucket = getattr(module, motor_class(fw, "GridFSBucket"))(coll.database, bucket_name=name)
+        cursor = bucket.find({}, sort=[("_id", 1)], batch_size=3000)
+    else:
+        cursor = coll.find().sort("_id").batch_size(3000)
     task: asyncio.Future[Any] | None = None
-    moving = [False]
+    within = {"deque": 0, "to_list": 0}  # the hand-over under way: its batch's number
+    entered = {"deque": 0, "to_list": 0}
     original_pause = green_pool._pause_if_spent_on
+    original_pieces = green_pool._Batch._pieces
     original_move = cursors._move_documents
 
     def pause(hub: Any) -> None:
         nonlocal task
-        if task is not None and (where == "deque") != moving[0]:
+        if task is not None and within[stage if stage != "gridfs" else "deque"] == batch:
             task.cancel()  # a timeout firing as the hand-over goes on
             task = None
         original_pause(hub)
 
+    def pieces(self: Any) -> Any:
+        entered["deque"] += 1
+        within["deque"] = entered["deque"]
+        try:
+            yield from original_pieces(self)
+        finally:
+            within["deque"] = 0
+
     def move(*args: Any) -> None:
-        moving[0] = True
+        entered["to_list"] += 1
+        within["to_list"] = entered["to_list"]
         try:
             original_move(*args)
         finally:
-            moving[0] = False
+            within["to_list"] = 0
 
     monkeypatch.setattr(green_pool, "_pause_if_spent_on", pause)
+    monkeypatch.setattr(green_pool._Batch, "_pieces", pieces)
     monkeypatch.setattr(cursors, "_move_documents", move)
     task = asyncio.ensure_future(cursor.to_list(None))
     fetch = task
@@ -474,10 +510,13 @@ async def test_a_fetch_cancelled_in_a_hand_over_closes_the_cursor(
     assert task is None  # cancelled where the test meant it to be
     monkeypatch.setattr(green_pool, "_pause_if_spent_on", original_pause)
     rest = await cursor.to_list(None)
-    if where == "deque":
-        assert rest == []  # the first batch was dropped with the cancelled call
+    if stage == "gridfs":
+        assert rest == []  # the batch was dropped with the cancelled call
     else:
-        assert rest == expected[:3000]  # the first batch, back in the buffer
+        # What the cancelled call had gathered, back in the buffer, and no more: the
+        # batch being handed into PyMongo's deque was dropped with it.
+        gathered = 3000 * (batch - 1) if stage == "deque" else 3000 * batch
+        assert rest == expected[:gathered]
     assert not cursor.alive and await cursor.to_list(None) == []
 
 
