@@ -145,6 +145,11 @@ def _move_documents(data: deque[Any], result: list[Any], total: int | None, hub:
         if not count:
             return
         _green_pool._pause_if_spent_on(hub)
+        # Another task's next() may have taken documents from the buffer during the
+        # pause (one cursor read by two tasks at once): each goes to one of them.
+        count = min(count, len(data))
+        if not count:
+            return
 
 
 def _refresh(cursor: AgnosticBaseCursor[Any]) -> int:

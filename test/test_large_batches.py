@@ -520,6 +520,43 @@ async def test_a_fetch_cancelled_in_a_hand_over_closes_the_cursor(
     assert not cursor.alive and await cursor.to_list(None) == []
 
 
+async def test_next_from_another_task_during_a_to_list_hand_over(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One cursor read by two tasks at once: next() takes buffered documents while a
+    # to_list moves them in pieces, pausing between two.  Each document goes to one of
+    # them, and the to_list neither fails nor returns a document twice.
+    coll, expected = await _handed_over_in_pieces(fw, server, f"two_readers_{fw.name}", monkeypatch)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause between two pieces
+    cursor = coll.find().sort("_id").batch_size(6000)
+    first = await cursor.next()  # the batch, buffered
+    taken: list[Any] = []
+    original_pause = green_pool._pause_if_spent_on
+
+    def pause(hub: Any) -> None:
+        original_pause(hub)
+        if moving[0] and cursor.delegate._data:
+            # Another task reading the same cursor ran during the pause.
+            taken.extend(cursor.delegate._data.popleft() for _ in range(1500))
+
+    moving = [False]
+    original_move = cursors._move_documents
+
+    def move(*args: Any) -> None:
+        moving[0] = True
+        try:
+            original_move(*args)
+        finally:
+            moving[0] = False
+
+    monkeypatch.setattr(green_pool, "_pause_if_spent_on", pause)
+    monkeypatch.setattr(cursors, "_move_documents", move)
+    rest = await cursor.to_list(None)
+    assert taken  # the other reader took documents between two pieces
+    assert sorted([first, *taken, *rest], key=lambda d: d["_id"]) == expected
+    assert len(rest) == len(expected) - 1 - len(taken)
+
+
 async def test_to_list_twice_at_once_on_one_cursor(fw: Framework, server: Any) -> None:
     # Misuse, as with PyMongo's cursors in two threads, but neither call fails because of
     # the other's hand-over, and the cursor keeps PyMongo's own _next_batch afterwards.
