@@ -80,15 +80,21 @@ def _close_cancelled(delegate: Any) -> None:
     delegate.close()
 
 
-def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
-    # Runs on a child greenlet: PyMongo's to_list, whose _next_batch hands a large
-    # batch over to the list in pieces.
+def _to_list(
+    cursor: AgnosticBaseCursor[Any],
+    length: int | None,
+    to_list: Callable[[Any, int | None], list[Any]] | None = None,
+) -> list[Any]:
+    # Runs on a child greenlet: PyMongo's to_list (the cursor class's, or ``to_list``),
+    # whose _next_batch hands a large batch over to the list in pieces.
     delegate = cursor._started_delegate()
     if delegate is None:
         return []
+    if to_list is None:
+        to_list = type(delegate).to_list
     child = current_child()
     if child is None:
-        result: list[Any] = delegate.to_list(length)
+        result: list[Any] = to_list(delegate, length)
         return result
     hub = child.hub
     fetch = delegate._next_batch
@@ -110,11 +116,11 @@ def _to_list(cursor: AgnosticBaseCursor[Any], length: int | None) -> list[Any]:
         return True
 
     if "_next_batch" in vars(delegate):  # another to_list of this cursor is running
-        result = delegate.to_list(length)
+        result = to_list(delegate, length)
         return result
     delegate._next_batch = next_batch
     try:
-        result = delegate.to_list(length)
+        result = to_list(delegate, length)
     except Cancelled:
         _close_cancelled(delegate)
         raise

@@ -36,8 +36,9 @@ from motor.core import (
     AgnosticDatabase,
     _check_first_argument,
 )
-from motor.cursors import _STOP, AgnosticCursor, _close_cancelled, _next_or_stop
-from motor.green.hub import Cancelled
+from motor.cursors import _STOP, AgnosticCursor, _close_cancelled, _next_or_stop, _to_list
+from motor.green import pool as _green_pool
+from motor.green.hub import Cancelled, current_child
 from motor.green.socket import _pause_if_spent
 from motor.metaprogramming import Async, Delegate, ReadOnly
 
@@ -242,15 +243,49 @@ class AgnosticGridOutCursor(AgnosticCursor[Any]):
     __anext__ = next
 
 
+# GridOuts made between two looks at the work budget in a GridFS to_list: each costs
+# 15-35 us (PyMongo's GridOut makes three Collection objects), so a few of them, not a
+# whole batch, run between two chances for the loop.
+GRID_OUTS_PER_LOOK = 8
+
+
 def _to_list_of_files(cursor: AgnosticGridOutCursor, length: int | None) -> list[Any]:
     # Runs on a child greenlet: PyMongo's Cursor.to_list on the file documents (its
-    # GridOutCursor.to_list raises StopIteration past the end), made into GridOuts.
+    # GridOutCursor.to_list raises StopIteration past the end), made into GridOuts a few
+    # at a time, the loop running between two of those once the iteration's work budget
+    # is spent.
+    delegate = cursor.delegate
+    files = _to_list(cursor, length, Cursor.to_list)
+    child = current_child()
+    if child is None or len(files) <= GRID_OUTS_PER_LOOK:
+        return cursor._convert_list(files)
+    # The file documents go back to the front of the buffer and are taken from it a
+    # group at a time: the cursor stays alive, with its documents in order, until a
+    # cancelled child has unwound (on a later loop iteration) and put back what it took.
+    # Another task's next() during a pause takes documents from the front too: each
+    # goes to one of them.
+    data = delegate._data
+    data.extendleft(reversed(files))
+    count = len(files)
+    taken: list[Any] = []
+    result: list[Any] = []
     try:
-        files = Cursor.to_list(cursor.delegate, length)
+        while count:
+            if taken:
+                _green_pool._pause_if_spent_on(child.hub)
+            step = min(count, GRID_OUTS_PER_LOOK, len(data))
+            if not step:
+                break
+            group = [data.popleft() for _ in range(step)]
+            taken += group
+            result += cursor._convert_list(group)
+            count -= step
     except Cancelled:
-        _close_cancelled(cursor.delegate)  # as a cursor's to_list does
+        # As a cursor's to_list does: what it took goes back, and the cursor is closed.
+        data.extendleft(reversed(taken))
+        _close_cancelled(delegate)
         raise
-    return cursor._convert_list(files)
+    return result
 
 
 AgnosticGridOutCursor._to_list_child = staticmethod(_to_list_of_files)  # type: ignore[arg-type]

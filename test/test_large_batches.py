@@ -34,7 +34,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 
 import motor.motor_asyncio
 import motor.motor_tornado
-from motor import cursors, metaprogramming
+from motor import cursors, metaprogramming, motor_gridfs
 from motor.green import bulk as green_bulk
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
@@ -438,7 +438,8 @@ async def test_a_large_batch_is_handed_over_in_pieces(
 
 
 @pytest.mark.parametrize(
-    ("stage", "batch"), [("deque", 1), ("deque", 2), ("to_list", 1), ("to_list", 2), ("gridfs", 1)]
+    ("stage", "batch"),
+    [("deque", 1), ("deque", 2), ("to_list", 1), ("to_list", 2), ("gridfs", 1), ("gridfs", 2)],
 )
 async def test_a_fetch_cancelled_in_a_hand_over_closes_the_cursor(
     fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, stage: str, batch: int
@@ -511,13 +512,89 @@ async def test_a_fetch_cancelled_in_a_hand_over_closes_the_cursor(
     monkeypatch.setattr(green_pool, "_pause_if_spent_on", original_pause)
     rest = await cursor.to_list(None)
     if stage == "gridfs":
-        assert rest == []  # the batch was dropped with the cancelled call
+        # The file documents of the earlier batch, back in the buffer; the batch being
+        # handed into PyMongo's deque was dropped with the cancelled call.
+        assert [f._id for f in rest] == [d["_id"] for d in expected[: 3000 * (batch - 1)]]
     else:
         # What the cancelled call had gathered, back in the buffer, and no more: the
         # batch being handed into PyMongo's deque was dropped with it.
         gathered = 3000 * (batch - 1) if stage == "deque" else 3000 * batch
         assert rest == expected[:gathered]
     assert not cursor.alive and await cursor.to_list(None) == []
+
+
+async def test_a_gridfs_to_list_makes_its_gridouts_a_few_at_a_time(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A GridOut costs tens of microseconds to make: a GridFS to_list of many files makes
+    # them GRID_OUTS_PER_LOOK at a time, the loop running between two groups once the
+    # budget is spent.  Cancelled between two, the cursor is closed and keeps the file
+    # documents in its buffer: the next to_list returns every file, none skipped.
+    name = f"gridouts_{fw.name}"
+    db = fw.client(server.uri).motor_test
+    count = 1000
+    await db[f"{name}.files"].drop()
+    await db[f"{name}.files"].insert_many(
+        [
+            {"_id": i, "length": 0, "chunkSize": 1024, "uploadDate": datetime.datetime(2026, 1, 1)}
+            for i in range(count)
+        ]
+    )
+    module = motor.motor_asyncio if fw.name == "asyncio" else motor.motor_tornado
+    bucket = getattr(module, motor_class(fw, "GridFSBucket"))(db, bucket_name=name)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause wherever one may be
+    converted: list[int] = []  # the GridOuts made by each call
+    converting = [False]
+    pauses_between = [0]
+    task: asyncio.Future[Any] | None = None
+    cancel_at = [0]  # cancel the to_list at this pause between two groups (0: never)
+    original_convert = motor_gridfs.AgnosticGridOutCursor._convert_list
+    original_pause = green_pool._pause_if_spent_on
+
+    def convert(self: Any, documents: list[Any]) -> list[Any]:
+        converted.append(len(documents))
+        converting[0] = True
+        return original_convert(self, documents)
+
+    def pause(hub: Any) -> None:
+        nonlocal task
+        if converting[0]:
+            pauses_between[0] += 1
+            if task is not None and pauses_between[0] == cancel_at[0]:
+                task.cancel()  # a timeout firing as the GridOuts are made
+                task = None
+        original_pause(hub)
+
+    monkeypatch.setattr(motor_gridfs.AgnosticGridOutCursor, "_convert_list", convert)
+    monkeypatch.setattr(green_pool, "_pause_if_spent_on", pause)
+    files = await bucket.find({}, sort=[("_id", 1)]).to_list(None)
+    assert [f._id for f in files] == list(range(count))
+    per_look = motor_gridfs.GRID_OUTS_PER_LOOK
+    assert converted == [per_look] * (count // per_look)
+    assert pauses_between[0] == count // per_look - 1
+
+    # Cancelled at the tenth pause between two groups: to_list(None) of a cursor that
+    # has fetched its last batch, and to_list(500) of one with batches of 300 (its
+    # second batch's last 100 documents still buffered, 400 on the server).  A to_list
+    # called at once, before the cancelled child has unwound, gets every file the
+    # cancelled one took, then what was buffered; the cursor was closed.
+    for length, batch_size, returned in ((None, 0, count), (500, 300, 600)):
+        converted.clear()
+        converting[0] = False
+        pauses_between[0] = 0
+        cancel_at[0] = 10
+        cursor = bucket.find({}, sort=[("_id", 1)], batch_size=batch_size)
+        task = asyncio.ensure_future(cursor.to_list(length))
+        fetch = task
+        with pytest.raises(asyncio.CancelledError):
+            await fetch
+        assert task is None  # cancelled where the test meant it to be
+        assert converted == [per_look] * 10
+        converting[0] = False
+        rest = await cursor.to_list(None)
+        assert [f._id for f in rest] == list(range(returned))
+        assert cursor.delegate._killed and not cursor.alive
+        assert await cursor.to_list(None) == []
 
 
 async def test_next_from_another_task_during_a_to_list_hand_over(
