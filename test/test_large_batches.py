@@ -83,6 +83,13 @@ def _document(i: int) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def split_in_every_reply(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Documents of SPLIT_BYTES or more decoded in pieces in a sliced reply of any size,
+    # not only in one of more than WHOLE_DOCUMENTS_BYTES.
+    monkeypatch.setattr(green_pool, "WHOLE_DOCUMENTS_BYTES", 0)
+
+
 def _reply(documents: list[Any], batch: str = "firstBatch") -> bytes:
     return bson.encode(
         {
@@ -228,6 +235,7 @@ _CODEC_OPTIONS = {
         if (case, codecs) != ("many fields", "SON")
     ],
 )
+@pytest.mark.usefixtures("split_in_every_reply")
 def test_a_large_document_is_decoded_in_pieces(case: str, codecs: str) -> None:
     codec_options = _CODEC_OPTIONS[codecs]
     documents = _large_documents()[case]
@@ -255,6 +263,42 @@ def test_a_large_document_is_decoded_in_pieces(case: str, codecs: str) -> None:
         assert hub.pauses >= large // green_pool.SLICE_BYTES, hub.pauses
 
 
+def test_documents_of_a_reply_of_at_most_1_mib_are_decoded_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A sliced reply of at most WHOLE_DOCUMENTS_BYTES is sliced between its documents
+    # only, each decoded in one call as PyMongo decodes it: split field by field, a
+    # document of many small fields costs several times the CPU.  A larger reply splits
+    # its documents of SPLIT_BYTES or more.
+    split: list[int] = []
+    decode_fields = green_pool._decode_fields
+
+    def fields(view: memoryview, start: int, *args: Any) -> Any:
+        split.append(start)
+        return decode_fields(view, start, *args)
+
+    monkeypatch.setattr(green_pool, "_decode_fields", fields)
+    many_fields = {f"f{i}": i for i in range(30_000)}  # about 350 KB
+    assert len(bson.encode(many_fields)) >= green_pool.SPLIT_BYTES
+    small = [{"_id": i, "n": i, "t": datetime.datetime(2026, 1, 1)} for i in range(5000)]
+    cases: list[tuple[list[Any], int]] = [
+        ([many_fields], 0),
+        ([many_fields, *small], 0),
+        ([many_fields] * 4, 4),  # about 1.4 MB
+    ]
+    for documents, pieces in cases:
+        payload = _reply(documents)
+        assert len(payload) > green_pool.SLICED_DECODE_BYTES
+        assert (len(payload) > green_pool.WHOLE_DOCUMENTS_BYTES) == bool(pieces)
+        split.clear()
+        hub = _CountingHub()
+        decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), CodecOptions(), hub)
+        assert decoded == bson.decode(payload)
+        assert len(split) == pieces
+        if len(documents) > 1:
+            assert hub.pauses > 2  # sliced between documents all the same
+
+
 _TEXTS = {
     # UTF-8 of one, two, three and four bytes a character: a slice's end cuts some of
     # them, whose bytes the next slice decodes.
@@ -268,6 +312,7 @@ _TEXTS = {
 
 @pytest.mark.parametrize("text", list(_TEXTS))
 @pytest.mark.parametrize("where", ["field", "embedded", "array", "array after small", "SON"])
+@pytest.mark.usefixtures("split_in_every_reply")
 def test_a_large_string_is_decoded_a_slice_at_a_time(text: str, where: str) -> None:
     value = _TEXTS[text]
     codec_options: CodecOptions[Any] = CodecOptions()
@@ -323,6 +368,7 @@ def test_large_strings_of_one_slice_each_pause_between_them(where: str) -> None:
     assert hub.pauses >= 40, hub.pauses
 
 
+@pytest.mark.usefixtures("split_in_every_reply")
 def test_a_large_string_that_is_not_utf8_is_pymongo_s_to_decode() -> None:
     # PyMongo's decoder reports it (InvalidBSON), or applies another error handler.
     payload = bytearray(_reply([{"_id": 1, "s": "é" * 400_000}]))
@@ -768,6 +814,7 @@ async def test_a_large_reply_leaves_the_loop_between_reads(
     assert pauses[0] >= len(reads) - 2
 
 
+@pytest.mark.usefixtures("split_in_every_reply")
 def test_a_large_document_s_undecodable_key_is_pymongo_s_to_decode() -> None:
     # A key that is not UTF-8: PyMongo's decoder applies the codec options' error
     # handler to keys too; the slicer leaves such a document to it.
