@@ -30,7 +30,7 @@ from bson import SON, Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId,
 from bson.codec_options import CodecOptions
 from bson.timestamp import Timestamp
 from pymongo import InsertOne, monitoring
-from pymongo.errors import BulkWriteError, PyMongoError
+from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError
 
 import motor.motor_asyncio
 import motor.motor_tornado
@@ -567,6 +567,80 @@ async def test_a_fetch_cancelled_in_a_hand_over_closes_the_cursor(
         gathered = 3000 * (batch - 1) if stage == "deque" else 3000 * batch
         assert rest == expected[:gathered]
     assert not cursor.alive and await cursor.to_list(None) == []
+
+
+class _CursorCommands(monitoring.CommandListener):
+    """The cursor ids of aggregate replies, and those of killCursors commands."""
+
+    def __init__(self) -> None:
+        self.opened: list[int] = []
+        self.killed: list[int] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name == "killCursors":
+            self.killed.extend(event.command["cursors"])
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        if event.command_name == "aggregate":
+            self.opened.append(event.reply["cursor"]["id"])
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+@pytest.mark.parametrize("method", ["aggregate", "to_list"])
+async def test_an_aggregate_cancelled_in_its_first_batch_s_hand_over_kills_its_cursor(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, method: str
+) -> None:
+    # PyMongo's CommandCursor takes the cursor id of the command's reply, then hands the
+    # first batch into its deque, and only then is a cursor that closes itself: stopped
+    # between two pieces of a large first batch, it never exists, and the server's cursor
+    # would stay open until the server times it out.  It is killed instead, and the
+    # command's implicit session ends.  The next fetch runs the command again.
+    name = f"cancel_first_batch_{fw.name}_{method}"
+    coll, expected = await _handed_over_in_pieces(fw, server, name, monkeypatch)
+    commands = _CursorCommands()
+    coll = fw.client(server.uri, event_listeners=[commands]).motor_test[name]
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)  # a pause before every piece
+    task: asyncio.Future[Any] | None = None
+    handing_over = [False]
+    original_pause = green_pool._pause_if_spent_on
+    original_pieces = green_pool._Batch._pieces
+
+    def pause(hub: Any) -> None:
+        nonlocal task
+        if task is not None and handing_over[0]:
+            task.cancel()  # a timeout firing as the first batch is handed over
+            task = None
+        original_pause(hub)
+
+    def pieces(self: Any) -> Any:
+        handing_over[0] = True
+        try:
+            yield from original_pieces(self)
+        finally:
+            handing_over[0] = False
+
+    monkeypatch.setattr(green_pool, "_pause_if_spent_on", pause)
+    monkeypatch.setattr(green_pool._Batch, "_pieces", pieces)
+    cursor = coll.aggregate([{"$sort": {"_id": 1}}], batchSize=3000)
+    fetch = task = asyncio.ensure_future(
+        cursor.to_list(None) if method == "to_list" else cursor.next()
+    )
+    with pytest.raises(asyncio.CancelledError):
+        await fetch
+    assert task is None  # cancelled where the test meant it to be
+    assert len(commands.opened) == 1 and commands.opened[0] != 0
+    client = coll.database.client
+    for _ in range(200):  # killed in the background, within PyMongo's second or so
+        if commands.opened[0] in commands.killed:
+            break
+        await asyncio.sleep(0.05)
+    assert commands.killed == commands.opened
+    with pytest.raises(OperationFailure):  # gone from the server
+        await coll.database.command("getMore", commands.opened[0], collection=name)
+    assert len(client.delegate._topology._session_pool) == 1  # the session went back
+    assert await cursor.to_list(None) == expected
 
 
 async def test_a_gridfs_to_list_makes_its_gridouts_a_few_at_a_time(

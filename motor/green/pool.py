@@ -1157,12 +1157,54 @@ class _Batch(list):  # type: ignore[type-arg]
         for start in range(0, len(self), MOVE_DOCUMENTS):
             current = _getcurrent()
             if type(current) is Child:
-                _pause_if_spent_on(current.hub)
+                try:
+                    _pause_if_spent_on(current.hub)
+                except BaseException:  # Cancelled, or an interrupt
+                    _kill_unborn_cursor(self)
+                    raise
             yield self[start : start + MOVE_DOCUMENTS]
 
     def __reduce_ex__(self, protocol: Any) -> Any:
         # Pickled, copied and deep-copied as the plain list it is.
         return list, (list(list.__iter__(self)),)
+
+
+# The constructor of PyMongo's command cursors (aggregate, list_collections, ...).
+_COMMAND_CURSOR_INIT = own_code(pymongo.cursor_shared._AgnosticCommandCursorBase.__init__)
+
+
+def _kill_unborn_cursor(batch: _Batch) -> None:
+    # Runs on a child stopped (by a cancellation, an interrupt) while it hands ``batch``
+    # over.  Where a command cursor's constructor is handing its first batch into its
+    # deque, the cursor has the reply's cursor id but is not yet one that closes itself
+    # (it sets _killed after the deque), and the exception leaves nothing that could:
+    # the server's cursor would stay open until the server times it out.  It goes to
+    # the client's queue of cursors to kill, as PyMongo's collected cursors do.  (The
+    # command's implicit session ends as the exception leaves MongoClient._tmp_session;
+    # a find cursor's fetch closes its cursor itself: motor.cursors._close_cancelled.)
+    frame: Any = sys._getframe(1)
+    for _ in range(8):  # its generators (this _pieces, a wrapper's) in between
+        if frame is None:
+            return
+        if frame.f_code is _COMMAND_CURSOR_INIT:
+            break
+        frame = frame.f_back
+    else:
+        return
+    local: Any = frame.f_locals
+    cursor, info, collection = local.get("self"), local.get("cursor_info"), local.get("collection")
+    if (
+        not isinstance(info, Mapping)
+        or info.get("firstBatch") is not batch
+        or "_killed" in getattr(cursor, "__dict__", ("_killed",))
+    ):
+        return
+    cursor_id = info.get("id")
+    if cursor_id:
+        address = pymongo.message._CursorAddress(
+            local.get("address"), info.get("ns") or collection.full_name
+        )
+        collection.database.client._close_cursor_soon(cursor_id, address)
 
 
 # An array element's start, as _guess_element looks for it: its type and a decimal key.
@@ -1732,6 +1774,15 @@ def check_pymongo_internals() -> list[str]:
     need(
         hasattr(NetworkingInterface, "get_conn"),
         "pymongo.network_layer.NetworkingInterface.get_conn is missing",
+    )
+    command_cursor_init = _COMMAND_CURSOR_INIT
+    need(
+        command_cursor_init is not None
+        and own_code(pymongo.synchronous.command_cursor.CommandCursor.__init__)
+        is command_cursor_init
+        and command_cursor_init.co_varnames[:4] == ("self", "collection", "cursor_info", "address")
+        and {"deque", "_killed", "full_name"} <= set(command_cursor_init.co_names),
+        "CommandCursor's constructor changed: _kill_unborn_cursor reads its arguments",
     )
     manager = _cursor_base._ConnectionManager
     need(
