@@ -1199,12 +1199,13 @@ def _kill_unborn_cursor(batch: _Batch) -> None:
         or "_killed" in getattr(cursor, "__dict__", ("_killed",))
     ):
         return
-    cursor_id = info.get("id")
-    if cursor_id:
-        address = pymongo.message._CursorAddress(
-            local.get("address"), info.get("ns") or collection.full_name
-        )
-        collection.database.client._close_cursor_soon(cursor_id, address)
+    cursor_id, address = info.get("id"), local.get("address")
+    if cursor_id and address is not None:
+        # (The kill goes out on a connection of the pool, as a collected cursor's: behind
+        # a load balancer, the cursor was not pinned to its connection yet.)
+        client = collection.database.client
+        ns = info.get("ns") or collection.full_name
+        client._close_cursor_soon(cursor_id, pymongo.message._CursorAddress(address, ns))
 
 
 # An array element's start, as _guess_element looks for it: its type and a decimal key.
