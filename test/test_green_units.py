@@ -26,6 +26,7 @@ import pymongo.pool_shared
 import pymongo.synchronous
 import pymongo.synchronous.auth
 import pymongo.synchronous.auth_oidc
+import pymongo.synchronous.command_cursor
 import pymongo.synchronous.cursor_base
 import pymongo.synchronous.pool
 import pytest
@@ -963,6 +964,13 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(
         pymongo.synchronous.auth_oidc._OIDCAuthenticator, "_get_access_token", lambda self: None
     )
+
+    def command_cursor_init(self: Any, collection: Any, info: Any, address: Any) -> None:
+        self._killed = False  # a constructor that no longer reads its first batch
+
+    monkeypatch.setattr(
+        pymongo.synchronous.command_cursor.CommandCursor, "__init__", command_cursor_init
+    )
     problems = green_pool.check_pymongo_internals()
     assert any("_configured_socket_interface is missing" in p for p in problems), problems
     assert any("tested with 4.20.x" in p for p in problems), problems
@@ -973,6 +981,7 @@ def test_internals_check_reports_changes(monkeypatch: pytest.MonkeyPatch) -> Non
     assert any("_compress(operation, data, ctx)" in p for p in problems), problems
     assert any("_op_msg_compressed's message changed" in p for p in problems), problems
     assert any("_get_access_token" in p for p in problems), problems
+    assert any("CommandCursor's constructor changed" in p for p in problems), problems
 
 
 def test_seam_is_installed() -> None:
