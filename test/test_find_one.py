@@ -398,18 +398,20 @@ async def _like_sync(
     find: Any = _find_one,
     member: Any = replica_set_member,
     calls: int = 1,
+    counter: Any = None,
     **options: Any,
 ) -> tuple[list[Any], tuple[Any, ...], list[str]]:
     """find_one({"_id": 1}) with Motor and with sync PyMongo against ``steps``: the same
     requests, commands and outcome, and as many server sessions in the pool afterwards
     (PyMongo discards one that saw a connection error).  Motor's client has a command
-    listener if ``monitored``, and takes the express path if not.  Returns Motor's."""
+    listener if ``monitored``, and takes the express path if not (counted by ``counter``,
+    find_one's by default).  Returns Motor's."""
     commands, sync_commands = Commands(), Commands()
 
     server = member(mockup)
     received = _Received(server)
     client = fw.client(server.uri, event_listeners=[commands] if monitored else [], **options)
-    express = _ExpressTaken(monkeypatch)
+    express = (counter or _ExpressTaken)(monkeypatch)
     await fw.probe.settle()
     requests, outcome = await run_script(server, steps, find(client))
     fw.probe.assert_below(MAX_BUSY)
@@ -449,6 +451,7 @@ async def _like_sync(
     for ours, theirs in zip(requests, sync_requests):
         # (A deadline's remaining time differs from run to run: only its presence counts.)
         assert _comparable(ours.doc) == _comparable(theirs.doc)
+        assert list(ours.doc) == list(theirs.doc)  # (the fields' order too)
         assert "lsid" in ours.doc and "lsid" in theirs.doc
     return requests, summary(outcome), names
 

@@ -49,7 +49,7 @@ from pymongo.synchronous.mongo_client import (
 from motor.green import reauth as _reauth
 from motor.green.internals import DELEGATING, layers, own_code, pymongo_own
 
-__all__ = ["check_pymongo_internals", "find_one"]
+__all__ = ["check_pymongo_internals", "describe_failure", "find_one", "process_reply"]
 
 # PyMongo's own method, under any wrapper put on it before Motor was imported.
 _pymongo_find_one = pymongo_own(pymongo.synchronous.collection.Collection.find_one)
@@ -99,7 +99,9 @@ def find_one(self: Any, filter: Any = None, *args: Any, **kwargs: Any) -> Any:
     (an instrumentation's wrapper, such as elastic-apm's or New Relic's, or a test's mock),
     it calls that method, which then sees the call.
     """
-    if type(self).find_one is not _pymongo_find_one and not DELEGATING.get():
+    if (
+        type(self).find_one is not _pymongo_find_one or "find_one" in self.__dict__
+    ) and not DELEGATING.get():
         token = DELEGATING.set(True)
         try:
             return self.find_one(filter, *args, **kwargs)
@@ -276,28 +278,41 @@ def _exchange(
         conn.send_message(message, max_doc_size)
         reply = conn.receive_message(request_id)
         docs: list[Any] = reply.unpack_response(None, codec_options, _CURSOR_DOC_FIELDS, False)
-        response_doc = docs[0]
-        if not conn.ready:
-            cluster_time = response_doc.get("$clusterTime")
-            if cluster_time:
-                conn._cluster_time = cluster_time
-        client._process_response(response_doc, None)
-        replies.append(response_doc)
-        helpers_shared._check_command_response(
-            response_doc,
-            conn.max_wire_version,
-            None,
-            parse_write_concern_error=False,
-            pool_opts=conn.opts,
-        )
+        process_reply(conn, docs[0], client, replies, conn.opts)
     except BaseException as exc:
-        # _run_command describes every failure for its monitoring, even unmonitored: an
-        # exception whose str() raises gives way to that error there.
-        if not isinstance(exc, (NotPrimaryError, OperationFailure)):
-            # (As _run_command finds it: in its module, which imported it by name.)
-            pymongo.synchronous.command_runner._convert_exception(exc)  # type: ignore[attr-defined]
+        describe_failure(exc)
         raise
     return docs
+
+
+def process_reply(
+    conn: Any, response_doc: Any, client: Any, replies: list[Any], pool_opts: Any
+) -> None:
+    """What ``_run_command`` does with a reply document, unmonitored, in an implicit
+    session that has no ``ClientSession`` yet: ``$clusterTime`` gossip, the reply processed
+    by the client (and appended to ``replies``, for the session made if a retry follows),
+    and its errors raised."""
+    if not conn.ready:
+        cluster_time = response_doc.get("$clusterTime")
+        if cluster_time:
+            conn._cluster_time = cluster_time
+    client._process_response(response_doc, None)
+    replies.append(response_doc)
+    helpers_shared._check_command_response(
+        response_doc,
+        conn.max_wire_version,
+        None,
+        parse_write_concern_error=False,
+        pool_opts=pool_opts,
+    )
+
+
+def describe_failure(exc: BaseException) -> None:
+    """``_run_command`` describes every failure for its monitoring, even unmonitored: an
+    exception whose ``str()`` raises gives way to that error there."""
+    if not isinstance(exc, (NotPrimaryError, OperationFailure)):
+        # (As _run_command finds it: in its module, which imported it by name.)
+        pymongo.synchronous.command_runner._convert_exception(exc)  # type: ignore[attr-defined]
 
 
 _exchange = _reauth.reauthenticating(_exchange)
