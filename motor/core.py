@@ -54,6 +54,7 @@ from motor.errors import (
 )
 from motor.green import bulk as _green_bulk
 from motor.green import find as _green_find
+from motor.green import insert as _green_insert
 from motor.green.hub import Hub, OpFuture, _process, get_hub, thread_token
 from motor.green.pool import (
     TIMEOUT,
@@ -1244,7 +1245,7 @@ class AgnosticCollection(AgnosticBaseProperties[_DocumentType]):
     read_concern = ReadOnly()
     write_concern = ReadOnly()
 
-    insert_one = Async()
+    insert_one = Async(call=_green_insert.insert_one)
     insert_many = Async(bulk="documents", call=_green_bulk.insert_many)
     find_one = Async(call=_green_find.find_one)
     find_one_and_delete = Async()

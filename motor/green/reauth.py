@@ -49,7 +49,7 @@ from pymongo.synchronous.pool import Connection
 
 from motor.green.internals import layers
 
-__all__ = ["check_pymongo_internals", "install", "reauthenticating", "run_with_conn"]
+__all__ = ["check_pymongo_internals", "command", "install", "reauthenticating", "run_with_conn"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -161,6 +161,17 @@ run_with_conn: Any = (
 )
 
 
+_pymongo_command = vars(pymongo.synchronous.pool.Connection)["command"]
+
+#: ``Connection.command`` with :func:`reauthenticating` (PyMongo's own, if it is not
+#: PyMongo's wrapper), for :mod:`motor.green.insert`.
+command: Any = (
+    reauthenticating(_pymongo_command.__wrapped__)
+    if _wrapper_unchanged() and _is_pymongo_wrapper(_pymongo_command)
+    else _pymongo_command
+)
+
+
 def check_pymongo_internals() -> list[str]:
     """What changed in PyMongo's reauthentication wrapper (empty: nothing)."""
     problems = []
@@ -191,5 +202,7 @@ def install() -> None:
             continue
         if method is _pymongo_run_with_conn:
             setattr(cls, name, run_with_conn)
+        elif method is _pymongo_command:
+            setattr(cls, name, command)
         else:
             setattr(cls, name, reauthenticating(method.__wrapped__))
