@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 import bson
@@ -19,6 +20,7 @@ import pytest
 from bson import SON, ObjectId, Timestamp
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
+from mockupdb import OpMsg
 from pymongo.errors import DuplicateKeyError
 from pymongo.server_api import ServerApi
 from pymongo.synchronous.collection import Collection
@@ -26,7 +28,7 @@ from pymongo.write_concern import WriteConcern
 
 import motor
 from motor.green import insert as green_insert
-from test.framework import Framework, instrumented
+from test.framework import ClosedConnections, Framework, instrumented, parked_children
 from test.scripted import fail, hang_up, ok, replica_set_member
 from test.test_find_one import (
     _Events,
@@ -37,6 +39,7 @@ from test.test_find_one import (
     _resolve,
     _Wrapped,
 )
+from test.test_green_cancel import cancel_after
 
 
 class _ExpressTaken:
@@ -578,6 +581,38 @@ async def test_the_cluster_time_of_the_failed_attempt_s_reply_goes_with_the_next
     assert outcome == ("returned", [(0, True), (1, True)])
     assert requests[1]["$clusterTime"]["signature"]["keyId"] == 2
     assert requests[2]["$clusterTime"]["signature"]["keyId"] == 1
+
+
+@_MONITORED
+async def test_a_cancelled_insert_closes_its_connection_and_gives_its_session_back(
+    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, monitored: bool
+) -> None:
+    """An insert cancelled while it waits for its reply: as on PyMongo's way, the
+    connection is closed (the reply may still come), the server session goes back to the
+    pool clean, and the next insert on it has the next transaction number."""
+    requests: list[Any] = []
+
+    def reply_late(request: Any) -> bool:
+        requests.append(request)
+        if len(requests) == 1:
+            time.sleep(1.0)
+        return bool(request.ok(n=1))
+
+    server = replica_set_member(mockup)
+    server.autoresponds(OpMsg("insert", "coll"), reply_late)
+    closed = ClosedConnections()
+    listeners: list[Any] = [closed, _Events()] if monitored else [closed]
+    client = fw.client(server.uri, event_listeners=listeners)
+    await client.db.command("ping")
+    express = _ExpressTaken(monkeypatch)
+    await cancel_after(fw, client.db.coll.insert_one({"_id": 1}), 0.2)
+    assert closed.reasons["error"] == 1, closed.reasons
+    assert _pooled_sessions(client) == 1
+    assert _result(await client.db.coll.insert_one({"_id": 2})) == (2, True)
+    assert requests[0]["lsid"] == requests[1]["lsid"]
+    assert [request["txnNumber"] for request in requests] == [1, 2]
+    assert express.count == (0 if monitored else 2)
+    assert not parked_children()
 
 
 def test_the_replica_set_member_is_the_default_member() -> None:
