@@ -233,6 +233,10 @@ class Ticker:
         self.longest_switches = (0, 0)
         # Gaps longer than 10 ms beyond the sleep.
         self.over_10ms = 0
+        # The first gap (it holds whatever the measured body does before its first wait:
+        # a concurrent workload's tasks all starting), and the longest of the others.
+        self.first = 0.0
+        self.longest_later = 0.0
         self.ticks = 0
         self._task: asyncio.Future[None] | None = None
 
@@ -256,6 +260,10 @@ class Ticker:
                 self.busiest_cpu = cpu - last_cpu
             if now - last > TICK + 0.010:
                 self.over_10ms += 1
+            if self.ticks == 0:
+                self.first = now - last
+            elif now - last > self.longest_later:
+                self.longest_later = now - last
             self.ticks += 1
             last = now
             last_cpu = cpu
@@ -850,6 +858,8 @@ def _result(
         "longest_tick_gap_switches": None if ticker is None else list(ticker.longest_switches),
         "busiest_tick_cpu_ms": None if ticker is None else ticker.busiest_cpu * 1e3,
         "tick_gaps_over_10ms": None if ticker is None else ticker.over_10ms,
+        "first_tick_gap_ms": None if ticker is None else ticker.first * 1e3,
+        "longest_later_tick_gap_ms": None if ticker is None else ticker.longest_later * 1e3,
         "ticks": None if ticker is None else ticker.ticks,
         # The garbage collector during the run: its longest pause and collections per
         # generation (a long loop gap that matches a generation-2 pause is the GC's).
