@@ -30,6 +30,7 @@ from pymongo.synchronous.cursor import Cursor
 import motor
 from motor.green import bulk as green_bulk
 from motor.green import find as green_find
+from motor.green import internals as green_internals
 from test.framework import Framework, instrumented, run_python
 from test.oracle import CommandRecorder
 from test.scripted import (
@@ -952,7 +953,7 @@ def _version(kind: str) -> Any:
 
 
 def test_the_fingerprint_sees_any_change_to_the_source() -> None:
-    fingerprint = green_find._fingerprint
+    fingerprint = green_internals.fingerprint
     one = fingerprint(_version("one"))
     assert one == fingerprint(_version("one"))
     assert one != fingerprint(_version("reordered"))

@@ -47,7 +47,7 @@ from pymongo.synchronous.mongo_client import (
 )
 
 from motor.green import reauth as _reauth
-from motor.green.internals import DELEGATING, layers, own_code, pymongo_own
+from motor.green.internals import DELEGATING, changed_functions, layers, own_code, pymongo_own
 
 __all__ = ["check_pymongo_internals", "describe_failure", "find_one", "process_reply"]
 
@@ -605,20 +605,6 @@ def check_pymongo_internals() -> list[str]:
     return problems
 
 
-def _fingerprint(function: Any) -> str:
-    """A digest of the source of ``function`` (under its wrappers): any change to its text
-    changes it, and it is the same on every Python version.  Empty when the source cannot
-    be read (the express path is then not taken)."""
-    import hashlib
-    import inspect
-
-    try:
-        source = inspect.getsource(inspect.unwrap(function))
-    except Exception:  # no source, unreadable source, a loop of wrappers: not taken
-        return ""
-    return hashlib.sha256(source.encode()).hexdigest()[:16]
-
-
 def _express_functions() -> dict[str, Any]:
     """The PyMongo functions whose behaviour the express path repeats, calls or relies on
     (its conditions included)."""
@@ -758,11 +744,7 @@ _EXPRESS_FINGERPRINTS: dict[str, str] = {
 
 def check_express_internals() -> list[str]:
     """Which PyMongo functions the express path relies on changed (empty: none)."""
-    return [
-        f"pymongo's {name} changed: find_one's express path no longer matches it"
-        for name, function in _express_functions().items()
-        if _fingerprint(function) != _EXPRESS_FINGERPRINTS.get(name)
-    ]
+    return changed_functions(_express_functions(), _EXPRESS_FINGERPRINTS, "find_one's express path")
 
 
 #: Whether ``find_one`` may take the express path: PyMongo's functions it relies on are

@@ -57,7 +57,7 @@ from pymongo.synchronous.mongo_client import MongoClient, _ClientConnectionRetry
 
 from motor.green import find as _find
 from motor.green import reauth as _reauth
-from motor.green.internals import DELEGATING, pymongo_own
+from motor.green.internals import DELEGATING, changed_functions, pymongo_own
 
 __all__ = ["check_express_internals", "insert_one"]
 
@@ -558,11 +558,9 @@ _EXPRESS_FINGERPRINTS: dict[str, str] = {
 
 def check_express_internals() -> list[str]:
     """Which PyMongo functions the express path relies on changed (empty: none)."""
-    problems = [
-        f"pymongo's {name} changed: insert_one's express path no longer matches it"
-        for name, function in _express_functions().items()
-        if _find._fingerprint(function) != _EXPRESS_FINGERPRINTS.get(name)
-    ]
+    problems = changed_functions(
+        _express_functions(), _EXPRESS_FINGERPRINTS, "insert_one's express path"
+    )
     # Connection.command copies a plain dict, and run_command compresses an insert.
     if issubclass(dict, tuple(pymongo.synchronous.pool.ORDERED_TYPES)):  # type: ignore[attr-defined]
         problems.append("pymongo's ORDERED_TYPES changed: Connection.command copies no dict")

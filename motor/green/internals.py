@@ -17,7 +17,15 @@ import types
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["DELEGATING", "code_names", "layers", "own_code", "pymongo_own"]
+__all__ = [
+    "DELEGATING",
+    "changed_functions",
+    "code_names",
+    "fingerprint",
+    "layers",
+    "own_code",
+    "pymongo_own",
+]
 
 #: True while a green replacement of a PyMongo method calls the method in place (see
 #: :func:`pymongo_own`): a wrapper that calls the green replacement in turn then gets
@@ -40,6 +48,29 @@ def code_names(function: Any) -> set[str]:
     """The names the code under every wrapper of ``function`` uses (empty: no code)."""
     code = own_code(function)
     return set(code.co_names) if code is not None else set()
+
+
+def fingerprint(function: Any) -> str:
+    """A digest of the source of ``function`` (under its wrappers): any change to its text
+    changes it, and it is the same on every Python version.  Empty when the source cannot
+    be read (an express path relying on ``function`` is then not taken)."""
+    import hashlib
+
+    try:
+        source = inspect.getsource(inspect.unwrap(function))
+    except Exception:  # no source, unreadable source, a loop of wrappers: not taken
+        return ""
+    return hashlib.sha256(source.encode()).hexdigest()[:16]
+
+
+def changed_functions(functions: dict[str, Any], expected: dict[str, str], path: str) -> list[str]:
+    """What changed of ``functions`` (named), against their ``expected`` fingerprints, said
+    as a change that ``path`` (an express path) no longer matches (empty: none)."""
+    return [
+        f"pymongo's {name} changed: {path} no longer matches it"
+        for name, function in functions.items()
+        if fingerprint(function) != expected.get(name)
+    ]
 
 
 def layers(function: Any) -> Iterator[Any]:

@@ -138,6 +138,7 @@ from bson.codec_options import _raw_document_class
 from pymongo.common import MAX_MESSAGE_SIZE
 from pymongo.compression_support import decompress
 from pymongo.errors import ConfigurationError, ProtocolError, _OperationCancelled
+from pymongo.logger import _CONNECTION_LOGGER, _is_debug_enabled
 from pymongo.message import _UNICODE_REPLACE_CODEC_OPTIONS, _UNPACK_REPLY, _OpMsg
 from pymongo.monitoring import ConnectionClosedReason
 from pymongo.network_layer import NetworkingInterface
@@ -149,7 +150,7 @@ from motor.green import reauth as _reauth
 from motor.green import splice as _splice
 from motor.green.bulk import GREEN_WRITE_BATCH, SERVER_WRITE_BATCH
 from motor.green.hub import Child, Hub, _getcurrent, _process, refuse_to_block
-from motor.green.internals import code_names, own_code
+from motor.green.internals import changed_functions, code_names, own_code, pymongo_own
 from motor.green.socket import (
     GreenSocket,
     _close_half_made_ssl_socket,
@@ -196,6 +197,70 @@ _green_connect: contextvars.ContextVar[bool] = contextvars.ContextVar(
 _original_socket_interface: Any = None
 
 
+# ------------------------------------------------------------------ the pool's express path
+#
+# GreenPool._get_conn and GreenPool.checkin repeat what PyMongo's take and give back a
+# connection do in the common case (an idle connection ready, nobody waiting, no events),
+# without their condition variables, telemetry checks and error bookkeeping: about 8 µs
+# of client CPU per operation.  They are taken only while the PyMongo functions they
+# repeat or rely on are PyMongo 4.20's (their fingerprints below; a test reports a
+# change) and while Pool._get_conn and Pool.checkin in place are PyMongo's own (so that a
+# wrapper put there sees every call).
+_Pool: Any = pymongo.synchronous.pool.Pool
+_pymongo_get_conn = pymongo_own(_Pool._get_conn)
+_pymongo_checkin = pymongo_own(_Pool.checkin)
+_POOL_READY = pymongo.pool_shared.PoolState.READY
+
+
+def _pool_express_functions() -> dict[str, Any]:
+    """The PyMongo functions whose behaviour the pool's express path repeats or relies on."""
+    base = pymongo.pool_shared._AgnosticBasePool
+    connection = pymongo.synchronous.pool.Connection
+    checkout = pymongo.synchronous.pool._PoolCheckout
+    return {
+        "Pool._get_conn": _Pool._get_conn,
+        "Pool._perished": _Pool._perished,
+        "Pool.checkin": _Pool.checkin,
+        "Pool._checkin_apply": base._checkin_apply,
+        "Pool._raise_if_not_ready": base._raise_if_not_ready,
+        "Pool.stale_generation": base.stale_generation,
+        "_PoolGeneration.stale": pymongo.pool_shared._PoolGeneration.stale,
+        "Connection.idle_time_seconds": connection.idle_time_seconds,
+        "Connection.update_last_checkin_time": connection.update_last_checkin_time,
+        "Connection.update_is_writable": connection.update_is_writable,
+        "_PoolCheckout.__enter__": checkout.__enter__,
+        "_PoolCheckout.__exit__": checkout.__exit__,
+    }
+
+
+#: The fingerprints of PyMongo 4.20's functions the pool's express path relies on.
+_POOL_EXPRESS_FINGERPRINTS: dict[str, str] = {
+    "Pool._get_conn": "4bfea28562d5afc2",
+    "Pool._perished": "421c581d68be502c",
+    "Pool.checkin": "e9ecd13e000e542e",
+    "Pool._checkin_apply": "7fae1318d4973c25",
+    "Pool._raise_if_not_ready": "a94708d97e246904",
+    "Pool.stale_generation": "f818850d32b01894",
+    "_PoolGeneration.stale": "2bcdf6b08e35b978",
+    "Connection.idle_time_seconds": "0cdcf40b1a0e16f3",
+    "Connection.update_last_checkin_time": "f43ff1fed0d6850d",
+    "Connection.update_is_writable": "978b1604530a215e",
+    "_PoolCheckout.__enter__": "0b9d22742cbf6bfc",
+    "_PoolCheckout.__exit__": "c55e571ff3e0b6e5",
+}
+
+
+def check_pool_express_internals() -> list[str]:
+    """Which PyMongo functions the pool's express path relies on changed (empty: none)."""
+    return changed_functions(
+        _pool_express_functions(), _POOL_EXPRESS_FINGERPRINTS, "the pool's express path"
+    )
+
+
+#: Whether GreenPool may take and give back connections by its express path.
+_POOL_EXPRESS: bool = not check_pool_express_internals()
+
+
 class PyMongoInternalsChanged(ImportError):
     """The installed PyMongo no longer has the internals Motor's green core needs."""
 
@@ -207,6 +272,8 @@ class GreenPool(pymongo.synchronous.pool.Pool):
         super().__init__(*args, **kwargs)
         self.size_cond = GreenCondition(self.lock)  # type: ignore[assignment]
         self._max_connecting_cond = GreenCondition(self.lock)  # type: ignore[assignment]
+        lock: Any = self.lock
+        self._raw_lock = lock._lock if type(lock) is GreenLock else lock
 
     def close(self) -> None:
         """Close the pool, and interrupt the operations still using its connections.
@@ -236,6 +303,89 @@ class GreenPool(pymongo.synchronous.pool.Pool):
                     return
                 conn = self.conns.popleft()
             conn.close_conn(ConnectionClosedReason.POOL_CLOSED)
+
+    def _get_conn(self, checkout_started_time: float, handler: Any = None) -> Any:
+        """PyMongo's ``Pool._get_conn``, with an express path for the common case.
+
+        When the pool is ready, has a free slot (``maxPoolSize``) and an idle connection
+        that ``Pool._perished`` would pass without looking at its socket (not idle past
+        ``maxIdleTimeMS`` nor past the liveness check's interval, not of a stale
+        generation), and the pool's lock is free, that connection is taken as PyMongo
+        takes it (the same counters raised, the same state set) in one short critical
+        section.  Anything else is PyMongo's own method.
+        """
+        conns = self.conns
+        if conns and _POOL_EXPRESS and _Pool._get_conn is _pymongo_get_conn:
+            lock = self._raw_lock
+            if lock.acquire(False):
+                try:
+                    if (
+                        conns
+                        and self.state == _POOL_READY
+                        and self.pid == _process[0]
+                        and self.requests < self.max_pool_size
+                    ):
+                        conn = conns[0]
+                        idle = _time.monotonic() - conn.last_checkin_time
+                        max_idle = self.opts.max_idle_time_seconds
+                        interval = self._check_interval_seconds
+                        if (
+                            (max_idle is None or idle <= max_idle)
+                            and (interval is None or (interval != 0 and idle <= interval))
+                            and not self.gen.stale(conn.generation, conn.service_id)
+                        ):
+                            conns.popleft()
+                            self.operation_count += 1
+                            self.requests += 1
+                            self.active_sockets += 1
+                            conn.active = True
+                            self.active_contexts.add(conn.cancel_context)
+                            return conn
+                finally:
+                    self.lock.release()
+        return super()._get_conn(checkout_started_time, handler)
+
+    def checkin(self, conn: Any) -> None:
+        """PyMongo's ``Pool.checkin``, with an express path for the common case.
+
+        A connection pinned to nothing and still open goes back to a pool that is open,
+        publishes no events and has no waiter (nobody to notify), and that the process
+        made (no fork since), in one short critical section: the counters lowered and
+        the connection put back as ``_checkin_apply`` does.  Anything else, and a lock
+        held elsewhere, is PyMongo's own method.
+        """
+        if (
+            _POOL_EXPRESS
+            and not conn.pinned_txn
+            and not conn.pinned_cursor
+            and not conn.closed
+            and _Pool.checkin is _pymongo_checkin
+            and self._raw_lock.acquire(False)
+        ):
+            try:
+                telemetry = self._telemetry
+                if (
+                    not self.size_cond._waiters  # type: ignore[attr-defined]
+                    and not self._max_connecting_cond._waiters  # type: ignore[attr-defined]
+                    and not self.closed
+                    and self.pid == _process[0]
+                    and not telemetry._should_publish
+                    and not (telemetry._log and _is_debug_enabled(_CONNECTION_LOGGER))
+                    and not self.gen.stale(conn.generation, conn.service_id)
+                ):
+                    conn.active = False
+                    self._pinned_sockets.discard(conn)
+                    self.active_contexts.discard(conn.cancel_context)
+                    self.requests -= 1
+                    self.active_sockets -= 1
+                    self.operation_count -= 1
+                    conn.last_checkin_time = _time.monotonic()
+                    conn.is_writable = bool(self.is_writable)
+                    self.conns.appendleft(conn)
+                    return
+            finally:
+                self.lock.release()
+        super().checkin(conn)
 
     def connect(self, handler: Any = None) -> Any:
         token = _green_connect.set(True)
