@@ -17,11 +17,13 @@ from typing import Any
 
 import pytest
 from pymongo import monitoring
+from pymongo.errors import AutoReconnect
 from pymongo.synchronous.pool import Pool
 
 import motor
 from motor.green import pool as green_pool
 from test.framework import Framework, pool_counters
+from test.scripted import cursor_reply, exchange, hang_up, ok, replica_set_member
 
 
 def _pool(client: Any) -> Any:
@@ -199,6 +201,31 @@ async def test_a_connection_given_back_to_a_closed_pool_is_closed(
     assert interrupted
     assert lent.closed and lent not in pool.conns
     assert pool.requests == 0 and pool.active_sockets == 0 and pool.operation_count == 0
+
+
+@pytest.mark.parametrize("operation", ["find", "insert"])
+async def test_an_error_on_a_lent_connection_is_handled_as_pymongo_handles_it(
+    fw: Framework, mockup: Any, operation: str
+) -> None:
+    server = replica_set_member(mockup)
+    client = fw.client(server.uri, retryReads=False, retryWrites=False)
+    coll = client.db.coll
+
+    def run() -> Any:
+        return coll.find_one({}) if operation == "find" else coll.insert_one({"x": 1})
+
+    reply = cursor_reply([{"_id": 1}]) if operation == "find" else ok(n=1)
+    await exchange(server, operation, run(), reply)
+    pool = _pool(client)
+    generation = pool.gen.get_overall()
+    (conn,) = _idle(pool)
+    with pytest.raises(AutoReconnect):
+        await exchange(server, operation, run(), hang_up)
+    # _ClientCheckout.handle: a network error marks the server unknown and clears its
+    # pool (the next generation), while the connection is still lent; then it is closed.
+    assert pool.gen.get_overall() == generation + 1
+    assert conn.closed and not pool.conns
+    _assert_nothing_lent(client)
 
 
 class _PoolEvents(monitoring.ConnectionPoolListener):

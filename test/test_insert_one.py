@@ -256,7 +256,9 @@ _WRAPPABLE: list[tuple[str, str, bool]] = [
     ("pymongo.synchronous.collection", "_check_write_command_response", True),
     ("pymongo.message", "_op_msg", True),
     ("pymongo.synchronous.mongo_client.MongoClient", "_select_server", True),
-    ("pymongo.synchronous.mongo_client.MongoClient", "_checkout", True),
+    ("pymongo.synchronous.mongo_client.MongoClient", "_checkout", False),
+    ("pymongo.synchronous.mongo_client._ClientCheckout", "__exit__", False),
+    ("pymongo.synchronous.pool._PoolCheckout", "__enter__", False),
     ("pymongo.synchronous.collection.Collection", "_write_concern_for", True),
 ]
 

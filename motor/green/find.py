@@ -39,12 +39,14 @@ from pymongo.cursor_shared import _CURSOR_DOC_FIELDS
 from pymongo.errors import ConnectionFailure, NotPrimaryError, OperationFailure, PyMongoError
 from pymongo.logger import _COMMAND_LOGGER, _SERVER_SELECTION_LOGGER, _is_debug_enabled
 from pymongo.message import _CursorAddress, _Query
+from pymongo.read_preferences import ReadPreference
 from pymongo.synchronous.cursor_base import _CursorBase
 from pymongo.synchronous.mongo_client import (
     MongoClient,
     _ClientConnectionRetryable,
     _ClientReadCheckout,
 )
+from pymongo.topology_description import TOPOLOGY_TYPE
 
 from motor.green import reauth as _reauth
 from motor.green.internals import DELEGATING, changed_functions, layers, own_code, pymongo_own
@@ -327,7 +329,18 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
     replies: list[Any] = []
     try:
         server = client._select_server(read_preference, None, "find")
-        with client._conn_from_server(read_preference, server, None) as (conn, conn_pref):
+        # PyMongo's checkout (_ClientReadCheckout), or the pool's express one when it
+        # has an idle connection and no event to publish.
+        pool = server.pool
+        lend = getattr(pool, "lend", None)
+        conn = lend() if lend is not None else None
+        checkout = None
+        if conn is None:
+            checkout = client._conn_from_server(read_preference, server, None)
+            conn, conn_pref = checkout.__enter__()
+        else:
+            conn_pref = _read_preference_sent(client, conn, read_preference)
+        try:
             command = pymongo.message._gen_find_command(
                 collection.name, spec, projection, 0, -1, 0, 0, collection.read_concern
             )
@@ -346,6 +359,10 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
                 conn, command, dbname, conn_pref, collection.codec_options, client, replies
             )
             address = conn.address
+        except BaseException as exc:
+            give_back(client, server, conn, checkout, exc)
+            raise
+        give_back(client, server, conn, checkout)
     except PyMongoError as exc:
         # (_ClientCheckout.handle marks the session's server session dirty.)
         if server_session is not None and isinstance(exc, ConnectionFailure):
@@ -371,6 +388,30 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
         replies,
         error,
     )
+
+
+def give_back(
+    client: Any, server: Any, conn: Any, checkout: Any, exc: BaseException | None = None
+) -> None:
+    """Give back ``conn``, checked out from ``server`` by an express path through
+    PyMongo's ``checkout`` context manager or, when it is None, lent by the pool, after
+    the attempt raised ``exc`` (None: it did not), as leaving that context manager would."""
+    if checkout is not None:
+        checkout.__exit__(type(exc) if exc is not None else None, exc, None)
+    else:
+        server.pool.give_back(client, server, conn, exc)
+
+
+def _read_preference_sent(client: Any, conn: Any, read_preference: Any) -> Any:
+    """The read preference ``_ClientReadCheckout`` decides for an operation without a
+    session: none sent to a standalone server, primaryPreferred always sent to a replica
+    set member connected to directly."""
+    if client._topology.description.topology_type == TOPOLOGY_TYPE.Single:
+        if conn.is_repl:
+            return ReadPreference.PRIMARY_PREFERRED
+        if conn.is_standalone:
+            return ReadPreference.PRIMARY
+    return read_preference
 
 
 class _AfterExpress(_ClientConnectionRetryable):  # type: ignore[type-arg]
@@ -454,6 +495,13 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_start_session"),
     (MongoClient, "_should_pin_cursor"),
     (MongoClient, "_cleanup_cursor_lock"),
+    (MongoClient, "_conn_from_server"),  # (called when the pool lends no idle connection)
+    (_ClientReadCheckout, "__enter__"),
+    (pymongo.synchronous.mongo_client._ClientCheckout, "__enter__"),
+    (pymongo.synchronous.mongo_client._ClientCheckout, "__exit__"),
+    (pymongo.synchronous.pool.Pool, "checkout"),
+    (pymongo.synchronous.pool._PoolCheckout, "__enter__"),
+    (pymongo.synchronous.pool._PoolCheckout, "__exit__"),
     (_ClientConnectionRetryable, "__init__"),
     (_ClientConnectionRetryable, "run"),
     (_ClientConnectionRetryable, "_read"),
@@ -620,19 +668,13 @@ def _express_functions() -> dict[str, Any]:
     functions.update(
         {
             "MongoClient._select_server": MongoClient._select_server,
-            "MongoClient._conn_from_server": MongoClient._conn_from_server,
             "MongoClient._send_cluster_time": MongoClient._send_cluster_time,
             "MongoClient._process_response": MongoClient._process_response,
             "MongoClient._return_server_session": MongoClient._return_server_session,
             "MongoClient._get_bound_session": MongoClient._get_bound_session,
             "_ClientCheckout.__init__": pymongo.synchronous.mongo_client._ClientCheckout.__init__,
             "_ClientCheckout.handle": pymongo.synchronous.mongo_client._ClientCheckout.handle,
-            "_ClientCheckout.__enter__": (
-                pymongo.synchronous.mongo_client._ClientCheckout.__enter__
-            ),
-            "_ClientCheckout.__exit__": pymongo.synchronous.mongo_client._ClientCheckout.__exit__,
             "_ClientReadCheckout.__init__": _ClientReadCheckout.__init__,
-            "_ClientReadCheckout.__enter__": _ClientReadCheckout.__enter__,
             "_ClientConnectionRetryable base __init__": (
                 pymongo.mongo_client_shared._AgnosticClientConnectionRetryableBase.__init__
             ),
@@ -705,6 +747,9 @@ _EXPRESS_FINGERPRINTS: dict[str, str] = {
     "Connection.validate_session": "cc582745b23b86fe",
     "pymongo.synchronous.cursor_base.run_cursor_command": "ae371c052e35bc61",
     "pymongo.synchronous.command_runner._run_command": "5a71cf0a935ab7df",
+    "Pool.checkout": "63cbc0f31fd364bb",
+    "_PoolCheckout.__enter__": "0b9d22742cbf6bfc",
+    "_PoolCheckout.__exit__": "c55e571ff3e0b6e5",
     "MongoClient._select_server": "4ca12f8e3ce7e127",
     "MongoClient._conn_from_server": "ce5a12fe09d94fcd",
     "MongoClient._send_cluster_time": "b4aa74ab35f394d7",

@@ -208,7 +208,16 @@ def _express(collection: Any, client: Any, document: Any, write_concern: Any) ->
     replies: list[Any] = []
     try:
         server = client._select_server(writable_server_selector, None, "insert")
-        with client._checkout(server, None) as conn:
+        # PyMongo's checkout (_ClientCheckout), or the pool's express one when it has
+        # an idle connection and no event to publish.
+        pool = server.pool
+        lend = getattr(pool, "lend", None)
+        conn = lend() if lend is not None else None
+        checkout = None
+        if conn is None:
+            checkout = client._checkout(server, None)
+            conn = checkout.__enter__()
+        try:
             supports_sessions = conn.supports_sessions
             sessions_supported = bool(
                 server.description.retryable_writes_supported and supports_sessions
@@ -232,6 +241,10 @@ def _express(collection: Any, client: Any, document: Any, write_concern: Any) ->
                 replies,
             )
             pymongo.synchronous.collection._check_write_command_response(result)  # type: ignore[attr-defined]
+        except BaseException as exc:
+            _find.give_back(client, server, conn, checkout, exc)
+            raise
+        _find.give_back(client, server, conn, checkout)
     except PyMongoError as exc:
         # (_ClientCheckout.handle marks the session's server session dirty.)
         if server_session is not None and isinstance(exc, ConnectionFailure):
@@ -371,6 +384,12 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_tmp_session"),
     (MongoClient, "_ensure_session"),
     (MongoClient, "_start_session"),
+    (MongoClient, "_checkout"),  # (called when the pool lends no idle connection)
+    (pymongo.synchronous.mongo_client._ClientCheckout, "__enter__"),
+    (pymongo.synchronous.mongo_client._ClientCheckout, "__exit__"),
+    (pymongo.synchronous.pool.Pool, "checkout"),
+    (pymongo.synchronous.pool._PoolCheckout, "__enter__"),
+    (pymongo.synchronous.pool._PoolCheckout, "__exit__"),
     (_ClientConnectionRetryable, "__init__"),
     (_ClientConnectionRetryable, "run"),
     (_ClientConnectionRetryable, "_write"),
@@ -444,7 +463,6 @@ def _express_functions() -> dict[str, Any]:
             "Connection.add_server_api": connection.add_server_api,
             "Connection.send_cluster_time": connection.send_cluster_time,
             "MongoClient._select_server": MongoClient._select_server,
-            "MongoClient._checkout": MongoClient._checkout,
             "MongoClient._send_cluster_time": MongoClient._send_cluster_time,
             "_ClientCheckout.__init__": checkout.__init__,
             "ClientSession._advance_cluster_time (shared)": session_base._advance_cluster_time,
@@ -452,8 +470,6 @@ def _express_functions() -> dict[str, Any]:
             "MongoClient._return_server_session": MongoClient._return_server_session,
             "MongoClient._get_bound_session": MongoClient._get_bound_session,
             "_ClientCheckout.handle": checkout.handle,
-            "_ClientCheckout.__enter__": checkout.__enter__,
-            "_ClientCheckout.__exit__": checkout.__exit__,
             "_ClientConnectionRetryable base __init__": retryable_base.__init__,
             "_ClientConnectionRetryable._check_last_error": retryable_base._check_last_error,
             "_ClientConnectionRetryable._is_session_state_retryable": (
@@ -489,6 +505,9 @@ def _express_functions() -> dict[str, Any]:
 
 #: The fingerprints of PyMongo 4.20's functions the express path relies on.
 _EXPRESS_FINGERPRINTS: dict[str, str] = {
+    "Pool.checkout": "63cbc0f31fd364bb",
+    "_PoolCheckout.__enter__": "0b9d22742cbf6bfc",
+    "_PoolCheckout.__exit__": "c55e571ff3e0b6e5",
     "Collection._insert_one": "1265dfbdd75f4242",
     "MongoClient._retryable_write": "45195f385e893603",
     "MongoClient._retry_with_session": "d556be8ca6d07e8e",

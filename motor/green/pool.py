@@ -169,6 +169,7 @@ __all__ = [
     "GreenPool",
     "PyMongoInternalsChanged",
     "check_client_tls",
+    "check_pool_express_internals",
     "check_pymongo_internals",
     "client_hooks",
     "close_client",
@@ -209,6 +210,8 @@ _original_socket_interface: Any = None
 _Pool: Any = pymongo.synchronous.pool.Pool
 _pymongo_get_conn = pymongo_own(_Pool._get_conn)
 _pymongo_checkin = pymongo_own(_Pool.checkin)
+_pymongo_checkout = pymongo_own(_Pool.checkout)
+_ClientCheckout: Any = pymongo.synchronous.mongo_client._ClientCheckout
 _POOL_READY = pymongo.pool_shared.PoolState.READY
 
 
@@ -230,6 +233,14 @@ def _pool_express_functions() -> dict[str, Any]:
         "Connection.update_is_writable": connection.update_is_writable,
         "_PoolCheckout.__enter__": checkout.__enter__,
         "_PoolCheckout.__exit__": checkout.__exit__,
+        "_PoolCheckout.__init__": checkout.__init__,
+        "Pool.checkout": _Pool.checkout,
+        "_ClientCheckout.__init__": _ClientCheckout.__init__,
+        "_ClientCheckout.__enter__": _ClientCheckout.__enter__,
+        "_ClientCheckout.__exit__": _ClientCheckout.__exit__,
+        "_ClientCheckout.for_existing_conn": _ClientCheckout.for_existing_conn,
+        "_ClientCheckout.contribute_socket": _ClientCheckout.contribute_socket,
+        "_ClientCheckout.handle": _ClientCheckout.handle,
     }
 
 
@@ -247,6 +258,14 @@ _POOL_EXPRESS_FINGERPRINTS: dict[str, str] = {
     "Connection.update_is_writable": "978b1604530a215e",
     "_PoolCheckout.__enter__": "0b9d22742cbf6bfc",
     "_PoolCheckout.__exit__": "c55e571ff3e0b6e5",
+    "_PoolCheckout.__init__": "8404aee6abd0e36e",
+    "Pool.checkout": "63cbc0f31fd364bb",
+    "_ClientCheckout.__init__": "6a06f82993ddf34b",
+    "_ClientCheckout.__enter__": "2feacfba013e0570",
+    "_ClientCheckout.__exit__": "f1c9768c987127ac",
+    "_ClientCheckout.for_existing_conn": "4f361dcf3234d0eb",
+    "_ClientCheckout.contribute_socket": "909e48d990a6a56d",
+    "_ClientCheckout.handle": "29a8ad8f8d7e2798",
 }
 
 
@@ -305,14 +324,22 @@ class GreenPool(pymongo.synchronous.pool.Pool):
             conn.close_conn(ConnectionClosedReason.POOL_CLOSED)
 
     def _get_conn(self, checkout_started_time: float, handler: Any = None) -> Any:
-        """PyMongo's ``Pool._get_conn``, with an express path for the common case.
+        """PyMongo's ``Pool._get_conn``, with an express path for the common case
+        (:meth:`take_idle`); anything else is PyMongo's own method."""
+        conn = self.take_idle()
+        if conn is None:
+            conn = super()._get_conn(checkout_started_time, handler)
+        return conn
+
+    def take_idle(self) -> Any:
+        """An idle connection taken as ``Pool._get_conn`` takes it, or None.
 
         When the pool is ready, has a free slot (``maxPoolSize``) and an idle connection
         that ``Pool._perished`` would pass without looking at its socket (not idle past
         ``maxIdleTimeMS`` nor past the liveness check's interval, not of a stale
         generation), and the pool's lock is free, that connection is taken as PyMongo
         takes it (the same counters raised, the same state set) in one short critical
-        section.  Anything else is PyMongo's own method.
+        section.  None in any other case, and while the express path is off.
         """
         conns = self.conns
         if conns and _POOL_EXPRESS and _Pool._get_conn is _pymongo_get_conn:
@@ -343,7 +370,43 @@ class GreenPool(pymongo.synchronous.pool.Pool):
                             return conn
                 finally:
                     self.lock.release()
-        return super()._get_conn(checkout_started_time, handler)
+        return None
+
+    def lend(self) -> Any:
+        """An idle connection, taken as ``_ClientCheckout`` (for an operation without a
+        session) and ``_PoolCheckout`` take one, when the pool publishes no event and
+        :meth:`take_idle` has one; None otherwise (the operation then checks out through
+        ``_ClientCheckout``).  :meth:`give_back` returns it."""
+        telemetry = self._telemetry
+        if (
+            telemetry._should_publish
+            or (telemetry._log and _is_debug_enabled(_CONNECTION_LOGGER))
+            or _Pool.checkout is not _pymongo_checkout
+        ):
+            return None  # (_PoolCheckout publishes the checkout's events)
+        return self.take_idle()
+
+    def give_back(
+        self, client: Any, server: Any, conn: Any, exc: BaseException | None = None
+    ) -> None:
+        """What leaving ``_ClientCheckout`` (without a session) and then ``_PoolCheckout``
+        does with a connection of :meth:`lend` checked out for an operation on
+        ``server`` that raised ``exc`` (None: that did not): the server discovery's
+        handling of the error, with the connection's generation, wire version and
+        service id, while the connection is still checked out; then the connection
+        checked in (or kept by what pinned it)."""
+        if exc is None and not (conn.pinned_txn or conn.pinned_cursor):
+            if conn.active:
+                self.checkin(conn)
+            return
+        try:
+            if exc is not None:
+                checkout = _ClientCheckout.for_existing_conn(client, server, None, conn)
+                checkout.handle(type(exc), exc)
+        finally:
+            pool_checkout = _pymongo_pool._PoolCheckout(self)
+            pool_checkout._conn = conn
+            pool_checkout.__exit__(type(exc) if exc is not None else None, exc, None)
 
     def checkin(self, conn: Any) -> None:
         """PyMongo's ``Pool.checkin``, with an express path for the common case.
