@@ -21,11 +21,13 @@ from bson import SON, ObjectId, Timestamp
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING, ReadPreference, monitoring
-from pymongo.errors import BulkWriteError
+from pymongo.errors import AutoReconnect, BulkWriteError
 from pymongo.read_concern import ReadConcern
 from pymongo.server_api import ServerApi
 from pymongo.synchronous.collection import Collection
 from pymongo.synchronous.cursor import Cursor
+from pymongo.synchronous.topology import Topology
+from pymongo.topology_shared import _ErrorContext
 
 import motor
 from motor.green import bulk as green_bulk
@@ -37,6 +39,7 @@ from test.scripted import (
     MAX_BUSY,
     Commands,
     cursor_reply,
+    exchange,
     fail,
     hang_up,
     in_thread,
@@ -578,15 +581,18 @@ async def test_a_retry_through_a_mongos_avoids_the_mongos_that_failed(
 ) -> None:
     """PyMongo's retry loop deprioritizes the mongos of the failed attempt."""
     chosen: list[Any] = []
-    select = pymongo.MongoClient._select_server
+    select = Topology._select_server
 
-    def recording(client: Any, selector: Any, session: Any, operation: str, **kw: Any) -> Any:
-        server = select(client, selector, session, operation, **kw)
+    def recording(topology: Any, selector: Any, operation: str, *args: Any, **kw: Any) -> Any:
+        server = select(topology, selector, operation, *args, **kw)
         if operation == "find":
-            chosen.append((kw.get("deprioritized_servers"), server))
+            deprioritized = args[2] if len(args) > 2 else kw.get("deprioritized_servers")
+            chosen.append((deprioritized, server))
         return server
 
-    monkeypatch.setattr(pymongo.MongoClient, "_select_server", recording)
+    # (Under MongoClient._select_server and Topology.select_server, which the express path
+    # stands in for when it reuses a selection: the first selection is not reused.)
+    monkeypatch.setattr(Topology, "_select_server", recording)
     steps = [("find", fail(6, "host unreachable")), ("find", cursor_reply([{"_id": 1}]))]
     _, outcome, _ = await _like_sync(
         fw, mockup, steps, monitored, monkeypatch, member=_member("mongos")
@@ -732,7 +738,8 @@ _WRAPPABLE: list[tuple[str, str, bool]] = [
     ("pymongo.helpers_shared", "_check_command_response", True),
     ("pymongo.message", "_gen_find_command", True),
     ("pymongo.message", "_op_msg", True),
-    ("pymongo.synchronous.mongo_client.MongoClient", "_select_server", True),
+    ("pymongo.synchronous.mongo_client.MongoClient", "_select_server", False),
+    ("pymongo.synchronous.topology.Topology", "select_server", False),
 ]
 
 
@@ -996,3 +1003,66 @@ def test_internals_check_reports_a_changed_query(monkeypatch: pytest.MonkeyPatch
 
     monkeypatch.setattr(pymongo.message._Query, "__init__", Changed.__init__)
     assert green_find.check_pymongo_internals() == ["pymongo.message._Query's parameters changed"]
+
+
+def _selections(client: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The operations PyMongo selects a server for, on ``client``'s topology (counted on
+    the topology object: a wrapper on the class would turn the express paths off)."""
+    topology = client.delegate._topology
+    own = topology.select_server
+    calls: list[str] = []
+
+    def counting(selector: Any, operation: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(operation)
+        return own(selector, operation, *args, **kwargs)
+
+    monkeypatch.setattr(topology, "select_server", counting)
+    return calls
+
+
+async def test_a_selection_is_reused_while_the_topology_is_unchanged(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = fw.client(server.uri)
+    coll = client[f"find_one_selection_{fw.name}"].c
+    await coll.drop()
+    selections = _selections(client, monkeypatch)
+    await coll.insert_one({"_id": 1})
+    assert await coll.find_one({"_id": 1}) == {"_id": 1}
+    assert selections == ["insert", "find"]
+    for n in range(2, 5):
+        await coll.insert_one({"_id": n})
+        assert await coll.find_one({"_id": n}) == {"_id": n}
+    assert selections == ["insert", "find"]
+    # The server marked unknown (as after a network error): a new topology description,
+    # and PyMongo's selection, which waits for the server to be known again.
+    topology = client.delegate._topology
+    (address,) = topology._servers
+    generation = topology._servers[address].pool.gen.get_overall()
+    error = _ErrorContext(AutoReconnect("connection reset"), 21, generation, True, None)
+    topology.handle_error(address, error)
+    assert await coll.find_one({"_id": 1}) == {"_id": 1}
+    await coll.insert_one({"_id": 5})
+    assert selections == ["insert", "find", "find", "insert"]
+    await coll.drop()
+
+
+async def test_a_custom_server_selector_sees_every_selection(fw: Framework, mockup: Any) -> None:
+    server = replica_set_member(mockup)
+    seen: list[int] = []
+
+    def selector(servers: list[Any]) -> list[Any]:
+        seen.append(len(servers))
+        return servers
+
+    client = fw.client(f"{server.uri}/?replicaSet=rs", server_selector=selector)
+    coll = client.db.coll
+    for _ in range(3):
+        _, doc = await exchange(server, "find", coll.find_one({}), cursor_reply([{"_id": 1}]))
+        assert doc == {"_id": 1}
+    assert seen == [1, 1, 1]
+
+
+def test_pymongo_internals_for_the_reuse_of_selections() -> None:
+    assert green_find.check_selection_internals() == []
+    assert green_find._REUSE_SELECTIONS

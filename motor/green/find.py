@@ -28,12 +28,15 @@ from typing import Any
 import pymongo.message
 import pymongo.mongo_client_shared
 import pymongo.pool_shared
+import pymongo.server_selectors
 import pymongo.synchronous.client_session
 import pymongo.synchronous.collection
 import pymongo.synchronous.command_runner
 import pymongo.synchronous.cursor
 import pymongo.synchronous.mongo_client
 import pymongo.synchronous.pool
+import pymongo.synchronous.topology
+import pymongo.topology_description
 from pymongo import _csot, helpers_shared
 from pymongo.cursor_shared import _CURSOR_DOC_FIELDS
 from pymongo.errors import ConnectionFailure, NotPrimaryError, OperationFailure, PyMongoError
@@ -328,7 +331,7 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
     server_session = None
     replies: list[Any] = []
     try:
-        server = client._select_server(read_preference, None, "find")
+        server = select_server(client, read_preference, "find")
         # PyMongo's checkout (_ClientReadCheckout), or the pool's express one when it
         # has an idle connection and no event to publish.
         pool = server.pool
@@ -388,6 +391,51 @@ def _express(collection: Any, client: Any, dbname: str, spec: Any, projection: A
         replies,
         error,
     )
+
+
+def select_server(client: Any, selector: Any, operation: str) -> Any:
+    """``client._select_server(selector, None, operation)`` for an express path's first
+    attempt (no session, no address, no timeout, no logging of server selection).
+
+    PyMongo's selection takes the topology's lock and applies ``selector`` to the
+    topology's description, an immutable object that every change of the topology
+    replaces.  When that selection had a single candidate (and no custom
+    ``server_selector`` takes part), its server is kept with the description it came
+    from, and given again, without selecting, for as long as the topology's description
+    is that same object.
+    """
+    topology = client._topology
+    # (None until the first operation of a client given an SRV URI resolves it.)
+    selections: dict[int, Any] | None = (
+        topology.__dict__.get(_SELECTIONS) if topology is not None else None
+    )
+    if selections is not None:
+        last = selections.get(id(selector))
+        if last is not None and last[1] is topology._description and last[0] is selector:
+            return last[2]
+    server = client._select_server(selector, None, operation)
+    topology = client._topology
+    custom = topology._settings.server_selector
+    if _REUSE_SELECTIONS and client._opened and (custom is None or custom is _any_server):
+        description = topology._description
+        try:
+            description.check_compatible()
+            candidates = description.apply_selector(selector, None, custom_selector=custom)
+        except PyMongoError:
+            return server
+        if len(candidates) == 1 and topology._servers.get(candidates[0].address) is server:
+            if selections is None or len(selections) >= 8:
+                selections = topology.__dict__[_SELECTIONS] = {}
+            selections[id(selector)] = (selector, description, server)
+    return server
+
+
+# PyMongo's default for the server_selector option: all servers, in their order.
+_any_server = pymongo.server_selectors.any_server_selector
+
+# The attribute of a Topology holding select_server's selections (a dict: the id of a
+# selector -> (selector, description, server)).
+_SELECTIONS = "_motor_selections"
 
 
 def give_back(
@@ -496,6 +544,8 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_should_pin_cursor"),
     (MongoClient, "_cleanup_cursor_lock"),
     (MongoClient, "_conn_from_server"),  # (called when the pool lends no idle connection)
+    (MongoClient, "_select_server"),  # (called when no earlier selection is reused)
+    (pymongo.synchronous.topology.Topology, "select_server"),
     (_ClientReadCheckout, "__enter__"),
     (pymongo.synchronous.mongo_client._ClientCheckout, "__enter__"),
     (pymongo.synchronous.mongo_client._ClientCheckout, "__exit__"),
@@ -667,7 +717,6 @@ def _express_functions() -> dict[str, Any]:
     }
     functions.update(
         {
-            "MongoClient._select_server": MongoClient._select_server,
             "MongoClient._send_cluster_time": MongoClient._send_cluster_time,
             "MongoClient._process_response": MongoClient._process_response,
             "MongoClient._return_server_session": MongoClient._return_server_session,
@@ -713,6 +762,7 @@ def _express_functions() -> dict[str, Any]:
 
 #: The fingerprints of PyMongo 4.20's functions the express path relies on.
 _EXPRESS_FINGERPRINTS: dict[str, str] = {
+    "Topology.select_server": "8749cbd68be1dffe",
     "MongoClient._run_operation": "ae9a085a6d54e63e",
     "MongoClient._retryable_read": "d591312de0d02104",
     "MongoClient._retry_internal": "beb0c8279db4bd87",
@@ -790,6 +840,59 @@ _EXPRESS_FINGERPRINTS: dict[str, str] = {
 def check_express_internals() -> list[str]:
     """Which PyMongo functions the express path relies on changed (empty: none)."""
     return changed_functions(_express_functions(), _EXPRESS_FINGERPRINTS, "find_one's express path")
+
+
+def _selection_functions() -> dict[str, Any]:
+    """The PyMongo functions whose behaviour :func:`select_server` relies on."""
+    topology = pymongo.synchronous.topology.Topology
+    description = pymongo.topology_description.TopologyDescription
+    return {
+        "MongoClient._select_server": MongoClient._select_server,
+        "MongoClient._get_topology": MongoClient._get_topology,
+        "Topology.select_server": topology.select_server,
+        "Topology._select_server": topology._select_server,
+        "Topology.select_servers": topology.select_servers,
+        "Topology._select_servers_loop": topology._select_servers_loop,
+        "Topology.get_server_by_address": topology.get_server_by_address,
+        # (Where the topology replaces its description.)
+        "Topology._process_change": topology._process_change,
+        "Topology._process_srv_update": topology._process_srv_update,
+        "Topology.close": topology.close,
+        "TopologyDescription.apply_selector": description.apply_selector,
+        "TopologyDescription.check_compatible": description.check_compatible,
+        "any_server_selector": pymongo.server_selectors.any_server_selector,
+        "TopologyDescription.known_servers": description.known_servers.fget,  # type: ignore[attr-defined]
+    }
+
+
+#: The fingerprints of PyMongo 4.20's functions :func:`select_server` relies on.
+_SELECTION_FINGERPRINTS: dict[str, str] = {
+    "MongoClient._select_server": "4ca12f8e3ce7e127",
+    "MongoClient._get_topology": "6cd15c597d26b5c9",
+    "Topology.select_server": "8749cbd68be1dffe",
+    "Topology._select_server": "c0e2a91197cadc8c",
+    "Topology.select_servers": "c127fb2f85b08969",
+    "Topology._select_servers_loop": "a7a963bb82231b5d",
+    "Topology.get_server_by_address": "0da2b9c465800ec0",
+    "Topology._process_change": "ddd316e42eafe688",
+    "Topology._process_srv_update": "59f02960c8418709",
+    "Topology.close": "285adf830cc42a59",
+    "TopologyDescription.apply_selector": "efcc85a253101351",
+    "TopologyDescription.check_compatible": "b6f66b35b4d92cc0",
+    "TopologyDescription.known_servers": "88f9f07f842255cd",
+    "any_server_selector": "0f004ba1684af1a9",
+}
+
+
+def check_selection_internals() -> list[str]:
+    """Which PyMongo functions :func:`select_server` relies on changed (empty: none)."""
+    return changed_functions(
+        _selection_functions(), _SELECTION_FINGERPRINTS, "the reuse of server selections"
+    )
+
+
+#: Whether :func:`select_server` may keep selections.
+_REUSE_SELECTIONS: bool = not check_selection_internals()
 
 
 #: Whether ``find_one`` may take the express path: PyMongo's functions it relies on are

@@ -43,6 +43,7 @@ import pymongo.synchronous.collection
 import pymongo.synchronous.command_runner
 import pymongo.synchronous.mongo_client
 import pymongo.synchronous.pool
+import pymongo.synchronous.topology
 from bson.objectid import ObjectId
 from bson.raw_bson import RawBSONDocument
 from pymongo import _csot, common, helpers_shared
@@ -207,7 +208,7 @@ def _express(collection: Any, client: Any, document: Any, write_concern: Any) ->
     sessions_supported: bool | None = None
     replies: list[Any] = []
     try:
-        server = client._select_server(writable_server_selector, None, "insert")
+        server = _find.select_server(client, writable_server_selector, "insert")
         # PyMongo's checkout (_ClientCheckout), or the pool's express one when it has
         # an idle connection and no event to publish.
         pool = server.pool
@@ -385,6 +386,8 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_ensure_session"),
     (MongoClient, "_start_session"),
     (MongoClient, "_checkout"),  # (called when the pool lends no idle connection)
+    (MongoClient, "_select_server"),  # (called when no earlier selection is reused)
+    (pymongo.synchronous.topology.Topology, "select_server"),
     (pymongo.synchronous.mongo_client._ClientCheckout, "__enter__"),
     (pymongo.synchronous.mongo_client._ClientCheckout, "__exit__"),
     (pymongo.synchronous.pool.Pool, "checkout"),
@@ -462,7 +465,6 @@ def _express_functions() -> dict[str, Any]:
             "Connection.apply_timeout": connection.apply_timeout,
             "Connection.add_server_api": connection.add_server_api,
             "Connection.send_cluster_time": connection.send_cluster_time,
-            "MongoClient._select_server": MongoClient._select_server,
             "MongoClient._send_cluster_time": MongoClient._send_cluster_time,
             "_ClientCheckout.__init__": checkout.__init__,
             "ClientSession._advance_cluster_time (shared)": session_base._advance_cluster_time,
@@ -505,6 +507,7 @@ def _express_functions() -> dict[str, Any]:
 
 #: The fingerprints of PyMongo 4.20's functions the express path relies on.
 _EXPRESS_FINGERPRINTS: dict[str, str] = {
+    "Topology.select_server": "8749cbd68be1dffe",
     "Pool.checkout": "63cbc0f31fd364bb",
     "_PoolCheckout.__enter__": "0b9d22742cbf6bfc",
     "_PoolCheckout.__exit__": "c55e571ff3e0b6e5",
