@@ -252,16 +252,17 @@ def _implicit_session(client: Any, server_session: Any) -> Any:
 # none of the machinery around PyMongo's wire exchange: no ClientSession object (an
 # implicit session only lends its server session's id), no retry loop (nothing to retry
 # yet), no command monitoring.  _express runs that attempt with PyMongo's own pieces, in
-# PyMongo's order: server selection (MongoClient._select_server), the checkout and its
+# PyMongo's order: server selection (MongoClient._select_server, or the server of an
+# earlier selection while the topology is unchanged: select_server), the checkout and its
 # error handling for server discovery (_ClientReadCheckout, which also decides the
-# $readPreference sent), the find command (_gen_find_command, the server API fields, the
-# session id as ClientSession._apply_to adds it for an implicit session, $clusterTime, the
-# socket timeout as Connection.apply_timeout sets it with no deadline), the
-# message (_op_msg), the reply's decoding, $clusterTime gossip and error check
-# (_run_command's steps), and the retry after ReauthenticationRequired.  Only when it
-# fails does a ClientSession exist: the attempt's error goes to PyMongo's
-# _ClientConnectionRetryable, which decides, as for its own first attempt, whether to
-# retry (on the same server session) and how.
+# $readPreference sent, or the green pool's lend and give_back), the find command
+# (_gen_find_command, the server API fields, the session id as ClientSession._apply_to
+# adds it for an implicit session, $clusterTime, the socket timeout as
+# Connection.apply_timeout sets it with no deadline), the message (_op_msg), the reply's
+# decoding, $clusterTime gossip and error check (_run_command's steps), and the retry
+# after ReauthenticationRequired.  Only when it fails does a ClientSession exist: the
+# attempt's error goes to PyMongo's _ClientConnectionRetryable, which decides, as for its
+# own first attempt, whether to retry (on the same server session) and how.
 
 
 def _exchange(

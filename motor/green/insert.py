@@ -12,8 +12,10 @@ With no command listener, no debug logging of commands or server selection, no t
 (timeoutMS or ``pymongo.timeout``), no bound session, no automatic encryption, a client
 that is not load-balanced, an acknowledged write concern and no argument but the
 document, :func:`insert_one` runs the first attempt with PyMongo's own pieces, in PyMongo's
-order: server selection (``MongoClient._select_server`` with the writable-server selector),
-the checkout and its error handling for server discovery (``MongoClient._checkout``), the
+order: server selection (``MongoClient._select_server`` with the writable-server selector,
+or the server of an earlier selection while the topology is unchanged, see
+:func:`motor.green.find.select_server`), the checkout and its error handling for server
+discovery (``MongoClient._checkout``, or the green pool's ``lend`` and ``give_back``), the
 server session (taken from the pool when the connection supports sessions, its
 transaction number advanced when ``retryWrites`` is on, as ``_start_retryable_write`` and
 ``_materialize`` advance it), the command (``lsid``, and ``txnNumber`` when the server
