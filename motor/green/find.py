@@ -535,6 +535,18 @@ def _after_first_attempt(
 # imported, a test's mock), the express path is not taken, and what was put there sees the
 # call.  (What the express path
 # calls, it looks up when it calls it, as PyMongo does: a wrapper there sees the call too.)
+# What select_server and the pool's lend and give_back stand in for, in the express paths
+# of find_one and of insert_one alike: a wrapper on any of them turns both paths off.
+SELECTION_AND_CHECKOUT_STOOD_IN: tuple[tuple[Any, str], ...] = (
+    (MongoClient, "_select_server"),  # (called when no earlier selection is reused)
+    (pymongo.synchronous.topology.Topology, "select_server"),
+    (pymongo.synchronous.mongo_client._ClientCheckout, "__enter__"),
+    (pymongo.synchronous.mongo_client._ClientCheckout, "__exit__"),
+    (pymongo.synchronous.pool.Pool, "checkout"),
+    (pymongo.synchronous.pool._PoolCheckout, "__enter__"),
+    (pymongo.synchronous.pool._PoolCheckout, "__exit__"),
+)
+
 _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_run_operation"),
     (MongoClient, "_retryable_read"),
@@ -545,14 +557,8 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_should_pin_cursor"),
     (MongoClient, "_cleanup_cursor_lock"),
     (MongoClient, "_conn_from_server"),  # (called when the pool lends no idle connection)
-    (MongoClient, "_select_server"),  # (called when no earlier selection is reused)
-    (pymongo.synchronous.topology.Topology, "select_server"),
     (_ClientReadCheckout, "__enter__"),
-    (pymongo.synchronous.mongo_client._ClientCheckout, "__enter__"),
-    (pymongo.synchronous.mongo_client._ClientCheckout, "__exit__"),
-    (pymongo.synchronous.pool.Pool, "checkout"),
-    (pymongo.synchronous.pool._PoolCheckout, "__enter__"),
-    (pymongo.synchronous.pool._PoolCheckout, "__exit__"),
+    *SELECTION_AND_CHECKOUT_STOOD_IN,
     (_ClientConnectionRetryable, "__init__"),
     (_ClientConnectionRetryable, "run"),
     (_ClientConnectionRetryable, "_read"),

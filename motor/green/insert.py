@@ -388,13 +388,7 @@ _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_ensure_session"),
     (MongoClient, "_start_session"),
     (MongoClient, "_checkout"),  # (called when the pool lends no idle connection)
-    (MongoClient, "_select_server"),  # (called when no earlier selection is reused)
-    (pymongo.synchronous.topology.Topology, "select_server"),
-    (pymongo.synchronous.mongo_client._ClientCheckout, "__enter__"),
-    (pymongo.synchronous.mongo_client._ClientCheckout, "__exit__"),
-    (pymongo.synchronous.pool.Pool, "checkout"),
-    (pymongo.synchronous.pool._PoolCheckout, "__enter__"),
-    (pymongo.synchronous.pool._PoolCheckout, "__exit__"),
+    *_find.SELECTION_AND_CHECKOUT_STOOD_IN,
     (_ClientConnectionRetryable, "__init__"),
     (_ClientConnectionRetryable, "run"),
     (_ClientConnectionRetryable, "_write"),
