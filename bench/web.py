@@ -78,6 +78,13 @@ Usage (from the repository root, with the project's virtualenv; installs ``wrk``
 
 ``--profile`` runs each chosen peer's app under ``cProfile`` for one ``/find_one`` run on
 the canned server and prints the top functions instead of benchmarking.
+
+``--timings`` also tells where a request waits: each app times every request inside the
+process (the handler's whole run, from Tornado's ``prepare`` to ``on_finish``, and the
+driver call it awaited) and hands over their percentiles at ``GET /_timings``, which this
+script reads before and after each measured run.  A table per handler and server then
+puts them beside ``wrk``'s latencies.  The two ``perf_counter`` readings and list appends per
+request cost every peer alike.
 """
 
 from __future__ import annotations
@@ -98,6 +105,7 @@ import sys
 import tempfile
 import time
 import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -504,12 +512,14 @@ class App:
         target: Target,
         cpus: frozenset[int] | None,
         profile: str | None = None,
+        timings: bool = False,
     ) -> None:
         self.peer = peer
         self.python = python
         self.target = target
         self.cpus = cpus
         self.profile = profile
+        self.timings = timings
         self.info: dict[str, Any] = {}
         self.proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
@@ -543,6 +553,8 @@ class App:
             cmd += ["--repo", str(REPO)]
         if self.profile:
             cmd += ["--profile", self.profile]
+        if self.timings:
+            cmd.append("--timings")
         env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
         env["PYTHONDONTWRITEBYTECODE"] = "1"
         self.proc = _spawn(
@@ -576,6 +588,16 @@ class App:
         if self.peer.env == "motor371" and (in_repo or self.info.get("version") != "3.7.1"):
             raise AppError(f"{self.peer.label}: imported {self.info.get('version')} from {path}")
         return self.info
+
+    def take_timings(self) -> dict[str, Any]:
+        """The app's in-app timings since the last call (``GET /_timings``, app started
+        with ``timings``): percentiles in µs of its handlers' runs and driver calls."""
+        try:
+            with urllib.request.urlopen(self.url + "/_timings", timeout=10) as response:
+                timings: dict[str, Any] = json.loads(response.read())
+        except OSError as exc:
+            raise AppError(f"{self.peer.label}: GET /_timings failed: {exc}{self.tail()}") from exc
+        return timings
 
     def tail(self, lines: int = 30) -> str:
         """The end of the app's stderr."""
@@ -827,8 +849,10 @@ class Session:
         wrk: str,
         scripts: dict[str, Path],
         cpus: Cpus,
+        timings: bool = False,
     ) -> None:
         self.target = target
+        self.timings = timings
         self.plan = plan
         self.peers = list(peers)
         self.handlers = list(handlers)
@@ -861,7 +885,10 @@ class Session:
                     app.stop()
 
     def _start_apps(self, order: Sequence[Peer], rep: int) -> dict[str, App]:
-        apps = {p.key: App(p, self.pythons[p.env], self.target, self.cpus.app) for p in order}
+        apps = {
+            p.key: App(p, self.pythons[p.env], self.target, self.cpus.app, timings=self.timings)
+            for p in order
+        }
         for app in apps.values():
             app.start()
         ready: dict[str, App] = {}
@@ -896,6 +923,8 @@ class Session:
                 self.warmups.append(
                     {"rep": rep, "handler": handler.key, "peer": app.peer.key, **warm}
                 )
+            if self.timings:
+                app.take_timings()  # (the warm-up's: dropped)
             run = measure_run(
                 app,
                 handler,
@@ -906,6 +935,8 @@ class Session:
                 self.target,
                 self.cpus,
             )
+            if self.timings:
+                run["in_app"] = app.take_timings()
         except (AppError, BenchSetupError) as exc:
             self._fail(f"rep {rep + 1} {handler.key} {app.peer.label}: {exc}")
             return
@@ -921,6 +952,18 @@ class Session:
             f"CPU {_fmt(run['cpu_us_per_request']):>6} µs/req  "
             f"others {_fmt(run.get('others_cpu_share'), 2)} CPU{errors}"
         )
+        in_app = run.get("in_app")
+        if in_app:
+            handler_t, driver_t = in_app["handler"], in_app["driver"]
+            _progress(
+                f"      in the app: handler p50 {_fmt(_ms(handler_t.get('p50')), 2)} "
+                f"p99 {_fmt(_ms(handler_t.get('p99')), 2)} ms, driver call p50 "
+                f"{_fmt(_ms(driver_t.get('p50')), 2)} p99 {_fmt(_ms(driver_t.get('p99')), 2)} ms"
+            )
+
+
+def _ms(us: float | None) -> float | None:
+    return None if us is None else us / 1e3
 
 
 # --------------------------------------------------------------------------- summaries
@@ -941,6 +984,13 @@ def summarize(session: Session) -> dict[str, dict[str, dict[str, Any]]]:
             def latency_ms(pct: str, runs: list[dict[str, Any]] = runs) -> list[float]:
                 return [r["latency_us"][pct] / 1e3 for r in runs if pct in r["latency_us"]]
 
+            def in_app_ms(what: str, pct: str, runs: list[dict[str, Any]] = runs) -> list[float]:
+                return [
+                    r["in_app"][what][pct] / 1e3
+                    for r in runs
+                    if pct in r.get("in_app", {}).get(what, {})
+                ]
+
             out[handler.key][peer.key] = {
                 "reps": len(runs),
                 "rps": _median(rps),
@@ -957,6 +1007,12 @@ def summarize(session: Session) -> dict[str, dict[str, dict[str, Any]]]:
                 "errors": sum(r["error_count"] for r in runs),
                 "requests": sum(r["requests"] for r in runs),
             }
+            if any("in_app" in r for r in runs):
+                out[handler.key][peer.key]["in_app_ms"] = {
+                    f"{what}_{pct}": _median(in_app_ms(what, pct))
+                    for what in ("handler", "driver")
+                    for pct in ("p50", "p99")
+                }
     return out
 
 
@@ -1047,6 +1103,36 @@ def format_table(
         foot += f", server {_fmt(server_cpu)} µs CPU"
     foot += f"; other processes on the machine: {_fmt(others, 2)} CPU during the runs"
     return f"{title}\n{_table(header, rows)}\n{foot}"
+
+
+def format_in_app_table(
+    target: Target, handler: Handler, summary: Summary, peers: Sequence[Peer]
+) -> str | None:
+    """With ``--timings``: per peer, where a request spent its time inside the app."""
+    entries = summary[handler.key]
+    if not any("in_app_ms" in entries[p.key] for p in peers):
+        return None
+    header = ["peer", "wrk p50", "wrk p99", "handler p50", "handler p99", "driver p50", "driver p99"]
+    rows = []
+    for peer in peers:
+        e = entries[peer.key]
+        in_app = e.get("in_app_ms", {})
+        rows.append(
+            [
+                peer.label,
+                _fmt(e["p50_ms"], 2),
+                _fmt(e["p99_ms"], 2),
+                _fmt(in_app.get("handler_p50"), 2),
+                _fmt(in_app.get("handler_p99"), 2),
+                _fmt(in_app.get("driver_p50"), 2),
+                _fmt(in_app.get("driver_p99"), 2),
+            ]
+        )
+    return (
+        f"{target.name} · {handler.label} · in the app (--timings), ms, median of the "
+        f"repetitions: the whole request as wrk saw it, the handler's run (Tornado's prepare "
+        f"to on_finish) and the driver call it awaited\n{_table(header, rows)}"
+    )
 
 
 def check_targets(target: str, summary: Summary) -> list[Check]:
@@ -1207,6 +1293,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", help="write every raw number here")
     parser.add_argument(
+        "--timings",
+        action="store_true",
+        help="also time each request inside the apps: handler and driver call percentiles",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="cProfile each peer's app instead (canned server)"
     )
     parser.add_argument("--profile-peers", default="this", help="peers to profile (this)")
@@ -1297,7 +1388,9 @@ def _main(args: argparse.Namespace) -> int:
 
         def run_target(target: Target) -> None:
             _progress(f"== {target.name}: {target.description}")
-            session = Session(target, plan, peers, handlers, pythons, wrk, scripts, cpus)
+            session = Session(
+                target, plan, peers, handlers, pythons, wrk, scripts, cpus, args.timings
+            )
             sessions[target.name] = session
             session.measure()
             summaries[target.name] = summarize(session)
@@ -1331,6 +1424,10 @@ def _main(args: argparse.Namespace) -> int:
         for handler in handlers:
             print()
             print(format_table(session.target, handler, summaries[name], peers, plan))
+            in_app = format_in_app_table(session.target, handler, summaries[name], peers)
+            if in_app:
+                print()
+                print(in_app)
         checks += check_targets(name, summaries[name])
     print(
         "\nthis÷: this driver's figure over the peer's (req/s: above 1 is better for this "

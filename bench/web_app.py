@@ -26,6 +26,11 @@ Handlers:
 ``GET /static``
     No database: a constant document of the same shape as ``/find_one``'s, as JSON (what
     Tornado and the JSON encoding cost without a driver).
+``GET /_timings`` (with ``--timings`` only)
+    Where the requests served since the last ``GET /_timings`` spent their time inside the
+    app, as JSON: percentiles (µs) of each handler's whole run (Tornado's ``prepare`` to
+    ``on_finish``) and of the driver call it awaited; the app then starts counting afresh.
+    ``bench/web.py --timings`` reads it around each measured run.
 
 Usage (``bench/web.py`` runs it; by hand for a look)::
 
@@ -49,6 +54,7 @@ import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -70,6 +76,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: free)")
     parser.add_argument("--repo", help="a checkout of Motor to import motor from (first)")
     parser.add_argument("--profile", help="run under cProfile; write the stats here")
+    parser.add_argument(
+        "--timings", action="store_true", help="time each request in the app (GET /_timings)"
+    )
     return parser.parse_args(argv)
 
 
@@ -190,8 +199,73 @@ class MongojetStore(Store):
         }
 
 
-def make_app(store: Store, ids: int) -> Any:
-    """The Tornado application: three handlers sharing ``store``."""
+class Timings:
+    """Durations (seconds) of the requests served since the last :meth:`take`: each
+    handler's whole run and the driver call it awaited."""
+
+    def __init__(self) -> None:
+        self.handler: list[float] = []
+        self.driver: list[float] = []
+
+    def take(self) -> dict[str, Any]:
+        """Percentiles (µs) of what was recorded; start afresh (the same lists, which
+        the handlers and the store hold)."""
+        out = {"handler": _percentiles(self.handler), "driver": _percentiles(self.driver)}
+        self.handler.clear()
+        self.driver.clear()
+        return out
+
+
+def _percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"n": 0}
+    ordered = sorted(values)
+    n = len(ordered)
+
+    def at(q: float) -> float:
+        return ordered[min(n - 1, int(q * n))] * 1e6
+
+    return {"n": n, "p50": at(0.5), "p90": at(0.9), "p99": at(0.99), "max": ordered[-1] * 1e6}
+
+
+class TimedStore(Store):
+    """``store``, with the time each operation took (as the handler awaits it) recorded."""
+
+    def __init__(self, store: Store, timings: Timings) -> None:
+        self._store = store
+        self._driver = timings.driver
+
+    async def find_one(self, key: str) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._store.find_one(key)
+        finally:
+            self._driver.append(time.perf_counter() - started)
+
+    async def list(self) -> list[Any]:
+        started = time.perf_counter()
+        try:
+            return await self._store.list()
+        finally:
+            self._driver.append(time.perf_counter() - started)
+
+    async def insert(self, doc: dict[str, Any]) -> Any:
+        started = time.perf_counter()
+        try:
+            return await self._store.insert(doc)
+        finally:
+            self._driver.append(time.perf_counter() - started)
+
+    async def close(self) -> None:
+        await self._store.close()
+
+    def describe(self) -> dict[str, Any]:
+        return self._store.describe()
+
+
+def make_app(store: Store, ids: int, timings: Timings | None = None) -> Any:
+    """The Tornado application: three handlers sharing ``store`` (and with ``timings``,
+    ``GET /_timings``, every request timed)."""
     import tornado.web
 
     keys = [KEY_FORMAT.format(n) for n in range(ids)]
@@ -199,7 +273,21 @@ def make_app(store: Store, ids: int) -> Any:
     def dumps(value: Any) -> str:
         return json.dumps(value, default=str)  # ObjectId, datetime: as strings
 
+    handler_times = timings.handler if timings is not None else None
+    if timings is not None:
+        store = TimedStore(store, timings)
+
     class BaseHandler(tornado.web.RequestHandler):
+        _started = 0.0
+
+        def prepare(self) -> None:
+            if handler_times is not None:
+                self._started = time.perf_counter()
+
+        def on_finish(self) -> None:
+            if handler_times is not None:
+                handler_times.append(time.perf_counter() - self._started)
+
         def send_json(self, value: Any) -> None:
             self.set_header("Content-Type", "application/json")
             self.finish(dumps(value))
@@ -228,13 +316,22 @@ def make_app(store: Store, ids: int) -> Any:
         async def get(self) -> None:
             self.send_json(static_doc)
 
+    class TimingsHandler(tornado.web.RequestHandler):
+        def get(self) -> None:
+            assert timings is not None
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps(timings.take()))
+
+    routes: list[Any] = [
+        (r"/find_one", FindOneHandler),
+        (r"/list", ListHandler),
+        (r"/write", WriteHandler),
+        (r"/static", StaticHandler),
+    ]
+    if timings is not None:
+        routes.append((r"/_timings", TimingsHandler))
     return tornado.web.Application(
-        [
-            (r"/find_one", FindOneHandler),
-            (r"/list", ListHandler),
-            (r"/write", WriteHandler),
-            (r"/static", StaticHandler),
-        ],
+        routes,
         log_function=lambda handler: None,  # no access log, for every driver alike
     )
 
@@ -256,7 +353,8 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    server = tornado.httpserver.HTTPServer(make_app(store, args.ids))
+    timings = Timings() if args.timings else None
+    server = tornado.httpserver.HTTPServer(make_app(store, args.ids, timings))
     sockets = tornado.netutil.bind_sockets(args.port, "127.0.0.1")
     server.add_sockets(sockets)
     profiler = None
