@@ -530,11 +530,6 @@ def _after_first_attempt(
     return _first_document(collection, client, response.docs, response.address, session, None)
 
 
-# What the express path stands in for: (owner, attribute).  When any of them is not
-# PyMongo's own function (an instrumentation's wrapper, put there before or after Motor was
-# imported, a test's mock), the express path is not taken, and what was put there sees the
-# call.  (What the express path
-# calls, it looks up when it calls it, as PyMongo does: a wrapper there sees the call too.)
 # What select_server and the pool's lend and give_back stand in for, in the express paths
 # of find_one and of insert_one alike: a wrapper on any of them turns both paths off.
 SELECTION_AND_CHECKOUT_STOOD_IN: tuple[tuple[Any, str], ...] = (
@@ -547,6 +542,11 @@ SELECTION_AND_CHECKOUT_STOOD_IN: tuple[tuple[Any, str], ...] = (
     (pymongo.synchronous.pool._PoolCheckout, "__exit__"),
 )
 
+# What the express path stands in for: (owner, attribute).  When any of them is not
+# PyMongo's own function (an instrumentation's wrapper, put there before or after Motor was
+# imported, a test's mock), the express path is not taken, and what was put there sees the
+# call.  (What the express path calls, it looks up when it calls it, as PyMongo does: a
+# wrapper there sees the call too.)
 _STOOD_IN: tuple[tuple[Any, str], ...] = (
     (MongoClient, "_run_operation"),
     (MongoClient, "_retryable_read"),
