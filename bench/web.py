@@ -1112,7 +1112,15 @@ def format_in_app_table(
     entries = summary[handler.key]
     if not any("in_app_ms" in entries[p.key] for p in peers):
         return None
-    header = ["peer", "wrk p50", "wrk p99", "handler p50", "handler p99", "driver p50", "driver p99"]
+    header = [
+        "peer",
+        "wrk p50",
+        "wrk p99",
+        "handler p50",
+        "handler p99",
+        "driver p50",
+        "driver p99",
+    ]
     rows = []
     for peer in peers:
         e = entries[peer.key]
