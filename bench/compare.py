@@ -41,7 +41,9 @@ the stalls of compressing and decompressing large messages.  mongojet takes no
 ``compressors`` option and is left out then.
 
 Repetitions are interleaved: every repetition runs every workload on every client,
-rotating the client order, so drift of the machine is shared.  The report is a table
+rotating the client order, so drift of the machine is shared.  Before the first, the
+first client runs each of those workloads once, uncounted, so that the server's own
+warming up does not fall on whichever client comes first.  The report is a table
 per metric (rows: workload × server; columns: clients), ratios to PyMongo sync, to
 Motor 3.7.1, to mongojet and to a ``--baseline`` commit, and PASS/FAIL lines for the
 project's performance targets.
@@ -845,8 +847,26 @@ class Session:
         finally:
             worker.close()
 
+    def _warm_server(self, workloads: Sequence[Workload], workers: dict[str, Worker]) -> None:
+        """One uncounted run of each workload before the first repetition.
+
+        The first run of a workload against a fresh server pays for the server's own
+        warming up (the canned server's runtime growing its heap for 16 MiB replies, say):
+        counted, it would always fall on the first client of the rotation.  The run is
+        made by that client, on its own worker, and dropped.
+        """
+        if not workloads or not self.clients:
+            return
+        _progress(f"[{self.target.name}] warming the server up (not counted)")
+        first = workers[self.clients[0].key]
+        for workload in workloads:
+            spec = self.target.spec(workload, self.mode)
+            self.target.prepare(workload)
+            self._run(first, workload, spec, -1, False)
+
     def measure(self) -> None:
-        """Warm-up-free interleaved repetitions, then the stall-probe runs."""
+        """Interleaved repetitions (after a pass that warms the server up), then the
+        stall-probe runs."""
         mode, target = self.mode, self.target
         pending = [w for w in self.workloads if w.kind == "pending" and target.run_pending]
         big = [w for w in self.workloads if w.kind == "big" and target.runs(w)]
@@ -863,6 +883,7 @@ class Session:
             for client in resident:
                 self.worker_info[client.key] = workers[client.key].start()
                 self._note_digest(client, self.worker_info[client.key])
+            self._warm_server(others, workers)
             for rep in range(mode.reps):
                 _progress(f"[{target.name}] repetition {rep + 1}/{mode.reps}, load {_load()}")
                 for workload in others:
