@@ -338,6 +338,9 @@ def test_a_large_string_is_decoded_a_slice_at_a_time(text: str, where: str) -> N
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(green_pool, "_decode_in_place", in_place)
+        # ASCII strings in slices too (those of at most WHOLE_ASCII_BYTES are decoded in
+        # one call otherwise: see the next test).
+        patch.setattr(green_pool, "WHOLE_ASCII_BYTES", 0)
         decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), codec_options, hub)
 
     expected = bson.decode(payload, codec_options)
@@ -350,6 +353,46 @@ def test_a_large_string_is_decoded_a_slice_at_a_time(text: str, where: str) -> N
     if where == "array after small":
         strings = len(value[: len(value) // 2].encode())
     assert hub.pauses >= strings // green_pool.SLICE_BYTES - 2, hub.pauses
+
+
+_WHOLE_CASES = {
+    # text, WHOLE_ASCII_BYTES (None: the default), decoded in one call after the first slice
+    "ascii": ("x" * 1_100_000, None, True),
+    "ascii, then not": ("x" * 600_000 + "中" * 100_000, None, True),
+    "ascii over the limit": ("x" * 1_100_000, 1_000_000, False),
+    "not ascii at first": ("é" * 200_000 + "x" * 600_000, None, False),
+}
+
+
+@pytest.mark.parametrize("case", list(_WHOLE_CASES))
+@pytest.mark.usefixtures("split_in_every_reply")
+def test_an_ascii_string_is_decoded_in_one_call(case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A string of at most WHOLE_ASCII_BYTES whose first slice is ASCII: decoded again from
+    # its start in one call (ASCII decodes at memory speed; slices and the copy joining
+    # them cost as much again), with a budget check before and after that call.
+    value, limit, whole = _WHOLE_CASES[case]
+    if limit is not None:
+        monkeypatch.setattr(green_pool, "WHOLE_ASCII_BYTES", limit)
+    size = len(value.encode())
+    assert size > green_pool.SLICE_BYTES
+    calls: list[int] = []
+    original = green_pool._utf_8_decode
+
+    def utf_8_decode(data: Any, *args: Any) -> Any:
+        calls.append(len(data))
+        return original(data, *args)
+
+    monkeypatch.setattr(green_pool, "_utf_8_decode", utf_8_decode)
+    payload = _reply([{"_id": 1, "s": value, "after": "y"}])
+    hub = _CountingHub()
+    decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), CodecOptions(), hub)
+    assert decoded == bson.decode(payload)
+    if whole:
+        assert calls == [green_pool.SLICE_BYTES, size]
+        assert hub.pauses >= 2
+    else:
+        assert len(calls) >= size // green_pool.SLICE_BYTES
+        assert max(calls) <= green_pool.SLICE_BYTES
 
 
 @pytest.mark.parametrize("where", ["array", "fields"])
@@ -385,6 +428,13 @@ def test_a_large_string_that_is_not_utf8_is_pymongo_s_to_decode() -> None:
     cut[at - 4 - 400_000 : at - 400_000] = (400_000 + 2).to_bytes(4, "little")
     with pytest.raises(green_pool._UnknownBSON):
         green_pool._decode_in_slices(memoryview(bytearray(cut)), CodecOptions(), _CountingHub())
+    # Bytes that are not UTF-8 past an ASCII first slice (decoded in one call).
+    late = bytearray(_reply([{"_id": 1, "s": "x" * 400_000}]))
+    late[late.index(b"x") + 300_000] = 0xFF
+    with pytest.raises(green_pool._UnknownBSON):
+        green_pool._decode_in_slices(memoryview(bytearray(late)), CodecOptions(), _CountingHub())
+    with pytest.raises(bson.errors.InvalidBSON):
+        bson.decode(bytes(late))
     # With another error handler the string is PyMongo's to decode, in one piece.
     replace: CodecOptions[Any] = CodecOptions(unicode_decode_error_handler="replace")
     decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), replace, _CountingHub())
