@@ -94,6 +94,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         _pool.stop_all()
 
 
+# What the tests that raise an interrupt on purpose put in it (test/test_interrupts.py).
+OWN_INTERRUPT = "raised as a signal handler would"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    """A ``KeyboardInterrupt`` a test raised itself, that came out of the test where it did
+    not expect it, fails that test: pytest would take it for Ctrl-C and end the session."""
+    try:
+        return (yield)
+    except KeyboardInterrupt as exc:
+        if OWN_INTERRUPT not in str(exc):
+            raise
+        pytest.fail(f"the test's own KeyboardInterrupt came out of the test: {exc!r}")
+
+
 def _variant(variant: str) -> test_server.Server:
     try:
         return _get_pool().get(variant)
