@@ -16,6 +16,7 @@ import mmap
 import pickle
 import random
 import string
+import sys
 import threading
 import uuid
 import zlib
@@ -395,6 +396,79 @@ def test_an_ascii_string_is_decoded_in_one_call(case: str, monkeypatch: pytest.M
         assert max(calls) <= green_pool.SLICE_BYTES
 
 
+_IN_PLACE_CASES = {
+    # text over the limit below, copied in place (False: not ASCII throughout, joined)
+    "ascii": ("x" * 1_100_000, True),
+    "ascii, one slice and a byte": ("x" * (1_000_000 + 1), True),
+    "ascii, then not": ("x" * 600_000 + "中" * 200_000, False),
+    "ascii, then a character cut by a slice's end": ("x" * (4 * 256 * 1024 - 1) + "é" * 9, False),
+    "ascii, then not in the last slice": ("x" * 1_100_000 + "é", False),
+}
+_IN_PLACE_LIMIT = 1_000_000
+
+
+@pytest.mark.parametrize("available", [True, False], ids=["in place", "no ctypes"])
+@pytest.mark.parametrize("case", list(_IN_PLACE_CASES))
+@pytest.mark.usefixtures("split_in_every_reply")
+def test_a_long_ascii_string_is_copied_into_its_string_a_slice_at_a_time(
+    case: str, available: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Longer than WHOLE_ASCII_BYTES, ASCII from the start: each slice is decoded, then
+    # copied into a string made at the full length (no join of the whole at the end, one
+    # call of 15 MB); a slice that is not ASCII sends it back to the joined slices.  Where
+    # strings cannot be made so, the slices are joined.
+    value, in_place = _IN_PLACE_CASES[case]
+    monkeypatch.setattr(green_pool, "WHOLE_ASCII_BYTES", _IN_PLACE_LIMIT)
+    if not available:
+        monkeypatch.setattr(green_pool, "_in_place", None)
+    size = len(value.encode())
+    assert size > _IN_PLACE_LIMIT
+    calls: list[int] = []
+    original = green_pool._utf_8_decode
+
+    def utf_8_decode(data: Any, *args: Any) -> Any:
+        calls.append(len(data))
+        return original(data, *args)
+
+    copied: list[str | None] = []
+    ascii_copied = green_pool._ascii_copied
+
+    def record(*args: Any) -> str | None:
+        copied.append(ascii_copied(*args))
+        return copied[-1]
+
+    monkeypatch.setattr(green_pool, "_utf_8_decode", utf_8_decode)
+    monkeypatch.setattr(green_pool, "_ascii_copied", record)
+    payload = _reply([{"_id": 1, "s": value, "after": "y"}])
+    hub = _CountingHub()
+    decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), CodecOptions(), hub)
+    expected = bson.decode(payload)
+    assert decoded == expected
+    made = decoded["cursor"]["firstBatch"][0]["s"]
+    assert made == value and type(made) is str
+    assert len(copied) == 1
+    assert (copied[0] is made) == (in_place and available)
+    # A string like any other: its hash, its size, a key of a dict.
+    assert hash(made) == hash(value)
+    assert sys.getsizeof(made) == sys.getsizeof(value)
+    assert {value: 1}[made] == 1
+    assert max(calls) <= green_pool.SLICE_BYTES
+    assert hub.pauses >= size // green_pool.SLICE_BYTES, hub.pauses
+
+
+def test_strings_can_be_made_in_place_on_this_python() -> None:
+    # CPython's layout of ASCII strings, which long strings are copied into slice by slice:
+    # if it changes, they are joined again (slower, and one call of their whole size).
+    tools = green_pool._ascii_in_place()
+    assert tools is not None, "PyUnicode_New/memmove or the ASCII string layout changed"
+    new, move, offset = tools
+    assert offset == sys.getsizeof("") - 1
+    made = new(3, 127)
+    source = "".join(("a", "bc"))
+    move(id(made) + offset, id(source) + offset, 3)
+    assert made == "abc" and made.isascii()
+
+
 @pytest.mark.parametrize("where", ["array", "fields"])
 def test_large_strings_of_one_slice_each_pause_between_them(where: str) -> None:
     # Each string is one slice of its own: the budget is checked after each, or forty of
@@ -435,6 +509,13 @@ def test_a_large_string_that_is_not_utf8_is_pymongo_s_to_decode() -> None:
         green_pool._decode_in_slices(memoryview(bytearray(late)), CodecOptions(), _CountingHub())
     with pytest.raises(bson.errors.InvalidBSON):
         bson.decode(bytes(late))
+    # ... and in a string copied into place slice by slice (over WHOLE_ASCII_BYTES).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(green_pool, "WHOLE_ASCII_BYTES", 300_000)
+        with pytest.raises(green_pool._UnknownBSON):
+            green_pool._decode_in_slices(
+                memoryview(bytearray(late)), CodecOptions(), _CountingHub()
+            )
     # With another error handler the string is PyMongo's to decode, in one piece.
     replace: CodecOptions[Any] = CodecOptions(unicode_decode_error_handler="replace")
     decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), replace, _CountingHub())

@@ -689,7 +689,10 @@ SPLIT_BYTES = SLICE_BYTES
 # decoded in one call, from its start: ASCII decodes at memory speed (4 MiB in about
 # 0.3 ms here), while its slices and the copy that joins them cost as much again.  A
 # string whose rest is not ASCII after all holds the loop for one call of this size
-# (UTF-8 of two or three bytes a character: 1-2 MB per millisecond).
+# (UTF-8 of two or three bytes a character: 1-2 MB per millisecond).  A longer one is
+# copied slice by slice into a string made at its final length (see _ascii_in_place):
+# joining the slices would be one copy of the whole string in one call (15 MB: 2.7-4 ms
+# here, and 10 ms where its pages are fresh from the kernel).
 WHOLE_ASCII_BYTES = 4 * 1024 * 1024
 # A batch of more than HANDOVER_DOCUMENTS documents is handed from one container to the
 # next (PyMongo's deque, the list of to_list) MOVE_DOCUMENTS at a time, the loop running
@@ -1275,18 +1278,23 @@ def _decode_string(view: memoryview, value: int, last: int, hub: Any) -> str:
         raise _UnknownBSON(_BSON_STRING)
     parts: list[str] = []
     position = value + 4
-    whole = stop - position <= WHOLE_ASCII_BYTES
+    first = True
     try:
         while True:
             end = min(position + SLICE_BYTES, stop)
             # A character cut at the slice's end is decoded with the next slice.
             text, used = _utf_8_decode(view[position:end], "strict", end == stop)
-            if whole and end < stop and text.isascii():
+            if first and end < stop and text.isascii():
                 _pause_if_spent_on(hub)
-                text = _utf_8_decode(view[position:stop], "strict", True)[0]
-                _pause_if_spent_on(hub)
-                return text
-            whole = False
+                if stop - position <= WHOLE_ASCII_BYTES:
+                    text = _utf_8_decode(view[position:stop], "strict", True)[0]
+                    _pause_if_spent_on(hub)
+                    return text
+                copied = _ascii_copied(view, position, stop, text, hub)
+                if copied is not None:
+                    return copied
+                # Not ASCII after all (or no way to copy in place): joined slices.
+            first = False
             parts.append(text)
             position += used
             if position >= stop:
@@ -1303,6 +1311,93 @@ def _decode_string(view: memoryview, value: int, last: int, hub: Any) -> str:
 
 _BSON_STRING = 0x02
 _utf_8_decode = codecs.utf_8_decode
+
+
+def _ascii_copied(view: memoryview, start: int, stop: int, first: str, hub: Any) -> str | None:
+    # Runs on a child: the string of the ASCII bytes between ``start`` and ``stop``, whose
+    # first slice decoded to ``first``, copied slice by slice into a string made at its
+    # full length (the loop running between two slices once the work budget is spent).
+    # None if a slice is not ASCII (the caller decodes the string the other way), or
+    # where strings cannot be made this way (_ascii_in_place).
+    tools = _ascii_in_place()
+    if tools is None:
+        return None
+    new, copy, offset = tools
+    built = new(stop - start, _ASCII_MAX)
+    address = id(built) + offset
+    text = first
+    position = start
+    while True:
+        # An ASCII slice's characters are its bytes, one for one.
+        copy(address + position - start, id(text) + offset, len(text))
+        position += len(text)
+        if position >= stop:
+            break
+        _pause_if_spent_on(hub)
+        end = min(position + SLICE_BYTES, stop)
+        text = _utf_8_decode(view[position:end], "strict", end == stop)[0]
+        if not text.isascii():
+            return None
+    _pause_if_spent_on(hub)
+    return built
+
+
+_ASCII_MAX = 127
+# PyUnicode_New, memmove, and where an ASCII string's characters start in it.
+_InPlace = tuple[Callable[[int, int], str], Callable[[int, int, int], Any], int]
+# Those, once looked up (None where they cannot be had: see _ascii_in_place).
+_in_place: _InPlace | None = None
+_in_place_checked = False
+
+
+def _ascii_in_place() -> _InPlace | None:
+    """CPython's ``PyUnicode_New`` and C's ``memmove`` (both called with the GIL held), and
+    the offset of an ASCII string's characters from its address; None where they are not
+    what :func:`_ascii_copied` relies on.
+
+    ``PyUnicode_New(length, 127)`` makes a compact ASCII string whose characters are not
+    written yet (CPython's own C code fills such strings, before anyone else sees them);
+    its characters follow the object's header, whose size is that of the empty string
+    less its terminating NUL.  Checked once, on a string made so: a build of Python
+    without ``ctypes``, another layout or another interpreter gets None, and large strings
+    are decoded as slices joined at the end.
+    """
+    global _in_place, _in_place_checked
+    if not _in_place_checked:
+        _in_place_checked = True
+        if sys.implementation.name == "cpython":
+            try:
+                import ctypes
+
+                # Functions of its own (ctypes.pythonapi's are shared, and other code may
+                # give them other argument types).
+                api = ctypes.PyDLL(None, handle=ctypes.pythonapi._handle)
+                new = api.PyUnicode_New
+                new.argtypes = (ctypes.c_ssize_t, ctypes.c_uint32)
+                new.restype = ctypes.py_object
+                copy = api.memmove
+                copy.argtypes = (ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
+                copy.restype = ctypes.c_void_p
+                offset = sys.getsizeof("") - 1
+                sample = "".join(("motor ", "in place"))
+                probe = new(len(sample), _ASCII_MAX)
+                copy(id(probe) + offset, id(sample) + offset, len(sample))
+                if (
+                    type(probe) is str
+                    and probe == sample
+                    and probe.isascii()
+                    and hash(probe) == hash(sample)
+                    and sys.getsizeof(probe) == sys.getsizeof(sample)
+                ):
+                    _in_place = (new, copy, offset)
+            except (ImportError, AttributeError, OSError, TypeError):
+                pass
+    return _in_place
+
+
+# Looked up now: importing ctypes (about 4 ms) on the first large string would hold the
+# loop for that long.
+_ascii_in_place()
 
 
 def _user_elements(view: memoryview, start: int) -> Any:
