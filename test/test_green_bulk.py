@@ -287,7 +287,7 @@ async def test_a_small_insert_many_is_one_command_on_the_loop(
     assert sleeps == []  # no lock to hand over on the loop's thread
 
 
-@pytest.mark.parametrize(("step", "expected"), [(1.0, 5), (0.0, 0)], ids=["due", "not-due"])
+@pytest.mark.parametrize(("step", "expected"), [(1.0, 6), (0.0, 0)], ids=["due", "not-due"])
 async def test_a_threaded_insert_many_hands_the_lock_over(
     fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, step: float, expected: int
 ) -> None:
@@ -306,8 +306,9 @@ async def test_a_threaded_insert_many_hands_the_lock_over(
     count = 3 * green_bulk.HAND_OVER_STEP
     assert count > metaprogramming.BULK_IN_THREAD
     await coll.insert_many([{"i": i} for i in range(count)])
-    # Due at every look: after each of the three steps of preparation, then between the
-    # three steps the writer walks.
+    # Due at every look: after each of the three steps of preparation, before the piece
+    # of documents checked ahead of the first command (those past its 1,000), then
+    # between the three steps the writer walks.
     assert sleeps == [0] * expected
     assert await coll.count_documents({}) == count
 

@@ -291,8 +291,15 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         first: int,
     ) -> int:
         # _green_check_ahead's pieces (uncompressed), after a first command of ``first``
-        # bytes; where the checked documents end.
+        # bytes; where the checked documents end.  Between two pieces a child gives the
+        # loop its turn once the work budget is spent; a worker thread offers the
+        # interpreter lock once HAND_OVER_SECONDS have passed (the pieces are lists, which
+        # the encoder walks without the hand-overs of _handing_over): otherwise the loop,
+        # waiting for the lock, waits the switch interval (5 ms) and then for the end of
+        # the encoding call in progress, and on a machine where both threads share one
+        # CPU, for more than one such wait in a row.
         child = in_child()
+        pause = _pause_if_spent if child else _HandOver()
         own = bwc.conn.max_message_size
         # The bytes of a command without its documents: the same for every piece.
         header = len(bwc.batch_command(cmd, [{}])[1]) - _EMPTY_DOCUMENT_BYTES
@@ -303,8 +310,7 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
             # measured; False at the first that does not fit, where PyMongo's command ends.
             nonlocal position, room
             for document in documents:
-                if child:
-                    _pause_if_spent()
+                pause()
                 try:
                     (_, alone, _), _ = _encode_sized(bwc, cmd, iter([document]), 1, (1, own, True))
                 except DocumentTooLarge:
@@ -322,8 +328,7 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
 
         # PyMongo encodes the next document even when its command is full, to measure it.
         while position < stop and room >= 0:
-            if child:
-                _pause_if_spent()
+            pause()
             chunk = ops[position : min(stop, position + self._green_check_sizes[0])]
             try:
                 (_, piece, done), self._green_check_sizes = _encode_sized(
