@@ -691,7 +691,7 @@ SPLIT_BYTES = SLICE_BYTES
 # string whose rest is not ASCII after all holds the loop for one call of this size
 # (UTF-8 of two or three bytes a character: 1-2 MB per millisecond).  A longer one is
 # copied slice by slice into a string made at its final length (see _ascii_in_place):
-# joining the slices would be one copy of the whole string in one call (15 MB: 2.7-4 ms
+# joining the slices would be one copy of the whole string in one call (15 MB: 2.6-3.1 ms
 # here, and 10 ms where its pages are fresh from the kernel).
 WHOLE_ASCII_BYTES = 4 * 1024 * 1024
 # A batch of more than HANDOVER_DOCUMENTS documents is handed from one container to the
