@@ -68,6 +68,43 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"motor test server: {_pool.main().describe()}"]
 
 
+FRAMEWORKS = ("asyncio", "tornado")
+
+
+def _frameworks() -> set[str]:
+    """The frameworks whose test variants run: ``MOTOR_TEST_FRAMEWORKS`` (a comma-separated
+    subset of :data:`FRAMEWORKS`), by default both."""
+    wanted = {
+        name.strip()
+        for name in os.environ.get("MOTOR_TEST_FRAMEWORKS", "").split(",")
+        if name.strip()
+    }
+    unknown = wanted - set(FRAMEWORKS)
+    if unknown:
+        raise pytest.UsageError(
+            f"MOTOR_TEST_FRAMEWORKS: unknown framework(s) {sorted(unknown)}; the choices are"
+            f" {', '.join(FRAMEWORKS)}"
+        )
+    return wanted or set(FRAMEWORKS)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect the variants of the frameworks ``MOTOR_TEST_FRAMEWORKS`` leaves out: those
+    whose parameter id names the framework (``[tornado]``, ``[tornado-maxPoolSize=5]``)."""
+    left_out = set(FRAMEWORKS) - _frameworks()
+    if not left_out:
+        return
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        ids = set(callspec.id.split("-")) if callspec is not None else set()
+        (dropped if ids & left_out else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build FerretDB before the first test if a collected test needs a launched server, and
     freeze the harness's heap for the garbage collector.

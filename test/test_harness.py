@@ -504,3 +504,42 @@ def test_only_a_stall_bound_is_rerun_and_a_second_stall_fails(tmp_path: Path) ->
     assert "2 failed, 1 passed, 2 rerun" in output, output
     runs = {name: int((tmp_path / name).read_text()) for name in ("once", "every", "other")}
     assert runs == {"once": 2, "every": 2, "other": 1}, (runs, output)
+
+
+def _collected(frameworks: str) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ,
+        MOTOR_TEST_URI=os.environ["MOTOR_TEST_SERVER_URI"],
+        MOTOR_TEST_FRAMEWORKS=frameworks,
+    )
+    return run_pytest(
+        ["--collect-only", "-q", "test/test_cancel_storm.py", "test/test_green_misuse.py"],
+        REPO,
+        env,
+    )
+
+
+@pytest.mark.parametrize("kept", ["asyncio", "tornado"], ids=["asyncio_kept", "tornado_kept"])
+def test_motor_test_frameworks_deselects_the_other_framework_s_variants(kept: str) -> None:
+    both = _collected("asyncio, tornado")
+    assert both.returncode == 0, both.stdout + both.stderr
+    every = {line for line in both.stdout.splitlines() if "::" in line}
+    other = {"asyncio": "tornado", "tornado": "asyncio"}[kept]
+    storm = "test/test_cancel_storm.py::test_cancellation_storm"
+    assert {f"{storm}[{fw}-maxPoolSize=5]" for fw in (kept, other)} <= every
+
+    one = _collected(kept)
+    assert one.returncode == 0, one.stdout + one.stderr
+    chosen = {line for line in one.stdout.splitlines() if "::" in line}
+    dropped = every - chosen
+    assert chosen < every
+    assert f"{storm}[{kept}-maxPoolSize=5]" in chosen
+    assert f"{storm}[{other}-maxPoolSize=5]" in dropped
+    assert all(other in line.rpartition("[")[2].split("]")[0].split("-") for line in dropped)
+    assert f"({len(dropped)} deselected)" in one.stdout, one.stdout
+
+
+def test_motor_test_frameworks_refuses_an_unknown_name() -> None:
+    run = _collected("asyncio,trio")
+    assert run.returncode == pytest.ExitCode.USAGE_ERROR, run.stdout + run.stderr
+    assert "unknown framework(s) ['trio']" in run.stdout + run.stderr
