@@ -201,6 +201,7 @@ def _large_documents() -> dict[str, list[Any]]:
     # documents and arrays within, and documents PyMongo's decoder makes DBRefs of.
     return {
         "array of ints": [{"_id": 1, "a": list(range(200_000))}],
+        "array of mixed types": [{"_id": 1, "a": [1.5, Int64(1), *range(200_000), "s", None]}],
         "array of documents": [{"_id": 1, "a": [_document(i) for i in range(1500)]}],
         "many fields": [{f"f{i}": i for i in range(30_000)}],
         "nested": [
@@ -262,6 +263,31 @@ def test_a_large_document_is_decoded_in_pieces(case: str, codecs: str) -> None:
     large = sum(len(bson.encode(d)) for d in documents if len(bson.encode(d)) >= 2**18)
     if case != "one string":
         assert hub.pauses >= large // green_pool.SLICE_BYTES, hub.pauses
+
+
+@pytest.mark.parametrize("first", [1.5, Int64(2), "text", None, True], ids=repr)
+@pytest.mark.usefixtures("split_in_every_reply")
+def test_an_array_of_mixed_types_is_sliced_where_its_elements_start(
+    first: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Where a slice ends is guessed from the type of the slice's first element, not the
+    # array's: an array whose first value differs from the rest is not stepped over
+    # element by element (once per slice, 400 times for this array).
+    steps: list[int] = []
+    original = green_pool._step_over
+
+    def step_over(*args: Any) -> int:
+        steps.append(args[1])
+        return original(*args)
+
+    monkeypatch.setattr(green_pool, "_step_over", step_over)
+    document = {"_id": 1, "a": [first, *range(400_000), 2.5, *range(100_000)]}
+    payload = _reply([document])
+    hub = _CountingHub()
+    decoded = green_pool._decode_in_slices(memoryview(bytearray(payload)), CodecOptions(), hub)
+    assert decoded == bson.decode(payload)
+    assert len(steps) <= 2, len(steps)
+    assert hub.pauses >= len(payload) // green_pool.SLICE_BYTES
 
 
 def test_documents_of_a_reply_of_at_most_1_mib_are_decoded_whole(
