@@ -132,8 +132,10 @@ INSERT_MANY_DOCS = 100_000
 #: ... and this many documents of this many bytes, written with one insert_many().
 LARGE_DOCS = 10
 LARGE_DOC_BYTES = 4 * MB
-#: ... and one document holding an array of this many integers, read with find_one().
+#: ... and one document holding an array of this many integers, read with find_one() ...
 ARRAY_VALUES = 250_000
+#: ... and one written with insert_one().
+INSERT_ARRAY_VALUES = 1_000_000
 #: The clients the big-data workloads measure (by worker kind): their subject is the
 #: event loop, so asyncio clients only (this Motor and a --baseline on asyncio).
 BIG_KINDS = ("motor_asyncio", "pymongo_async", "mongojet")
@@ -242,6 +244,15 @@ def big_workloads(
             **common,
         ),
         Workload(
+            "big_insert_array",
+            f"insert_one {_count(INSERT_ARRAY_VALUES)}-int array",
+            "big",
+            "bigins",
+            op="insert_array",
+            docs=INSERT_ARRAY_VALUES,
+            **common,
+        ),
+        Workload(
             "big_find_one",
             f"find_one {size} doc",
             "big",
@@ -327,6 +338,7 @@ WORKLOAD_BY_KEY = {w.key: w for w in WORKLOADS}
 #: The big-data workloads whose stall must stay under BIG_STALL_BOUND_MS, and those whose
 #: stall must not exceed the best peer's (one document: encoded or decoded in one piece).
 BIG_BOUNDED = (
+    "big_insert_array",
     "big_find_array",
     "many_to_list",
     "many_to_list_1b",
@@ -461,6 +473,7 @@ class Target:
         if workload.kind != "big" or workload.op not in (
             "insert_big",
             "insert_big_nested",
+            "insert_array",
             "insert_many",
             "insert_many_large",
         ):

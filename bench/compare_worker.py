@@ -412,6 +412,9 @@ class Runner:
         if what in ("insert_big", "insert_big_nested"):
             doc = big_doc(workload["doc_bytes"], _id=1, nested=what == "insert_big_nested")
             return lambda: coll.insert_one(doc), _expect_ids(1)
+        if what == "insert_array":
+            array = {"_id": 1, "a": list(range(workload["docs"]))}
+            return lambda: coll.insert_one(array), _expect_ids(1)
         if what in ("find_big", "find_text"):
             size = workload["doc_bytes"]
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import datetime
+import itertools
 import socket
 import struct
 import threading
 import types
+import uuid
 import zlib
 from collections.abc import Iterator
 from typing import Any
@@ -22,13 +25,15 @@ import pymongo
 import pymongo.message
 import pytest
 from bson import SON, Binary, ObjectId
-from bson.codec_options import DEFAULT_CODEC_OPTIONS
+from bson.binary import UuidRepresentation
+from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions, TypeRegistry
 from bson.raw_bson import RawBSONDocument
 from pymongo.compression_support import ZlibContext
 from pymongo.errors import DocumentTooLarge
 
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
+from motor.green import socket as socket_module
 from motor.green import splice
 from test.framework import Framework, loop_turns
 
@@ -36,6 +41,21 @@ LARGE = splice.LARGE_VALUE_BYTES
 ASCII = "a" * LARGE + "tail"
 UNICODE = "é€😀" * (LARGE // 3 + 1)
 BLOB = bytes(range(256)) * (LARGE // 256 + 3)
+# Large arrays: of values, and of documents.
+NUMBERS = [*range(splice.LARGE_ARRAY_ITEMS - 2), 2**40, 1.5]
+MIXED = [
+    *(i if i % 3 else f"v{i}" for i in range(splice.LARGE_ARRAY_ITEMS)),
+    None,
+    True,
+    {"a": 1},
+    [1, "x"],
+    ObjectId(),
+    datetime.datetime(2020, 1, 2, 3, 4, 5, 6000),
+    Binary(b"b", 4),
+]
+ROWS = [
+    {"n": i, "name": f"row {i}", "tags": ["a", "b"]} for i in range(splice.LARGE_ARRAY_DOCUMENTS)
+]
 
 
 @pytest.fixture
@@ -117,6 +137,18 @@ INSERTS: dict[str, list[Any]] = {
         {"_id": 1, "a": {"x": 1}, "b": [], "c": {}},
         {"_id": 2, "a": {"x": ASCII}, "b": [{"y": ASCII}, {"z": BLOB}], "c": ASCII},
     ],
+    "array": [{"_id": 1, "numbers": NUMBERS}],
+    "array-mixed": [{"mixed": MIXED, "_id": 1}],
+    "array-of-documents": [{"_id": 1, "rows": ROWS, "n": 2}],
+    "array-of-arrays": [
+        {"_id": 1, "grid": [[i, i + 1] for i in range(splice.LARGE_ARRAY_DOCUMENTS)]}
+    ],
+    "arrays-embedded": [
+        {"_id": 1, "a": {"b": [1, {"c": NUMBERS}], "rows": ROWS}, "pad": ASCII, "z": 1},
+        {"_id": 2},
+        {"_id": 3, "numbers": NUMBERS, "blob": BLOB},
+    ],
+    "array-with-a-large-string": [{"_id": 1, "l": [ASCII, *NUMBERS]}],
 }
 
 
@@ -146,6 +178,12 @@ UPDATES = {
         {"q": {"_id": 2}, "u": {"_id": 2, "list": [UNICODE]}},
     ],
     "pipeline": [{"q": {}, "u": [{"$set": {"pad": ASCII}}, {"$unset": "x"}]}],
+    "arrays": [
+        {"q": {"_id": 1}, "u": {"$set": {"numbers": NUMBERS}}},
+        {"q": {"_id": 2}, "u": {"$push": {"rows": {"$each": ROWS}}}},
+        {"q": {"_id": 3}, "u": {"_id": 3, "rows": ROWS}, "upsert": True},
+        {"q": {}, "u": [{"$set": {"numbers": NUMBERS}}]},
+    ],
 }
 
 
@@ -169,6 +207,12 @@ PYMONGO_S = {
         "documents",
         [{"_id": 1, "l": list(range(splice.VISIT_LIMIT)), "pad": {"s": ASCII}}],
     ),
+    "array of values, one short": ("documents", [{"_id": 1, "l": NUMBERS[:-3]}]),
+    "array of documents, one short": ("documents", [{"_id": 1, "l": ROWS[:-1]}]),
+    "array first of values": ("documents", [{"_id": 1, "l": [0, *ROWS[:-1]]}]),
+    "tuple of many": ("documents", [{"_id": 1, "t": tuple(NUMBERS)}]),
+    "array in a tuple": ("documents", [{"_id": 1, "t": (NUMBERS,)}]),
+    "array of deletes": ("deletes", [{"q": {"_id": {"$in": NUMBERS}}, "limit": 0}]),
     "raw document": ("documents", [RawBSONDocument(bson.encode({"_id": 1, "pad": ASCII}))]),
     "str subclass": ("documents", [{"_id": 1, "pad": type("S", (str,), {})(ASCII)}]),
     "deletes": ("deletes", [{"q": {"pad": ASCII}, "limit": 1}]),
@@ -195,6 +239,10 @@ def test_what_pymongo_s_encoder_refuses_it_refuses_with_its_own_error(in_child: 
         [{"_id": 1, "pad": ASCII, "bad": object()}],  # the skeleton's encoding fails
         [{"_id": 1, "pad": "\ud800" * LARGE}],  # a large value's encoding fails
         [{"_id": 1, "pad": ASCII, "bad\0key": 1}],
+        [{"_id": 1, "numbers": [*NUMBERS, object()]}],  # a large array's encoding fails
+        [{"_id": 1, "rows": [*ROWS, {"bad\0key": 1}]}],
+        [{"_id": 1, "rows": [*ROWS, {1: "a key that is not a string"}]}],
+        [{"_id": 1, "uuids": [uuid.uuid4()] * splice.LARGE_ARRAY_ITEMS}],  # no representation
     ):
         with pytest.raises(Exception) as pymongo_s:
             _pymongo("documents", docs)
@@ -202,6 +250,63 @@ def test_what_pymongo_s_encoder_refuses_it_refuses_with_its_own_error(in_child: 
             _green("documents", docs)
         assert type(green.value) is type(pymongo_s.value)
         assert str(green.value) == str(pymongo_s.value)
+
+
+def test_a_large_array_is_encoded_a_slice_at_a_time(
+    in_child: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Each slice is one call of PyMongo's encoder, on a document keyed by the elements'
+    # indexes; the first ARRAY_FIRST_SLICE elements, each next at most 8 times the one
+    # before (sized by time), the last what is left.
+    slices: list[tuple[str, int]] = []
+    original = bson.encode
+
+    def encode(document: Any, *args: Any, **kwargs: Any) -> bytes:
+        keys = list(document)
+        slices.append((keys[0], len(keys)))
+        assert keys == [str(int(keys[0]) + i) for i in range(len(keys))]
+        return original(document, *args, **kwargs)
+
+    monkeypatch.setattr(bson, "encode", encode)
+    numbers = NUMBERS
+    docs = [{"_id": 1, "numbers": numbers}]
+    got = _green("documents", docs)
+    assert type(got[1]) is splice.SplicedMessage
+    monkeypatch.setattr(bson, "encode", original)
+    _same_message(got, _pymongo("documents", docs))
+    assert len(slices) > 1 and slices[0] == ("0", splice.ARRAY_FIRST_SLICE)
+    assert [int(first) for first, _ in slices] == [
+        sum(count for _, count in slices[:i]) for i in range(len(slices))
+    ]
+    assert sum(count for _, count in slices) == len(numbers)
+    for (_, before), (_, count) in itertools.pairwise(slices[:-1]):
+        assert splice.ARRAY_MIN_SLICE <= count <= 8 * before
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        CodecOptions(uuid_representation=UuidRepresentation.STANDARD),
+        CodecOptions(uuid_representation=UuidRepresentation.PYTHON_LEGACY, tz_aware=True),
+        CodecOptions(
+            uuid_representation=UuidRepresentation.STANDARD,
+            type_registry=TypeRegistry(fallback_encoder=lambda value: str(value)),
+        ),
+    ],
+    ids=["uuid-standard", "uuid-legacy", "fallback-encoder"],
+)
+def test_a_large_array_is_encoded_with_the_collection_s_codec_options(
+    in_child: None, options: Any
+) -> None:
+    values: list[Any] = [uuid.UUID(int=i) for i in range(splice.LARGE_ARRAY_ITEMS)]
+    values += [datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC), complex(1, 2)]
+    if options.type_registry.fallback_encoder is None:
+        values.pop()
+    docs = [{"_id": 1, "values": values}]
+    command = {"insert": "c", "ordered": True, "$db": "db"}
+    got = splice.green_op_msg(0, command, "documents", docs, options)
+    assert type(got[1]) is splice.SplicedMessage
+    _same_message(got, splice._original(0, command, "documents", docs, options))
 
 
 def test_the_caller_s_documents_are_left_alone(in_child: None) -> None:
@@ -408,6 +513,49 @@ async def test_embedded_large_values_round_trip(
     assert len(spliced) == 2
 
 
+async def test_large_arrays_are_sent_in_slices_with_the_loop_running(
+    fw: Framework,
+    server: Any,
+    pauses: list[int],
+    spliced: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    coll = fw.client(server.uri).motor_test[f"splice_arrays_{fw.name}"]
+    await coll.drop()
+    with fw.probe.uncounted():  # the test's data
+        numbers = NUMBERS * 2  # 524,288 values: 25-30 ms for PyMongo's encoder here
+        document = {"_id": 1, "numbers": numbers, "meta": {"rows": ROWS * 2}}
+        many = [{"_id": 2, "numbers": NUMBERS}, {"_id": 3, "rows": ROWS, "n": 1}]
+    await coll.insert_one(document)
+    await coll.insert_many(many)
+    await coll.update_one({"_id": 3}, {"$push": {"rows": {"$each": ROWS}}})
+    found = await coll.find({}, sort=[("_id", 1)]).to_list()
+    with fw.probe.uncounted():  # the test's comparison
+        assert found == [document, many[0], {**many[1], "rows": ROWS * 2}]
+    fw.probe.assert_below(0.010)  # written and read back with the loop running
+    assert len(spliced) == 2  # insert_one, update_one; insert_many splices its own way
+    # Slices of a fixed size, and no work budget: a pause before each slice but an
+    # array's first ...
+    size = 8192
+    monkeypatch.setattr(splice, "ARRAY_FIRST_SLICE", size)
+    monkeypatch.setattr(splice, "ARRAY_MIN_SLICE", size)
+    monkeypatch.setattr(splice, "ARRAY_SLICE_SECONDS", 0.0)
+    monkeypatch.setattr(hub_module, "WORK_BUDGET", 0.0)
+    with fw.probe.uncounted():
+        replacement = {"_id": 1, "numbers": numbers[::-1], "rows": ROWS}
+        encoded = len(bson.encode(replacement))
+    async with loop_turns() as turns:
+        pauses[0] = 0
+        await coll.replace_one({"_id": 1}, replacement)
+    # ... and one before each LARGE_SEND_BYTES of the slices sent (many small pieces).
+    slices = -(-len(numbers) // size) + -(-len(ROWS) // size)
+    least = slices - 2 + encoded // socket_module.LARGE_SEND_BYTES - 1
+    assert pauses[0] >= least and turns[0] >= least, (pauses[0], turns[0], least)
+    found = await coll.find_one({"_id": 1})
+    with fw.probe.uncounted():
+        assert found == replacement
+
+
 async def test_a_document_too_large_is_pymongo_s_error(
     fw: Framework, server: Any, spliced: list[int]
 ) -> None:
@@ -459,6 +607,7 @@ class _Context:
         self.op_type = op_type
         self.conn = conn
 
+    codec = DEFAULT_CODEC_OPTIONS
     max_bson_size = property(lambda self: self.conn.max_bson_size)
     max_message_size = property(lambda self: self.conn.max_message_size)
     max_write_batch_size = property(lambda self: self.conn.max_write_batch_size)
@@ -495,6 +644,7 @@ def test_a_bulk_command_is_pymongo_s_message_with_values_spliced() -> None:
         {"_id": 2, "small": 1},
         {"_id": 3, "u": UNICODE, "bin": Binary(BLOB, 5)},
         {"_id": 4, "meta": {"a": ASCII, "l": [1, {"b": BLOB}]}},
+        {"_id": 5, "numbers": NUMBERS, "rows": ROWS},
     ]
     cmd = {"insert": "c", "ordered": True}
     context = _Context(pymongo.message._INSERT, _Connection(48 * MB))
@@ -514,6 +664,7 @@ def test_a_bulk_command_is_pymongo_s_message_with_values_spliced() -> None:
         {"q": {"_id": 1}, "u": {"pad": ASCII}, "upsert": True},
         {"q": {"_id": 2}, "u": {"$set": {"b": BLOB}}, "multi": False},
         {"q": {"_id": 3}, "u": {"$push": {"l": {"b": BLOB, "s": ASCII}}}},
+        {"q": {"_id": 4}, "u": {"$push": {"rows": {"$each": ROWS}}}},
     ]
     cmd = {"update": "c", "ordered": False}
     context = _Context(pymongo.message._UPDATE, _Connection(48 * MB))

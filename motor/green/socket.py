@@ -314,11 +314,17 @@ class GreenSocket:
     def send_pieces(self, pieces: Any) -> None:
         """Send a message given as several bytes-like pieces, in their order (see
         :mod:`motor.green.splice`); the loop runs between two large pieces once the
-        iteration's work budget is spent."""
+        iteration's work budget is spent: before a piece that takes the bytes sent since
+        the last such check to LARGE_SEND_BYTES (one large piece, or many small ones: a
+        large array's slices)."""
+        since = 0
         for piece in pieces:
-            if len(piece) >= LARGE_SEND_BYTES:
+            size = len(piece)
+            if since + size >= LARGE_SEND_BYTES:
                 _pause_if_spent()
+                since = 0
             self._send_from(piece, 0)
+            since += size
         self._awaiting_reply = self._plain
 
     def _send_from(self, data: Any, sent: int) -> None:
