@@ -417,6 +417,18 @@ def test_the_internals_check_covers_the_encoder(monkeypatch: pytest.MonkeyPatch)
     assert any("layout changed" in p for p in splice.check_pymongo_internals())
     monkeypatch.undo()
 
+    # Arrays whose elements the encoder keys otherwise than a document's.
+    encode = bson.encode
+
+    def other_keys(document: Any, *args: Any) -> bytes:
+        if list(document) == ["0", "1", "2"]:
+            document = dict(zip(["a", "b", "c"], document.values()))
+        return encode(document, *args)
+
+    monkeypatch.setattr(bson, "encode", other_keys)
+    assert any("layout changed" in p for p in splice.check_pymongo_internals())
+    monkeypatch.undo()
+
     batched = pymongo.message._do_batched_op_msg
 
     def other_batch(*args: Any) -> Any:

@@ -731,12 +731,19 @@ def check_pymongo_internals() -> list[str]:
         getattr(pymongo.synchronous.pool, "sendall", None)
     ):
         problems.append("Connection.send_message no longer sends with pool.sendall")
-    document = {"_id": 1, "s": "spliced", "b": b"bytes", "n": {"x": 1}}
+    # An array too: its placeholder's layout, and its elements encoded as a document keyed
+    # by their indexes, are PyMongo's array.
+    document = {"_id": 1, "s": "spliced", "b": b"bytes", "n": {"x": 1, "l": [1, "2", {"3": 3}]}}
     command = {"insert": "c", "ordered": True, "$db": "db"}
     try:
         expected = _original(0, command, "documents", [document], DEFAULT_CODEC_OPTIONS)
         got = _spliced(
-            0, command, "documents", [document], DEFAULT_CODEC_OPTIONS, [(0, "s"), (0, "b")]
+            0,
+            command,
+            "documents",
+            [document],
+            DEFAULT_CODEC_OPTIONS,
+            [(0, "s"), (0, "b"), (0, "n", "l")],
         )
         joined, message = bytes(got[1]), expected[1]
         # The same but for the request id (bytes 4-7 of the header).
