@@ -97,6 +97,7 @@ EXIT_WITHOUT_FINALIZING = False
 
 _perf_counter = time.perf_counter
 _thread_time = time.thread_time
+_process_time = time.process_time
 _getrusage = resource.getrusage
 _RUSAGE_SELF = resource.RUSAGE_SELF
 
@@ -210,6 +211,55 @@ def _thread_switches() -> tuple[int, int]:
     return (usage.ru_nvcsw, usage.ru_nivcsw)
 
 
+#: CPU time of the process's other threads within one ticker gap below which that gap's
+#: late selector time is excused (Ticker): they did not run, so none held the GIL.
+OTHERS_IDLE = 0.0002
+
+
+class SelectorClock:
+    """Times the event loop's selector: how long its ``select()`` calls slept past the
+    timeout they were given, in total.
+
+    A ``select(timeout)`` that returns late is the loop asleep, ready to run, that the
+    machine woke late (a virtual CPU the host did not run, a busy CPU): time no client
+    spent.  Only the Python call is timed, so a wait for the GIL after the system call
+    returns counts too; :class:`Ticker` therefore excuses late time only in gaps in which
+    the process's other threads did not run.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.late = 0.0
+        self._own: Any = None
+        self._selector: Any = getattr(loop, "_selector", None)
+        if self._selector is None:  # not a selector loop: nothing is excused
+            return
+        original = self._selector.select
+        # An instance's own ``select`` (someone else's wrapper) to put back on close.
+        self._own = vars(self._selector).get("select")
+
+        def select(timeout: float | None = None) -> Any:
+            start = _perf_counter()
+            try:
+                return original(timeout)
+            finally:
+                if timeout is not None:
+                    over = _perf_counter() - start - max(timeout, 0.0)
+                    if over > 0.0:
+                        self.late += over
+
+        self._selector.select = select
+
+    def close(self) -> None:
+        """Give the selector its own ``select`` back."""
+        if self._selector is not None:
+            if self._own is not None:
+                self._selector.select = self._own
+            else:
+                with contextlib.suppress(AttributeError):
+                    del self._selector.select
+            self._selector = None
+
+
 class Ticker:
     """A task that sleeps 1 ms in a loop and records the longest gap between wake-ups.
 
@@ -231,6 +281,14 @@ class Ticker:
         # CPU, one voluntary switch and none involuntary is the selector's sleep ending
         # late: a wake-up the machine delayed, not work that held the loop.
         self.longest_switches = (0, 0)
+        # The time the selector slept past its timeout within the longest gap, and the
+        # longest gap net of that late time (see SelectorClock), the part of a gap that
+        # was the process's own: its loop thread's work, preemptions, and waits for the
+        # GIL.  Late time is excused only in a gap in which the process's other threads
+        # used (next to) no CPU: a thread holding the GIL can also sleep in the kernel
+        # while it does, so their CPU time does not bound the wait.
+        self.longest_late = 0.0
+        self.longest_net = 0.0
         # Gaps longer than 10 ms beyond the sleep.
         self.over_10ms = 0
         # The first gap (it holds whatever the measured body does before its first wait:
@@ -239,19 +297,29 @@ class Ticker:
         self.longest_later = 0.0
         self.ticks = 0
         self._task: asyncio.Future[None] | None = None
+        self._clock: SelectorClock | None = None
 
-    async def _run(self) -> None:
+    async def _run(self, clock: SelectorClock) -> None:
         last = _perf_counter()
         last_cpu = _thread_time()
+        last_process = _process_time()
+        last_late = clock.late
         last_switches = _thread_switches()
         while True:
             await asyncio.sleep(TICK)
             now = _perf_counter()
             cpu = _thread_time()
+            process = _process_time()
+            late = clock.late
             switches = _thread_switches()
+            others = (process - last_process) - (cpu - last_cpu)
+            excused = late - last_late if others < OTHERS_IDLE else 0.0
+            if now - last - excused > self.longest_net:
+                self.longest_net = now - last - excused
             if now - last > self.longest:
                 self.longest = now - last
                 self.longest_cpu = cpu - last_cpu
+                self.longest_late = late - last_late
                 self.longest_switches = (
                     switches[0] - last_switches[0],
                     switches[1] - last_switches[1],
@@ -267,11 +335,14 @@ class Ticker:
             self.ticks += 1
             last = now
             last_cpu = cpu
+            last_process = process
+            last_late = late
             last_switches = switches
 
     async def start(self) -> None:
         """Start ticking on the running loop."""
-        self._task = asyncio.ensure_future(self._run())
+        self._clock = SelectorClock(asyncio.get_running_loop())
+        self._task = asyncio.ensure_future(self._run(self._clock))
         await asyncio.sleep(0)  # let the ticker take its first timestamp
 
     async def settle(self, ticks: int = 2) -> None:
@@ -292,6 +363,9 @@ class Ticker:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._clock is not None:
+            self._clock.close()
+            self._clock = None
 
 
 # --------------------------------------------------------------------------- runners
@@ -862,6 +936,8 @@ def _result(
         "longest_tick_gap_ms": None if ticker is None else ticker.longest * 1e3,
         "longest_tick_gap_cpu_ms": None if ticker is None else ticker.longest_cpu * 1e3,
         "longest_tick_gap_switches": None if ticker is None else list(ticker.longest_switches),
+        "longest_tick_gap_late_ms": None if ticker is None else ticker.longest_late * 1e3,
+        "longest_net_tick_gap_ms": None if ticker is None else ticker.longest_net * 1e3,
         "busiest_tick_cpu_ms": None if ticker is None else ticker.busiest_cpu * 1e3,
         "tick_gaps_over_10ms": None if ticker is None else ticker.over_10ms,
         "first_tick_gap_ms": None if ticker is None else ticker.first * 1e3,
