@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import datetime
+import enum
 import itertools
 import socket
 import struct
@@ -24,7 +25,7 @@ import bson
 import pymongo
 import pymongo.message
 import pytest
-from bson import SON, Binary, ObjectId
+from bson import SON, Binary, Int64, ObjectId
 from bson.binary import UuidRepresentation
 from bson.codec_options import DEFAULT_CODEC_OPTIONS, CodecOptions, TypeRegistry
 from bson.raw_bson import RawBSONDocument
@@ -43,6 +44,21 @@ UNICODE = "é€😀" * (LARGE // 3 + 1)
 BLOB = bytes(range(256)) * (LARGE // 256 + 3)
 # Large arrays: of values, and of documents.
 NUMBERS = [*range(splice.LARGE_ARRAY_ITEMS - 2), 2**40, 1.5]
+# Numbers of one type, which _number_elements writes: doubles (with NaN, infinities, -0.0
+# and the smallest subnormal) and 32-bit integers of both signs, past powers of ten.
+FLOATS = [
+    *(i * 0.37 - 99_000 for i in range(splice.LARGE_ARRAY_ITEMS)),
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    -0.0,
+    5e-324,
+]
+INT32S = [
+    *((i * 7919) % 2**32 - 2**31 for i in range(splice.LARGE_ARRAY_ITEMS)),
+    2**31 - 1,
+    -(2**31),
+]
 MIXED = [
     *(i if i % 3 else f"v{i}" for i in range(splice.LARGE_ARRAY_ITEMS)),
     None,
@@ -149,6 +165,9 @@ INSERTS: dict[str, list[Any]] = {
         {"_id": 3, "numbers": NUMBERS, "blob": BLOB},
     ],
     "array-with-a-large-string": [{"_id": 1, "l": [ASCII, *NUMBERS]}],
+    "array-of-floats": [{"_id": 1, "f": FLOATS}],
+    "array-of-32-bit-ints": [{"_id": 1, "i": INT32S}],
+    "array-of-ints-past-32-bits": [{"_id": 1, "i": [*INT32S, 2**31, -(2**31) - 1, 2**62]}],
 }
 
 
@@ -256,24 +275,38 @@ def test_a_large_array_is_encoded_a_slice_at_a_time(
     in_child: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Each slice is one call of PyMongo's encoder, on a document keyed by the elements'
-    # indexes; the first ARRAY_FIRST_SLICE elements, each next at most 8 times the one
-    # before (sized by time), the last what is left.
+    # indexes, or for numbers of one type one call of _number_elements; the first
+    # ARRAY_FIRST_SLICE elements, each next at most 8 times the one before (sized by
+    # time), the last what is left.  The numbers' type changes every 40,000 so that
+    # both ways are taken.
     slices: list[tuple[str, int]] = []
+    ways: set[str] = set()
     original = bson.encode
+    original_numbers = splice._number_elements
 
     def encode(document: Any, *args: Any, **kwargs: Any) -> bytes:
         keys = list(document)
         slices.append((keys[0], len(keys)))
+        ways.add("encoder")
         assert keys == [str(int(keys[0]) + i) for i in range(len(keys))]
         return original(document, *args, **kwargs)
 
+    def number_elements(value: list[Any], start: int, stop: int) -> Any:
+        elements = original_numbers(value, start, stop)
+        if elements is not None:
+            slices.append((str(start), stop - start))
+            ways.add("numbers")
+        return elements
+
     monkeypatch.setattr(bson, "encode", encode)
-    numbers = NUMBERS
+    monkeypatch.setattr(splice, "_number_elements", number_elements)
+    numbers = [float(n) if n // 40_000 % 2 else n for n in NUMBERS]
     docs = [{"_id": 1, "numbers": numbers}]
     got = _green("documents", docs)
     assert type(got[1]) is splice.SplicedMessage
     monkeypatch.setattr(bson, "encode", original)
     _same_message(got, _pymongo("documents", docs))
+    assert ways == {"encoder", "numbers"}
     assert len(slices) > 1 and slices[0] == ("0", splice.ARRAY_FIRST_SLICE)
     assert [int(first) for first, _ in slices] == [
         sum(count for _, count in slices[:i]) for i in range(len(slices))
@@ -864,3 +897,65 @@ async def test_bulk_errors_with_large_values_are_pymongo_s(fw: Framework, server
         e["index"] for e in expected["writeErrors"]
     ]
     assert await coll.find().to_list(None) == [documents[0]]
+
+
+@pytest.mark.parametrize(
+    ("first", "count"),
+    [
+        (0, 1),
+        (0, 10),
+        (5, 17),
+        (9, 2),
+        (95, 1234),
+        (99_990, 20),
+        (999_995, 10),
+        (1_234_567, 20_000),
+    ],
+)
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_numbers_of_one_type_are_written_as_pymongo_s_encoder_writes_them(
+    first: int, count: int, kind: str
+) -> None:
+    # The elements keyed first .. first + count - 1, whatever the keys' digits.
+    value: list[Any]
+    if kind == "int":
+        value = [(n * 7919) % 2**32 - 2**31 for n in range(first + count)]
+    else:
+        value = [n / 7 - 1e5 for n in range(first + count)]
+    keyed = dict(zip(map(str, range(first, first + count)), value[first:]))
+    elements = splice._number_elements(value, first, first + count)
+    assert elements is not None
+    assert bytes(elements) == bson.encode(keyed)[4:-1]
+
+
+class Letter(enum.IntEnum):
+    A = 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        [1, 2, True],
+        [1, Int64(2)],
+        [1, 2**31],
+        [1, -(2**31) - 1],
+        [1, 2.0],
+        [1.0, 2],
+        [Letter.A, 1],
+        ["1", 2],
+        [None],
+    ],
+    ids=[
+        "bool",
+        "Int64",
+        "past-32-bits",
+        "below-32-bits",
+        "int-and-float",
+        "float-and-int",
+        "IntEnum",
+        "str",
+        "None",
+    ],
+)
+def test_other_values_are_left_to_pymongo_s_encoder(value: list[Any]) -> None:
+    assert splice._number_elements(value, 0, len(value)) is None

@@ -38,8 +38,10 @@ way; its elements are encoded by PyMongo's encoder a slice at a time, as the val
 document keyed by their indexes (the same bytes as the array's elements), each slice
 sized to about :data:`ARRAY_SLICE_SECONDS`, with the loop running between two once the
 iteration's budget is spent.  Its values are not looked in.  Making the keys and the
-document costs more than encoding the values: an array of numbers costs 5-6 times the
-CPU of PyMongo's one call, of small documents about 1.4 times.
+document costs more than encoding the values: an array of mixed values costs 5-6 times
+the CPU of PyMongo's one call, of small documents about 1.4 times.  A slice of numbers
+of one type (``int`` of 32 bits, or ``float``) is written without the document
+(:func:`_number_elements`), at about the cost of PyMongo's one call.
 
 On a compressed connection (``compressors=``), PyMongo's ``_op_msg_compressed`` is
 :func:`green_op_msg_compressed`: in a child, a command with large values is spliced the
@@ -452,15 +454,20 @@ def _encode_array(value: list[Any], opts: Any) -> tuple[list[Any], int]:
             _pause_if_spent()
         stop = min(count, start + step)
         began = _perf_counter()
-        try:
-            encoded = encode(
-                dict(zip(map(str, range(start, stop)), value[start:stop])), False, opts
-            )
-        except Exception:
-            raise _NotSpliced from None
+        elements = _number_elements(value, start, stop)
+        if elements is not None:
+            pieces.append(elements)
+            size += len(elements)
+        else:
+            try:
+                encoded = encode(
+                    dict(zip(map(str, range(start, stop)), value[start:stop])), False, opts
+                )
+            except Exception:
+                raise _NotSpliced from None
+            pieces.append(memoryview(encoded)[4:-1])
+            size += len(encoded) - 5
         spent = _perf_counter() - began
-        pieces.append(memoryview(encoded)[4:-1])
-        size += len(encoded) - 5
         start = stop
         # The next slice: sized to ARRAY_SLICE_SECONDS from this one, at most 8 times it.
         step = max(
@@ -471,6 +478,77 @@ def _encode_array(value: list[Any], opts: Any) -> tuple[list[Any], int]:
     pieces[0] = _INT32.pack(size)
     pieces.append(b"\x00")
     return pieces, size
+
+
+# The BSON type and ``struct`` format of the numbers _number_elements writes: a slice of
+# only ``int`` (not bool, Int64 or other subclasses) that all fit in 32 bits is what
+# PyMongo's encoder writes as int32 elements, a slice of only ``float`` as doubles (no
+# codec option changes either: TypeRegistry refuses encoders for built-in types).
+_NUMBER_FORMATS = {int: (b"\x10", "i", 4), float: (b"\x01", "d", 8)}
+# The digits of every number, each as often as 10 ** place numbers in a row share it: the
+# column of digits at ``place`` of consecutive numbers repeats it (see _digit_column).
+_DIGIT_PERIODS = [b"".join(bytes([48 + d]) * 10**place for d in range(10)) for place in range(4)]
+
+
+def _digit_column(first: int, count: int, place: int) -> bytes:
+    """The digit at ``10 ** place`` of each of the numbers ``first`` to
+    ``first + count - 1``, as ASCII, in one ``bytes``."""
+    if place < len(_DIGIT_PERIODS):
+        period = _DIGIT_PERIODS[place]
+        offset = first % len(period)
+        return (period * ((offset + count) // len(period) + 1))[offset : offset + count]
+    unit = 10**place
+    runs = []
+    number = first
+    last = first + count
+    while number < last:
+        run_end = min(last, (number // unit + 1) * unit)
+        runs.append(bytes([48 + number // unit % 10]) * (run_end - number))
+        number = run_end
+    return b"".join(runs)
+
+
+def _number_elements(value: list[Any], start: int, stop: int) -> bytearray | None:
+    """The BSON array elements, keyed ``start`` to ``stop - 1``, of ``value[start:stop]``
+    if those are all ``int`` of 32 bits or all ``float``, or None.
+
+    The bytes PyMongo's encoder writes (type, key, NUL, value), built with a few calls
+    that each run over the whole slice in C: elements whose keys have the same number of
+    digits all have the same size, so each of their bytes is one column written with a
+    slice assignment of step the element's size; the keys' digit columns repeat, and
+    ``struct`` writes the values.  About 10 times as fast as encoding a document keyed
+    by the indexes."""
+    chunk = value[start:stop]
+    kinds = set(map(type, chunk))
+    if len(kinds) != 1:
+        return None
+    number_format = _NUMBER_FORMATS.get(kinds.pop())
+    if number_format is None:
+        return None
+    kind, code, width = number_format
+    try:
+        packed = struct.pack(f"<{len(chunk)}{code}", *chunk)
+    except struct.error:  # an int beyond 32 bits: int64, or too large, as PyMongo decides
+        return None
+    out = bytearray()
+    first = start
+    while first < stop:
+        digits = len(str(first))
+        # The keys of this many digits in the slice.
+        last = min(stop, 10**digits)
+        count = last - first
+        size = 2 + digits + width
+        part = bytearray(size * count)
+        part[0::size] = kind * count
+        for column in range(digits):
+            part[1 + column :: size] = _digit_column(first, count, digits - 1 - column)
+        # (The keys' NULs are the zeros the bytearray starts with.)
+        values = packed[(first - start) * width : (last - start) * width]
+        for byte in range(width):
+            part[2 + digits + byte :: size] = values[byte::width]
+        out += part
+        first = last
+    return out
 
 
 def _value_pieces(value: Any, opts: Any) -> tuple[list[Any], int]:
