@@ -516,8 +516,8 @@ def _number_elements(value: list[Any], start: int, stop: int) -> bytearray | Non
     that each run over the whole slice in C: elements whose keys have the same number of
     digits all have the same size, so each of their bytes is one column written with a
     slice assignment of step the element's size; the keys' digit columns repeat, and
-    ``struct`` writes the values.  About 10 times as fast as encoding a document keyed
-    by the indexes."""
+    ``struct`` writes the values.  About 6 times as fast as encoding a document keyed
+    by the indexes (60 against 360 ns a number)."""
     chunk = value[start:stop]
     kinds = set(map(type, chunk))
     if len(kinds) != 1:
