@@ -19,6 +19,7 @@ import pytest
 
 WORKER = Path(__file__).resolve().parent.parent / "bench" / "compare_worker.py"
 HOLD = 0.030  # seconds each test holds the loop
+OVERSLEEP = 0.2  # seconds the selector oversleeps in the test of what is excused
 
 
 @pytest.fixture(scope="module")
@@ -105,17 +106,25 @@ def test_an_idle_loop_has_no_net_stall_beyond_its_gaps(worker: ModuleType) -> No
     assert 0.0 < net <= longest
 
 
-def test_a_late_wake_up_of_the_selector_is_excused(worker: ModuleType) -> None:
+def test_a_late_wake_up_of_the_selector_is_excused(
+    worker: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Late time is excused only in a gap in which the process's other threads did not
+    # run; the test suite's process has threads of its own (servers, executors), so
+    # their CPU is left out here: the process's CPU time reads as the loop thread's.
+    monkeypatch.setattr(worker, "_process_time", time.thread_time)
+
     async def main() -> tuple[float, float, float]:
         selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
         real = selector.select
         late = [True]
 
         def oversleeping(timeout: float | None = None) -> object:
-            # One wait that the "machine" ends HOLD after its timeout.
+            # One wait that the "machine" ends OVERSLEEP after its timeout: longer than
+            # any gap a busy machine adds, so that it is the longest.
             if late and timeout is not None and timeout > 0:
                 late.clear()
-                time.sleep(timeout + HOLD)
+                time.sleep(timeout + OVERSLEEP)
             return real(timeout)
 
         selector.select = oversleeping
@@ -130,6 +139,7 @@ def test_a_late_wake_up_of_the_selector_is_excused(worker: ModuleType) -> None:
         return ticker.longest, ticker.longest_net, ticker.longest_late
 
     longest, net, late_in_longest = asyncio.run(main())
-    assert longest >= HOLD
-    assert late_in_longest >= HOLD
-    assert net < longest - HOLD + 0.001
+    assert longest >= OVERSLEEP
+    assert late_in_longest >= OVERSLEEP
+    # Not excused, the net gap would be the whole gap.
+    assert net < longest - OVERSLEEP / 2
