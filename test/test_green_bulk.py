@@ -1,7 +1,9 @@
 """Bulk writes on green connections (``motor.green.bulk``).
 
-Write commands are sized by what encoding the previous one cost: the tests replace the
-thread-CPU clock with one whose steps they choose, and check the documents per command.
+Write commands are encoded in pieces sized by what encoding the previous one cost, joined
+into PyMongo's commands (or, with :data:`~motor.green.bulk.JOIN_PIECES` off, as on a
+connection that compresses, each sent as a command): the tests replace the thread-CPU
+clock with one whose steps they choose, and check the documents per piece and command.
 ``insert_many`` is PyMongo's without a pair object per document: the tests compare its
 results and errors with PyMongo's, and look at what refers to a document mid-write.
 """
@@ -29,6 +31,7 @@ from pymongo.write_concern import WriteConcern
 from motor import metaprogramming
 from motor.green import bulk as green_bulk
 from motor.green import pool as green_pool
+from motor.green import splice
 from motor.green.bulk import GreenBulk, next_batch_size
 from test.framework import Framework
 from test.scripted import in_thread, replica_set_member, standing_replies
@@ -61,6 +64,20 @@ class _Inserts(monitoring.CommandListener):
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
+
+
+def _pieces(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The documents of each piece encoded from now on (each command, not joined)."""
+    pieces: list[int] = []
+    encode_sized = green_bulk._encode_sized
+
+    def counted(*args: Any) -> Any:
+        encoded, following = encode_sized(*args)
+        pieces.append(len(encoded[2]))
+        return encoded, following
+
+    monkeypatch.setattr(green_bulk, "_encode_sized", counted)
+    return pieces
 
 
 async def _timed_collection(
@@ -99,37 +116,56 @@ def test_next_batch_size_aims_at_the_target() -> None:
     ],
     ids=["on-target", "quicker", "unmeasured", "slower"],
 )
+@pytest.mark.parametrize("joined", [True, False], ids=["joined", "commands"])
 async def test_commands_are_sized_by_encoding_time(
-    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, step: float, expected: list[int]
+    fw: Framework,
+    server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    step: float,
+    expected: list[int],
+    joined: bool,
 ) -> None:
     if step == 2.0:
         clock: Any = _Steps([2.0, 1.0])
     else:
         clock = _Clock(step)
     coll, inserts = await _timed_collection(fw, server, monkeypatch, clock, "bulk_sizes")
+    monkeypatch.setattr(green_bulk, "JOIN_PIECES", joined)
+    pieces = _pieces(monkeypatch)
 
     total = sum(expected)
     assert total > metaprogramming.BULK_IN_THREAD  # a worker thread's write
     result = await coll.insert_many([{"i": i} for i in range(total)])
     assert len(result.inserted_ids) == total
-    assert inserts.sizes == expected
+    if joined:
+        # The pieces are sized as the commands are; the server gets PyMongo's command.
+        assert (pieces, inserts.sizes) == (expected, [total])
+    else:
+        assert inserts.sizes == expected
     assert await coll.count_documents({}) == total
     assert sorted(await coll.distinct("i")) == list(range(total))
 
 
+@pytest.mark.parametrize("joined", [True, False], ids=["joined", "commands"])
 async def test_commands_are_sized_in_bytes_too(
-    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, joined: bool
 ) -> None:
     # Each command takes its target time: the count stays 1,000, but the encoder writes
     # at most FIRST_COMMAND_BYTES for the first command, and as much for the next ones.
     coll, inserts = await _timed_collection(fw, server, monkeypatch, _Clock(1.0), "bulk_bytes")
+    monkeypatch.setattr(green_bulk, "JOIN_PIECES", joined)
+    pieces = _pieces(monkeypatch)
     documents = [{"_id": i, "pad": "b" * 2000} for i in range(1500)]
     size = len(bson.encode(documents[0]))
     await coll.insert_many(documents)
+    if joined:
+        assert inserts.sizes == [1500]
+    else:  # (the pieces: these commands, and those of the documents checked ahead)
+        pieces = inserts.sizes
     per_command = green_bulk.FIRST_COMMAND_BYTES // size
-    assert per_command - 5 <= inserts.sizes[0] <= per_command
-    assert all(count <= per_command + 5 for count in inserts.sizes)
-    assert sum(inserts.sizes) == 1500 and len(inserts.sizes) >= 3
+    assert per_command - 5 <= pieces[0] <= per_command
+    assert all(count <= per_command + 5 for count in pieces)
+    assert sum(pieces) == 1500 and len(pieces) >= 3
     assert await coll.count_documents({}) == 1500
 
 
@@ -148,18 +184,25 @@ class _Steps:
         return self.now
 
 
+@pytest.mark.parametrize("joined", [True, False], ids=["joined", "commands"])
 async def test_bulk_write_commands_are_sized_too(
-    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, joined: bool
 ) -> None:
     clock = _Clock(0.5)
     coll, inserts = await _timed_collection(fw, server, monkeypatch, clock, "bulk_write_sizes")
+    monkeypatch.setattr(green_bulk, "JOIN_PIECES", joined)
+    pieces = _pieces(monkeypatch)
     result = await coll.bulk_write([InsertOne({"i": i}) for i in range(3200)])
     assert result.inserted_count == 3200
-    assert inserts.sizes == [1000, 2000, 200]
+    if joined:
+        assert (pieces, inserts.sizes) == ([1000, 2000, 200], [3200])
+    else:
+        assert inserts.sizes == [1000, 2000, 200]
 
 
+@pytest.mark.parametrize("joined", [True, False], ids=["joined", "commands"])
 async def test_each_run_of_a_bulk_write_starts_at_the_first_command_s_sizes(
-    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, joined: bool
 ) -> None:
     """A command that took long to encode shrinks the next command of its run, not the
     first command of the next run: a bulk write whose runs each fit in a first command
@@ -175,6 +218,8 @@ async def test_each_run_of_a_bulk_write_starts_at_the_first_command_s_sizes(
     # Every command seems to take 10 s to encode: the next one of its run carries one
     # document.
     monkeypatch.setattr(green_bulk, "_thread_time", _Clock(10.0))
+    monkeypatch.setattr(green_bulk, "JOIN_PIECES", joined)
+    pieces = _pieces(monkeypatch)
     client = fw.client(server.uri, event_listeners=[Writes()])
     coll = client.motor_test[f"bulk_runs_{fw.name}"]
     await coll.drop()
@@ -189,8 +234,13 @@ async def test_each_run_of_a_bulk_write_starts_at_the_first_command_s_sizes(
     commands.clear()
     await coll.insert_many([{"i": i} for i in range(4)])
     assert commands == [("insert", 4)]
+    pieces.clear()
     await coll.bulk_write([InsertOne({"i": i}) for i in range(1003)])
-    assert commands[1:] == [("insert", 1000), ("insert", 1), ("insert", 1), ("insert", 1)]
+    if joined:
+        assert pieces == [1000, 1, 1, 1]
+        assert commands[1:] == [("insert", 1003)]
+    else:
+        assert commands[1:] == [("insert", 1000), ("insert", 1), ("insert", 1), ("insert", 1)]
 
 
 def _writes_losing_a_reply(mockup: Any, lost: int) -> tuple[Any, list[tuple[int, int, int]]]:
@@ -215,10 +265,16 @@ def _writes_losing_a_reply(mockup: Any, lost: int) -> tuple[Any, list[tuple[int,
     return server, sent
 
 
+@pytest.mark.parametrize("joined", [True, False], ids=["joined", "commands"])
 @pytest.mark.parametrize("count", [600, 1500], ids=["on-the-loop", "in-a-thread"])
 @pytest.mark.parametrize("method", ["bulk_write", "insert_many"])
 async def test_a_retried_command_carries_the_documents_of_the_failed_one(
-    fw: Framework, mockup: Any, monkeypatch: pytest.MonkeyPatch, method: str, count: int
+    fw: Framework,
+    mockup: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    method: str,
+    count: int,
+    joined: bool,
 ) -> None:
     """A retryable write's retry has the transaction number and the statements of the
     attempt that failed (the server may have applied it): the same documents, however long
@@ -228,6 +284,8 @@ async def test_a_retried_command_carries_the_documents_of_the_failed_one(
     # Every command seems to take 10 s to encode: without the failed command's count,
     # the retry would carry one document.
     monkeypatch.setattr(green_bulk, "_thread_time", _Clock(10.0))
+    monkeypatch.setattr(green_bulk, "JOIN_PIECES", joined)
+    pieces = _pieces(monkeypatch)
     client = fw.client(server.uri, directConnection=True)
     coll = client.db.coll
     if method == "bulk_write":
@@ -235,6 +293,12 @@ async def test_a_retried_command_carries_the_documents_of_the_failed_one(
         await coll.bulk_write(ops)
     else:
         await coll.insert_many([{"_id": i} for i in range(count)])
+    if joined:
+        # One command, of one-document pieces after the first: the retry is the same.
+        assert sent == [(1, 0, count), (1, 0, count)]
+        first = min(count, green_bulk.GREEN_WRITE_BATCH)
+        assert pieces == 2 * ([first] + [1] * (count - first))
+        return
     first = min(count, green_bulk.GREEN_WRITE_BATCH)
     assert sent[0] == (1, 0, first)
     assert sent[1] == sent[0]  # the retry
@@ -258,6 +322,7 @@ async def test_a_retry_encodes_large_values_as_the_failed_command_did(
     server, sent = _writes_losing_a_reply(mockup, 3)
     # Encoding seems to take no time: each command may be 8 times the one before.
     monkeypatch.setattr(green_bulk, "_thread_time", lambda: 0.0)
+    monkeypatch.setattr(green_bulk, "JOIN_PIECES", False)
     client = fw.client(server.uri, directConnection=True)
     values = ["s" * 15_000] * 610 + ["L" * 300_000] * 140
     await client.db.coll.insert_many([{"_id": i, "v": v} for i, v in enumerate(values)])
@@ -541,54 +606,99 @@ class _LimitedConnection:
         self.compression_context = compression
 
 
-@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "compressed"])
-@pytest.mark.parametrize("kind", ["small inserts", "large values", "updates", "deletes"])
+def _context(limit: int, compressed: bool, op_type: int) -> tuple[Any, Any]:
+    """A bulk write context of ``op_type`` on a connection of ``limit`` (maxMessageSize),
+    and that connection."""
+    conn = _LimitedConnection(limit, ZlibContext(-1) if compressed else None)
+    context: Any = pymongo.message._BulkWriteContext
+    return context("db", "insert", conn, None, None, None, op_type, DEFAULT_CODEC_OPTIONS), conn
+
+
+def _pymongo_command(bwc: Any, command: Any, docs: list[Any]) -> Any:
+    """PyMongo's first command of ``docs`` (request id, message, documents)."""
+    bwc.conn.max_write_batch_size = 100_000
+    try:
+        return bwc.batch_command(dict(command), list(docs))
+    finally:
+        bwc.conn.max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
+
+
+def _writer(op_type: int, docs: list[Any]) -> tuple[GreenBulk, Any]:
+    """A bulk writer whose current run is ``docs``, and that run."""
+    writer = GreenBulk.__new__(GreenBulk)
+    run = _Run(op_type)
+    for index, document in enumerate(docs):
+        run.add(index, document)
+    writer.current_run = run  # type: ignore[assignment]
+    return writer, run
+
+
+@pytest.mark.parametrize("mode", ["plain", "compressed", "joined"])
+@pytest.mark.parametrize(
+    "kind", ["small inserts", "large values", "updates", "deletes", "unacknowledged"]
+)
 def test_documents_are_checked_up_to_where_pymongo_s_command_ends(
-    kind: str, compressed: bool
+    kind: str, mode: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # maxMessageSize binds: the documents checked ahead end where PyMongo's first command
     # would (its uncompressed size, its limit less 16 bytes on a compressed connection),
-    # whether their large values are spliced or not.
+    # whether their large values are spliced or not.  Joined, the first command is
+    # PyMongo's message but for the request id, made of pieces of 1,000 documents (or
+    # 1 MiB), the last ones of one document each.
+    monkeypatch.setattr(green_bulk, "ENCODE_SECONDS_IN_THREAD", 1.0)
+    monkeypatch.setattr(green_bulk, "_thread_time", _Clock(1.0))
     op_type = {"updates": pymongo.message._UPDATE, "deletes": pymongo.message._DELETE}.get(
         kind, pymongo.message._INSERT
     )
     docs: list[Any]
     if kind == "large values":
-        limit, docs = 20_000_000, [{"_id": i, "s": "y" * (300 * 1024)} for i in range(200)]
+        limit = 20_000_000
+        docs = [{"_id": i, "s": "y" * (300 * 1024), "b": b"z" * 70_000} for i in range(200)]
     elif kind == "updates":
         limit = 3_000_000
         docs = [{"q": {"_id": i}, "u": {"$set": {"s": "x" * 1000}}} for i in range(6000)]
     elif kind == "deletes":
         limit, docs = 3_000_000, [{"q": {"s": "x" * 1000}, "limit": 0} for _ in range(6000)]
     else:
-        limit, docs = 3_000_000, [{"_id": i, "s": "x" * 1000} for i in range(6000)]
+        limit, docs = 3_000_000, [{"_id": i, "s": "x" * (1000 + i % 7)} for i in range(6000)]
     name = {pymongo.message._UPDATE: "update", pymongo.message._DELETE: "delete"}
-    command = {name.get(op_type, "insert"): "c", "ordered": True}
-    conn = _LimitedConnection(limit, ZlibContext(-1) if compressed else None)
-    context: Any = pymongo.message._BulkWriteContext
-    bwc = context("db", "insert", conn, None, None, None, op_type, DEFAULT_CODEC_OPTIONS)
-    conn.max_write_batch_size = 100_000
-    expected = len(bwc.batch_command(dict(command), docs)[2])
-    conn.max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
-    assert expected < len(docs)
+    command: dict[str, Any] = {name.get(op_type, "insert"): "c", "ordered": True}
+    ack = kind != "unacknowledged"
+    if not ack:
+        command["writeConcern"] = {"w": 0}
+    bwc, conn = _context(limit, mode == "compressed", op_type)
+    expected = _pymongo_command(bwc, command, docs)
+    assert len(expected[2]) < len(docs)
 
-    writer = GreenBulk.__new__(GreenBulk)
-    run = _Run(op_type)
-    for index, document in enumerate(docs):
-        run.add(index, document)
-    writer.current_run = run  # type: ignore[assignment]
+    writer, run = _writer(op_type, docs)
+    pieces = _pieces(monkeypatch)
     encoded = writer._green_encode(bwc, dict(command), iter(docs), 100_000)
-    assert len(encoded[2]) < expected
-    writer._green_check_ahead(bwc, dict(command), encoded, 100_000, True)
-    assert writer._green_checked == (run, expected)
-    assert conn.compression_context is not None or not compressed
+    assert len(encoded[2]) < len(expected[2])
+    if mode == "joined":
+        _, msg, to_send = writer._green_join(bwc, dict(command), encoded, 100_000, ack)
+        assert len(pieces) > 3 and pieces[-1] == 1 and sum(pieces) > len(to_send)
+        assert type(msg) is splice.SplicedMessage
+        got = bytes(msg)
+        # PyMongo's message but for the request id (bytes 4 to 7).
+        assert got[:4] + got[8:] == expected[1][:4] + expected[1][8:]
+        assert to_send == expected[2]
+    else:
+        writer._green_check_ahead(bwc, dict(command), encoded, 100_000, ack)
+    assert writer._green_checked == (run, len(expected[2]))
+    assert (conn.compression_context is not None) == (mode == "compressed")
 
 
 def _first_command(
-    docs: list[Any], limit: int, compressed: bool, ack: bool, max_bson_size: int
+    docs: list[Any],
+    limit: int,
+    compressed: bool,
+    ack: bool,
+    max_bson_size: int,
+    joined: bool = False,
 ) -> tuple[Any, Any]:
     """(PyMongo's first command of ``docs``: its document count or its error; the same
-    from Motor's first command and check ahead: where the checked documents end)."""
+    from Motor's first command and check ahead: where the checked documents end; or,
+    ``joined``, from Motor's first command joined, whose message must be PyMongo's)."""
 
     def outcome(call: Any) -> Any:
         try:
@@ -599,21 +709,28 @@ def _first_command(
     command: dict[str, Any] = {"insert": "c", "ordered": True}
     if not ack:
         command["writeConcern"] = {"w": 0}
-    conn = _LimitedConnection(limit, ZlibContext(-1) if compressed else None)
+    bwc, conn = _context(limit, compressed, pymongo.message._INSERT)
     conn.max_bson_size = max_bson_size
-    context: Any = pymongo.message._BulkWriteContext
-    bwc = context("db", "insert", conn, None, None, None, 0, DEFAULT_CODEC_OPTIONS)
-    conn.max_write_batch_size = 100_000
-    theirs = outcome(lambda: len(bwc.batch_command(dict(command), list(docs))[2]))
-    conn.max_write_batch_size = green_bulk.GREEN_WRITE_BATCH
-    writer = GreenBulk.__new__(GreenBulk)
-    run = _Run(pymongo.message._INSERT)
-    for index, document in enumerate(docs):
-        run.add(index, document)
-    writer.current_run = run  # type: ignore[assignment]
+    message: list[bytes] = []
+
+    def pymongo_s() -> int:
+        _, msg, to_send = _pymongo_command(bwc, command, docs)
+        message.append(msg)
+        return len(to_send)
+
+    theirs = outcome(pymongo_s)
+    writer, run = _writer(pymongo.message._INSERT, docs)
 
     def ours() -> int:
         encoded = writer._green_encode(bwc, dict(command), iter(docs), 100_000)
+        if joined:
+            _, msg, to_send = writer._green_join(bwc, dict(command), encoded, 100_000, ack)
+            assert writer._green_checked == (run, len(to_send))
+            got = bytes(msg)
+            # PyMongo's message, but for the request id (bytes 4 to 7).
+            assert got[:4] + got[8:] == message[0][:4] + message[0][8:]
+            assert to_send == docs[: len(to_send)]
+            return len(to_send)
         writer._green_check_ahead(bwc, dict(command), encoded, 100_000, ack)
         assert writer._green_checked is not None
         return writer._green_checked[1]
@@ -627,8 +744,17 @@ def _first_command(
     return theirs, mine
 
 
-@pytest.mark.parametrize("case", ["compressed", "exactly full", "unacknowledged"])
-def test_a_refused_document_near_the_end_of_pymongo_s_command(case: str) -> None:
+@pytest.mark.parametrize(
+    ("case", "joined"),
+    [
+        ("compressed", False),
+        ("exactly full", False),
+        ("exactly full", True),
+        ("unacknowledged", False),
+        ("unacknowledged", True),
+    ],
+)
+def test_a_refused_document_near_the_end_of_pymongo_s_command(case: str, joined: bool) -> None:
     # PyMongo's encoder encodes a document, raises if it refuses it, then ends its command
     # if it does not fit (it measures the one after the last); unacknowledged, it refuses
     # a document over maxBsonSize wherever its command reaches.  Motor's check raises or
@@ -662,11 +788,15 @@ def test_a_refused_document_near_the_end_of_pymongo_s_command(case: str) -> None
         limits = [3_000_000]
     for limit in limits:
         compressed = case == "compressed"
-        theirs, ours = _first_command(documents(None), limit, compressed, ack, max_bson_size)
+        theirs, ours = _first_command(
+            documents(None), limit, compressed, ack, max_bson_size, joined
+        )
         assert theirs == ours
         end = theirs[1]
         for refused in (end - 1, end, end + 1, end + 2):
-            theirs, ours = _first_command(documents(refused), limit, compressed, ack, max_bson_size)
+            theirs, ours = _first_command(
+                documents(refused), limit, compressed, ack, max_bson_size, joined
+            )
             assert theirs == ours, (limit, refused)
 
 

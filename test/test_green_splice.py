@@ -470,6 +470,18 @@ def test_the_internals_check_covers_the_encoder(monkeypatch: pytest.MonkeyPatch)
 
     monkeypatch.setattr(pymongo.message, "_do_batched_op_msg", other_batch)
     assert any("_do_batched_op_msg" in p for p in splice.check_pymongo_internals())
+    monkeypatch.undo()
+
+    # A message whose bytes before its documents depend on how many there are (here its
+    # flags): joined messages would not be PyMongo's.
+    def counted(*args: Any) -> Any:
+        request_id, message, to_send = batched(*args)
+        return request_id, message[:16] + len(to_send).to_bytes(4, "little") + message[20:], to_send
+
+    monkeypatch.setattr(pymongo.message, "_do_batched_op_msg", counted)
+    assert splice.check_pymongo_internals() == [
+        "pymongo.message._do_batched_op_msg's document sequence changed"
+    ]
 
 
 @pytest.fixture

@@ -18,14 +18,17 @@ command's at most :data:`FIRST_COMMAND_BYTES`, so that 1,000 documents of 30 KB 
 30 MB encoding; and the large string and binary values of the documents are not encoded at
 all but sent as pieces of the message (:func:`motor.green.splice.batch_command`).  The
 measure is the calling thread's CPU time (:func:`time.thread_time`), not the wall clock,
-so waiting for the interpreter lock does not count.  The number of commands a write takes
-therefore depends on the documents and the machine; what is sent, the results and the
-errors are PyMongo's.  So is what a document PyMongo's encoder refuses leaves written:
-PyMongo encodes a whole command (up to ``maxWriteBatchSize`` documents and
-``maxMessageSize`` bytes) before it sends it, so before Motor sends the first of its
-commands within those documents it encodes the rest of them too, and drops the bytes
-(:meth:`GreenBulk._green_check_ahead`; about 0.5 µs of client CPU per small document of
-a write of more than :data:`GREEN_WRITE_BATCH`), and its commands end where PyMongo's would.
+so waiting for the interpreter lock does not count.  These commands are the pieces of
+PyMongo's: the pieces of one of PyMongo's commands (up to ``maxWriteBatchSize`` documents
+and ``maxMessageSize`` bytes) are joined into one message (:meth:`GreenBulk._green_join`),
+PyMongo's but for its request id, so the server gets PyMongo's commands, and a document
+PyMongo's encoder refuses is refused before anything of its command is sent, as PyMongo
+refuses it.  On a connection that compresses (PyMongo compresses a message whole), or with
+:data:`JOIN_PIECES` off, each piece is a command of its own: the number of commands then
+depends on the documents and the machine, and before the first of them goes, the rest of
+PyMongo's command is encoded too and the bytes dropped (:meth:`GreenBulk._green_check_ahead`;
+about 0.5 µs of client CPU per small document), so that what a refused document leaves
+written is PyMongo's as well.
 
 :func:`insert_many` is PyMongo's ``Collection.insert_many`` (the same checks, ``_id``
 assignment and result) without the ``(op_type, document)`` pair PyMongo keeps per document
@@ -64,6 +67,7 @@ __all__ = [
     "GROWTH",
     "HAND_OVER_SECONDS",
     "HAND_OVER_STEP",
+    "JOIN_PIECES",
     "MIN_COMMAND_BYTES",
     "SPLICE_AVERAGE_BYTES",
     "GreenBulk",
@@ -104,6 +108,11 @@ SPLICE_AVERAGE_BYTES = 16 * 1024
 #: A command carries at most this many times the documents of the one before it, so that
 #: one quick measurement cannot make the next encoding long.
 GROWTH = 8
+#: Whether the pieces encoded for one of PyMongo's commands are joined into that command
+#: (:meth:`GreenBulk._green_join`), or each sent as a command of its own, the documents
+#: after the first one checked ahead (:meth:`GreenBulk._green_check_ahead`).  Pieces
+#: are never joined on a connection that compresses: PyMongo compresses a message whole.
+JOIN_PIECES = True
 
 # The attribute a green connection keeps the server's maxWriteBatchSize in (its own
 # max_write_batch_size is GREEN_WRITE_BATCH, for PyMongo's other batched writers).
@@ -118,8 +127,6 @@ _collection_module: Any = pymongo.synchronous.collection
 # in which mypy analyses PyMongo's import cycles, and it then rejects PyMongo's _WriteOp).
 _INSERT_OPERATION = _collection_module._Op.INSERT
 _INSERT = message._INSERT
-# The bytes of an empty document, {}.
-_EMPTY_DOCUMENT_BYTES = 5
 
 
 def next_batch_size(sent: int, spent: float, target: float, limit: int) -> int:
@@ -178,6 +185,11 @@ def _encode_sized(
     return (request_id, msg, to_send), following
 
 
+def _joins(bwc: Any) -> bool:
+    """Whether the pieces of ``bwc``'s next command are joined (see :data:`JOIN_PIECES`)."""
+    return JOIN_PIECES and bwc.conn.compression_context is None
+
+
 class GreenBulk(pymongo.synchronous.bulk._Bulk):
     """PyMongo's bulk writer, whose commands on green connections are sized as they go.
 
@@ -193,10 +205,11 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
     _green_checked: tuple[Any, int] | None = None
     # The run (operations of one type, one after the other) _green_sizes were sized in.
     _green_sized_run: Any = None
-    # The sizes the last command was encoded with (_green_sizes then); that command's
-    # run, where it starts in the run, its documents, and those sizes.
+    # The sizes the last command (its first piece, if joined) was encoded with
+    # (_green_sizes then); that command's run, where it starts in the run, its
+    # documents, those sizes, and whether its pieces were joined.
     _green_used: tuple[int, int, bool] = _green_sizes
-    _green_last: tuple[Any, int, int, tuple[int, int, bool]] | None = None
+    _green_last: tuple[Any, int, int, tuple[int, int, bool], bool] | None = None
 
     def _green_encode(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
         if in_child():
@@ -213,7 +226,7 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         encoded, self._green_sizes = _encode_sized(bwc, cmd, ops, limit, used)
         return encoded
 
-    def _green_retry(self, bwc: Any, cmd: Any, ops: Any, limit: int) -> Any:
+    def _green_retry(self, bwc: Any, cmd: Any, ops: Any, limit: int, ack: bool) -> Any:
         """The command that failed, again, for PyMongo's retry of it (None: not a retry).
 
         A retryable write is retried with the same transaction number, and the server
@@ -223,7 +236,7 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         twice.  PyMongo's commands are sized by the server's limits alone, so its retry is
         the same command; here the sizes follow encoding time, so the retry is encoded
         with the failed command's count, byte cap and choice of spliced values instead of
-        new sizes.
+        new sizes (a joined command's: its first piece's, then joined up to its count).
         """
         last = self._green_last
         run: Any = self.current_run
@@ -232,10 +245,48 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         if in_child():
             _pause_if_spent()
         count = min(last[2], limit)
-        _, encode_bytes, look = last[3]
+        first, encode_bytes, look = last[3]
+        if last[4]:
+            if _joins(bwc):
+                sizes = (min(first, count), encode_bytes, look)
+                encoded, self._green_sizes = _encode_sized(bwc, cmd, ops, count, sizes)
+                return self._green_join(bwc, cmd, encoded, count, ack)
+            # A connection that compresses: the whole command in one encoding.
+            encode_bytes = bwc.conn.max_message_size
         sizes = (count, encode_bytes, look)
         encoded, _ = _encode_sized(bwc, cmd, itertools.islice(ops, count), limit, sizes)
         return encoded
+
+    def _green_join(self, bwc: Any, cmd: Any, encoded: Any, limit: int, ack: bool) -> Any:
+        """The command PyMongo would send, starting with ``encoded`` (its first piece,
+        encoded by :meth:`_green_encode`): the run's documents after those of the piece,
+        up to the server's ``maxWriteBatchSize`` (``limit``) documents and
+        ``maxMessageSize`` bytes, are encoded in pieces sized as the commands of
+        :meth:`_green_check` are (the loop runs between two), and their bytes joined
+        after the piece's into one message (:func:`motor.green.splice.join_documents`).
+        A document PyMongo's encoder refuses is refused before anything is sent, as
+        PyMongo refuses it; what the server gets is PyMongo's message but for the request
+        id.  The next command's first piece is sized by the last piece's cost.
+        """
+        run: Any = self.current_run
+        request_id, msg, to_send = encoded
+        if run is None:
+            return encoded
+        start = run.idx_offset
+        position = start + len(to_send)
+        stop = min(len(run.ops), start + limit)
+        if position < stop:
+            more: list[tuple[list[Any], int]] = []
+            self._green_check_sizes = self._green_sizes
+            position = self._green_check(
+                bwc, cmd, run.ops, position, stop, limit, ack, len(msg), more
+            )
+            self._green_sizes = self._green_check_sizes
+            if more:
+                msg = splice.join_documents(msg, more, splice.sequence_prefix(bwc, cmd))
+                to_send = run.ops[start:position]
+        self._green_checked = (run, position)
+        return request_id, msg, to_send
 
     def _green_check_ahead(self, bwc: Any, cmd: Any, encoded: Any, limit: int, ack: bool) -> None:
         """Encode, and drop, the documents PyMongo would have sent in one command with those
@@ -289,9 +340,11 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         limit: int,
         ack: bool,
         first: int,
+        kept: list[tuple[list[Any], int]] | None = None,
     ) -> int:
         # _green_check_ahead's pieces (uncompressed), after a first command of ``first``
-        # bytes; where the checked documents end.  Between two pieces a child gives the
+        # bytes; where the checked documents end.  With ``kept``, the documents' pieces
+        # (splice.document_pieces) go in it, for _green_join.  Between two pieces a child gives the
         # loop its turn once the work budget is spent; a worker thread offers the
         # interpreter lock once HAND_OVER_SECONDS have passed (the pieces are lists, which
         # the encoder walks without the hand-overs of _handing_over): otherwise the loop,
@@ -302,7 +355,7 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         pause = _pause_if_spent if child else _HandOver()
         own = bwc.conn.max_message_size
         # The bytes of a command without its documents: the same for every piece.
-        header = len(bwc.batch_command(cmd, [{}])[1]) - _EMPTY_DOCUMENT_BYTES
+        header = splice.sequence_prefix(bwc, cmd)
         room = bwc.max_message_size - first
 
         def one_at_a_time(documents: list[Any]) -> bool:
@@ -322,6 +375,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                 size = len(alone) - header
                 if size > room:
                     return False
+                if kept is not None:
+                    kept.append(splice.document_pieces(alone, header))
                 position += 1
                 room -= size
             return True
@@ -344,6 +399,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                 break
             size = len(piece) - header
             if size <= room:
+                if kept is not None:
+                    kept.append(splice.document_pieces(piece, header))
                 position += len(done)
                 room -= size
                 continue
@@ -358,7 +415,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
         if limit is None or self.is_encrypted:
             return None
         run: Any = self.current_run
-        encoded = self._green_retry(bwc, cmd, ops, limit)
+        joined = _joins(bwc)
+        encoded = self._green_retry(bwc, cmd, ops, limit, ack)
         if encoded is None:
             checked = self._green_checked
             if checked is not None and checked[0] is run and run.idx_offset < checked[1]:
@@ -368,8 +426,11 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
                 )
             else:
                 encoded = self._green_encode(bwc, cmd, ops, limit)
-                self._green_check_ahead(bwc, cmd, encoded, limit, ack)
-        self._green_last = (run, run.idx_offset, len(encoded[2]), self._green_used)
+                if joined:
+                    encoded = self._green_join(bwc, cmd, encoded, limit, ack)
+                else:
+                    self._green_check_ahead(bwc, cmd, encoded, limit, ack)
+        self._green_last = (run, run.idx_offset, len(encoded[2]), self._green_used, joined)
         return encoded
 
     def _execute_batch_unack(self, bwc: Any, cmd: Any, ops: Any, client: Any) -> Any:

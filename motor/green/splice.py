@@ -59,6 +59,7 @@ writes), and PyMongo's encoder writes at most the bytes the bulk writer asks for
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 import time
@@ -104,6 +105,9 @@ ARRAY_SLICE_SECONDS = 0.0005
 ARRAY_MIN_SLICE = 16
 #: Characters of a large ``str`` encoded to UTF-8 at a time.
 STR_SLICE = 256 * 1024
+#: :func:`join_documents` copies pieces smaller than this many bytes together, into
+#: pieces of at least this size: each piece of a message is a send of its own.
+JOIN_BYTES = 64 * 1024
 #: How many levels of embedded documents and arrays large values are looked for in.
 MAX_DEPTH = 16
 #: How many values of one document (its own and its embedded documents' and arrays')
@@ -118,6 +122,8 @@ _UNPACK_INT32_FROM = _INT32.unpack_from
 _PACK_INT32_INTO = _INT32.pack_into
 # OP_MSG: 16-byte header, 4 bytes of flags, then section kind 0 and the command document.
 _COMMAND_AT = 21
+# The bytes of an empty document, {}.
+_EMPTY_DOCUMENT_BYTES = 5
 # A placeholder array, [marker]: its length, a string element keyed "0" (type, key, the
 # string's length), the marker, the string's NUL and the array's.
 _ARRAY_MARKER_HEAD = b"\x020\x00"
@@ -739,6 +745,62 @@ def batch_command(
     return request_id, spliced, batch[:sent], len(message)
 
 
+def sequence_prefix(bwc: Any, cmd: Any) -> int:
+    """How many bytes come before the documents in ``bwc``'s (uncompressed) message of
+    ``cmd``: the header, the command and the document sequence's own header."""
+    return len(bwc.batch_command(cmd, [{}])[1]) - _EMPTY_DOCUMENT_BYTES
+
+
+def document_pieces(message: Any, prefix: int) -> tuple[list[Any], int]:
+    """The pieces of ``message`` (a bulk write command's uncompressed OP_MSG message,
+    bytes or :class:`SplicedMessage`) after its first ``prefix`` bytes, where its
+    documents start (:func:`sequence_prefix`); and their size."""
+    if type(message) is SplicedMessage:
+        pieces = message.pieces
+        # The first piece is the message's start up to its first spliced value, which
+        # is inside a document.
+        return [memoryview(pieces[0])[prefix:], *pieces[1:]], len(message) - prefix
+    return [memoryview(message)[prefix:]], len(message) - prefix
+
+
+def join_documents(message: Any, more: list[tuple[list[Any], int]], prefix: int) -> SplicedMessage:
+    """``message`` (as for :func:`document_pieces`) with the documents ``more`` (the
+    :func:`document_pieces` of messages of the same command) at the end of its document
+    sequence: one message, PyMongo's of all those documents but for the request id."""
+    if type(message) is SplicedMessage:
+        head = bytearray(memoryview(message.pieces[0])[:prefix])
+    else:
+        head = bytearray(memoryview(message)[:prefix])
+    first, size = document_pieces(message, prefix)
+    # Small pieces (documents encoded one at a time) are copied together, a send each.
+    pieces: list[Any] = []
+    small = bytearray()
+    added = 0
+    for some in itertools.chain([first], (more_pieces for more_pieces, _ in more)):
+        for piece in some:
+            if type(piece) is not str and len(piece) < JOIN_BYTES:
+                small += piece
+                if len(small) >= JOIN_BYTES:
+                    pieces.append(small)
+                    small = bytearray()
+                continue
+            if small:
+                pieces.append(small)
+                small = bytearray()
+            pieces.append(piece)
+    if small:
+        pieces.append(small)
+    for _, more_size in more:
+        added += more_size
+    section = _COMMAND_AT + _UNPACK_INT32_FROM(head, _COMMAND_AT)[0]
+    if head[_COMMAND_AT - 1] != 0 or head[section] != 1:
+        raise ValueError("not a message with a document sequence after its command")
+    total = prefix + size + added
+    _PACK_INT32_INTO(head, 0, total)
+    _PACK_INT32_INTO(head, section + 1, _UNPACK_INT32_FROM(head, section + 1)[0] + added)
+    return SplicedMessage([head, *pieces], total)
+
+
 def _raise_first_refused(bwc: Any, cmd: Any, documents: list[Any]) -> None:
     """PyMongo's error for the first of ``documents`` (the skeleton: large values replaced
     by placeholders, which PyMongo's encoder refuses when it refuses the originals) its
@@ -834,7 +896,38 @@ def check_pymongo_internals() -> list[str]:
         problems.append("pymongo.message._op_msg_uncompressed's message layout changed")
     if not _bulk_splices(document):
         problems.append("pymongo.message._do_batched_op_msg's message or limits changed")
+    elif not _joins_as_pymongo(document):
+        problems.append("pymongo.message._do_batched_op_msg's document sequence changed")
     return problems
+
+
+def _joins_as_pymongo(document: dict[str, Any]) -> bool:
+    # join_documents of a bulk write's messages (one spliced) is PyMongo's message of all
+    # their documents but for the request id.
+    context = _CheckContext()
+    cmd = {"insert": "c"}
+    documents = [{"_id": 0}, document, {"_id": 2, "x": "y" * 100}]
+    try:
+        expected = context.batch_command(cmd, iter(documents))[1]
+        prefix = sequence_prefix(context, cmd)
+        first = context.batch_command(cmd, iter(documents[:1]))[1]
+        more = [
+            document_pieces(_spliced_command(context, cmd, document), prefix),
+            document_pieces(context.batch_command(cmd, iter(documents[2:]))[1], prefix),
+        ]
+        joined = bytes(join_documents(first, more, prefix))
+    except Exception:
+        return False
+    return bool(joined[:4] + joined[8:] == expected[:4] + expected[8:])
+
+
+def _spliced_command(context: Any, cmd: Any, document: Any) -> SplicedMessage:
+    # The message of a bulk write of ``document`` with its values "s" and "b" spliced.
+    paths: list[tuple[Any, ...]] = [(0, "s"), (0, "b")]
+    skeleton, values, markers = _skeleton([document], paths)
+    _, message, to_send = context.batch_command(cmd, iter(skeleton))
+    pieces = [_value_pieces(value, DEFAULT_CODEC_OPTIONS) for value in values]
+    return _splice(message, len(to_send), paths, pieces, markers)[0]
 
 
 def _compresses_as_pymongo() -> bool:
