@@ -33,6 +33,7 @@ from motor.green import bulk as green_bulk
 from motor.green import pool as green_pool
 from motor.green import splice
 from motor.green.bulk import GreenBulk, next_batch_size
+from test.faultproxy import FaultProxy
 from test.framework import Framework
 from test.scripted import in_thread, replica_set_member, standing_replies
 
@@ -866,3 +867,23 @@ def test_a_plain_pymongo_client_keeps_pymongo_s_batches(server: Any) -> None:
         assert coll.count_documents({}) == 2500
     finally:
         sync.close()
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "zlib"])
+async def test_pieces_are_joined_unless_the_connection_compresses(
+    fw: Framework, server: Any, monkeypatch: pytest.MonkeyPatch, compressed: bool
+) -> None:
+    # Pieces of 1,000 documents: one command, PyMongo's, on a plain connection; on one
+    # that compresses (PyMongo compresses a message whole), a command per piece.
+    monkeypatch.setattr(green_bulk, "ENCODE_SECONDS_IN_THREAD", 1.0)
+    monkeypatch.setattr(green_bulk, "_thread_time", _Clock(1.0))
+    inserts = _Inserts()
+    with FaultProxy((server.host, server.port), compression=True) as proxy:
+        options = {"compressors": "zlib"} if compressed else {}
+        client = fw.client(proxy.uri, event_listeners=[inserts], **options)
+        coll = client.motor_test[f"bulk_joined_{fw.name}_{compressed}"]
+        await coll.drop()
+        result = await coll.insert_many([{"_id": i, "s": "x" * 100} for i in range(3000)])
+        assert result.inserted_ids == list(range(3000))
+        assert inserts.sizes == ([1000, 1000, 1000] if compressed else [3000])
+        assert sorted(await coll.distinct("_id")) == list(range(3000))
