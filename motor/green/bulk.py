@@ -344,8 +344,8 @@ class GreenBulk(pymongo.synchronous.bulk._Bulk):
     ) -> int:
         # _green_check_ahead's pieces (uncompressed), after a first command of ``first``
         # bytes; where the checked documents end.  With ``kept``, the documents' pieces
-        # (splice.document_pieces) go in it, for _green_join.  Between two pieces a child gives the
-        # loop its turn once the work budget is spent; a worker thread offers the
+        # (splice.document_pieces) go in it, for _green_join.  Between two pieces a child
+        # gives the loop its turn once the work budget is spent; a worker thread offers the
         # interpreter lock once HAND_OVER_SECONDS have passed (the pieces are lists, which
         # the encoder walks without the hand-overs of _handing_over): otherwise the loop,
         # waiting for the lock, waits the switch interval (5 ms) and then for the end of

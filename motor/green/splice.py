@@ -775,7 +775,6 @@ def join_documents(message: Any, more: list[tuple[list[Any], int]], prefix: int)
     # Small pieces (documents encoded one at a time) are copied together, a send each.
     pieces: list[Any] = []
     small = bytearray()
-    added = 0
     for some in itertools.chain([first], (more_pieces for more_pieces, _ in more)):
         for piece in some:
             if type(piece) is not str and len(piece) < JOIN_BYTES:
@@ -790,8 +789,7 @@ def join_documents(message: Any, more: list[tuple[list[Any], int]], prefix: int)
             pieces.append(piece)
     if small:
         pieces.append(small)
-    for _, more_size in more:
-        added += more_size
+    added = sum(more_size for _, more_size in more)
     section = _COMMAND_AT + _UNPACK_INT32_FROM(head, _COMMAND_AT)[0]
     if head[_COMMAND_AT - 1] != 0 or head[section] != 1:
         raise ValueError("not a message with a document sequence after its command")
@@ -985,10 +983,9 @@ def _bulk_splices(document: dict[str, Any]) -> bool:
     if not {"conn", "max_message_size"} <= code_names(limit):
         return False
     context = _CheckContext()
-    paths: list[tuple[Any, ...]] = [(0, "s"), (0, "b")]
     try:
         expected = context.batch_command({"insert": "c"}, iter([document]))
-        skeleton, values, markers = _skeleton([document], paths)
+        skeleton = _skeleton([document], [(0, "s"), (0, "b")])[0]
         context.conn.max_message_size = 10
         try:
             context.batch_command({"insert": "c"}, iter(skeleton))
@@ -998,9 +995,7 @@ def _bulk_splices(document: dict[str, Any]) -> bool:
             return False
         finally:
             context.conn.max_message_size = _CheckConnection.max_message_size
-        _, message, to_send = context.batch_command({"insert": "c"}, iter(skeleton))
-        pieces = [_value_pieces(value, DEFAULT_CODEC_OPTIONS) for value in values]
-        joined = bytes(_splice(message, len(to_send), paths, pieces, markers)[0])
+        joined = bytes(_spliced_command(context, {"insert": "c"}, document))
     except Exception:
         return False
     return bool(joined[:4] + joined[8:] == expected[1][:4] + expected[1][8:])
