@@ -10,6 +10,7 @@ client.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any
@@ -32,7 +33,9 @@ from pymongo.topology_shared import _ErrorContext
 import motor
 from motor.green import bulk as green_bulk
 from motor.green import find as green_find
+from motor.green import insert as green_insert
 from motor.green import internals as green_internals
+from motor.green import pool as green_pool
 from test.framework import Framework, instrumented, run_python
 from test.oracle import CommandRecorder
 from test.scripted import (
@@ -971,6 +974,63 @@ def test_the_fingerprint_sees_any_change_to_the_source() -> None:
     assert one != fingerprint(_version("other value"))
     assert one != fingerprint(_version("other docstring and a comment"))
     assert fingerprint(len) == ""  # no source: the express path is not taken
+
+
+def _trailing_comment(a: Any) -> Any:
+    """A function whose source ends with a comment in its body."""
+    return a
+    # (Part of the text inspect.getsource reads, past the last line of the code.)
+
+
+class _Fingerprinted:
+    """A class, checked as PyMongo's session classes are."""
+
+    def first(self) -> int:
+        return 1
+
+    @property
+    def last(self) -> int:
+        return 2
+
+
+def test_unchanged_is_the_fingerprint_s_verdict(monkeypatch: pytest.MonkeyPatch) -> None:
+    unchanged, fingerprint = green_internals.unchanged, green_internals.fingerprint
+    one, other = _version("one"), fingerprint(_version("other value"))
+    expected = {f: fingerprint(f) for f in (one, _trailing_comment, _Fingerprinted)}
+    assert not unchanged(len, fingerprint(len))  # no source: never unchanged
+    assert not unchanged(_trailing_comment, None)
+
+    # The lines a function's (or a class's methods') code spans are the text
+    # inspect.getsource reads: it is not called.
+    def getsource(obj: Any) -> str:
+        raise AssertionError(f"inspect.getsource({obj!r}) called")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(inspect, "getsource", getsource)
+        assert unchanged(one, expected[one])
+        assert unchanged(_Fingerprinted, expected[_Fingerprinted])
+    # A comment past the code's last line: those lines are not the text, and the
+    # fingerprint decides.
+    assert green_internals._spanned_source(_trailing_comment) != inspect.getsource(
+        _trailing_comment
+    )
+    for function, digest in expected.items():
+        assert unchanged(function, digest)
+        assert not unchanged(function, other)
+
+
+def test_pymongo_s_source_is_checked_without_tokenizing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # For PyMongo 4.20 the lines each checked function's code spans are the text its
+    # fingerprint digests: importing Motor does not tokenize PyMongo's modules (or
+    # parse them, for a class) to find it, which took 0.1 s.
+    def getsource(obj: Any) -> str:
+        raise AssertionError(f"inspect.getsource({obj!r}) called")
+
+    monkeypatch.setattr(inspect, "getsource", getsource)
+    assert green_find.check_express_internals() == []
+    assert green_find.check_selection_internals() == []
+    assert green_insert.check_express_internals() == []
+    assert green_pool.check_pool_express_internals() == []
 
 
 def test_pymongo_internals_for_the_express_path() -> None:
