@@ -110,6 +110,9 @@ CLIENT_OPTIONS = {"maxPoolSize": 100, "serverSelectionTimeoutMS": 10000}
 MAX_THREADS = 1000
 #: Concurrency of the pending-operations workload.
 PENDING = 10_000
+#: Round trips of each run of the machine's floor (measure_floor): one at a time, about
+#: as long as a C=100 stall-probe run of this driver.
+FLOOR_OPS = 4000
 #: The workers' allocator settings unless ``--default-malloc``: glibc keeps blocks up to
 #: 32 MiB on its heap and returns freed memory to the kernel only above 256 MiB, so that
 #: large reads do not pay for fresh pages.  With glibc's adaptive defaults, whether a
@@ -567,6 +570,7 @@ class Worker:
         target: Target,
         bare: bool = False,
         env: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         self.client = client
         self._stderr: IO[bytes] = tempfile.TemporaryFile()
@@ -582,7 +586,7 @@ class Worker:
             text=True,
         )
         self._setup = {
-            "client": "bare" if bare else client.kind,
+            "client": kind or ("bare" if bare else client.kind),
             "uri": target.uri,
             "db": target.db,
             # Only this project's clients import motor from the checkout.
@@ -1052,6 +1056,49 @@ def measure_bare(
         finally:
             worker.close()
     return runs
+
+
+def measure_floor(
+    mode: Mode, python: str, target: Target, env: dict[str, str]
+) -> list[dict[str, Any]]:
+    """The machine's floor under the stall figures: the C=100 probe's ticker around a
+    loop with no driver, one raw connection making sequential ``find`` round trips
+    (``compare_worker.RawRunner``), as many runs as the stall probe makes, in a worker
+    like the clients' (same process kind, CPUs and ticker)."""
+    runs = []
+    # The C=100 probe's conditions: the server in its mode for concurrent clients, the
+    # worker not confined to a CPU.
+    spec = dict(target.spec(WORKLOAD_BY_KEY["seq_find_one"], mode), ticker=True)
+    spec.update(ops=FLOOR_OPS, warmup=FLOOR_OPS // 10)
+    spec.pop("cpus", None)
+    target.prepare(WORKLOAD_BY_KEY["c100"])
+    worker = Worker(CLIENTS[0], python, target, env=env, kind="raw")
+    try:
+        worker.start()
+        for _ in range(mode.stall_reps):
+            runs.append(worker.run(spec))
+    finally:
+        worker.close()
+    return runs
+
+
+def format_floor(runs: Sequence[dict[str, Any]]) -> str:
+    """The report's lines on :func:`measure_floor`'s runs."""
+    stalls = [max(0.0, r["longest_tick_gap_ms"] - 1.0) for r in runs]
+    worst = max(runs, key=lambda r: r["longest_tick_gap_ms"])
+    switches = _switches(
+        {"longest_tick_gap_switches_worst": worst["longest_tick_gap_switches"]}, True
+    )
+    return (
+        f"The machine's floor (canned server, same run): a loop with no driver, one "
+        f"connection, {FLOOR_OPS:,} sequential find round trips per run, the C=100 "
+        f"probe's ticker: longest stall per run (the loop thread's CPU in it) "
+        + ", ".join(f"{s:.2f} ({r['longest_tick_gap_cpu_ms']:.2f})" for s, r in zip(stalls, runs))
+        + f" ms; the worst {max(stalls):.2f} ms (the loop thread ran "
+        f"{worst['longest_tick_gap_cpu_ms']:.2f} ms of its {worst['longest_tick_gap_ms']:.2f}"
+        f" ms gap{switches}). An iteration of that loop handles one "
+        f"small reply: a gap longer than that is the machine's."
+    )
 
 
 # --------------------------------------------------------------------------- servers
@@ -2165,6 +2212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sessions: dict[str, Session] = {}
     targets: dict[str, Target] = {}
     bare_runs: list[dict[str, Any]] = []
+    floor_runs: list[dict[str, Any]] = []
 
     def run_target(target: Target) -> None:
         _progress(f"== {target.name}: {target.description}")
@@ -2180,6 +2228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if any(w.kind == "pending" for w in workloads):
                     bare_runs = measure_bare(mode, pythons["dev"], target, worker_env)
                 run_target(target)
+                if any(w.key == "c100" for w in workloads) and mode.stall_reps:
+                    _progress("[canned] the machine's floor: no driver, one connection")
+                    floor_runs = measure_floor(mode, pythons["dev"], target, worker_env)
         except BenchSetupError as exc:
             notes.append(f"canned server skipped: {exc}")
             _progress(f"canned server skipped: {exc}")
@@ -2255,6 +2306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     else:
         bare = None
+    if floor_runs:
+        print("\n" + format_floor(floor_runs))
     print(
         f"\nPyMongo sync uses one thread per concurrent task, capped at {MAX_THREADS} threads; "
         f"10k pending: {PENDING:,} tasks queued on a ThreadPoolExecutor of {MAX_THREADS} "
@@ -2302,6 +2355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "runs": {name: s.runs for name, s in sessions.items()},
             "stall_runs": {name: s.stall_runs for name, s in sessions.items()},
             "harness_pending_runs": bare_runs,
+            "machine_floor_runs": floor_runs,
             "harness_bytes_per_pending_task": bare,
             "checks": [asdict(c) for c in checks],
             "notes": notes,

@@ -73,6 +73,7 @@ import os
 import platform
 import pstats
 import resource
+import struct
 import sys
 import threading
 import time
@@ -89,6 +90,7 @@ CLIENT_KINDS = (
     "pymongo_sync",
     "mongojet",
     "bare",
+    "raw",
 )
 #: The event-loop stall ticker's sleep (seconds).
 TICK = 0.001
@@ -915,6 +917,105 @@ class BareRunner(AsyncRunner):
         return wait
 
 
+def find_message(collection: str, db: str) -> bytes:
+    """An OP_MSG ``find`` of one document of ``db.collection``, as a driver sends it."""
+    import bson
+
+    command = {"find": collection, "filter": {}, "limit": 1, "singleBatch": True, "$db": db}
+    body = struct.pack("<I", 0) + b"\x00" + bson.encode(command)
+    return struct.pack("<iiii", 16 + len(body), 1, 0, 2013) + body
+
+
+class RawConnection(asyncio.Protocol):
+    """A connection with no driver: sends a prebuilt request, decodes the reply."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[Any] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        import bson
+
+        self.buffer += data
+        while len(self.buffer) >= 4:
+            length = int.from_bytes(self.buffer[:4], "little")
+            if len(self.buffer) < length:
+                return
+            reply = bytes(self.buffer[:length])
+            del self.buffer[:length]
+            # Header (16 bytes), flag bits (4), section kind (1), then the document.
+            document = bson.decode(reply[21:])
+            waiter, self.waiter = self.waiter, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(document)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        waiter, self.waiter = self.waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc or ConnectionError("connection closed"))
+
+    async def round_trip(self, message: bytes) -> Any:
+        """Send ``message``; the decoded reply (which must say ``ok: 1``)."""
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(message)
+        reply = await self.waiter
+        if reply.get("ok") != 1:
+            raise RuntimeError(f"the server answered {reply!r}")
+        return reply
+
+
+class RawRunner(AsyncRunner):
+    """No driver: one asyncio connection sending a prebuilt ``find`` at a time.
+
+    The ``sequential`` workload with the ticker then measures the machine's floor under
+    the stall figures: a loop iteration handles at most one small reply and one send,
+    so a long gap is the machine's (a system call or a vCPU held up), not a driver's.
+    """
+
+    def start(self) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(self.uri)
+        host, port = parts.hostname or "localhost", parts.port or 27017
+
+        async def connect() -> RawConnection:
+            _, protocol = await asyncio.get_running_loop().create_connection(
+                RawConnection, host, port
+            )
+            return protocol
+
+        self.connection: RawConnection = self.run(connect)
+        self.client = None
+
+    def close(self) -> None:
+        try:
+            if self.connection.transport is not None:
+                self.connection.transport.close()
+                self.run(lambda: asyncio.sleep(0))
+        finally:
+            self.loop.close()
+
+    def info(self) -> dict[str, Any]:
+        return {"idle_tick_gap_ms": self.idle_tick_gap() * 1e3}
+
+    def check(self, small: str, insert: str) -> None:
+        message = find_message(small, self.db)
+        self.run(lambda: self.connection.round_trip(message))
+
+    def op(self, workload: dict[str, Any]) -> Callable[[int], Any]:
+        if workload["workload"] != "sequential" or workload.get("op", "find_one") != "find_one":
+            raise ValueError("the raw connection only makes sequential find_one calls")
+        message = find_message(workload["collection"], self.db)
+        round_trip = self.connection.round_trip
+        return lambda i: round_trip(message)
+
+
 def _result(
     wall: float,
     usage0: Any,
@@ -967,6 +1068,7 @@ RUNNERS: dict[str, type[Runner]] = {
     "pymongo_sync": SyncRunner,
     "mongojet": MongojetRunner,
     "bare": BareRunner,
+    "raw": RawRunner,
 }
 
 

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -143,3 +144,28 @@ def test_a_late_wake_up_of_the_selector_is_excused(
     assert late_in_longest >= OVERSLEEP
     # Not excused, the net gap would be the whole gap.
     assert net < longest - OVERSLEEP / 2
+
+
+def test_the_raw_runner_makes_real_round_trips_under_the_ticker(
+    worker: ModuleType, server: Any
+) -> None:
+    """The machine's floor of ``compare.py`` (``RawRunner``): no driver, one connection,
+    prebuilt ``find`` messages whose replies are decoded and checked."""
+    runner = worker.RUNNERS["raw"]({"client": "raw", "uri": server.uri, "db": "bench_floor"})
+    runner.start()
+    try:
+        runner.check("small", "insert")
+        spec = {"workload": "sequential", "collection": "small", "op": "find_one"}
+        result = worker.measure(runner, dict(spec, ops=300, warmup=30, ticker=True))
+        with pytest.raises(ValueError, match="sequential find_one"):
+            runner.op(dict(spec, workload="concurrent"))
+        # A reply that is not ok is an error, not a round trip counted.
+        bad = worker.find_message("", "bench_floor")
+        with pytest.raises(RuntimeError, match="the server answered"):
+            runner.run(lambda: runner.connection.round_trip(bad))
+    finally:
+        runner.close()
+    assert result["ops"] == 300
+    assert result["ticks"] > 0
+    assert result["longest_tick_gap_ms"] >= 1.0  # at least the ticker's own sleep
+    assert 0.0 <= result["longest_tick_gap_cpu_ms"] <= result["longest_tick_gap_ms"] + 1.0
