@@ -568,7 +568,6 @@ class Worker:
         client: Client,
         python: str,
         target: Target,
-        bare: bool = False,
         env: dict[str, str] | None = None,
         kind: str | None = None,
     ) -> None:
@@ -586,7 +585,8 @@ class Worker:
             text=True,
         )
         self._setup = {
-            "client": kind or ("bare" if bare else client.kind),
+            # kind: a worker with no client ("bare") or no driver ("raw") instead.
+            "client": kind or client.kind,
             "uri": target.uri,
             "db": target.db,
             # Only this project's clients import motor from the checkout.
@@ -1049,7 +1049,7 @@ def measure_bare(
         "memory": True,
     }
     for _ in range(max(1, mode.pending_reps)):
-        worker = Worker(CLIENTS[0], python, target, bare=True, env=env)
+        worker = Worker(CLIENTS[0], python, target, env=env, kind="bare")
         try:
             worker.start()
             runs.append(worker.run(spec))
