@@ -6,6 +6,7 @@ import asyncio
 import collections
 import contextlib
 import contextvars
+import errno
 import functools
 import importlib
 import math
@@ -38,6 +39,7 @@ from motor.errors import WouldBlockError
 from motor.green import hub as hub_module
 from motor.green import pool as green_pool
 from motor.green import reauth as green_reauth
+from motor.green import socket as green_socket
 from motor.green import splice as green_splice
 from motor.green.hub import Waiter, get_hub
 from motor.green.socket import GreenSocket, tls_handshake
@@ -828,6 +830,55 @@ async def test_unix_domain_socket(fw: Framework) -> None:
         assert conn.conn.get_conn.sock.family == socket.AF_UNIX
     finally:
         server.stop()
+
+
+async def test_a_connect_completed_within_the_call_does_not_park(
+    fw: Framework, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A non-blocking connect to a listener on this host reports EINPROGRESS, but the
+    # handshake is done: the child goes on without waiting for the loop.  A connect
+    # still in progress parks (the writability wait); a refused one raises its error.
+    listener = socket.create_server(("127.0.0.1", 0))
+    refused = socket.create_server(("127.0.0.1", 0))
+    refused_address = refused.getsockname()
+    refused.close()
+    parked: list[bool] = []
+    real_wait = green_socket.wait_fd
+
+    def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
+        parked.append(write)
+        return real_wait(fd, write, timeout)
+
+    monkeypatch.setattr(green_socket, "wait_fd", wait_fd)
+
+    def connect(address: Any) -> socket.socket:
+        sock = socket.socket()
+        sock.setblocking(False)
+        try:
+            green_socket._connect(sock, address, 1.0)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    try:
+        sock = await hub().spawn(connect, listener.getsockname())
+        accepted, _ = listener.accept()
+        sock.sendall(b"x")
+        assert accepted.recv(1) == b"x"
+        accepted.close()
+        sock.close()
+        assert parked == []
+        with pytest.raises(OSError) as raised:
+            await hub().spawn(connect, refused_address)
+        assert raised.value.errno == errno.ECONNREFUSED
+        assert parked == []
+        monkeypatch.setattr(green_socket, "_ready_now", lambda fd, write: False)
+        sock = await hub().spawn(connect, listener.getsockname())
+        sock.close()
+        assert parked == [True]
+    finally:
+        listener.close()
 
 
 def test_pyopenssl_context_is_refused(socket_pair: tuple[socket.socket, socket.socket]) -> None:
