@@ -62,11 +62,21 @@ def _timed_out() -> TimeoutError:
     return TimeoutError("timed out")
 
 
-def _ready_now(fd: int, write: bool) -> bool:
-    """Whether ``fd`` is readable (or writable) now, without waiting."""
+def _poll(fd: int, write: bool, ms: int | None) -> bool:
+    """Whether ``fd`` turns readable (or writable) within ``ms`` milliseconds (None:
+    however long it takes), in :func:`select.poll`, in the calling thread."""
     poller = select.poll()
     poller.register(fd, _POLLOUT if write else _POLLIN)
-    return bool(poller.poll(0))
+    while True:
+        try:
+            return bool(poller.poll(ms))
+        except InterruptedError:
+            continue
+
+
+def _ready_now(fd: int, write: bool) -> bool:
+    """Whether ``fd`` is readable (or writable) now, without waiting."""
+    return _poll(fd, write, 0)
 
 
 def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
@@ -79,14 +89,7 @@ def wait_fd(fd: int, write: bool, timeout: float | None) -> bool:
         return current.hub.wait_fd(fd, write, timeout)
     if timeout is None or timeout > 0:
         refuse_to_block("a socket")
-    poller = select.poll()
-    poller.register(fd, _POLLOUT if write else _POLLIN)
-    ms = None if timeout is None else max(int(timeout * 1000 + 0.999), 0)
-    while True:
-        try:
-            return bool(poller.poll(ms))
-        except InterruptedError:
-            continue
+    return _poll(fd, write, None if timeout is None else max(int(timeout * 1000 + 0.999), 0))
 
 
 def _pause_if_spent() -> None:
